@@ -1,0 +1,55 @@
+# The project's interface: CI (.ci/run) calls these same targets.
+# Every target installs what it needs and skips optional tools with a message.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+export PATH := $(HOME)/.cargo/bin:$(PATH)
+
+.PHONY: help dev run setup wasm web test test-rust test-kernel test-e2e test-web bench bench-kernel check fmt clean
+
+help: ## List the targets
+	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
+
+setup: ## Install toolchain pieces the build needs (wasm target, wasm-bindgen-cli, wasm-pack)
+	@scripts/setup.sh
+
+wasm: setup ## Build the worker-wasm module(s) with wasm-pack
+	@scripts/build-wasm.sh
+
+web: wasm ## Build web/dist (the volunteer page and the dashboard)
+	@scripts/build-web.sh
+
+dev: web ## Run the local stack: server on :3000 with data/brain.db, rebuilt on change
+	@scripts/dev.sh
+
+run: ## Run the server once (no watching)
+	cargo run -p server --bin brain-server
+
+test: test-rust test-kernel test-e2e test-web ## Run every test
+
+test-rust: ## Native Rust tests (server integration tests, kernel property tests)
+	cargo test --workspace
+
+test-kernel: setup ## Kernel tests compiled to wasm and run in Node
+	@scripts/test-kernel.sh
+
+test-e2e: ## Orchestrator end-to-end tests with the official socket.io-client in Node
+	@scripts/test-e2e.sh
+
+test-web: web ## Page unit tests and browser tests in headless Chromium
+	@scripts/test-web.sh
+
+bench: bench-kernel ## Print the benchmark figures recorded in docs/benchmarks.md
+
+bench-kernel: setup ## Kernel GFLOP/s in Node (wasm) and natively
+	@scripts/bench-kernel.sh
+
+check: ## fmt --check and clippy -D warnings
+	cargo fmt --all -- --check
+	cargo clippy --workspace --all-targets -- -D warnings
+
+fmt:
+	cargo fmt --all
+
+clean:
+	cargo clean
+	rm -rf web/dist worker-wasm/pkg*
