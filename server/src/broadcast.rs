@@ -1,0 +1,73 @@
+//! What dashboards and volunteers are told without asking: tile and job progress for the
+//! `dashboard` room, and grid statistics for everyone.
+//!
+//! Progress is queued by the hot paths and flushed by one ticker a few times a second, so a
+//! job finishing thousands of tiles a second costs dashboards a bounded stream of messages and
+//! costs the scheduler nothing when nobody watches.
+
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::db;
+use crate::protocol::{GridStats, TileUpdate};
+use crate::state::AppState;
+
+/// The room dashboards join with `subscribe_dashboard`.
+pub const DASHBOARD_ROOM: &str = "dashboard";
+
+/// Tile changes waiting for the next flush.
+#[derive(Default)]
+pub struct PendingTiles(Mutex<Vec<(String, i64, i64, i64, &'static str)>>);
+
+/// Notes a tile's new state for dashboards.
+pub fn tile(state: &AppState, job_id: &str, task_id: i64, row: i64, col: i64, new: &'static str) {
+    let mut pending = state.pending_tiles.0.lock().unwrap_or_else(|e| e.into_inner());
+    pending.push((job_id.to_owned(), task_id, row, col, new));
+}
+
+/// Flushes progress to dashboards every 250 ms and grid statistics to everyone every 2 s.
+pub async fn broadcast_loop(state: AppState) {
+    let mut ticker = tokio::time::interval(Duration::from_millis(250));
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks = 0u64;
+    loop {
+        ticker.tick().await;
+        ticks += 1;
+        let tiles = std::mem::take(
+            &mut *state.pending_tiles.0.lock().unwrap_or_else(|e| e.into_inner()),
+        );
+        let dirty = state.stats.take_dirty();
+        let watchers = state.io.to(DASHBOARD_ROOM);
+        let watched = !watchers.sockets().is_empty();
+        if watched {
+            for (job_id, task_id, row, col, new) in &tiles {
+                let update = TileUpdate { job_id, task_id: *task_id, row: *row, col: *col, state: new };
+                let _ = state.io.to(DASHBOARD_ROOM).emit("tile_update", &update).await;
+            }
+            for job_id in dirty {
+                match db::get_job(&state.db, &job_id).await {
+                    Ok(Some(job)) => {
+                        let _ = state.io.to(DASHBOARD_ROOM).emit("job_update", &job).await;
+                    }
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "reading a job for dashboards failed"),
+                }
+            }
+        }
+        if ticks % 8 == 0 {
+            let (tasks_per_sec, gflops) = state.stats.throughput();
+            let jobs_running = match db::counts(&state.db).await {
+                Ok((jobs, _)) => jobs.iter().filter(|(s, _)| s == "running").map(|(_, c)| *c).sum(),
+                Err(_) => 0,
+            };
+            let stats = GridStats {
+                workers_online: state.workers.len(),
+                tasks_per_sec,
+                gflops,
+                jobs_running,
+                server_time: db::now_ms(),
+            };
+            let _ = state.io.emit("grid_stats", &stats).await;
+        }
+    }
+}

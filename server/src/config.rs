@@ -1,0 +1,205 @@
+//! Configuration, read once at start-up from the environment (and an optional `.env`).
+//!
+//! Every value is parsed here into its final type, so an invalid setting stops the server
+//! before it binds a port, with a message naming the variable.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Why the configuration could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid {var}={value:?}: {reason}")]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub var: &'static str,
+    /// What it held.
+    pub value: String,
+    /// What was expected instead.
+    pub reason: String,
+}
+
+/// Which origins may call the API and open Socket.io connections from a browser.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AllowedOrigins {
+    /// `*`: any origin (the default, as in the ancestor).
+    Any,
+    /// Exactly these origins (e.g. `https://brain.example.org`).
+    List(Vec<String>),
+}
+
+/// The deployment flavour; `production` turns on JSON logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppEnv {
+    Development,
+    Production,
+}
+
+/// Everything the server needs to know about its surroundings.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Address to bind: `0.0.0.0` by default so Render and tunnels can reach it.
+    pub host: IpAddr,
+    /// Port to bind (`PORT`, default 3000; 0 picks a free one, as tests do).
+    pub port: u16,
+    /// CORS and Socket.io origin policy (`ALLOWED_ORIGINS`, comma-separated).
+    pub allowed_origins: AllowedOrigins,
+    /// SQLite file (`DATABASE_PATH`); its folder is created when missing.
+    pub database_path: PathBuf,
+    /// When set, submitting, cancelling and downloading need `Authorization: Bearer <token>`.
+    pub api_token: Option<String>,
+    /// Folder of the built web page (`WEB_DIR`, default `web/dist`).
+    pub web_dir: PathBuf,
+    /// How long a leased task may go without a heartbeat from its worker (`LEASE_MS`).
+    pub lease: Duration,
+    /// How often workers are asked to send a heartbeat; a fraction of the lease so that one
+    /// or two lost heartbeats do not cost a lease.
+    pub heartbeat_interval: Duration,
+    /// Largest HTTP request body (`MAX_BODY_BYTES`), which bounds job submissions.
+    pub max_body_bytes: usize,
+    /// Leases a task may fail (reported failure or expiry) before its job fails
+    /// (`MAX_TASK_FAILURES`).
+    pub max_task_failures: u32,
+    /// `APP_ENV`: `development` (default) or `production`.
+    pub app_env: AppEnv,
+}
+
+impl Config {
+    /// Reads the process environment, after loading `.env` when there is one.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        // A missing .env is normal; a malformed one is the operator's to see in the logs.
+        let _ = dotenvy::dotenv();
+        Self::from_lookup(|var| std::env::var(var).ok())
+    }
+
+    /// Reads settings through `lookup`, so tests can configure a server without touching the
+    /// process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let get = |var: &'static str| lookup(var).filter(|v| !v.trim().is_empty());
+        let lease_ms: u64 = parse(&get, "LEASE_MS", 30_000, |v| *v >= 100, "at least 100")?;
+        Ok(Config {
+            host: parse(&get, "HOST", IpAddr::from([0, 0, 0, 0]), |_| true, "")?,
+            port: parse(&get, "PORT", 3000, |_| true, "")?,
+            allowed_origins: match get("ALLOWED_ORIGINS") {
+                None => AllowedOrigins::Any,
+                Some(v) => parse_origins(&v)?,
+            },
+            database_path: get("DATABASE_PATH")
+                .map_or_else(|| PathBuf::from("./data/brain.db"), PathBuf::from),
+            api_token: get("API_TOKEN"),
+            web_dir: get("WEB_DIR").map_or_else(|| PathBuf::from("web/dist"), PathBuf::from),
+            lease: Duration::from_millis(lease_ms),
+            heartbeat_interval: Duration::from_millis((lease_ms / 3).clamp(50, 10_000)),
+            max_body_bytes: parse(
+                &get,
+                "MAX_BODY_BYTES",
+                512 * 1024 * 1024,
+                |v| *v >= 1024,
+                "at least 1024",
+            )?,
+            max_task_failures: parse(&get, "MAX_TASK_FAILURES", 5, |v| *v >= 1, "at least 1")?,
+            app_env: match get("APP_ENV").as_deref() {
+                None | Some("development") | Some("dev") => AppEnv::Development,
+                Some("production") | Some("prod") => AppEnv::Production,
+                Some(other) => {
+                    return Err(ConfigError {
+                        var: "APP_ENV",
+                        value: other.to_owned(),
+                        reason: "expected development or production".into(),
+                    })
+                }
+            },
+        })
+    }
+}
+
+fn parse<T: std::str::FromStr>(
+    get: &impl Fn(&'static str) -> Option<String>,
+    var: &'static str,
+    default: T,
+    valid: impl Fn(&T) -> bool,
+    expected: &str,
+) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    let Some(raw) = get(var) else {
+        return Ok(default);
+    };
+    let error = |reason: String| ConfigError {
+        var,
+        value: raw.clone(),
+        reason,
+    };
+    let value = raw.trim().parse::<T>().map_err(|e| error(e.to_string()))?;
+    if valid(&value) {
+        Ok(value)
+    } else {
+        Err(error(format!("expected {expected}")))
+    }
+}
+
+fn parse_origins(raw: &str) -> Result<AllowedOrigins, ConfigError> {
+    let origins: Vec<String> = raw
+        .split(',')
+        .map(|o| o.trim().trim_end_matches('/').to_owned())
+        .filter(|o| !o.is_empty())
+        .collect();
+    if origins.iter().any(|o| o == "*") {
+        return Ok(AllowedOrigins::Any);
+    }
+    for origin in &origins {
+        if !(origin.starts_with("http://") || origin.starts_with("https://")) {
+            return Err(ConfigError {
+                var: "ALLOWED_ORIGINS",
+                value: raw.to_owned(),
+                reason: format!("{origin:?} is not an origin like https://example.org"),
+            });
+        }
+    }
+    Ok(AllowedOrigins::List(origins))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::from_lookup(|k| map.get(k).cloned())
+    }
+
+    #[test]
+    fn defaults_match_the_ancestor() {
+        let c = config(&[]).expect("defaults are valid");
+        assert_eq!(c.port, 3000);
+        assert_eq!(c.allowed_origins, AllowedOrigins::Any);
+        assert_eq!(c.database_path, PathBuf::from("./data/brain.db"));
+        assert_eq!(c.lease, Duration::from_millis(30_000));
+        assert_eq!(c.api_token, None);
+    }
+
+    #[test]
+    fn invalid_values_name_their_variable() {
+        let e = config(&[("PORT", "eighty")]).expect_err("PORT must be a number");
+        assert_eq!(e.var, "PORT");
+        let e = config(&[("LEASE_MS", "5")]).expect_err("too short a lease");
+        assert_eq!(e.var, "LEASE_MS");
+        assert!(e.to_string().contains("LEASE_MS"));
+        let e = config(&[("ALLOWED_ORIGINS", "example.org")]).expect_err("not an origin");
+        assert_eq!(e.var, "ALLOWED_ORIGINS");
+    }
+
+    #[test]
+    fn origins_are_split_and_trimmed() {
+        let c = config(&[("ALLOWED_ORIGINS", "https://a.org, http://b.org/")]).expect("valid");
+        assert_eq!(
+            c.allowed_origins,
+            AllowedOrigins::List(vec!["https://a.org".into(), "http://b.org".into()])
+        );
+    }
+}

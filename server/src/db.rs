@@ -1,0 +1,545 @@
+//! All SQL the server runs. Queries are runtime-checked `query`/`query_as` with `FromRow`, so
+//! building needs no database; the schema lives in `migrations/`.
+//!
+//! Every state change of a task is one statement or one `BEGIN IMMEDIATE` transaction: SQLite
+//! serialises writers, and a deferred transaction that reads before it writes would fail with
+//! SQLITE_BUSY under concurrency whatever the timeout.
+
+use std::path::Path;
+use std::time::Duration;
+
+use bytes::Bytes;
+use serde::Serialize;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{FromRow, Row, SqlitePool};
+
+use crate::jobs::Plan;
+
+pub type Pool = SqlitePool;
+
+/// Opens (creating when missing) the database file in WAL mode and applies migrations.
+pub async fn connect(path: &Path) -> Result<Pool, sqlx::Error> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
+    }
+    let options = SqliteConnectOptions::new()
+        .filename(path)
+        .create_if_missing(true)
+        .journal_mode(SqliteJournalMode::Wal)
+        // In WAL mode NORMAL loses nothing when the process dies (kill -9 included); only a
+        // power cut can roll back the last commits. That is the durability the grid promises.
+        .synchronous(SqliteSynchronous::Normal)
+        .busy_timeout(Duration::from_secs(10))
+        .foreign_keys(true);
+    let pool = SqlitePoolOptions::new()
+        .max_connections(8)
+        .connect_with(options)
+        .await?;
+    sqlx::migrate!("../migrations").run(&pool).await?;
+    Ok(pool)
+}
+
+pub async fn ping(pool: &Pool) -> Result<(), sqlx::Error> {
+    sqlx::query("SELECT 1").execute(pool).await.map(|_| ())
+}
+
+/// Milliseconds since the Unix epoch, the unit of every time column.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// A job as the API shows it.
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct JobRow {
+    pub id: String,
+    pub name: String,
+    pub status: String,
+    pub m: i64,
+    pub k: i64,
+    pub n: i64,
+    pub dtype: String,
+    pub tile: i64,
+    pub tasks_total: i64,
+    pub tasks_done: i64,
+    pub created_at: String,
+    pub finished_at: Option<String>,
+    pub error: Option<String>,
+}
+
+const JOB_COLUMNS: &str = "id, name, status, m, k, n, dtype, tile, tasks_total, tasks_done, \
+     strftime('%Y-%m-%dT%H:%M:%fZ', created_at / 1000.0, 'unixepoch') AS created_at, \
+     strftime('%Y-%m-%dT%H:%M:%fZ', finished_at / 1000.0, 'unixepoch') AS finished_at, error";
+
+/// Stores a job, its inputs and all its tasks in one transaction: a job is either fully
+/// there or not at all.
+pub async fn insert_job(
+    pool: &Pool,
+    id: &str,
+    name: &str,
+    plan: &Plan,
+    a: &[u8],
+    b_panels: &[u8],
+) -> Result<(), sqlx::Error> {
+    let now = now_ms();
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    sqlx::query(
+        "INSERT INTO jobs (id, name, status, m, k, n, dtype, tile, tasks_total, created_at) \
+         VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(id)
+    .bind(name)
+    .bind(plan.m as i64)
+    .bind(plan.k as i64)
+    .bind(plan.n as i64)
+    .bind(plan.dtype.name())
+    .bind(plan.tile as i64)
+    .bind(plan.tasks_total() as i64)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("INSERT INTO job_inputs (job_id, a, b_panels) VALUES (?, ?, ?)")
+        .bind(id)
+        .bind(a)
+        .bind(b_panels)
+        .execute(&mut *tx)
+        .await?;
+    // One multi-row INSERT per chunk keeps a 20,000-tile job to a few dozen statements.
+    let tiles: Vec<_> = plan.tiles().collect();
+    for chunk in tiles.chunks(300) {
+        let mut sql = String::from(
+            "INSERT INTO tasks (job_id, tile_row, tile_col, state, updated_at) VALUES ",
+        );
+        sql.push_str(&vec!["(?, ?, ?, 'queued', ?)"; chunk.len()].join(", "));
+        let mut query = sqlx::query(&sql);
+        for t in chunk {
+            query = query
+                .bind(id)
+                .bind(t.tile_row as i64)
+                .bind(t.tile_col as i64)
+                .bind(now);
+        }
+        query.execute(&mut *tx).await?;
+    }
+    tx.commit().await
+}
+
+pub async fn list_jobs(pool: &Pool) -> Result<Vec<JobRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {JOB_COLUMNS} FROM jobs ORDER BY created_at DESC, rowid DESC"
+    ))
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn get_job(pool: &Pool, id: &str) -> Result<Option<JobRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// A job's stored operands: A row-major and B as column panels.
+pub async fn job_inputs(pool: &Pool, id: &str) -> Result<Option<(Bytes, Bytes)>, sqlx::Error> {
+    let row = sqlx::query("SELECT a, b_panels FROM job_inputs WHERE job_id = ?")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.map(|r| {
+        let a: Vec<u8> = r.get("a");
+        let b: Vec<u8> = r.get("b_panels");
+        (Bytes::from(a), Bytes::from(b))
+    }))
+}
+
+/// A task handed to a worker.
+#[derive(Debug, Clone, FromRow)]
+pub struct Claimed {
+    pub id: i64,
+    pub job_id: String,
+    pub tile_row: i64,
+    pub tile_col: i64,
+}
+
+/// Leases the oldest queued task to `worker` in one statement (no read-then-write race), and
+/// marks its job running.
+pub async fn claim_task(
+    pool: &Pool,
+    worker: &str,
+    lease_ms: i64,
+) -> Result<Option<Claimed>, sqlx::Error> {
+    let now = now_ms();
+    let claimed: Option<Claimed> = sqlx::query_as(
+        "UPDATE tasks SET state = 'leased', lease_owner = ?1, lease_deadline = ?2, \
+             attempts = attempts + 1, updated_at = ?3 \
+         WHERE id = (SELECT id FROM tasks WHERE state = 'queued' ORDER BY id LIMIT 1) \
+         RETURNING id, job_id, tile_row, tile_col",
+    )
+    .bind(worker)
+    .bind(now + lease_ms)
+    .bind(now)
+    .fetch_optional(pool)
+    .await?;
+    if let Some(c) = &claimed {
+        sqlx::query("UPDATE jobs SET status = 'running' WHERE id = ? AND status = 'queued'")
+            .bind(&c.job_id)
+            .execute(pool)
+            .await?;
+    }
+    Ok(claimed)
+}
+
+/// Puts a task back in the queue (e.g. it could not be delivered).
+pub async fn unclaim_task(pool: &Pool, task_id: i64, worker: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE tasks SET state = 'queued', lease_owner = NULL, lease_deadline = NULL, \
+             attempts = attempts - 1, updated_at = ? \
+         WHERE id = ? AND state = 'leased' AND lease_owner = ?",
+    )
+    .bind(now_ms())
+    .bind(task_id)
+    .bind(worker)
+    .execute(pool)
+    .await
+    .map(|_| ())
+}
+
+/// A heartbeat: every lease the worker holds runs `lease_ms` from now.
+pub async fn extend_leases(pool: &Pool, worker: &str, lease_ms: i64) -> Result<u64, sqlx::Error> {
+    sqlx::query(
+        "UPDATE tasks SET lease_deadline = ? WHERE lease_owner = ? AND state = 'leased'",
+    )
+    .bind(now_ms() + lease_ms)
+    .bind(worker)
+    .execute(pool)
+    .await
+    .map(|r| r.rows_affected())
+}
+
+/// What became of a submitted result.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Completion {
+    /// Stored; the job now has `tasks_done` of `tasks_total` and this status.
+    Accepted {
+        job_id: String,
+        tile_row: i64,
+        tile_col: i64,
+        tasks_done: i64,
+        tasks_total: i64,
+        job_status: String,
+    },
+    /// Not stored, with the reason told to the worker.
+    Refused(String),
+}
+
+/// Stores a result if, and only if, the task is still leased to this worker and its lease
+/// has not run out; the first accepted result wins and later ones are refused.
+pub async fn complete_task(
+    pool: &Pool,
+    task_id: i64,
+    worker: &str,
+    result: &[u8],
+    compute_ms: Option<f64>,
+) -> Result<Completion, sqlx::Error> {
+    let now = now_ms();
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let done = sqlx::query(
+        "UPDATE tasks SET state = 'done', result = ?1, compute_ms = ?2, completed_by = ?3, \
+             lease_owner = NULL, lease_deadline = NULL, updated_at = ?4 \
+         WHERE id = ?5 AND state = 'leased' AND lease_owner = ?3 AND lease_deadline >= ?4 \
+         RETURNING job_id, tile_row, tile_col",
+    )
+    .bind(result)
+    .bind(compute_ms)
+    .bind(worker)
+    .bind(now)
+    .bind(task_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(done) = done else {
+        let reason = refusal_reason(&mut tx, task_id, worker, now).await?;
+        tx.rollback().await?;
+        return Ok(Completion::Refused(reason));
+    };
+    let job_id: String = done.get("job_id");
+    let job = sqlx::query(
+        "UPDATE jobs SET tasks_done = tasks_done + 1, \
+             status = CASE WHEN tasks_done + 1 >= tasks_total THEN 'done' ELSE status END, \
+             finished_at = CASE WHEN tasks_done + 1 >= tasks_total THEN ?1 ELSE finished_at END \
+         WHERE id = ?2 RETURNING tasks_done, tasks_total, status",
+    )
+    .bind(now)
+    .bind(&job_id)
+    .fetch_one(&mut *tx)
+    .await?;
+    sqlx::query("UPDATE workers SET tasks_done = tasks_done + 1, last_seen = ? WHERE id = ?")
+        .bind(now)
+        .bind(worker)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(Completion::Accepted {
+        job_id,
+        tile_row: done.get("tile_row"),
+        tile_col: done.get("tile_col"),
+        tasks_done: job.get("tasks_done"),
+        tasks_total: job.get("tasks_total"),
+        job_status: job.get("status"),
+    })
+}
+
+async fn refusal_reason(
+    tx: &mut sqlx::SqliteConnection,
+    task_id: i64,
+    worker: &str,
+    now: i64,
+) -> Result<String, sqlx::Error> {
+    let row = sqlx::query(
+        "SELECT t.state, t.lease_owner, t.lease_deadline, j.status AS job_status \
+         FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = ?",
+    )
+    .bind(task_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(row) = row else {
+        return Ok(format!("unknown task {task_id}"));
+    };
+    let state: String = row.get("state");
+    let owner: Option<String> = row.get("lease_owner");
+    let deadline: Option<i64> = row.get("lease_deadline");
+    let job_status: String = row.get("job_status");
+    Ok(match state.as_str() {
+        "done" => "task already completed".into(),
+        "cancelled" | "failed" => format!("job is {job_status}"),
+        "leased" if owner.as_deref() == Some(worker) && deadline.is_some_and(|d| d < now) => {
+            "lease expired".into()
+        }
+        _ => "task is not leased to this worker".into(),
+    })
+}
+
+/// A task that went back to the queue, or failed its job.
+#[derive(Debug, Clone, FromRow)]
+pub struct Requeued {
+    pub id: i64,
+    pub job_id: String,
+    pub tile_row: i64,
+    pub tile_col: i64,
+    pub failures: i64,
+}
+
+/// Re-queues every task leased to a worker that left. Leaving is normal churn for
+/// volunteers, so it does not count as a failure of the task.
+pub async fn release_worker(pool: &Pool, worker: &str) -> Result<Vec<Requeued>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE tasks SET state = 'queued', lease_owner = NULL, lease_deadline = NULL, \
+             updated_at = ? \
+         WHERE lease_owner = ? AND state = 'leased' \
+         RETURNING id, job_id, tile_row, tile_col, failures",
+    )
+    .bind(now_ms())
+    .bind(worker)
+    .fetch_all(pool)
+    .await
+}
+
+/// Re-queues leases whose deadline has passed, counting a failure against each task. Tasks
+/// at `max_failures` fail their job instead (see [`fail_jobs_of`]).
+pub async fn expire_leases(pool: &Pool) -> Result<Vec<Requeued>, sqlx::Error> {
+    let now = now_ms();
+    sqlx::query_as(
+        "UPDATE tasks SET state = 'queued', lease_owner = NULL, lease_deadline = NULL, \
+             failures = failures + 1, last_error = 'lease expired', updated_at = ?1 \
+         WHERE state = 'leased' AND lease_deadline < ?1 \
+         RETURNING id, job_id, tile_row, tile_col, failures",
+    )
+    .bind(now)
+    .fetch_all(pool)
+    .await
+}
+
+/// A worker reported that it could not compute a task.
+pub async fn fail_task(
+    pool: &Pool,
+    task_id: i64,
+    worker: &str,
+    error: &str,
+) -> Result<Option<Requeued>, sqlx::Error> {
+    let now = now_ms();
+    let requeued = sqlx::query_as(
+        "UPDATE tasks SET state = 'queued', lease_owner = NULL, lease_deadline = NULL, \
+             failures = failures + 1, last_error = ?1, updated_at = ?2 \
+         WHERE id = ?3 AND state = 'leased' AND lease_owner = ?4 \
+         RETURNING id, job_id, tile_row, tile_col, failures",
+    )
+    .bind(error)
+    .bind(now)
+    .bind(task_id)
+    .bind(worker)
+    .fetch_optional(pool)
+    .await?;
+    if requeued.is_some() {
+        sqlx::query("UPDATE workers SET tasks_failed = tasks_failed + 1 WHERE id = ?")
+            .bind(worker)
+            .execute(pool)
+            .await?;
+    }
+    Ok(requeued)
+}
+
+/// Fails a job for a reason and withdraws its open tasks; returns the workers that held
+/// leases on them (to be told) with the task ids.
+pub async fn fail_job(
+    pool: &Pool,
+    job_id: &str,
+    reason: &str,
+) -> Result<Vec<(i64, Option<String>)>, sqlx::Error> {
+    end_job(pool, job_id, "failed", Some(reason)).await
+}
+
+/// Cancels a job if it is still open; returns the withdrawn leases `(task id, worker)`.
+pub async fn cancel_job(
+    pool: &Pool,
+    job_id: &str,
+) -> Result<Vec<(i64, Option<String>)>, sqlx::Error> {
+    end_job(pool, job_id, "cancelled", None).await
+}
+
+async fn end_job(
+    pool: &Pool,
+    job_id: &str,
+    status: &str,
+    reason: Option<&str>,
+) -> Result<Vec<(i64, Option<String>)>, sqlx::Error> {
+    let now = now_ms();
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let ended = sqlx::query(
+        "UPDATE jobs SET status = ?1, error = ?2, finished_at = ?3 \
+         WHERE id = ?4 AND status IN ('queued', 'running')",
+    )
+    .bind(status)
+    .bind(reason)
+    .bind(now)
+    .bind(job_id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let mut withdrawn = Vec::new();
+    if ended > 0 {
+        let task_state = if status == "failed" {
+            "failed"
+        } else {
+            "cancelled"
+        };
+        // Read the lease owners first: RETURNING would show the row after the update.
+        withdrawn = sqlx::query_as(
+            "SELECT id, lease_owner FROM tasks WHERE job_id = ? AND state = 'leased'",
+        )
+        .bind(job_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE tasks SET state = ?1, lease_owner = NULL, lease_deadline = NULL, \
+                 updated_at = ?2 \
+             WHERE job_id = ?3 AND state IN ('queued', 'leased')",
+        )
+        .bind(task_state)
+        .bind(now)
+        .bind(job_id)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(withdrawn)
+}
+
+/// On start-up, every lease belongs to a connection that no longer exists.
+pub async fn requeue_all_leases(pool: &Pool) -> Result<u64, sqlx::Error> {
+    sqlx::query(
+        "UPDATE tasks SET state = 'queued', lease_owner = NULL, lease_deadline = NULL \
+         WHERE state = 'leased'",
+    )
+    .execute(pool)
+    .await
+    .map(|r| r.rows_affected())
+}
+
+/// Every finished tile of a job with its result bytes.
+pub async fn job_results(pool: &Pool, job_id: &str) -> Result<Vec<(i64, i64, Vec<u8>)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT tile_row, tile_col, result FROM tasks \
+         WHERE job_id = ? AND state = 'done' ORDER BY tile_row, tile_col",
+    )
+    .bind(job_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.get("tile_row"), r.get("tile_col"), r.get("result")))
+        .collect())
+}
+
+/// A tile's state for the dashboard's picture of a job.
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct TileState {
+    pub task_id: i64,
+    pub row: i64,
+    pub col: i64,
+    pub state: String,
+}
+
+pub async fn job_tiles(pool: &Pool, job_id: &str) -> Result<Vec<TileState>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id AS task_id, tile_row AS row, tile_col AS col, state FROM tasks \
+         WHERE job_id = ? ORDER BY tile_row, tile_col",
+    )
+    .bind(job_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// `(state, count)` pairs for jobs and for tasks.
+pub async fn counts(pool: &Pool) -> Result<(Vec<(String, i64)>, Vec<(String, i64)>), sqlx::Error> {
+    let jobs = sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status")
+        .fetch_all(pool)
+        .await?;
+    let tasks = sqlx::query_as("SELECT state, COUNT(*) FROM tasks GROUP BY state")
+        .fetch_all(pool)
+        .await?;
+    Ok((jobs, tasks))
+}
+
+/// Records a worker's registration (a new id each connection until worker tokens land).
+pub async fn upsert_worker(
+    pool: &Pool,
+    id: &str,
+    name: &str,
+    threads: i64,
+    user_agent: &str,
+) -> Result<(), sqlx::Error> {
+    let now = now_ms();
+    sqlx::query(
+        "INSERT INTO workers (id, name, threads, user_agent, first_seen, last_seen) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5) \
+         ON CONFLICT (id) DO UPDATE SET name = ?2, threads = ?3, user_agent = ?4, last_seen = ?5",
+    )
+    .bind(id)
+    .bind(name)
+    .bind(threads)
+    .bind(user_agent)
+    .bind(now)
+    .execute(pool)
+    .await
+    .map(|_| ())
+}
+
+/// `(tasks_done, tasks_failed)` of a worker.
+pub async fn worker_counts(pool: &Pool, id: &str) -> Result<(i64, i64), sqlx::Error> {
+    let row: Option<(i64, i64)> =
+        sqlx::query_as("SELECT tasks_done, tasks_failed FROM workers WHERE id = ?")
+            .bind(id)
+            .fetch_optional(pool)
+            .await?;
+    Ok(row.unwrap_or((0, 0)))
+}

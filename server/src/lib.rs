@@ -1,0 +1,117 @@
+//! Distributed Brain orchestrator: takes matrix-multiplication jobs over HTTP, shards them
+//! into tile tasks stored in SQLite, leases the tasks to browser workers over Socket.io, and
+//! assembles the product from their results.
+//!
+//! `main.rs` only reads the configuration and calls [`build`] and [`run`]; tests call the same
+//! two functions on an ephemeral port with a temporary database.
+
+pub mod broadcast;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod http;
+pub mod jobs;
+pub mod npy;
+pub mod protocol;
+pub mod scheduler;
+pub mod socket;
+pub mod state;
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::http::{HeaderValue, Method};
+use axum::Router;
+use socketioxide::extract::SocketRef;
+use socketioxide::{ParserConfig, SocketIo};
+use tokio::net::TcpListener;
+use tower_http::cors::{AllowOrigin, Any, CorsLayer};
+use tower_http::trace::TraceLayer;
+
+use crate::config::{AllowedOrigins, Config};
+use crate::state::{AppState, InputCache, Stats, Workers};
+
+/// Largest Socket.io message or binary attachment: an f64 panel of 256 rows by k = 16384 is
+/// 32 MiB, which the default tile choice never exceeds.
+const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Memory kept for the operands of running jobs (see [`state::InputCache`]).
+const INPUT_CACHE_BYTES: usize = 1024 * 1024 * 1024;
+
+/// Opens the database (re-queuing leases left by a previous process) and assembles the app:
+/// HTTP routes, the Socket.io layer and CORS, around one shared [`AppState`].
+pub async fn build(config: Config) -> Result<(Router, AppState), sqlx::Error> {
+    let db = db::connect(&config.database_path).await?;
+    let requeued = db::requeue_all_leases(&db).await?;
+    if requeued > 0 {
+        tracing::info!(requeued, "re-queued tasks leased before the restart");
+    }
+    let (socket_layer, io) = SocketIo::builder()
+        // A silent peer is noticed after interval + timeout; leases cover the rest.
+        .ping_interval(Duration::from_secs(10))
+        .ping_timeout(Duration::from_secs(10))
+        .max_payload(MAX_MESSAGE_BYTES as u64)
+        .ws_max_message_size(MAX_MESSAGE_BYTES)
+        .ws_max_frame_size(MAX_MESSAGE_BYTES)
+        .with_parser(ParserConfig::common().max_incoming_binary_buf_size(MAX_MESSAGE_BYTES))
+        .build_layer();
+    let state = AppState {
+        config: Arc::new(config),
+        db,
+        io: io.clone(),
+        scheduler: Default::default(),
+        workers: Arc::new(Workers::default()),
+        inputs: Arc::new(InputCache::new(INPUT_CACHE_BYTES)),
+        stats: Arc::new(Stats::default()),
+        pending_tiles: Default::default(),
+        started: Instant::now(),
+    };
+    // The namespace handler captures the state rather than using socketioxide's `with_state`:
+    // the state holds the `SocketIo` handle for broadcasts, which exists only once built.
+    let st = state.clone();
+    io.ns("/", move |s: SocketRef| {
+        let st = st.clone();
+        async move { socket::on_connect(s, st) }
+    });
+    let cors = cors_layer(&state.config.allowed_origins);
+    let router = http::router(state.clone())
+        .layer(socket_layer)
+        .layer(cors)
+        .layer(TraceLayer::new_for_http());
+    Ok((router, state))
+}
+
+fn cors_layer(origins: &AllowedOrigins) -> CorsLayer {
+    let layer = CorsLayer::new()
+        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+        .allow_headers(Any);
+    match origins {
+        AllowedOrigins::Any => layer.allow_origin(Any),
+        AllowedOrigins::List(list) => layer.allow_origin(AllowOrigin::list(
+            list.iter().filter_map(|o| HeaderValue::from_str(o).ok()),
+        )),
+    }
+}
+
+/// Serves until `shutdown` completes, with the scheduler's background tasks alongside.
+pub async fn run(
+    listener: TcpListener,
+    router: Router,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let background = [
+        tokio::spawn(scheduler::dispatch_loop(state.clone())),
+        tokio::spawn(scheduler::sweep_loop(state.clone())),
+        tokio::spawn(broadcast::broadcast_loop(state.clone())),
+    ];
+    let served = axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await;
+    for task in background {
+        task.abort();
+    }
+    state.db.close().await;
+    served
+}

@@ -1,0 +1,201 @@
+//! NumPy `.npy` files (format versions 1–3): reading 2-D float32/float64 arrays and writing
+//! results. Only what the grid exchanges is supported; anything else is refused with a
+//! message a researcher can act on.
+
+use crate::jobs::{Dtype, Matrix};
+use bytes::Bytes;
+
+const MAGIC: &[u8] = b"\x93NUMPY";
+
+/// Parses a `.npy` file holding a 2-D C-order float32/float64 array. Big-endian data is
+/// converted; the matrix is kept as little-endian bytes, the grid's wire layout.
+pub fn parse(name: &str, file: &[u8]) -> Result<Matrix, String> {
+    let bad = |why: &str| format!("{name}: not a valid .npy file: {why}");
+    if file.len() < 10 || &file[..6] != MAGIC {
+        return Err(bad("missing the \\x93NUMPY magic"));
+    }
+    let (header_len, start) = match file[6] {
+        1 => (u16::from_le_bytes([file[8], file[9]]) as usize, 10usize),
+        2 | 3 => {
+            if file.len() < 12 {
+                return Err(bad("truncated header"));
+            }
+            let len = u32::from_le_bytes([file[8], file[9], file[10], file[11]]) as usize;
+            (len, 12)
+        }
+        v => return Err(bad(&format!("unsupported format version {v}"))),
+    };
+    let end = start
+        .checked_add(header_len)
+        .filter(|&e| e <= file.len())
+        .ok_or_else(|| bad("truncated header"))?;
+    let header = std::str::from_utf8(&file[start..end]).map_err(|_| bad("header is not text"))?;
+    let descr = dict_value(header, "descr").ok_or_else(|| bad("header has no 'descr'"))?;
+    let descr = descr.trim_matches(|c| c == '\'' || c == '"');
+    let (dtype, big_endian) = match descr {
+        "<f4" | "=f4" => (Dtype::F32, false),
+        ">f4" => (Dtype::F32, true),
+        "<f8" | "=f8" => (Dtype::F64, false),
+        ">f8" => (Dtype::F64, true),
+        other => {
+            return Err(format!(
+                "{name}: dtype {other} is not supported; save float32 or float64 (e.g. a.astype(np.float32))"
+            ))
+        }
+    };
+    let fortran = dict_value(header, "fortran_order").ok_or_else(|| bad("no 'fortran_order'"))?;
+    if fortran.trim() != "False" {
+        return Err(format!(
+            "{name}: Fortran-order arrays are not supported; save np.ascontiguousarray(x)"
+        ));
+    }
+    let shape = dict_value(header, "shape").ok_or_else(|| bad("header has no 'shape'"))?;
+    let dims: Vec<usize> = shape
+        .trim_matches(|c| c == '(' || c == ')')
+        .split(',')
+        .map(str::trim)
+        .filter(|d| !d.is_empty())
+        .map(|d| d.trim_end_matches('L').parse::<usize>())
+        .collect::<Result<_, _>>()
+        .map_err(|_| bad("shape is not a tuple of integers"))?;
+    let [rows, cols] = dims[..] else {
+        return Err(format!(
+            "{name}: expected a 2-D array, got {} dimension(s) {shape}",
+            dims.len()
+        ));
+    };
+    let data = &file[end..];
+    let expected = rows
+        .checked_mul(cols)
+        .and_then(|e| e.checked_mul(dtype.size()))
+        .ok_or_else(|| bad("shape too large"))?;
+    if data.len() != expected {
+        return Err(bad(&format!(
+            "shape ({rows}, {cols}) {} needs {expected} data bytes, the file has {}",
+            dtype.name(),
+            data.len()
+        )));
+    }
+    let bytes = if big_endian {
+        let mut swapped = data.to_vec();
+        for element in swapped.chunks_exact_mut(dtype.size()) {
+            element.reverse();
+        }
+        Bytes::from(swapped)
+    } else {
+        Bytes::copy_from_slice(data)
+    };
+    Matrix::new(name, dtype, rows, cols, bytes)
+}
+
+/// Finds `'key': value` in the header's Python dict literal; values we read hold no commas
+/// except inside the shape tuple, which is matched up to its closing parenthesis.
+fn dict_value<'h>(header: &'h str, key: &str) -> Option<&'h str> {
+    let at = header
+        .find(&format!("'{key}'"))
+        .or_else(|| header.find(&format!("\"{key}\"")))?;
+    let rest = header[at + key.len() + 2..].trim_start().strip_prefix(':')?;
+    let rest = rest.trim_start();
+    let end = if rest.starts_with('(') {
+        rest.find(')')? + 1
+    } else {
+        rest.find([',', '}']).unwrap_or(rest.len())
+    };
+    Some(rest[..end].trim())
+}
+
+/// Encodes a row-major little-endian matrix as a version 1.0 `.npy` file.
+pub fn encode(dtype: Dtype, rows: usize, cols: usize, data: &[u8]) -> Vec<u8> {
+    let descr = match dtype {
+        Dtype::F32 => "<f4",
+        Dtype::F64 => "<f8",
+    };
+    let mut header =
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    // The data must start on a 64-byte boundary; the header ends with a newline.
+    let unpadded = MAGIC.len() + 4 + header.len() + 1;
+    header.push_str(&" ".repeat((64 - unpadded % 64) % 64));
+    header.push('\n');
+    let mut out = Vec::with_capacity(MAGIC.len() + 4 + header.len() + data.len());
+    out.extend_from_slice(MAGIC);
+    out.extend_from_slice(&[1, 0]);
+    out.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    out.extend_from_slice(header.as_bytes());
+    out.extend_from_slice(data);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn f32_bytes(values: &[f32]) -> Vec<u8> {
+        values.iter().flat_map(|v| v.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn round_trips_what_it_writes() {
+        let data = f32_bytes(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+        let file = encode(Dtype::F32, 2, 3, &data);
+        assert_eq!((file.len() - data.len()) % 64, 0, "data is 64-byte aligned");
+        let m = parse("a", &file).expect("valid file");
+        assert_eq!((m.dtype, m.rows, m.cols), (Dtype::F32, 2, 3));
+        assert_eq!(&m.data[..], &data[..]);
+    }
+
+    #[test]
+    fn reads_numpy_headers_including_big_endian() {
+        let header = "{'descr': '>f8', 'fortran_order': False, 'shape': (1, 2), }";
+        let mut file = MAGIC.to_vec();
+        file.extend_from_slice(&[1, 0]);
+        file.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        file.extend_from_slice(header.as_bytes());
+        file.extend_from_slice(&1.5f64.to_be_bytes());
+        file.extend_from_slice(&(-2.0f64).to_be_bytes());
+        let m = parse("b", &file).expect("valid file");
+        assert_eq!(m.dtype, Dtype::F64);
+        assert_eq!(m.to_f64(), vec![1.5, -2.0]);
+    }
+
+    #[test]
+    fn refuses_what_it_cannot_use() {
+        let with_header = |h: &str, data: &[u8]| {
+            let mut f = MAGIC.to_vec();
+            f.extend_from_slice(&[1, 0]);
+            f.extend_from_slice(&(h.len() as u16).to_le_bytes());
+            f.extend_from_slice(h.as_bytes());
+            f.extend_from_slice(data);
+            f
+        };
+        let cases = [
+            (b"not numpy at all".to_vec(), "magic"),
+            (
+                with_header("{'descr': '<i4', 'fortran_order': False, 'shape': (1, 1), }", &[0; 4]),
+                "float32 or float64",
+            ),
+            (
+                with_header("{'descr': '<f4', 'fortran_order': True, 'shape': (1, 1), }", &[0; 4]),
+                "Fortran",
+            ),
+            (
+                with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (4,), }", &[0; 16]),
+                "2-D",
+            ),
+            (
+                with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }", &[0; 12]),
+                "needs 16 data bytes",
+            ),
+            (
+                with_header(
+                    "{'descr': '<f4', 'fortran_order': False, 'shape': (1, 1), }",
+                    &f32::NAN.to_le_bytes(),
+                ),
+                "not finite",
+            ),
+        ];
+        for (file, expected) in cases {
+            let err = parse("a", &file).expect_err(expected);
+            assert!(err.contains(expected), "{err:?} should mention {expected:?}");
+        }
+    }
+}

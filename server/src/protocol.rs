@@ -1,0 +1,113 @@
+//! Payloads of the Socket.io protocol between the orchestrator and workers, with the field
+//! names the browser page and other clients rely on. Matrix data travels as binary
+//! attachments (`Bytes`), never as JSON arrays of numbers.
+
+use bytes::Bytes;
+use serde::{Deserialize, Serialize};
+
+use crate::jobs::Dtype;
+
+/// `register_worker`: who the worker says it is. Every field is optional.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct RegisterWorker {
+    pub name: Option<String>,
+    pub threads: Option<u32>,
+    pub user_agent: Option<String>,
+    pub token: Option<String>,
+}
+
+/// `registration_ack`.
+#[derive(Debug, Clone, Serialize)]
+pub struct RegistrationAck {
+    pub worker_id: String,
+    pub heartbeat_interval_ms: u64,
+    pub lease_ms: u64,
+}
+
+/// `heartbeat_ack`.
+#[derive(Debug, Serialize)]
+pub struct HeartbeatAck {
+    /// Milliseconds since the Unix epoch.
+    pub server_time: i64,
+}
+
+/// `worker_status`: what the page knows about its own situation.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub struct WorkerStatus {
+    pub visible: Option<bool>,
+    pub on_battery: Option<bool>,
+}
+
+/// `task_assigned`: one tile of C to compute, `a` (m×k) and `b` (k×n) row-major little-endian.
+#[derive(Debug, Serialize)]
+pub struct TaskAssigned {
+    pub task_id: i64,
+    pub job_id: String,
+    pub dtype: Dtype,
+    pub m: usize,
+    pub k: usize,
+    pub n: usize,
+    pub a: Bytes,
+    pub b: Bytes,
+}
+
+/// `task_result`: the computed tile, `c` (m×n) in the task's layout.
+#[derive(Debug, Deserialize)]
+pub struct TaskResult {
+    pub task_id: i64,
+    pub c: Bytes,
+    #[serde(default)]
+    pub compute_ms: Option<f64>,
+}
+
+/// `result_ack`.
+#[derive(Debug, Serialize)]
+pub struct ResultAck {
+    pub task_id: i64,
+    pub accepted: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
+/// `task_failed`: the worker could not compute a task.
+#[derive(Debug, Deserialize)]
+pub struct TaskFailed {
+    pub task_id: i64,
+    #[serde(default)]
+    pub error: String,
+}
+
+/// `task_cancelled`: stop computing this task (its job was cancelled or failed).
+#[derive(Debug, Serialize)]
+pub struct TaskCancelled {
+    pub task_id: i64,
+}
+
+/// `protocol_error`: the event was not understood or not allowed; the connection goes on.
+#[derive(Debug, Serialize)]
+pub struct ProtocolError {
+    pub code: &'static str,
+    pub message: String,
+}
+
+/// `tile_update`, broadcast to dashboards.
+#[derive(Debug, Serialize)]
+pub struct TileUpdate<'a> {
+    pub job_id: &'a str,
+    pub task_id: i64,
+    pub row: i64,
+    pub col: i64,
+    pub state: &'a str,
+}
+
+/// `grid_stats`, broadcast to every socket every few seconds.
+#[derive(Debug, Serialize)]
+pub struct GridStats {
+    pub workers_online: usize,
+    pub tasks_per_sec: f64,
+    pub gflops: f64,
+    pub jobs_running: i64,
+    pub server_time: i64,
+}

@@ -1,0 +1,194 @@
+//! Handing tasks to workers: the queue of waiting requests, the one dispatcher that serves
+//! it, and the sweeper that takes back leases whose workers went quiet.
+//!
+//! Every `request_task` is answered by exactly one `task_assigned`. Requests wait in a FIFO
+//! queue; a single dispatcher task drains it whenever something may have changed (a request,
+//! a new job, a task back in the queue). Having one dispatcher means no two claims race for
+//! the same waiter and no wake-up is lost: `Notify` keeps a permit when nobody is waiting.
+
+use std::collections::VecDeque;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use socketioxide::socket::Sid;
+use tokio::sync::Notify;
+
+use crate::broadcast;
+use crate::db::{self, Requeued};
+use crate::error::Result;
+use crate::protocol::{TaskAssigned, TaskCancelled};
+use crate::state::{AppState, Waiter};
+
+#[derive(Default)]
+pub struct Scheduler {
+    waiting: Mutex<VecDeque<Waiter>>,
+    wake: Notify,
+}
+
+impl Scheduler {
+    /// Queues one request for work from a registered socket.
+    pub fn request(&self, waiter: Waiter) {
+        self.lock().push_back(waiter);
+        self.wake.notify_one();
+    }
+
+    /// Something may be claimable now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Drops the requests of a socket that left.
+    pub fn forget(&self, sid: Sid) {
+        self.lock().retain(|w| w.socket.id != sid);
+    }
+
+    /// Requests waiting for a task.
+    pub fn waiting(&self) -> usize {
+        self.lock().len()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Waiter>> {
+        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+/// Serves waiting requests until the process ends.
+pub async fn dispatch_loop(state: AppState) {
+    loop {
+        state.scheduler.wake.notified().await;
+        if let Err(e) = dispatch(&state).await {
+            tracing::error!(error = %e, "dispatching tasks failed; retrying shortly");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            state.scheduler.wake();
+        }
+    }
+}
+
+async fn dispatch(state: &AppState) -> Result<()> {
+    let lease_ms = state.config.lease.as_millis() as i64;
+    loop {
+        let Some(waiter) = state.scheduler.lock().pop_front() else {
+            return Ok(());
+        };
+        if !waiter.socket.connected() {
+            continue;
+        }
+        let claimed = match db::claim_task(&state.db, &waiter.worker_id, lease_ms).await {
+            Ok(Some(claimed)) => claimed,
+            Ok(None) => {
+                // Nothing queued: the request keeps its place until something is.
+                state.scheduler.lock().push_front(waiter);
+                return Ok(());
+            }
+            Err(e) => {
+                state.scheduler.lock().push_front(waiter);
+                return Err(e.into());
+            }
+        };
+        if let Err(e) = deliver(state, &waiter, &claimed).await {
+            tracing::warn!(task_id = claimed.id, error = %e, "could not deliver a task");
+            db::unclaim_task(&state.db, claimed.id, &waiter.worker_id).await?;
+            if waiter.socket.connected() {
+                state.scheduler.lock().push_front(waiter);
+            }
+            return Err(e);
+        }
+        broadcast::tile(state, &claimed.job_id, claimed.id, claimed.tile_row, claimed.tile_col, "leased");
+        state.stats.mark_dirty(&claimed.job_id);
+    }
+}
+
+async fn deliver(state: &AppState, waiter: &Waiter, claimed: &db::Claimed) -> Result<()> {
+    let inputs = state.inputs.get(&state.db, &claimed.job_id).await?;
+    let plan = inputs.plan;
+    let tile = plan.tile(claimed.tile_row as usize, claimed.tile_col as usize);
+    let payload = TaskAssigned {
+        task_id: claimed.id,
+        job_id: claimed.job_id.clone(),
+        dtype: plan.dtype,
+        m: tile.rows,
+        k: plan.k,
+        n: tile.cols,
+        a: plan.a_panel(&inputs.a, &tile),
+        b: plan.b_panel(&inputs.b_panels, &tile),
+    };
+    // Record the lease before emitting so a fast result never finds it missing.
+    let expected = plan.result_len(&tile);
+    state.workers.with(waiter.socket.id, |w| {
+        w.leases.insert(claimed.id, expected);
+    });
+    if let Err(e) = waiter.socket.emit("task_assigned", &payload) {
+        state.workers.with(waiter.socket.id, |w| w.leases.remove(&claimed.id));
+        return Err(crate::error::Error::Internal(format!("emit failed: {e}")));
+    }
+    Ok(())
+}
+
+/// Takes back leases that passed their deadline, every quarter lease (at most every second).
+pub async fn sweep_loop(state: AppState) {
+    let period = (state.config.lease / 4).min(Duration::from_secs(1));
+    let mut ticker = tokio::time::interval(period);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await;
+        match db::expire_leases(&state.db).await {
+            Ok(expired) if !expired.is_empty() => {
+                tracing::info!(count = expired.len(), "leases expired; tasks re-queued");
+                for task in &expired {
+                    for sid in state.workers.holders(task.id) {
+                        state.workers.with(sid, |w| w.leases.remove(&task.id));
+                    }
+                }
+                if let Err(e) = requeued(&state, &expired).await {
+                    tracing::error!(error = %e, "handling expired leases failed");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "sweeping leases failed"),
+        }
+    }
+}
+
+/// Follows up tasks that went back to the queue: a task that has failed too often fails its
+/// job; the others are offered to waiting workers again.
+pub async fn requeued(state: &AppState, tasks: &[Requeued]) -> Result<()> {
+    let max = i64::from(state.config.max_task_failures);
+    for task in tasks {
+        if task.failures >= max {
+            let reason = format!(
+                "task {} (tile {},{}) failed {} times",
+                task.id, task.tile_row, task.tile_col, task.failures
+            );
+            end_job(state, &task.job_id, Some(&reason)).await?;
+        } else {
+            broadcast::tile(state, &task.job_id, task.id, task.tile_row, task.tile_col, "queued");
+            state.stats.mark_dirty(&task.job_id);
+        }
+    }
+    state.scheduler.wake();
+    Ok(())
+}
+
+/// Ends a job: failed with `reason`, or cancelled when there is none. Workers computing its
+/// tasks are told to stop. Returns whether the job was still open.
+pub async fn end_job(state: &AppState, job_id: &str, reason: Option<&str>) -> Result<()> {
+    let withdrawn = match reason {
+        Some(reason) => {
+            tracing::warn!(job_id, reason, "job failed");
+            db::fail_job(&state.db, job_id, reason).await?
+        }
+        None => db::cancel_job(&state.db, job_id).await?,
+    };
+    for (task_id, _) in withdrawn {
+        for sid in state.workers.holders(task_id) {
+            state.workers.with(sid, |w| w.leases.remove(&task_id));
+            if let Some(socket) = state.io.get_socket(sid) {
+                // The worker may already be gone; its result would be refused anyway.
+                let _ = socket.emit("task_cancelled", &TaskCancelled { task_id });
+            }
+        }
+    }
+    state.inputs.remove(job_id);
+    state.stats.mark_dirty(job_id);
+    Ok(())
+}

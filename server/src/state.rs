@@ -1,0 +1,241 @@
+//! The state shared by HTTP routes, Socket.io handlers and background tasks.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use socketioxide::extract::SocketRef;
+use socketioxide::socket::Sid;
+use socketioxide::SocketIo;
+
+use crate::config::Config;
+use crate::db::{self, Pool};
+use crate::error::{Error, Result};
+use crate::jobs::{Dtype, Plan};
+use crate::scheduler::Scheduler;
+
+/// Cheap to clone: every field is shared.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub db: Pool,
+    /// Emits broadcasts (dashboards, grid statistics) from outside any handler.
+    pub io: SocketIo,
+    pub scheduler: Arc<Scheduler>,
+    pub workers: Arc<Workers>,
+    pub inputs: Arc<InputCache>,
+    pub stats: Arc<Stats>,
+    /// Tile changes not yet sent to dashboards.
+    pub pending_tiles: Arc<crate::broadcast::PendingTiles>,
+    pub started: Instant,
+}
+
+/// A registered worker connection.
+#[derive(Debug, Clone)]
+pub struct WorkerInfo {
+    pub worker_id: String,
+    pub name: String,
+    pub threads: u32,
+    pub user_agent: String,
+    /// RFC 3339 time of registration.
+    pub connected_at: String,
+    pub visible: bool,
+    pub on_battery: bool,
+    /// Tasks delivered and not yet answered, with the byte length their result must have.
+    pub leases: HashMap<i64, usize>,
+    /// Recent speed from reported compute times (exponential average), in GFLOP/s.
+    pub gflops: f64,
+}
+
+/// Registered workers by socket id. A `std` mutex: it is never held across an `.await`.
+#[derive(Default)]
+pub struct Workers {
+    by_sid: Mutex<HashMap<Sid, WorkerInfo>>,
+}
+
+impl Workers {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Sid, WorkerInfo>> {
+        // A panic while holding the lock cannot leave the map half-updated in a way that
+        // matters more than losing the registry, so recover the data.
+        self.by_sid.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn insert(&self, sid: Sid, info: WorkerInfo) {
+        self.lock().insert(sid, info);
+    }
+
+    pub fn remove(&self, sid: Sid) -> Option<WorkerInfo> {
+        self.lock().remove(&sid)
+    }
+
+    pub fn worker_id(&self, sid: Sid) -> Option<String> {
+        self.lock().get(&sid).map(|w| w.worker_id.clone())
+    }
+
+    pub fn with<R>(&self, sid: Sid, f: impl FnOnce(&mut WorkerInfo) -> R) -> Option<R> {
+        self.lock().get_mut(&sid).map(f)
+    }
+
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub fn snapshot(&self) -> Vec<WorkerInfo> {
+        let mut all: Vec<_> = self.lock().values().cloned().collect();
+        all.sort_by(|a, b| a.connected_at.cmp(&b.connected_at));
+        all
+    }
+
+    /// The connections holding a lease on `task_id`.
+    pub fn holders(&self, task_id: i64) -> Vec<Sid> {
+        self.lock()
+            .iter()
+            .filter(|(_, w)| w.leases.contains_key(&task_id))
+            .map(|(sid, _)| *sid)
+            .collect()
+    }
+}
+
+/// A job's operands, as workers are sent them: A row-major, B cut into column panels.
+pub struct JobInputs {
+    pub plan: Plan,
+    pub a: Bytes,
+    pub b_panels: Bytes,
+}
+
+/// Keeps the operands of running jobs in memory so that handing out a task is two zero-copy
+/// slices rather than a read of two panels from SQLite. Loaded on first use, dropped when the
+/// job ends, and bounded: past the budget the least recently used job is dropped (it is
+/// simply read again if needed).
+pub struct InputCache {
+    entries: Mutex<(HashMap<String, Arc<JobInputs>>, VecDeque<String>)>,
+    budget_bytes: usize,
+}
+
+impl InputCache {
+    pub fn new(budget_bytes: usize) -> Self {
+        InputCache {
+            entries: Mutex::new((HashMap::new(), VecDeque::new())),
+            budget_bytes,
+        }
+    }
+
+    pub async fn get(&self, db: &Pool, job_id: &str) -> Result<Arc<JobInputs>> {
+        if let Some(hit) = self.touch(job_id) {
+            return Ok(hit);
+        }
+        let job = db::get_job(db, job_id)
+            .await?
+            .ok_or_else(|| Error::NotFound(format!("no job {job_id}")))?;
+        let (a, b_panels) = db::job_inputs(db, job_id)
+            .await?
+            .ok_or_else(|| Error::Internal(format!("inputs of job {job_id} are missing")))?;
+        let plan = Plan {
+            dtype: Dtype::parse(&job.dtype).map_err(Error::Internal)?,
+            m: job.m as usize,
+            k: job.k as usize,
+            n: job.n as usize,
+            tile: job.tile as usize,
+        };
+        let inputs = Arc::new(JobInputs { plan, a, b_panels });
+        self.insert(job_id, inputs.clone());
+        Ok(inputs)
+    }
+
+    fn touch(&self, job_id: &str) -> Option<Arc<JobInputs>> {
+        let mut guard = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let (map, order) = &mut *guard;
+        let hit = map.get(job_id).cloned()?;
+        order.retain(|id| id != job_id);
+        order.push_back(job_id.to_owned());
+        Some(hit)
+    }
+
+    fn insert(&self, job_id: &str, inputs: Arc<JobInputs>) {
+        let mut guard = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let (map, order) = &mut *guard;
+        map.insert(job_id.to_owned(), inputs);
+        order.retain(|id| id != job_id);
+        order.push_back(job_id.to_owned());
+        let size = |m: &HashMap<String, Arc<JobInputs>>| {
+            m.values()
+                .map(|i| i.a.len() + i.b_panels.len())
+                .sum::<usize>()
+        };
+        while order.len() > 1 && size(map) > self.budget_bytes {
+            if let Some(oldest) = order.pop_front() {
+                map.remove(&oldest);
+            }
+        }
+    }
+
+    pub fn remove(&self, job_id: &str) {
+        let mut guard = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let (map, order) = &mut *guard;
+        map.remove(job_id);
+        order.retain(|id| id != job_id);
+    }
+}
+
+/// Recent completions, for the grid's throughput figures.
+#[derive(Default)]
+pub struct Stats {
+    recent: Mutex<VecDeque<(Instant, f64)>>,
+    /// Jobs whose progress changed since dashboards were last told.
+    pub dirty_jobs: Mutex<HashSet<String>>,
+}
+
+/// The window throughput is averaged over.
+const STATS_WINDOW: Duration = Duration::from_secs(10);
+
+impl Stats {
+    pub fn record(&self, flops: f64) {
+        let now = Instant::now();
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent.push_back((now, flops));
+        while recent
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > STATS_WINDOW)
+        {
+            recent.pop_front();
+        }
+    }
+
+    /// `(tasks per second, GFLOP/s)` over the last window.
+    pub fn throughput(&self) -> (f64, f64) {
+        let now = Instant::now();
+        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let (count, flops) = recent
+            .iter()
+            .filter(|(t, _)| now.duration_since(*t) <= STATS_WINDOW)
+            .fold((0usize, 0.0), |(c, f), (_, x)| (c + 1, f + x));
+        let secs = STATS_WINDOW.as_secs_f64();
+        (count as f64 / secs, flops / secs / 1e9)
+    }
+
+    pub fn mark_dirty(&self, job_id: &str) {
+        self.dirty_jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(job_id.to_owned());
+    }
+
+    pub fn take_dirty(&self) -> Vec<String> {
+        self.dirty_jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain()
+            .collect()
+    }
+}
+
+/// A socket that asked for work and has not been given any yet.
+pub struct Waiter {
+    pub socket: SocketRef,
+    pub worker_id: String,
+}
