@@ -1,0 +1,108 @@
+// Volunteers come and go, and servers die: nothing accepted may be lost, and every job must
+// still finish with the right product.
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import {
+  api, assertClose, downloadNpy, matmul, once, randomMatrix, registered, rowsOf, startServer,
+  startWorker, toBytes, waitForJob,
+} from "./helpers.mjs";
+
+async function submit(url, m, k, n, tile, seed = 1) {
+  const a = randomMatrix(m, k, seed);
+  const b = randomMatrix(k, n, seed + 1);
+  const res = await api(url, "/api/jobs", {
+    method: "POST",
+    body: { a: rowsOf(a, m, k), b: rowsOf(b, k, n), tile },
+  });
+  assert.equal(res.status, 201, res.text);
+  return { id: res.json.id, want: matmul(a, b, m, k, n), k };
+}
+
+test("a worker that disconnects mid-task has its tasks re-queued at once", async (t) => {
+  // A long lease: only the disconnect can bring the task back within the test's time.
+  const server = await startServer(t, { env: { LEASE_MS: "60000" } });
+  const job = await submit(server.url, 20, 10, 20, 10);
+  const { socket: quitter } = await registered(t, server.url, { name: "quitter" });
+  const assigned = once(quitter, "task_assigned");
+  quitter.emit("request_task");
+  const task = await assigned;
+  let status = (await api(server.url, "/api/status")).json;
+  assert.equal(status.tasks.leased, 1);
+  quitter.disconnect();
+  const deadline = Date.now() + 5000;
+  while (status.tasks.leased !== 0 && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 50));
+    status = (await api(server.url, "/api/status")).json;
+  }
+  assert.equal(status.tasks.leased, 0, "the lease was released on disconnect");
+  const helper = await startWorker(t, server.url);
+  await waitForJob(server.url, job.id);
+  assert.ok(helper.stats.tasks.includes(task.task_id), "the abandoned task was served by another worker");
+  assertClose((await downloadNpy(server.url, job.id)).data, job.want, job.k);
+});
+
+test("a lease that passes its deadline without a heartbeat goes back to the queue", async (t) => {
+  const server = await startServer(t, { env: { LEASE_MS: "400" } });
+  const job = await submit(server.url, 16, 8, 16, 8, 3);
+  const silent = await startWorker(t, server.url, { name: "silent", inFlight: 1, behaviour: { holdFirst: true } });
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(silent.held.length, 1);
+  const held = silent.held[0];
+  const honest = await startWorker(t, server.url, { name: "honest" });
+  await waitForJob(server.url, job.id, { ms: 20000 });
+  assert.ok(honest.stats.tasks.includes(held.task_id), "the expired task was re-leased");
+  // The silent worker answers after its lease ended: refused.
+  const ack = once(silent.socket, "result_ack");
+  silent.socket.emit("task_result", { task_id: held.task_id, c: toBytes("f32", new Array(64).fill(0)) });
+  const late = await ack;
+  assert.equal(late.accepted, false);
+  assertClose((await downloadNpy(server.url, job.id)).data, job.want, job.k);
+});
+
+test("heartbeats keep a slow worker's lease alive", async (t) => {
+  const server = await startServer(t, { env: { LEASE_MS: "400" } });
+  const job = await submit(server.url, 4, 4, 4, 4, 5);
+  const { socket, ack } = await registered(t, server.url, { name: "slow" });
+  const beat = setInterval(() => socket.emit("heartbeat"), ack.heartbeat_interval_ms);
+  t.after(() => clearInterval(beat));
+  const assigned = once(socket, "task_assigned");
+  socket.emit("request_task");
+  const task = await assigned;
+  await new Promise((r) => setTimeout(r, 1200)); // three leases long
+  const a = new Float32Array(task.a.buffer.slice(task.a.byteOffset, task.a.byteOffset + task.a.length));
+  const b = new Float32Array(task.b.buffer.slice(task.b.byteOffset, task.b.byteOffset + task.b.length));
+  const result = once(socket, "result_ack");
+  socket.emit("task_result", { task_id: task.task_id, c: toBytes("f32", matmul(a, b, 4, 4, 4)) });
+  assert.equal((await result).accepted, true);
+  await waitForJob(server.url, job.id);
+});
+
+test("a task that fails too often fails its job with a reason", async (t) => {
+  const server = await startServer(t, { env: { MAX_TASK_FAILURES: "3" } });
+  const job = await submit(server.url, 2, 2, 2, 2);
+  await startWorker(t, server.url, { behaviour: { failAll: "out of memory" } });
+  const failed = await waitForJob(server.url, job.id, { status: "failed" });
+  assert.match(failed.error, /failed 3 times/);
+  const status = (await api(server.url, "/api/status")).json;
+  assert.equal(status.tasks.queued + status.tasks.leased, 0);
+});
+
+test("a server killed with SIGKILL mid-job restarts and the job finishes; nothing accepted is lost", async (t) => {
+  const first = await startServer(t, { env: { LEASE_MS: "5000" } });
+  const job = await submit(first.url, 60, 30, 60, 10, 9);
+  const worker = await startWorker(t, first.url, {
+    name: "survivor", inFlight: 1, reconnection: true, behaviour: { delayMs: 30 },
+  });
+  while (worker.stats.accepted < 8) await new Promise((r) => setTimeout(r, 20));
+  await first.kill("SIGKILL");
+  const acceptedBefore = worker.stats.accepted;
+
+  const second = await startServer(t, { dbPath: first.dbPath, port: first.port, env: { LEASE_MS: "5000" } });
+  const resumed = (await api(second.url, `/api/jobs/${job.id}`)).json;
+  assert.ok(resumed.tasks_done >= acceptedBefore, `${resumed.tasks_done} ≥ ${acceptedBefore} accepted before the kill`);
+  const status = (await api(second.url, "/api/status")).json;
+  assert.equal(status.tasks.leased, 0, "leases from before the restart were re-queued");
+  await waitForJob(second.url, job.id, { ms: 30000 });
+  assertClose((await downloadNpy(second.url, job.id)).data, job.want, job.k);
+});

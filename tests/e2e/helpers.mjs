@@ -1,0 +1,273 @@
+// Shared helpers for the end-to-end tests: start the real server binary on an ephemeral port
+// with a temporary database, speak Socket.io with the official client, and compute reference
+// products independently of the server.
+
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { io } from "socket.io-client";
+
+const here = dirname(fileURLToPath(import.meta.url));
+export const SERVER_BIN =
+  process.env.BRAIN_SERVER_BIN ?? resolve(here, "../../target/debug/brain-server");
+
+/** A fresh folder for one test's database; removed by `cleanup`. */
+export function tempDir(t) {
+  const dir = mkdtempSync(join(tmpdir(), "brain-e2e-"));
+  t?.after(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+/**
+ * Starts the server binary and resolves once it prints its address. `port: 0` (the default)
+ * lets the OS pick; a restart passes the previous port so clients can reconnect.
+ */
+export async function startServer(t, { dbPath, port = 0, env = {} } = {}) {
+  dbPath ??= join(tempDir(t), "brain.db");
+  const proc = spawn(SERVER_BIN, [], {
+    env: {
+      ...process.env,
+      PORT: String(port),
+      HOST: "127.0.0.1",
+      DATABASE_PATH: dbPath,
+      WEB_DIR: join(tmpdir(), "brain-e2e-no-web"),
+      RUST_LOG: process.env.RUST_LOG ?? "warn",
+      API_TOKEN: "",
+      ...env,
+    },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  let stderr = "";
+  proc.stderr.on("data", (d) => (stderr += d));
+  const exited = new Promise((res) => proc.once("exit", (code, signal) => res({ code, signal })));
+  const url = await new Promise((res, rej) => {
+    let out = "";
+    const timer = setTimeout(() => rej(new Error(`server did not start:\n${stderr}`)), 20000);
+    proc.stdout.on("data", (d) => {
+      out += d;
+      const m = out.match(/listening on (http:\/\/[\d.]+:\d+)/);
+      if (m) {
+        clearTimeout(timer);
+        res(m[1]);
+      }
+    });
+    exited.then(({ code }) => {
+      clearTimeout(timer);
+      rej(new Error(`server exited with ${code} before listening:\n${stderr}`));
+    });
+  });
+  const server = {
+    url,
+    port: Number(new URL(url).port),
+    dbPath,
+    proc,
+    exited,
+    stderr: () => stderr,
+    async kill(signal = "SIGKILL") {
+      if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
+      return exited;
+    },
+  };
+  t?.after(() => server.kill());
+  return server;
+}
+
+/** Resolves with the next `event` on `socket`, or rejects after `ms`. */
+export function once(socket, event, ms = 10000) {
+  return new Promise((res, rej) => {
+    const timer = setTimeout(() => rej(new Error(`no ${event} within ${ms} ms`)), ms);
+    socket.once(event, (data) => {
+      clearTimeout(timer);
+      res(data);
+    });
+  });
+}
+
+/** Connects a raw Socket.io client (websocket only, as the page does). */
+export function connect(url, opts = {}) {
+  return io(url, { transports: ["websocket"], reconnection: false, forceNew: true, ...opts });
+}
+
+/** Connects and registers; resolves with `{ socket, ack }`. */
+export async function registered(t, url, info = { name: "test" }) {
+  const socket = connect(url);
+  t?.after(() => socket.close());
+  const ackPromise = once(socket, "registration_ack");
+  socket.emit("register_worker", info);
+  return { socket, ack: await ackPromise };
+}
+
+// --- matrices -----------------------------------------------------------------------------
+
+/** A deterministic pseudo-random matrix (row-major array of numbers). */
+export function randomMatrix(rows, cols, seed = 1) {
+  let s = seed >>> 0 || 1;
+  const out = new Array(rows * cols);
+  for (let i = 0; i < out.length; i++) {
+    s ^= s << 13;
+    s >>>= 0;
+    s ^= s >>> 17;
+    s ^= s << 5;
+    s >>>= 0;
+    out[i] = Math.round(((s % 2000) / 1000 - 1) * 1000) / 1000;
+  }
+  return out;
+}
+
+export const rowsOf = (flat, rows, cols) =>
+  Array.from({ length: rows }, (_, i) => flat.slice(i * cols, (i + 1) * cols));
+
+/** The reference product in f64, computed here, not by the server. */
+export function matmul(a, b, m, k, n) {
+  const c = new Float64Array(m * n);
+  for (let i = 0; i < m; i++)
+    for (let p = 0; p < k; p++) {
+      const x = a[i * k + p];
+      for (let j = 0; j < n; j++) c[i * n + j] += x * b[p * n + j];
+    }
+  return c;
+}
+
+const ARRAY = { f32: Float32Array, f64: Float64Array };
+
+/** Little-endian row-major bytes of `values` as `dtype`. */
+export function toBytes(dtype, values) {
+  return Buffer.from(new ARRAY[dtype](values).buffer);
+}
+
+/** Numbers from little-endian bytes (a Buffer or ArrayBuffer). */
+export function fromBytes(dtype, buf) {
+  const u8 = buf instanceof ArrayBuffer ? new Uint8Array(buf) : new Uint8Array(buf);
+  const copy = u8.slice(); // aligned copy
+  return new ARRAY[dtype](copy.buffer);
+}
+
+/** A `.npy` (version 1.0) file for a 2-D C-order array. */
+export function npyEncode(dtype, rows, cols, values) {
+  const descr = dtype === "f32" ? "<f4" : "<f8";
+  let header = `{'descr': '${descr}', 'fortran_order': False, 'shape': (${rows}, ${cols}), }`;
+  const pad = (64 - ((10 + header.length + 1) % 64)) % 64;
+  header += " ".repeat(pad) + "\n";
+  const head = Buffer.alloc(10);
+  Buffer.from("\x93NUMPY", "latin1").copy(head, 0);
+  head[6] = 1;
+  head[7] = 0;
+  head.writeUInt16LE(header.length, 8);
+  return Buffer.concat([head, Buffer.from(header, "latin1"), toBytes(dtype, values)]);
+}
+
+/** Parses a `.npy` file written by the server. */
+export function npyDecode(buf) {
+  if (buf.subarray(0, 6).toString("latin1") !== "\x93NUMPY") throw new Error("not npy");
+  const len = buf.readUInt16LE(8);
+  const header = buf.subarray(10, 10 + len).toString("latin1");
+  const dtype = header.includes("<f4") ? "f32" : "f64";
+  const [rows, cols] = header
+    .match(/\((\d+), (\d+)\)/)
+    .slice(1)
+    .map(Number);
+  return { dtype, rows, cols, data: fromBytes(dtype, buf.subarray(10 + len)) };
+}
+
+/** Asserts |got - want| within a bound that grows with k, entry by entry. */
+export function assertClose(got, want, k, dtype = "f32") {
+  const eps = dtype === "f32" ? 1.2e-7 : 2.3e-16;
+  if (got.length !== want.length) throw new Error(`length ${got.length} != ${want.length}`);
+  for (let i = 0; i < want.length; i++) {
+    const tol = 4 * k * eps * Math.max(1, Math.abs(want[i])) + 1e-6;
+    if (!(Math.abs(got[i] - want[i]) <= tol))
+      throw new Error(`entry ${i}: got ${got[i]}, want ${want[i]} (tolerance ${tol})`);
+  }
+}
+
+// --- HTTP -----------------------------------------------------------------------------------
+
+export async function api(url, path, { method = "GET", body, headers = {}, raw = false } = {}) {
+  const init = { method, headers: { ...headers } };
+  if (body instanceof FormData) init.body = body;
+  else if (typeof body === "string") {
+    init.body = body;
+    init.headers["content-type"] ??= "application/json";
+  } else if (body !== undefined) {
+    init.body = JSON.stringify(body);
+    init.headers["content-type"] = "application/json";
+  }
+  const res = await fetch(url + path, init);
+  if (raw) return res;
+  const text = await res.text();
+  let json;
+  try {
+    json = JSON.parse(text);
+  } catch {
+    json = undefined;
+  }
+  return { status: res.status, json, text };
+}
+
+/** Polls a job until `done` (or another final state) or the time runs out. */
+export async function waitForJob(url, id, { status = "done", ms = 30000 } = {}) {
+  const deadline = Date.now() + ms;
+  let job;
+  while (Date.now() < deadline) {
+    job = (await api(url, `/api/jobs/${id}`)).json;
+    if (job?.status === status) return job;
+    if (["done", "failed", "cancelled"].includes(job?.status) && job.status !== status)
+      throw new Error(`job ended ${job.status}: ${job.error}`);
+    await new Promise((r) => setTimeout(r, 50));
+  }
+  throw new Error(`job ${id} not ${status} in ${ms} ms: ${JSON.stringify(job)}`);
+}
+
+export async function downloadNpy(url, id, headers = {}) {
+  const res = await api(url, `/api/jobs/${id}/result`, { raw: true, headers });
+  if (res.status !== 200) throw new Error(`result: ${res.status} ${await res.text()}`);
+  return npyDecode(Buffer.from(await res.arrayBuffer()));
+}
+
+// --- workers --------------------------------------------------------------------------------
+
+/**
+ * A worker that serves tasks with a plain triple loop. `inFlight` requests are kept open;
+ * `behaviour` can make it misbehave: { holdFirst: true } keeps the first task and never
+ * answers, { failAll: "msg" } reports every task as failed, { delayMs } waits before answering.
+ */
+export async function startWorker(t, url, { name = "w", inFlight = 2, behaviour = {}, reconnection = false } = {}) {
+  const socket = connect(url, { reconnection });
+  const stats = { assigned: 0, accepted: 0, refused: 0, reasons: [], tasks: [] };
+  const w = { socket, stats, held: [] };
+  socket.on("registration_ack", () => {
+    for (let i = 0; i < inFlight; i++) socket.emit("request_task");
+  });
+  socket.on("connect", () => socket.emit("register_worker", { name, threads: 1 }));
+  socket.on("task_assigned", async (task) => {
+    stats.assigned++;
+    stats.tasks.push(task.task_id);
+    if (behaviour.holdFirst && w.held.length === 0) {
+      w.held.push(task);
+      return;
+    }
+    if (behaviour.failAll) {
+      socket.emit("task_failed", { task_id: task.task_id, error: behaviour.failAll });
+      socket.emit("request_task");
+      return;
+    }
+    if (behaviour.delayMs) await new Promise((r) => setTimeout(r, behaviour.delayMs));
+    const a = fromBytes(task.dtype, task.a);
+    const b = fromBytes(task.dtype, task.b);
+    const c = matmul(a, b, task.m, task.k, task.n);
+    socket.emit("task_result", { task_id: task.task_id, c: toBytes(task.dtype, c), compute_ms: 1 });
+  });
+  socket.on("result_ack", (ack) => {
+    if (ack.accepted) stats.accepted++;
+    else {
+      stats.refused++;
+      stats.reasons.push(ack.reason);
+    }
+    socket.emit("request_task");
+  });
+  t?.after(() => socket.close());
+  await once(socket, "registration_ack");
+  return w;
+}

@@ -1,0 +1,152 @@
+// The worker protocol, event by event, with the official socket.io-client.
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { api, connect, once, registered, startServer, toBytes, waitForJob } from "./helpers.mjs";
+
+test("register_worker answers registration_ack, as an event and through the callback", async (t) => {
+  const server = await startServer(t, { env: { LEASE_MS: "6000" } });
+  const socket = connect(server.url);
+  t.after(() => socket.close());
+  const event = once(socket, "registration_ack");
+  const viaCallback = await socket.timeout(5000).emitWithAck("register_worker", { name: "cb", threads: 4 });
+  const ack = await event;
+  assert.deepEqual(viaCallback, ack);
+  assert.match(ack.worker_id, /^[0-9a-f-]{36}$/);
+  assert.equal(ack.lease_ms, 6000);
+  assert.ok(ack.heartbeat_interval_ms > 0 && ack.heartbeat_interval_ms < 6000);
+
+  const workers = (await api(server.url, "/api/workers")).json;
+  assert.equal(workers.length, 1);
+  assert.equal(workers[0].worker_id, ack.worker_id);
+  assert.equal(workers[0].threads, 4);
+
+  const before = Date.now();
+  const hb = once(socket, "heartbeat_ack");
+  socket.emit("heartbeat");
+  const { server_time } = await hb;
+  assert.ok(Math.abs(server_time - before) < 5000, `server_time ${server_time} is milliseconds since the epoch`);
+});
+
+test("a registration without any payload is accepted", async (t) => {
+  const server = await startServer(t);
+  const socket = connect(server.url);
+  t.after(() => socket.close());
+  const ack = once(socket, "registration_ack");
+  socket.emit("register_worker");
+  assert.ok((await ack).worker_id);
+});
+
+test("events before registering and malformed payloads get protocol_error; the socket goes on", async (t) => {
+  const server = await startServer(t);
+  const socket = connect(server.url);
+  t.after(() => socket.close());
+  await once(socket, "connect");
+  for (const event of ["heartbeat", "request_task", "task_result", "task_failed"]) {
+    const err = once(socket, "protocol_error");
+    socket.emit(event, { task_id: 1 });
+    assert.equal((await err).code, "not_registered", event);
+  }
+  const ack = once(socket, "registration_ack");
+  socket.emit("register_worker", { name: "x" });
+  await ack;
+  const cases = [
+    ["task_result", { task_id: "one", c: Buffer.alloc(4) }],
+    ["task_result", { c: Buffer.alloc(4) }],
+    ["task_result", { task_id: 1, c: [1, 2, 3] }],
+    ["task_failed", "just a string"],
+    ["register_worker", { threads: "many" }],
+    ["worker_status", { visible: "yes" }],
+  ];
+  for (const [event, payload] of cases) {
+    const err = once(socket, "protocol_error");
+    socket.emit(event, payload);
+    const { code, message } = await err;
+    assert.equal(code, "bad_payload", `${event} ${JSON.stringify(payload)}`);
+    assert.match(message, new RegExp(event));
+  }
+  const unknown = once(socket, "protocol_error");
+  socket.emit("launch_missiles", {});
+  assert.equal((await unknown).code, "unknown_event");
+  const hb = once(socket, "heartbeat_ack");
+  socket.emit("heartbeat");
+  await hb;
+  assert.ok(socket.connected);
+});
+
+test("task_assigned carries binary panels; wrong, foreign and repeated results are refused", async (t) => {
+  const server = await startServer(t);
+  const created = await api(server.url, "/api/jobs", {
+    method: "POST",
+    body: { a: [[1, 2, 3], [4, 5, 6]], b: [[1, 0], [0, 1], [1, 1]], tile: 1 },
+  });
+  const { socket: honest } = await registered(t, server.url, { name: "honest" });
+  const { socket: other } = await registered(t, server.url, { name: "other" });
+
+  const assigned = once(honest, "task_assigned");
+  honest.emit("request_task");
+  const task = await assigned;
+  assert.equal(task.job_id, created.json.id);
+  assert.deepEqual([task.dtype, task.m, task.k, task.n], ["f32", 1, 3, 1]);
+  assert.ok(Buffer.isBuffer(task.a) && task.a.length === 12, "a is a binary attachment of 1×3 f32");
+  assert.ok(Buffer.isBuffer(task.b) && task.b.length === 12, "b is a binary attachment of 3×1 f32");
+
+  const reply = async (socket, payload) => {
+    const ack = once(socket, "result_ack");
+    socket.emit("task_result", payload);
+    return ack;
+  };
+  const wrongSize = await reply(honest, { task_id: task.task_id, c: toBytes("f32", [1, 2]) });
+  assert.equal(wrongSize.accepted, false);
+  assert.match(wrongSize.reason, /bytes/);
+  const foreign = await reply(other, { task_id: task.task_id, c: toBytes("f32", [4]) });
+  assert.equal(foreign.accepted, false);
+  assert.match(foreign.reason, /not leased to this worker/);
+  const unknown = await reply(honest, { task_id: 999999, c: toBytes("f32", [4]) });
+  assert.equal(unknown.accepted, false);
+
+  const a = new Float32Array(task.a.buffer.slice(task.a.byteOffset, task.a.byteOffset + 12));
+  const b = new Float32Array(task.b.buffer.slice(task.b.byteOffset, task.b.byteOffset + 12));
+  const c = a[0] * b[0] + a[1] * b[1] + a[2] * b[2];
+  const good = await reply(honest, { task_id: task.task_id, c: toBytes("f32", [c]), compute_ms: 0.5 });
+  assert.deepEqual(good, { task_id: task.task_id, accepted: true });
+  const again = await reply(honest, { task_id: task.task_id, c: toBytes("f32", [c]) });
+  assert.equal(again.accepted, false, "the first accepted result wins");
+  const job = (await api(server.url, `/api/jobs/${created.json.id}`)).json;
+  assert.equal(job.tasks_done, 1);
+  assert.equal(job.status, "running");
+});
+
+test("a request waits until a job arrives, then is answered without polling", async (t) => {
+  const server = await startServer(t);
+  const { socket } = await registered(t, server.url);
+  const assigned = once(socket, "task_assigned", 10000);
+  socket.emit("request_task");
+  await new Promise((r) => setTimeout(r, 300));
+  const created = await api(server.url, "/api/jobs", { method: "POST", body: { a: [[2]], b: [[3]] } });
+  const task = await assigned;
+  assert.equal(task.job_id, created.json.id);
+  const ack = once(socket, "result_ack");
+  socket.emit("task_result", { task_id: task.task_id, c: toBytes("f32", [6]) });
+  assert.equal((await ack).accepted, true);
+  await waitForJob(server.url, created.json.id);
+});
+
+test("dashboards receive job and tile updates", async (t) => {
+  const server = await startServer(t);
+  const dash = connect(server.url);
+  t.after(() => dash.close());
+  await once(dash, "connect");
+  dash.emit("subscribe_dashboard");
+  await new Promise((r) => setTimeout(r, 100));
+  const jobUpdate = once(dash, "job_update", 5000);
+  const created = await api(server.url, "/api/jobs", { method: "POST", body: { a: [[2]], b: [[3]] } });
+  assert.equal((await jobUpdate).id, created.json.id);
+  const tiles = (await api(server.url, `/api/jobs/${created.json.id}/tiles`)).json;
+  assert.deepEqual(tiles, { tile_rows: 1, tile_cols: 1, tiles: [{ task_id: tiles.tiles[0].task_id, row: 0, col: 0, state: "queued" }] });
+  const { socket } = await registered(t, server.url);
+  const tileUpdate = once(dash, "tile_update", 5000);
+  socket.emit("request_task");
+  const update = await tileUpdate;
+  assert.deepEqual([update.job_id, update.row, update.col, update.state], [created.json.id, 0, 0, "leased"]);
+});
