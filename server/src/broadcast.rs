@@ -15,14 +15,33 @@ use crate::state::AppState;
 /// The room dashboards join with `subscribe_dashboard`.
 pub const DASHBOARD_ROOM: &str = "dashboard";
 
+/// A tile's new state, waiting for the next flush.
+struct TileChange {
+    job_id: String,
+    task_id: i64,
+    row: i64,
+    col: i64,
+    state: &'static str,
+}
+
 /// Tile changes waiting for the next flush.
 #[derive(Default)]
-pub struct PendingTiles(Mutex<Vec<(String, i64, i64, i64, &'static str)>>);
+pub struct PendingTiles(Mutex<Vec<TileChange>>);
 
 /// Notes a tile's new state for dashboards.
 pub fn tile(state: &AppState, job_id: &str, task_id: i64, row: i64, col: i64, new: &'static str) {
-    let mut pending = state.pending_tiles.0.lock().unwrap_or_else(|e| e.into_inner());
-    pending.push((job_id.to_owned(), task_id, row, col, new));
+    let mut pending = state
+        .pending_tiles
+        .0
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
+    pending.push(TileChange {
+        job_id: job_id.to_owned(),
+        task_id,
+        row,
+        col,
+        state: new,
+    });
 }
 
 /// Flushes progress to dashboards every 250 ms and grid statistics to everyone every 2 s.
@@ -34,15 +53,29 @@ pub async fn broadcast_loop(state: AppState) {
         ticker.tick().await;
         ticks += 1;
         let tiles = std::mem::take(
-            &mut *state.pending_tiles.0.lock().unwrap_or_else(|e| e.into_inner()),
+            &mut *state
+                .pending_tiles
+                .0
+                .lock()
+                .unwrap_or_else(|e| e.into_inner()),
         );
         let dirty = state.stats.take_dirty();
         let watchers = state.io.to(DASHBOARD_ROOM);
         let watched = !watchers.sockets().is_empty();
         if watched {
-            for (job_id, task_id, row, col, new) in &tiles {
-                let update = TileUpdate { job_id, task_id: *task_id, row: *row, col: *col, state: new };
-                let _ = state.io.to(DASHBOARD_ROOM).emit("tile_update", &update).await;
+            for t in &tiles {
+                let update = TileUpdate {
+                    job_id: &t.job_id,
+                    task_id: t.task_id,
+                    row: t.row,
+                    col: t.col,
+                    state: t.state,
+                };
+                let _ = state
+                    .io
+                    .to(DASHBOARD_ROOM)
+                    .emit("tile_update", &update)
+                    .await;
             }
             for job_id in dirty {
                 match db::get_job(&state.db, &job_id).await {
@@ -54,10 +87,14 @@ pub async fn broadcast_loop(state: AppState) {
                 }
             }
         }
-        if ticks % 8 == 0 {
+        if ticks.is_multiple_of(8) {
             let (tasks_per_sec, gflops) = state.stats.throughput();
             let jobs_running = match db::counts(&state.db).await {
-                Ok((jobs, _)) => jobs.iter().filter(|(s, _)| s == "running").map(|(_, c)| *c).sum(),
+                Ok((jobs, _)) => jobs
+                    .iter()
+                    .filter(|(s, _)| s == "running")
+                    .map(|(_, c)| *c)
+                    .sum(),
                 Err(_) => 0,
             };
             let stats = GridStats {

@@ -207,14 +207,12 @@ pub async fn unclaim_task(pool: &Pool, task_id: i64, worker: &str) -> Result<(),
 
 /// A heartbeat: every lease the worker holds runs `lease_ms` from now.
 pub async fn extend_leases(pool: &Pool, worker: &str, lease_ms: i64) -> Result<u64, sqlx::Error> {
-    sqlx::query(
-        "UPDATE tasks SET lease_deadline = ? WHERE lease_owner = ? AND state = 'leased'",
-    )
-    .bind(now_ms() + lease_ms)
-    .bind(worker)
-    .execute(pool)
-    .await
-    .map(|r| r.rows_affected())
+    sqlx::query("UPDATE tasks SET lease_deadline = ? WHERE lease_owner = ? AND state = 'leased'")
+        .bind(now_ms() + lease_ms)
+        .bind(worker)
+        .execute(pool)
+        .await
+        .map(|r| r.rows_affected())
 }
 
 /// What became of a submitted result.
@@ -466,7 +464,10 @@ pub async fn requeue_all_leases(pool: &Pool) -> Result<u64, sqlx::Error> {
 }
 
 /// Every finished tile of a job with its result bytes.
-pub async fn job_results(pool: &Pool, job_id: &str) -> Result<Vec<(i64, i64, Vec<u8>)>, sqlx::Error> {
+pub async fn job_results(
+    pool: &Pool,
+    job_id: &str,
+) -> Result<Vec<(i64, i64, Vec<u8>)>, sqlx::Error> {
     let rows = sqlx::query(
         "SELECT tile_row, tile_col, result FROM tasks \
          WHERE job_id = ? AND state = 'done' ORDER BY tile_row, tile_col",

@@ -233,7 +233,10 @@ async fn read_multipart(mut multipart: Multipart) -> Result<Submission> {
 }
 
 fn multipart_error(e: axum::extract::multipart::MultipartError) -> Error {
-    body_error(e.status(), format!("malformed multipart body: {}", e.body_text()))
+    body_error(
+        e.status(),
+        format!("malformed multipart body: {}", e.body_text()),
+    )
 }
 
 async fn list_jobs(State(state): State<AppState>) -> Result<Json<Vec<db::JobRow>>> {
@@ -246,7 +249,10 @@ async fn find_job(state: &AppState, id: &str) -> Result<db::JobRow> {
         .ok_or_else(|| Error::NotFound(format!("no job with id {id}")))
 }
 
-async fn get_job(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<db::JobRow>> {
+async fn get_job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<db::JobRow>> {
     Ok(Json(find_job(&state, &id).await?))
 }
 
@@ -258,7 +264,10 @@ async fn cancel_job(
     authorize(&state, &headers)?;
     let job = find_job(&state, &id).await?;
     if !matches!(job.status.as_str(), "queued" | "running") {
-        return Err(Error::Conflict(format!("job {id} is already {}", job.status)));
+        return Err(Error::Conflict(format!(
+            "job {id} is already {}",
+            job.status
+        )));
     }
     scheduler::end_job(&state, &id, None).await?;
     tracing::info!(job_id = %id, "job cancelled");
@@ -308,7 +317,9 @@ async fn job_result(
         for (row, col, bytes) in &tiles {
             let tile = plan.tile(*row as usize, *col as usize);
             if bytes.len() != plan.result_len(&tile) {
-                return Err(Error::Internal(format!("tile {row},{col} has a wrong size")));
+                return Err(Error::Internal(format!(
+                    "tile {row},{col} has a wrong size"
+                )));
             }
             plan.place(&mut c, &tile, bytes);
         }

@@ -68,9 +68,9 @@ impl Matrix {
             Dtype::F32 => data
                 .chunks_exact(4)
                 .position(|c| !f32::from_le_bytes([c[0], c[1], c[2], c[3]]).is_finite()),
-            Dtype::F64 => data.chunks_exact(8).position(|c| {
-                !f64::from_le_bytes(c.try_into().expect("chunks of 8")).is_finite()
-            }),
+            Dtype::F64 => data
+                .chunks_exact(8)
+                .position(|c| !f64::from_le_bytes(c.try_into().expect("chunks of 8")).is_finite()),
         };
         if let Some(at) = bad {
             return Err(format!(
@@ -228,8 +228,7 @@ impl Plan {
     }
 
     pub fn tiles(&self) -> impl Iterator<Item = Tile> + '_ {
-        (0..self.tile_rows())
-            .flat_map(move |r| (0..self.tile_cols()).map(move |c| self.tile(r, c)))
+        (0..self.tile_rows()).flat_map(move |r| (0..self.tile_cols()).map(move |c| self.tile(r, c)))
     }
 
     /// Bytes of a tile's A row panel (rows×k): one contiguous slice of A.
@@ -331,7 +330,11 @@ mod tests {
             for i in 0..m {
                 for j in 0..n {
                     let want: f64 = (0..k).map(|p| av[i * k + p] * bv[p * n + j]).sum();
-                    assert_eq!(cv[i * n + j], want, "C[{i}][{j}] for {m}×{k}·{k}×{n} tile {tile}");
+                    assert_eq!(
+                        cv[i * n + j],
+                        want,
+                        "C[{i}][{j}] for {m}×{k}·{k}×{n} tile {tile}"
+                    );
                 }
             }
         }
@@ -339,7 +342,9 @@ mod tests {
 
     #[test]
     fn json_input_errors_say_what_is_wrong() {
-        let parse = |v: serde_json::Value| Matrix::from_json("a", &v, Dtype::F32).unwrap_err();
+        let parse = |v: serde_json::Value| {
+            Matrix::from_json("a", &v, Dtype::F32).expect_err("invalid input")
+        };
         assert!(parse(serde_json::json!([[1, 2], [3]])).contains("ragged"));
         assert!(parse(serde_json::json!([[1, "x"]])).contains("a[0][1] is not a number"));
         assert!(parse(serde_json::json!([])).contains("empty"));

@@ -12,8 +12,9 @@ async fn main() {
             std::process::exit(2);
         }
     };
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,tower_http=info,socketioxide=warn,engineioxide=warn"));
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+        EnvFilter::new("info,tower_http=info,socketioxide=warn,engineioxide=warn")
+    });
     let logs = tracing_subscriber::fmt().with_env_filter(filter);
     if config.app_env == AppEnv::Production {
         logs.json().init();
@@ -25,7 +26,10 @@ async fn main() {
     let (router, state) = match server::build(config).await {
         Ok(built) => built,
         Err(e) => {
-            eprintln!("brain-server: cannot open database {}: {e}", database.display());
+            eprintln!(
+                "brain-server: cannot open database {}: {e}",
+                database.display()
+            );
             std::process::exit(1);
         }
     };

@@ -94,7 +94,9 @@ fn dict_value<'h>(header: &'h str, key: &str) -> Option<&'h str> {
     let at = header
         .find(&format!("'{key}'"))
         .or_else(|| header.find(&format!("\"{key}\"")))?;
-    let rest = header[at + key.len() + 2..].trim_start().strip_prefix(':')?;
+    let rest = header[at + key.len() + 2..]
+        .trim_start()
+        .strip_prefix(':')?;
     let rest = rest.trim_start();
     let end = if rest.starts_with('(') {
         rest.find(')')? + 1
@@ -170,19 +172,31 @@ mod tests {
         let cases = [
             (b"not numpy at all".to_vec(), "magic"),
             (
-                with_header("{'descr': '<i4', 'fortran_order': False, 'shape': (1, 1), }", &[0; 4]),
+                with_header(
+                    "{'descr': '<i4', 'fortran_order': False, 'shape': (1, 1), }",
+                    &[0; 4],
+                ),
                 "float32 or float64",
             ),
             (
-                with_header("{'descr': '<f4', 'fortran_order': True, 'shape': (1, 1), }", &[0; 4]),
+                with_header(
+                    "{'descr': '<f4', 'fortran_order': True, 'shape': (1, 1), }",
+                    &[0; 4],
+                ),
                 "Fortran",
             ),
             (
-                with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (4,), }", &[0; 16]),
+                with_header(
+                    "{'descr': '<f4', 'fortran_order': False, 'shape': (4,), }",
+                    &[0; 16],
+                ),
                 "2-D",
             ),
             (
-                with_header("{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }", &[0; 12]),
+                with_header(
+                    "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2), }",
+                    &[0; 12],
+                ),
                 "needs 16 data bytes",
             ),
             (
@@ -195,7 +209,10 @@ mod tests {
         ];
         for (file, expected) in cases {
             let err = parse("a", &file).expect_err(expected);
-            assert!(err.contains(expected), "{err:?} should mention {expected:?}");
+            assert!(
+                err.contains(expected),
+                "{err:?} should mention {expected:?}"
+            );
         }
     }
 }

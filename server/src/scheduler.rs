@@ -93,7 +93,14 @@ async fn dispatch(state: &AppState) -> Result<()> {
             }
             return Err(e);
         }
-        broadcast::tile(state, &claimed.job_id, claimed.id, claimed.tile_row, claimed.tile_col, "leased");
+        broadcast::tile(
+            state,
+            &claimed.job_id,
+            claimed.id,
+            claimed.tile_row,
+            claimed.tile_col,
+            "leased",
+        );
         state.stats.mark_dirty(&claimed.job_id);
     }
 }
@@ -118,7 +125,9 @@ async fn deliver(state: &AppState, waiter: &Waiter, claimed: &db::Claimed) -> Re
         w.leases.insert(claimed.id, expected);
     });
     if let Err(e) = waiter.socket.emit("task_assigned", &payload) {
-        state.workers.with(waiter.socket.id, |w| w.leases.remove(&claimed.id));
+        state
+            .workers
+            .with(waiter.socket.id, |w| w.leases.remove(&claimed.id));
         return Err(crate::error::Error::Internal(format!("emit failed: {e}")));
     }
     Ok(())
@@ -161,7 +170,14 @@ pub async fn requeued(state: &AppState, tasks: &[Requeued]) -> Result<()> {
             );
             end_job(state, &task.job_id, Some(&reason)).await?;
         } else {
-            broadcast::tile(state, &task.job_id, task.id, task.tile_row, task.tile_col, "queued");
+            broadcast::tile(
+                state,
+                &task.job_id,
+                task.id,
+                task.tile_row,
+                task.tile_col,
+                "queued",
+            );
             state.stats.mark_dirty(&task.job_id);
         }
     }

@@ -36,49 +36,65 @@ pub fn on_connect(socket: SocketRef, state: AppState) {
         async move { heartbeat(st, s, ack).await }
     });
     let st = state.clone();
-    socket.on("worker_status", move |s: SocketRef, data: TryData<WorkerStatus>| {
-        let st = st.clone();
-        async move {
-            let Some(_) = registered(&st, &s) else { return };
-            match data.0 {
-                Ok(status) => {
-                    st.workers.with(s.id, |w| {
-                        if let Some(v) = status.visible {
-                            w.visible = v;
-                        }
-                        if let Some(b) = status.on_battery {
-                            w.on_battery = b;
-                        }
-                    });
+    socket.on(
+        "worker_status",
+        move |s: SocketRef, data: TryData<WorkerStatus>| {
+            let st = st.clone();
+            async move {
+                let Some(_) = registered(&st, &s) else { return };
+                match data.0 {
+                    Ok(status) => {
+                        st.workers.with(s.id, |w| {
+                            if let Some(v) = status.visible {
+                                w.visible = v;
+                            }
+                            if let Some(b) = status.on_battery {
+                                w.on_battery = b;
+                            }
+                        });
+                    }
+                    Err(e) => bad_payload(&s, "worker_status", &e),
                 }
-                Err(e) => bad_payload(&s, "worker_status", &e),
             }
-        }
-    });
+        },
+    );
     let st = state.clone();
     socket.on("request_task", move |s: SocketRef| {
         let st = st.clone();
         async move {
-            let Some(worker_id) = registered(&st, &s) else { return };
-            st.scheduler.request(Waiter { socket: s, worker_id });
+            let Some(worker_id) = registered(&st, &s) else {
+                return;
+            };
+            st.scheduler.request(Waiter {
+                socket: s,
+                worker_id,
+            });
         }
     });
     let st = state.clone();
-    socket.on("task_result", move |s: SocketRef, data: TryData<TaskResult>| {
-        let st = st.clone();
-        async move { task_result(st, s, data).await }
-    });
+    socket.on(
+        "task_result",
+        move |s: SocketRef, data: TryData<TaskResult>| {
+            let st = st.clone();
+            async move { task_result(st, s, data).await }
+        },
+    );
     let st = state.clone();
-    socket.on("task_failed", move |s: SocketRef, data: TryData<TaskFailed>| {
-        let st = st.clone();
-        async move { task_failed(st, s, data).await }
-    });
+    socket.on(
+        "task_failed",
+        move |s: SocketRef, data: TryData<TaskFailed>| {
+            let st = st.clone();
+            async move { task_failed(st, s, data).await }
+        },
+    );
     socket.on("subscribe_dashboard", |s: SocketRef| async move {
         s.join(DASHBOARD_ROOM);
     });
-    socket.on_fallback(|s: SocketRef, event: socketioxide::extract::Event| async move {
-        protocol_error(&s, "unknown_event", format!("unknown event {:?}", &*event));
-    });
+    socket.on_fallback(
+        |s: SocketRef, event: socketioxide::extract::Event| async move {
+            protocol_error(&s, "unknown_event", format!("unknown event {:?}", &*event));
+        },
+    );
     let st = state;
     socket.on_disconnect(move |s: SocketRef, reason: DisconnectReason| {
         let st = st.clone();
@@ -92,14 +108,22 @@ fn protocol_error(socket: &SocketRef, code: &'static str, message: String) {
 }
 
 fn bad_payload(socket: &SocketRef, event: &str, error: &impl std::fmt::Display) {
-    protocol_error(socket, "bad_payload", format!("malformed {event} payload: {error}"));
+    protocol_error(
+        socket,
+        "bad_payload",
+        format!("malformed {event} payload: {error}"),
+    );
 }
 
 /// The worker id of a registered socket; tells an unregistered one to register first.
 fn registered(state: &AppState, socket: &SocketRef) -> Option<String> {
     let id = state.workers.worker_id(socket.id);
     if id.is_none() {
-        protocol_error(socket, "not_registered", "send register_worker first".into());
+        protocol_error(
+            socket,
+            "not_registered",
+            "send register_worker first".into(),
+        );
     }
     id
 }
@@ -126,9 +150,15 @@ async fn register(
         .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
     let threads = info.threads.unwrap_or(1).clamp(1, 1024);
     let (name, user_agent) = (label(info.name), label(info.user_agent));
-    if let Err(e) = db::upsert_worker(&state.db, &worker_id, &name, threads.into(), &user_agent).await {
+    if let Err(e) =
+        db::upsert_worker(&state.db, &worker_id, &name, threads.into(), &user_agent).await
+    {
         tracing::error!(error = %e, "storing a worker failed");
-        return protocol_error(&socket, "unavailable", "the server cannot register workers right now".into());
+        return protocol_error(
+            &socket,
+            "unavailable",
+            "the server cannot register workers right now".into(),
+        );
     }
     let existing = state.workers.with(socket.id, |w| {
         w.name = name.clone();
@@ -168,27 +198,43 @@ fn is_missing_payload(e: &impl std::fmt::Display) -> bool {
 }
 
 async fn heartbeat(state: AppState, socket: SocketRef, ack: AckSender) {
-    let Some(worker_id) = registered(&state, &socket) else { return };
+    let Some(worker_id) = registered(&state, &socket) else {
+        return;
+    };
     let lease_ms = state.config.lease.as_millis() as i64;
     if let Err(e) = db::extend_leases(&state.db, &worker_id, lease_ms).await {
         tracing::error!(error = %e, "extending leases failed");
     }
-    let reply = HeartbeatAck { server_time: db::now_ms() };
+    let reply = HeartbeatAck {
+        server_time: db::now_ms(),
+    };
     let _ = socket.emit("heartbeat_ack", &reply);
     let _ = ack.send(&reply);
 }
 
 async fn task_result(state: AppState, socket: SocketRef, data: TryData<TaskResult>) {
-    let Some(worker_id) = registered(&state, &socket) else { return };
+    let Some(worker_id) = registered(&state, &socket) else {
+        return;
+    };
     let result = match data.0 {
         Ok(r) => r,
         Err(e) => return bad_payload(&socket, "task_result", &e),
     };
     let task_id = result.task_id;
     let refuse = |reason: String| {
-        let _ = socket.emit("result_ack", &ResultAck { task_id, accepted: false, reason: Some(reason) });
+        let _ = socket.emit(
+            "result_ack",
+            &ResultAck {
+                task_id,
+                accepted: false,
+                reason: Some(reason),
+            },
+        );
     };
-    let expected = state.workers.with(socket.id, |w| w.leases.get(&task_id).copied()).flatten();
+    let expected = state
+        .workers
+        .with(socket.id, |w| w.leases.get(&task_id).copied())
+        .flatten();
     let Some(expected) = expected else {
         return refuse("task is not leased to this worker".into());
     };
@@ -202,8 +248,21 @@ async fn task_result(state: AppState, socket: SocketRef, data: TryData<TaskResul
     let outcome = db::complete_task(&state.db, task_id, &worker_id, &result.c, compute_ms).await;
     state.workers.with(socket.id, |w| w.leases.remove(&task_id));
     match outcome {
-        Ok(db::Completion::Accepted { job_id, tile_row, tile_col, job_status, .. }) => {
-            let _ = socket.emit("result_ack", &ResultAck { task_id, accepted: true, reason: None });
+        Ok(db::Completion::Accepted {
+            job_id,
+            tile_row,
+            tile_col,
+            job_status,
+            ..
+        }) => {
+            let _ = socket.emit(
+                "result_ack",
+                &ResultAck {
+                    task_id,
+                    accepted: true,
+                    reason: None,
+                },
+            );
             let flops = state
                 .inputs
                 .get(&state.db, &job_id)
@@ -214,7 +273,11 @@ async fn task_result(state: AppState, socket: SocketRef, data: TryData<TaskResul
             if let Some(ms) = compute_ms.filter(|ms| *ms > 0.0) {
                 let gflops = flops / ms / 1e6;
                 state.workers.with(socket.id, |w| {
-                    w.gflops = if w.gflops == 0.0 { gflops } else { 0.8 * w.gflops + 0.2 * gflops };
+                    w.gflops = if w.gflops == 0.0 {
+                        gflops
+                    } else {
+                        0.8 * w.gflops + 0.2 * gflops
+                    };
                 });
             }
             broadcast::tile(&state, &job_id, task_id, tile_row, tile_col, "done");
@@ -233,12 +296,16 @@ async fn task_result(state: AppState, socket: SocketRef, data: TryData<TaskResul
 }
 
 async fn task_failed(state: AppState, socket: SocketRef, data: TryData<TaskFailed>) {
-    let Some(worker_id) = registered(&state, &socket) else { return };
+    let Some(worker_id) = registered(&state, &socket) else {
+        return;
+    };
     let failed = match data.0 {
         Ok(f) => f,
         Err(e) => return bad_payload(&socket, "task_failed", &e),
     };
-    state.workers.with(socket.id, |w| w.leases.remove(&failed.task_id));
+    state
+        .workers
+        .with(socket.id, |w| w.leases.remove(&failed.task_id));
     let error: String = failed.error.chars().take(500).collect();
     match db::fail_task(&state.db, failed.task_id, &worker_id, &error).await {
         Ok(Some(task)) => {
@@ -258,7 +325,9 @@ async fn task_failed(state: AppState, socket: SocketRef, data: TryData<TaskFaile
 
 async fn disconnected(state: AppState, socket: SocketRef, reason: DisconnectReason) {
     state.scheduler.forget(socket.id);
-    let Some(worker) = state.workers.remove(socket.id) else { return };
+    let Some(worker) = state.workers.remove(socket.id) else {
+        return;
+    };
     tracing::info!(worker_id = %worker.worker_id, ?reason, "worker disconnected");
     match db::release_worker(&state.db, &worker.worker_id).await {
         Ok(released) => {

@@ -113,14 +113,21 @@ pub struct JobInputs {
 /// job ends, and bounded: past the budget the least recently used job is dropped (it is
 /// simply read again if needed).
 pub struct InputCache {
-    entries: Mutex<(HashMap<String, Arc<JobInputs>>, VecDeque<String>)>,
+    entries: Mutex<CacheEntries>,
     budget_bytes: usize,
+}
+
+#[derive(Default)]
+struct CacheEntries {
+    map: HashMap<String, Arc<JobInputs>>,
+    /// Least recently used first.
+    order: VecDeque<String>,
 }
 
 impl InputCache {
     pub fn new(budget_bytes: usize) -> Self {
         InputCache {
-            entries: Mutex::new((HashMap::new(), VecDeque::new())),
+            entries: Mutex::default(),
             budget_bytes,
         }
     }
@@ -149,7 +156,7 @@ impl InputCache {
 
     fn touch(&self, job_id: &str) -> Option<Arc<JobInputs>> {
         let mut guard = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let (map, order) = &mut *guard;
+        let CacheEntries { map, order } = &mut *guard;
         let hit = map.get(job_id).cloned()?;
         order.retain(|id| id != job_id);
         order.push_back(job_id.to_owned());
@@ -158,7 +165,7 @@ impl InputCache {
 
     fn insert(&self, job_id: &str, inputs: Arc<JobInputs>) {
         let mut guard = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let (map, order) = &mut *guard;
+        let CacheEntries { map, order } = &mut *guard;
         map.insert(job_id.to_owned(), inputs);
         order.retain(|id| id != job_id);
         order.push_back(job_id.to_owned());
@@ -176,7 +183,7 @@ impl InputCache {
 
     pub fn remove(&self, job_id: &str) {
         let mut guard = self.entries.lock().unwrap_or_else(|e| e.into_inner());
-        let (map, order) = &mut *guard;
+        let CacheEntries { map, order } = &mut *guard;
         map.remove(job_id);
         order.retain(|id| id != job_id);
     }
