@@ -62,6 +62,28 @@ pub struct Config {
     pub max_task_failures: u32,
     /// `APP_ENV`: `development` (default) or `production`.
     pub app_env: AppEnv,
+    /// Abuse limits (see `docs/security.md`).
+    pub limits: Limits,
+}
+
+/// Limits that keep one client from hurting the others. Past one, the client gets a clear
+/// error and, for Socket.io floods, its connection is closed; nobody else is affected.
+#[derive(Debug, Clone)]
+pub struct Limits {
+    /// Largest Socket.io message or binary attachment (`MAX_MESSAGE_BYTES`).
+    pub max_message_bytes: usize,
+    /// Largest job: elements of A, B and C together (`MAX_JOB_ELEMENTS`).
+    pub max_job_elements: usize,
+    /// Tasks a connection may hold or have requested at once (`MAX_TASKS_PER_WORKER`).
+    pub max_tasks_per_worker: usize,
+    /// Sustained Socket.io events per second per connection (`MAX_EVENTS_PER_SEC`); bursts of
+    /// twice as many are allowed.
+    pub max_events_per_sec: u32,
+    /// Socket.io connections open at once from one IP address (`MAX_CONNECTIONS_PER_IP`).
+    pub max_connections_per_ip: usize,
+    /// Take the client address from `X-Forwarded-For` (`TRUST_PROXY=true`, as behind Render's
+    /// proxy); otherwise from the TCP peer.
+    pub trust_proxy: bool,
 }
 
 impl Config {
@@ -77,7 +99,7 @@ impl Config {
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
         let get = |var: &'static str| lookup(var).filter(|v| !v.trim().is_empty());
         let lease_ms: u64 = parse(&get, "LEASE_MS", 30_000, |v| *v >= 100, "at least 100")?;
-        Ok(Config {
+        let config = Config {
             host: parse(&get, "HOST", IpAddr::from([0, 0, 0, 0]), |_| true, "")?,
             port: parse(&get, "PORT", 3000, |_| true, "")?,
             allowed_origins: match get("ALLOWED_ORIGINS") {
@@ -98,6 +120,44 @@ impl Config {
                 "at least 1024",
             )?,
             max_task_failures: parse(&get, "MAX_TASK_FAILURES", 5, |v| *v >= 1, "at least 1")?,
+            limits: Limits {
+                max_message_bytes: parse(
+                    &get,
+                    "MAX_MESSAGE_BYTES",
+                    64 * 1024 * 1024,
+                    |v| *v >= 1024,
+                    "at least 1024",
+                )?,
+                max_job_elements: parse(
+                    &get,
+                    "MAX_JOB_ELEMENTS",
+                    200_000_000,
+                    |v| *v >= 3,
+                    "at least 3",
+                )?,
+                max_tasks_per_worker: parse(
+                    &get,
+                    "MAX_TASKS_PER_WORKER",
+                    16,
+                    |v| *v >= 1,
+                    "at least 1",
+                )?,
+                max_events_per_sec: parse(
+                    &get,
+                    "MAX_EVENTS_PER_SEC",
+                    200,
+                    |v| *v >= 1,
+                    "at least 1",
+                )?,
+                max_connections_per_ip: parse(
+                    &get,
+                    "MAX_CONNECTIONS_PER_IP",
+                    64,
+                    |v| *v >= 1,
+                    "at least 1",
+                )?,
+                trust_proxy: parse(&get, "TRUST_PROXY", false, |_| true, "")?,
+            },
             app_env: match get("APP_ENV").as_deref() {
                 None | Some("development") | Some("dev") => AppEnv::Development,
                 Some("production") | Some("prod") => AppEnv::Production,
@@ -109,7 +169,15 @@ impl Config {
                     })
                 }
             },
-        })
+        };
+        if config.app_env == AppEnv::Production && config.api_token.is_none() {
+            return Err(ConfigError {
+                var: "API_TOKEN",
+                value: String::new(),
+                reason: "must be set when APP_ENV=production (anyone could submit jobs)".into(),
+            });
+        }
+        Ok(config)
     }
 }
 
@@ -192,6 +260,16 @@ mod tests {
         assert!(e.to_string().contains("LEASE_MS"));
         let e = config(&[("ALLOWED_ORIGINS", "example.org")]).expect_err("not an origin");
         assert_eq!(e.var, "ALLOWED_ORIGINS");
+        let e = config(&[("MAX_EVENTS_PER_SEC", "0")]).expect_err("no events at all");
+        assert_eq!(e.var, "MAX_EVENTS_PER_SEC");
+    }
+
+    #[test]
+    fn production_needs_an_api_token() {
+        let e = config(&[("APP_ENV", "production")]).expect_err("no token");
+        assert_eq!(e.var, "API_TOKEN");
+        let c = config(&[("APP_ENV", "production"), ("API_TOKEN", "x")]).expect("token set");
+        assert_eq!(c.app_env, AppEnv::Production);
     }
 
     #[test]

@@ -162,21 +162,33 @@ pub struct Claimed {
     pub tile_col: i64,
 }
 
-/// Leases the oldest queued task to `worker` in one statement (no read-then-write race), and
-/// marks its job running.
+/// Who holds a lease: the connection (`session`, one per socket) and the worker behind it
+/// (one per browser, across reconnects). Leases belong to connections so that one tab closing
+/// does not take back another tab's tasks; reputation belongs to the worker.
+#[derive(Debug, Clone, Copy)]
+pub struct Holder<'a> {
+    pub session: &'a str,
+    pub worker_id: &'a str,
+}
+
+/// Leases the oldest queued task this worker was not refused on, in one statement (no
+/// read-then-write race), and marks its job running.
 pub async fn claim_task(
     pool: &Pool,
-    worker: &str,
+    holder: Holder<'_>,
     lease_ms: i64,
 ) -> Result<Option<Claimed>, sqlx::Error> {
     let now = now_ms();
     let claimed: Option<Claimed> = sqlx::query_as(
-        "UPDATE tasks SET state = 'leased', lease_owner = ?1, lease_deadline = ?2, \
-             attempts = attempts + 1, updated_at = ?3 \
-         WHERE id = (SELECT id FROM tasks WHERE state = 'queued' ORDER BY id LIMIT 1) \
+        "UPDATE tasks SET state = 'leased', lease_owner = ?1, lease_worker = ?2, \
+             lease_deadline = ?3, attempts = attempts + 1, updated_at = ?4 \
+         WHERE id = (SELECT t.id FROM tasks t WHERE t.state = 'queued' AND NOT EXISTS \
+                 (SELECT 1 FROM task_exclusions e WHERE e.task_id = t.id AND e.worker_id = ?2) \
+             ORDER BY t.id LIMIT 1) \
          RETURNING id, job_id, tile_row, tile_col",
     )
-    .bind(worker)
+    .bind(holder.session)
+    .bind(holder.worker_id)
     .bind(now + lease_ms)
     .bind(now)
     .fetch_optional(pool)
@@ -191,25 +203,25 @@ pub async fn claim_task(
 }
 
 /// Puts a task back in the queue (e.g. it could not be delivered).
-pub async fn unclaim_task(pool: &Pool, task_id: i64, worker: &str) -> Result<(), sqlx::Error> {
+pub async fn unclaim_task(pool: &Pool, task_id: i64, session: &str) -> Result<(), sqlx::Error> {
     sqlx::query(
-        "UPDATE tasks SET state = 'queued', lease_owner = NULL, lease_deadline = NULL, \
-             attempts = attempts - 1, updated_at = ? \
+        "UPDATE tasks SET state = 'queued', lease_owner = NULL, lease_worker = NULL, \
+             lease_deadline = NULL, attempts = attempts - 1, updated_at = ? \
          WHERE id = ? AND state = 'leased' AND lease_owner = ?",
     )
     .bind(now_ms())
     .bind(task_id)
-    .bind(worker)
+    .bind(session)
     .execute(pool)
     .await
     .map(|_| ())
 }
 
-/// A heartbeat: every lease the worker holds runs `lease_ms` from now.
-pub async fn extend_leases(pool: &Pool, worker: &str, lease_ms: i64) -> Result<u64, sqlx::Error> {
+/// A heartbeat: every lease the connection holds runs `lease_ms` from now.
+pub async fn extend_leases(pool: &Pool, session: &str, lease_ms: i64) -> Result<u64, sqlx::Error> {
     sqlx::query("UPDATE tasks SET lease_deadline = ? WHERE lease_owner = ? AND state = 'leased'")
         .bind(now_ms() + lease_ms)
-        .bind(worker)
+        .bind(session)
         .execute(pool)
         .await
         .map(|r| r.rows_affected())
@@ -231,12 +243,13 @@ pub enum Completion {
     Refused(String),
 }
 
-/// Stores a result if, and only if, the task is still leased to this worker and its lease
-/// has not run out; the first accepted result wins and later ones are refused.
+/// Stores a verified result if, and only if, the task is still leased to this connection and
+/// its lease has not run out; the first accepted result wins and later ones are refused. The
+/// worker's verified count and run grow in the same transaction.
 pub async fn complete_task(
     pool: &Pool,
     task_id: i64,
-    worker: &str,
+    holder: Holder<'_>,
     result: &[u8],
     compute_ms: Option<f64>,
 ) -> Result<Completion, sqlx::Error> {
@@ -244,19 +257,20 @@ pub async fn complete_task(
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let done = sqlx::query(
         "UPDATE tasks SET state = 'done', result = ?1, compute_ms = ?2, completed_by = ?3, \
-             lease_owner = NULL, lease_deadline = NULL, updated_at = ?4 \
-         WHERE id = ?5 AND state = 'leased' AND lease_owner = ?3 AND lease_deadline >= ?4 \
+             lease_owner = NULL, lease_worker = NULL, lease_deadline = NULL, updated_at = ?4 \
+         WHERE id = ?5 AND state = 'leased' AND lease_owner = ?6 AND lease_deadline >= ?4 \
          RETURNING job_id, tile_row, tile_col",
     )
     .bind(result)
     .bind(compute_ms)
-    .bind(worker)
+    .bind(holder.worker_id)
     .bind(now)
     .bind(task_id)
+    .bind(holder.session)
     .fetch_optional(&mut *tx)
     .await?;
     let Some(done) = done else {
-        let reason = refusal_reason(&mut tx, task_id, worker, now).await?;
+        let reason = refusal_reason(&mut tx, task_id, holder.session, now).await?;
         tx.rollback().await?;
         return Ok(Completion::Refused(reason));
     };
@@ -271,11 +285,14 @@ pub async fn complete_task(
     .bind(&job_id)
     .fetch_one(&mut *tx)
     .await?;
-    sqlx::query("UPDATE workers SET tasks_done = tasks_done + 1, last_seen = ? WHERE id = ?")
-        .bind(now)
-        .bind(worker)
-        .execute(&mut *tx)
-        .await?;
+    sqlx::query(
+        "UPDATE workers SET tasks_done = tasks_done + 1, \
+             consecutive_verified = consecutive_verified + 1, last_seen = ? WHERE id = ?",
+    )
+    .bind(now)
+    .bind(holder.worker_id)
+    .execute(&mut *tx)
+    .await?;
     tx.commit().await?;
     Ok(Completion::Accepted {
         job_id,
@@ -290,7 +307,7 @@ pub async fn complete_task(
 async fn refusal_reason(
     tx: &mut sqlx::SqliteConnection,
     task_id: i64,
-    worker: &str,
+    session: &str,
     now: i64,
 ) -> Result<String, sqlx::Error> {
     let row = sqlx::query(
@@ -310,7 +327,7 @@ async fn refusal_reason(
     Ok(match state.as_str() {
         "done" => "task already completed".into(),
         "cancelled" | "failed" => format!("job is {job_status}"),
-        "leased" if owner.as_deref() == Some(worker) && deadline.is_some_and(|d| d < now) => {
+        "leased" if owner.as_deref() == Some(session) && deadline.is_some_and(|d| d < now) => {
             "lease expired".into()
         }
         _ => "task is not leased to this worker".into(),
@@ -327,59 +344,145 @@ pub struct Requeued {
     pub failures: i64,
 }
 
-/// Re-queues every task leased to a worker that left. Leaving is normal churn for
-/// volunteers, so it does not count as a failure of the task.
-pub async fn release_worker(pool: &Pool, worker: &str) -> Result<Vec<Requeued>, sqlx::Error> {
-    sqlx::query_as(
-        "UPDATE tasks SET state = 'queued', lease_owner = NULL, lease_deadline = NULL, \
-             updated_at = ? \
+/// The result of a refused check: the task goes back to the queue, never to this worker
+/// again, and the worker's reputation drops; returns the re-queued task and, when this
+/// refusal was one too many, the reason the worker is now quarantined.
+pub async fn refuse_result(
+    pool: &Pool,
+    task_id: i64,
+    holder: Holder<'_>,
+    reason: &str,
+) -> Result<(Option<Requeued>, Option<String>), sqlx::Error> {
+    let now = now_ms();
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    // A refused result is the worker's fault, not the task's: it does not count toward the
+    // failures that would fail the job (a few liars must not sink an honest job).
+    let requeued: Option<Requeued> = sqlx::query_as(
+        "UPDATE tasks SET state = 'queued', lease_owner = NULL, lease_worker = NULL, \
+             lease_deadline = NULL, last_error = ?1, updated_at = ?2 \
+         WHERE id = ?3 AND state = 'leased' AND lease_owner = ?4 \
+         RETURNING id, job_id, tile_row, tile_col, failures",
+    )
+    .bind(reason)
+    .bind(now)
+    .bind(task_id)
+    .bind(holder.session)
+    .fetch_optional(&mut *tx)
+    .await?;
+    sqlx::query("INSERT OR IGNORE INTO task_exclusions (task_id, worker_id) VALUES (?, ?)")
+        .bind(task_id)
+        .bind(holder.worker_id)
+        .execute(&mut *tx)
+        .await?;
+    let worker = sqlx::query(
+        "UPDATE workers SET refused = refused + 1, consecutive_verified = 0, last_seen = ?1 \
+         WHERE id = ?2 RETURNING refused, tasks_done, quarantine_reason",
+    )
+    .bind(now)
+    .bind(holder.worker_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let mut quarantined = None;
+    if let Some(w) = worker {
+        let (refused, verified): (i64, i64) = (w.get("refused"), w.get("tasks_done"));
+        let already: Option<String> = w.get("quarantine_reason");
+        if already.is_none() && should_quarantine(refused, verified) {
+            let why = format!(
+                "{refused} results failed verification (last: {reason}); this worker gets no more tasks"
+            );
+            sqlx::query("UPDATE workers SET quarantine_reason = ? WHERE id = ?")
+                .bind(&why)
+                .bind(holder.worker_id)
+                .execute(&mut *tx)
+                .await?;
+            quarantined = Some(why);
+        }
+    }
+    tx.commit().await?;
+    Ok((requeued, quarantined))
+}
+
+/// Repeated refusals quarantine a worker: three or more, and more than one in ten of its
+/// results. An honest browser is never refused (see `verify`), so it never gets here.
+pub fn should_quarantine(refused: i64, verified: i64) -> bool {
+    refused >= 3 && refused * 10 > verified
+}
+
+/// Re-queues every task leased to a connection that closed. Leaving is normal churn for
+/// volunteers, so it does not count as a failure of the task; it is noted on the worker.
+pub async fn release_session(
+    pool: &Pool,
+    holder: Holder<'_>,
+) -> Result<Vec<Requeued>, sqlx::Error> {
+    let released: Vec<Requeued> = sqlx::query_as(
+        "UPDATE tasks SET state = 'queued', lease_owner = NULL, lease_worker = NULL, \
+             lease_deadline = NULL, updated_at = ? \
          WHERE lease_owner = ? AND state = 'leased' \
          RETURNING id, job_id, tile_row, tile_col, failures",
     )
     .bind(now_ms())
-    .bind(worker)
+    .bind(holder.session)
     .fetch_all(pool)
-    .await
+    .await?;
+    if !released.is_empty() {
+        sqlx::query("UPDATE workers SET disconnected = disconnected + 1 WHERE id = ?")
+            .bind(holder.worker_id)
+            .execute(pool)
+            .await?;
+    }
+    Ok(released)
 }
 
-/// Re-queues leases whose deadline has passed, counting a failure against each task. Tasks
-/// at `max_failures` fail their job instead (see [`fail_jobs_of`]).
+/// Re-queues leases whose deadline has passed, counting a failure against each task and a
+/// time-out against each worker. Tasks at the failure limit fail their job (the caller).
 pub async fn expire_leases(pool: &Pool) -> Result<Vec<Requeued>, sqlx::Error> {
     let now = now_ms();
-    sqlx::query_as(
-        "UPDATE tasks SET state = 'queued', lease_owner = NULL, lease_deadline = NULL, \
-             failures = failures + 1, last_error = 'lease expired', updated_at = ?1 \
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    sqlx::query(
+        "UPDATE workers SET timed_out = timed_out + (SELECT COUNT(*) FROM tasks t \
+             WHERE t.state = 'leased' AND t.lease_deadline < ?1 AND t.lease_worker = workers.id) \
+         WHERE id IN (SELECT lease_worker FROM tasks WHERE state = 'leased' AND lease_deadline < ?1)",
+    )
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    let expired = sqlx::query_as(
+        "UPDATE tasks SET state = 'queued', lease_owner = NULL, lease_worker = NULL, \
+             lease_deadline = NULL, failures = failures + 1, last_error = 'lease expired', \
+             updated_at = ?1 \
          WHERE state = 'leased' AND lease_deadline < ?1 \
          RETURNING id, job_id, tile_row, tile_col, failures",
     )
     .bind(now)
-    .fetch_all(pool)
-    .await
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(expired)
 }
 
 /// A worker reported that it could not compute a task.
 pub async fn fail_task(
     pool: &Pool,
     task_id: i64,
-    worker: &str,
+    holder: Holder<'_>,
     error: &str,
 ) -> Result<Option<Requeued>, sqlx::Error> {
     let now = now_ms();
     let requeued = sqlx::query_as(
-        "UPDATE tasks SET state = 'queued', lease_owner = NULL, lease_deadline = NULL, \
-             failures = failures + 1, last_error = ?1, updated_at = ?2 \
+        "UPDATE tasks SET state = 'queued', lease_owner = NULL, lease_worker = NULL, \
+             lease_deadline = NULL, failures = failures + 1, last_error = ?1, updated_at = ?2 \
          WHERE id = ?3 AND state = 'leased' AND lease_owner = ?4 \
          RETURNING id, job_id, tile_row, tile_col, failures",
     )
     .bind(error)
     .bind(now)
     .bind(task_id)
-    .bind(worker)
+    .bind(holder.session)
     .fetch_optional(pool)
     .await?;
     if requeued.is_some() {
         sqlx::query("UPDATE workers SET tasks_failed = tasks_failed + 1 WHERE id = ?")
-            .bind(worker)
+            .bind(holder.worker_id)
             .execute(pool)
             .await?;
     }
@@ -511,36 +614,64 @@ pub async fn counts(pool: &Pool) -> Result<(Vec<(String, i64)>, Vec<(String, i64
     Ok((jobs, tasks))
 }
 
-/// Records a worker's registration (a new id each connection until worker tokens land).
-pub async fn upsert_worker(
+/// A worker's identity and reputation.
+#[derive(Debug, Clone, Serialize, FromRow)]
+pub struct WorkerRecord {
+    pub id: String,
+    pub tasks_done: i64,
+    pub tasks_failed: i64,
+    pub refused: i64,
+    pub timed_out: i64,
+    pub disconnected: i64,
+    pub consecutive_verified: i64,
+    pub quarantine_reason: Option<String>,
+}
+
+const WORKER_COLUMNS: &str = "id, tasks_done, tasks_failed, refused, timed_out, disconnected, \
+     consecutive_verified, quarantine_reason";
+
+/// Registers a connection: the worker whose token hash matches, or a new worker.
+pub async fn register_worker(
     pool: &Pool,
-    id: &str,
+    token_hash: &str,
     name: &str,
     threads: i64,
     user_agent: &str,
-) -> Result<(), sqlx::Error> {
+) -> Result<WorkerRecord, sqlx::Error> {
     let now = now_ms();
-    sqlx::query(
-        "INSERT INTO workers (id, name, threads, user_agent, first_seen, last_seen) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?5) \
-         ON CONFLICT (id) DO UPDATE SET name = ?2, threads = ?3, user_agent = ?4, last_seen = ?5",
-    )
-    .bind(id)
+    let found: Option<WorkerRecord> = sqlx::query_as(&format!(
+        "UPDATE workers SET name = ?1, threads = ?2, user_agent = ?3, last_seen = ?4 \
+         WHERE token_hash = ?5 RETURNING {WORKER_COLUMNS}"
+    ))
     .bind(name)
     .bind(threads)
     .bind(user_agent)
     .bind(now)
-    .execute(pool)
+    .bind(token_hash)
+    .fetch_optional(pool)
+    .await?;
+    if let Some(found) = found {
+        return Ok(found);
+    }
+    sqlx::query_as(&format!(
+        "INSERT INTO workers (id, token_hash, name, threads, user_agent, first_seen, last_seen) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) RETURNING {WORKER_COLUMNS}"
+    ))
+    .bind(uuid::Uuid::new_v4().to_string())
+    .bind(token_hash)
+    .bind(name)
+    .bind(threads)
+    .bind(user_agent)
+    .bind(now)
+    .fetch_one(pool)
     .await
-    .map(|_| ())
 }
 
-/// `(tasks_done, tasks_failed)` of a worker.
-pub async fn worker_counts(pool: &Pool, id: &str) -> Result<(i64, i64), sqlx::Error> {
-    let row: Option<(i64, i64)> =
-        sqlx::query_as("SELECT tasks_done, tasks_failed FROM workers WHERE id = ?")
-            .bind(id)
-            .fetch_optional(pool)
-            .await?;
-    Ok(row.unwrap_or((0, 0)))
+pub async fn worker(pool: &Pool, id: &str) -> Result<Option<WorkerRecord>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {WORKER_COLUMNS} FROM workers WHERE id = ?"
+    ))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
 }

@@ -145,6 +145,13 @@ async fn submit_job(State(state): State<AppState>, request: Request) -> Result<R
     };
     let Submission { name, a, b, tile } = submission;
     let plan = Plan::new(&a, &b, tile).map_err(Error::BadRequest)?;
+    let elements = plan.m * plan.k + plan.k * plan.n + plan.m * plan.n;
+    let max = state.config.limits.max_job_elements;
+    if elements > max {
+        return Err(Error::PayloadTooLarge(format!(
+            "job too large: A, B and C hold {elements} elements, the limit is {max}"
+        )));
+    }
     let b_panels = tokio::task::spawn_blocking(move || plan.panelize_b(&b.data))
         .await
         .map_err(|e| Error::Internal(e.to_string()))?;
@@ -191,10 +198,15 @@ fn read_json(body: &[u8]) -> Result<Submission> {
 }
 
 async fn read_multipart(mut multipart: Multipart) -> Result<Submission> {
-    let (mut a, mut b, mut tile, mut name) = (None, None, None, String::new());
+    // Read the whole body before judging any part of it: answering early and closing the
+    // connection mid-upload makes clients see a broken pipe instead of our message.
+    let mut fields = Vec::new();
     while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
-        let field_name = field.name().unwrap_or("").to_owned();
-        let data = field.bytes().await.map_err(multipart_error)?;
+        let name = field.name().unwrap_or("").to_owned();
+        fields.push((name, field.bytes().await.map_err(multipart_error)?));
+    }
+    let (mut a, mut b, mut tile, mut name) = (None, None, None, String::new());
+    for (field_name, data) in fields {
         match field_name.as_str() {
             "a" | "b" => {
                 let label = field_name.clone();
@@ -358,15 +370,26 @@ async fn job_tiles(State(state): State<AppState>, Path(id): Path<String>) -> Res
 async fn workers(State(state): State<AppState>) -> Result<Json<Vec<Value>>> {
     let mut out = Vec::new();
     for w in state.workers.snapshot() {
-        let (done, failed) = db::worker_counts(&state.db, &w.worker_id).await?;
+        let Some(record) = db::worker(&state.db, &w.worker_id).await? else {
+            continue;
+        };
         out.push(json!({
             "worker_id": w.worker_id,
             "name": w.name,
             "threads": w.threads,
             "user_agent": w.user_agent,
             "connected_at": w.connected_at,
-            "tasks_done": done,
-            "tasks_failed": failed,
+            "tasks_done": record.tasks_done,
+            "tasks_failed": record.tasks_failed,
+            "reputation": {
+                "verified": record.tasks_done,
+                "refused": record.refused,
+                "timed_out": record.timed_out,
+                "disconnected_mid_task": record.disconnected,
+                "consecutive_verified": record.consecutive_verified,
+                "quarantined": record.quarantine_reason.is_some(),
+                "quarantine_reason": record.quarantine_reason,
+            },
             "tasks_leased": w.leases.len(),
             "gflops": w.gflops,
             "visible": w.visible,

@@ -16,6 +16,7 @@ pub mod protocol;
 pub mod scheduler;
 pub mod socket;
 pub mod state;
+pub mod verify;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -32,10 +33,6 @@ use tower_http::trace::TraceLayer;
 use crate::config::{AllowedOrigins, Config};
 use crate::state::{AppState, InputCache, Stats, Workers};
 
-/// Largest Socket.io message or binary attachment: an f64 panel of 256 rows by k = 16384 is
-/// 32 MiB, which the default tile choice never exceeds.
-const MAX_MESSAGE_BYTES: usize = 64 * 1024 * 1024;
-
 /// Memory kept for the operands of running jobs (see [`state::InputCache`]).
 const INPUT_CACHE_BYTES: usize = 1024 * 1024 * 1024;
 
@@ -47,14 +44,17 @@ pub async fn build(config: Config) -> Result<(Router, AppState), sqlx::Error> {
     if requeued > 0 {
         tracing::info!(requeued, "re-queued tasks leased before the restart");
     }
+    let max_message = config.limits.max_message_bytes;
     let (socket_layer, io) = SocketIo::builder()
         // A silent peer is noticed after interval + timeout; leases cover the rest.
         .ping_interval(Duration::from_secs(10))
         .ping_timeout(Duration::from_secs(10))
-        .max_payload(MAX_MESSAGE_BYTES as u64)
-        .ws_max_message_size(MAX_MESSAGE_BYTES)
-        .ws_max_frame_size(MAX_MESSAGE_BYTES)
-        .with_parser(ParserConfig::common().max_incoming_binary_buf_size(MAX_MESSAGE_BYTES))
+        // The three separate limits of Socket.io: long-polling bodies, websocket messages and
+        // frames, and binary attachments. Workers use websockets; all three are the same.
+        .max_payload(max_message as u64)
+        .ws_max_message_size(max_message)
+        .ws_max_frame_size(max_message)
+        .with_parser(ParserConfig::common().max_incoming_binary_buf_size(max_message))
         .build_layer();
     let state = AppState {
         config: Arc::new(config),
@@ -65,6 +65,7 @@ pub async fn build(config: Config) -> Result<(Router, AppState), sqlx::Error> {
         inputs: Arc::new(InputCache::new(INPUT_CACHE_BYTES)),
         stats: Arc::new(Stats::default()),
         pending_tiles: Default::default(),
+        limits: Default::default(),
         started: Instant::now(),
     };
     // The namespace handler captures the state rather than using socketioxide's `with_state`:
@@ -106,7 +107,8 @@ pub async fn run(
         tokio::spawn(scheduler::sweep_loop(state.clone())),
         tokio::spawn(broadcast::broadcast_loop(state.clone())),
     ];
-    let served = axum::serve(listener, router)
+    let app = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let served = axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await;
     for task in background {

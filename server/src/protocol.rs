@@ -21,6 +21,11 @@ pub struct RegisterWorker {
 #[derive(Debug, Clone, Serialize)]
 pub struct RegistrationAck {
     pub worker_id: String,
+    /// Secret to present at the next `register_worker` to keep this identity and record.
+    pub token: String,
+    /// Set when this worker is quarantined: it will get no tasks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub quarantined: Option<String>,
     pub heartbeat_interval_ms: u64,
     pub lease_ms: u64,
 }
@@ -83,6 +88,12 @@ pub struct TaskFailed {
 #[derive(Debug, Serialize)]
 pub struct TaskCancelled {
     pub task_id: i64,
+}
+
+/// `quarantined`: the worker failed verification too often and gets no more tasks.
+#[derive(Debug, Serialize)]
+pub struct Quarantined {
+    pub reason: String,
 }
 
 /// `protocol_error`: the event was not understood or not allowed; the connection goes on.

@@ -17,7 +17,7 @@ use crate::broadcast;
 use crate::db::{self, Requeued};
 use crate::error::Result;
 use crate::protocol::{TaskAssigned, TaskCancelled};
-use crate::state::{AppState, Waiter};
+use crate::state::{AppState, Lease, Waiter};
 
 #[derive(Default)]
 pub struct Scheduler {
@@ -42,6 +42,11 @@ impl Scheduler {
         self.lock().retain(|w| w.socket.id != sid);
     }
 
+    /// Requests a connection has waiting.
+    pub fn requests_of(&self, sid: Sid) -> usize {
+        self.lock().iter().filter(|w| w.socket.id == sid).count()
+    }
+
     /// Requests waiting for a task.
     pub fn waiting(&self) -> usize {
         self.lock().len()
@@ -64,45 +69,63 @@ pub async fn dispatch_loop(state: AppState) {
     }
 }
 
+/// Serves waiting requests in order. A request that finds nothing it may take (nothing
+/// queued, or only tasks this worker was refused on) keeps its place, and the requests behind
+/// it are still tried, so one excluded worker never blocks the others.
 async fn dispatch(state: &AppState) -> Result<()> {
-    let lease_ms = state.config.lease.as_millis() as i64;
-    loop {
-        let Some(waiter) = state.scheduler.lock().pop_front() else {
-            return Ok(());
-        };
+    let waiting: Vec<Waiter> = state.scheduler.lock().drain(..).collect();
+    let mut unserved: Vec<Waiter> = Vec::new();
+    let mut starved: Vec<String> = Vec::new();
+    let mut outcome = Ok(());
+    for waiter in waiting {
         if !waiter.socket.connected() {
             continue;
         }
-        let claimed = match db::claim_task(&state.db, &waiter.worker_id, lease_ms).await {
-            Ok(Some(claimed)) => claimed,
+        if outcome.is_err() || starved.contains(&waiter.worker_id) {
+            unserved.push(waiter);
+            continue;
+        }
+        let lease_ms = state
+            .workers
+            .get(waiter.socket.id)
+            .map_or(state.config.lease.as_millis() as i64, |w| {
+                crate::socket::lease_ms(state, &w)
+            });
+        match db::claim_task(&state.db, waiter.holder(), lease_ms).await {
+            Ok(Some(claimed)) => {
+                if let Err(e) = deliver(state, &waiter, &claimed).await {
+                    tracing::warn!(task_id = claimed.id, error = %e, "could not deliver a task");
+                    db::unclaim_task(&state.db, claimed.id, &waiter.session).await?;
+                    unserved.push(waiter);
+                    outcome = Err(e);
+                    continue;
+                }
+                broadcast::tile(
+                    state,
+                    &claimed.job_id,
+                    claimed.id,
+                    claimed.tile_row,
+                    claimed.tile_col,
+                    "leased",
+                );
+                state.stats.mark_dirty(&claimed.job_id);
+            }
             Ok(None) => {
-                // Nothing queued: the request keeps its place until something is.
-                state.scheduler.lock().push_front(waiter);
-                return Ok(());
+                starved.push(waiter.worker_id.clone());
+                unserved.push(waiter);
             }
             Err(e) => {
-                state.scheduler.lock().push_front(waiter);
-                return Err(e.into());
+                unserved.push(waiter);
+                outcome = Err(e.into());
             }
-        };
-        if let Err(e) = deliver(state, &waiter, &claimed).await {
-            tracing::warn!(task_id = claimed.id, error = %e, "could not deliver a task");
-            db::unclaim_task(&state.db, claimed.id, &waiter.worker_id).await?;
-            if waiter.socket.connected() {
-                state.scheduler.lock().push_front(waiter);
-            }
-            return Err(e);
         }
-        broadcast::tile(
-            state,
-            &claimed.job_id,
-            claimed.id,
-            claimed.tile_row,
-            claimed.tile_col,
-            "leased",
-        );
-        state.stats.mark_dirty(&claimed.job_id);
     }
+    // Back at the front, ahead of requests that arrived meanwhile.
+    let mut queue = state.scheduler.lock();
+    for waiter in unserved.into_iter().rev() {
+        queue.push_front(waiter);
+    }
+    outcome
 }
 
 async fn deliver(state: &AppState, waiter: &Waiter, claimed: &db::Claimed) -> Result<()> {
@@ -120,9 +143,14 @@ async fn deliver(state: &AppState, waiter: &Waiter, claimed: &db::Claimed) -> Re
         b: plan.b_panel(&inputs.b_panels, &tile),
     };
     // Record the lease before emitting so a fast result never finds it missing.
-    let expected = plan.result_len(&tile);
+    let lease = Lease {
+        job_id: claimed.job_id.clone(),
+        tile_row: tile.tile_row,
+        tile_col: tile.tile_col,
+        result_len: plan.result_len(&tile),
+    };
     state.workers.with(waiter.socket.id, |w| {
-        w.leases.insert(claimed.id, expected);
+        w.leases.insert(claimed.id, lease);
     });
     if let Err(e) = waiter.socket.emit("task_assigned", &payload) {
         state

@@ -4,36 +4,68 @@
 //! so a malformed one is answered with `protocol_error` instead of being dropped silently, and
 //! no handler can take the connection or the server down.
 
+use std::net::{IpAddr, SocketAddr};
+
 use socketioxide::extract::{AckSender, SocketRef, TryData};
 use socketioxide::socket::DisconnectReason;
 
 use crate::broadcast::{self, DASHBOARD_ROOM};
 use crate::db;
 use crate::protocol::{
-    HeartbeatAck, ProtocolError, RegisterWorker, RegistrationAck, ResultAck, TaskFailed,
-    TaskResult, WorkerStatus,
+    HeartbeatAck, ProtocolError, Quarantined, RegisterWorker, RegistrationAck, ResultAck,
+    TaskFailed, TaskResult, WorkerStatus,
 };
 use crate::scheduler;
-use crate::state::{AppState, Waiter, WorkerInfo};
+use crate::state::{AppState, Lease, Waiter, WorkerInfo};
+use crate::verify;
 
 /// Longest name or user agent kept for a worker.
 const MAX_LABEL: usize = 200;
 
-/// Registers the protocol's handlers on a new connection.
+/// Registers the protocol's handlers on a new connection, after the per-IP limit.
 pub fn on_connect(socket: SocketRef, state: AppState) {
-    tracing::debug!(sid = %socket.id, "socket connected");
+    let ip = client_ip(&socket, state.config.limits.trust_proxy);
+    if !state
+        .limits
+        .connect(ip, state.config.limits.max_connections_per_ip)
+    {
+        protocol_error(
+            &socket,
+            "too_many_connections",
+            format!(
+                "more than {} connections from one address",
+                state.config.limits.max_connections_per_ip
+            ),
+        );
+        // Let the error reach the client before closing.
+        let s = socket.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            let _ = s.disconnect();
+        });
+        return;
+    }
+    tracing::debug!(sid = %socket.id, %ip, "socket connected");
     let st = state.clone();
     socket.on(
         "register_worker",
         move |s: SocketRef, data: TryData<RegisterWorker>, ack: AckSender| {
             let st = st.clone();
-            async move { register(st, s, data, ack).await }
+            async move {
+                if allowed(&st, &s) {
+                    register(st, s, data, ack).await;
+                }
+            }
         },
     );
     let st = state.clone();
     socket.on("heartbeat", move |s: SocketRef, ack: AckSender| {
         let st = st.clone();
-        async move { heartbeat(st, s, ack).await }
+        async move {
+            if allowed(&st, &s) {
+                heartbeat(st, s, ack).await;
+            }
+        }
     });
     let st = state.clone();
     socket.on(
@@ -41,7 +73,9 @@ pub fn on_connect(socket: SocketRef, state: AppState) {
         move |s: SocketRef, data: TryData<WorkerStatus>| {
             let st = st.clone();
             async move {
-                let Some(_) = registered(&st, &s) else { return };
+                if !allowed(&st, &s) || registered(&st, &s).is_none() {
+                    return;
+                }
                 match data.0 {
                     Ok(status) => {
                         st.workers.with(s.id, |w| {
@@ -62,13 +96,9 @@ pub fn on_connect(socket: SocketRef, state: AppState) {
     socket.on("request_task", move |s: SocketRef| {
         let st = st.clone();
         async move {
-            let Some(worker_id) = registered(&st, &s) else {
-                return;
-            };
-            st.scheduler.request(Waiter {
-                socket: s,
-                worker_id,
-            });
+            if allowed(&st, &s) {
+                request_task(&st, s);
+            }
         }
     });
     let st = state.clone();
@@ -76,7 +106,11 @@ pub fn on_connect(socket: SocketRef, state: AppState) {
         "task_result",
         move |s: SocketRef, data: TryData<TaskResult>| {
             let st = st.clone();
-            async move { task_result(st, s, data).await }
+            async move {
+                if allowed(&st, &s) {
+                    task_result(st, s, data).await;
+                }
+            }
         },
     );
     let st = state.clone();
@@ -84,22 +118,84 @@ pub fn on_connect(socket: SocketRef, state: AppState) {
         "task_failed",
         move |s: SocketRef, data: TryData<TaskFailed>| {
             let st = st.clone();
-            async move { task_failed(st, s, data).await }
+            async move {
+                if allowed(&st, &s) {
+                    task_failed(st, s, data).await;
+                }
+            }
         },
     );
-    socket.on("subscribe_dashboard", |s: SocketRef| async move {
-        s.join(DASHBOARD_ROOM);
+    let st = state.clone();
+    socket.on("subscribe_dashboard", move |s: SocketRef| {
+        let st = st.clone();
+        async move {
+            if allowed(&st, &s) {
+                s.join(DASHBOARD_ROOM);
+            }
+        }
     });
-    socket.on_fallback(
-        |s: SocketRef, event: socketioxide::extract::Event| async move {
-            protocol_error(&s, "unknown_event", format!("unknown event {:?}", &*event));
-        },
-    );
+    let st = state.clone();
+    socket.on_fallback(move |s: SocketRef, event: socketioxide::extract::Event| {
+        let st = st.clone();
+        async move {
+            if allowed(&st, &s) {
+                protocol_error(&s, "unknown_event", format!("unknown event {:?}", &*event));
+            }
+        }
+    });
     let st = state;
     socket.on_disconnect(move |s: SocketRef, reason: DisconnectReason| {
         let st = st.clone();
-        async move { disconnected(st, s, reason).await }
+        async move {
+            st.limits.disconnect(ip, s.id);
+            disconnected(st, s, reason).await
+        }
     });
+}
+
+/// The client's address: the TCP peer, or the first `X-Forwarded-For` hop behind a proxy.
+fn client_ip(socket: &SocketRef, trust_proxy: bool) -> IpAddr {
+    let parts = socket.req_parts();
+    if trust_proxy {
+        let forwarded = parts
+            .headers
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(',').next())
+            .and_then(|v| v.trim().parse().ok());
+        if let Some(ip) = forwarded {
+            return ip;
+        }
+    }
+    parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip())
+}
+
+/// The per-connection event budget: a flooding client is told once and disconnected.
+fn allowed(state: &AppState, socket: &SocketRef) -> bool {
+    if state
+        .limits
+        .allow_event(socket.id, state.config.limits.max_events_per_sec)
+    {
+        return true;
+    }
+    tracing::warn!(sid = %socket.id, "event flood; disconnecting");
+    protocol_error(
+        socket,
+        "rate_limited",
+        format!(
+            "more than {} events per second; disconnecting",
+            state.config.limits.max_events_per_sec
+        ),
+    );
+    let s = socket.clone();
+    tokio::spawn(async move {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        let _ = s.disconnect();
+    });
+    false
 }
 
 fn protocol_error(socket: &SocketRef, code: &'static str, message: String) {
@@ -115,21 +211,29 @@ fn bad_payload(socket: &SocketRef, event: &str, error: &impl std::fmt::Display) 
     );
 }
 
-/// The worker id of a registered socket; tells an unregistered one to register first.
-fn registered(state: &AppState, socket: &SocketRef) -> Option<String> {
-    let id = state.workers.worker_id(socket.id);
-    if id.is_none() {
+/// The worker behind a registered socket; tells an unregistered one to register first.
+fn registered(state: &AppState, socket: &SocketRef) -> Option<WorkerInfo> {
+    let info = state.workers.get(socket.id);
+    if info.is_none() {
         protocol_error(
             socket,
             "not_registered",
             "send register_worker first".into(),
         );
     }
-    id
+    info
 }
 
 fn label(value: Option<String>) -> String {
     value.unwrap_or_default().chars().take(MAX_LABEL).collect()
+}
+
+fn hash_token(token: &str) -> String {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 async fn register(
@@ -144,65 +248,87 @@ async fn register(
         Err(e) if is_missing_payload(&e) => RegisterWorker::default(),
         Err(e) => return bad_payload(&socket, "register_worker", &e),
     };
-    let worker_id = state
-        .workers
-        .worker_id(socket.id)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-    let threads = info.threads.unwrap_or(1).clamp(1, 1024);
-    let (name, user_agent) = (label(info.name), label(info.user_agent));
-    if let Err(e) =
-        db::upsert_worker(&state.db, &worker_id, &name, threads.into(), &user_agent).await
-    {
-        tracing::error!(error = %e, "storing a worker failed");
+    if state.workers.get(socket.id).is_some() {
         return protocol_error(
             &socket,
-            "unavailable",
-            "the server cannot register workers right now".into(),
+            "already_registered",
+            "this connection is registered".into(),
         );
     }
-    let existing = state.workers.with(socket.id, |w| {
-        w.name = name.clone();
-        w.threads = threads;
-        w.user_agent = user_agent.clone();
-    });
-    if existing.is_none() {
-        state.workers.insert(
-            socket.id,
-            WorkerInfo {
-                worker_id: worker_id.clone(),
-                name,
-                threads,
-                user_agent,
-                connected_at: rfc3339_now(),
-                visible: true,
-                on_battery: false,
-                leases: Default::default(),
-                gflops: 0.0,
-            },
-        );
-    }
+    // A token the page kept from an earlier visit brings back the worker and its reputation;
+    // anything else (none, or one we never issued) starts a new worker with a new token.
+    let token = info
+        .token
+        .filter(|t| (32..=128).contains(&t.len()))
+        .unwrap_or_else(new_token);
+    let threads = info.threads.unwrap_or(1).clamp(1, 1024);
+    let (name, user_agent) = (label(info.name), label(info.user_agent));
+    let record = match db::register_worker(
+        &state.db,
+        &hash_token(&token),
+        &name,
+        threads.into(),
+        &user_agent,
+    )
+    .await
+    {
+        Ok(record) => record,
+        Err(e) => {
+            tracing::error!(error = %e, "storing a worker failed");
+            return protocol_error(
+                &socket,
+                "unavailable",
+                "the server cannot register workers right now".into(),
+            );
+        }
+    };
+    let worker_id = record.id.clone();
+    state.workers.insert(
+        socket.id,
+        WorkerInfo {
+            worker_id: worker_id.clone(),
+            session: socket.id.to_string(),
+            quarantined: record.quarantine_reason.clone(),
+            consecutive_verified: record.consecutive_verified,
+            refused: record.refused,
+            name,
+            threads,
+            user_agent,
+            connected_at: rfc3339_now(),
+            visible: true,
+            on_battery: false,
+            leases: Default::default(),
+            gflops: 0.0,
+        },
+    );
     tracing::info!(%worker_id, sid = %socket.id, threads, "worker registered");
     let reply = RegistrationAck {
         worker_id,
+        token,
         heartbeat_interval_ms: state.config.heartbeat_interval.as_millis() as u64,
         lease_ms: state.config.lease.as_millis() as u64,
+        quarantined: record.quarantine_reason,
     };
     let _ = socket.emit("registration_ack", &reply);
     let _ = ack.send(&reply);
 }
 
+fn new_token() -> String {
+    let bytes: [u8; 24] = rand::random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 fn is_missing_payload(e: &impl std::fmt::Display) -> bool {
-    // socketioxide reports an event without arguments as a deserialisation error of a
-    // missing value; a present but wrong payload reports the field at fault instead.
+    // socketioxide reports an event sent without arguments this way; a present but wrong
+    // payload names the field at fault instead.
     e.to_string().contains("first element not found")
 }
 
 async fn heartbeat(state: AppState, socket: SocketRef, ack: AckSender) {
-    let Some(worker_id) = registered(&state, &socket) else {
+    let Some(worker) = registered(&state, &socket) else {
         return;
     };
-    let lease_ms = state.config.lease.as_millis() as i64;
-    if let Err(e) = db::extend_leases(&state.db, &worker_id, lease_ms).await {
+    if let Err(e) = db::extend_leases(&state.db, &worker.session, lease_ms(&state, &worker)).await {
         tracing::error!(error = %e, "extending leases failed");
     }
     let reply = HeartbeatAck {
@@ -212,8 +338,53 @@ async fn heartbeat(state: AppState, socket: SocketRef, ack: AckSender) {
     let _ = ack.send(&reply);
 }
 
+/// A lease long enough for this worker: the configured lease, plus four times the time its
+/// measured speed needs for a typical tile, longer again for a tab in the background (browsers
+/// throttle those). A slow phone gets more time than a desktop.
+pub fn lease_ms(state: &AppState, worker: &WorkerInfo) -> i64 {
+    let base = state.config.lease.as_millis() as f64;
+    // A 256×256 tile with k = 4096: 0.54 GFLOP.
+    const TYPICAL_TILE_GFLOP: f64 = 2.0 * 256.0 * 256.0 * 4096.0 / 1e9;
+    let compute_ms = if worker.gflops > 0.0 {
+        TYPICAL_TILE_GFLOP / worker.gflops * 1000.0
+    } else {
+        0.0
+    };
+    let background = if worker.visible { 1.0 } else { 4.0 };
+    ((base + 4.0 * compute_ms) * background).min(base * 20.0) as i64
+}
+
+fn request_task(state: &AppState, socket: SocketRef) {
+    let Some(worker) = registered(state, &socket) else {
+        return;
+    };
+    if let Some(reason) = &worker.quarantined {
+        let _ = socket.emit(
+            "quarantined",
+            &Quarantined {
+                reason: reason.clone(),
+            },
+        );
+        return protocol_error(&socket, "quarantined", reason.clone());
+    }
+    let held = worker.leases.len() + state.scheduler.requests_of(socket.id);
+    let max = state.config.limits.max_tasks_per_worker;
+    if held >= max {
+        return protocol_error(
+            &socket,
+            "too_many_tasks",
+            format!("this connection already holds or awaits {held} tasks (limit {max})"),
+        );
+    }
+    state.scheduler.request(Waiter {
+        socket,
+        worker_id: worker.worker_id,
+        session: worker.session,
+    });
+}
+
 async fn task_result(state: AppState, socket: SocketRef, data: TryData<TaskResult>) {
-    let Some(worker_id) = registered(&state, &socket) else {
+    let Some(worker) = registered(&state, &socket) else {
         return;
     };
     let result = match data.0 {
@@ -221,31 +392,50 @@ async fn task_result(state: AppState, socket: SocketRef, data: TryData<TaskResul
         Err(e) => return bad_payload(&socket, "task_result", &e),
     };
     let task_id = result.task_id;
-    let refuse = |reason: String| {
+    let holder = db::Holder {
+        session: &worker.session,
+        worker_id: &worker.worker_id,
+    };
+    let ack = |accepted: bool, reason: Option<String>| {
         let _ = socket.emit(
             "result_ack",
             &ResultAck {
                 task_id,
-                accepted: false,
-                reason: Some(reason),
+                accepted,
+                reason,
             },
         );
     };
-    let expected = state
-        .workers
-        .with(socket.id, |w| w.leases.get(&task_id).copied())
-        .flatten();
-    let Some(expected) = expected else {
-        return refuse("task is not leased to this worker".into());
+    let Some(lease) = worker.leases.get(&task_id) else {
+        // Not ours: unknown, finished, another worker's, or a lease that ended. Nothing is
+        // stored and nobody's reputation changes: late answers are normal churn.
+        let reason = match db::complete_task(&state.db, task_id, holder, &[], None).await {
+            Ok(db::Completion::Refused(reason)) => reason,
+            _ => "task is not leased to this worker".into(),
+        };
+        return ack(false, Some(reason));
     };
-    if result.c.len() != expected {
-        return refuse(format!(
+    let expected = lease.result_len;
+    let verdict = if result.c.len() != expected {
+        Err(format!(
             "result has {} bytes, the tile needs {expected}",
             result.c.len()
-        ));
+        ))
+    } else {
+        verify_result(&state, &worker, lease, &result.c).await
+    };
+    if let Err(reason) = verdict {
+        state.workers.with(socket.id, |w| {
+            w.leases.remove(&task_id);
+            w.consecutive_verified = 0;
+            w.refused += 1;
+        });
+        tracing::warn!(task_id, worker_id = %worker.worker_id, %reason, "result refused");
+        ack(false, Some(reason.clone()));
+        return refused(&state, &socket, task_id, holder, &reason).await;
     }
     let compute_ms = result.compute_ms.filter(|ms| ms.is_finite() && *ms >= 0.0);
-    let outcome = db::complete_task(&state.db, task_id, &worker_id, &result.c, compute_ms).await;
+    let outcome = db::complete_task(&state.db, task_id, holder, &result.c, compute_ms).await;
     state.workers.with(socket.id, |w| w.leases.remove(&task_id));
     match outcome {
         Ok(db::Completion::Accepted {
@@ -255,14 +445,7 @@ async fn task_result(state: AppState, socket: SocketRef, data: TryData<TaskResul
             job_status,
             ..
         }) => {
-            let _ = socket.emit(
-                "result_ack",
-                &ResultAck {
-                    task_id,
-                    accepted: true,
-                    reason: None,
-                },
-            );
+            ack(true, None);
             let flops = state
                 .inputs
                 .get(&state.db, &job_id)
@@ -270,16 +453,17 @@ async fn task_result(state: AppState, socket: SocketRef, data: TryData<TaskResul
                 .map(|i| 2.0 * i.plan.k as f64 * expected as f64 / i.plan.dtype.size() as f64)
                 .unwrap_or(0.0);
             state.stats.record(flops);
-            if let Some(ms) = compute_ms.filter(|ms| *ms > 0.0) {
-                let gflops = flops / ms / 1e6;
-                state.workers.with(socket.id, |w| {
+            let gflops = compute_ms.filter(|ms| *ms > 0.0).map(|ms| flops / ms / 1e6);
+            state.workers.with(socket.id, |w| {
+                w.consecutive_verified += 1;
+                if let Some(g) = gflops {
                     w.gflops = if w.gflops == 0.0 {
-                        gflops
+                        g
                     } else {
-                        0.8 * w.gflops + 0.2 * gflops
+                        0.8 * w.gflops + 0.2 * g
                     };
-                });
-            }
+                }
+            });
             broadcast::tile(&state, &job_id, task_id, tile_row, tile_col, "done");
             state.stats.mark_dirty(&job_id);
             if job_status == "done" {
@@ -287,16 +471,121 @@ async fn task_result(state: AppState, socket: SocketRef, data: TryData<TaskResul
                 state.inputs.remove(&job_id);
             }
         }
-        Ok(db::Completion::Refused(reason)) => refuse(reason),
+        Ok(db::Completion::Refused(reason)) => ack(false, Some(reason)),
         Err(e) => {
             tracing::error!(error = %e, task_id, "storing a result failed");
-            refuse("the server could not store the result; it will be re-queued".into());
+            ack(
+                false,
+                Some("the server could not store the result; it will be re-queued".into()),
+            );
+        }
+    }
+}
+
+/// Checks a result against its inputs with Freivalds' algorithm (see `verify`), with as many
+/// random vectors as the worker's record calls for, off the async workers.
+async fn verify_result(
+    state: &AppState,
+    worker: &WorkerInfo,
+    lease: &Lease,
+    c: &bytes::Bytes,
+) -> Result<(), String> {
+    let inputs = state
+        .inputs
+        .get(&state.db, &lease.job_id)
+        .await
+        .map_err(|_| "the job's inputs are unavailable; the task will be re-queued".to_owned())?;
+    let plan = inputs.plan;
+    let tile = plan.tile(lease.tile_row, lease.tile_col);
+    let a = plan.a_panel(&inputs.a, &tile);
+    let b = plan.b_panel(&inputs.b_panels, &tile);
+    let c = c.clone();
+    let vectors = verify::vectors_for(worker.consecutive_verified, worker.refused);
+    let started = std::time::Instant::now();
+    let verdict = tokio::task::spawn_blocking(move || {
+        verify::check(
+            plan.dtype,
+            &a,
+            &b,
+            &c,
+            (tile.rows, plan.k, tile.cols),
+            vectors,
+            &mut rand::rng(),
+        )
+    })
+    .await
+    .map_err(|_| "verification failed to run".to_owned())?;
+    state.stats.record_verification(started.elapsed());
+    match verdict {
+        verify::Verdict::Pass => Ok(()),
+        verify::Verdict::Fail { row, diff, bound } => Err(format!(
+            "verification failed: row {row} of the tile is off by {diff:.3e} (bound {bound:.3e})"
+        )),
+    }
+}
+
+/// After a refusal: the task goes back to the queue (never to this worker), the worker's
+/// record drops, and a worker refused too often is quarantined and told why.
+async fn refused(
+    state: &AppState,
+    socket: &SocketRef,
+    task_id: i64,
+    holder: db::Holder<'_>,
+    reason: &str,
+) {
+    match db::refuse_result(&state.db, task_id, holder, reason).await {
+        Ok((requeued, quarantined)) => {
+            if let Some(task) = requeued {
+                if let Err(e) = scheduler::requeued(state, &[task]).await {
+                    tracing::error!(error = %e, "re-queuing a refused task failed");
+                }
+            }
+            if let Some(why) = quarantined {
+                quarantine(state, socket, &why).await;
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "recording a refused result failed"),
+    }
+}
+
+/// Stops giving work to a quarantined worker, on this connection and on any other it has.
+async fn quarantine(state: &AppState, socket: &SocketRef, reason: &str) {
+    let worker_id = state.workers.worker_id(socket.id).unwrap_or_default();
+    tracing::warn!(%worker_id, reason, "worker quarantined");
+    for sid in state.workers.sessions_of(&worker_id) {
+        state.scheduler.forget(sid);
+        let session = sid.to_string();
+        let leases = state.workers.with(sid, |w| {
+            w.quarantined = Some(reason.to_owned());
+            std::mem::take(&mut w.leases)
+        });
+        if leases.is_some_and(|l| !l.is_empty()) {
+            let holder = db::Holder {
+                session: &session,
+                worker_id: &worker_id,
+            };
+            match db::release_session(&state.db, holder).await {
+                Ok(released) => {
+                    let _ = scheduler::requeued(state, &released).await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "releasing a quarantined worker's leases failed")
+                }
+            }
+        }
+        if let Some(s) = state.io.get_socket(sid) {
+            let _ = s.emit(
+                "quarantined",
+                &Quarantined {
+                    reason: reason.to_owned(),
+                },
+            );
         }
     }
 }
 
 async fn task_failed(state: AppState, socket: SocketRef, data: TryData<TaskFailed>) {
-    let Some(worker_id) = registered(&state, &socket) else {
+    let Some(worker) = registered(&state, &socket) else {
         return;
     };
     let failed = match data.0 {
@@ -307,9 +596,13 @@ async fn task_failed(state: AppState, socket: SocketRef, data: TryData<TaskFaile
         .workers
         .with(socket.id, |w| w.leases.remove(&failed.task_id));
     let error: String = failed.error.chars().take(500).collect();
-    match db::fail_task(&state.db, failed.task_id, &worker_id, &error).await {
+    let holder = db::Holder {
+        session: &worker.session,
+        worker_id: &worker.worker_id,
+    };
+    match db::fail_task(&state.db, failed.task_id, holder, &error).await {
         Ok(Some(task)) => {
-            tracing::info!(task_id = task.id, %worker_id, error, "worker reported a failed task");
+            tracing::info!(task_id = task.id, worker_id = %worker.worker_id, error, "worker reported a failed task");
             if let Err(e) = scheduler::requeued(&state, &[task]).await {
                 tracing::error!(error = %e, "re-queuing a failed task failed");
             }
@@ -329,7 +622,11 @@ async fn disconnected(state: AppState, socket: SocketRef, reason: DisconnectReas
         return;
     };
     tracing::info!(worker_id = %worker.worker_id, ?reason, "worker disconnected");
-    match db::release_worker(&state.db, &worker.worker_id).await {
+    let holder = db::Holder {
+        session: &worker.session,
+        worker_id: &worker.worker_id,
+    };
+    match db::release_session(&state.db, holder).await {
         Ok(released) => {
             if let Err(e) = scheduler::requeued(&state, &released).await {
                 tracing::error!(error = %e, "re-queuing a departed worker's tasks failed");

@@ -1,6 +1,7 @@
 //! The state shared by HTTP routes, Socket.io handlers and background tasks.
 
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -28,6 +29,8 @@ pub struct AppState {
     pub stats: Arc<Stats>,
     /// Tile changes not yet sent to dashboards.
     pub pending_tiles: Arc<crate::broadcast::PendingTiles>,
+    /// Connection and event-rate limits per client.
+    pub limits: Arc<ClientLimits>,
     pub started: Instant,
 }
 
@@ -35,6 +38,14 @@ pub struct AppState {
 #[derive(Debug, Clone)]
 pub struct WorkerInfo {
     pub worker_id: String,
+    /// This connection's lease key (the socket id): leases belong to connections.
+    pub session: String,
+    /// Set when the worker is quarantined: it gets no tasks.
+    pub quarantined: Option<String>,
+    /// Results verified in a row, which sets how hard the next one is checked.
+    pub consecutive_verified: i64,
+    /// Results refused so far.
+    pub refused: i64,
     pub name: String,
     pub threads: u32,
     pub user_agent: String,
@@ -42,10 +53,20 @@ pub struct WorkerInfo {
     pub connected_at: String,
     pub visible: bool,
     pub on_battery: bool,
-    /// Tasks delivered and not yet answered, with the byte length their result must have.
-    pub leases: HashMap<i64, usize>,
+    /// Tasks delivered to this connection and not yet answered.
+    pub leases: HashMap<i64, Lease>,
     /// Recent speed from reported compute times (exponential average), in GFLOP/s.
     pub gflops: f64,
+}
+
+/// A task delivered to a connection: what its answer must look like and where it belongs.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub job_id: String,
+    pub tile_row: usize,
+    pub tile_col: usize,
+    /// Bytes the result must have.
+    pub result_len: usize,
 }
 
 /// Registered workers by socket id. A `std` mutex: it is never held across an `.await`.
@@ -73,6 +94,10 @@ impl Workers {
         self.lock().get(&sid).map(|w| w.worker_id.clone())
     }
 
+    pub fn get(&self, sid: Sid) -> Option<WorkerInfo> {
+        self.lock().get(&sid).cloned()
+    }
+
     pub fn with<R>(&self, sid: Sid, f: impl FnOnce(&mut WorkerInfo) -> R) -> Option<R> {
         self.lock().get_mut(&sid).map(f)
     }
@@ -89,6 +114,15 @@ impl Workers {
         let mut all: Vec<_> = self.lock().values().cloned().collect();
         all.sort_by(|a, b| a.connected_at.cmp(&b.connected_at));
         all
+    }
+
+    /// The connections of one worker (a browser may open several).
+    pub fn sessions_of(&self, worker_id: &str) -> Vec<Sid> {
+        self.lock()
+            .iter()
+            .filter(|(_, w)| w.worker_id == worker_id)
+            .map(|(sid, _)| *sid)
+            .collect()
     }
 
     /// The connections holding a lease on `task_id`.
@@ -193,6 +227,8 @@ impl InputCache {
 #[derive(Default)]
 pub struct Stats {
     recent: Mutex<VecDeque<(Instant, f64)>>,
+    /// Results verified and the time spent verifying them, since start-up.
+    verification: Mutex<(u64, Duration)>,
     /// Jobs whose progress changed since dashboards were last told.
     pub dirty_jobs: Mutex<HashSet<String>>,
 }
@@ -225,6 +261,17 @@ impl Stats {
         (count as f64 / secs, flops / secs / 1e9)
     }
 
+    pub fn record_verification(&self, took: Duration) {
+        let mut v = self.verification.lock().unwrap_or_else(|e| e.into_inner());
+        v.0 += 1;
+        v.1 += took;
+    }
+
+    /// `(results verified, total time)` since start-up.
+    pub fn verification(&self) -> (u64, Duration) {
+        *self.verification.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     pub fn mark_dirty(&self, job_id: &str) {
         self.dirty_jobs
             .lock()
@@ -245,4 +292,67 @@ impl Stats {
 pub struct Waiter {
     pub socket: SocketRef,
     pub worker_id: String,
+    pub session: String,
+}
+
+impl Waiter {
+    pub fn holder(&self) -> db::Holder<'_> {
+        db::Holder {
+            session: &self.session,
+            worker_id: &self.worker_id,
+        }
+    }
+}
+
+/// Per-address connection counts and per-connection event budgets (token buckets).
+#[derive(Default)]
+pub struct ClientLimits {
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    buckets: Mutex<HashMap<Sid, (f64, Instant)>>,
+}
+
+impl ClientLimits {
+    /// Counts a new connection from `ip`; false when that would pass `max`.
+    pub fn connect(&self, ip: IpAddr, max: usize) -> bool {
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let count = per_ip.entry(ip).or_insert(0);
+        if *count >= max {
+            return false;
+        }
+        *count += 1;
+        true
+    }
+
+    pub fn disconnect(&self, ip: IpAddr, sid: Sid) {
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = per_ip.get_mut(&ip) {
+            *count = count.saturating_sub(1);
+            if *count == 0 {
+                per_ip.remove(&ip);
+            }
+        }
+        drop(per_ip);
+        self.buckets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&sid);
+    }
+
+    /// Takes one event from the connection's bucket, which refills at `per_sec` and holds
+    /// two seconds' worth, so bursts pass and sustained floods do not.
+    pub fn allow_event(&self, sid: Sid, per_sec: u32) -> bool {
+        let capacity = 2.0 * f64::from(per_sec);
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let (tokens, last) = buckets.entry(sid).or_insert((capacity, now));
+        *tokens =
+            (*tokens + now.duration_since(*last).as_secs_f64() * f64::from(per_sec)).min(capacity);
+        *last = now;
+        if *tokens >= 1.0 {
+            *tokens -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
 }

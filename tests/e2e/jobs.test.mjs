@@ -82,15 +82,18 @@ test("bad input gets a 4xx with a message, and nothing is stored", async (t) => 
     [{ a: [[1]], b: [[1]], dtype: "int8" }, 400, /dtype/],
     [{ a: [[1]], b: [[1]], tile: 0 }, 400, /tile/],
     ['{"a": [[1]], "b": ', 400, /invalid JSON/],
-    [{ a: Array.from({ length: 60 }, () => Array(60).fill(1)), b: [[1]] }, 413, /limit/],
+    [{ a: Array.from({ length: 48 }, () => Array(48).fill(1)), b: [[1]] }, 413, /limit/],
     [form({ a: new Blob([Buffer.from("not an npy file")]), b: npy(1, 1) }), 400, /not a valid \.npy/],
     [form({ a: npy(2, 3), b: npy(2, 3) }), 400, /inner dimensions differ/],
     [form({ a: npy(2, 3) }), 400, /missing file b/],
     [form({ a: npy(1, 1), b: npy(1, 1), tile: "big" }), 400, /tile/],
   ];
   for (const [body, status, message] of cases) {
-    const res = await api(server.url, "/api/jobs", { method: "POST", body });
-    assert.equal(res.status, status, `${JSON.stringify(body).slice(0, 60)} → ${res.text}`);
+    const label = body instanceof FormData ? `multipart ${[...body.keys()]}` : JSON.stringify(body).slice(0, 60);
+    const res = await api(server.url, "/api/jobs", { method: "POST", body }).catch((e) => {
+      throw new Error(`${label}: ${e.message} (${e.cause})`);
+    });
+    assert.equal(res.status, status, `${label} → ${res.text}`);
     assert.match(res.json?.error ?? "", message);
   }
   const text = await api(server.url, "/api/jobs", { method: "POST", body: "x", headers: { "content-type": "text/plain" } });

@@ -96,14 +96,12 @@ test("task_assigned carries binary panels; wrong, foreign and repeated results a
     socket.emit("task_result", payload);
     return ack;
   };
-  const wrongSize = await reply(honest, { task_id: task.task_id, c: toBytes("f32", [1, 2]) });
-  assert.equal(wrongSize.accepted, false);
-  assert.match(wrongSize.reason, /bytes/);
   const foreign = await reply(other, { task_id: task.task_id, c: toBytes("f32", [4]) });
   assert.equal(foreign.accepted, false);
   assert.match(foreign.reason, /not leased to this worker/);
   const unknown = await reply(honest, { task_id: 999999, c: toBytes("f32", [4]) });
   assert.equal(unknown.accepted, false);
+  assert.match(unknown.reason, /unknown task/);
 
   const a = new Float32Array(task.a.buffer.slice(task.a.byteOffset, task.a.byteOffset + 12));
   const b = new Float32Array(task.b.buffer.slice(task.b.byteOffset, task.b.byteOffset + 12));
@@ -112,9 +110,30 @@ test("task_assigned carries binary panels; wrong, foreign and repeated results a
   assert.deepEqual(good, { task_id: task.task_id, accepted: true });
   const again = await reply(honest, { task_id: task.task_id, c: toBytes("f32", [c]) });
   assert.equal(again.accepted, false, "the first accepted result wins");
+  assert.match(again.reason, /already completed/);
+
+  // A result of the wrong size is refused, and that task never goes back to that worker.
+  const second = once(other, "task_assigned");
+  other.emit("request_task");
+  const wrongTask = await second;
+  const wrongSize = await reply(other, { task_id: wrongTask.task_id, c: toBytes("f32", [1, 2]) });
+  assert.equal(wrongSize.accepted, false);
+  assert.match(wrongSize.reason, /bytes/);
+  const seen = [];
+  for (let i = 0; i < 2; i++) {
+    const next = once(other, "task_assigned");
+    other.emit("request_task");
+    seen.push((await next).task_id);
+  }
+  assert.ok(!seen.includes(wrongTask.task_id), `task ${wrongTask.task_id} not given back: ${seen}`);
   const job = (await api(server.url, `/api/jobs/${created.json.id}`)).json;
   assert.equal(job.tasks_done, 1);
   assert.equal(job.status, "running");
+  const workers = (await api(server.url, "/api/workers")).json;
+  const rep = Object.fromEntries(workers.map((w) => [w.name, w.reputation]));
+  assert.equal(rep.honest.verified, 1);
+  assert.equal(rep.other.refused, 1);
+  assert.equal(rep.other.quarantined, false);
 });
 
 test("a request waits until a job arrives, then is answered without polling", async (t) => {

@@ -1,0 +1,290 @@
+//! Checking a worker's tile before it is accepted (Freivalds' algorithm).
+//!
+//! For a random vector r, an honest tile C = A·B satisfies C·r = A·(B·r). Both sides cost
+//! O(tile·k) to compute instead of the O(tile²·k) of the product, so checking is a small
+//! fraction of the work. Everything here is computed in f64.
+//!
+//! # The acceptance bound
+//!
+//! An honest worker computes each entry ĉᵢⱼ in the job's precision (unit roundoff u: 2⁻²⁴ for
+//! f32, 2⁻⁵³ for f64), summing k products in any order, with or without fused multiply-add,
+//! and rounds the result once more when it stores it. The standard error analysis (Higham,
+//! *Accuracy and Stability of Numerical Algorithms*, §3.1) bounds this for every summation
+//! order:
+//!
+//! ```text
+//! |ĉᵢⱼ − cᵢⱼ| ≤ Eᵢⱼ = (γₖ + u)·Σₚ |aᵢₚ|·|bₚⱼ| ≤ (γₖ + u)·‖aᵢ‖₂·‖bⱼ‖₂,   γₖ = k·u / (1 − k·u)
+//! ```
+//!
+//! (the last step is Cauchy–Schwarz, which lets the bound be computed from row and column
+//! norms in O(tile·k)). With r made of independent random signs (±1) drawn after the result
+//! arrived, the honest discrepancy of row i, dᵢ = Σⱼ (ĉᵢⱼ − cᵢⱼ)·rⱼ, is a sum of independent
+//! zero-mean terms bounded by Eᵢⱼ, so Hoeffding's inequality gives
+//!
+//! ```text
+//! P(|dᵢ| ≥ t) ≤ 2·exp(−t² / (2·Σⱼ Eᵢⱼ²)),    Σⱼ Eᵢⱼ² ≤ (γₖ + u)²·‖aᵢ‖₂²·‖B‖_F²
+//! ```
+//!
+//! We accept row i when |dᵢ| ≤ 8·(γₖ + u)·‖aᵢ‖₂·‖B‖_F + (the f64 rounding of the check itself).
+//! The factor 8 puts the chance of refusing an honest row below 2·e⁻³² ≈ 3·10⁻¹⁴ per row and
+//! vector, whatever kernel or browser computed it. A single wrong entry of size e at (i, j)
+//! moves dᵢ by exactly |e| (|rⱼ| = 1), so it is caught with certainty once |e| exceeds twice
+//! the bound; several wrong entries in a row can cancel for one r with probability at most
+//! 1/2, so v vectors miss them with probability at most 2⁻ᵛ.
+
+use rand::Rng;
+
+use crate::jobs::{to_f64, Dtype};
+
+/// Hoeffding factor: √(2·ln(2/δ)) for δ ≈ 3·10⁻¹⁴, rounded up.
+const CONFIDENCE: f64 = 8.0;
+
+/// What a check found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Verdict {
+    Pass,
+    /// Row `row` of the tile differs by `diff`, more than the bound `bound`.
+    Fail {
+        row: usize,
+        diff: f64,
+        bound: f64,
+    },
+}
+
+/// Checks `c` (m×n) against `a` (m×k) and `b` (k×n), all row-major little-endian `dtype`,
+/// with `vectors` random sign vectors.
+pub fn check(
+    dtype: Dtype,
+    a: &[u8],
+    b: &[u8],
+    c: &[u8],
+    (m, k, n): (usize, usize, usize),
+    vectors: usize,
+    rng: &mut impl Rng,
+) -> Verdict {
+    let (a, b, c) = (to_f64(dtype, a), to_f64(dtype, b), to_f64(dtype, c));
+    debug_assert_eq!((a.len(), b.len(), c.len()), (m * k, k * n, m * n));
+    if c.iter().any(|x| !x.is_finite()) {
+        // Inputs are finite (checked at submission) and bounded, so an honest product is too.
+        let at = c.iter().position(|x| !x.is_finite()).unwrap_or(0);
+        return Verdict::Fail {
+            row: at / n,
+            diff: f64::INFINITY,
+            bound: 0.0,
+        };
+    }
+    let u = match dtype {
+        Dtype::F32 => f64::from(f32::EPSILON) / 2.0,
+        Dtype::F64 => f64::EPSILON / 2.0,
+    };
+    let ku = k as f64 * u;
+    let gamma = if ku < 0.5 { ku / (1.0 - ku) } else { 2.0 * ku };
+    // The check's own f64 rounding: y and z each sum k + n terms bounded by the same norms.
+    let check_error = 2.0 * (k + n + 2) as f64 * f64::EPSILON;
+    let b_frobenius = b.iter().map(|x| x * x).sum::<f64>().sqrt();
+    let a_row_norms: Vec<f64> = a
+        .chunks_exact(k)
+        .map(|row| row.iter().map(|x| x * x).sum::<f64>().sqrt())
+        .collect();
+    let n_sqrt = (n as f64).sqrt();
+
+    let mut r = vec![0.0; n];
+    let mut br = vec![0.0; k];
+    for _ in 0..vectors.max(1) {
+        for x in r.iter_mut() {
+            *x = if rng.random::<bool>() { 1.0 } else { -1.0 };
+        }
+        // B·r (k), then A·(B·r) and C·r row by row.
+        for (p, out) in br.iter_mut().enumerate() {
+            *out = dot(&b[p * n..(p + 1) * n], &r);
+        }
+        for i in 0..m {
+            let y = dot(&a[i * k..(i + 1) * k], &br);
+            let z = dot(&c[i * n..(i + 1) * n], &r);
+            let scale = a_row_norms[i] * b_frobenius;
+            let bound = CONFIDENCE * (gamma + u) * scale + check_error * scale * n_sqrt;
+            let diff = (y - z).abs();
+            if diff > bound {
+                return Verdict::Fail {
+                    row: i,
+                    diff,
+                    bound,
+                };
+            }
+        }
+    }
+    Verdict::Pass
+}
+
+fn dot(x: &[f64], y: &[f64]) -> f64 {
+    // Four partial sums: independent chains let the CPU overlap the additions.
+    let mut acc = [0.0; 4];
+    let chunks = x.len() / 4;
+    for i in 0..chunks {
+        for (l, s) in acc.iter_mut().enumerate() {
+            *s += x[4 * i + l] * y[4 * i + l];
+        }
+    }
+    let mut sum = (acc[0] + acc[1]) + (acc[2] + acc[3]);
+    for i in chunks * 4..x.len() {
+        sum += x[i] * y[i];
+    }
+    sum
+}
+
+/// How many vectors a worker's result is checked with: more for a new or recently wrong
+/// worker, fewer for one with a long run of verified results, never none.
+pub fn vectors_for(consecutive_verified: i64, refused: i64) -> usize {
+    match (consecutive_verified, refused) {
+        (c, r) if r > 0 && c < 50 => 6,
+        (c, _) if c < 20 => 4,
+        (c, _) if c < 200 => 2,
+        _ => 1,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::{any, prop_assert, prop_assert_eq, proptest, ProptestConfig};
+    use rand::SeedableRng;
+
+    fn bytes_f32(v: &[f64]) -> Vec<u8> {
+        v.iter().flat_map(|x| (*x as f32).to_le_bytes()).collect()
+    }
+
+    /// An honest f32 product as a browser could compute it: accumulated in f32, in the worst
+    /// order for rounding we can think of (sequential), or blocked.
+    fn honest_f32(a: &[f64], b: &[f64], m: usize, k: usize, n: usize, blocked: bool) -> Vec<f64> {
+        let mut c = vec![0.0f64; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                let mut acc = 0.0f32;
+                if blocked {
+                    let mut parts = [0.0f32; 8];
+                    for p in 0..k {
+                        parts[p % 8] =
+                            (a[i * k + p] as f32).mul_add(b[p * n + j] as f32, parts[p % 8]);
+                    }
+                    acc = parts.iter().sum();
+                } else {
+                    for p in 0..k {
+                        acc += a[i * k + p] as f32 * b[p * n + j] as f32;
+                    }
+                }
+                c[i * n + j] = f64::from(acc);
+            }
+        }
+        c
+    }
+
+    fn random(len: usize, rng: &mut impl Rng, scale: f64) -> Vec<f64> {
+        (0..len)
+            .map(|_| f64::from(rng.random_range(-1.0f32..1.0)) * scale)
+            .collect()
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+
+        /// Honest results always pass; the same result with one entry moved by a meaningful
+        /// amount (1% of the largest entry, or more) always fails.
+        #[test]
+        fn honest_pass_and_one_wrong_entry_fails(
+            m in 1usize..40, k in 1usize..300, n in 1usize..40, seed in any::<u64>(),
+            blocked in any::<bool>(), scale_exp in -3i32..4,
+        ) {
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let scale = 10f64.powi(scale_exp);
+            let a = random(m * k, &mut rng, scale);
+            let b = random(k * n, &mut rng, 1.0);
+            let c = honest_f32(&a, &b, m, k, n, blocked);
+            let (ab, bb) = (bytes_f32(&a), bytes_f32(&b));
+            let verdict = check(Dtype::F32, &ab, &bb, &bytes_f32(&c), (m, k, n), 4, &mut rng);
+            prop_assert_eq!(verdict, Verdict::Pass);
+
+            let biggest = c.iter().fold(0.0f64, |x, y| x.max(y.abs())).max(scale * 1e-2);
+            let mut wrong = c.clone();
+            let at = rng.random_range(0..m * n);
+            wrong[at] += if rng.random::<bool>() { 0.01 } else { -0.01 } * biggest * k.max(16) as f64 / 16.0;
+            let verdict = check(Dtype::F32, &ab, &bb, &bytes_f32(&wrong), (m, k, n), 1, &mut rng);
+            prop_assert!(matches!(verdict, Verdict::Fail { .. }), "perturbation at {} passed", at);
+        }
+    }
+
+    #[test]
+    fn zeros_and_non_finite_results_fail() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let (m, k, n) = (16, 64, 16);
+        let a = random(m * k, &mut rng, 1.0);
+        let b = random(k * n, &mut rng, 1.0);
+        let (ab, bb) = (bytes_f32(&a), bytes_f32(&b));
+        let zeros = vec![0.0; m * n];
+        assert_ne!(
+            check(
+                Dtype::F32,
+                &ab,
+                &bb,
+                &bytes_f32(&zeros),
+                (m, k, n),
+                1,
+                &mut rng
+            ),
+            Verdict::Pass
+        );
+        let mut c = honest_f32(&a, &b, m, k, n, false);
+        c[5] = f64::NAN;
+        assert_ne!(
+            check(Dtype::F32, &ab, &bb, &bytes_f32(&c), (m, k, n), 1, &mut rng),
+            Verdict::Pass
+        );
+    }
+
+    #[test]
+    fn f64_results_are_held_to_f64_precision() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(9);
+        let (m, k, n) = (8, 100, 8);
+        let a = random(m * k, &mut rng, 1.0);
+        let b = random(k * n, &mut rng, 1.0);
+        let to = |v: &[f64]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        let mut c = vec![0.0; m * n];
+        for i in 0..m {
+            for j in 0..n {
+                c[i * n + j] = (0..k).map(|p| a[i * k + p] * b[p * n + j]).sum();
+            }
+        }
+        assert_eq!(
+            check(
+                Dtype::F64,
+                &to(&a),
+                &to(&b),
+                &to(&c),
+                (m, k, n),
+                2,
+                &mut rng
+            ),
+            Verdict::Pass
+        );
+        // An error an f32 computation could make is far too big for an f64 job.
+        c[3] += 1e-6;
+        assert_ne!(
+            check(
+                Dtype::F64,
+                &to(&a),
+                &to(&b),
+                &to(&c),
+                (m, k, n),
+                1,
+                &mut rng
+            ),
+            Verdict::Pass
+        );
+    }
+
+    #[test]
+    fn fewer_vectors_for_a_long_honest_run_never_none() {
+        assert!(vectors_for(0, 0) > vectors_for(500, 0));
+        assert!(vectors_for(10, 2) > vectors_for(10, 0));
+        assert_eq!(vectors_for(i64::MAX, 0), 1);
+    }
+}
