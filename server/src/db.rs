@@ -202,6 +202,37 @@ pub async fn claim_task(
     Ok(claimed)
 }
 
+/// A lease another connection holds, old enough to be worth duplicating.
+#[derive(Debug, Clone, FromRow)]
+pub struct SlowLease {
+    pub id: i64,
+    pub job_id: String,
+    pub tile_row: i64,
+    pub tile_col: i64,
+    pub lease_owner: String,
+    /// When the lease was handed out (ms since the epoch).
+    pub updated_at: i64,
+}
+
+/// The oldest leases held by other workers that this worker may be given a duplicate of
+/// (never a task it was refused on).
+pub async fn slow_leases(
+    pool: &Pool,
+    holder: Holder<'_>,
+    older_than_ms: i64,
+) -> Result<Vec<SlowLease>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id, job_id, tile_row, tile_col, lease_owner, updated_at FROM tasks t \
+         WHERE state = 'leased' AND lease_worker != ?1 AND updated_at < ?2 AND NOT EXISTS \
+             (SELECT 1 FROM task_exclusions e WHERE e.task_id = t.id AND e.worker_id = ?1) \
+         ORDER BY updated_at LIMIT 8",
+    )
+    .bind(holder.worker_id)
+    .bind(now_ms() - older_than_ms)
+    .fetch_all(pool)
+    .await
+}
+
 /// Puts a task back in the queue (e.g. it could not be delivered).
 pub async fn unclaim_task(pool: &Pool, task_id: i64, session: &str) -> Result<(), sqlx::Error> {
     sqlx::query(
@@ -246,19 +277,24 @@ pub enum Completion {
 /// Stores a verified result if, and only if, the task is still leased to this connection and
 /// its lease has not run out; the first accepted result wins and later ones are refused. The
 /// worker's verified count and run grow in the same transaction.
+///
+/// A `duplicate` (a copy of a slow worker's task handed to a faster one near the end of a
+/// job) completes the task whoever holds the lease now.
 pub async fn complete_task(
     pool: &Pool,
     task_id: i64,
     holder: Holder<'_>,
     result: &[u8],
     compute_ms: Option<f64>,
+    duplicate: bool,
 ) -> Result<Completion, sqlx::Error> {
     let now = now_ms();
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let done = sqlx::query(
         "UPDATE tasks SET state = 'done', result = ?1, compute_ms = ?2, completed_by = ?3, \
              lease_owner = NULL, lease_worker = NULL, lease_deadline = NULL, updated_at = ?4 \
-         WHERE id = ?5 AND state = 'leased' AND lease_owner = ?6 AND lease_deadline >= ?4 \
+         WHERE id = ?5 AND ((state = 'leased' AND lease_owner = ?6 AND lease_deadline >= ?4) \
+             OR (?7 AND state IN ('leased', 'queued'))) \
          RETURNING job_id, tile_row, tile_col",
     )
     .bind(result)
@@ -267,6 +303,7 @@ pub async fn complete_task(
     .bind(now)
     .bind(task_id)
     .bind(holder.session)
+    .bind(duplicate)
     .fetch_optional(&mut *tx)
     .await?;
     let Some(done) = done else {
@@ -302,6 +339,12 @@ pub async fn complete_task(
         tasks_total: job.get("tasks_total"),
         job_status: job.get("status"),
     })
+}
+
+/// Why a result for `task_id` from this connection cannot be accepted (read only).
+pub async fn why_refused(pool: &Pool, task_id: i64, session: &str) -> Result<String, sqlx::Error> {
+    let mut conn = pool.acquire().await?;
+    refusal_reason(&mut conn, task_id, session, now_ms()).await
 }
 
 async fn refusal_reason(

@@ -25,6 +25,7 @@ use std::time::{Duration, Instant};
 use axum::http::{HeaderValue, Method};
 use axum::Router;
 use socketioxide::extract::SocketRef;
+use socketioxide::handler::ConnectHandler;
 use socketioxide::{ParserConfig, SocketIo};
 use tokio::net::TcpListener;
 use tower_http::cors::{AllowOrigin, Any, CorsLayer};
@@ -70,11 +71,14 @@ pub async fn build(config: Config) -> Result<(Router, AppState), sqlx::Error> {
     };
     // The namespace handler captures the state rather than using socketioxide's `with_state`:
     // the state holds the `SocketIo` handle for broadcasts, which exists only once built.
-    let st = state.clone();
-    io.ns("/", move |s: SocketRef| {
-        let st = st.clone();
-        async move { socket::on_connect(s, st) }
-    });
+    let (st, gate) = (state.clone(), state.clone());
+    let handler = move |s: SocketRef| {
+        // Synchronous on purpose: see `socket::on_connect`.
+        socket::on_connect(s, st.clone());
+        std::future::ready(())
+    };
+    let middleware = move |s: SocketRef| std::future::ready(socket::admit(&s, &gate));
+    io.ns("/", handler.with(middleware));
     let cors = cors_layer(&state.config.allowed_origins);
     let router = http::router(state.clone())
         .layer(socket_layer)

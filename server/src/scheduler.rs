@@ -110,10 +110,17 @@ async fn dispatch(state: &AppState) -> Result<()> {
                 );
                 state.stats.mark_dirty(&claimed.job_id);
             }
-            Ok(None) => {
-                starved.push(waiter.worker_id.clone());
-                unserved.push(waiter);
-            }
+            Ok(None) => match duplicate(state, &waiter).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    starved.push(waiter.worker_id.clone());
+                    unserved.push(waiter);
+                }
+                Err(e) => {
+                    unserved.push(waiter);
+                    outcome = Err(e);
+                }
+            },
             Err(e) => {
                 unserved.push(waiter);
                 outcome = Err(e.into());
@@ -128,7 +135,70 @@ async fn dispatch(state: &AppState) -> Result<()> {
     outcome
 }
 
+/// Near the end of a job, when this worker would otherwise idle and another, slower one has
+/// held a tile for a long time, hands this worker a copy. The first verified result wins;
+/// the other holder is told `task_cancelled`. Only workers with a measured speed qualify,
+/// and at most one copy of a tile is out at once.
+async fn duplicate(state: &AppState, waiter: &Waiter) -> Result<bool> {
+    let Some(me) = state.workers.get(waiter.socket.id) else {
+        return Ok(false);
+    };
+    if me.gflops <= 0.0 || me.quarantined.is_some() {
+        return Ok(false);
+    }
+    // Leases younger than a second are never duplicated: the holder has barely started.
+    let candidates = db::slow_leases(&state.db, waiter.holder(), 1000).await?;
+    let now = db::now_ms();
+    for lease in candidates {
+        if state.workers.holders(lease.id).len() > 1 {
+            continue; // already duplicated
+        }
+        let inputs = state.inputs.get(&state.db, &lease.job_id).await?;
+        let tile = inputs
+            .plan
+            .tile(lease.tile_row as usize, lease.tile_col as usize);
+        let gflop = 2.0 * (tile.rows * tile.cols * inputs.plan.k) as f64 / 1e9;
+        let mine_ms = gflop / me.gflops * 1000.0;
+        let age_ms = (now - lease.updated_at) as f64;
+        let holder_speed = state
+            .workers
+            .by_session(&lease.lease_owner)
+            .map_or(
+                0.0,
+                |(_, w)| if w.visible { w.gflops } else { w.gflops / 4.0 },
+            );
+        // Worth it when this worker would finish well before the holder is expected to.
+        let holder_left_ms = if holder_speed > 0.0 {
+            gflop / holder_speed * 1000.0 - age_ms
+        } else {
+            f64::INFINITY
+        };
+        if holder_left_ms > 2.0 * mine_ms && age_ms > 2.0 * mine_ms {
+            let claimed = db::Claimed {
+                id: lease.id,
+                job_id: lease.job_id.clone(),
+                tile_row: lease.tile_row,
+                tile_col: lease.tile_col,
+            };
+            deliver_as(state, waiter, &claimed, true).await?;
+            tracing::info!(task_id = lease.id, worker_id = %waiter.worker_id, "duplicate of a slow lease");
+            state.stats.record_duplicate();
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 async fn deliver(state: &AppState, waiter: &Waiter, claimed: &db::Claimed) -> Result<()> {
+    deliver_as(state, waiter, claimed, false).await
+}
+
+async fn deliver_as(
+    state: &AppState,
+    waiter: &Waiter,
+    claimed: &db::Claimed,
+    duplicate: bool,
+) -> Result<()> {
     let inputs = state.inputs.get(&state.db, &claimed.job_id).await?;
     let plan = inputs.plan;
     let tile = plan.tile(claimed.tile_row as usize, claimed.tile_col as usize);
@@ -148,6 +218,7 @@ async fn deliver(state: &AppState, waiter: &Waiter, claimed: &db::Claimed) -> Re
         tile_row: tile.tile_row,
         tile_col: tile.tile_col,
         result_len: plan.result_len(&tile),
+        duplicate,
     };
     state.workers.with(waiter.socket.id, |w| {
         w.leases.insert(claimed.id, lease);
@@ -235,4 +306,18 @@ pub async fn end_job(state: &AppState, job_id: &str, reason: Option<&str>) -> Re
     state.inputs.remove(job_id);
     state.stats.mark_dirty(job_id);
     Ok(())
+}
+
+/// After a task is completed by one connection, tells any other connection computing a copy
+/// of it to stop.
+pub fn cancel_copies(state: &AppState, task_id: i64, winner: Sid) {
+    for sid in state.workers.holders(task_id) {
+        if sid == winner {
+            continue;
+        }
+        state.workers.with(sid, |w| w.leases.remove(&task_id));
+        if let Some(socket) = state.io.get_socket(sid) {
+            let _ = socket.emit("task_cancelled", &TaskCancelled { task_id });
+        }
+    }
 }

@@ -22,29 +22,29 @@ use crate::verify;
 /// Longest name or user agent kept for a worker.
 const MAX_LABEL: usize = 200;
 
-/// Registers the protocol's handlers on a new connection, after the per-IP limit.
+/// Refused connection: too many from one address. Sent to the client as `connect_error`.
+#[derive(Debug, thiserror::Error)]
+#[error("more than {0} connections from one address")]
+pub struct TooManyConnections(usize);
+
+/// Connect middleware: counts the connection against its address's limit. It runs before
+/// the client is told it is connected, so a refused client gets `connect_error`.
+pub fn admit(socket: &SocketRef, state: &AppState) -> Result<(), TooManyConnections> {
+    let ip = client_ip(socket, state.config.limits.trust_proxy);
+    let max = state.config.limits.max_connections_per_ip;
+    if state.limits.connect(ip, max) {
+        Ok(())
+    } else {
+        tracing::warn!(%ip, "connection refused: too many from one address");
+        Err(TooManyConnections(max))
+    }
+}
+
+/// Registers the protocol's handlers on a new connection. This must run synchronously in
+/// the connect handler: socketioxide sends the connect packet first, and an event arriving
+/// before its handler exists would be dropped without a word.
 pub fn on_connect(socket: SocketRef, state: AppState) {
     let ip = client_ip(&socket, state.config.limits.trust_proxy);
-    if !state
-        .limits
-        .connect(ip, state.config.limits.max_connections_per_ip)
-    {
-        protocol_error(
-            &socket,
-            "too_many_connections",
-            format!(
-                "more than {} connections from one address",
-                state.config.limits.max_connections_per_ip
-            ),
-        );
-        // Let the error reach the client before closing.
-        let s = socket.clone();
-        tokio::spawn(async move {
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-            let _ = s.disconnect();
-        });
-        return;
-    }
     tracing::debug!(sid = %socket.id, %ip, "socket connected");
     let st = state.clone();
     socket.on(
@@ -409,10 +409,9 @@ async fn task_result(state: AppState, socket: SocketRef, data: TryData<TaskResul
     let Some(lease) = worker.leases.get(&task_id) else {
         // Not ours: unknown, finished, another worker's, or a lease that ended. Nothing is
         // stored and nobody's reputation changes: late answers are normal churn.
-        let reason = match db::complete_task(&state.db, task_id, holder, &[], None).await {
-            Ok(db::Completion::Refused(reason)) => reason,
-            _ => "task is not leased to this worker".into(),
-        };
+        let reason = db::why_refused(&state.db, task_id, &worker.session)
+            .await
+            .unwrap_or_else(|_| "task is not leased to this worker".into());
         return ack(false, Some(reason));
     };
     let expected = lease.result_len;
@@ -435,7 +434,15 @@ async fn task_result(state: AppState, socket: SocketRef, data: TryData<TaskResul
         return refused(&state, &socket, task_id, holder, &reason).await;
     }
     let compute_ms = result.compute_ms.filter(|ms| ms.is_finite() && *ms >= 0.0);
-    let outcome = db::complete_task(&state.db, task_id, holder, &result.c, compute_ms).await;
+    let outcome = db::complete_task(
+        &state.db,
+        task_id,
+        holder,
+        &result.c,
+        compute_ms,
+        lease.duplicate,
+    )
+    .await;
     state.workers.with(socket.id, |w| w.leases.remove(&task_id));
     match outcome {
         Ok(db::Completion::Accepted {

@@ -67,6 +67,8 @@ pub struct Lease {
     pub tile_col: usize,
     /// Bytes the result must have.
     pub result_len: usize,
+    /// A copy of a task another connection holds (see `scheduler::duplicate`).
+    pub duplicate: bool,
 }
 
 /// Registered workers by socket id. A `std` mutex: it is never held across an `.await`.
@@ -123,6 +125,14 @@ impl Workers {
             .filter(|(_, w)| w.worker_id == worker_id)
             .map(|(sid, _)| *sid)
             .collect()
+    }
+
+    /// The connection whose lease key is `session`.
+    pub fn by_session(&self, session: &str) -> Option<(Sid, WorkerInfo)> {
+        self.lock()
+            .iter()
+            .find(|(_, w)| w.session == session)
+            .map(|(sid, w)| (*sid, w.clone()))
     }
 
     /// The connections holding a lease on `task_id`.
@@ -227,6 +237,8 @@ impl InputCache {
 #[derive(Default)]
 pub struct Stats {
     recent: Mutex<VecDeque<(Instant, f64)>>,
+    /// Duplicates of slow leases handed out since start-up.
+    duplicates: std::sync::atomic::AtomicU64,
     /// Results verified and the time spent verifying them, since start-up.
     verification: Mutex<(u64, Duration)>,
     /// Jobs whose progress changed since dashboards were last told.
@@ -259,6 +271,15 @@ impl Stats {
             .fold((0usize, 0.0), |(c, f), (_, x)| (c + 1, f + x));
         let secs = STATS_WINDOW.as_secs_f64();
         (count as f64 / secs, flops / secs / 1e9)
+    }
+
+    pub fn record_duplicate(&self) {
+        self.duplicates
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn record_verification(&self, took: Duration) {
