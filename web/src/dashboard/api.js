@@ -1,0 +1,75 @@
+// The orchestrator's HTTP API as the dashboard uses it. The API token (when the server has
+// one) is entered once and kept in sessionStorage: it lasts the tab, not the machine.
+
+import { load, save } from "../common/settings.js";
+
+export class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+export class Api {
+  constructor(base) {
+    this.base = base;
+  }
+
+  get token() {
+    return load("api-token", "", "session");
+  }
+
+  set token(value) {
+    save("api-token", value, "session");
+  }
+
+  async request(path, { method = "GET", body, auth = false, raw = false } = {}) {
+    const headers = {};
+    if (auth && this.token) headers.Authorization = `Bearer ${this.token}`;
+    if (body && !(body instanceof FormData)) {
+      headers["Content-Type"] = "application/json";
+      body = JSON.stringify(body);
+    }
+    const res = await fetch(this.base + path, { method, headers, body });
+    if (!res.ok) {
+      let message = `HTTP ${res.status}`;
+      try {
+        message = (await res.json()).error ?? message;
+      } catch {
+        // Not JSON (a proxy's page): the status says enough.
+      }
+      throw new ApiError(res.status, message);
+    }
+    if (raw) return res;
+    return res.status === 204 ? null : res.json();
+  }
+
+  jobs() {
+    return this.request("/api/jobs");
+  }
+
+  job(id) {
+    return this.request(`/api/jobs/${encodeURIComponent(id)}`);
+  }
+
+  tiles(id) {
+    return this.request(`/api/jobs/${encodeURIComponent(id)}/tiles`);
+  }
+
+  workers() {
+    return this.request("/api/workers");
+  }
+
+  submit(form) {
+    return this.request("/api/jobs", { method: "POST", body: form, auth: true });
+  }
+
+  cancel(id) {
+    return this.request(`/api/jobs/${encodeURIComponent(id)}`, { method: "DELETE", auth: true });
+  }
+
+  async result(id) {
+    const res = await this.request(`/api/jobs/${encodeURIComponent(id)}/result`, { auth: true, raw: true });
+    return res.blob();
+  }
+}

@@ -1,0 +1,482 @@
+// The volunteer page. Design (one connection per page): a single Socket.io connection lives
+// on this UI thread, which never computes, so it always answers the server's pings and
+// heartbeats on time; N dedicated Web Workers compute, each with its own worker-wasm
+// instance, and receive task buffers by transfer (no copies). The pipeline keeps two tasks
+// per thread requested or in hand so no thread waits on the network.
+
+import { io } from "socket.io-client";
+import { detectFeatures, pickVariant, VARIANT_LABELS } from "./features.js";
+import { loadWasm } from "./wasm-loader.js";
+import { TaskPipeline } from "./pipeline.js";
+import { DUTY_CHOICES, parseDuty } from "./duty.js";
+import { VolunteerStats } from "./stats.js";
+import { load, save, resolveServerUrl, normaliseServerUrl } from "../common/settings.js";
+import { formatGflops, formatCount } from "../common/format.js";
+
+/** Filled in by build.mjs: each shipped kernel build with its file name and SHA-256. */
+const MANIFEST = __BRAIN_WASM__; // eslint-disable-line no-undef
+
+const $ = (id) => document.getElementById(id);
+const cores = Math.max(1, navigator.hardwareConcurrency || 2);
+
+const settings = {
+  threads: clampThreads(Number(load("threads", Math.max(1, Math.floor(cores / 2))))),
+  duty: parseDuty(load("duty", "1")),
+  server: resolveServerUrl(),
+};
+
+function clampThreads(n) {
+  return Number.isInteger(n) ? Math.min(cores, Math.max(1, n)) : Math.max(1, Math.floor(cores / 2));
+}
+
+const stats = new VolunteerStats();
+const ui = {
+  phase: "idle", // idle | loading | running | paused | error
+  connection: "not connected",
+  kernel: null,
+  checkedBy: null,
+  grid: null,
+  workerId: null,
+  visible: document.visibilityState !== "hidden",
+  onBattery: false,
+  batteryDismissed: false,
+  quarantined: null,
+  job: null, // {id, name, tasks_done, tasks_total, status}
+  requestsSent: 0,
+};
+
+let socket = null;
+let heartbeatTimer = null;
+let wasm = null; // {variant, module}
+const workers = []; // index -> Worker
+let releasing = false;
+
+const pipeline = new TaskPipeline({
+  emit: (event, payload) => {
+    if (!socket) return;
+    if (event === "request_task") ui.requestsSent += 1;
+    if (payload === undefined) socket.emit(event);
+    else socket.emit(event, payload);
+  },
+  dispatch: (thread, task) => {
+    const { a, b, ...meta } = task;
+    workers[thread].postMessage({ type: "task", task: { ...meta, a, b } }, [a, b]);
+  },
+  onChange: () => scheduleRender(),
+});
+pipeline.retire = (thread) => terminate(thread);
+
+// ---------------------------------------------------------------------------------------
+// Compute threads
+
+async function ensureWasm() {
+  if (wasm) return wasm;
+  const available = Object.keys(MANIFEST.variants);
+  const variant = pickVariant(detectFeatures(), available);
+  if (!variant) throw new Error("this browser cannot run WebAssembly");
+  const { module, checkedBy } = await loadWasm(MANIFEST.variants[variant], location.href);
+  wasm = { variant, module };
+  ui.kernel = { variant, label: VARIANT_LABELS[variant] };
+  ui.checkedBy = checkedBy;
+  return wasm;
+}
+
+function spawn(thread) {
+  const worker = new Worker(new URL("./compute-worker.js", document.baseURI));
+  workers[thread] = worker;
+  worker.onmessage = (event) => onWorkerMessage(thread, event.data);
+  worker.onerror = (event) => {
+    log(`thread ${thread + 1} crashed: ${event.message ?? "unknown error"}`);
+    terminate(thread);
+  };
+  worker.postMessage({ type: "init", variant: wasm.variant, module: wasm.module, duty: settings.duty, thread });
+}
+
+function terminate(thread) {
+  workers[thread]?.terminate();
+  workers[thread] = undefined;
+  stats.forgetThread(thread);
+  pipeline.removeThread(thread);
+  scheduleRender();
+}
+
+function onWorkerMessage(thread, msg) {
+  switch (msg.type) {
+    case "ready":
+      if (msg.info?.variant && ui.kernel) ui.kernel.reported = msg.info.variant;
+      if (msg.info?.version && ui.kernel) ui.kernel.version = msg.info.version;
+      if (msg.gflops > 0) stats.recordCompute(thread, msg.gflops * 1e6, 1);
+      if (thread < settings.threads) pipeline.addThread(thread);
+      else terminate(thread);
+      break;
+    case "done":
+      if (msg.c && msg.compute_ms > 0) stats.recordCompute(thread, msg.flops, msg.compute_ms);
+      if (pipeline.taskDone(thread, msg.task_id, msg.c, msg.compute_ms, msg.flops) === "sent") {
+        maybeHeartbeat();
+      }
+      releaseIfPaused();
+      break;
+    case "error":
+      log(`task ${msg.task_id} failed: ${msg.error}`);
+      stats.failed += 1;
+      pipeline.taskError(thread, msg.task_id, msg.error);
+      releaseIfPaused();
+      break;
+    case "fatal":
+      log(`thread ${thread + 1} could not start: ${msg.error}`);
+      ui.phase = "error";
+      terminate(thread);
+      break;
+  }
+}
+
+function applyThreads() {
+  if (!wasm) return;
+  for (let i = 0; i < settings.threads; i++) if (!workers[i]) spawn(i);
+  for (let i = settings.threads; i < workers.length; i++) {
+    if (workers[i] && pipeline.removeThread(i)) terminate(i);
+  }
+  pipeline.pump();
+}
+
+// ---------------------------------------------------------------------------------------
+// The connection
+
+function tokenKey() {
+  return `token.${settings.server}`;
+}
+
+function connect() {
+  socket?.removeAllListeners();
+  socket?.io.removeAllListeners();
+  socket?.disconnect();
+  pipeline.disconnected();
+  ui.connection = "connecting";
+  socket = io(settings.server, {
+    transports: ["websocket"],
+    reconnection: true,
+    reconnectionDelay: 500,
+    reconnectionDelayMax: 5000,
+    randomizationFactor: 0.5,
+  });
+  socket.on("connect", () => {
+    ui.connection = "connected";
+    pipeline.connected();
+    const token = load(tokenKey(), "");
+    socket.emit("register_worker", {
+      name: "web volunteer",
+      threads: settings.threads,
+      user_agent: navigator.userAgent,
+      ...(token ? { token } : {}),
+    });
+    scheduleRender();
+  });
+  socket.on("registration_ack", (ack) => {
+    ui.workerId = ack.worker_id;
+    if (ack.token) save(tokenKey(), ack.token);
+    ui.quarantined = ack.quarantined ?? null;
+    clearInterval(heartbeatTimer);
+    const every = Math.max(100, Number(ack.heartbeat_interval_ms) || 10000);
+    heartbeatTimer = setInterval(() => heartbeat(), every);
+    heartbeat.every = every;
+    sendStatus();
+    if (!ui.quarantined) pipeline.registeredNow();
+    releaseIfPaused();
+    scheduleRender();
+  });
+  socket.on("heartbeat_ack", () => {});
+  socket.on("task_assigned", (task) => {
+    if (!(task.a instanceof ArrayBuffer) || !(task.b instanceof ArrayBuffer)) {
+      log(`task ${task.task_id} arrived without binary operands`);
+      socket.emit("task_failed", { task_id: task.task_id, error: "operands were not binary" });
+      return;
+    }
+    pipeline.taskAssigned(task);
+    releaseIfPaused();
+  });
+  socket.on("result_ack", ({ task_id, accepted, reason }) => {
+    const flops = pipeline.resultAck(task_id);
+    stats.recordAck(accepted, flops);
+    if (!accepted) log(`result for task ${task_id} refused: ${reason ?? "no reason given"}`);
+    releaseIfPaused();
+  });
+  socket.on("task_cancelled", ({ task_id }) => {
+    const running = pipeline.running.get(task_id);
+    if (running) workers[running.thread]?.postMessage({ type: "cancel", task_id });
+    pipeline.taskCancelled(task_id);
+  });
+  socket.on("grid_stats", (g) => {
+    ui.grid = g;
+    scheduleRender();
+  });
+  socket.on("protocol_error", ({ code, message }) => {
+    if (code === "too_many_tasks") pipeline.requestRefused();
+    else log(`server: ${message} (${code})`);
+  });
+  socket.on("quarantined", ({ reason }) => {
+    ui.quarantined = reason;
+    pipeline.registered = false;
+    log(`the server stopped sending work: ${reason}`);
+    scheduleRender();
+  });
+  socket.on("server_shutdown", () => {
+    ui.connection = "server restarting";
+    scheduleRender();
+  });
+  socket.on("disconnect", (reason) => {
+    clearInterval(heartbeatTimer);
+    pipeline.disconnected();
+    if (releasing) return;
+    ui.connection = "disconnected";
+    // The server closing the connection on purpose stops socket.io's automatic retries;
+    // a volunteer still wants to come back, after a pause with jitter.
+    if (reason === "io server disconnect") {
+      setTimeout(() => socket && !socket.connected && socket.connect(), 2000 + Math.random() * 3000);
+    }
+    scheduleRender();
+  });
+  socket.io.on("reconnect_attempt", (attempt) => {
+    ui.connection = `reconnecting (attempt ${attempt})`;
+    scheduleRender();
+  });
+  socket.on("connect_error", (err) => {
+    ui.connection = `cannot reach the server (${err.message}); retrying`;
+    scheduleRender();
+  });
+}
+
+function heartbeat() {
+  if (socket?.connected && pipeline.registered) {
+    socket.emit("heartbeat");
+    heartbeat.last = performance.now();
+  }
+}
+
+/** Background tabs get their timers throttled; results are a chance to send one anyway. */
+function maybeHeartbeat() {
+  if (heartbeat.every && performance.now() - (heartbeat.last ?? 0) > heartbeat.every) heartbeat();
+}
+
+function sendStatus() {
+  if (socket?.connected) socket.emit("worker_status", { visible: ui.visible, on_battery: ui.onBattery });
+}
+
+/**
+ * Once paused and nothing computes, reconnect if this connection still holds leased tasks or
+ * open requests: the server forgets a departed connection's requests and re-queues its
+ * leases at once (no failure counted, unlike `task_failed`), so a paused page gets no work.
+ */
+function releaseIfPaused() {
+  if (!pipeline.paused || releasing || !socket?.connected) return;
+  if (!pipeline.quiescent() || !pipeline.holdsWork()) return;
+  releasing = true;
+  socket.disconnect();
+  pipeline.disconnected();
+  releasing = false;
+  socket.connect();
+}
+
+// ---------------------------------------------------------------------------------------
+// Controls
+
+async function start() {
+  if (ui.phase === "loading") return;
+  if (ui.phase === "running") {
+    ui.phase = "paused";
+    pipeline.setPaused(true);
+    releaseIfPaused();
+    return;
+  }
+  try {
+    ui.phase = "loading";
+    scheduleRender();
+    await ensureWasm();
+    ui.phase = "running";
+    applyThreads();
+    if (!socket) connect();
+    pipeline.setPaused(Boolean(ui.quarantined));
+  } catch (e) {
+    ui.phase = "error";
+    log(String(e?.message ?? e));
+  }
+  scheduleRender();
+}
+
+function setThreads(n) {
+  settings.threads = clampThreads(n);
+  save("threads", settings.threads);
+  applyThreads();
+  scheduleRender();
+}
+
+function setDuty(d) {
+  settings.duty = parseDuty(d);
+  save("duty", settings.duty);
+  for (const w of workers) w?.postMessage({ type: "duty", duty: settings.duty });
+  scheduleRender();
+}
+
+function setServer(input) {
+  const url = input.trim() === "" ? location.origin : normaliseServerUrl(input, location.protocol);
+  if (!url) {
+    $("server-error").textContent = "That is not an http(s) address.";
+    return;
+  }
+  $("server-error").textContent = "";
+  settings.server = url;
+  save("server", url === location.origin ? "" : url);
+  ui.job = null;
+  if (socket) connect();
+  scheduleRender();
+}
+
+// ---------------------------------------------------------------------------------------
+// Page state
+
+document.addEventListener("visibilitychange", () => {
+  ui.visible = document.visibilityState !== "hidden";
+  sendStatus();
+  scheduleRender();
+});
+
+navigator.getBattery?.().then((battery) => {
+  const update = () => {
+    ui.onBattery = !battery.charging;
+    if (!ui.onBattery) ui.batteryDismissed = false;
+    sendStatus();
+    scheduleRender();
+  };
+  battery.addEventListener("chargingchange", update);
+  update();
+}).catch(() => {});
+
+const events = [];
+function log(text) {
+  events.unshift(`${new Date().toLocaleTimeString()} ${text}`);
+  events.length = Math.min(events.length, 8);
+  scheduleRender();
+}
+
+let jobFetched = 0;
+async function refreshJob() {
+  const id = pipeline.currentJob;
+  if (!id || (ui.job?.id === id && performance.now() - jobFetched < 5000)) return;
+  jobFetched = performance.now();
+  try {
+    const res = await fetch(`${settings.server}/api/jobs/${encodeURIComponent(id)}`);
+    if (res.ok) ui.job = await res.json();
+  } catch {
+    // Shown again on the next refresh; the job line is informative only.
+  }
+}
+
+let renderQueued = false;
+function scheduleRender() {
+  if (renderQueued) return;
+  renderQueued = true;
+  requestAnimationFrame(() => {
+    renderQueued = false;
+    render();
+  });
+}
+
+function render() {
+  const running = ui.phase === "running";
+  const button = $("start");
+  button.textContent = { idle: "Start contributing", loading: "Loading…", running: "Pause", paused: "Resume", error: "Try again" }[ui.phase];
+  button.setAttribute("aria-pressed", String(running));
+  button.disabled = ui.phase === "loading";
+  const phaseText = {
+    idle: "Not started: nothing runs until you press start.",
+    loading: "Loading the compute kernel…",
+    running: pipeline.quiescent() && pipeline.queue.length === 0 ? "Running: waiting for work." : "Running: computing tiles.",
+    paused: pipeline.quiescent() ? "Paused: no work is requested." : "Pausing: finishing the tiles in hand…",
+    error: "Stopped by an error (see the log).",
+  }[ui.phase];
+  $("phase").textContent = ui.quarantined ? `Stopped by the server: ${ui.quarantined}` : phaseText;
+  $("phase").dataset.phase = ui.phase;
+  $("connection").textContent = ui.socketless ? "–" : socket ? ui.connection : "not connected";
+  $("connection").dataset.state = socket?.connected ? "connected" : "disconnected";
+  $("server-shown").textContent = settings.server;
+  $("kernel").textContent = ui.kernel
+    ? `${ui.kernel.label}${ui.kernel.version ? ` · v${ui.kernel.version}` : ""} · checked by ${ui.checkedBy}`
+    : "not loaded";
+  $("kernel").dataset.variant = ui.kernel?.variant ?? "";
+  $("tasks-done").textContent = formatCount(stats.accepted);
+  $("tasks-other").textContent = stats.refused || stats.failed ? ` (${stats.refused} refused, ${stats.failed} failed)` : "";
+  const per = stats.perThreadGflops();
+  $("speed-thread").textContent = formatGflops(per);
+  $("speed-thread").dataset.gflops = per.toFixed(3);
+  $("speed-total").textContent = formatGflops(per * pipeline.readyThreads() * settings.duty);
+  $("pipeline").textContent = `${pipeline.running.size} computing · ${pipeline.queue.length} waiting · ${pipeline.pending} requested`;
+  const job = ui.job;
+  $("job").textContent = job ? `${job.name || job.id.slice(0, 8)} · ${job.m}×${job.k}·${job.k}×${job.n} ${job.dtype} · ${job.tasks_done}/${job.tasks_total} tiles` : "none yet";
+  const g = ui.grid;
+  $("grid-workers").textContent = g ? formatCount(g.workers_online) : "–";
+  $("grid-speed").textContent = g ? `${formatGflops(g.gflops)} · ${g.tasks_per_sec.toFixed(1)} tiles/s` : "–";
+  $("grid-jobs").textContent = g ? formatCount(g.jobs_running) : "–";
+  $("threads-value").textContent = `${settings.threads} of ${cores}`;
+  $("background-note").hidden = ui.visible || !running;
+  $("battery-banner").hidden = !(ui.onBattery && running && !ui.batteryDismissed);
+  $("log").replaceChildren(...events.map((e) => Object.assign(document.createElement("li"), { textContent: e })));
+  refreshJob();
+}
+
+function setup() {
+  const threads = $("threads");
+  for (let i = 1; i <= cores; i++) threads.append(new Option(String(i), String(i)));
+  threads.value = String(settings.threads);
+  threads.addEventListener("change", () => setThreads(Number(threads.value)));
+  const dutyBox = $("duty");
+  for (const d of DUTY_CHOICES) {
+    const id = `duty-${d * 100}`;
+    const label = document.createElement("label");
+    label.htmlFor = id;
+    const input = Object.assign(document.createElement("input"), { type: "radio", name: "duty", id, value: String(d) });
+    input.checked = Math.abs(d - settings.duty) < 1e-9;
+    input.addEventListener("change", () => setDuty(d));
+    label.append(input, ` ${d * 100} %`);
+    dutyBox.append(label);
+  }
+  $("start").addEventListener("click", start);
+  $("battery-pause").addEventListener("click", () => {
+    if (ui.phase === "running") start();
+  });
+  $("battery-dismiss").addEventListener("click", () => {
+    ui.batteryDismissed = true;
+    scheduleRender();
+  });
+  $("server").value = settings.server === location.origin ? "" : settings.server;
+  $("server").placeholder = location.origin.startsWith("http") ? location.origin : "http://localhost:3000";
+  $("server-form").addEventListener("submit", (e) => {
+    e.preventDefault();
+    setServer($("server").value);
+  });
+  const dash = new URL("dashboard", document.baseURI);
+  if (settings.server !== location.origin) dash.searchParams.set("server", settings.server);
+  $("dashboard-link").href = dash.pathname + dash.search;
+  setInterval(scheduleRender, 1000);
+  render();
+}
+
+// For the browser tests and the curious: a read-only view of the page's state.
+globalThis.brainVolunteer = {
+  snapshot: () => ({
+    phase: ui.phase,
+    connected: Boolean(socket?.connected),
+    registered: pipeline.registered,
+    workerId: ui.workerId,
+    variant: ui.kernel?.variant ?? null,
+    threads: pipeline.readyThreads(),
+    requestsSent: ui.requestsSent,
+    pending: pipeline.pending,
+    queued: pipeline.queue.length,
+    computing: pipeline.running.size,
+    accepted: stats.accepted,
+    refused: stats.refused,
+    failed: stats.failed,
+    gflopsPerThread: stats.perThreadGflops(),
+  }),
+};
+
+setup();

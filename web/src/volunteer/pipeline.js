@@ -1,0 +1,197 @@
+// The task pipeline of one page: how many `request_task` are open, which tasks wait for a
+// thread, which thread computes what. Pure bookkeeping with the socket and the Web Workers
+// injected (`emit`, `dispatch`), so it is unit-tested in Node with fakes.
+//
+// Invariant: while running and registered, open requests + queued + computing tasks stay at
+// `want()` = 2 per ready thread (one computing, one on its way or waiting), capped by what
+// the server allows a connection to hold. So a thread that finishes finds its next task
+// already here and never idles on a network round trip.
+
+/** Tasks (leased or requested) per ready thread: one computing plus one in flight. */
+export const PER_THREAD = 2;
+/** The server's default `MAX_TASKS_PER_WORKER`; lowered if the server says less. */
+export const DEFAULT_CAP = 16;
+
+export class TaskPipeline {
+  /**
+   * emit(event, payload): send on the socket.
+   * dispatch(thread, task): hand `task` to the Web Worker `thread` (transferring buffers).
+   * onChange(): something shown on the page changed.
+   */
+  constructor({ emit, dispatch, onChange = () => {}, cap = DEFAULT_CAP }) {
+    this.emit = emit;
+    this.dispatch = dispatch;
+    this.onChange = onChange;
+    this.cap = cap;
+    this.paused = true;
+    this.registered = false;
+    this.epoch = 0; // bumped per connection: results of an older one are stale
+    this.pending = 0; // request_task sent, task_assigned not yet received
+    this.queue = []; // tasks received, waiting for a thread
+    this.running = new Map(); // task_id -> {thread, task, epoch, cancelled}
+    this.awaitingAck = new Map(); // task_id -> flops
+    this.threads = new Map(); // thread index -> "idle" | "busy" | "retiring"
+    this.currentJob = null;
+  }
+
+  readyThreads() {
+    let n = 0;
+    for (const s of this.threads.values()) if (s !== "retiring") n += 1;
+    return n;
+  }
+
+  want() {
+    if (this.paused || !this.registered) return 0;
+    return Math.min(this.cap, PER_THREAD * this.readyThreads());
+  }
+
+  outstanding() {
+    let running = 0;
+    for (const r of this.running.values()) if (r.epoch === this.epoch) running += 1;
+    return this.pending + this.queue.length + running;
+  }
+
+  /** A Web Worker finished warming up and can take tasks. */
+  addThread(i) {
+    this.threads.set(i, "idle");
+    this.pump();
+  }
+
+  /**
+   * Stop using thread `i`. Returns true when it can be terminated now; otherwise it is
+   * retired (the caller is told through `retire`) once its current task is done.
+   */
+  removeThread(i) {
+    const state = this.threads.get(i);
+    if (state === undefined) return true;
+    if (state === "busy") {
+      this.threads.set(i, "retiring");
+      return false;
+    }
+    this.threads.delete(i);
+    return true;
+  }
+
+  setPaused(paused) {
+    this.paused = paused;
+    this.pump();
+    this.onChange();
+  }
+
+  /** Paused with nothing computing and no result waiting for its acknowledgement. */
+  quiescent() {
+    return this.running.size === 0 && this.awaitingAck.size === 0;
+  }
+
+  /** Work this connection still holds or has asked for (released by reconnecting). */
+  holdsWork() {
+    return this.pending > 0 || this.queue.length > 0;
+  }
+
+  connected() {
+    this.epoch += 1;
+    this.registered = false;
+  }
+
+  registeredNow() {
+    this.registered = true;
+    this.pump();
+  }
+
+  /** The connection is gone: the server releases its leases and forgets its requests. */
+  disconnected() {
+    this.registered = false;
+    this.epoch += 1;
+    this.pending = 0;
+    this.queue = [];
+    this.awaitingAck.clear();
+    this.onChange();
+  }
+
+  taskAssigned(task) {
+    this.pending = Math.max(0, this.pending - 1);
+    this.queue.push(task);
+    this.pump();
+  }
+
+  /** The server refused a request (`too_many_tasks`): it allows fewer; remember the limit. */
+  requestRefused() {
+    this.pending = Math.max(0, this.pending - 1);
+    this.cap = Math.max(1, Math.min(this.cap, this.outstanding()));
+    this.onChange();
+  }
+
+  taskCancelled(taskId) {
+    this.queue = this.queue.filter((t) => t.task_id !== taskId);
+    const r = this.running.get(taskId);
+    if (r) r.cancelled = true;
+    this.pump();
+  }
+
+  /**
+   * Thread `thread` finished a task. Returns what to do with the result:
+   * "sent" (emitted), or "dropped" (cancelled, or from a previous connection).
+   */
+  taskDone(thread, taskId, c, computeMs, flops) {
+    const r = this.running.get(taskId);
+    this.running.delete(taskId);
+    this.freeThread(thread);
+    let outcome = "dropped";
+    if (r && !r.cancelled && r.epoch === this.epoch && this.registered) {
+      this.emit("task_result", { task_id: taskId, c, compute_ms: computeMs });
+      this.awaitingAck.set(taskId, flops);
+      outcome = "sent";
+    }
+    this.pump();
+    return outcome;
+  }
+
+  /** Thread `thread` could not compute a task (bad input): the server re-queues it. */
+  taskError(thread, taskId, error) {
+    const r = this.running.get(taskId);
+    this.running.delete(taskId);
+    this.freeThread(thread);
+    if (r && !r.cancelled && r.epoch === this.epoch && this.registered) {
+      this.emit("task_failed", { task_id: taskId, error: String(error).slice(0, 500) });
+    }
+    this.pump();
+  }
+
+  /** result_ack: returns the flops of the acknowledged task (0 if unknown). */
+  resultAck(taskId) {
+    const flops = this.awaitingAck.get(taskId) ?? 0;
+    this.awaitingAck.delete(taskId);
+    this.onChange();
+    return flops;
+  }
+
+  freeThread(thread) {
+    const state = this.threads.get(thread);
+    if (state === "retiring") {
+      this.threads.delete(thread);
+      this.retire?.(thread);
+    } else if (state === "busy") {
+      this.threads.set(thread, "idle");
+    }
+  }
+
+  /** Hands queued tasks to idle threads, then tops up the open requests. */
+  pump() {
+    if (!this.paused) {
+      for (const [i, state] of this.threads) {
+        if (state !== "idle") continue;
+        const task = this.queue.shift();
+        if (!task) break;
+        this.threads.set(i, "busy");
+        this.running.set(task.task_id, { thread: i, task, epoch: this.epoch, cancelled: false });
+        this.currentJob = task.job_id;
+        this.dispatch(i, task);
+      }
+    }
+    while (this.outstanding() < this.want()) {
+      this.pending += 1;
+      this.emit("request_task");
+    }
+    this.onChange();
+  }
+}

@@ -1,0 +1,140 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { TaskPipeline, DEFAULT_CAP } from "../../src/volunteer/pipeline.js";
+
+function setup(opts = {}) {
+  const sent = [];
+  const dispatched = [];
+  const p = new TaskPipeline({
+    emit: (event, payload) => sent.push([event, payload]),
+    dispatch: (thread, task) => dispatched.push([thread, task.task_id]),
+    ...opts,
+  });
+  const requests = () => sent.filter(([e]) => e === "request_task").length;
+  return { p, sent, dispatched, requests };
+}
+
+const task = (id, job = "j1") => ({ task_id: id, job_id: job, dtype: "f32", m: 1, k: 1, n: 1 });
+
+function running(threads) {
+  const s = setup();
+  for (let i = 0; i < threads; i++) s.p.addThread(i);
+  s.p.connected();
+  s.p.registeredNow();
+  s.p.setPaused(false);
+  return s;
+}
+
+test("nothing is requested before start, registration and a ready thread", () => {
+  const { p, requests } = setup();
+  p.addThread(0);
+  p.connected();
+  p.registeredNow();
+  assert.equal(requests(), 0, "paused by default");
+  p.setPaused(false);
+  assert.equal(requests(), 2);
+});
+
+test("two tasks per thread stay requested or in hand", () => {
+  const { p, requests, dispatched } = running(3);
+  assert.equal(requests(), 6);
+  p.taskAssigned(task(1));
+  p.taskAssigned(task(2));
+  assert.deepEqual(dispatched, [[0, 1], [1, 2]]);
+  assert.equal(p.outstanding(), 6, "assignments replace requests, no new ones");
+  assert.equal(requests(), 6);
+  p.taskDone(0, 1, new ArrayBuffer(4), 5, 2);
+  assert.equal(requests(), 7, "a finished task is replaced at once");
+  assert.equal(p.outstanding(), 6);
+});
+
+test("a finished thread takes the next waiting task without a round trip", () => {
+  const { p, dispatched, sent } = running(1);
+  p.taskAssigned(task(1));
+  p.taskAssigned(task(2));
+  assert.deepEqual(dispatched, [[0, 1]]);
+  assert.equal(p.queue.length, 1);
+  assert.equal(p.taskDone(0, 1, new ArrayBuffer(4), 5, 2), "sent");
+  assert.deepEqual(dispatched, [[0, 1], [0, 2]]);
+  const result = sent.find(([e]) => e === "task_result")[1];
+  assert.equal(result.task_id, 1);
+  assert.equal(result.compute_ms, 5);
+  assert.ok(result.c instanceof ArrayBuffer);
+  assert.equal(p.resultAck(1), 2);
+});
+
+test("the server's limit caps the requests", () => {
+  const { p, requests } = running(12);
+  assert.equal(requests(), DEFAULT_CAP);
+  p.requestRefused();
+  assert.equal(p.cap, DEFAULT_CAP - 1);
+  assert.equal(p.pending, DEFAULT_CAP - 1);
+});
+
+test("pause stops requests and dispatching; the connection is then released", () => {
+  const { p, requests, dispatched } = running(1);
+  p.taskAssigned(task(1));
+  p.setPaused(true);
+  p.taskAssigned(task(2));
+  assert.equal(requests(), 2);
+  assert.equal(dispatched.length, 1);
+  assert.equal(p.quiescent(), false, "task 1 still computes");
+  p.taskDone(0, 1, new ArrayBuffer(4), 1, 1);
+  assert.equal(dispatched.length, 1, "task 2 is not started while paused");
+  assert.equal(requests(), 2, "no new request while paused");
+  p.resultAck(1);
+  assert.equal(p.quiescent(), true);
+  assert.equal(p.holdsWork(), true, "task 2 must be released by reconnecting");
+  p.disconnected();
+  p.connected();
+  p.registeredNow();
+  assert.equal(requests(), 2);
+  assert.equal(p.holdsWork(), false);
+  p.setPaused(false);
+  assert.equal(requests(), 4);
+});
+
+test("after a disconnection old results are dropped and requests start over", () => {
+  const { p, sent, requests } = running(1);
+  p.taskAssigned(task(1));
+  p.disconnected();
+  assert.equal(p.pending, 0);
+  p.connected();
+  p.registeredNow();
+  assert.equal(requests(), 4, "the stale task no longer counts: two new requests");
+  assert.equal(p.taskDone(0, 1, new ArrayBuffer(4), 1, 1), "dropped");
+  assert.equal(sent.filter(([e]) => e === "task_result").length, 0);
+  assert.equal(requests(), 4);
+});
+
+test("a cancelled task is dropped, queued or running", () => {
+  const { p, sent } = running(1);
+  p.taskAssigned(task(1));
+  p.taskAssigned(task(2));
+  p.taskCancelled(2);
+  assert.equal(p.queue.length, 0);
+  p.taskCancelled(1);
+  assert.equal(p.taskDone(0, 1, new ArrayBuffer(4), 1, 1), "dropped");
+  assert.equal(sent.filter(([e]) => e === "task_result").length, 0);
+});
+
+test("a task that fails in the kernel is reported for re-queuing", () => {
+  const { p, sent } = running(1);
+  p.taskAssigned(task(9));
+  p.taskError(0, 9, "bad shape");
+  assert.deepEqual(sent.find(([e]) => e === "task_failed")[1], { task_id: 9, error: "bad shape" });
+});
+
+test("fewer threads: an idle one goes now, a busy one after its task", () => {
+  const { p, requests } = running(2);
+  const retired = [];
+  p.retire = (i) => retired.push(i);
+  p.taskAssigned(task(1)); // to thread 0
+  assert.equal(p.removeThread(1), true);
+  assert.equal(p.removeThread(0), false);
+  assert.equal(p.readyThreads(), 0);
+  assert.equal(p.want(), 0);
+  p.taskDone(0, 1, new ArrayBuffer(4), 1, 1);
+  assert.deepEqual(retired, [0]);
+  assert.equal(requests(), 4, "no requests beyond what was asked before");
+});

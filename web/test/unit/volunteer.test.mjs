@@ -1,0 +1,83 @@
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { bandRows, restAfter, parseDuty, WINDOW_MS } from "../../src/volunteer/duty.js";
+import { detectFeatures, pickVariant } from "../../src/volunteer/features.js";
+import { SpeedMeter, VolunteerStats, taskFlops } from "../../src/volunteer/stats.js";
+import { verifySha256, toBase64, toHex } from "../../src/volunteer/wasm-loader.js";
+import { createHash } from "node:crypto";
+
+test("duty cycle: rest keeps the share, full duty never rests", () => {
+  assert.equal(restAfter(100, 1), 0);
+  assert.equal(restAfter(50, 0.5), 50);
+  assert.equal(restAfter(30, 0.25), 90);
+  assert.ok(Math.abs(restAfter(75, 0.75) - 25) < 1e-9);
+  for (const d of [0.25, 0.5, 0.75]) {
+    const busy = 40;
+    assert.ok(Math.abs(busy / (busy + restAfter(busy, d)) - d) < 1e-9);
+  }
+});
+
+test("duty values are clamped and unreadable ones mean full speed", () => {
+  assert.equal(parseDuty("0.5"), 0.5);
+  assert.equal(parseDuty("abc"), 1);
+  assert.equal(parseDuty(0), 1);
+  assert.equal(parseDuty(7), 1);
+  assert.equal(parseDuty(0.001), 0.05);
+});
+
+test("row bands fit the busy part of one window at the measured speed", () => {
+  // 1 GFLOP/s, k = n = 500: a row is 0.5 MFLOP = 0.5 ms; half of 150 ms holds 150 rows.
+  assert.equal(bandRows(1000, 500, 500, 1, 0.5), 150);
+  assert.equal(bandRows(100, 500, 500, 1, 0.5), 100); // never more than the tile
+  assert.equal(bandRows(1000, 100000, 1000, 1, 0.25), 1); // at least one row
+  assert.equal(bandRows(1000, 500, 500, 1, 1), 1000); // full duty: the whole tile at once
+  assert.equal(bandRows(1000, 500, 500, 0, 0.5), 8); // no measurement yet: small bands
+  const rows = bandRows(4096, 256, 256, 3, 0.75);
+  const busyMs = (taskFlops(rows, 256, 256) / 3e9) * 1000;
+  assert.ok(busyMs <= WINDOW_MS * 0.75 + 1e-9 && busyMs > WINDOW_MS * 0.7);
+});
+
+test("variant choice: fastest validated among those shipped", () => {
+  const all = ["relaxed", "simd", "scalar"];
+  assert.equal(pickVariant({ relaxed: true, simd: true }, all), "relaxed");
+  assert.equal(pickVariant({ relaxed: false, simd: true }, all), "simd");
+  assert.equal(pickVariant({ relaxed: false, simd: false }, all), "scalar");
+  assert.equal(pickVariant({ relaxed: true, simd: true }, ["simd", "scalar"]), "simd");
+  assert.equal(pickVariant({ relaxed: false, simd: false }, ["simd"]), null);
+});
+
+test("the probe modules are well-formed: Node's V8 validates the SIMD one", () => {
+  const f = detectFeatures();
+  assert.equal(f.simd, true);
+  assert.equal(typeof f.relaxed, "boolean");
+  assert.deepEqual(detectFeatures({ validate: () => false }), { simd: false, relaxed: false });
+  assert.deepEqual(detectFeatures(null), { simd: false, relaxed: false });
+});
+
+test("speed meter: first sample, then an exponential average", () => {
+  const m = new SpeedMeter(0.5);
+  assert.equal(m.add(2e9, 1000), 2);
+  assert.equal(m.add(4e9, 1000), 3);
+  m.add(1e9, 0); // ignored
+  assert.equal(m.samples, 2);
+  const s = new VolunteerStats();
+  s.recordCompute(0, 1e9, 1000);
+  s.recordCompute(1, 3e9, 1000);
+  assert.equal(s.perThreadGflops(), 2);
+  assert.equal(s.totalGflops(2), 4);
+  s.recordAck(true, 10);
+  s.recordAck(false, 10);
+  assert.equal(s.accepted, 1);
+  assert.equal(s.refused, 1);
+  assert.equal(s.flops, 10);
+});
+
+test("integrity: the digest must match the manifest", async () => {
+  const bytes = new TextEncoder().encode("\0asm fake module");
+  const hex = createHash("sha256").update(bytes).digest("hex");
+  assert.equal(await verifySha256(bytes, hex), true);
+  await assert.rejects(verifySha256(bytes, "00".repeat(32)), /integrity check/);
+  assert.equal(await verifySha256(bytes, hex, null), false); // no crypto.subtle: SRI only
+  assert.equal(toBase64(new Uint8Array([0xff, 0, 1])), "/wAB");
+  assert.equal(toHex(new Uint8Array([0xab, 1])), "ab01");
+});
