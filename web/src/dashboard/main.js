@@ -193,7 +193,7 @@ async function selectJob(id) {
 
 function cellSize() {
   const width = Math.min(640, $("detail").clientWidth - 32 || 300);
-  return Math.max(2, Math.min(28, Math.floor(width / Math.max(selected.tileCols, 1))));
+  return Math.max(2, Math.min(40, Math.floor(width / Math.max(selected.tileCols, 1))));
 }
 
 function drawTiles() {

@@ -1,0 +1,173 @@
+// Browser tests of the volunteer page and the dashboard against the real server: a volunteer
+// computes a job submitted through the dashboard, the product downloads correctly, pause
+// stops the requests, and a server restart is survived. Screenshots go to test-output/web/.
+
+import { describe, test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import {
+  startServer, launchBrowser, waitFor, getJson, referenceProduct, tempDir, cleanup, OUTPUT, WEB_DIR,
+} from "./helpers.mjs";
+import { encodeNpy, decodeNpy } from "../../src/common/npy.js";
+import { randomMatrix } from "../../src/common/random.js";
+
+// Whatever happens, this process ends: a hung browser must not hang CI.
+setTimeout(() => {
+  console.error("browser tests: global time limit reached");
+  process.exit(1);
+}, 8 * 60_000).unref();
+
+const T = { timeout: 120_000 };
+
+describe("volunteer page and dashboard in Chromium", { timeout: 7 * 60_000 }, () => {
+  let dir, dbPath, server, browser, context, volunteer, dashboard;
+  const pageErrors = [];
+
+  const snapshot = () => volunteer.evaluate(() => globalThis.brainVolunteer.snapshot());
+  const job = (id) => getJson(`${server.url}/api/jobs/${id}`);
+  const submitJson = (body) =>
+    getJson(`${server.url}/api/jobs`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify(body),
+    });
+  const matrixJson = (rows, cols, seed) => {
+    const d = randomMatrix(rows, cols, "f64", seed);
+    return Array.from({ length: rows }, (_, i) => Array.from(d.subarray(i * cols, (i + 1) * cols)));
+  };
+
+  before(async () => {
+    dir = tempDir();
+    dbPath = join(dir, "brain.db");
+    server = await startServer({ dbPath });
+    browser = await launchBrowser();
+    context = await browser.newContext({ viewport: { width: 1280, height: 900 }, acceptDownloads: true });
+    for (const p of [(volunteer = await context.newPage()), (dashboard = await context.newPage())]) {
+      p.on("pageerror", (e) => pageErrors.push(String(e)));
+    }
+  });
+
+  after(async () => {
+    await browser?.close().catch(() => {});
+    await server?.kill();
+    if (dir) cleanup(dir);
+  });
+
+  test("the volunteer starts two compute threads on the fastest kernel", T, async () => {
+    await volunteer.goto(server.url + "/");
+    assert.equal(await volunteer.textContent("#phase"), "Not started: nothing runs until you press start.");
+    await volunteer.selectOption("#threads", "2");
+    await volunteer.click("#start");
+    const s = await waitFor(async () => {
+      const s = await snapshot();
+      return s.registered && s.threads === 2 && s;
+    }, "two ready threads and a registration");
+    // Chromium validates relaxed SIMD: the page must pick the fastest build that was shipped.
+    const shipped = Object.keys(JSON.parse(readFileSync(join(WEB_DIR, "wasm-manifest.json"), "utf8")).variants);
+    assert.equal(s.variant, ["relaxed", "simd", "scalar"].find((v) => shipped.includes(v)));
+    await waitFor(async () => /checked by SRI \+ SHA-256/.test(await volunteer.textContent("#kernel")), "the kernel line", 5000);
+    assert.equal(await volunteer.textContent("#start"), "Pause");
+    assert.equal(await volunteer.evaluate(() => localStorage.getItem("brain.threads")), "2");
+    assert.ok(s.pending >= 4, `keeps two requests per thread open (${s.pending})`);
+    await waitFor(async () => (await volunteer.textContent("#grid-workers")) === "1", "grid stats");
+  });
+
+  test("a job submitted on the dashboard is computed here and downloads correctly", T, async () => {
+    const [m, k, n] = [150, 70, 130];
+    const a = randomMatrix(m, k, "f32", 11);
+    const b = randomMatrix(k, n, "f32", 12);
+    await dashboard.goto(server.url + "/dashboard");
+    await dashboard.setInputFiles("#file-a", { name: "a.npy", mimeType: "application/octet-stream", buffer: Buffer.from(encodeNpy(a, m, k)) });
+    await dashboard.setInputFiles("#file-b", { name: "b.npy", mimeType: "application/octet-stream", buffer: Buffer.from(encodeNpy(b, k, n)) });
+    await dashboard.fill("#tile", "64");
+    await dashboard.fill("#job-name", "uneven");
+    await dashboard.click("#submit");
+    await dashboard.waitForSelector("#submit-status:has-text('submitted: 9 tiles')", { timeout: 20_000 });
+    const row = dashboard.locator("li.job", { hasText: "uneven" });
+    await row.locator("button[data-action=show]").click();
+    await row.and(dashboard.locator("[data-status=done]")).waitFor({ timeout: 60_000 });
+    await waitFor(async () => /9 done/.test(await dashboard.textContent("#detail-summary")), "the tile picture to fill in", 10_000);
+    const [download] = await Promise.all([
+      dashboard.waitForEvent("download", { timeout: 20_000 }),
+      row.locator("button[data-action=download]").click(),
+    ]);
+    const c = decodeNpy(readFileSync(await download.path()));
+    assert.equal(c.dtype, "f32");
+    assert.deepEqual([c.rows, c.cols], [m, n]);
+    const want = referenceProduct(a, b, m, k, n);
+    let worst = 0;
+    for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(c.data[i] - want[i]) / (1 + Math.abs(want[i])));
+    assert.ok(worst < 1e-4, `largest relative error ${worst}`);
+    const s = await snapshot();
+    assert.ok(s.accepted >= 9, `this browser computed the tiles (${s.accepted} accepted)`);
+    console.log(`# measured ${s.gflopsPerThread.toFixed(2)} GFLOP/s per thread (${s.variant})`);
+    await dashboard.screenshot({ path: join(OUTPUT, "dashboard.png"), fullPage: true });
+  });
+
+  test("random matrices generated on the dashboard make a job that finishes", T, async () => {
+    await dashboard.check("input[name=source][value=random]");
+    await dashboard.fill("#rand-m", "100");
+    await dashboard.fill("#rand-k", "33");
+    await dashboard.fill("#rand-n", "77");
+    await dashboard.selectOption("#rand-dtype", "f64");
+    await dashboard.fill("#tile", "40");
+    await dashboard.fill("#job-name", "random-f64");
+    await dashboard.click("#submit");
+    const row = dashboard.locator("li.job", { hasText: "random-f64" });
+    await row.and(dashboard.locator("[data-status=done]")).waitFor({ timeout: 60_000 });
+    assert.match(await row.textContent(), /100×33 · 33×77 f64/);
+  });
+
+  test("pause stops requesting work; resume picks it up", T, async () => {
+    await volunteer.bringToFront(); // a background tab does not repaint
+    await volunteer.click("#start"); // Pause
+    const paused = await waitFor(async () => {
+      const s = await snapshot();
+      return s.phase === "paused" && s.registered && s.pending === 0 && s.queued === 0 && s.computing === 0 && s;
+    }, "a quiet, registered, paused page");
+    await waitFor(async () => (await volunteer.textContent("#start")) === "Resume", "the button to offer resuming", 5000);
+    const created = await submitJson({ a: matrixJson(20, 10, 1), b: matrixJson(10, 20, 2), dtype: "f64", tile: 8, name: "while-paused" });
+    await new Promise((r) => setTimeout(r, 3000));
+    const s = await snapshot();
+    assert.equal(s.requestsSent, paused.requestsSent, "no request_task while paused");
+    assert.equal(s.accepted, paused.accepted);
+    assert.equal((await job(created.id)).tasks_done, 0);
+    await volunteer.click("#start"); // Resume
+    await waitFor(async () => (await job(created.id)).status === "done", "the job to finish after resuming", 60_000);
+  });
+
+  test("a server restart is survived by reconnecting", T, async () => {
+    const port = server.port;
+    await server.kill("SIGKILL");
+    await waitFor(async () => !(await snapshot()).connected, "the page to notice", 30_000);
+    server = await startServer({ dbPath, port });
+    await waitFor(async () => {
+      const s = await snapshot();
+      return s.connected && s.registered;
+    }, "reconnection and registration", 30_000);
+    const created = await submitJson({ a: matrixJson(30, 12, 3), b: matrixJson(12, 25, 4), tile: 16, name: "after-restart" });
+    await waitFor(async () => (await job(created.id)).status === "done", "the job to finish after the restart", 60_000);
+    assert.match(await volunteer.textContent("#connection"), /connected/);
+  });
+
+  test("screenshots: both pages on a desktop and a phone", T, async () => {
+    await volunteer.screenshot({ path: join(OUTPUT, "volunteer.png"), fullPage: true });
+    const phone = await browser.newContext({ viewport: { width: 390, height: 844 }, deviceScaleFactor: 1, isMobile: true, hasTouch: true });
+    try {
+      const p = await phone.newPage();
+      await p.goto(server.url + "/");
+      await p.screenshot({ path: join(OUTPUT, "volunteer-phone.png"), fullPage: true });
+      const overflow = await p.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      assert.ok(overflow <= 0, `volunteer page is ${overflow}px wider than a phone`);
+      await p.goto(server.url + "/dashboard");
+      await p.locator("li.job").first().waitFor({ timeout: 10_000 });
+      await p.screenshot({ path: join(OUTPUT, "dashboard-phone.png"), fullPage: true });
+      const overflow2 = await p.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      assert.ok(overflow2 <= 0, `dashboard is ${overflow2}px wider than a phone`);
+    } finally {
+      await phone.close();
+    }
+    assert.deepEqual(pageErrors, [], "no uncaught errors on either page");
+  });
+});
