@@ -395,7 +395,7 @@ function render() {
   }[ui.phase];
   $("phase").textContent = ui.quarantined ? `Stopped by the server: ${ui.quarantined}` : phaseText;
   $("phase").dataset.phase = ui.phase;
-  $("connection").textContent = ui.socketless ? "–" : socket ? ui.connection : "not connected";
+  $("connection").textContent = socket ? ui.connection : "not connected";
   $("connection").dataset.state = socket?.connected ? "connected" : "disconnected";
   $("server-shown").textContent = settings.server;
   $("kernel").textContent = ui.kernel

@@ -101,6 +101,11 @@ describe("volunteer page and dashboard in Chromium", { timeout: 7 * 60_000 }, ()
     assert.ok(worst < 1e-4, `largest relative error ${worst}`);
     const s = await snapshot();
     assert.ok(s.accepted >= 9, `this browser computed the tiles (${s.accepted} accepted)`);
+    // The volunteer's tab is behind the dashboard's: if the browser says it is hidden, the
+    // server must have been told.
+    if ((await volunteer.evaluate(() => document.visibilityState)) === "hidden") {
+      await waitFor(async () => (await getJson(`${server.url}/api/workers`))[0]?.visible === false, "worker_status visible=false", 5000);
+    }
     console.log(`# measured ${s.gflopsPerThread.toFixed(2)} GFLOP/s per thread (${s.variant})`);
     await dashboard.screenshot({ path: join(OUTPUT, "dashboard.png"), fullPage: true });
   });
@@ -133,8 +138,16 @@ describe("volunteer page and dashboard in Chromium", { timeout: 7 * 60_000 }, ()
     assert.equal(s.requestsSent, paused.requestsSent, "no request_task while paused");
     assert.equal(s.accepted, paused.accepted);
     assert.equal((await job(created.id)).tasks_done, 0);
+    // Resume at half the CPU share with one thread: tiles are then computed in row bands.
+    await volunteer.check("#duty-50");
+    await volunteer.selectOption("#threads", "1");
     await volunteer.click("#start"); // Resume
+    await waitFor(async () => (await snapshot()).threads === 1, "one thread", 10_000);
     await waitFor(async () => (await job(created.id)).status === "done", "the job to finish after resuming", 60_000);
+    assert.equal(await volunteer.evaluate(() => localStorage.getItem("brain.duty")), "0.5");
+    await volunteer.check("#duty-100");
+    await volunteer.selectOption("#threads", "2");
+    await waitFor(async () => (await snapshot()).threads === 2, "two threads again", 20_000);
   });
 
   test("a server restart is survived by reconnecting", T, async () => {
