@@ -384,7 +384,6 @@ function render() {
   const running = ui.phase === "running";
   const button = $("start");
   button.textContent = { idle: "Start contributing", loading: "Loading…", running: "Pause", paused: "Resume", error: "Try again" }[ui.phase];
-  button.setAttribute("aria-pressed", String(running));
   button.disabled = ui.phase === "loading";
   const phaseText = {
     idle: "Not started: nothing runs until you press start.",

@@ -144,6 +144,13 @@ describe("volunteer page and dashboard in Chromium", { timeout: 7 * 60_000 }, ()
     assert.equal(s.requestsSent, paused.requestsSent, "no request_task while paused");
     assert.equal(s.accepted, paused.accepted);
     assert.equal((await job(created.id)).tasks_done, 0);
+    // Meanwhile, a job cancelled from the dashboard stops for good.
+    const doomed = await submitJson({ a: matrixJson(16, 4, 5), b: matrixJson(4, 16, 6), tile: 4, name: "to-cancel" });
+    const row = dashboard.locator("li.job", { hasText: "to-cancel" });
+    dashboard.once("dialog", (d) => d.accept());
+    await row.locator("button[data-action=cancel]").click({ timeout: 10_000 });
+    await row.and(dashboard.locator("[data-status=cancelled]")).waitFor({ timeout: 10_000 });
+    assert.equal((await job(doomed.id)).status, "cancelled");
     // Resume at half the CPU share with one thread: tiles are then computed in row bands.
     await volunteer.check("#duty-50");
     await volunteer.selectOption("#threads", "1");
