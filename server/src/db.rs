@@ -673,6 +673,19 @@ pub struct WorkerRecord {
 const WORKER_COLUMNS: &str = "id, tasks_done, tasks_failed, refused, timed_out, disconnected, \
      consecutive_verified, quarantine_reason";
 
+/// Grid-wide totals: `(results refused, re-leases)`. A re-lease is a lease handed out for a
+/// tile beyond its first.
+pub async fn totals(pool: &Pool) -> Result<(i64, i64), sqlx::Error> {
+    let refused: (i64,) = sqlx::query_as("SELECT COALESCE(SUM(refused), 0) FROM workers")
+        .fetch_one(pool)
+        .await?;
+    let releases: (i64,) =
+        sqlx::query_as("SELECT COALESCE(SUM(MAX(attempts - 1, 0)), 0) FROM tasks")
+            .fetch_one(pool)
+            .await?;
+    Ok((refused.0, releases.0))
+}
+
 /// Registers a connection: the worker whose token hash matches, or a new worker.
 pub async fn register_worker(
     pool: &Pool,

@@ -59,7 +59,14 @@ async fn status(State(state): State<AppState>) -> Result<Json<Value>> {
         map
     };
     let (tasks_per_sec, gflops) = state.stats.throughput();
+    let (refused, re_leases) = db::totals(&state.db).await?;
+    let (verified, verify_time) = state.stats.verification();
     Ok(Json(json!({
+        "results_refused": refused,
+        "re_leases": re_leases,
+        "duplicates": state.stats.duplicates(),
+        "results_checked": verified,
+        "verification_ms_total": verify_time.as_secs_f64() * 1000.0,
         "name": "distributed-brain",
         "version": env!("CARGO_PKG_VERSION"),
         "uptime_s": state.started.elapsed().as_secs_f64(),

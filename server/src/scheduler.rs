@@ -42,11 +42,6 @@ impl Scheduler {
         self.lock().retain(|w| w.socket.id != sid);
     }
 
-    /// Requests a connection has waiting.
-    pub fn requests_of(&self, sid: Sid) -> usize {
-        self.lock().iter().filter(|w| w.socket.id == sid).count()
-    }
-
     /// Requests waiting for a task.
     pub fn waiting(&self) -> usize {
         self.lock().len()
@@ -222,6 +217,7 @@ async fn deliver_as(
     };
     state.workers.with(waiter.socket.id, |w| {
         w.leases.insert(claimed.id, lease);
+        w.requested = w.requested.saturating_sub(1);
     });
     if let Err(e) = waiter.socket.emit("task_assigned", &payload) {
         state
@@ -239,6 +235,10 @@ pub async fn sweep_loop(state: AppState) {
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
+        // Starved requests are retried as leases age: a slow lease may now be worth a copy.
+        if state.scheduler.waiting() > 0 {
+            state.scheduler.wake();
+        }
         match db::expire_leases(&state.db).await {
             Ok(expired) if !expired.is_empty() => {
                 tracing::info!(count = expired.len(), "leases expired; tasks re-queued");

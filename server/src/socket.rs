@@ -298,6 +298,7 @@ async fn register(
             visible: true,
             on_battery: false,
             leases: Default::default(),
+            requested: 0,
             gflops: 0.0,
         },
     );
@@ -367,8 +368,15 @@ fn request_task(state: &AppState, socket: SocketRef) {
         );
         return protocol_error(&socket, "quarantined", reason.clone());
     }
-    let held = worker.leases.len() + state.scheduler.requests_of(socket.id);
     let max = state.config.limits.max_tasks_per_worker;
+    let held = state.workers.with(socket.id, |w| {
+        let held = w.leases.len() + w.requested;
+        if held < max {
+            w.requested += 1;
+        }
+        held
+    });
+    let held = held.unwrap_or(max);
     if held >= max {
         return protocol_error(
             &socket,
@@ -453,6 +461,7 @@ async fn task_result(state: AppState, socket: SocketRef, data: TryData<TaskResul
             ..
         }) => {
             ack(true, None);
+            scheduler::cancel_copies(&state, task_id, socket.id);
             let flops = state
                 .inputs
                 .get(&state.db, &job_id)

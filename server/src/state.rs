@@ -55,6 +55,9 @@ pub struct WorkerInfo {
     pub on_battery: bool,
     /// Tasks delivered to this connection and not yet answered.
     pub leases: HashMap<i64, Lease>,
+    /// `request_task`s waiting for a task. With `leases`, bounded by the tasks-per-worker
+    /// limit; both change under the registry lock, so concurrent requests cannot overshoot.
+    pub requested: usize,
     /// Recent speed from reported compute times (exponential average), in GFLOP/s.
     pub gflops: f64,
 }

@@ -229,22 +229,39 @@ export async function downloadNpy(url, id, headers = {}) {
 // --- workers --------------------------------------------------------------------------------
 
 /**
- * A worker that serves tasks with a plain triple loop. `inFlight` requests are kept open;
- * `behaviour` can make it misbehave: { holdFirst: true } keeps the first task and never
- * answers, { failAll: "msg" } reports every task as failed, { delayMs } waits before answering.
+ * A worker that serves tasks with a plain triple loop. `inFlight` requests are kept open.
+ * It keeps the token from `registration_ack` and presents it when it reconnects, as the page
+ * does, and heartbeats at the interval the server asks for. `behaviour` makes it misbehave:
+ *   { holdFirst: true }   keeps its first task and never answers it
+ *   { holdAll: true }     never answers any task (and never heartbeats)
+ *   { failAll: "msg" }    reports every task as failed
+ *   { lie: "perturb" | "zeros" | "shape" }  returns wrong results
+ *   { delayMs }           waits before answering
+ *   { heartbeat: false }  sends no heartbeats
  */
 export async function startWorker(t, url, { name = "w", inFlight = 2, behaviour = {}, reconnection = false } = {}) {
-  const socket = connect(url, { reconnection });
-  const stats = { assigned: 0, accepted: 0, refused: 0, reasons: [], tasks: [] };
-  const w = { socket, stats, held: [] };
-  socket.on("registration_ack", () => {
-    for (let i = 0; i < inFlight; i++) socket.emit("request_task");
+  const socket = connect(url, { reconnection, reconnectionDelay: 200, reconnectionDelayMax: 1000 });
+  const stats = { assigned: 0, accepted: 0, refused: 0, reasons: [], tasks: [], cancelled: [], quarantined: null, registrations: 0 };
+  const w = { socket, stats, held: [], token: undefined, workerId: undefined };
+  let beat;
+  socket.on("registration_ack", (ack) => {
+    stats.registrations++;
+    w.token = ack.token;
+    w.workerId = ack.worker_id;
+    clearInterval(beat);
+    if (behaviour.heartbeat !== false && !behaviour.holdAll)
+      beat = setInterval(() => socket.emit("heartbeat"), ack.heartbeat_interval_ms);
+    if (ack.quarantined) stats.quarantined = ack.quarantined;
+    else for (let i = 0; i < inFlight; i++) socket.emit("request_task");
   });
-  socket.on("connect", () => socket.emit("register_worker", { name, threads: 1 }));
+  socket.on("disconnect", () => clearInterval(beat));
+  socket.on("quarantined", ({ reason }) => (stats.quarantined = reason));
+  socket.on("task_cancelled", ({ task_id }) => stats.cancelled.push(task_id));
+  socket.on("connect", () => socket.emit("register_worker", { name, threads: 1, token: w.token }));
   socket.on("task_assigned", async (task) => {
     stats.assigned++;
     stats.tasks.push(task.task_id);
-    if (behaviour.holdFirst && w.held.length === 0) {
+    if (behaviour.holdAll || (behaviour.holdFirst && w.held.length === 0)) {
       w.held.push(task);
       return;
     }
@@ -254,9 +271,13 @@ export async function startWorker(t, url, { name = "w", inFlight = 2, behaviour 
       return;
     }
     if (behaviour.delayMs) await new Promise((r) => setTimeout(r, behaviour.delayMs));
+    if (stats.cancelled.includes(task.task_id)) return socket.emit("request_task");
     const a = fromBytes(task.dtype, task.a);
     const b = fromBytes(task.dtype, task.b);
-    const c = matmul(a, b, task.m, task.k, task.n);
+    let c = matmul(a, b, task.m, task.k, task.n);
+    if (behaviour.lie === "perturb") c[Math.floor(c.length / 2)] += 1;
+    if (behaviour.lie === "zeros") c = new Float64Array(c.length);
+    if (behaviour.lie === "shape") c = c.subarray(0, Math.max(1, c.length - 1));
     socket.emit("task_result", { task_id: task.task_id, c: toBytes(task.dtype, c), compute_ms: 1 });
   });
   socket.on("result_ack", (ack) => {
@@ -265,9 +286,13 @@ export async function startWorker(t, url, { name = "w", inFlight = 2, behaviour 
       stats.refused++;
       stats.reasons.push(ack.reason);
     }
-    socket.emit("request_task");
+    if (!stats.quarantined) socket.emit("request_task");
   });
-  t?.after(() => socket.close());
+  w.stop = () => {
+    clearInterval(beat);
+    socket.close();
+  };
+  t?.after(() => w.stop());
   await once(socket, "registration_ack");
   return w;
 }

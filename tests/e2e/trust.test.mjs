@@ -1,0 +1,165 @@
+// Trust nobody: a mixed crowd of honest, flaky and dishonest workers, and a server killed
+// mid-job, must still give the exact product; liars are quarantined, honest workers never.
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import {
+  api, assertClose, connect, downloadNpy, matmul, once, randomMatrix, registered, rowsOf,
+  startServer, startWorker, toBytes, waitForJob,
+} from "./helpers.mjs";
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+async function submit(url, m, k, n, tile, seed = 1) {
+  const a = randomMatrix(m, k, seed);
+  const b = randomMatrix(k, n, seed + 1);
+  const res = await api(url, "/api/jobs", { method: "POST", body: { a: rowsOf(a, m, k), b: rowsOf(b, k, n), tile } });
+  assert.equal(res.status, 201, res.text);
+  return { id: res.json.id, want: matmul(a, b, m, k, n), k, tasks: res.json.tasks_total };
+}
+
+test("a mixed crowd and a SIGKILLed server still give the exact product", async (t) => {
+  const env = { LEASE_MS: "1500", MAX_EVENTS_PER_SEC: "300" };
+  let server = await startServer(t, { env });
+  const { port, dbPath } = server;
+  const job = await submit(server.url, 160, 32, 160, 8, 11); // 400 tiles
+  assert.equal(job.tasks, 400);
+
+  const opts = (name, behaviour = {}, inFlight = 2) => ({ name, behaviour, inFlight, reconnection: true });
+  const honest = await Promise.all([1, 2, 3].map((i) => startWorker(t, server.url, opts(`honest-${i}`, { delayMs: 20 }))));
+  const liars = await Promise.all([
+    startWorker(t, server.url, opts("liar-perturb", { lie: "perturb" })),
+    startWorker(t, server.url, opts("liar-zeros", { lie: "zeros" })),
+    startWorker(t, server.url, opts("liar-shape", { lie: "shape" })),
+  ]);
+  const silent = await startWorker(t, server.url, opts("silent", { holdAll: true }));
+
+  // A worker that takes a task and leaves, over and over.
+  let quitting = true;
+  const quitters = (async () => {
+    let left = 0;
+    while (quitting) {
+      const s = connect(`http://127.0.0.1:${port}`);
+      try {
+        await once(s, "connect", 3000);
+        s.emit("register_worker", { name: "quitter" });
+        await once(s, "registration_ack", 3000);
+        s.emit("request_task");
+        await once(s, "task_assigned", 3000);
+        left++;
+      } catch {
+        // The server may be down for its restart; try again.
+      }
+      s.close();
+      await sleep(100);
+    }
+    return left;
+  })();
+
+  // A worker that floods the server with events: told, then disconnected.
+  const { socket: flooder } = await registered(t, server.url, { name: "flooder" });
+  const limited = new Promise((res) => flooder.on("protocol_error", (e) => e.code === "rate_limited" && res(e)));
+  const gone = once(flooder, "disconnect", 5000);
+  for (let i = 0; i < 2000; i++) flooder.emit("heartbeat");
+  assert.match((await limited).message, /more than 300 events per second/);
+  await gone;
+
+  // Kill the server with SIGKILL a third of the way through, and bring it back.
+  while ((await api(server.url, `/api/jobs/${job.id}`)).json.tasks_done < 130) await sleep(50);
+  await server.kill("SIGKILL");
+  server = await startServer(t, { dbPath, port, env });
+  const afterRestart = (await api(server.url, `/api/jobs/${job.id}`)).json;
+  assert.ok(afterRestart.tasks_done >= 130, "accepted results survived the kill");
+
+  const done = await waitForJob(server.url, job.id, { ms: 90000 });
+  quitting = false;
+  const quitterTasks = await quitters;
+  assert.equal(done.tasks_done, 400);
+  assertClose((await downloadNpy(server.url, job.id)).data, job.want, job.k);
+
+  // Every liar is quarantined; no honest worker is, and none was ever refused.
+  for (const liar of liars) {
+    const deadline = Date.now() + 5000;
+    while (!liar.stats.quarantined && Date.now() < deadline) await sleep(50);
+    assert.ok(liar.stats.quarantined, `${liar.socket.id} quarantined`);
+    assert.ok(liar.stats.refused >= 3, "liars were refused");
+  }
+  const workers = (await api(server.url, "/api/workers")).json;
+  for (const w of workers) {
+    const liar = w.name.startsWith("liar");
+    assert.equal(w.reputation.quarantined, liar, `${w.name}: ${JSON.stringify(w.reputation)}`);
+    if (w.name.startsWith("honest")) assert.equal(w.reputation.refused, 0);
+  }
+  assert.ok(honest.every((h) => h.stats.refused === 0 || h.stats.reasons.every((r) => !/verification/.test(r))));
+  const status = (await api(server.url, "/api/status")).json;
+  console.log(
+    `crowd figures: tiles ${done.tasks_total}, refused results ${status.results_refused}, ` +
+      `re-leases ${status.re_leases}, duplicates (since restart) ${status.duplicates}, ` +
+      `quitter leases abandoned ${quitterTasks}, silent tasks held ${silent.stats.assigned}, ` +
+      `server restarts survived 1`,
+  );
+  assert.ok(status.re_leases > 0, "abandoned and expired tasks were leased again");
+});
+
+test("a worker that heartbeats but never answers is overtaken by a duplicate near the end", async (t) => {
+  const server = await startServer(t, { env: { LEASE_MS: "60000" } });
+  const job = await submit(server.url, 8, 8, 8, 4, 21); // 4 tiles
+  const slow = await startWorker(t, server.url, { name: "slow", inFlight: 1, behaviour: { holdFirst: true } });
+  const fast = await startWorker(t, server.url, { name: "fast", inFlight: 1 });
+  await waitForJob(server.url, job.id, { ms: 20000 });
+  const held = slow.held[0].task_id;
+  assert.ok(fast.stats.tasks.includes(held), "the fast worker got a copy of the held tile");
+  const deadline = Date.now() + 3000;
+  while (!slow.stats.cancelled.includes(held) && Date.now() < deadline) await sleep(20);
+  assert.deepEqual(slow.stats.cancelled, [held], "the slow worker was told to stop");
+  assert.equal((await api(server.url, "/api/status")).json.duplicates, 1);
+  assertClose((await downloadNpy(server.url, job.id)).data, job.want, job.k);
+});
+
+test("limits: connections per address, tasks per worker, job size; others are unaffected", async (t) => {
+  const server = await startServer(t, {
+    env: { MAX_CONNECTIONS_PER_IP: "3", MAX_TASKS_PER_WORKER: "2", MAX_JOB_ELEMENTS: "1000" },
+  });
+  const { socket } = await registered(t, server.url, { name: "greedy" });
+  await registered(t, server.url, { name: "second" });
+  const job = await submit(server.url, 10, 10, 10, 2);
+  for (let i = 0; i < 2; i++) socket.emit("request_task");
+  const tooMany = once(socket, "protocol_error");
+  socket.emit("request_task");
+  const err = await tooMany;
+  assert.equal(err.code, "too_many_tasks");
+  assert.match(err.message, /limit 2/);
+
+  const third = connect(server.url);
+  t.after(() => third.close());
+  await once(third, "connect");
+  const fourth = connect(server.url);
+  t.after(() => fourth.close());
+  const refused = await once(fourth, "connect_error");
+  assert.match(refused.message, /more than 3 connections/);
+
+  const big = await api(server.url, "/api/jobs", {
+    method: "POST",
+    body: { a: rowsOf(randomMatrix(20, 20), 20, 20), b: rowsOf(randomMatrix(20, 20), 20, 20) },
+  });
+  assert.equal(big.status, 413);
+  assert.match(big.json.error, /limit is 1000/);
+
+  socket.close();
+  third.close();
+  await sleep(200);
+  await startWorker(t, server.url, { name: "honest" });
+  await waitForJob(server.url, job.id);
+  assertClose((await downloadNpy(server.url, job.id)).data, job.want, job.k);
+});
+
+test("a worker token brings back the same worker and its record", async (t) => {
+  const server = await startServer(t);
+  const first = await registered(t, server.url, { name: "tab" });
+  assert.match(first.ack.token, /^[0-9a-f]{48}$/);
+  first.socket.close();
+  const again = await registered(t, server.url, { name: "tab", token: first.ack.token });
+  assert.equal(again.ack.worker_id, first.ack.worker_id);
+  const fresh = await registered(t, server.url, { name: "tab", token: "not-a-token-we-issued-0000000000000" });
+  assert.notEqual(fresh.ack.worker_id, first.ack.worker_id);
+});
