@@ -64,6 +64,9 @@ pub struct Config {
     pub app_env: AppEnv,
     /// Abuse limits (see `docs/security.md`).
     pub limits: Limits,
+    /// How long after a job ends its inputs and results are kept (`RETENTION_HOURS`,
+    /// fractional hours; 0 keeps them forever).
+    pub retention: Option<Duration>,
 }
 
 /// Limits that keep one client from hurting the others. Past one, the client gets a clear
@@ -120,6 +123,16 @@ impl Config {
                 "at least 1024",
             )?,
             max_task_failures: parse(&get, "MAX_TASK_FAILURES", 5, |v| *v >= 1, "at least 1")?,
+            retention: {
+                let hours: f64 = parse(
+                    &get,
+                    "RETENTION_HOURS",
+                    168.0,
+                    |h: &f64| h.is_finite() && *h >= 0.0,
+                    "hours ≥ 0",
+                )?;
+                (hours > 0.0).then(|| Duration::from_secs_f64(hours * 3600.0))
+            },
             limits: Limits {
                 max_message_bytes: parse(
                     &get,

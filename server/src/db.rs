@@ -259,7 +259,7 @@ pub async fn extend_leases(pool: &Pool, session: &str, lease_ms: i64) -> Result<
 }
 
 /// What became of a submitted result.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Completion {
     /// Stored; the job now has `tasks_done` of `tasks_total` and this status.
     Accepted {
@@ -269,6 +269,8 @@ pub enum Completion {
         tasks_done: i64,
         tasks_total: i64,
         job_status: String,
+        /// Seconds from submission to now (meaningful when the job is now done).
+        job_age_s: f64,
     },
     /// Not stored, with the reason told to the worker.
     Refused(String),
@@ -316,7 +318,7 @@ pub async fn complete_task(
         "UPDATE jobs SET tasks_done = tasks_done + 1, \
              status = CASE WHEN tasks_done + 1 >= tasks_total THEN 'done' ELSE status END, \
              finished_at = CASE WHEN tasks_done + 1 >= tasks_total THEN ?1 ELSE finished_at END \
-         WHERE id = ?2 RETURNING tasks_done, tasks_total, status",
+         WHERE id = ?2 RETURNING tasks_done, tasks_total, status, created_at",
     )
     .bind(now)
     .bind(&job_id)
@@ -338,6 +340,7 @@ pub async fn complete_task(
         tasks_done: job.get("tasks_done"),
         tasks_total: job.get("tasks_total"),
         job_status: job.get("status"),
+        job_age_s: (now - job.get::<i64, _>("created_at")) as f64 / 1000.0,
     })
 }
 
@@ -672,6 +675,66 @@ pub struct WorkerRecord {
 
 const WORKER_COLUMNS: &str = "id, tasks_done, tasks_failed, refused, timed_out, disconnected, \
      consecutive_verified, quarantine_reason";
+
+/// Notes the first download of a job's result.
+pub async fn mark_downloaded(pool: &Pool, job_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE jobs SET downloaded_at = ? WHERE id = ? AND downloaded_at IS NULL")
+        .bind(now_ms())
+        .bind(job_id)
+        .execute(pool)
+        .await
+        .map(|_| ())
+}
+
+/// When the job's data was removed by the retention policy, if it was.
+pub async fn purged_at(pool: &Pool, job_id: &str) -> Result<Option<i64>, sqlx::Error> {
+    let row: Option<(Option<i64>,)> = sqlx::query_as("SELECT purged_at FROM jobs WHERE id = ?")
+        .bind(job_id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.and_then(|r| r.0))
+}
+
+/// Removes the inputs and results of jobs that ended more than `retention_ms` ago; the jobs
+/// themselves stay listed. Returns how many jobs were purged.
+pub async fn purge_finished(pool: &Pool, retention_ms: i64) -> Result<u64, sqlx::Error> {
+    let now = now_ms();
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let ids: Vec<(String,)> = sqlx::query_as(
+        "SELECT id FROM jobs WHERE status IN ('done', 'failed', 'cancelled') \
+         AND purged_at IS NULL AND finished_at < ?",
+    )
+    .bind(now - retention_ms)
+    .fetch_all(&mut *tx)
+    .await?;
+    for (id,) in &ids {
+        sqlx::query("DELETE FROM job_inputs WHERE job_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE tasks SET result = NULL WHERE job_id = ? AND result IS NOT NULL")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE jobs SET purged_at = ? WHERE id = ?")
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(ids.len() as u64)
+}
+
+/// An online backup: a consistent copy of the database, taken while the server runs (WAL
+/// readers see one snapshot), written to `dest`, which must not exist.
+pub async fn backup(pool: &Pool, dest: &Path) -> Result<(), sqlx::Error> {
+    sqlx::query("VACUUM INTO ?")
+        .bind(dest.to_string_lossy().as_ref())
+        .execute(pool)
+        .await
+        .map(|_| ())
+}
 
 /// Grid-wide totals: `(results refused, re-leases)`. A re-lease is a lease handed out for a
 /// tile beyond its first.

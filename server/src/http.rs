@@ -31,9 +31,14 @@ pub fn router(state: AppState) -> Router {
         .route("/api/jobs/{id}/result", get(job_result))
         .route("/api/jobs/{id}/tiles", get(job_tiles))
         .route("/api/workers", get(workers))
+        .route("/metrics", get(crate::metrics::render))
         .route_service("/dashboard", ServeFile::new(web.join("dashboard.html")))
         .fallback_service(static_files)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            crate::metrics::track_http,
+        ))
         .with_state(state)
 }
 
@@ -126,6 +131,11 @@ struct Submission {
 
 async fn submit_job(State(state): State<AppState>, request: Request) -> Result<Response> {
     authorize(&state, request.headers())?;
+    if state.is_shutting_down() {
+        return Err(Error::Unavailable(
+            "the server is shutting down; submit again shortly".into(),
+        ));
+    }
     let content_type = request
         .headers()
         .get(header::CONTENT_TYPE)
@@ -329,7 +339,13 @@ async fn job_result(
         n: job.n as usize,
         tile: job.tile as usize,
     };
+    if db::purged_at(&state.db, &id).await?.is_some() {
+        return Err(Error::Gone(format!(
+            "the result of job {id} was removed by the retention policy (RETENTION_HOURS)"
+        )));
+    }
     let tiles = db::job_results(&state.db, &id).await?;
+    db::mark_downloaded(&state.db, &id).await?;
     // Assembling and encoding a large product is CPU work: off the async workers.
     let body = tokio::task::spawn_blocking(move || -> Result<Response> {
         let mut c = vec![0u8; plan.m * plan.n * dtype.size()];

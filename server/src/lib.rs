@@ -11,6 +11,7 @@ pub mod db;
 pub mod error;
 pub mod http;
 pub mod jobs;
+pub mod metrics;
 pub mod npy;
 pub mod protocol;
 pub mod scheduler;
@@ -67,6 +68,8 @@ pub async fn build(config: Config) -> Result<(Router, AppState), sqlx::Error> {
         stats: Arc::new(Stats::default()),
         pending_tiles: Default::default(),
         limits: Default::default(),
+        metrics: Default::default(),
+        shutting_down: Default::default(),
         started: Instant::now(),
     };
     // The namespace handler captures the state rather than using socketioxide's `with_state`:
@@ -112,12 +115,37 @@ pub async fn run(
         tokio::spawn(broadcast::broadcast_loop(state.clone())),
     ];
     let app = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let st = state.clone();
+    let graceful = async move {
+        shutdown.await;
+        // Stop handing out and accepting work, tell the pages (they reconnect quietly), let
+        // results already being verified and committed finish, then close every socket.
+        st.shutting_down
+            .store(true, std::sync::atomic::Ordering::SeqCst);
+        tracing::info!("shutting down: notifying workers");
+        let _ = st
+            .io
+            .emit(
+                "server_shutdown",
+                &serde_json::json!({ "reconnect_ms": 1000 }),
+            )
+            .await;
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        st.io.close().await;
+    };
     let served = axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown)
+        .with_graceful_shutdown(graceful)
         .await;
     for task in background {
         task.abort();
     }
+    // Whatever was still leased goes back to the queue now rather than at the next start.
+    match db::requeue_all_leases(&state.db).await {
+        Ok(n) if n > 0 => tracing::info!(requeued = n, "leases returned to the queue"),
+        Ok(_) => {}
+        Err(e) => tracing::error!(error = %e, "re-queuing leases at shutdown failed"),
+    }
     state.db.close().await;
+    tracing::info!("shut down");
     served
 }

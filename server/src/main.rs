@@ -1,10 +1,29 @@
 //! `brain-server`: reads the configuration, opens the database and serves.
+//!
+//! `brain-server backup <file>` writes an online backup of the database instead.
 
 use server::config::{AppEnv, Config};
 use tracing_subscriber::EnvFilter;
 
+const USAGE: &str =
+    "usage: brain-server            serve (configured by the environment, see README.md)
+       brain-server backup FILE  write a consistent copy of DATABASE_PATH to FILE, while serving";
+
 #[tokio::main]
 async fn main() {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let backup_to = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+        [] => None,
+        ["backup", dest] => Some(std::path::PathBuf::from(dest)),
+        ["-h" | "--help"] => {
+            println!("{USAGE}");
+            return;
+        }
+        _ => {
+            eprintln!("{USAGE}");
+            std::process::exit(2);
+        }
+    };
     let config = match Config::from_env() {
         Ok(config) => config,
         Err(e) => {
@@ -20,6 +39,9 @@ async fn main() {
         logs.json().init();
     } else {
         logs.init();
+    }
+    if let Some(dest) = backup_to {
+        return backup(&config, &dest).await;
     }
     let addr = std::net::SocketAddr::new(config.host, config.port);
     let database = config.database_path.clone();
@@ -70,4 +92,36 @@ async fn shutdown_signal() {
         () = terminate => {},
     }
     tracing::info!("shutting down");
+}
+
+async fn backup(config: &Config, dest: &std::path::Path) {
+    if !config.database_path.exists() {
+        eprintln!(
+            "brain-server: no database at {}",
+            config.database_path.display()
+        );
+        std::process::exit(1);
+    }
+    if dest.exists() {
+        eprintln!("brain-server: {} exists; choose a new file", dest.display());
+        std::process::exit(1);
+    }
+    let result = async {
+        let pool = server::db::connect(&config.database_path).await?;
+        server::db::backup(&pool, dest).await?;
+        pool.close().await;
+        Ok::<_, sqlx::Error>(())
+    }
+    .await;
+    match result {
+        Ok(()) => println!(
+            "backed up {} to {}",
+            config.database_path.display(),
+            dest.display()
+        ),
+        Err(e) => {
+            eprintln!("brain-server: backup failed: {e}");
+            std::process::exit(1);
+        }
+    }
 }

@@ -68,6 +68,9 @@ pub async fn dispatch_loop(state: AppState) {
 /// queued, or only tasks this worker was refused on) keeps its place, and the requests behind
 /// it are still tried, so one excluded worker never blocks the others.
 async fn dispatch(state: &AppState) -> Result<()> {
+    if state.is_shutting_down() {
+        return Ok(());
+    }
     let waiting: Vec<Waiter> = state.scheduler.lock().drain(..).collect();
     let mut unserved: Vec<Waiter> = Vec::new();
     let mut starved: Vec<String> = Vec::new();
@@ -219,12 +222,14 @@ async fn deliver_as(
         w.leases.insert(claimed.id, lease);
         w.requested = w.requested.saturating_sub(1);
     });
+    let sent = (payload.a.len() + payload.b.len()) as u64;
     if let Err(e) = waiter.socket.emit("task_assigned", &payload) {
         state
             .workers
             .with(waiter.socket.id, |w| w.leases.remove(&claimed.id));
         return Err(crate::error::Error::Internal(format!("emit failed: {e}")));
     }
+    crate::metrics::Metrics::add(&state.metrics.bytes_sent, sent);
     Ok(())
 }
 
@@ -233,8 +238,22 @@ pub async fn sweep_loop(state: AppState) {
     let period = (state.config.lease / 4).min(Duration::from_secs(1));
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_purge = std::time::Instant::now();
     loop {
         ticker.tick().await;
+        if let Some(retention) = state.config.retention {
+            // Purging is cheap when there is nothing to purge, but needs no second precision.
+            if last_purge.elapsed()
+                >= (retention / 4).clamp(Duration::from_millis(250), Duration::from_secs(60))
+            {
+                last_purge = std::time::Instant::now();
+                match db::purge_finished(&state.db, retention.as_millis() as i64).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(jobs = n, "retention: removed inputs and results"),
+                    Err(e) => tracing::error!(error = %e, "retention sweep failed"),
+                }
+            }
+        }
         // Starved requests are retried as leases age: a slow lease may now be worth a copy.
         if state.scheduler.waiting() > 0 {
             state.scheduler.wake();

@@ -11,6 +11,7 @@ use socketioxide::socket::DisconnectReason;
 
 use crate::broadcast::{self, DASHBOARD_ROOM};
 use crate::db;
+use crate::metrics::Metrics;
 use crate::protocol::{
     HeartbeatAck, ProtocolError, Quarantined, RegisterWorker, RegistrationAck, ResultAck,
     TaskFailed, TaskResult, WorkerStatus,
@@ -400,6 +401,20 @@ async fn task_result(state: AppState, socket: SocketRef, data: TryData<TaskResul
         Err(e) => return bad_payload(&socket, "task_result", &e),
     };
     let task_id = result.task_id;
+    Metrics::add(&state.metrics.bytes_received, result.c.len() as u64);
+    if state.is_shutting_down() {
+        // Not stored: the lease stays re-queueable and the page retries after reconnecting.
+        let reason = "the server is shutting down; the task will be re-queued".to_owned();
+        let _ = socket.emit(
+            "result_ack",
+            &ResultAck {
+                task_id,
+                accepted: false,
+                reason: Some(reason),
+            },
+        );
+        return;
+    }
     let holder = db::Holder {
         session: &worker.session,
         worker_id: &worker.worker_id,
@@ -438,6 +453,7 @@ async fn task_result(state: AppState, socket: SocketRef, data: TryData<TaskResul
             w.refused += 1;
         });
         tracing::warn!(task_id, worker_id = %worker.worker_id, %reason, "result refused");
+        Metrics::add(&state.metrics.results_refused, 1);
         ack(false, Some(reason.clone()));
         return refused(&state, &socket, task_id, holder, &reason).await;
     }
@@ -458,9 +474,11 @@ async fn task_result(state: AppState, socket: SocketRef, data: TryData<TaskResul
             tile_row,
             tile_col,
             job_status,
+            job_age_s,
             ..
         }) => {
             ack(true, None);
+            Metrics::add(&state.metrics.tasks_completed, 1);
             scheduler::cancel_copies(&state, task_id, socket.id);
             let flops = state
                 .inputs
@@ -483,7 +501,8 @@ async fn task_result(state: AppState, socket: SocketRef, data: TryData<TaskResul
             broadcast::tile(&state, &job_id, task_id, tile_row, tile_col, "done");
             state.stats.mark_dirty(&job_id);
             if job_status == "done" {
-                tracing::info!(%job_id, "job done");
+                tracing::info!(%job_id, seconds = job_age_s, "job done");
+                state.metrics.job_finished(job_age_s);
                 state.inputs.remove(&job_id);
             }
         }
@@ -532,6 +551,7 @@ async fn verify_result(
     .await
     .map_err(|_| "verification failed to run".to_owned())?;
     state.stats.record_verification(started.elapsed());
+    state.metrics.verification(started.elapsed());
     match verdict {
         verify::Verdict::Pass => Ok(()),
         verify::Verdict::Fail { row, diff, bound } => Err(format!(

@@ -31,6 +31,10 @@ pub struct AppState {
     pub pending_tiles: Arc<crate::broadcast::PendingTiles>,
     /// Connection and event-rate limits per client.
     pub limits: Arc<ClientLimits>,
+    /// Counters and histograms for `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// Set on SIGTERM/SIGINT: no new work is handed out or accepted.
+    pub shutting_down: Arc<std::sync::atomic::AtomicBool>,
     pub started: Instant,
 }
 
@@ -378,5 +382,11 @@ impl ClientLimits {
         } else {
             false
         }
+    }
+}
+
+impl AppState {
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(std::sync::atomic::Ordering::SeqCst)
     }
 }

@@ -1,0 +1,237 @@
+//! `GET /metrics` in the Prometheus text format (version 0.0.4), written by hand: the set is
+//! small and fixed, and a registry crate would add more than it saves.
+//!
+//! Counters and histograms count since the process started, as Prometheus expects; gauges of
+//! tasks and jobs by state are read from the database at scrape time.
+
+use std::collections::BTreeMap;
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use axum::extract::{MatchedPath, Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use crate::db;
+use crate::error::Result;
+use crate::state::AppState;
+
+/// Upper bounds (seconds) of the HTTP request duration buckets.
+const HTTP_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
+/// Upper bounds (seconds) of the job duration buckets.
+const JOB_BUCKETS: &[f64] = &[1.0, 10.0, 60.0, 300.0, 1800.0, 3600.0, 21600.0, 86400.0];
+
+#[derive(Default)]
+struct Histogram {
+    counts: Vec<u64>,
+    sum: f64,
+    count: u64,
+}
+
+impl Histogram {
+    fn observe(&mut self, bounds: &[f64], value: f64) {
+        if self.counts.is_empty() {
+            self.counts = vec![0; bounds.len()];
+        }
+        for (i, bound) in bounds.iter().enumerate() {
+            if value <= *bound {
+                self.counts[i] += 1;
+            }
+        }
+        self.sum += value;
+        self.count += 1;
+    }
+
+    fn render(&self, out: &mut String, name: &str, labels: &str, bounds: &[f64]) {
+        let sep = if labels.is_empty() { "" } else { "," };
+        for (i, bound) in bounds.iter().enumerate() {
+            let c = self.counts.get(i).copied().unwrap_or(0);
+            let _ = writeln!(out, "{name}_bucket{{{labels}{sep}le=\"{bound}\"}} {c}");
+        }
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{{labels}{sep}le=\"+Inf\"}} {}",
+            self.count
+        );
+        let braces = if labels.is_empty() {
+            String::new()
+        } else {
+            format!("{{{labels}}}")
+        };
+        let _ = writeln!(out, "{name}_sum{braces} {}", self.sum);
+        let _ = writeln!(out, "{name}_count{braces} {}", self.count);
+    }
+}
+
+/// What the server counts as it runs.
+#[derive(Default)]
+pub struct Metrics {
+    pub tasks_completed: AtomicU64,
+    pub results_refused: AtomicU64,
+    pub bytes_sent: AtomicU64,
+    pub bytes_received: AtomicU64,
+    verification_nanos: AtomicU64,
+    job_durations: Mutex<Histogram>,
+    http: Mutex<BTreeMap<(String, String, u16), Histogram>>,
+}
+
+impl Metrics {
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    pub fn verification(&self, took: Duration) {
+        self.verification_nanos
+            .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    pub fn job_finished(&self, seconds: f64) {
+        self.job_durations
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .observe(JOB_BUCKETS, seconds);
+    }
+
+    fn http_request(&self, method: &str, route: &str, status: u16, seconds: f64) {
+        self.http
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry((method.to_owned(), route.to_owned(), status))
+            .or_default()
+            .observe(HTTP_BUCKETS, seconds);
+    }
+}
+
+/// Middleware timing every HTTP request, labelled by its route pattern (never the raw path,
+/// which would make a label per job id).
+pub async fn track_http(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = request.method().to_string();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "static".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    state.metrics.http_request(
+        &method,
+        &route,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+}
+
+/// The scrape.
+pub async fn render(State(state): State<AppState>) -> Result<Response> {
+    let m = &state.metrics;
+    let (jobs, tasks) = db::counts(&state.db).await?;
+    let (_, re_leases) = db::totals(&state.db).await?;
+    let mut out = String::with_capacity(4096);
+    family(
+        &mut out,
+        "brain_workers_online",
+        "gauge",
+        "Registered worker connections.",
+    );
+    let _ = writeln!(out, "brain_workers_online {}", state.workers.len());
+    family(&mut out, "brain_tasks", "gauge", "Tasks by state.");
+    for s in ["queued", "leased", "done", "failed", "cancelled"] {
+        let n = tasks.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
+        let _ = writeln!(out, "brain_tasks{{state=\"{s}\"}} {n}");
+    }
+    family(&mut out, "brain_jobs", "gauge", "Jobs by state.");
+    for s in ["queued", "running", "done", "failed", "cancelled"] {
+        let n = jobs.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
+        let _ = writeln!(out, "brain_jobs{{state=\"{s}\"}} {n}");
+    }
+    let counters = [
+        (
+            "brain_tasks_completed_total",
+            "Results verified and stored.",
+            m.tasks_completed.load(Ordering::Relaxed),
+        ),
+        (
+            "brain_results_refused_total",
+            "Results refused (failed verification or wrong size).",
+            m.results_refused.load(Ordering::Relaxed),
+        ),
+        (
+            "brain_bytes_sent_total",
+            "Task input bytes sent to workers.",
+            m.bytes_sent.load(Ordering::Relaxed),
+        ),
+        (
+            "brain_bytes_received_total",
+            "Result bytes received from workers.",
+            m.bytes_received.load(Ordering::Relaxed),
+        ),
+        (
+            "brain_duplicates_total",
+            "Copies of slow leases handed to faster workers.",
+            state.stats.duplicates(),
+        ),
+    ];
+    for (name, help, value) in counters {
+        family(&mut out, name, "counter", help);
+        let _ = writeln!(out, "{name} {value}");
+    }
+    family(
+        &mut out,
+        "brain_re_leases_total",
+        "counter",
+        "Leases handed out for a tile beyond its first (all time).",
+    );
+    let _ = writeln!(out, "brain_re_leases_total {re_leases}");
+    family(
+        &mut out,
+        "brain_verification_seconds_total",
+        "counter",
+        "Time spent verifying results.",
+    );
+    let nanos = m.verification_nanos.load(Ordering::Relaxed);
+    let _ = writeln!(
+        out,
+        "brain_verification_seconds_total {}",
+        nanos as f64 / 1e9
+    );
+    family(
+        &mut out,
+        "brain_job_duration_seconds",
+        "histogram",
+        "Submission to completion of finished jobs.",
+    );
+    m.job_durations
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .render(&mut out, "brain_job_duration_seconds", "", JOB_BUCKETS);
+    family(
+        &mut out,
+        "brain_http_request_duration_seconds",
+        "histogram",
+        "HTTP request durations by route.",
+    );
+    for ((method, route, status), h) in m.http.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+        let labels = format!("method=\"{method}\",route=\"{route}\",status=\"{status}\"");
+        h.render(
+            &mut out,
+            "brain_http_request_duration_seconds",
+            &labels,
+            HTTP_BUCKETS,
+        );
+    }
+    Ok((
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        out,
+    )
+        .into_response())
+}

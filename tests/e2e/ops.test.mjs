@@ -1,0 +1,135 @@
+// Operating the server: metrics, graceful shutdown, online backup, retention.
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { execFile } from "node:child_process";
+import { join } from "node:path";
+import { promisify } from "node:util";
+import {
+  SERVER_BIN, api, assertClose, downloadNpy, matmul, once, randomMatrix, registered, rowsOf,
+  startServer, startWorker, tempDir, waitForJob,
+} from "./helpers.mjs";
+
+const run = promisify(execFile);
+
+async function submit(url, m, k, n, tile, seed = 1) {
+  const a = randomMatrix(m, k, seed);
+  const b = randomMatrix(k, n, seed + 1);
+  const res = await api(url, "/api/jobs", { method: "POST", body: { a: rowsOf(a, m, k), b: rowsOf(b, k, n), tile } });
+  assert.equal(res.status, 201, res.text);
+  return { id: res.json.id, want: matmul(a, b, m, k, n), k };
+}
+
+/** Parses the Prometheus text format strictly enough to catch a malformed line. */
+function parseMetrics(text) {
+  const samples = new Map();
+  const types = new Map();
+  for (const line of text.split("\n")) {
+    if (line === "") continue;
+    const meta = line.match(/^# (HELP|TYPE) ([a-zA-Z_:][a-zA-Z0-9_:]*) (.+)$/);
+    if (meta) {
+      if (meta[1] === "TYPE") {
+        assert.match(meta[3], /^(counter|gauge|histogram|summary|untyped)$/, line);
+        types.set(meta[2], meta[3]);
+      }
+      continue;
+    }
+    const m = line.match(/^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{([a-zA-Z_][a-zA-Z0-9_]*="[^"]*"(,[a-zA-Z_][a-zA-Z0-9_]*="[^"]*")*)?\})? (-?[0-9.e+-]+|NaN|\+Inf|-Inf)$/);
+    assert.ok(m, `malformed metrics line: ${line}`);
+    const family = m[1].replace(/_(bucket|sum|count)$/, "");
+    assert.ok(types.has(m[1]) || types.has(family), `sample before its TYPE: ${line}`);
+    samples.set(m[1] + (m[2] ?? ""), Number(m[5]));
+  }
+  return { samples, types };
+}
+
+test("/metrics scrapes cleanly and counts what happened", async (t) => {
+  const server = await startServer(t);
+  const job = await submit(server.url, 12, 5, 12, 4);
+  await startWorker(t, server.url);
+  await waitForJob(server.url, job.id);
+  await api(server.url, "/api/status");
+  const res = await api(server.url, "/metrics", { raw: true });
+  assert.equal(res.status, 200);
+  assert.match(res.headers.get("content-type"), /^text\/plain; version=0.0.4/);
+  const { samples, types } = parseMetrics(await res.text());
+  assert.equal(samples.get("brain_workers_online"), 1);
+  assert.equal(samples.get('brain_tasks{state="done"}'), 9);
+  assert.equal(samples.get("brain_tasks_completed_total"), 9);
+  assert.equal(samples.get("brain_results_refused_total"), 0);
+  assert.ok(samples.get("brain_bytes_sent_total") > 0);
+  assert.equal(samples.get("brain_bytes_received_total"), 12 * 12 * 4);
+  assert.equal(samples.get("brain_job_duration_seconds_count"), 1);
+  assert.ok(samples.get("brain_verification_seconds_total") > 0);
+  assert.equal(types.get("brain_http_request_duration_seconds"), "histogram");
+  assert.equal(samples.get('brain_http_request_duration_seconds_count{method="POST",route="/api/jobs",status="201"}'), 1);
+  for (const name of ["brain_re_leases_total", "brain_duplicates_total", 'brain_jobs{state="done"}'])
+    assert.ok(samples.has(name), name);
+});
+
+test("SIGTERM: workers are told, the process exits cleanly, and a restart loses nothing", async (t) => {
+  const first = await startServer(t, { env: { RUST_LOG: "info" } });
+  const job = await submit(first.url, 40, 8, 40, 4, 3);
+  const holder = await registered(t, first.url, { name: "holder" });
+  const assigned = once(holder.socket, "task_assigned");
+  holder.socket.emit("request_task");
+  await assigned;
+  const worker = await startWorker(t, first.url, { name: "busy", inFlight: 1, behaviour: { delayMs: 20 } });
+  while (worker.stats.accepted < 5) await new Promise((r) => setTimeout(r, 20));
+  const told = once(holder.socket, "server_shutdown", 5000);
+  first.proc.kill("SIGTERM");
+  await told;
+  const { code } = await first.exited;
+  assert.equal(code, 0, first.stderr());
+  const accepted = worker.stats.accepted;
+
+  const second = await startServer(t, { dbPath: first.dbPath });
+  const resumed = (await api(second.url, `/api/jobs/${job.id}`)).json;
+  assert.ok(resumed.tasks_done >= accepted, `${resumed.tasks_done} >= ${accepted}`);
+  const status = (await api(second.url, "/api/status")).json;
+  assert.equal(status.tasks.leased, 0);
+  await startWorker(t, second.url, { name: "after" });
+  await waitForJob(second.url, job.id);
+  assertClose((await downloadNpy(second.url, job.id)).data, job.want, job.k);
+});
+
+test("an online backup taken while serving opens as a working database", async (t) => {
+  const server = await startServer(t);
+  const job = await submit(server.url, 6, 3, 6, 3, 5);
+  await startWorker(t, server.url);
+  await waitForJob(server.url, job.id);
+  const dest = join(tempDir(t), "backup.db");
+  const { stdout } = await run(SERVER_BIN, ["backup", dest], { env: { ...process.env, DATABASE_PATH: server.dbPath } });
+  assert.match(stdout, /backed up/);
+  await assert.rejects(run(SERVER_BIN, ["backup", dest], { env: { ...process.env, DATABASE_PATH: server.dbPath } }), /exists/);
+  const restored = await startServer(t, { dbPath: dest });
+  assertClose((await downloadNpy(restored.url, job.id)).data, job.want, job.k);
+});
+
+test("retention removes a finished job's inputs and results after the configured time", async (t) => {
+  const server = await startServer(t, { env: { RETENTION_HOURS: "0.0003" } }); // about a second
+  const job = await submit(server.url, 4, 4, 4, 2, 7);
+  await startWorker(t, server.url);
+  await waitForJob(server.url, job.id);
+  assertClose((await downloadNpy(server.url, job.id)).data, job.want, job.k);
+  let res;
+  const deadline = Date.now() + 10000;
+  do {
+    await new Promise((r) => setTimeout(r, 200));
+    res = await api(server.url, `/api/jobs/${job.id}/result`);
+  } while (res.status === 200 && Date.now() < deadline);
+  assert.equal(res.status, 410);
+  assert.match(res.json.error, /retention/);
+  assert.equal((await api(server.url, `/api/jobs/${job.id}`)).json.status, "done", "the job stays listed");
+});
+
+test("a bad configuration stops start-up with a message naming the variable", async () => {
+  await assert.rejects(
+    run(SERVER_BIN, [], { env: { ...process.env, PORT: "not-a-port", DATABASE_PATH: "/tmp/unused.db" } }),
+    (e) => e.code === 2 && /PORT/.test(e.stderr),
+  );
+  await assert.rejects(
+    run(SERVER_BIN, [], { env: { ...process.env, APP_ENV: "production", API_TOKEN: "", DATABASE_PATH: "/tmp/unused.db" } }),
+    (e) => /API_TOKEN/.test(e.stderr),
+  );
+});
