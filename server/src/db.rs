@@ -51,10 +51,11 @@ pub fn now_ms() -> i64 {
 }
 
 /// A job as the API shows it.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct JobRow {
     pub id: String,
     pub name: String,
+    /// `queued`, `running`, `done`, `failed` or `cancelled`.
     pub status: String,
     pub m: i64,
     pub k: i64,
@@ -631,7 +632,7 @@ pub async fn job_results(
 }
 
 /// A tile's state for the dashboard's picture of a job.
-#[derive(Debug, Clone, Serialize, FromRow)]
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
 pub struct TileState {
     pub task_id: i64,
     pub row: i64,

@@ -8,9 +8,10 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use bytes::Bytes;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tower_http::services::{ServeDir, ServeFile};
+use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::db;
 use crate::error::{Error, Result};
@@ -32,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/jobs/{id}/tiles", get(job_tiles))
         .route("/api/workers", get(workers))
         .route("/metrics", get(crate::metrics::render))
+        .route("/api/openapi.json", get(openapi_json))
         .route_service("/dashboard", ServeFile::new(web.join("dashboard.html")))
         .fallback_service(static_files)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
@@ -42,6 +44,18 @@ pub fn router(state: AppState) -> Router {
         .with_state(state)
 }
 
+/// `GET /health`.
+#[derive(Serialize, ToSchema)]
+pub struct Health {
+    /// `ok`, or `unavailable` when the database does not answer.
+    status: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+}
+
+/// Health check: 200 when the database answers, 503 when it does not.
+#[utoipa::path(get, path = "/health", tag = "grid",
+    responses((status = 200, body = Health), (status = 503, body = Health)))]
 async fn health(State(state): State<AppState>) -> Response {
     match db::ping(&state.db).await {
         Ok(()) => Json(json!({ "status": "ok" })).into_response(),
@@ -56,7 +70,33 @@ async fn health(State(state): State<AppState>) -> Response {
     }
 }
 
-async fn status(State(state): State<AppState>) -> Result<Json<Value>> {
+/// `GET /api/status`.
+#[derive(Serialize, ToSchema)]
+pub struct Status {
+    name: &'static str,
+    version: &'static str,
+    uptime_s: f64,
+    workers_online: usize,
+    /// `request_task`s waiting for a task.
+    requests_waiting: usize,
+    /// Verified completions per second over the last ten seconds.
+    tasks_per_sec: f64,
+    gflops: f64,
+    results_refused: i64,
+    re_leases: i64,
+    duplicates: u64,
+    results_checked: u64,
+    verification_ms_total: f64,
+    /// Jobs by status.
+    jobs: BTreeMap<String, i64>,
+    /// Tasks by state.
+    tasks: BTreeMap<String, i64>,
+}
+
+/// Server version, uptime, workers online, jobs and tasks by state.
+#[utoipa::path(get, path = "/api/status", tag = "grid",
+    responses((status = 200, body = Status), (status = 500, body = ErrorBody)))]
+async fn status(State(state): State<AppState>) -> Result<Json<Status>> {
     let (jobs, tasks) = db::counts(&state.db).await?;
     let by_state = |pairs: Vec<(String, i64)>, states: &[&str]| {
         let mut map: BTreeMap<String, i64> = states.iter().map(|s| ((*s).to_owned(), 0)).collect();
@@ -65,23 +105,23 @@ async fn status(State(state): State<AppState>) -> Result<Json<Value>> {
     };
     let (tasks_per_sec, gflops) = state.stats.throughput();
     let (refused, re_leases) = db::totals(&state.db).await?;
-    let (verified, verify_time) = state.stats.verification();
-    Ok(Json(json!({
-        "results_refused": refused,
-        "re_leases": re_leases,
-        "duplicates": state.stats.duplicates(),
-        "results_checked": verified,
-        "verification_ms_total": verify_time.as_secs_f64() * 1000.0,
-        "name": "distributed-brain",
-        "version": env!("CARGO_PKG_VERSION"),
-        "uptime_s": state.started.elapsed().as_secs_f64(),
-        "workers_online": state.workers.len(),
-        "requests_waiting": state.scheduler.waiting(),
-        "tasks_per_sec": tasks_per_sec,
-        "gflops": gflops,
-        "jobs": by_state(jobs, &["queued", "running", "done", "failed", "cancelled"]),
-        "tasks": by_state(tasks, &["queued", "leased", "done", "failed", "cancelled"]),
-    })))
+    let (checked, verify_time) = state.stats.verification();
+    Ok(Json(Status {
+        name: "distributed-brain",
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_s: state.started.elapsed().as_secs_f64(),
+        workers_online: state.workers.len(),
+        requests_waiting: state.scheduler.waiting(),
+        tasks_per_sec,
+        gflops,
+        results_refused: refused,
+        re_leases,
+        duplicates: state.stats.duplicates(),
+        results_checked: checked,
+        verification_ms_total: verify_time.as_secs_f64() * 1000.0,
+        jobs: by_state(jobs, &["queued", "running", "done", "failed", "cancelled"]),
+        tasks: by_state(tasks, &["queued", "leased", "done", "failed", "cancelled"]),
+    }))
 }
 
 /// Checks `Authorization: Bearer <token>` when an API token is configured. The comparison
@@ -109,16 +149,54 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<()> {
 }
 
 /// The JSON form of a submission.
-#[derive(Deserialize)]
-struct JobJson {
+#[derive(Deserialize, ToSchema)]
+pub struct JobJson {
+    /// A (m×k) as an array of rows.
+    #[schema(value_type = Vec<Vec<f64>>)]
     a: Value,
+    /// B (k×n) as an array of rows.
+    #[schema(value_type = Vec<Vec<f64>>)]
     b: Value,
+    /// `f32` (default) or `f64`.
     #[serde(default)]
+    #[schema(value_type = Option<Dtype>)]
     dtype: Option<String>,
+    /// Tile edge; chosen from the shape when absent.
     #[serde(default)]
+    #[schema(minimum = 1, maximum = 4096)]
     tile: Option<usize>,
     #[serde(default)]
     name: Option<String>,
+}
+
+/// The multipart form of a submission.
+#[derive(ToSchema)]
+#[allow(
+    dead_code,
+    reason = "documents the multipart body; parsed field by field"
+)]
+pub struct JobForm {
+    /// A as a `.npy` file (float32 or float64, 2-D, C order).
+    #[schema(value_type = String, format = Binary)]
+    a: Vec<u8>,
+    /// B as a `.npy` file.
+    #[schema(value_type = String, format = Binary)]
+    b: Vec<u8>,
+    tile: Option<u32>,
+    name: Option<String>,
+}
+
+/// `POST /api/jobs` answer.
+#[derive(Serialize, ToSchema)]
+pub struct Created {
+    id: String,
+    status: &'static str,
+    m: usize,
+    k: usize,
+    n: usize,
+    dtype: Dtype,
+    tile: usize,
+    tasks_total: usize,
 }
 
 /// A submission, parsed and checked, before anything is stored.
@@ -129,6 +207,20 @@ struct Submission {
     tile: Option<usize>,
 }
 
+/// Submits C = A·B, as JSON or as two `.npy` files. Nothing is stored when the input is bad.
+#[utoipa::path(post, path = "/api/jobs", tag = "jobs",
+    request_body(content(
+        (JobJson = "application/json"),
+        (JobForm = "multipart/form-data"),
+    )),
+    responses(
+        (status = 201, body = Created),
+        (status = 400, body = ErrorBody, description = "malformed or inconsistent matrices"),
+        (status = 401, body = ErrorBody, description = "API_TOKEN set and not given"),
+        (status = 413, body = ErrorBody, description = "body or job over the configured limits"),
+        (status = 503, body = ErrorBody, description = "shutting down"),
+    ),
+    security((), ("bearer" = [])))]
 async fn submit_job(State(state): State<AppState>, request: Request) -> Result<Response> {
     authorize(&state, request.headers())?;
     if state.is_shutting_down() {
@@ -178,16 +270,16 @@ async fn submit_job(State(state): State<AppState>, request: Request) -> Result<R
         tasks = plan.tasks_total(), "job submitted");
     state.stats.mark_dirty(&id);
     state.scheduler.wake();
-    let body = json!({
-        "id": id,
-        "status": "queued",
-        "m": plan.m,
-        "k": plan.k,
-        "n": plan.n,
-        "dtype": plan.dtype,
-        "tile": plan.tile,
-        "tasks_total": plan.tasks_total(),
-    });
+    let body = Created {
+        id,
+        status: "queued",
+        m: plan.m,
+        k: plan.k,
+        n: plan.n,
+        dtype: plan.dtype,
+        tile: plan.tile,
+        tasks_total: plan.tasks_total(),
+    };
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
@@ -268,6 +360,9 @@ fn multipart_error(e: axum::extract::multipart::MultipartError) -> Error {
     )
 }
 
+/// Jobs, newest first.
+#[utoipa::path(get, path = "/api/jobs", tag = "jobs",
+    responses((status = 200, body = Vec<db::JobRow>), (status = 500, body = ErrorBody)))]
 async fn list_jobs(State(state): State<AppState>) -> Result<Json<Vec<db::JobRow>>> {
     Ok(Json(db::list_jobs(&state.db).await?))
 }
@@ -278,6 +373,9 @@ async fn find_job(state: &AppState, id: &str) -> Result<db::JobRow> {
         .ok_or_else(|| Error::NotFound(format!("no job with id {id}")))
 }
 
+/// One job.
+#[utoipa::path(get, path = "/api/jobs/{id}", tag = "jobs", params(("id" = String, Path)),
+    responses((status = 200, body = db::JobRow), (status = 404, body = ErrorBody)))]
 async fn get_job(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -285,6 +383,15 @@ async fn get_job(
     Ok(Json(find_job(&state, &id).await?))
 }
 
+/// Cancels a job; its queued and leased tasks are withdrawn.
+#[utoipa::path(delete, path = "/api/jobs/{id}", tag = "jobs", params(("id" = String, Path)),
+    responses(
+        (status = 200, body = db::JobRow),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "the job already ended"),
+    ),
+    security((), ("bearer" = [])))]
 async fn cancel_job(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -303,11 +410,37 @@ async fn cancel_job(
     Ok(Json(find_job(&state, &id).await?))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 struct ResultQuery {
+    /// `npy` (default) or `json`.
     format: Option<String>,
 }
 
+/// `GET /api/jobs/{id}/result?format=json`.
+#[derive(ToSchema)]
+#[allow(
+    dead_code,
+    reason = "documents the JSON result, which is built directly"
+)]
+pub struct JsonResult {
+    c: Vec<Vec<f64>>,
+}
+
+/// The product, as `.npy` (same dtype as the job) or JSON; 409 until the job is done.
+#[utoipa::path(get, path = "/api/jobs/{id}/result", tag = "jobs",
+    params(("id" = String, Path), ResultQuery),
+    responses(
+        (status = 200, content(
+            (Vec<u8> = "application/octet-stream"),
+            (JsonResult = "application/json"),
+        )),
+        (status = 400, body = ErrorBody),
+        (status = 401, body = ErrorBody),
+        (status = 404, body = ErrorBody),
+        (status = 409, body = ErrorBody, description = "not done yet"),
+        (status = 410, body = ErrorBody, description = "removed by the retention policy"),
+    ),
+    security((), ("bearer" = [])))]
 async fn job_result(
     State(state): State<AppState>,
     Path(id): Path<String>,
@@ -380,44 +513,124 @@ async fn job_result(
     Ok(body)
 }
 
-async fn job_tiles(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Value>> {
-    let job = find_job(&state, &id).await?;
-    let tiles = db::job_tiles(&state.db, &id).await?;
-    Ok(Json(json!({
-        "tile_rows": (job.m as usize).div_ceil(job.tile as usize),
-        "tile_cols": (job.n as usize).div_ceil(job.tile as usize),
-        "tiles": tiles,
-    })))
+/// `GET /api/jobs/{id}/tiles`.
+#[derive(Serialize, ToSchema)]
+pub struct Tiles {
+    tile_rows: usize,
+    tile_cols: usize,
+    tiles: Vec<db::TileState>,
 }
 
-async fn workers(State(state): State<AppState>) -> Result<Json<Vec<Value>>> {
+/// Each tile's state, for the dashboard's picture of a job.
+#[utoipa::path(get, path = "/api/jobs/{id}/tiles", tag = "jobs", params(("id" = String, Path)),
+    responses((status = 200, body = Tiles), (status = 404, body = ErrorBody)))]
+async fn job_tiles(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<Tiles>> {
+    let job = find_job(&state, &id).await?;
+    let tiles = db::job_tiles(&state.db, &id).await?;
+    Ok(Json(Tiles {
+        tile_rows: (job.m as usize).div_ceil(job.tile as usize),
+        tile_cols: (job.n as usize).div_ceil(job.tile as usize),
+        tiles,
+    }))
+}
+
+/// A connected worker, as `GET /api/workers` shows it.
+#[derive(Serialize, ToSchema)]
+pub struct WorkerView {
+    worker_id: String,
+    name: String,
+    threads: u32,
+    user_agent: String,
+    connected_at: String,
+    tasks_done: i64,
+    tasks_failed: i64,
+    tasks_leased: usize,
+    /// Recent speed from reported compute times.
+    gflops: f64,
+    visible: bool,
+    on_battery: bool,
+    reputation: Reputation,
+}
+
+/// A worker's record, kept across reconnects of the same browser.
+#[derive(Serialize, ToSchema)]
+pub struct Reputation {
+    verified: i64,
+    refused: i64,
+    timed_out: i64,
+    disconnected_mid_task: i64,
+    consecutive_verified: i64,
+    quarantined: bool,
+    quarantine_reason: Option<String>,
+}
+
+/// Connected workers with their counts, speed and reputation.
+#[utoipa::path(get, path = "/api/workers", tag = "grid",
+    responses((status = 200, body = Vec<WorkerView>), (status = 500, body = ErrorBody)))]
+async fn workers(State(state): State<AppState>) -> Result<Json<Vec<WorkerView>>> {
     let mut out = Vec::new();
     for w in state.workers.snapshot() {
         let Some(record) = db::worker(&state.db, &w.worker_id).await? else {
             continue;
         };
-        out.push(json!({
-            "worker_id": w.worker_id,
-            "name": w.name,
-            "threads": w.threads,
-            "user_agent": w.user_agent,
-            "connected_at": w.connected_at,
-            "tasks_done": record.tasks_done,
-            "tasks_failed": record.tasks_failed,
-            "reputation": {
-                "verified": record.tasks_done,
-                "refused": record.refused,
-                "timed_out": record.timed_out,
-                "disconnected_mid_task": record.disconnected,
-                "consecutive_verified": record.consecutive_verified,
-                "quarantined": record.quarantine_reason.is_some(),
-                "quarantine_reason": record.quarantine_reason,
+        out.push(WorkerView {
+            worker_id: w.worker_id,
+            name: w.name,
+            threads: w.threads,
+            user_agent: w.user_agent,
+            connected_at: w.connected_at,
+            tasks_done: record.tasks_done,
+            tasks_failed: record.tasks_failed,
+            tasks_leased: w.leases.len(),
+            gflops: w.gflops,
+            visible: w.visible,
+            on_battery: w.on_battery,
+            reputation: Reputation {
+                verified: record.tasks_done,
+                refused: record.refused,
+                timed_out: record.timed_out,
+                disconnected_mid_task: record.disconnected,
+                consecutive_verified: record.consecutive_verified,
+                quarantined: record.quarantine_reason.is_some(),
+                quarantine_reason: record.quarantine_reason,
             },
-            "tasks_leased": w.leases.len(),
-            "gflops": w.gflops,
-            "visible": w.visible,
-            "on_battery": w.on_battery,
-        }));
+        });
     }
     Ok(Json(out))
+}
+
+/// The error body of every 4xx and 5xx answer.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    error: String,
+}
+
+/// The OpenAPI document, generated from the handlers' annotations.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Distributed Brain orchestrator", description = "Submit matrix products, watch them computed by volunteers' browsers, download the result."),
+    paths(health, status, submit_job, list_jobs, get_job, cancel_job, job_result, job_tiles, workers, crate::metrics::render, openapi_json),
+    components(schemas(Dtype)),
+    modifiers(&BearerAuth),
+)]
+pub struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// This document.
+#[utoipa::path(get, path = "/api/openapi.json", tag = "grid",
+    responses((status = 200, description = "OpenAPI 3 document", content_type = "application/json")))]
+async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
 }

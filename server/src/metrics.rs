@@ -128,7 +128,9 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# TYPE {name} {kind}");
 }
 
-/// The scrape.
+/// Metrics in the Prometheus text format.
+#[utoipa::path(get, path = "/metrics", tag = "grid",
+    responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain")))]
 pub async fn render(State(state): State<AppState>) -> Result<Response> {
     let m = &state.metrics;
     let (jobs, tasks) = db::counts(&state.db).await?;
