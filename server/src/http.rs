@@ -11,6 +11,7 @@ use bytes::Bytes;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use tower_http::services::{ServeDir, ServeFile};
+use tracing::Instrument;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::db;
@@ -265,9 +266,20 @@ async fn submit_job(State(state): State<AppState>, request: Request) -> Result<R
         .await
         .map_err(|e| Error::Internal(e.to_string()))?;
     let id = uuid::Uuid::new_v4().to_string();
-    db::insert_job(&state.db, &id, &name, &plan, &a.data, &b_panels).await?;
-    tracing::info!(job_id = %id, m = plan.m, k = plan.k, n = plan.n, tile = plan.tile,
-        tasks = plan.tasks_total(), "job submitted");
+    let span = tracing::info_span!("job", job_id = %id);
+    db::insert_job(&state.db, &id, &name, &plan, &a.data, &b_panels)
+        .instrument(span.clone())
+        .await?;
+    span.in_scope(|| {
+        tracing::info!(
+            m = plan.m,
+            k = plan.k,
+            n = plan.n,
+            tile = plan.tile,
+            tasks = plan.tasks_total(),
+            "job submitted"
+        );
+    });
     state.stats.mark_dirty(&id);
     state.scheduler.wake();
     let body = Created {

@@ -305,6 +305,7 @@ pub async fn requeued(state: &AppState, tasks: &[Requeued]) -> Result<()> {
 
 /// Ends a job: failed with `reason`, or cancelled when there is none. Workers computing its
 /// tasks are told to stop. Returns whether the job was still open.
+#[tracing::instrument(name = "job", skip(state, reason))]
 pub async fn end_job(state: &AppState, job_id: &str, reason: Option<&str>) -> Result<()> {
     let withdrawn = match reason {
         Some(reason) => {

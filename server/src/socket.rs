@@ -8,6 +8,7 @@ use std::net::{IpAddr, SocketAddr};
 
 use socketioxide::extract::{AckSender, SocketRef, TryData};
 use socketioxide::socket::DisconnectReason;
+use tracing::Instrument;
 
 use crate::broadcast::{self, DASHBOARD_ROOM};
 use crate::db;
@@ -46,33 +47,42 @@ pub fn admit(socket: &SocketRef, state: &AppState) -> Result<(), TooManyConnecti
 /// before its handler exists would be dropped without a word.
 pub fn on_connect(socket: SocketRef, state: AppState) {
     let ip = client_ip(&socket, state.config.limits.trust_proxy);
+    // One span per connection: every log line of its handlers carries the socket id, and
+    // the worker id once registered.
+    let span =
+        tracing::info_span!("connection", sid = %socket.id, %ip, worker_id = tracing::field::Empty);
     tracing::debug!(sid = %socket.id, %ip, "socket connected");
-    let st = state.clone();
+    let (st, conn) = (state.clone(), span.clone());
     socket.on(
         "register_worker",
         move |s: SocketRef, data: TryData<RegisterWorker>, ack: AckSender| {
             let st = st.clone();
+            let span = conn.clone();
             async move {
                 if allowed(&st, &s) {
                     register(st, s, data, ack).await;
                 }
             }
+            .instrument(span)
         },
     );
-    let st = state.clone();
+    let (st, conn) = (state.clone(), span.clone());
     socket.on("heartbeat", move |s: SocketRef, ack: AckSender| {
         let st = st.clone();
+        let span = conn.clone();
         async move {
             if allowed(&st, &s) {
                 heartbeat(st, s, ack).await;
             }
         }
+        .instrument(span)
     });
-    let st = state.clone();
+    let (st, conn) = (state.clone(), span.clone());
     socket.on(
         "worker_status",
         move |s: SocketRef, data: TryData<WorkerStatus>| {
             let st = st.clone();
+            let span = conn.clone();
             async move {
                 if !allowed(&st, &s) || registered(&st, &s).is_none() {
                     return;
@@ -91,66 +101,79 @@ pub fn on_connect(socket: SocketRef, state: AppState) {
                     Err(e) => bad_payload(&s, "worker_status", &e),
                 }
             }
+            .instrument(span)
         },
     );
-    let st = state.clone();
+    let (st, conn) = (state.clone(), span.clone());
     socket.on("request_task", move |s: SocketRef| {
         let st = st.clone();
+        let span = conn.clone();
         async move {
             if allowed(&st, &s) {
                 request_task(&st, s);
             }
         }
+        .instrument(span)
     });
-    let st = state.clone();
+    let (st, conn) = (state.clone(), span.clone());
     socket.on(
         "task_result",
         move |s: SocketRef, data: TryData<TaskResult>| {
             let st = st.clone();
+            let span = conn.clone();
             async move {
                 if allowed(&st, &s) {
                     task_result(st, s, data).await;
                 }
             }
+            .instrument(span)
         },
     );
-    let st = state.clone();
+    let (st, conn) = (state.clone(), span.clone());
     socket.on(
         "task_failed",
         move |s: SocketRef, data: TryData<TaskFailed>| {
             let st = st.clone();
+            let span = conn.clone();
             async move {
                 if allowed(&st, &s) {
                     task_failed(st, s, data).await;
                 }
             }
+            .instrument(span)
         },
     );
-    let st = state.clone();
+    let (st, conn) = (state.clone(), span.clone());
     socket.on("subscribe_dashboard", move |s: SocketRef| {
         let st = st.clone();
+        let span = conn.clone();
         async move {
             if allowed(&st, &s) {
                 s.join(DASHBOARD_ROOM);
             }
         }
+        .instrument(span)
     });
-    let st = state.clone();
+    let (st, conn) = (state.clone(), span.clone());
     socket.on_fallback(move |s: SocketRef, event: socketioxide::extract::Event| {
         let st = st.clone();
+        let span = conn.clone();
         async move {
             if allowed(&st, &s) {
                 protocol_error(&s, "unknown_event", format!("unknown event {:?}", &*event));
             }
         }
+        .instrument(span)
     });
-    let st = state;
+    let (st, conn) = (state, span);
     socket.on_disconnect(move |s: SocketRef, reason: DisconnectReason| {
         let st = st.clone();
+        let span = conn.clone();
         async move {
             st.limits.disconnect(ip, s.id);
             disconnected(st, s, reason).await
         }
+        .instrument(span)
     });
 }
 
@@ -303,7 +326,8 @@ async fn register(
             gflops: 0.0,
         },
     );
-    tracing::info!(%worker_id, sid = %socket.id, threads, "worker registered");
+    tracing::Span::current().record("worker_id", tracing::field::display(&worker_id));
+    tracing::info!(%worker_id, threads, "worker registered");
     let reply = RegistrationAck {
         worker_id,
         token,
