@@ -203,6 +203,58 @@ pub async fn claim_task(
     Ok(claimed)
 }
 
+/// Leases, among the oldest queued tasks of `job_id` in tile rows `rows` or columns `cols`,
+/// the one sharing the most panels with them (both, then one). `None` when no queued task of
+/// the job touches them (or the worker was refused on all that do).
+pub async fn claim_preferred(
+    pool: &Pool,
+    holder: Holder<'_>,
+    lease_ms: i64,
+    job_id: &str,
+    rows: &[i64],
+    cols: &[i64],
+) -> Result<Option<Claimed>, sqlx::Error> {
+    if rows.is_empty() && cols.is_empty() {
+        return Ok(None);
+    }
+    // The lists are small (a cache holds tens of panels) and made of integers we produced.
+    let list = |v: &[i64]| {
+        if v.is_empty() {
+            "NULL".to_owned()
+        } else {
+            v.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+        }
+    };
+    let (rows, cols) = (list(rows), list(cols));
+    let sql = format!(
+        "SELECT t.id FROM tasks t WHERE t.job_id = ?1 AND t.state = 'queued' \
+             AND (t.tile_row IN ({rows}) OR t.tile_col IN ({cols})) AND NOT EXISTS \
+             (SELECT 1 FROM task_exclusions e WHERE e.task_id = t.id AND e.worker_id = ?2) \
+         ORDER BY (t.tile_row IN ({rows})) + (t.tile_col IN ({cols})) DESC, t.id LIMIT 1"
+    );
+    let best: Option<(i64,)> = sqlx::query_as(&sql)
+        .bind(job_id)
+        .bind(holder.worker_id)
+        .fetch_optional(pool)
+        .await?;
+    let Some((id,)) = best else {
+        return Ok(None);
+    };
+    let now = now_ms();
+    sqlx::query_as(
+        "UPDATE tasks SET state = 'leased', lease_owner = ?1, lease_worker = ?2, \
+             lease_deadline = ?3, attempts = attempts + 1, updated_at = ?4 \
+         WHERE id = ?5 AND state = 'queued' RETURNING id, job_id, tile_row, tile_col",
+    )
+    .bind(holder.session)
+    .bind(holder.worker_id)
+    .bind(now + lease_ms)
+    .bind(now)
+    .bind(id)
+    .fetch_optional(pool)
+    .await
+}
+
 /// A lease another connection holds, old enough to be worth duplicating.
 #[derive(Debug, Clone, FromRow)]
 pub struct SlowLease {

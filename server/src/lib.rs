@@ -13,6 +13,7 @@ pub mod http;
 pub mod jobs;
 pub mod metrics;
 pub mod npy;
+pub mod panels;
 pub mod protocol;
 pub mod scheduler;
 pub mod socket;

@@ -11,10 +11,19 @@ use crate::jobs::Dtype;
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub struct RegisterWorker {
+    /// Announces a panel cache (see `panels`); without it every task carries both panels.
+    pub panel_cache: Option<PanelCacheOffer>,
     pub name: Option<String>,
     pub threads: Option<u32>,
     pub user_agent: Option<String>,
     pub token: Option<String>,
+}
+
+/// What a worker offers to keep between tasks.
+#[derive(Debug, Default, Deserialize)]
+pub struct PanelCacheOffer {
+    /// Memory the worker sets aside for panels.
+    pub budget_bytes: u64,
 }
 
 /// `registration_ack`.
@@ -54,8 +63,34 @@ pub struct TaskAssigned {
     pub m: usize,
     pub k: usize,
     pub n: usize,
-    pub a: Bytes,
-    pub b: Bytes,
+    /// Absent when the worker's panel cache already holds `a_key`.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "binary")]
+    pub a: Option<Bytes>,
+    /// Absent when the worker's panel cache already holds `b_key`.
+    #[serde(skip_serializing_if = "Option::is_none", serialize_with = "binary")]
+    pub b: Option<Bytes>,
+    /// Cache keys of the two panels (`<job>:a:<row>`, `<job>:b:<col>`).
+    pub a_key: String,
+    pub b_key: String,
+    /// Keys the worker must drop from its cache after storing this task's panels.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub evict: Vec<String>,
+}
+
+/// Serialises a present panel as bytes. Plain `Option<Bytes>` goes through `serialize_some`,
+/// which socketioxide's encoder does not recognise as binary: the panel would travel as a JSON
+/// array of numbers, several times larger.
+fn binary<S: serde::Serializer>(panel: &Option<Bytes>, serializer: S) -> Result<S::Ok, S::Error> {
+    match panel {
+        Some(bytes) => serializer.serialize_bytes(bytes),
+        None => serializer.serialize_none(),
+    }
+}
+
+/// `panel_missing`: a caching worker lacks a panel the server thought it had.
+#[derive(Debug, Deserialize)]
+pub struct PanelMissing {
+    pub task_id: i64,
 }
 
 /// `task_result`: the computed tile, `c` (m×n) in the task's layout.

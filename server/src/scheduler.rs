@@ -16,6 +16,7 @@ use tokio::sync::Notify;
 use crate::broadcast;
 use crate::db::{self, Requeued};
 use crate::error::Result;
+use crate::panels::{self, Operand};
 use crate::protocol::{TaskAssigned, TaskCancelled};
 use crate::state::{AppState, Lease, Waiter};
 
@@ -89,7 +90,7 @@ async fn dispatch(state: &AppState) -> Result<()> {
             .map_or(state.config.lease.as_millis() as i64, |w| {
                 crate::socket::lease_ms(state, &w)
             });
-        match db::claim_task(&state.db, waiter.holder(), lease_ms).await {
+        match claim_for(state, &waiter, lease_ms).await {
             Ok(Some(claimed)) => {
                 if let Err(e) = deliver(state, &waiter, &claimed).await {
                     tracing::warn!(task_id = claimed.id, error = %e, "could not deliver a task");
@@ -131,6 +132,30 @@ async fn dispatch(state: &AppState) -> Result<()> {
         queue.push_front(waiter);
     }
     outcome
+}
+
+/// Claims a task for a waiter, preferring for a caching worker the tasks whose panels it
+/// already holds (both first, then one), so that fewer bytes travel.
+async fn claim_for(
+    state: &AppState,
+    waiter: &Waiter,
+    lease_ms: i64,
+) -> Result<Option<db::Claimed>, sqlx::Error> {
+    let preferred = state.workers.with(waiter.socket.id, |w| {
+        let cache = w.cache.as_ref()?;
+        let job = cache.main_job()?;
+        let rows = cache.indices(&job, Operand::A);
+        let cols = cache.indices(&job, Operand::B);
+        Some((job, rows, cols))
+    });
+    if let Some(Some((job, rows, cols))) = preferred {
+        let claimed =
+            db::claim_preferred(&state.db, waiter.holder(), lease_ms, &job, &rows, &cols).await?;
+        if claimed.is_some() {
+            return Ok(claimed);
+        }
+    }
+    db::claim_task(&state.db, waiter.holder(), lease_ms).await
 }
 
 /// Near the end of a job, when this worker would otherwise idle and another, slower one has
@@ -200,17 +225,12 @@ async fn deliver_as(
     let inputs = state.inputs.get(&state.db, &claimed.job_id).await?;
     let plan = inputs.plan;
     let tile = plan.tile(claimed.tile_row as usize, claimed.tile_col as usize);
-    let payload = TaskAssigned {
-        task_id: claimed.id,
-        job_id: claimed.job_id.clone(),
-        dtype: plan.dtype,
-        m: tile.rows,
-        k: plan.k,
-        n: tile.cols,
-        a: plan.a_panel(&inputs.a, &tile),
-        b: plan.b_panel(&inputs.b_panels, &tile),
-    };
-    // Record the lease before emitting so a fast result never finds it missing.
+    let (a, b) = (
+        plan.a_panel(&inputs.a, &tile),
+        plan.b_panel(&inputs.b_panels, &tile),
+    );
+    let a_key = panels::key(&claimed.job_id, Operand::A, tile.tile_row);
+    let b_key = panels::key(&claimed.job_id, Operand::B, tile.tile_col);
     let lease = Lease {
         job_id: claimed.job_id.clone(),
         tile_row: tile.tile_row,
@@ -218,19 +238,78 @@ async fn deliver_as(
         result_len: plan.result_len(&tile),
         duplicate,
     };
-    state.workers.with(waiter.socket.id, |w| {
-        w.leases.insert(claimed.id, lease);
-        w.requested = w.requested.saturating_sub(1);
-    });
-    let sent = (payload.a.len() + payload.b.len()) as u64;
+    // Record the lease before emitting so a fast result never finds it missing, and decide
+    // against the worker's cache model which panels travel, in the same critical section.
+    let (send_a, send_b, evict) = state
+        .workers
+        .with(waiter.socket.id, |w| {
+            w.leases.insert(claimed.id, lease);
+            w.requested = w.requested.saturating_sub(1);
+            let Some(cache) = w.cache.as_mut() else {
+                return (true, true, Vec::new());
+            };
+            let (has_a, has_b) = (cache.hit(&a_key), cache.hit(&b_key));
+            let mut evict = Vec::new();
+            if !has_a {
+                evict.extend(cache.insert(a_key.clone(), a.len() as u64));
+            }
+            if !has_b {
+                evict.extend(cache.insert(b_key.clone(), b.len() as u64));
+            }
+            (!has_a, !has_b, evict)
+        })
+        .unwrap_or((true, true, Vec::new()));
+    let payload = TaskAssigned {
+        task_id: claimed.id,
+        job_id: claimed.job_id.clone(),
+        dtype: plan.dtype,
+        m: tile.rows,
+        k: plan.k,
+        n: tile.cols,
+        a: send_a.then_some(a),
+        b: send_b.then_some(b),
+        a_key,
+        b_key,
+        evict,
+    };
+    let sent =
+        payload.a.as_ref().map_or(0, |x| x.len()) + payload.b.as_ref().map_or(0, |x| x.len());
     if let Err(e) = waiter.socket.emit("task_assigned", &payload) {
-        state
-            .workers
-            .with(waiter.socket.id, |w| w.leases.remove(&claimed.id));
+        state.workers.with(waiter.socket.id, |w| {
+            w.leases.remove(&claimed.id);
+            w.requested += 1;
+            // What the worker holds is unknown now: start its model afresh.
+            if let Some(cache) = w.cache.as_mut() {
+                cache.clear();
+            }
+        });
         return Err(crate::error::Error::Internal(format!("emit failed: {e}")));
     }
-    crate::metrics::Metrics::add(&state.metrics.bytes_sent, sent);
+    crate::metrics::Metrics::add(&state.metrics.bytes_sent, sent as u64);
     Ok(())
+}
+
+/// Sends a task again with both panels, to a caching worker that reported one missing. Its
+/// cache model starts afresh.
+pub async fn redeliver(state: &AppState, waiter: &Waiter, task_id: i64) -> Result<bool> {
+    let lease = state.workers.with(waiter.socket.id, |w| {
+        if let Some(cache) = w.cache.as_mut() {
+            cache.clear();
+        }
+        w.leases.remove(&task_id)
+    });
+    let Some(Some(lease)) = lease else {
+        return Ok(false);
+    };
+    state.workers.with(waiter.socket.id, |w| w.requested += 1);
+    let claimed = db::Claimed {
+        id: task_id,
+        job_id: lease.job_id,
+        tile_row: lease.tile_row as i64,
+        tile_col: lease.tile_col as i64,
+    };
+    deliver_as(state, waiter, &claimed, lease.duplicate).await?;
+    Ok(true)
 }
 
 /// Takes back leases that passed their deadline, every quarter lease (at most every second).

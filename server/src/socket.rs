@@ -13,9 +13,10 @@ use tracing::Instrument;
 use crate::broadcast::{self, DASHBOARD_ROOM};
 use crate::db;
 use crate::metrics::Metrics;
+use crate::panels::CacheModel;
 use crate::protocol::{
-    HeartbeatAck, ProtocolError, Quarantined, RegisterWorker, RegistrationAck, ResultAck,
-    TaskFailed, TaskResult, WorkerStatus,
+    HeartbeatAck, PanelMissing, ProtocolError, Quarantined, RegisterWorker, RegistrationAck,
+    ResultAck, TaskFailed, TaskResult, WorkerStatus,
 };
 use crate::scheduler;
 use crate::state::{AppState, Lease, Waiter, WorkerInfo};
@@ -138,6 +139,20 @@ pub fn on_connect(socket: SocketRef, state: AppState) {
             async move {
                 if allowed(&st, &s) {
                     task_failed(st, s, data).await;
+                }
+            }
+            .instrument(span)
+        },
+    );
+    let (st, conn) = (state.clone(), span.clone());
+    socket.on(
+        "panel_missing",
+        move |s: SocketRef, data: TryData<PanelMissing>| {
+            let st = st.clone();
+            let span = conn.clone();
+            async move {
+                if allowed(&st, &s) {
+                    panel_missing(st, s, data).await;
                 }
             }
             .instrument(span)
@@ -324,6 +339,10 @@ async fn register(
             leases: Default::default(),
             requested: 0,
             gflops: 0.0,
+            cache: info
+                .panel_cache
+                .filter(|c| c.budget_bytes > 0)
+                .map(|c| CacheModel::new(c.budget_bytes)),
         },
     );
     tracing::Span::current().record("worker_id", tracing::field::display(&worker_id));
@@ -641,6 +660,30 @@ async fn quarantine(state: &AppState, socket: &SocketRef, reason: &str) {
                 },
             );
         }
+    }
+}
+
+async fn panel_missing(state: AppState, socket: SocketRef, data: TryData<PanelMissing>) {
+    let Some(worker) = registered(&state, &socket) else {
+        return;
+    };
+    let task_id = match data.0 {
+        Ok(m) => m.task_id,
+        Err(e) => return bad_payload(&socket, "panel_missing", &e),
+    };
+    let waiter = Waiter {
+        socket: socket.clone(),
+        worker_id: worker.worker_id,
+        session: worker.session,
+    };
+    match scheduler::redeliver(&state, &waiter, task_id).await {
+        Ok(true) => tracing::info!(task_id, "panel missing: task sent again in full"),
+        Ok(false) => protocol_error(
+            &socket,
+            "unknown_task",
+            format!("task {task_id} is not leased to this worker"),
+        ),
+        Err(e) => tracing::error!(error = %e, task_id, "re-sending a task failed"),
     }
 }
 

@@ -64,6 +64,8 @@ pub struct WorkerInfo {
     pub requested: usize,
     /// Recent speed from reported compute times (exponential average), in GFLOP/s.
     pub gflops: f64,
+    /// The worker's panel cache, when it announced one.
+    pub cache: Option<crate::panels::CacheModel>,
 }
 
 /// A task delivered to a connection: what its answer must look like and where it belongs.

@@ -137,9 +137,12 @@ export function toBytes(dtype, values) {
   return Buffer.from(new ARRAY[dtype](values).buffer);
 }
 
-/** Numbers from little-endian bytes (a Buffer or ArrayBuffer). */
+/** Numbers from little-endian bytes (a Buffer or ArrayBuffer): matrix data must arrive as a
+ * binary attachment, never as a JSON array of numbers. */
 export function fromBytes(dtype, buf) {
-  const u8 = buf instanceof ArrayBuffer ? new Uint8Array(buf) : new Uint8Array(buf);
+  if (!(buf instanceof ArrayBuffer || ArrayBuffer.isView(buf)))
+    throw new Error(`expected binary matrix data, got ${typeof buf} ${Array.isArray(buf) ? "array" : ""}`);
+  const u8 = buf instanceof ArrayBuffer ? new Uint8Array(buf) : new Uint8Array(buf.buffer, buf.byteOffset, buf.byteLength);
   const copy = u8.slice(); // aligned copy
   return new ARRAY[dtype](copy.buffer);
 }
@@ -239,10 +242,15 @@ export async function downloadNpy(url, id, headers = {}) {
  *   { delayMs }           waits before answering
  *   { heartbeat: false }  sends no heartbeats
  */
-export async function startWorker(t, url, { name = "w", inFlight = 2, behaviour = {}, reconnection = false } = {}) {
+export async function startWorker(t, url, { name = "w", inFlight = 2, behaviour = {}, reconnection = false, panelCache } = {}) {
   const socket = connect(url, { reconnection, reconnectionDelay: 200, reconnectionDelayMax: 1000 });
-  const stats = { assigned: 0, accepted: 0, refused: 0, reasons: [], tasks: [], cancelled: [], quarantined: null, registrations: 0 };
-  const w = { socket, stats, held: [], token: undefined, workerId: undefined };
+  const stats = {
+    assigned: 0, accepted: 0, refused: 0, reasons: [], tasks: [], cancelled: [], quarantined: null,
+    registrations: 0, bytesIn: 0, fullTasks: 0, evicted: 0, missing: 0,
+  };
+  // The panel cache, when announced: key → bytes, kept exactly as the server says.
+  const cache = new Map();
+  const w = { socket, stats, held: [], token: undefined, workerId: undefined, cache };
   let beat;
   socket.on("registration_ack", (ack) => {
     stats.registrations++;
@@ -257,7 +265,12 @@ export async function startWorker(t, url, { name = "w", inFlight = 2, behaviour 
   socket.on("disconnect", () => clearInterval(beat));
   socket.on("quarantined", ({ reason }) => (stats.quarantined = reason));
   socket.on("task_cancelled", ({ task_id }) => stats.cancelled.push(task_id));
-  socket.on("connect", () => socket.emit("register_worker", { name, threads: 1, token: w.token }));
+  socket.on("connect", () => {
+    cache.clear(); // a new connection starts with an empty cache on the server's side too
+    const info = { name, threads: 1, token: w.token };
+    if (panelCache) info.panel_cache = { budget_bytes: panelCache };
+    socket.emit("register_worker", info);
+  });
   socket.on("task_assigned", async (task) => {
     stats.assigned++;
     stats.tasks.push(task.task_id);
@@ -272,8 +285,27 @@ export async function startWorker(t, url, { name = "w", inFlight = 2, behaviour 
     }
     if (behaviour.delayMs) await new Promise((r) => setTimeout(r, behaviour.delayMs));
     if (stats.cancelled.includes(task.task_id)) return socket.emit("request_task");
-    const a = fromBytes(task.dtype, task.a);
-    const b = fromBytes(task.dtype, task.b);
+    stats.bytesIn += (task.a?.length ?? 0) + (task.b?.length ?? 0);
+    if (task.a && task.b) stats.fullTasks++;
+    if (behaviour.forgetCache && stats.assigned % 5 === 0) cache.clear();
+    // Resolve this task's panels first, then store the new ones, then drop what the server evicts.
+    const aBytes = task.a ?? cache.get(task.a_key);
+    const bBytes = task.b ?? cache.get(task.b_key);
+    if (!aBytes || !bBytes) {
+      stats.missing++;
+      socket.emit("panel_missing", { task_id: task.task_id });
+      return;
+    }
+    if (panelCache) {
+      if (task.a) cache.set(task.a_key, task.a);
+      if (task.b) cache.set(task.b_key, task.b);
+      for (const key of task.evict ?? []) {
+        cache.delete(key);
+        stats.evicted++;
+      }
+    }
+    const a = fromBytes(task.dtype, aBytes);
+    const b = fromBytes(task.dtype, bBytes);
     let c = matmul(a, b, task.m, task.k, task.n);
     if (behaviour.lie === "perturb") c[Math.floor(c.length / 2)] += 1;
     if (behaviour.lie === "zeros") c = new Float64Array(c.length);

@@ -1,0 +1,70 @@
+// Panel reuse: workers that announce a cache are sent only the panels they lack; workers
+// that do not keep getting full tasks.
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import {
+  api, assertClose, downloadNpy, matmul, randomMatrix, rowsOf, startServer, startWorker, waitForJob,
+} from "./helpers.mjs";
+
+async function submit(url, m, k, n, tile, seed = 1) {
+  const a = randomMatrix(m, k, seed);
+  const b = randomMatrix(k, n, seed + 1);
+  const res = await api(url, "/api/jobs", { method: "POST", body: { a: rowsOf(a, m, k), b: rowsOf(b, k, n), tile } });
+  assert.equal(res.status, 201, res.text);
+  return { id: res.json.id, want: matmul(a, b, m, k, n), k, tasks: res.json.tasks_total };
+}
+
+const metric = async (url, name) => {
+  const text = await (await fetch(`${url}/metrics`)).text();
+  return Number(text.match(new RegExp(`^${name} (\\S+)$`, "m"))[1]);
+};
+
+test("caching workers receive each panel about once; the product is exact", async (t) => {
+  const server = await startServer(t);
+  const [m, k, n, tile] = [64, 32, 64, 8];
+  const job = await submit(server.url, m, k, n, tile, 3);
+  const panel = tile * k * 4; // bytes of one A row panel or B column panel
+  const naive = job.tasks * 2 * panel;
+  const workers = await Promise.all([1, 2].map((i) =>
+    startWorker(t, server.url, { name: `cache-${i}`, panelCache: 64 * panel, inFlight: 2 })));
+  await waitForJob(server.url, job.id);
+  assertClose((await downloadNpy(server.url, job.id)).data, job.want, job.k);
+  const received = workers.reduce((s, w) => s + w.stats.bytesIn, 0);
+  assert.equal(await metric(server.url, "brain_bytes_sent_total"), received, "server and workers agree");
+  // Each worker needs at most the 8 A and 8 B panels once: 32 panels against 128 naive.
+  assert.ok(received <= 32 * panel, `${received} bytes vs naive ${naive}`);
+  assert.equal(workers.reduce((s, w) => s + w.stats.missing, 0), 0);
+  t.diagnostic(`panel cache: ${received} bytes sent vs ${naive} naive (${(100 * (1 - received / naive)).toFixed(0)} % saved)`);
+});
+
+test("a small cache evicts, the worker follows, and the product is still exact", async (t) => {
+  const server = await startServer(t);
+  const [m, k, n, tile] = [48, 16, 48, 8];
+  const job = await submit(server.url, m, k, n, tile, 5);
+  const panel = tile * k * 4;
+  const w = await startWorker(t, server.url, { name: "small", panelCache: 3 * panel, inFlight: 1 });
+  await waitForJob(server.url, job.id);
+  assertClose((await downloadNpy(server.url, job.id)).data, job.want, job.k);
+  assert.ok(w.stats.evicted > 0, "evictions happened");
+  assert.ok(w.cache.size <= 3, `cache within budget: ${w.cache.size}`);
+  assert.ok(w.stats.bytesIn < job.tasks * 2 * panel);
+});
+
+test("a worker that loses panels says panel_missing and gets the task again in full", async (t) => {
+  const server = await startServer(t);
+  const job = await submit(server.url, 32, 8, 32, 8, 7);
+  const w = await startWorker(t, server.url, { name: "forgetful", panelCache: 1 << 20, inFlight: 1, behaviour: { forgetCache: true } });
+  await waitForJob(server.url, job.id);
+  assertClose((await downloadNpy(server.url, job.id)).data, job.want, job.k);
+  assert.ok(w.stats.missing > 0, "the missing-panel path was taken");
+});
+
+test("workers that announce no cache get both panels with every task", async (t) => {
+  const server = await startServer(t);
+  const job = await submit(server.url, 24, 8, 24, 8, 9);
+  const w = await startWorker(t, server.url, { name: "plain" });
+  await waitForJob(server.url, job.id);
+  assert.equal(w.stats.fullTasks, job.tasks);
+  assert.equal(w.stats.bytesIn, job.tasks * 2 * 8 * 8 * 4);
+});
