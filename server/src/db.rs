@@ -173,14 +173,14 @@ pub struct Holder<'a> {
 }
 
 /// Leases the oldest queued task this worker was not refused on, in one statement (no
-/// read-then-write race), and marks its job running.
+/// read-then-write race).
 pub async fn claim_task(
     pool: &Pool,
     holder: Holder<'_>,
     lease_ms: i64,
 ) -> Result<Option<Claimed>, sqlx::Error> {
     let now = now_ms();
-    let claimed: Option<Claimed> = sqlx::query_as(
+    sqlx::query_as(
         "UPDATE tasks SET state = 'leased', lease_owner = ?1, lease_worker = ?2, \
              lease_deadline = ?3, attempts = attempts + 1, updated_at = ?4 \
          WHERE id = (SELECT t.id FROM tasks t WHERE t.state = 'queued' AND NOT EXISTS \
@@ -193,14 +193,16 @@ pub async fn claim_task(
     .bind(now + lease_ms)
     .bind(now)
     .fetch_optional(pool)
-    .await?;
-    if let Some(c) = &claimed {
-        sqlx::query("UPDATE jobs SET status = 'running' WHERE id = ? AND status = 'queued'")
-            .bind(&c.job_id)
-            .execute(pool)
-            .await?;
-    }
-    Ok(claimed)
+    .await
+}
+
+/// Marks a job running once its first task is leased.
+pub async fn mark_running(pool: &Pool, job_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE jobs SET status = 'running' WHERE id = ? AND status = 'queued'")
+        .bind(job_id)
+        .execute(pool)
+        .await
+        .map(|_| ())
 }
 
 /// Leases, among the oldest queued tasks of `job_id` in tile rows `rows` or columns `cols`,
@@ -324,77 +326,131 @@ pub enum Completion {
         job_status: String,
         /// Seconds from submission to now (meaningful when the job is now done).
         job_age_s: f64,
+        /// This result completed the job (reported once per job).
+        job_finished: bool,
     },
     /// Not stored, with the reason told to the worker.
     Refused(String),
 }
 
-/// Stores a verified result if, and only if, the task is still leased to this connection and
-/// its lease has not run out; the first accepted result wins and later ones are refused. The
-/// worker's verified count and run grow in the same transaction.
-///
-/// A `duplicate` (a copy of a slow worker's task handed to a faster one near the end of a
-/// job) completes the task whoever holds the lease now.
-pub async fn complete_task(
+/// A verified result waiting to be stored.
+#[derive(Debug, Clone)]
+pub struct ToComplete {
+    pub task_id: i64,
+    pub session: String,
+    pub worker_id: String,
+    pub result: Bytes,
+    pub compute_ms: Option<f64>,
+    /// A copy of a slow worker's task handed to a faster one near the end of a job: it
+    /// completes the task whoever holds the lease now.
+    pub duplicate: bool,
+}
+
+/// Stores verified results in one transaction (a group commit: under load, one commit serves
+/// many results). Each is stored if, and only if, its task is still leased to that connection
+/// and the lease has not run out; the first accepted result for a task wins. Jobs' and
+/// workers' counts grow in the same transaction, once per job and per worker.
+pub async fn complete_tasks(
     pool: &Pool,
-    task_id: i64,
-    holder: Holder<'_>,
-    result: &[u8],
-    compute_ms: Option<f64>,
-    duplicate: bool,
-) -> Result<Completion, sqlx::Error> {
+    items: &[ToComplete],
+) -> Result<Vec<Completion>, sqlx::Error> {
     let now = now_ms();
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let done = sqlx::query(
-        "UPDATE tasks SET state = 'done', result = ?1, compute_ms = ?2, completed_by = ?3, \
-             lease_owner = NULL, lease_worker = NULL, lease_deadline = NULL, updated_at = ?4 \
-         WHERE id = ?5 AND ((state = 'leased' AND lease_owner = ?6 AND lease_deadline >= ?4) \
-             OR (?7 AND state IN ('leased', 'queued'))) \
-         RETURNING job_id, tile_row, tile_col",
-    )
-    .bind(result)
-    .bind(compute_ms)
-    .bind(holder.worker_id)
-    .bind(now)
-    .bind(task_id)
-    .bind(holder.session)
-    .bind(duplicate)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(done) = done else {
-        let reason = refusal_reason(&mut tx, task_id, holder.session, now).await?;
-        tx.rollback().await?;
-        return Ok(Completion::Refused(reason));
-    };
-    let job_id: String = done.get("job_id");
-    let job = sqlx::query(
-        "UPDATE jobs SET tasks_done = tasks_done + 1, \
-             status = CASE WHEN tasks_done + 1 >= tasks_total THEN 'done' ELSE status END, \
-             finished_at = CASE WHEN tasks_done + 1 >= tasks_total THEN ?1 ELSE finished_at END \
-         WHERE id = ?2 RETURNING tasks_done, tasks_total, status, created_at",
-    )
-    .bind(now)
-    .bind(&job_id)
-    .fetch_one(&mut *tx)
-    .await?;
-    sqlx::query(
-        "UPDATE workers SET tasks_done = tasks_done + 1, \
-             consecutive_verified = consecutive_verified + 1, last_seen = ? WHERE id = ?",
-    )
-    .bind(now)
-    .bind(holder.worker_id)
-    .execute(&mut *tx)
-    .await?;
+    // (job id, tile row, tile col) of each stored result, or the refusal reason.
+    let mut stored: Vec<Result<(String, i64, i64), String>> = Vec::with_capacity(items.len());
+    for item in items {
+        let done = sqlx::query(
+            "UPDATE tasks SET state = 'done', result = ?1, compute_ms = ?2, completed_by = ?3, \
+                 lease_owner = NULL, lease_worker = NULL, lease_deadline = NULL, updated_at = ?4 \
+             WHERE id = ?5 AND ((state = 'leased' AND lease_owner = ?6 AND lease_deadline >= ?4) \
+                 OR (?7 AND state IN ('leased', 'queued'))) \
+             RETURNING job_id, tile_row, tile_col",
+        )
+        .bind(&item.result[..])
+        .bind(item.compute_ms)
+        .bind(&item.worker_id)
+        .bind(now)
+        .bind(item.task_id)
+        .bind(&item.session)
+        .bind(item.duplicate)
+        .fetch_optional(&mut *tx)
+        .await?;
+        stored.push(match done {
+            Some(row) => Ok((row.get("job_id"), row.get("tile_row"), row.get("tile_col"))),
+            None => Err(refusal_reason(&mut tx, item.task_id, &item.session, now).await?),
+        });
+    }
+    // Count per job and per worker; the last stored result of a job in this batch is the one
+    // that reports the job finishing.
+    let mut per_job: Vec<(String, i64, usize)> = Vec::new();
+    let mut per_worker: Vec<(String, i64)> = Vec::new();
+    for (i, (item, outcome)) in items.iter().zip(&stored).enumerate() {
+        let Ok((job_id, _, _)) = outcome else {
+            continue;
+        };
+        match per_job.iter_mut().find(|(j, _, _)| j == job_id) {
+            Some(entry) => {
+                entry.1 += 1;
+                entry.2 = i;
+            }
+            None => per_job.push((job_id.clone(), 1, i)),
+        }
+        match per_worker.iter_mut().find(|(w, _)| *w == item.worker_id) {
+            Some(entry) => entry.1 += 1,
+            None => per_worker.push((item.worker_id.clone(), 1)),
+        }
+    }
+    let mut jobs = Vec::with_capacity(per_job.len());
+    for (job_id, count, last) in &per_job {
+        let row = sqlx::query(
+            "UPDATE jobs SET tasks_done = tasks_done + ?1, \
+                 status = CASE WHEN tasks_done + ?1 >= tasks_total THEN 'done' ELSE status END, \
+                 finished_at = CASE WHEN tasks_done + ?1 >= tasks_total THEN ?2 ELSE finished_at END \
+             WHERE id = ?3 RETURNING tasks_done, tasks_total, status, created_at",
+        )
+        .bind(count)
+        .bind(now)
+        .bind(job_id)
+        .fetch_one(&mut *tx)
+        .await?;
+        jobs.push((job_id.clone(), *last, row));
+    }
+    for (worker_id, count) in &per_worker {
+        sqlx::query(
+            "UPDATE workers SET tasks_done = tasks_done + ?1, \
+                 consecutive_verified = consecutive_verified + ?1, last_seen = ?2 WHERE id = ?3",
+        )
+        .bind(count)
+        .bind(now)
+        .bind(worker_id)
+        .execute(&mut *tx)
+        .await?;
+    }
     tx.commit().await?;
-    Ok(Completion::Accepted {
-        job_id,
-        tile_row: done.get("tile_row"),
-        tile_col: done.get("tile_col"),
-        tasks_done: job.get("tasks_done"),
-        tasks_total: job.get("tasks_total"),
-        job_status: job.get("status"),
-        job_age_s: (now - job.get::<i64, _>("created_at")) as f64 / 1000.0,
-    })
+    Ok(stored
+        .into_iter()
+        .enumerate()
+        .map(|(i, outcome)| match outcome {
+            Err(reason) => Completion::Refused(reason),
+            Ok((job_id, tile_row, tile_col)) => {
+                let (_, last, row) = jobs
+                    .iter()
+                    .find(|(j, _, _)| *j == job_id)
+                    .expect("every stored result's job was counted");
+                let status: String = row.get("status");
+                Completion::Accepted {
+                    tile_row,
+                    tile_col,
+                    tasks_done: row.get("tasks_done"),
+                    tasks_total: row.get("tasks_total"),
+                    job_finished: i == *last && status == "done",
+                    job_status: status,
+                    job_age_s: (now - row.get::<i64, _>("created_at")) as f64 / 1000.0,
+                    job_id,
+                }
+            }
+        })
+        .collect())
 }
 
 /// Why a result for `task_id` from this connection cannot be accepted (read only).

@@ -6,6 +6,7 @@
 //! two functions on an ephemeral port with a temporary database.
 
 pub mod broadcast;
+pub mod commit;
 pub mod config;
 pub mod db;
 pub mod error;
@@ -61,7 +62,7 @@ pub async fn build(config: Config) -> Result<(Router, AppState), sqlx::Error> {
         .build_layer();
     let state = AppState {
         config: Arc::new(config),
-        db,
+        db: db.clone(),
         io: io.clone(),
         scheduler: Default::default(),
         workers: Arc::new(Workers::default()),
@@ -70,6 +71,8 @@ pub async fn build(config: Config) -> Result<(Router, AppState), sqlx::Error> {
         pending_tiles: Default::default(),
         limits: Default::default(),
         metrics: Default::default(),
+        committer: commit::Committer::start(db.clone()),
+        running_jobs: Default::default(),
         shutting_down: Default::default(),
         started: Instant::now(),
     };

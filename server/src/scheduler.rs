@@ -92,6 +92,14 @@ async fn dispatch(state: &AppState) -> Result<()> {
             });
         match claim_for(state, &waiter, lease_ms).await {
             Ok(Some(claimed)) => {
+                let first = state
+                    .running_jobs
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(claimed.job_id.clone());
+                if first {
+                    db::mark_running(&state.db, &claimed.job_id).await?;
+                }
                 if let Err(e) = deliver(state, &waiter, &claimed).await {
                     tracing::warn!(task_id = claimed.id, error = %e, "could not deliver a task");
                     db::unclaim_task(&state.db, claimed.id, &waiter.session).await?;

@@ -501,22 +501,24 @@ async fn task_result(state: AppState, socket: SocketRef, data: TryData<TaskResul
         return refused(&state, &socket, task_id, holder, &reason).await;
     }
     let compute_ms = result.compute_ms.filter(|ms| ms.is_finite() && *ms >= 0.0);
-    let outcome = db::complete_task(
-        &state.db,
-        task_id,
-        holder,
-        &result.c,
-        compute_ms,
-        lease.duplicate,
-    )
-    .await;
+    let outcome = state
+        .committer
+        .complete(db::ToComplete {
+            task_id,
+            session: worker.session.clone(),
+            worker_id: worker.worker_id.clone(),
+            result: result.c.clone(),
+            compute_ms,
+            duplicate: lease.duplicate,
+        })
+        .await;
     state.workers.with(socket.id, |w| w.leases.remove(&task_id));
     match outcome {
         Ok(db::Completion::Accepted {
             job_id,
             tile_row,
             tile_col,
-            job_status,
+            job_finished,
             job_age_s,
             ..
         }) => {
@@ -543,7 +545,7 @@ async fn task_result(state: AppState, socket: SocketRef, data: TryData<TaskResul
             });
             broadcast::tile(&state, &job_id, task_id, tile_row, tile_col, "done");
             state.stats.mark_dirty(&job_id);
-            if job_status == "done" {
+            if job_finished {
                 tracing::info!(%job_id, seconds = job_age_s, "job done");
                 state.metrics.job_finished(job_age_s);
                 state.inputs.remove(&job_id);

@@ -31,6 +31,10 @@ pub struct AppState {
     pub pending_tiles: Arc<crate::broadcast::PendingTiles>,
     /// Connection and event-rate limits per client.
     pub limits: Arc<ClientLimits>,
+    /// Stores verified results, many per transaction.
+    pub committer: crate::commit::Committer,
+    /// Jobs known to be running, so a claim marks its job running only once.
+    pub running_jobs: Arc<Mutex<HashSet<String>>>,
     /// Counters and histograms for `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Set on SIGTERM/SIGINT: no new work is handed out or accepted.
