@@ -175,7 +175,7 @@ pub struct Holder<'a> {
 /// Leases the oldest queued task this worker was not refused on, in one statement (no
 /// read-then-write race).
 pub async fn claim_task(
-    pool: &Pool,
+    conn: &mut sqlx::SqliteConnection,
     holder: Holder<'_>,
     lease_ms: i64,
 ) -> Result<Option<Claimed>, sqlx::Error> {
@@ -192,7 +192,7 @@ pub async fn claim_task(
     .bind(holder.worker_id)
     .bind(now + lease_ms)
     .bind(now)
-    .fetch_optional(pool)
+    .fetch_optional(conn)
     .await
 }
 
@@ -209,7 +209,7 @@ pub async fn mark_running(pool: &Pool, job_id: &str) -> Result<(), sqlx::Error> 
 /// the one sharing the most panels with them (both, then one). `None` when no queued task of
 /// the job touches them (or the worker was refused on all that do).
 pub async fn claim_preferred(
-    pool: &Pool,
+    conn: &mut sqlx::SqliteConnection,
     holder: Holder<'_>,
     lease_ms: i64,
     job_id: &str,
@@ -237,7 +237,7 @@ pub async fn claim_preferred(
     let best: Option<(i64,)> = sqlx::query_as(&sql)
         .bind(job_id)
         .bind(holder.worker_id)
-        .fetch_optional(pool)
+        .fetch_optional(&mut *conn)
         .await?;
     let Some((id,)) = best else {
         return Ok(None);
@@ -253,7 +253,7 @@ pub async fn claim_preferred(
     .bind(now + lease_ms)
     .bind(now)
     .bind(id)
-    .fetch_optional(pool)
+    .fetch_optional(conn)
     .await
 }
 

@@ -73,67 +73,11 @@ async fn dispatch(state: &AppState) -> Result<()> {
         return Ok(());
     }
     let waiting: Vec<Waiter> = state.scheduler.lock().drain(..).collect();
-    let mut unserved: Vec<Waiter> = Vec::new();
-    let mut starved: Vec<String> = Vec::new();
-    let mut outcome = Ok(());
-    for waiter in waiting {
-        if !waiter.socket.connected() {
-            continue;
-        }
-        if outcome.is_err() || starved.contains(&waiter.worker_id) {
-            unserved.push(waiter);
-            continue;
-        }
-        let lease_ms = state
-            .workers
-            .get(waiter.socket.id)
-            .map_or(state.config.lease.as_millis() as i64, |w| {
-                crate::socket::lease_ms(state, &w)
-            });
-        match claim_for(state, &waiter, lease_ms).await {
-            Ok(Some(claimed)) => {
-                let first = state
-                    .running_jobs
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(claimed.job_id.clone());
-                if first {
-                    db::mark_running(&state.db, &claimed.job_id).await?;
-                }
-                if let Err(e) = deliver(state, &waiter, &claimed).await {
-                    tracing::warn!(task_id = claimed.id, error = %e, "could not deliver a task");
-                    db::unclaim_task(&state.db, claimed.id, &waiter.session).await?;
-                    unserved.push(waiter);
-                    outcome = Err(e);
-                    continue;
-                }
-                broadcast::tile(
-                    state,
-                    &claimed.job_id,
-                    claimed.id,
-                    claimed.tile_row,
-                    claimed.tile_col,
-                    "leased",
-                );
-                state.stats.mark_dirty(&claimed.job_id);
-            }
-            Ok(None) => match duplicate(state, &waiter).await {
-                Ok(true) => {}
-                Ok(false) => {
-                    starved.push(waiter.worker_id.clone());
-                    unserved.push(waiter);
-                }
-                Err(e) => {
-                    unserved.push(waiter);
-                    outcome = Err(e);
-                }
-            },
-            Err(e) => {
-                unserved.push(waiter);
-                outcome = Err(e.into());
-            }
-        }
+    if waiting.is_empty() {
+        return Ok(());
     }
+    let mut unserved: Vec<Waiter> = Vec::new();
+    let outcome = serve(state, waiting, &mut unserved).await;
     // Back at the front, ahead of requests that arrived meanwhile.
     let mut queue = state.scheduler.lock();
     for waiter in unserved.into_iter().rev() {
@@ -142,9 +86,92 @@ async fn dispatch(state: &AppState) -> Result<()> {
     outcome
 }
 
+/// One dispatch round: every waiter's claim in one transaction (one commit for the round, not
+/// one per task), then deliveries, then copies of slow leases for the waiters left without.
+async fn serve(state: &AppState, waiting: Vec<Waiter>, unserved: &mut Vec<Waiter>) -> Result<()> {
+    let mut claimed: Vec<(Waiter, db::Claimed)> = Vec::new();
+    let mut empty_handed: Vec<Waiter> = Vec::new();
+    let mut starved: Vec<String> = Vec::new();
+    let round = async {
+        let mut tx = state.db.begin_with("BEGIN IMMEDIATE").await?;
+        for waiter in waiting {
+            if !waiter.socket.connected() {
+                continue;
+            }
+            if starved.contains(&waiter.worker_id) {
+                empty_handed.push(waiter);
+                continue;
+            }
+            let lease_ms = state
+                .workers
+                .get(waiter.socket.id)
+                .map_or(state.config.lease.as_millis() as i64, |w| {
+                    crate::socket::lease_ms(state, &w)
+                });
+            match claim_for(&mut tx, state, &waiter, lease_ms).await {
+                Ok(Some(task)) => claimed.push((waiter, task)),
+                Ok(None) => {
+                    starved.push(waiter.worker_id.clone());
+                    empty_handed.push(waiter);
+                }
+                Err(e) => {
+                    unserved.push(waiter);
+                    return Err(e);
+                }
+            }
+        }
+        tx.commit().await
+    };
+    if let Err(e) = round.await {
+        // Nothing was leased: everyone waits for the next round.
+        unserved.extend(claimed.into_iter().map(|(w, _)| w));
+        unserved.extend(empty_handed);
+        return Err(e.into());
+    }
+    let mut outcome = Ok(());
+    for (waiter, task) in claimed {
+        let first = state
+            .running_jobs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(task.job_id.clone());
+        if first {
+            db::mark_running(&state.db, &task.job_id).await?;
+        }
+        if let Err(e) = deliver(state, &waiter, &task).await {
+            tracing::warn!(task_id = task.id, error = %e, "could not deliver a task");
+            db::unclaim_task(&state.db, task.id, &waiter.session).await?;
+            unserved.push(waiter);
+            outcome = Err(e);
+            continue;
+        }
+        broadcast::tile(
+            state,
+            &task.job_id,
+            task.id,
+            task.tile_row,
+            task.tile_col,
+            "leased",
+        );
+        state.stats.mark_dirty(&task.job_id);
+    }
+    for waiter in empty_handed {
+        match duplicate(state, &waiter).await {
+            Ok(true) => {}
+            Ok(false) => unserved.push(waiter),
+            Err(e) => {
+                unserved.push(waiter);
+                outcome = Err(e);
+            }
+        }
+    }
+    outcome
+}
+
 /// Claims a task for a waiter, preferring for a caching worker the tasks whose panels it
 /// already holds (both first, then one), so that fewer bytes travel.
 async fn claim_for(
+    conn: &mut sqlx::SqliteConnection,
     state: &AppState,
     waiter: &Waiter,
     lease_ms: i64,
@@ -158,12 +185,12 @@ async fn claim_for(
     });
     if let Some(Some((job, rows, cols))) = preferred {
         let claimed =
-            db::claim_preferred(&state.db, waiter.holder(), lease_ms, &job, &rows, &cols).await?;
+            db::claim_preferred(&mut *conn, waiter.holder(), lease_ms, &job, &rows, &cols).await?;
         if claimed.is_some() {
             return Ok(claimed);
         }
     }
-    db::claim_task(&state.db, waiter.holder(), lease_ms).await
+    db::claim_task(conn, waiter.holder(), lease_ms).await
 }
 
 /// Near the end of a job, when this worker would otherwise idle and another, slower one has
