@@ -5,24 +5,13 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
   api, assertClose, downloadNpy, matmul, once, randomMatrix, registered, rowsOf, startServer,
-  startWorker, toBytes, waitForJob,
+  startWorker, toBytes, waitForJob, submitRandom,
 } from "./helpers.mjs";
-
-async function submit(url, m, k, n, tile, seed = 1) {
-  const a = randomMatrix(m, k, seed);
-  const b = randomMatrix(k, n, seed + 1);
-  const res = await api(url, "/api/jobs", {
-    method: "POST",
-    body: { a: rowsOf(a, m, k), b: rowsOf(b, k, n), tile },
-  });
-  assert.equal(res.status, 201, res.text);
-  return { id: res.json.id, want: matmul(a, b, m, k, n), k };
-}
 
 test("a worker that disconnects mid-task has its tasks re-queued at once", async (t) => {
   // A long lease: only the disconnect can bring the task back within the test's time.
   const server = await startServer(t, { env: { LEASE_MS: "60000" } });
-  const job = await submit(server.url, 20, 10, 20, 10);
+  const job = await submitRandom(server.url, 20, 10, 20, 10);
   const { socket: quitter } = await registered(t, server.url, { name: "quitter" });
   const assigned = once(quitter, "task_assigned");
   quitter.emit("request_task");
@@ -44,7 +33,7 @@ test("a worker that disconnects mid-task has its tasks re-queued at once", async
 
 test("a lease that passes its deadline without a heartbeat goes back to the queue", async (t) => {
   const server = await startServer(t, { env: { LEASE_MS: "400" } });
-  const job = await submit(server.url, 16, 8, 16, 8, 3);
+  const job = await submitRandom(server.url, 16, 8, 16, 8, 3);
   const silent = await startWorker(t, server.url, { name: "silent", inFlight: 1, behaviour: { holdFirst: true } });
   await new Promise((r) => setTimeout(r, 200));
   assert.equal(silent.held.length, 1);
@@ -62,7 +51,7 @@ test("a lease that passes its deadline without a heartbeat goes back to the queu
 
 test("heartbeats keep a slow worker's lease alive", async (t) => {
   const server = await startServer(t, { env: { LEASE_MS: "400" } });
-  const job = await submit(server.url, 4, 4, 4, 4, 5);
+  const job = await submitRandom(server.url, 4, 4, 4, 4, 5);
   const { socket, ack } = await registered(t, server.url, { name: "slow" });
   const beat = setInterval(() => socket.emit("heartbeat"), ack.heartbeat_interval_ms);
   t.after(() => clearInterval(beat));
@@ -80,7 +69,7 @@ test("heartbeats keep a slow worker's lease alive", async (t) => {
 
 test("a task that fails too often fails its job with a reason", async (t) => {
   const server = await startServer(t, { env: { MAX_TASK_FAILURES: "3" } });
-  const job = await submit(server.url, 2, 2, 2, 2);
+  const job = await submitRandom(server.url, 2, 2, 2, 2);
   await startWorker(t, server.url, { behaviour: { failAll: "out of memory" } });
   const failed = await waitForJob(server.url, job.id, { status: "failed" });
   assert.match(failed.error, /failed 3 times/);
@@ -90,7 +79,7 @@ test("a task that fails too often fails its job with a reason", async (t) => {
 
 test("a server killed with SIGKILL mid-job restarts and the job finishes; nothing accepted is lost", async (t) => {
   const first = await startServer(t, { env: { LEASE_MS: "5000" } });
-  const job = await submit(first.url, 60, 30, 60, 10, 9);
+  const job = await submitRandom(first.url, 60, 30, 60, 10, 9);
   const worker = await startWorker(t, first.url, {
     name: "survivor", inFlight: 1, reconnection: true, behaviour: { delayMs: 30 },
   });

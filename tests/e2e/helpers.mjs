@@ -209,6 +209,18 @@ export async function api(url, path, { method = "GET", body, headers = {}, raw =
   return { status: res.status, json, text };
 }
 
+/**
+ * Submits A·B of deterministic random matrices as JSON and returns the job id with the
+ * product computed here, for comparison with what the grid returns.
+ */
+export async function submitRandom(url, m, k, n, tile, seed = 1) {
+  const a = randomMatrix(m, k, seed);
+  const b = randomMatrix(k, n, seed + 1);
+  const res = await api(url, "/api/jobs", { method: "POST", body: { a: rowsOf(a, m, k), b: rowsOf(b, k, n), tile } });
+  if (res.status !== 201) throw new Error(`submit: ${res.status} ${res.text}`);
+  return { id: res.json.id, want: matmul(a, b, m, k, n), k, tasks: res.json.tasks_total };
+}
+
 /** Polls a job until `done` (or another final state) or the time runs out. */
 export async function waitForJob(url, id, { status = "done", ms = 30000 } = {}) {
   const deadline = Date.now() + ms;

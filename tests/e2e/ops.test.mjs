@@ -7,18 +7,10 @@ import { join } from "node:path";
 import { promisify } from "node:util";
 import {
   SERVER_BIN, api, assertClose, downloadNpy, matmul, once, randomMatrix, registered, rowsOf,
-  startServer, startWorker, tempDir, waitForJob,
+  startServer, startWorker, tempDir, waitForJob, submitRandom,
 } from "./helpers.mjs";
 
 const run = promisify(execFile);
-
-async function submit(url, m, k, n, tile, seed = 1) {
-  const a = randomMatrix(m, k, seed);
-  const b = randomMatrix(k, n, seed + 1);
-  const res = await api(url, "/api/jobs", { method: "POST", body: { a: rowsOf(a, m, k), b: rowsOf(b, k, n), tile } });
-  assert.equal(res.status, 201, res.text);
-  return { id: res.json.id, want: matmul(a, b, m, k, n), k };
-}
 
 /** Parses the Prometheus text format strictly enough to catch a malformed line. */
 function parseMetrics(text) {
@@ -45,7 +37,7 @@ function parseMetrics(text) {
 
 test("/metrics scrapes cleanly and counts what happened", async (t) => {
   const server = await startServer(t);
-  const job = await submit(server.url, 12, 5, 12, 4);
+  const job = await submitRandom(server.url, 12, 5, 12, 4);
   await startWorker(t, server.url);
   await waitForJob(server.url, job.id);
   await api(server.url, "/api/status");
@@ -69,7 +61,7 @@ test("/metrics scrapes cleanly and counts what happened", async (t) => {
 
 test("SIGTERM: workers are told, the process exits cleanly, and a restart loses nothing", async (t) => {
   const first = await startServer(t, { env: { RUST_LOG: "info" } });
-  const job = await submit(first.url, 40, 8, 40, 4, 3);
+  const job = await submitRandom(first.url, 40, 8, 40, 4, 3);
   const holder = await registered(t, first.url, { name: "holder" });
   const assigned = once(holder.socket, "task_assigned");
   holder.socket.emit("request_task");
@@ -95,7 +87,7 @@ test("SIGTERM: workers are told, the process exits cleanly, and a restart loses 
 
 test("an online backup taken while serving opens as a working database", async (t) => {
   const server = await startServer(t);
-  const job = await submit(server.url, 6, 3, 6, 3, 5);
+  const job = await submitRandom(server.url, 6, 3, 6, 3, 5);
   await startWorker(t, server.url);
   await waitForJob(server.url, job.id);
   const dest = join(tempDir(t), "backup.db");
@@ -108,7 +100,7 @@ test("an online backup taken while serving opens as a working database", async (
 
 test("retention removes a finished job's inputs and results after the configured time", async (t) => {
   const server = await startServer(t, { env: { RETENTION_HOURS: "0.0003" } }); // about a second
-  const job = await submit(server.url, 4, 4, 4, 2, 7);
+  const job = await submitRandom(server.url, 4, 4, 4, 2, 7);
   await startWorker(t, server.url);
   await waitForJob(server.url, job.id);
   assertClose((await downloadNpy(server.url, job.id)).data, job.want, job.k);

@@ -4,16 +4,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
-  api, assertClose, downloadNpy, matmul, randomMatrix, rowsOf, startServer, startWorker, waitForJob,
+  api, assertClose, downloadNpy, matmul, randomMatrix, rowsOf, startServer, startWorker, waitForJob, submitRandom,
 } from "./helpers.mjs";
-
-async function submit(url, m, k, n, tile, seed = 1) {
-  const a = randomMatrix(m, k, seed);
-  const b = randomMatrix(k, n, seed + 1);
-  const res = await api(url, "/api/jobs", { method: "POST", body: { a: rowsOf(a, m, k), b: rowsOf(b, k, n), tile } });
-  assert.equal(res.status, 201, res.text);
-  return { id: res.json.id, want: matmul(a, b, m, k, n), k, tasks: res.json.tasks_total };
-}
 
 const metric = async (url, name) => {
   const text = await (await fetch(`${url}/metrics`)).text();
@@ -23,7 +15,7 @@ const metric = async (url, name) => {
 test("caching workers receive each panel about once; the product is exact", async (t) => {
   const server = await startServer(t);
   const [m, k, n, tile] = [64, 32, 64, 8];
-  const job = await submit(server.url, m, k, n, tile, 3);
+  const job = await submitRandom(server.url, m, k, n, tile, 3);
   const panel = tile * k * 4; // bytes of one A row panel or B column panel
   const naive = job.tasks * 2 * panel;
   const workers = await Promise.all([1, 2].map((i) =>
@@ -41,7 +33,7 @@ test("caching workers receive each panel about once; the product is exact", asyn
 test("a small cache evicts, the worker follows, and the product is still exact", async (t) => {
   const server = await startServer(t);
   const [m, k, n, tile] = [48, 16, 48, 8];
-  const job = await submit(server.url, m, k, n, tile, 5);
+  const job = await submitRandom(server.url, m, k, n, tile, 5);
   const panel = tile * k * 4;
   const w = await startWorker(t, server.url, { name: "small", panelCache: 3 * panel, inFlight: 1 });
   await waitForJob(server.url, job.id);
@@ -53,7 +45,7 @@ test("a small cache evicts, the worker follows, and the product is still exact",
 
 test("a worker that loses panels says panel_missing and gets the task again in full", async (t) => {
   const server = await startServer(t);
-  const job = await submit(server.url, 32, 8, 32, 8, 7);
+  const job = await submitRandom(server.url, 32, 8, 32, 8, 7);
   const w = await startWorker(t, server.url, { name: "forgetful", panelCache: 1 << 20, inFlight: 1, behaviour: { forgetCache: true } });
   await waitForJob(server.url, job.id);
   assertClose((await downloadNpy(server.url, job.id)).data, job.want, job.k);
@@ -62,7 +54,7 @@ test("a worker that loses panels says panel_missing and gets the task again in f
 
 test("workers that announce no cache get both panels with every task", async (t) => {
   const server = await startServer(t);
-  const job = await submit(server.url, 24, 8, 24, 8, 9);
+  const job = await submitRandom(server.url, 24, 8, 24, 8, 9);
   const w = await startWorker(t, server.url, { name: "plain" });
   await waitForJob(server.url, job.id);
   assert.equal(w.stats.fullTasks, job.tasks);

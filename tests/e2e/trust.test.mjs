@@ -5,24 +5,16 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
   api, assertClose, connect, downloadNpy, matmul, once, randomMatrix, registered, rowsOf,
-  startServer, startWorker, toBytes, waitForJob,
+  startServer, startWorker, toBytes, waitForJob, submitRandom,
 } from "./helpers.mjs";
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-async function submit(url, m, k, n, tile, seed = 1) {
-  const a = randomMatrix(m, k, seed);
-  const b = randomMatrix(k, n, seed + 1);
-  const res = await api(url, "/api/jobs", { method: "POST", body: { a: rowsOf(a, m, k), b: rowsOf(b, k, n), tile } });
-  assert.equal(res.status, 201, res.text);
-  return { id: res.json.id, want: matmul(a, b, m, k, n), k, tasks: res.json.tasks_total };
-}
 
 test("a mixed crowd and a SIGKILLed server still give the exact product", async (t) => {
   const env = { LEASE_MS: "1500", MAX_EVENTS_PER_SEC: "300" };
   let server = await startServer(t, { env });
   const { port, dbPath } = server;
-  const job = await submit(server.url, 160, 32, 160, 8, 11); // 400 tiles
+  const job = await submitRandom(server.url, 160, 32, 160, 8, 11); // 400 tiles
   assert.equal(job.tasks, 400);
 
   const opts = (name, behaviour = {}, inFlight = 2) => ({ name, behaviour, inFlight, reconnection: true });
@@ -103,7 +95,7 @@ test("a mixed crowd and a SIGKILLed server still give the exact product", async 
 
 test("a worker that heartbeats but never answers is overtaken by a duplicate near the end", async (t) => {
   const server = await startServer(t, { env: { LEASE_MS: "60000" } });
-  const job = await submit(server.url, 8, 8, 8, 4, 21); // 4 tiles
+  const job = await submitRandom(server.url, 8, 8, 8, 4, 21); // 4 tiles
   const slow = await startWorker(t, server.url, { name: "slow", inFlight: 1, behaviour: { holdFirst: true } });
   const fast = await startWorker(t, server.url, { name: "fast", inFlight: 1 });
   await waitForJob(server.url, job.id, { ms: 20000 });
@@ -122,7 +114,7 @@ test("limits: connections per address, tasks per worker, job size; others are un
   });
   const { socket } = await registered(t, server.url, { name: "greedy" });
   await registered(t, server.url, { name: "second" });
-  const job = await submit(server.url, 10, 10, 10, 2);
+  const job = await submitRandom(server.url, 10, 10, 10, 2);
   for (let i = 0; i < 2; i++) socket.emit("request_task");
   const tooMany = once(socket, "protocol_error");
   socket.emit("request_task");
