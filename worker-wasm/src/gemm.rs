@@ -143,6 +143,10 @@ fn micro_f32(
     use core::arch::wasm32::*;
     let rows = rows(a, k, i0, h, p0, kc);
     let mut c = [[f32x4_splat(0.0); 2]; MR];
+    #[allow(
+        clippy::needless_range_loop,
+        reason = "p steps through A's rows and packed B together"
+    )]
     for p in 0..kc {
         // Safety: `bp` holds kc×NR packed values (NR = 8), so both 16-byte loads at p·NR are in
         // bounds; v128_load has no alignment requirement.
