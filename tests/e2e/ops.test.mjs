@@ -125,3 +125,22 @@ test("a bad configuration stops start-up with a message naming the variable", as
     (e) => /API_TOKEN/.test(e.stderr),
   );
 });
+
+test("CORS follows ALLOWED_ORIGINS exactly", async (t) => {
+  const server = await startServer(t, { env: { ALLOWED_ORIGINS: "https://volunteers.example.org" } });
+  const preflight = (origin) =>
+    fetch(`${server.url}/api/jobs`, {
+      method: "OPTIONS",
+      headers: { origin, "access-control-request-method": "POST", "access-control-request-headers": "content-type" },
+    });
+  const allowed = await preflight("https://volunteers.example.org");
+  assert.equal(allowed.headers.get("access-control-allow-origin"), "https://volunteers.example.org");
+  const other = await preflight("https://evil.example.com");
+  assert.equal(other.headers.get("access-control-allow-origin"), null);
+  const get = await fetch(`${server.url}/api/status`, { headers: { origin: "https://evil.example.com" } });
+  assert.equal(get.headers.get("access-control-allow-origin"), null);
+
+  const open = await startServer(t);
+  const any = await fetch(`${open.url}/api/status`, { headers: { origin: "https://anyone.example" } });
+  assert.equal(any.headers.get("access-control-allow-origin"), "*", "the default is *, as the ancestor's");
+});
