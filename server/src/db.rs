@@ -589,8 +589,10 @@ pub async fn release_session(
 }
 
 /// Re-queues leases whose deadline has passed, counting a failure against each task and a
-/// time-out against each worker. Tasks at the failure limit fail their job (the caller).
-pub async fn expire_leases(pool: &Pool) -> Result<Vec<Requeued>, sqlx::Error> {
+/// time-out against each worker. A task reaching `max_failures` is not re-queued but marked
+/// failed in the same statement (so no one can fail it once more meanwhile); the caller then
+/// fails its job.
+pub async fn expire_leases(pool: &Pool, max_failures: i64) -> Result<Vec<Requeued>, sqlx::Error> {
     let now = now_ms();
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     sqlx::query(
@@ -602,29 +604,34 @@ pub async fn expire_leases(pool: &Pool) -> Result<Vec<Requeued>, sqlx::Error> {
     .execute(&mut *tx)
     .await?;
     let expired = sqlx::query_as(
-        "UPDATE tasks SET state = 'queued', lease_owner = NULL, lease_worker = NULL, \
+        "UPDATE tasks SET state = CASE WHEN failures + 1 >= ?2 THEN 'failed' ELSE 'queued' END, \
+             lease_owner = NULL, lease_worker = NULL, \
              lease_deadline = NULL, failures = failures + 1, last_error = 'lease expired', \
              updated_at = ?1 \
          WHERE state = 'leased' AND lease_deadline < ?1 \
          RETURNING id, job_id, tile_row, tile_col, failures",
     )
     .bind(now)
+    .bind(max_failures)
     .fetch_all(&mut *tx)
     .await?;
     tx.commit().await?;
     Ok(expired)
 }
 
-/// A worker reported that it could not compute a task.
+/// A worker reported that it could not compute a task: re-queued, or marked failed when it
+/// reaches `max_failures` (see [`expire_leases`]).
 pub async fn fail_task(
     pool: &Pool,
     task_id: i64,
     holder: Holder<'_>,
     error: &str,
+    max_failures: i64,
 ) -> Result<Option<Requeued>, sqlx::Error> {
     let now = now_ms();
     let requeued = sqlx::query_as(
-        "UPDATE tasks SET state = 'queued', lease_owner = NULL, lease_worker = NULL, \
+        "UPDATE tasks SET state = CASE WHEN failures + 1 >= ?5 THEN 'failed' ELSE 'queued' END, \
+             lease_owner = NULL, lease_worker = NULL, \
              lease_deadline = NULL, failures = failures + 1, last_error = ?1, updated_at = ?2 \
          WHERE id = ?3 AND state = 'leased' AND lease_owner = ?4 \
          RETURNING id, job_id, tile_row, tile_col, failures",
@@ -633,6 +640,7 @@ pub async fn fail_task(
     .bind(now)
     .bind(task_id)
     .bind(holder.session)
+    .bind(max_failures)
     .fetch_optional(pool)
     .await?;
     if requeued.is_some() {

@@ -372,7 +372,7 @@ pub async fn sweep_loop(state: AppState) {
         if state.scheduler.waiting() > 0 {
             state.scheduler.wake();
         }
-        match db::expire_leases(&state.db).await {
+        match db::expire_leases(&state.db, i64::from(state.config.max_task_failures)).await {
             Ok(expired) if !expired.is_empty() => {
                 tracing::info!(count = expired.len(), "leases expired; tasks re-queued");
                 for task in &expired {

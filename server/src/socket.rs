@@ -705,7 +705,8 @@ async fn task_failed(state: AppState, socket: SocketRef, data: TryData<TaskFaile
         session: &worker.session,
         worker_id: &worker.worker_id,
     };
-    match db::fail_task(&state.db, failed.task_id, holder, &error).await {
+    let max = i64::from(state.config.max_task_failures);
+    match db::fail_task(&state.db, failed.task_id, holder, &error, max).await {
         Ok(Some(task)) => {
             tracing::info!(task_id = task.id, worker_id = %worker.worker_id, error, "worker reported a failed task");
             if let Err(e) = scheduler::requeued(&state, &[task]).await {
