@@ -4,7 +4,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: help dev run setup wasm web test test-rust test-kernel test-e2e test-api test-web bench bench-kernel bench-verify check fmt clean
+.PHONY: help dev run setup wasm web test test-rust test-kernel test-e2e test-api test-web bench bench-kernel bench-verify bench-grid check fmt clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -41,10 +41,15 @@ test-api: ## Fuzz the HTTP API from its OpenAPI document with schemathesis
 test-web: web ## Page unit tests and browser tests in headless Chromium
 	@scripts/test-web.sh
 
-bench: bench-kernel bench-verify ## Print the benchmark figures recorded in docs/benchmarks.md
+bench: bench-kernel bench-verify bench-grid ## Print the benchmark figures recorded in docs/benchmarks.md
 
 bench-kernel: setup ## Kernel GFLOP/s in Node (wasm) and natively
 	@scripts/bench-kernel.sh
+
+bench-grid: ## Scheduler throughput with 100 Socket.io workers (release server)
+	cargo build --release -p server --bin brain-server
+	cd tests/e2e && ( [ -d node_modules ] || npm ci --no-audit --no-fund ) && \
+	  BRAIN_SERVER_BIN=$(CURDIR)/target/release/brain-server node throughput.mjs
 
 bench-verify: ## Server-side verification cost against the tile's flops
 	cargo bench -p server --bench verify
