@@ -11,8 +11,8 @@ const USAGE: &str =
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let backup_to = match args.iter().map(String::as_str).collect::<Vec<_>>()[..] {
+    let args: Vec<String> = std::env::args().collect();
+    let backup_to = match args.iter().map(String::as_str).collect::<Vec<_>>()[1..] {
         [] => None,
         ["backup", dest] => Some(std::path::PathBuf::from(dest)),
         ["-h" | "--help"] => {

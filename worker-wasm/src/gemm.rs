@@ -60,7 +60,7 @@ macro_rules! gemm_impl {
 }
 
 gemm_impl!(gemm_f32, f32, micro_f32);
-gemm_impl!(gemm_f64, f64, micro_generic_f64);
+gemm_impl!(gemm_f64, f64, micro_generic);
 
 /// Rows of A for a micro-kernel: the `h` real rows, the last repeated to fill `MR` (their
 /// results are discarded), so the kernel never branches on the edge.
@@ -74,19 +74,19 @@ fn rows<T>(a: &[T], k: usize, i0: usize, h: usize, p0: usize, kc: usize) -> [&[T
     reason = "a micro-kernel's operands, kept flat for speed"
 )]
 #[inline(always)]
-fn micro_generic_f64(
-    a: &[f64],
+fn micro_generic<T: Copy + std::ops::Mul<Output = T> + std::ops::AddAssign>(
+    a: &[T],
     k: usize,
     i0: usize,
     h: usize,
     p0: usize,
     kc: usize,
-    bp: &[f64],
-    acc: &mut [[f64; NR]; MR],
+    bp: &[T],
+    acc: &mut [[T; NR]; MR],
 ) {
     let rows = rows(a, k, i0, h, p0, kc);
     for p in 0..kc {
-        let bv: &[f64; NR] = bp[p * NR..][..NR].try_into().expect("NR wide");
+        let bv: &[T; NR] = bp[p * NR..][..NR].try_into().expect("NR wide");
         for r in 0..MR {
             let x = rows[r][p];
             for j in 0..NR {
@@ -96,33 +96,9 @@ fn micro_generic_f64(
     }
 }
 
+/// Without simd128 the f32 micro-kernel is the generic one (LLVM vectorises what it can).
 #[cfg(not(target_feature = "simd128"))]
-#[allow(
-    clippy::too_many_arguments,
-    reason = "a micro-kernel's operands, kept flat for speed"
-)]
-#[inline(always)]
-fn micro_f32(
-    a: &[f32],
-    k: usize,
-    i0: usize,
-    h: usize,
-    p0: usize,
-    kc: usize,
-    bp: &[f32],
-    acc: &mut [[f32; NR]; MR],
-) {
-    let rows = rows(a, k, i0, h, p0, kc);
-    for p in 0..kc {
-        let bv: &[f32; NR] = bp[p * NR..][..NR].try_into().expect("NR wide");
-        for r in 0..MR {
-            let x = rows[r][p];
-            for j in 0..NR {
-                acc[r][j] += x * bv[j];
-            }
-        }
-    }
-}
+use micro_generic as micro_f32;
 
 #[cfg(target_feature = "simd128")]
 #[allow(
