@@ -1,159 +1,320 @@
-//! Cache-blocked, packed GEMM with a register-tiled micro-kernel.
+//! Cache-blocked, packed GEMM with a register-tiled micro-kernel (the GotoBLAS/BLIS layout).
 //!
-//! B is packed, one k-block at a time, into column panels of `NR` columns (zero-padded at the
-//! right edge) so the micro-kernel streams it contiguously; A is read in place, `MR` rows at a
-//! time. The micro-kernel keeps an `MR`×`NR` block of C in registers across the k-block. With
-//! `simd128` the f32 micro-kernel uses `f32x4` explicitly; otherwise (and for f64) it is plain
-//! Rust over fixed-size arrays, which LLVM vectorises for the target.
+//! For each k-block of depth `KC`, B is packed into column micro-panels of `NR` columns and A,
+//! `MC` rows at a time, into row micro-panels of `MR` rows, both interleaved along k and
+//! zero-padded at the edges, so the micro-kernel reads two contiguous streams and never
+//! branches on an edge. A packed B micro-panel (KC×NR) stays in L1 while the micro-kernel walks
+//! down the packed A block (MC×KC, in L2). The micro-kernel keeps an `MR`×`NR` block of C in
+//! registers across the k-block.
+//!
+//! The register tile is chosen per build by measurement in V8, which has 15 usable 128-bit
+//! registers: a tile whose accumulators, B vectors and broadcast A value do not fit spills and
+//! runs far slower. With `simd128` the micro-kernels use `f32x4`/`f64x2` explicitly, A's values
+//! broadcast straight from memory (`v128.load32_splat`); with `relaxed-simd` they use fused
+//! multiply-add, which frees the register a separate product needs. Without SIMD a plain Rust
+//! micro-kernel over fixed-size arrays serves both types.
 
-/// Rows of C per micro-kernel call.
-pub const MR: usize = 4;
-/// Columns of C per micro-kernel call (two 128-bit vectors of f32).
-pub const NR: usize = 8;
-/// Depth of a k-block: a packed B block of KC×NR f32 stays in L1.
+/// Depth of a k-block.
 const KC: usize = 256;
+/// Rows of A packed at a time: an MC×KC block of A stays in L2.
+const MC: usize = 120;
 
-macro_rules! gemm_impl {
-    ($name:ident, $t:ty, $micro:ident) => {
-        /// `c = a·b`; lengths are checked by the caller.
-        pub fn $name(a: &[$t], b: &[$t], c: &mut [$t], m: usize, k: usize, n: usize) {
-            c.fill(0.0);
-            let panels = n.div_ceil(NR);
-            let mut packed: Vec<$t> = vec![0.0; KC.min(k) * panels * NR];
-            let mut p0 = 0;
-            while p0 < k {
-                let kc = KC.min(k - p0);
-                // Pack B[p0..p0+kc, :] into panels of NR columns, zero-padded.
-                for panel in 0..panels {
-                    let j0 = panel * NR;
-                    let w = NR.min(n - j0);
-                    let dst = &mut packed[panel * KC.min(k) * NR..][..kc * NR];
-                    for p in 0..kc {
-                        let row = &b[(p0 + p) * n + j0..][..w];
-                        let out = &mut dst[p * NR..][..NR];
-                        out[..w].copy_from_slice(row);
-                        out[w..].fill(0.0);
+/// Register tiles (rows × columns of C) per build, picked by measurement (docs/benchmarks.md).
+#[cfg(all(target_feature = "simd128", target_feature = "relaxed-simd"))]
+mod tile {
+    pub const F32: (usize, usize) = (3, 12);
+    pub const F64: (usize, usize) = (3, 6);
+}
+#[cfg(all(target_feature = "simd128", not(target_feature = "relaxed-simd")))]
+mod tile {
+    pub const F32: (usize, usize) = (4, 8);
+    pub const F64: (usize, usize) = (4, 4);
+}
+#[cfg(not(target_feature = "simd128"))]
+mod tile {
+    pub const F32: (usize, usize) = (4, 8);
+    pub const F64: (usize, usize) = (4, 4);
+}
+
+/// Rows of C per f32 micro-kernel call in this build.
+pub const MR: usize = tile::F32.0;
+/// Columns of C per f32 micro-kernel call in this build.
+pub const NR: usize = tile::F32.1;
+const MR64: usize = tile::F64.0;
+const NR64: usize = tile::F64.1;
+
+/// `c = a·b` in f32; lengths are checked by the caller.
+pub fn gemm_f32(a: &[f32], b: &[f32], c: &mut [f32], m: usize, k: usize, n: usize) {
+    gemm::<f32, MR, NR>(a, b, c, m, k, n, micro::f32_tile::<MR, NR>);
+}
+
+/// `c = a·b` in f64; lengths are checked by the caller.
+pub fn gemm_f64(a: &[f64], b: &[f64], c: &mut [f64], m: usize, k: usize, n: usize) {
+    gemm::<f64, MR64, NR64>(a, b, c, m, k, n, micro::f64_tile::<MR64, NR64>);
+}
+
+/// A micro-kernel: C[0..MR, 0..NR] (rows `ldc` apart in `c`) = Σₚ pa[p]ᵀ·pb[p] over `kc`
+/// steps of packed A (MR per step) and packed B (NR per step), plus C's old values if `load`.
+/// Full tiles go straight to C, so no pass zeroes C first or adds partial sums afterwards.
+type Micro<T> = fn(usize, &[T], &[T], &mut [T], usize, bool);
+
+#[allow(clippy::too_many_arguments, reason = "a GEMM's operands, kept flat")]
+fn gemm<T, const MR: usize, const NR: usize>(
+    a: &[T],
+    b: &[T],
+    c: &mut [T],
+    m: usize,
+    k: usize,
+    n: usize,
+    micro: Micro<T>,
+) where
+    T: Copy + Default + std::ops::Add<Output = T>,
+{
+    let zero = T::default();
+    let kc_max = KC.min(k);
+    let panels = n.div_ceil(NR);
+    let mc_max = MC.min(m).div_ceil(MR) * MR;
+    let mut pb: Vec<T> = vec![zero; kc_max * panels * NR];
+    let mut pa: Vec<T> = vec![zero; kc_max * mc_max];
+    // Edge tiles are computed here, then copied into the part of C that exists.
+    let mut edge: Vec<T> = vec![zero; MR * NR];
+    let mut p0 = 0;
+    while p0 < k {
+        let kc = KC.min(k - p0);
+        pack_b(b, n, p0, kc, panels, NR, &mut pb);
+        let mut i0 = 0;
+        while i0 < m {
+            let mc = MC.min(m - i0);
+            let strips = mc.div_ceil(MR);
+            pack_a(a, k, i0, mc, p0, kc, MR, &mut pa);
+            for panel in 0..panels {
+                let j0 = panel * NR;
+                let w = NR.min(n - j0);
+                let bp = &pb[panel * kc * NR..][..kc * NR];
+                for strip in 0..strips {
+                    let ap = &pa[strip * kc * MR..][..kc * MR];
+                    let r0 = i0 + strip * MR;
+                    let h = MR.min(m - r0);
+                    if h == MR && w == NR {
+                        micro(kc, ap, bp, &mut c[r0 * n + j0..], n, p0 > 0);
+                        continue;
                     }
-                }
-                let mut i0 = 0;
-                while i0 < m {
-                    let h = MR.min(m - i0);
-                    for panel in 0..panels {
-                        let j0 = panel * NR;
-                        let w = NR.min(n - j0);
-                        let bp = &packed[panel * KC.min(k) * NR..][..kc * NR];
-                        let mut acc = [[0.0 as $t; NR]; MR];
-                        $micro(a, k, i0, h, p0, kc, bp, &mut acc);
-                        for r in 0..h {
-                            let out = &mut c[(i0 + r) * n + j0..][..w];
-                            for (o, v) in out.iter_mut().zip(&acc[r][..w]) {
-                                *o += *v;
-                            }
+                    micro(kc, ap, bp, &mut edge, NR, false);
+                    for r in 0..h {
+                        let out = &mut c[(r0 + r) * n + j0..][..w];
+                        for (o, v) in out.iter_mut().zip(&edge[r * NR..][..w]) {
+                            *o = if p0 > 0 { *o + *v } else { *v };
                         }
                     }
-                    i0 += MR;
                 }
-                p0 += kc;
             }
+            i0 += mc;
         }
-    };
+        p0 += kc;
+    }
 }
 
-gemm_impl!(gemm_f32, f32, micro_f32);
-gemm_impl!(gemm_f64, f64, micro_generic);
-
-/// Rows of A for a micro-kernel: the `h` real rows, the last repeated to fill `MR` (their
-/// results are discarded), so the kernel never branches on the edge.
-#[inline(always)]
-fn rows<T>(a: &[T], k: usize, i0: usize, h: usize, p0: usize, kc: usize) -> [&[T]; MR] {
-    std::array::from_fn(|r| &a[(i0 + r.min(h - 1)) * k + p0..][..kc])
+/// Packs B[p0..p0+kc, :] into micro-panels of `nr` columns: panel-major, then k, then column;
+/// columns past n are zero.
+fn pack_b<T: Copy + Default>(
+    b: &[T],
+    n: usize,
+    p0: usize,
+    kc: usize,
+    panels: usize,
+    nr: usize,
+    dst: &mut [T],
+) {
+    for panel in 0..panels {
+        let j0 = panel * nr;
+        let w = nr.min(n - j0);
+        let out = &mut dst[panel * kc * nr..][..kc * nr];
+        for (p, o) in out.chunks_exact_mut(nr).enumerate() {
+            o[..w].copy_from_slice(&b[(p0 + p) * n + j0..][..w]);
+            o[w..].fill(T::default());
+        }
+    }
 }
 
+/// Packs A[i0..i0+mc, p0..p0+kc] into micro-panels of `mr` rows: strip-major, then k, then row;
+/// rows past the block are zero.
 #[allow(
     clippy::too_many_arguments,
-    reason = "a micro-kernel's operands, kept flat for speed"
+    reason = "a block's coordinates, kept flat"
 )]
-#[inline(always)]
-fn micro_generic<T: Copy + std::ops::Mul<Output = T> + std::ops::AddAssign>(
+fn pack_a<T: Copy + Default>(
     a: &[T],
     k: usize,
     i0: usize,
-    h: usize,
+    mc: usize,
     p0: usize,
     kc: usize,
-    bp: &[T],
-    acc: &mut [[T; NR]; MR],
+    mr: usize,
+    dst: &mut [T],
 ) {
-    let rows = rows(a, k, i0, h, p0, kc);
-    for p in 0..kc {
-        let bv: &[T; NR] = bp[p * NR..][..NR].try_into().expect("NR wide");
-        for r in 0..MR {
-            let x = rows[r][p];
-            for j in 0..NR {
-                acc[r][j] += x * bv[j];
+    for strip in 0..mc.div_ceil(mr) {
+        let out = &mut dst[strip * kc * mr..][..kc * mr];
+        for r in 0..mr {
+            let i = strip * mr + r;
+            if i < mc {
+                let row = &a[(i0 + i) * k + p0..][..kc];
+                for (p, &x) in row.iter().enumerate() {
+                    out[p * mr + r] = x;
+                }
+            } else {
+                for p in 0..kc {
+                    out[p * mr + r] = T::default();
+                }
             }
         }
     }
 }
 
-/// Without simd128 the f32 micro-kernel is the generic one (LLVM vectorises what it can).
-#[cfg(not(target_feature = "simd128"))]
-use micro_generic as micro_f32;
-
-#[cfg(target_feature = "simd128")]
-#[allow(
-    clippy::too_many_arguments,
-    reason = "a micro-kernel's operands, kept flat for speed"
-)]
-#[inline(always)]
-fn micro_f32(
-    a: &[f32],
-    k: usize,
-    i0: usize,
-    h: usize,
-    p0: usize,
-    kc: usize,
-    bp: &[f32],
-    acc: &mut [[f32; NR]; MR],
-) {
-    use core::arch::wasm32::*;
-    let rows = rows(a, k, i0, h, p0, kc);
-    let mut c = [[f32x4_splat(0.0); 2]; MR];
-    #[allow(
-        clippy::needless_range_loop,
-        reason = "p steps through A's rows and packed B together"
-    )]
-    for p in 0..kc {
-        // Safety: `bp` holds kc×NR packed values (NR = 8), so both 16-byte loads at p·NR are in
-        // bounds; v128_load has no alignment requirement.
-        let (b0, b1) = unsafe {
-            let ptr = bp.as_ptr().add(p * NR) as *const v128;
-            (v128_load(ptr), v128_load(ptr.add(1)))
-        };
-        for r in 0..MR {
-            let x = f32x4_splat(rows[r][p]);
-            #[cfg(target_feature = "relaxed-simd")]
-            {
-                c[r][0] = f32x4_relaxed_madd(x, b0, c[r][0]);
-                c[r][1] = f32x4_relaxed_madd(x, b1, c[r][1]);
+/// The micro-kernels. Each takes packed A (`kc`×MR) and packed B (`kc`×NR).
+mod micro {
+    /// Plain Rust: LLVM vectorises what the target allows. Used for every type without simd128.
+    #[cfg_attr(target_feature = "simd128", allow(dead_code))]
+    #[inline(always)]
+    pub fn generic<T, const MR: usize, const NR: usize>(
+        kc: usize,
+        pa: &[T],
+        pb: &[T],
+        c: &mut [T],
+        ldc: usize,
+        load: bool,
+    ) where
+        T: Copy + Default + std::ops::Mul<Output = T> + std::ops::AddAssign,
+    {
+        let mut acc = [[T::default(); NR]; MR];
+        if load {
+            for (r, row) in acc.iter_mut().enumerate() {
+                row.copy_from_slice(&c[r * ldc..][..NR]);
             }
-            #[cfg(not(target_feature = "relaxed-simd"))]
-            {
-                c[r][0] = f32x4_add(c[r][0], f32x4_mul(x, b0));
-                c[r][1] = f32x4_add(c[r][1], f32x4_mul(x, b1));
+        }
+        for (av, bv) in pa.chunks_exact(MR).zip(pb.chunks_exact(NR)).take(kc) {
+            for r in 0..MR {
+                let x = av[r];
+                for j in 0..NR {
+                    acc[r][j] += x * bv[j];
+                }
             }
+        }
+        for (r, row) in acc.iter().enumerate() {
+            c[r * ldc..][..NR].copy_from_slice(row);
         }
     }
-    for r in 0..MR {
-        for (half, v) in c[r].iter().enumerate() {
-            for l in 0..4 {
-                acc[r][half * 4 + l] = match l {
-                    0 => f32x4_extract_lane::<0>(*v),
-                    1 => f32x4_extract_lane::<1>(*v),
-                    2 => f32x4_extract_lane::<2>(*v),
-                    _ => f32x4_extract_lane::<3>(*v),
-                };
-            }
+
+    #[cfg(not(target_feature = "simd128"))]
+    pub fn f32_tile<const MR: usize, const NR: usize>(
+        kc: usize,
+        pa: &[f32],
+        pb: &[f32],
+        c: &mut [f32],
+        ldc: usize,
+        load: bool,
+    ) {
+        generic::<f32, MR, NR>(kc, pa, pb, c, ldc, load);
+    }
+    #[cfg(not(target_feature = "simd128"))]
+    pub fn f64_tile<const MR: usize, const NR: usize>(
+        kc: usize,
+        pa: &[f64],
+        pb: &[f64],
+        c: &mut [f64],
+        ldc: usize,
+        load: bool,
+    ) {
+        generic::<f64, MR, NR>(kc, pa, pb, c, ldc, load);
+    }
+
+    #[cfg(target_feature = "simd128")]
+    pub use simd::{f32_tile, f64_tile};
+
+    #[cfg(target_feature = "simd128")]
+    mod simd {
+        use core::arch::wasm32::*;
+
+        /// `c + x·y`: fused (one rounding, lane order as the engine chooses) with relaxed-simd,
+        /// a separate multiply and add otherwise.
+        #[inline(always)]
+        fn madd32(x: v128, y: v128, c: v128) -> v128 {
+            #[cfg(target_feature = "relaxed-simd")]
+            return f32x4_relaxed_madd(x, y, c);
+            #[cfg(not(target_feature = "relaxed-simd"))]
+            return f32x4_add(c, f32x4_mul(x, y));
         }
+
+        #[inline(always)]
+        fn madd64(x: v128, y: v128, c: v128) -> v128 {
+            #[cfg(target_feature = "relaxed-simd")]
+            return f64x2_relaxed_madd(x, y, c);
+            #[cfg(not(target_feature = "relaxed-simd"))]
+            return f64x2_add(c, f64x2_mul(x, y));
+        }
+
+        /// Generates a micro-kernel for one lane type: `$lanes` values per v128, A broadcast
+        /// from memory with `$splat`.
+        macro_rules! tile_kernel {
+            ($name:ident, $t:ty, $lanes:expr, $splat:ident, $st:ty, $madd:ident) => {
+                #[inline(always)]
+                pub fn $name<const MR: usize, const NR: usize>(
+                    kc: usize,
+                    pa: &[$t],
+                    pb: &[$t],
+                    c: &mut [$t],
+                    ldc: usize,
+                    load: bool,
+                ) {
+                    const { assert!(NR % $lanes == 0) };
+                    assert!(
+                        pa.len() >= kc * MR
+                            && pb.len() >= kc * NR
+                            && c.len() >= (MR - 1) * ldc + NR
+                    );
+                    let nv = NR / $lanes;
+                    let mut acc = [[f32x4_splat(0.0); NR]; MR];
+                    let out = c.as_mut_ptr();
+                    if load {
+                        for r in 0..MR {
+                            for v in 0..nv {
+                                // Safety: r·ldc + v·lanes + lanes ≤ (MR-1)·ldc + NR ≤ c.len().
+                                acc[r][v] = unsafe {
+                                    v128_load(out.add(r * ldc + v * $lanes) as *const v128)
+                                };
+                            }
+                        }
+                    }
+                    let (mut a, mut b) = (pa.as_ptr(), pb.as_ptr());
+                    for _ in 0..kc {
+                        // Safety: the assert above keeps every load of the kc steps inside
+                        // `pa` and `pb`; v128 loads have no alignment requirement.
+                        unsafe {
+                            let mut bv = [f32x4_splat(0.0); NR];
+                            for v in 0..nv {
+                                bv[v] = v128_load(b.add(v * $lanes) as *const v128);
+                            }
+                            for r in 0..MR {
+                                let x = $splat(a.add(r) as *const $st);
+                                for v in 0..nv {
+                                    acc[r][v] = $madd(x, bv[v], acc[r][v]);
+                                }
+                            }
+                            a = a.add(MR);
+                            b = b.add(NR);
+                        }
+                    }
+                    for r in 0..MR {
+                        for v in 0..nv {
+                            // Safety: as for the loads above.
+                            unsafe {
+                                v128_store(out.add(r * ldc + v * $lanes) as *mut v128, acc[r][v])
+                            };
+                        }
+                    }
+                }
+            };
+        }
+        tile_kernel!(f32_tile, f32, 4, v128_load32_splat, u32, madd32);
+        tile_kernel!(f64_tile, f64, 2, v128_load64_splat, u64, madd64);
     }
 }
