@@ -22,7 +22,9 @@ pub fn matmul_f64(a: &[f64], b: &[f64], m: usize, k: usize, n: usize) -> Result<
 }
 
 /// Runs a task from the bytes `task_assigned` delivers (`Uint8Array` views of its
-/// `ArrayBuffer`s); returns C's bytes, ready to send back as `task_result.c`.
+/// `ArrayBuffer`s); returns C's bytes, ready to send back as `task_result.c`. The operands are
+/// copied once into wasm memory and read there in place; C is copied once, out into the
+/// returned `Uint8Array`.
 #[wasm_bindgen(js_name = runTask)]
 pub fn run_task(
     dtype: &str,
@@ -31,9 +33,10 @@ pub fn run_task(
     m: usize,
     k: usize,
     n: usize,
-) -> Result<Vec<u8>, JsError> {
+) -> Result<js_sys::Uint8Array, JsError> {
     let dtype: Dtype = dtype.parse().map_err(js_error)?;
-    crate::matmul_bytes(dtype, a, b, m, k, n).map_err(js_error)
+    crate::matmul_bytes_with(dtype, a, b, m, k, n, |c: &[u8]| js_sys::Uint8Array::from(c))
+        .map_err(js_error)
 }
 
 #[derive(serde::Serialize)]

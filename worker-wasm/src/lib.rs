@@ -1,8 +1,11 @@
 //! Matrix-multiplication kernels for Distributed Brain volunteers: plain Rust, tested natively
 //! against a naive reference, and compiled to WebAssembly with simd128 for browsers.
 //!
-//! C = A·B for row-major A (m×k) and B (k×n). The kernel packs B into column panels of
-//! [`gemm::NR`] and runs a register-tiled micro-kernel over rows of A, cache-blocked along k.
+//! C = A·B for row-major A (m×k) and B (k×n). The kernel packs both operands into micro-panels
+//! and runs a register-tiled micro-kernel ([`gemm::MR`]×[`gemm::NR`] for f32), cache-blocked
+//! along k and m (see [`gemm`]).
+
+use std::borrow::Cow;
 
 #[cfg(target_arch = "wasm32")]
 pub mod api;
@@ -101,7 +104,7 @@ pub fn matmul_f64_into(
 }
 
 /// A task straight from the bytes the Socket.io protocol delivers: row-major little-endian
-/// operands in, C's bytes out. Unaligned input is fine (it is copied once into typed memory).
+/// operands in, C's bytes out.
 pub fn matmul_bytes(
     dtype: Dtype,
     a: &[u8],
@@ -110,46 +113,101 @@ pub fn matmul_bytes(
     k: usize,
     n: usize,
 ) -> Result<Vec<u8>, KernelError> {
+    matmul_bytes_with(dtype, a, b, m, k, n, <[u8]>::to_vec)
+}
+
+/// [`matmul_bytes`], handing C's bytes to `out` instead of returning a copy: the JavaScript API
+/// copies them once, straight into a `Uint8Array`. Operands that are aligned for their type
+/// (as wasm-bindgen's allocations are) are read in place; others are copied once.
+pub fn matmul_bytes_with<R>(
+    dtype: Dtype,
+    a: &[u8],
+    b: &[u8],
+    m: usize,
+    k: usize,
+    n: usize,
+    out: impl FnOnce(&[u8]) -> R,
+) -> Result<R, KernelError> {
     match dtype {
         Dtype::F32 => {
-            let (a, b) = (f32s(a, "a")?, f32s(b, "b")?);
+            let (a, b) = (floats::<f32>(a, "a")?, floats::<f32>(b, "b")?);
             let c = matmul_f32(&a, &b, m, k, n)?;
-            Ok(c.iter().flat_map(|x| x.to_le_bytes()).collect())
+            Ok(out(&as_le_bytes(&c)))
         }
         Dtype::F64 => {
-            let (a, b) = (f64s(a, "a")?, f64s(b, "b")?);
+            let (a, b) = (floats::<f64>(a, "a")?, floats::<f64>(b, "b")?);
             let c = matmul_f64(&a, &b, m, k, n)?;
-            Ok(c.iter().flat_map(|x| x.to_le_bytes()).collect())
+            Ok(out(&as_le_bytes(&c)))
         }
     }
 }
 
-fn f32s(bytes: &[u8], operand: &'static str) -> Result<Vec<f32>, KernelError> {
-    if !bytes.len().is_multiple_of(4) {
-        return Err(KernelError::WrongLength {
-            operand,
-            got: bytes.len(),
-            expected: bytes.len() / 4 * 4,
-        });
-    }
-    Ok(bytes
-        .chunks_exact(4)
-        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-        .collect())
+/// The two element types, as little-endian bytes.
+trait Float: Copy + 'static {
+    const SIZE: usize;
+    fn from_le(bytes: &[u8]) -> Self;
+    fn to_le(self, out: &mut Vec<u8>);
 }
 
-fn f64s(bytes: &[u8], operand: &'static str) -> Result<Vec<f64>, KernelError> {
-    if !bytes.len().is_multiple_of(8) {
+impl Float for f32 {
+    const SIZE: usize = 4;
+    fn from_le(b: &[u8]) -> Self {
+        f32::from_le_bytes([b[0], b[1], b[2], b[3]])
+    }
+    fn to_le(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
+    }
+}
+
+impl Float for f64 {
+    const SIZE: usize = 8;
+    fn from_le(b: &[u8]) -> Self {
+        f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+    }
+    fn to_le(self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.to_le_bytes());
+    }
+}
+
+/// `bytes` as `T`s: borrowed when aligned on a little-endian target, copied otherwise.
+fn floats<'a, T: Float>(
+    bytes: &'a [u8],
+    operand: &'static str,
+) -> Result<Cow<'a, [T]>, KernelError> {
+    if !bytes.len().is_multiple_of(T::SIZE) {
         return Err(KernelError::WrongLength {
             operand,
             got: bytes.len(),
-            expected: bytes.len() / 8 * 8,
+            expected: bytes.len() / T::SIZE * T::SIZE,
         });
     }
-    Ok(bytes
-        .chunks_exact(8)
-        .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
-        .collect())
+    if cfg!(target_endian = "little") {
+        // Safety: T is f32 or f64, for which every bit pattern is a valid value, and align_to
+        // only puts whole, aligned elements in the middle part.
+        let (head, mid, tail) = unsafe { bytes.align_to::<T>() };
+        if head.is_empty() && tail.is_empty() {
+            return Ok(Cow::Borrowed(mid));
+        }
+    }
+    Ok(Cow::Owned(
+        bytes.chunks_exact(T::SIZE).map(T::from_le).collect(),
+    ))
+}
+
+/// `values` as little-endian bytes: a view on a little-endian target, a copy otherwise.
+fn as_le_bytes<T: Float>(values: &[T]) -> Cow<'_, [u8]> {
+    if cfg!(target_endian = "little") {
+        // Safety: f32 and f64 have no padding, so their memory is size_of_val bytes of
+        // initialised data, which outlive the returned borrow.
+        return Cow::Borrowed(unsafe {
+            std::slice::from_raw_parts(values.as_ptr().cast::<u8>(), std::mem::size_of_val(values))
+        });
+    }
+    let mut out = Vec::with_capacity(values.len() * T::SIZE);
+    for v in values {
+        v.to_le(&mut out);
+    }
+    Cow::Owned(out)
 }
 
 impl std::str::FromStr for Dtype {
