@@ -1,11 +1,12 @@
 //! Cache-blocked, packed GEMM with a register-tiled micro-kernel (the GotoBLAS/BLIS layout).
 //!
-//! For each k-block of depth `KC`, B is packed into column micro-panels of `NR` columns and A,
-//! `MC` rows at a time, into row micro-panels of `MR` rows, both interleaved along k and
-//! zero-padded at the edges, so the micro-kernel reads two contiguous streams and never
-//! branches on an edge. A packed B micro-panel (KC×NR) stays in L1 while the micro-kernel walks
-//! down the packed A block (MC×KC, in L2). The micro-kernel keeps an `MR`×`NR` block of C in
-//! registers across the k-block.
+//! For each k-block of depth `KC`, B is packed into column micro-panels of `NR` columns,
+//! interleaved along k and zero-padded at the right edge, so the micro-kernel streams it
+//! contiguously. A is read in place, `MR` rows at a time (see [`Rows`]). A packed B
+//! micro-panel (KC×NR) stays in L1 while the micro-kernel walks down a block of `MC` rows of A
+//! (MC×KC, in L2). The micro-kernel keeps an `MR`×`NR` block of C in registers across the
+//! k-block and adds it straight into C; tiles at the bottom and right edges go through a small
+//! buffer instead.
 //!
 //! The register tile is chosen per build by measurement in V8, which has 15 usable 128-bit
 //! registers: a tile whose accumulators, B vectors and broadcast A value do not fit spills and
@@ -16,7 +17,7 @@
 
 /// Depth of a k-block.
 const KC: usize = 256;
-/// Rows of A packed at a time: an MC×KC block of A stays in L2.
+/// Rows of A per block: an MC×KC block of A stays in L2 while B's micro-panels pass by.
 const MC: usize = 120;
 
 /// Register tiles (rows × columns of C) per build, picked by measurement (docs/benchmarks.md).
@@ -53,10 +54,10 @@ pub fn gemm_f64(a: &[f64], b: &[f64], c: &mut [f64], m: usize, k: usize, n: usiz
     gemm::<f64, MR64, NR64>(a, b, c, m, k, n, micro::f64_tile::<MR64, NR64>);
 }
 
-/// A micro-kernel: C[0..MR, 0..NR] (rows `ldc` apart in `c`) = Σₚ pa[p]ᵀ·pb[p] over `kc`
-/// steps of packed A (MR per step) and packed B (NR per step), plus C's old values if `load`.
+/// A micro-kernel: C[0..MR, 0..NR] (rows `ldc` apart in `c`) = Σₚ A[.., p]·pb[p] over `kc`
+/// steps of A's rows and packed B (NR per step), plus C's old values if `load`.
 /// Full tiles go straight to C, so no pass zeroes C first or adds partial sums afterwards.
-type Micro<T> = fn(usize, &[T], &[T], &mut [T], usize, bool);
+type Micro<T> = for<'a> fn(usize, Rows<'a, T>, &[T], &mut [T], usize, bool);
 
 #[allow(clippy::too_many_arguments, reason = "a GEMM's operands, kept flat")]
 fn gemm<T, const MR: usize, const NR: usize>(
@@ -73,9 +74,7 @@ fn gemm<T, const MR: usize, const NR: usize>(
     let zero = T::default();
     let kc_max = KC.min(k);
     let panels = n.div_ceil(NR);
-    let mc_max = MC.min(m).div_ceil(MR) * MR;
     let mut pb: Vec<T> = vec![zero; kc_max * panels * NR];
-    let mut pa: Vec<T> = vec![zero; kc_max * mc_max];
     // Edge tiles are computed here, then copied into the part of C that exists.
     let mut edge: Vec<T> = vec![zero; MR * NR];
     let mut p0 = 0;
@@ -86,20 +85,23 @@ fn gemm<T, const MR: usize, const NR: usize>(
         while i0 < m {
             let mc = MC.min(m - i0);
             let strips = mc.div_ceil(MR);
-            pack_a(a, k, i0, mc, p0, kc, MR, &mut pa);
             for panel in 0..panels {
                 let j0 = panel * NR;
                 let w = NR.min(n - j0);
                 let bp = &pb[panel * kc * NR..][..kc * NR];
                 for strip in 0..strips {
-                    let ap = &pa[strip * kc * MR..][..kc * MR];
                     let r0 = i0 + strip * MR;
                     let h = MR.min(m - r0);
+                    let rows = Rows {
+                        a: &a[r0 * k + p0..],
+                        lda: k,
+                        h,
+                    };
                     if h == MR && w == NR {
-                        micro(kc, ap, bp, &mut c[r0 * n + j0..], n, p0 > 0);
+                        micro(kc, rows, bp, &mut c[r0 * n + j0..], n, p0 > 0);
                         continue;
                     }
-                    micro(kc, ap, bp, &mut edge, NR, false);
+                    micro(kc, rows, bp, &mut edge, NR, false);
                     for r in 0..h {
                         let out = &mut c[(r0 + r) * n + j0..][..w];
                         for (o, v) in out.iter_mut().zip(&edge[r * NR..][..w]) {
@@ -136,37 +138,25 @@ fn pack_b<T: Copy + Default>(
     }
 }
 
-/// Packs A[i0..i0+mc, p0..p0+kc] into micro-panels of `mr` rows: strip-major, then k, then row;
-/// rows past the block are zero.
-#[allow(
-    clippy::too_many_arguments,
-    reason = "a block's coordinates, kept flat"
-)]
-fn pack_a<T: Copy + Default>(
-    a: &[T],
-    k: usize,
-    i0: usize,
-    mc: usize,
-    p0: usize,
-    kc: usize,
-    mr: usize,
-    dst: &mut [T],
-) {
-    for strip in 0..mc.div_ceil(mr) {
-        let out = &mut dst[strip * kc * mr..][..kc * mr];
-        for r in 0..mr {
-            let i = strip * mr + r;
-            if i < mc {
-                let row = &a[(i0 + i) * k + p0..][..kc];
-                for (p, &x) in row.iter().enumerate() {
-                    out[p * mr + r] = x;
-                }
-            } else {
-                for p in 0..kc {
-                    out[p * mr + r] = T::default();
-                }
-            }
-        }
+/// The rows of A a micro-kernel reads in place: `h` ≤ MR rows `lda` apart, starting at the
+/// k-block's first column. A is not packed: the micro-kernel broadcasts one value per row and
+/// step straight from memory, which costs the same as from a packed copy, and packing (a
+/// strided transpose) would cost a sizeable fraction of a tile with small n.
+#[derive(Clone, Copy)]
+struct Rows<'a, T> {
+    a: &'a [T],
+    lda: usize,
+    h: usize,
+}
+
+impl<T> Rows<'_, T> {
+    /// Pointers to MR rows, the last real row standing in for the missing ones (their sums
+    /// land in the edge buffer and are dropped), after checking that `kc` steps stay inside.
+    #[cfg_attr(not(target_feature = "simd128"), allow(dead_code))]
+    #[inline(always)]
+    fn ptrs<const MR: usize>(&self, kc: usize) -> [*const T; MR] {
+        assert!(self.h >= 1 && self.a.len() >= (self.h - 1) * self.lda + kc);
+        std::array::from_fn(|r| self.a[r.min(self.h - 1) * self.lda..].as_ptr())
     }
 }
 
@@ -177,7 +167,7 @@ mod micro {
     #[inline(always)]
     pub fn generic<T, const MR: usize, const NR: usize>(
         kc: usize,
-        pa: &[T],
+        a: super::Rows<'_, T>,
         pb: &[T],
         c: &mut [T],
         ldc: usize,
@@ -185,15 +175,16 @@ mod micro {
     ) where
         T: Copy + Default + std::ops::Mul<Output = T> + std::ops::AddAssign,
     {
+        let rows: [&[T]; MR] = std::array::from_fn(|r| &a.a[r.min(a.h - 1) * a.lda..][..kc]);
         let mut acc = [[T::default(); NR]; MR];
         if load {
             for (r, row) in acc.iter_mut().enumerate() {
                 row.copy_from_slice(&c[r * ldc..][..NR]);
             }
         }
-        for (av, bv) in pa.chunks_exact(MR).zip(pb.chunks_exact(NR)).take(kc) {
+        for (p, bv) in pb.chunks_exact(NR).take(kc).enumerate() {
             for r in 0..MR {
-                let x = av[r];
+                let x = rows[r][p];
                 for j in 0..NR {
                     acc[r][j] += x * bv[j];
                 }
@@ -207,24 +198,24 @@ mod micro {
     #[cfg(not(target_feature = "simd128"))]
     pub fn f32_tile<const MR: usize, const NR: usize>(
         kc: usize,
-        pa: &[f32],
+        a: super::Rows<'_, f32>,
         pb: &[f32],
         c: &mut [f32],
         ldc: usize,
         load: bool,
     ) {
-        generic::<f32, MR, NR>(kc, pa, pb, c, ldc, load);
+        generic::<f32, MR, NR>(kc, a, pb, c, ldc, load);
     }
     #[cfg(not(target_feature = "simd128"))]
     pub fn f64_tile<const MR: usize, const NR: usize>(
         kc: usize,
-        pa: &[f64],
+        a: super::Rows<'_, f64>,
         pb: &[f64],
         c: &mut [f64],
         ldc: usize,
         load: bool,
     ) {
-        generic::<f64, MR, NR>(kc, pa, pb, c, ldc, load);
+        generic::<f64, MR, NR>(kc, a, pb, c, ldc, load);
     }
 
     #[cfg(target_feature = "simd128")]
@@ -259,18 +250,15 @@ mod micro {
                 #[inline(always)]
                 pub fn $name<const MR: usize, const NR: usize>(
                     kc: usize,
-                    pa: &[$t],
+                    rows: super::super::Rows<'_, $t>,
                     pb: &[$t],
                     c: &mut [$t],
                     ldc: usize,
                     load: bool,
                 ) {
                     const { assert!(NR % $lanes == 0) };
-                    assert!(
-                        pa.len() >= kc * MR
-                            && pb.len() >= kc * NR
-                            && c.len() >= (MR - 1) * ldc + NR
-                    );
+                    assert!(pb.len() >= kc * NR && c.len() >= (MR - 1) * ldc + NR);
+                    let a = rows.ptrs::<MR>(kc);
                     let nv = NR / $lanes;
                     let mut acc = [[f32x4_splat(0.0); NR]; MR];
                     let out = c.as_mut_ptr();
@@ -284,22 +272,21 @@ mod micro {
                             }
                         }
                     }
-                    let (mut a, mut b) = (pa.as_ptr(), pb.as_ptr());
-                    for _ in 0..kc {
-                        // Safety: the assert above keeps every load of the kc steps inside
-                        // `pa` and `pb`; v128 loads have no alignment requirement.
+                    let mut b = pb.as_ptr();
+                    for p in 0..kc {
+                        // Safety: the assert above and `ptrs` keep every load of the kc steps
+                        // inside A's rows and `pb`; v128 loads have no alignment requirement.
                         unsafe {
                             let mut bv = [f32x4_splat(0.0); NR];
                             for v in 0..nv {
                                 bv[v] = v128_load(b.add(v * $lanes) as *const v128);
                             }
                             for r in 0..MR {
-                                let x = $splat(a.add(r) as *const $st);
+                                let x = $splat(a[r].add(p) as *const $st);
                                 for v in 0..nv {
                                     acc[r][v] = $madd(x, bv[v], acc[r][v]);
                                 }
                             }
-                            a = a.add(MR);
                             b = b.add(NR);
                         }
                     }
