@@ -1,6 +1,7 @@
 //! HTTP routes: health, status, the jobs API and the web page.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -19,7 +20,7 @@ use crate::error::{Error, Result};
 use crate::jobs::{self, Dtype, Matrix, Plan};
 use crate::npy;
 use crate::scheduler;
-use crate::state::AppState;
+use crate::state::{AppState, JobInputs};
 
 /// The HTTP side of the app; the Socket.io layer and CORS are added in [`crate::app`].
 pub fn router(state: AppState) -> Router {
@@ -280,6 +281,14 @@ async fn submit_job(State(state): State<AppState>, request: Request) -> Result<R
             "job submitted"
         );
     });
+    state.inputs.insert(
+        &id,
+        Arc::new(JobInputs {
+            plan,
+            a: a.data,
+            b_panels: Bytes::from(b_panels),
+        }),
+    );
     state.stats.mark_dirty(&id);
     state.scheduler.wake();
     let body = Created {

@@ -272,6 +272,7 @@ async fn deliver_as(
         tile_col: tile.tile_col,
         result_len: plan.result_len(&tile),
         duplicate,
+        answered: false,
     };
     // Record the lease before emitting so a fast result never finds it missing, and decide
     // against the worker's cache model which panels travel, in the same critical section.

@@ -414,7 +414,7 @@ fn request_task(state: &AppState, socket: SocketRef) {
     }
     let max = state.config.limits.max_tasks_per_worker;
     let held = state.workers.with(socket.id, |w| {
-        let held = w.leases.len() + w.requested;
+        let held = w.leases.values().filter(|l| !l.answered).count() + w.requested;
         if held < max {
             w.requested += 1;
         }
@@ -472,7 +472,17 @@ async fn task_result(state: AppState, socket: SocketRef, data: TryData<TaskResul
             },
         );
     };
-    let Some(lease) = worker.leases.get(&task_id) else {
+    let lease = state
+        .workers
+        .with(socket.id, |w| match w.leases.get_mut(&task_id) {
+            Some(lease) if !lease.answered => {
+                lease.answered = true;
+                Some(lease.clone())
+            }
+            _ => None,
+        })
+        .flatten();
+    let Some(lease) = lease.as_ref() else {
         // Not ours: unknown, finished, another worker's, or a lease that ended. Nothing is
         // stored and nobody's reputation changes: late answers are normal churn.
         let reason = db::why_refused(&state.db, task_id, &worker.session)

@@ -82,6 +82,11 @@ pub struct Lease {
     pub result_len: usize,
     /// A copy of a task another connection holds (see `scheduler::duplicate`).
     pub duplicate: bool,
+    /// Its result has arrived and is being verified and stored. Such a lease no longer counts
+    /// against `MAX_TASKS_PER_WORKER`: the worker is not holding the task, the server is, and
+    /// a worker that asks for its next task while sending a result must not be refused
+    /// because the server's commits are behind. A second result for it is refused.
+    pub answered: bool,
 }
 
 /// Registered workers by socket id. A `std` mutex: it is never held across an `.await`.
@@ -220,7 +225,9 @@ impl InputCache {
         Some(hit)
     }
 
-    fn insert(&self, job_id: &str, inputs: Arc<JobInputs>) {
+    /// Keeps a job's operands from the moment it is submitted, so its first tasks go out
+    /// without reading back from the database what the request just wrote there.
+    pub fn insert(&self, job_id: &str, inputs: Arc<JobInputs>) {
         let mut guard = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         let CacheEntries { map, order } = &mut *guard;
         map.insert(job_id.to_owned(), inputs);

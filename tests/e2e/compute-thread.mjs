@@ -1,0 +1,32 @@
+// A compute thread for the load harness's `wasm` volunteers: loads the real worker-wasm module
+// (the page's build) into a Node worker thread, warms it up, and runs each task it is handed
+// straight from the bytes the protocol delivered. Timing around the kernel call alone is the
+// "pure kernel time" the efficiency figure compares against.
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { pathToFileURL } from "node:url";
+import { parentPort, workerData } from "node:worker_threads";
+
+const mod = await import(pathToFileURL(join(workerData.pkg, "worker_wasm.js")));
+mod.initSync({ module: readFileSync(join(workerData.pkg, "worker_wasm_bg.wasm")) });
+mod.warmUp(300);
+parentPort.postMessage({ ready: true, info: mod.kernelInfo() });
+
+parentPort.on("message", ({ id, dtype, a, b, m, k, n, alone }) => {
+  if (alone) {
+    // The same shape with nothing else running: the median of `alone` calls, in ms.
+    const bytes = (len) => new Uint8Array(Float32Array.from({ length: len }, (_, i) => ((i % 97) - 48) / 64).buffer);
+    const [x, y] = [bytes(m * k), bytes(k * n)];
+    const times = [];
+    for (let i = 0; i < alone; i++) {
+      const t0 = performance.now();
+      mod.runTask("f32", x, y, m, k, n);
+      times.push(performance.now() - t0);
+    }
+    return parentPort.postMessage({ id, ms: times.sort((p, q) => p - q)[Math.floor(alone / 2)] });
+  }
+  const t0 = performance.now();
+  const c = mod.runTask(dtype, a, b, m, k, n);
+  const ms = performance.now() - t0;
+  parentPort.postMessage({ id, c, ms }, [c.buffer]);
+});
