@@ -1,9 +1,16 @@
 #!/usr/bin/env bash
 # End-to-end tests of the orchestrator: the real server binary on ephemeral ports with
-# temporary databases, driven by the official socket.io-client under Node's test runner.
+# temporary databases, driven by the official socket.io-client under Node's test runner; the
+# `brain` CLI, the load harness (with the wasm kernel) and the Python example in
+# docs/python.md run against it too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+export PATH="$HOME/.cargo/bin:$PATH"
 cargo build -p server --bin brain-server -p brain-cli --bin brain
+[ -f worker-wasm/pkg-simd/worker_wasm_bg.wasm ] || scripts/build-wasm.sh
+if ! python3 -c 'import numpy, requests' 2>/dev/null; then
+  python3 -m pip install --quiet --disable-pip-version-check "numpy==2.3.5" "requests==2.32.5"
+fi
 cd tests/e2e
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ]; then
   npm ci --no-audit --no-fund
