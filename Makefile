@@ -46,10 +46,11 @@ bench: bench-kernel bench-verify bench-grid ## Print the benchmark figures recor
 bench-kernel: setup ## Kernel GFLOP/s in Node (wasm) and natively
 	@scripts/bench-kernel.sh
 
-bench-grid: ## Scheduler throughput with 100 Socket.io workers (release server)
+bench-grid: setup ## The grid's four figures: throughput, connections, efficiency, bytes (load harness)
 	cargo build --release -p server --bin brain-server
+	[ -f worker-wasm/pkg-simd/worker_wasm_bg.wasm ] || scripts/build-wasm.sh
 	cd tests/e2e && ( [ -d node_modules ] || npm ci --no-audit --no-fund ) && \
-	  BRAIN_SERVER_BIN=$(CURDIR)/target/release/brain-server node throughput.mjs
+	  BRAIN_SERVER_BIN=$(CURDIR)/target/release/brain-server node load.mjs all
 
 bench-verify: ## Server-side verification cost against the tile's flops
 	cargo bench -p server --bench verify
