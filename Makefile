@@ -4,7 +4,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: help dev run setup wasm web test test-rust test-kernel test-e2e test-api test-web bench bench-kernel bench-verify bench-grid check fmt clean
+.PHONY: help dev run setup wasm web test test-rust test-kernel test-e2e test-api test-web test-release bench bench-kernel bench-verify bench-grid check fmt clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -24,13 +24,16 @@ dev: web ## Run the local stack: server on :3000 with data/brain.db, rebuilt on 
 run: ## Run the server once (no watching)
 	cargo run -p server --bin brain-server
 
-test: test-rust test-kernel test-e2e test-api test-web ## Run every test
+test: test-rust test-kernel test-e2e test-api test-web test-release ## Run every test
 
 test-rust: ## Native Rust tests (server integration tests, kernel property tests)
 	cargo test --workspace
 
 test-kernel: setup ## Kernel tests compiled to wasm and run in Node
 	@scripts/test-kernel.sh
+
+test-release: ## The release build script (as the Dockerfile runs it), then its dist/ served
+	@scripts/test-release.sh
 
 test-e2e: ## Orchestrator end-to-end tests with the official socket.io-client in Node
 	@scripts/test-e2e.sh
