@@ -7,18 +7,8 @@ cd "$(dirname "$0")/.."
 scripts/build-release.sh
 test -x dist/brain-server
 test -f dist/web/index.html
-dir=$(mktemp -d)
-PORT=0 HOST=127.0.0.1 DATABASE_PATH="$dir/brain.db" WEB_DIR=dist/web RUST_LOG=warn \
-  dist/brain-server > "$dir/server.log" 2>&1 &
-pid=$!
-trap 'kill $pid 2>/dev/null || true; wait $pid 2>/dev/null || true; rm -rf "$dir"' EXIT
-url=
-for _ in $(seq 100); do
-  url=$(grep -o 'http://[0-9.:]*' "$dir/server.log" | head -1 || true)
-  [ -n "$url" ] && break
-  sleep 0.1
-done
-[ -n "$url" ] || { cat "$dir/server.log"; echo "test-release: dist/brain-server did not start"; exit 1; }
+. scripts/test-server.sh
+start_test_server dist/brain-server dist/web
 curl -sf "$url/health" | grep -q '"ok"'
 curl -sf "$url/" | grep -qi '<html'
 curl -sf "$url/dashboard" | grep -qi '<html'

@@ -2,12 +2,12 @@
 // with a temporary database, speak Socket.io with the official client, and compute reference
 // products independently of the server.
 
-import { spawn } from "node:child_process";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { io } from "socket.io-client";
+import { spawnServer } from "../support/server.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const SERVER_BIN =
@@ -26,50 +26,13 @@ export function tempDir(t) {
  */
 export async function startServer(t, { dbPath, port = 0, env = {} } = {}) {
   dbPath ??= join(tempDir(t), "brain.db");
-  const proc = spawn(SERVER_BIN, [], {
-    env: {
-      ...process.env,
-      PORT: String(port),
-      HOST: "127.0.0.1",
-      DATABASE_PATH: dbPath,
-      WEB_DIR: join(tmpdir(), "brain-e2e-no-web"),
-      RUST_LOG: process.env.RUST_LOG ?? "warn",
-      API_TOKEN: "",
-      ...env,
-    },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let stderr = "";
-  proc.stderr.on("data", (d) => (stderr += d));
-  const exited = new Promise((res) => proc.once("exit", (code, signal) => res({ code, signal })));
-  const url = await new Promise((res, rej) => {
-    let out = "";
-    const timer = setTimeout(() => rej(new Error(`server did not start:\n${stderr}`)), 20000);
-    proc.stdout.on("data", (d) => {
-      out += d;
-      const m = out.match(/listening on (http:\/\/[\d.]+:\d+)/);
-      if (m) {
-        clearTimeout(timer);
-        res(m[1]);
-      }
-    });
-    exited.then(({ code }) => {
-      clearTimeout(timer);
-      rej(new Error(`server exited with ${code} before listening:\n${stderr}`));
-    });
-  });
-  const server = {
-    url,
-    port: Number(new URL(url).port),
+  const server = await spawnServer(SERVER_BIN, {
     dbPath,
-    proc,
-    exited,
-    stderr: () => stderr,
-    async kill(signal = "SIGKILL") {
-      if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
-      return exited;
-    },
-  };
+    port,
+    env,
+    webDir: join(tmpdir(), "brain-e2e-no-web"),
+    startMs: 20000,
+  });
   t?.after(() => server.kill());
   return server;
 }

@@ -49,59 +49,34 @@ fn check(a: usize, b: usize, c: usize, m: usize, k: usize, n: usize) -> Result<(
     Ok(())
 }
 
-/// `C = A·B` in f32.
-pub fn matmul_f32(
-    a: &[f32],
-    b: &[f32],
-    m: usize,
-    k: usize,
-    n: usize,
-) -> Result<Vec<f32>, KernelError> {
-    let mut c = vec![0.0; m.saturating_mul(n)];
-    matmul_f32_into(a, b, &mut c, m, k, n)?;
-    Ok(c)
+/// `matmul_<t>` (a new C) and `matmul_<t>_into` (the caller's C) for one element type.
+macro_rules! matmul_fns {
+    ($t:ty, $new:ident, $into:ident, $gemm:path) => {
+        #[doc = concat!("`C = A·B` in ", stringify!($t), ".")]
+        pub fn $new(a: &[$t], b: &[$t], m: usize, k: usize, n: usize) -> Result<Vec<$t>, KernelError> {
+            let mut c = vec![0.0; m.saturating_mul(n)];
+            $into(a, b, &mut c, m, k, n)?;
+            Ok(c)
+        }
+
+        #[doc = concat!("`C = A·B` in ", stringify!($t), ", into the caller's `c` (m×n), which is overwritten.")]
+        pub fn $into(
+            a: &[$t],
+            b: &[$t],
+            c: &mut [$t],
+            m: usize,
+            k: usize,
+            n: usize,
+        ) -> Result<(), KernelError> {
+            check(a.len(), b.len(), c.len(), m, k, n)?;
+            $gemm(a, b, c, m, k, n);
+            Ok(())
+        }
+    };
 }
 
-/// `C = A·B` in f32, into the caller's `c` (m×n), which is overwritten.
-pub fn matmul_f32_into(
-    a: &[f32],
-    b: &[f32],
-    c: &mut [f32],
-    m: usize,
-    k: usize,
-    n: usize,
-) -> Result<(), KernelError> {
-    check(a.len(), b.len(), c.len(), m, k, n)?;
-    gemm::gemm_f32(a, b, c, m, k, n);
-    Ok(())
-}
-
-/// `C = A·B` in f64.
-pub fn matmul_f64(
-    a: &[f64],
-    b: &[f64],
-    m: usize,
-    k: usize,
-    n: usize,
-) -> Result<Vec<f64>, KernelError> {
-    let mut c = vec![0.0; m.saturating_mul(n)];
-    matmul_f64_into(a, b, &mut c, m, k, n)?;
-    Ok(c)
-}
-
-/// `C = A·B` in f64, into the caller's `c` (m×n), which is overwritten.
-pub fn matmul_f64_into(
-    a: &[f64],
-    b: &[f64],
-    c: &mut [f64],
-    m: usize,
-    k: usize,
-    n: usize,
-) -> Result<(), KernelError> {
-    check(a.len(), b.len(), c.len(), m, k, n)?;
-    gemm::gemm_f64(a, b, c, m, k, n);
-    Ok(())
-}
+matmul_fns!(f32, matmul_f32, matmul_f32_into, gemm::gemm_f32);
+matmul_fns!(f64, matmul_f64, matmul_f64_into, gemm::gemm_f64);
 
 /// A task straight from the bytes the Socket.io protocol delivers: row-major little-endian
 /// operands in, C's bytes out.

@@ -2,12 +2,12 @@
 // temporary database and web/dist as its page, and Debian's Chromium driven by
 // playwright-core (which downloads no browser).
 
-import { spawn } from "node:child_process";
 import { mkdtempSync, mkdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
+import { spawnServer } from "../../../tests/support/server.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const ROOT = resolve(here, "../../..");
@@ -20,50 +20,9 @@ export function tempDir() {
   return mkdtempSync(join(tmpdir(), "brain-web-"));
 }
 
-/** Starts the server; resolves once it prints its address. `port` 0 lets the OS choose. */
-export async function startServer({ dbPath, port = 0, env = {} }) {
-  const proc = spawn(SERVER_BIN, [], {
-    env: {
-      ...process.env,
-      PORT: String(port),
-      HOST: "127.0.0.1",
-      DATABASE_PATH: dbPath,
-      WEB_DIR,
-      RUST_LOG: process.env.RUST_LOG ?? "warn",
-      API_TOKEN: "",
-      ...env,
-    },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let stderr = "";
-  proc.stderr.on("data", (d) => (stderr += d));
-  const exited = new Promise((res) => proc.once("exit", (code, signal) => res({ code, signal })));
-  const url = await new Promise((res, rej) => {
-    let out = "";
-    const timer = setTimeout(() => rej(new Error(`server did not start:\n${stderr}`)), 30_000);
-    proc.stdout.on("data", (d) => {
-      out += d;
-      const m = out.match(/listening on (http:\/\/[\d.]+:\d+)/);
-      if (m) {
-        clearTimeout(timer);
-        res(m[1]);
-      }
-    });
-    exited.then(({ code }) => {
-      clearTimeout(timer);
-      rej(new Error(`server exited with ${code} before listening:\n${stderr}`));
-    });
-  });
-  return {
-    url,
-    port: Number(new URL(url).port),
-    proc,
-    stderr: () => stderr,
-    async kill(signal = "SIGKILL") {
-      if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
-      return exited;
-    },
-  };
+/** Starts the server with web/dist as its page; resolves once it prints its address. */
+export function startServer({ dbPath, port = 0, env = {} }) {
+  return spawnServer(SERVER_BIN, { dbPath, port, env, webDir: WEB_DIR });
 }
 
 export async function launchBrowser() {
