@@ -34,7 +34,7 @@
 
 use rand::Rng;
 
-use crate::jobs::{to_f64, Dtype};
+use crate::jobs::Dtype;
 
 /// Hoeffding factor: √(2·ln(2/δ)) for δ ≈ 3·10⁻¹⁴, rounded up.
 const CONFIDENCE: f64 = 8.0;
@@ -52,58 +52,130 @@ pub enum Verdict {
 }
 
 /// Checks `c` (m×n) against `a` (m×k) and `b` (k×n), all row-major little-endian `dtype`,
-/// with `vectors` random sign vectors.
+/// with `vectors` random sign vectors (rounded up to 1, 2, 4 or 6).
+///
+/// All vectors go through together, in one pass over each operand read straight from its
+/// bytes: B·R and ‖B‖_F in one pass over B, then per row of the tile A·(B·R) with the row's
+/// norm and C·R. No f64 copy of an operand is made, and the v independent sums per element keep
+/// the CPU busy where one dot product at a time would wait on its own additions.
 pub fn check(
     dtype: Dtype,
     a: &[u8],
     b: &[u8],
     c: &[u8],
-    (m, k, n): (usize, usize, usize),
+    shape: (usize, usize, usize),
     vectors: usize,
     rng: &mut impl Rng,
 ) -> Verdict {
-    let (a, b, c) = (to_f64(dtype, a), to_f64(dtype, b), to_f64(dtype, c));
-    debug_assert_eq!((a.len(), b.len(), c.len()), (m * k, k * n, m * n));
-    if c.iter().any(|x| !x.is_finite()) {
-        // Inputs are finite (checked at submission) and bounded, so an honest product is too.
-        let at = c.iter().position(|x| !x.is_finite()).unwrap_or(0);
-        return Verdict::Fail {
-            row: at / n,
-            diff: f64::INFINITY,
-            bound: 0.0,
-        };
+    match (dtype, vectors) {
+        (Dtype::F32, 0..=1) => check_with::<f32, 1>(a, b, c, shape, rng),
+        (Dtype::F32, 2) => check_with::<f32, 2>(a, b, c, shape, rng),
+        (Dtype::F32, 3..=4) => check_with::<f32, 4>(a, b, c, shape, rng),
+        (Dtype::F32, _) => check_with::<f32, 6>(a, b, c, shape, rng),
+        (Dtype::F64, 0..=1) => check_with::<f64, 1>(a, b, c, shape, rng),
+        (Dtype::F64, 2) => check_with::<f64, 2>(a, b, c, shape, rng),
+        (Dtype::F64, 3..=4) => check_with::<f64, 4>(a, b, c, shape, rng),
+        (Dtype::F64, _) => check_with::<f64, 6>(a, b, c, shape, rng),
     }
-    let u = match dtype {
-        Dtype::F32 => f64::from(f32::EPSILON) / 2.0,
-        Dtype::F64 => f64::EPSILON / 2.0,
-    };
+}
+
+/// An element type of the operands, read from little-endian bytes.
+trait Element: 'static {
+    const SIZE: usize;
+    /// Unit roundoff of the type the worker computed in.
+    const UNIT_ROUNDOFF: f64;
+    fn read(bytes: &[u8]) -> f64;
+}
+
+impl Element for f32 {
+    const SIZE: usize = 4;
+    const UNIT_ROUNDOFF: f64 = f32::EPSILON as f64 / 2.0;
+    fn read(b: &[u8]) -> f64 {
+        f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+    }
+}
+
+impl Element for f64 {
+    const SIZE: usize = 8;
+    const UNIT_ROUNDOFF: f64 = f64::EPSILON / 2.0;
+    fn read(b: &[u8]) -> f64 {
+        f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+    }
+}
+
+fn values<E: Element>(bytes: &[u8]) -> impl Iterator<Item = f64> + '_ {
+    bytes.chunks_exact(E::SIZE).map(E::read)
+}
+
+fn check_with<E: Element, const V: usize>(
+    a: &[u8],
+    b: &[u8],
+    c: &[u8],
+    (m, k, n): (usize, usize, usize),
+    rng: &mut impl Rng,
+) -> Verdict {
+    debug_assert_eq!(
+        (a.len(), b.len(), c.len()),
+        (m * k * E::SIZE, k * n * E::SIZE, m * n * E::SIZE)
+    );
+    let u = E::UNIT_ROUNDOFF;
     let ku = k as f64 * u;
     let gamma = if ku < 0.5 { ku / (1.0 - ku) } else { 2.0 * ku };
     // The check's own f64 rounding: y and z each sum k + n terms bounded by the same norms.
     let check_error = 2.0 * (k + n + 2) as f64 * f64::EPSILON;
-    let b_frobenius = b.iter().map(|x| x * x).sum::<f64>().sqrt();
-    let a_row_norms: Vec<f64> = a
-        .chunks_exact(k)
-        .map(|row| row.iter().map(|x| x * x).sum::<f64>().sqrt())
-        .collect();
     let n_sqrt = (n as f64).sqrt();
 
-    let mut r = vec![0.0; n];
-    let mut br = vec![0.0; k];
-    for _ in 0..vectors.max(1) {
-        for x in r.iter_mut() {
-            *x = if rng.random::<bool>() { 1.0 } else { -1.0 };
+    // V sign vectors, interleaved: r[j] holds the j-th sign of every vector.
+    let r: Vec<[f64; V]> = (0..n)
+        .map(|_| std::array::from_fn(|_| if rng.random::<bool>() { 1.0 } else { -1.0 }))
+        .collect();
+    // B·R, and ‖B‖_F, in one pass over B.
+    let mut b_squares = 0.0;
+    let br: Vec<[f64; V]> = b
+        .chunks_exact(n * E::SIZE)
+        .map(|row| {
+            let mut acc = [0.0; V];
+            for (x, rj) in values::<E>(row).zip(&r) {
+                b_squares += x * x;
+                for s in 0..V {
+                    acc[s] += x * rj[s];
+                }
+            }
+            acc
+        })
+        .collect();
+    let b_frobenius = f64::sqrt(b_squares);
+    for (i, (a_row, c_row)) in a
+        .chunks_exact(k * E::SIZE)
+        .zip(c.chunks_exact(n * E::SIZE))
+        .enumerate()
+    {
+        let (mut y, mut a_squares) = ([0.0; V], 0.0);
+        for (x, bp) in values::<E>(a_row).zip(&br) {
+            a_squares += x * x;
+            for s in 0..V {
+                y[s] += x * bp[s];
+            }
         }
-        // B·r (k), then A·(B·r) and C·r row by row.
-        for (p, out) in br.iter_mut().enumerate() {
-            *out = dot(&b[p * n..(p + 1) * n], &r);
+        let mut z = [0.0; V];
+        for (x, rj) in values::<E>(c_row).zip(&r) {
+            for s in 0..V {
+                z[s] += x * rj[s];
+            }
         }
-        for i in 0..m {
-            let y = dot(&a[i * k..(i + 1) * k], &br);
-            let z = dot(&c[i * n..(i + 1) * n], &r);
-            let scale = a_row_norms[i] * b_frobenius;
-            let bound = CONFIDENCE * (gamma + u) * scale + check_error * scale * n_sqrt;
-            let diff = (y - z).abs();
+        let scale = a_squares.sqrt() * b_frobenius;
+        let bound = CONFIDENCE * (gamma + u) * scale + check_error * scale * n_sqrt;
+        for s in 0..V {
+            // A NaN or infinity anywhere in C's row makes z non-finite (the signs are ±1 and
+            // A and B are finite, checked at submission): such a row fails outright.
+            if !z[s].is_finite() {
+                return Verdict::Fail {
+                    row: i,
+                    diff: f64::INFINITY,
+                    bound: 0.0,
+                };
+            }
+            let diff = (y[s] - z[s]).abs();
             if diff > bound {
                 return Verdict::Fail {
                     row: i,
@@ -114,22 +186,6 @@ pub fn check(
         }
     }
     Verdict::Pass
-}
-
-fn dot(x: &[f64], y: &[f64]) -> f64 {
-    // Four partial sums: independent chains let the CPU overlap the additions.
-    let mut acc = [0.0; 4];
-    let chunks = x.len() / 4;
-    for i in 0..chunks {
-        for (l, s) in acc.iter_mut().enumerate() {
-            *s += x[4 * i + l] * y[4 * i + l];
-        }
-    }
-    let mut sum = (acc[0] + acc[1]) + (acc[2] + acc[3]);
-    for i in chunks * 4..x.len() {
-        sum += x[i] * y[i];
-    }
-    sum
 }
 
 /// How many vectors a worker's result is checked with: more for a new or recently wrong
