@@ -843,6 +843,18 @@ pub async fn purge_finished(pool: &Pool, retention_ms: i64) -> Result<u64, sqlx:
     Ok(ids.len() as u64)
 }
 
+/// Moves what the write-ahead log holds into the database file now (`PASSIVE`: it waits for
+/// no reader or writer). Called after a job's operands are written, so that the megabytes they
+/// add to the log are copied while the submitter waits for its answer, rather than by the
+/// first result commit that crosses SQLite's auto-checkpoint threshold, which would hold up
+/// the grid's first acknowledgements and task claims.
+pub async fn checkpoint(pool: &Pool) -> Result<(), sqlx::Error> {
+    sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+        .execute(pool)
+        .await
+        .map(|_| ())
+}
+
 /// An online backup: a consistent copy of the database, taken while the server runs (WAL
 /// readers see one snapshot), written to `dest`, which must not exist.
 pub async fn backup(pool: &Pool, dest: &Path) -> Result<(), sqlx::Error> {

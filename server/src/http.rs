@@ -271,6 +271,10 @@ async fn submit_job(State(state): State<AppState>, request: Request) -> Result<R
     db::insert_job(&state.db, &id, &name, &plan, &a.data, &b_panels)
         .instrument(span.clone())
         .await?;
+    if let Err(e) = db::checkpoint(&state.db).await {
+        // Only a matter of speed: SQLite checkpoints by itself later.
+        tracing::warn!(error = %e, "checkpoint after a submission failed");
+    }
     span.in_scope(|| {
         tracing::info!(
             m = plan.m,
