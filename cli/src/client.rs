@@ -19,10 +19,12 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// have no total limit: a large matrix over a slow link may rightly take minutes.
 const QUICK_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// A job as `GET /api/jobs/{id}` describes it.
+/// A job as `GET /api/jobs/{id}` describes it. The `201` answer to a submission is a subset
+/// (no name, progress or times yet), read into the same type with those fields defaulted.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Job {
     pub id: String,
+    #[serde(default)]
     pub name: String,
     /// `queued`, `running`, `done`, `failed` or `cancelled`.
     pub status: String,
@@ -34,8 +36,10 @@ pub struct Job {
     pub tile: u64,
     pub tasks_total: u64,
     /// Tiles computed and verified so far.
+    #[serde(default)]
     pub tasks_done: u64,
     /// RFC 3339 in UTC, as the server formats it.
+    #[serde(default)]
     pub created_at: String,
     pub finished_at: Option<String>,
     /// Why the job failed; absent otherwise.
@@ -47,18 +51,6 @@ impl Job {
     pub fn is_final(&self) -> bool {
         matches!(self.status.as_str(), "done" | "failed" | "cancelled")
     }
-}
-
-/// The `201` answer to a submission.
-#[derive(Debug, Clone, Deserialize)]
-pub struct Created {
-    pub id: String,
-    pub m: u64,
-    pub k: u64,
-    pub n: u64,
-    pub dtype: String,
-    pub tile: u64,
-    pub tasks_total: u64,
 }
 
 /// What the server sends with every 4xx/5xx.
@@ -111,7 +103,7 @@ impl Client {
     }
 
     /// `POST /api/jobs` with the two files streamed from disk as a multipart form.
-    pub fn submit(&self, a: &Path, b: &Path, tile: Option<u32>, name: &str) -> Result<Created> {
+    pub fn submit(&self, a: &Path, b: &Path, tile: Option<u32>, name: &str) -> Result<Job> {
         let mut form = multipart::Form::new()
             .part("a", file_part(a)?)
             .part("b", file_part(b)?)

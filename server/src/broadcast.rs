@@ -28,8 +28,9 @@ struct TileChange {
 #[derive(Default)]
 pub struct PendingTiles(Mutex<Vec<TileChange>>);
 
-/// Notes a tile's new state for dashboards.
+/// Notes a tile's new state for dashboards, and that its job's progress changed.
 pub fn tile(state: &AppState, job_id: &str, task_id: i64, row: i64, col: i64, new: &'static str) {
+    state.stats.mark_dirty(job_id);
     let mut pending = state
         .pending_tiles
         .0

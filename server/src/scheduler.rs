@@ -153,7 +153,6 @@ async fn serve(state: &AppState, waiting: Vec<Waiter>, unserved: &mut Vec<Waiter
             task.tile_col,
             "leased",
         );
-        state.stats.mark_dirty(&task.job_id);
     }
     for waiter in empty_handed {
         match duplicate(state, &waiter).await {
@@ -411,7 +410,6 @@ pub async fn requeued(state: &AppState, tasks: &[Requeued]) -> Result<()> {
                 task.tile_col,
                 "queued",
             );
-            state.stats.mark_dirty(&task.job_id);
         }
     }
     state.scheduler.wake();

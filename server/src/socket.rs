@@ -554,7 +554,6 @@ async fn task_result(state: AppState, socket: SocketRef, data: TryData<TaskResul
                 }
             });
             broadcast::tile(&state, &job_id, task_id, tile_row, tile_col, "done");
-            state.stats.mark_dirty(&job_id);
             if job_finished {
                 tracing::info!(%job_id, seconds = job_age_s, "job done");
                 state.metrics.job_finished(job_age_s);

@@ -195,28 +195,25 @@ mod micro {
         }
     }
 
-    #[cfg(not(target_feature = "simd128"))]
-    pub fn f32_tile<const MR: usize, const NR: usize>(
-        kc: usize,
-        a: super::Rows<'_, f32>,
-        pb: &[f32],
-        c: &mut [f32],
-        ldc: usize,
-        load: bool,
-    ) {
-        generic::<f32, MR, NR>(kc, a, pb, c, ldc, load);
+    /// Without simd128, `f32_tile` and `f64_tile` are the generic kernel for their type (with
+    /// the simd kernels' signature, so the callers need no cfg of their own).
+    macro_rules! generic_tile {
+        ($name:ident, $t:ty) => {
+            #[cfg(not(target_feature = "simd128"))]
+            pub fn $name<const MR: usize, const NR: usize>(
+                kc: usize,
+                a: super::Rows<'_, $t>,
+                pb: &[$t],
+                c: &mut [$t],
+                ldc: usize,
+                load: bool,
+            ) {
+                generic::<$t, MR, NR>(kc, a, pb, c, ldc, load);
+            }
+        };
     }
-    #[cfg(not(target_feature = "simd128"))]
-    pub fn f64_tile<const MR: usize, const NR: usize>(
-        kc: usize,
-        a: super::Rows<'_, f64>,
-        pb: &[f64],
-        c: &mut [f64],
-        ldc: usize,
-        load: bool,
-    ) {
-        generic::<f64, MR, NR>(kc, a, pb, c, ldc, load);
-    }
+    generic_tile!(f32_tile, f32);
+    generic_tile!(f64_tile, f64);
 
     #[cfg(target_feature = "simd128")]
     pub use simd::{f32_tile, f64_tile};

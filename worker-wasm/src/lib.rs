@@ -124,25 +124,20 @@ trait Float: Copy + 'static {
     fn to_le(self, out: &mut Vec<u8>);
 }
 
-impl Float for f32 {
-    const SIZE: usize = 4;
-    fn from_le(b: &[u8]) -> Self {
-        f32::from_le_bytes([b[0], b[1], b[2], b[3]])
-    }
-    fn to_le(self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.to_le_bytes());
-    }
+macro_rules! impl_float {
+    ($($t:ty),*) => {$(
+        impl Float for $t {
+            const SIZE: usize = std::mem::size_of::<$t>();
+            fn from_le(bytes: &[u8]) -> Self {
+                <$t>::from_le_bytes(bytes.try_into().expect("chunks of SIZE bytes"))
+            }
+            fn to_le(self, out: &mut Vec<u8>) {
+                out.extend_from_slice(&self.to_le_bytes());
+            }
+        }
+    )*};
 }
-
-impl Float for f64 {
-    const SIZE: usize = 8;
-    fn from_le(b: &[u8]) -> Self {
-        f64::from_le_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
-    }
-    fn to_le(self, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.to_le_bytes());
-    }
-}
+impl_float!(f32, f64);
 
 /// `bytes` as `T`s: borrowed when aligned on a little-endian target, copied otherwise.
 fn floats<'a, T: Float>(
