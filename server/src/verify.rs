@@ -67,6 +67,40 @@ pub fn check(
     vectors: usize,
     rng: &mut impl Rng,
 ) -> Verdict {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        // SAFETY: the CPU has the features `check_avx2` is compiled for.
+        return unsafe { check_avx2(dtype, a, b, c, shape, vectors, rng) };
+    }
+    check_any(dtype, a, b, c, shape, vectors, rng)
+}
+
+/// [`check_any`] compiled for AVX2 and FMA: four f64 lanes per instruction instead of SSE2's
+/// two, which halves the check on the servers that have them (nearly all x86-64 since 2015).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+fn check_avx2(
+    dtype: Dtype,
+    a: &[u8],
+    b: &[u8],
+    c: &[u8],
+    shape: (usize, usize, usize),
+    vectors: usize,
+    rng: &mut impl Rng,
+) -> Verdict {
+    check_any(dtype, a, b, c, shape, vectors, rng)
+}
+
+#[inline(always)]
+fn check_any(
+    dtype: Dtype,
+    a: &[u8],
+    b: &[u8],
+    c: &[u8],
+    shape: (usize, usize, usize),
+    vectors: usize,
+    rng: &mut impl Rng,
+) -> Verdict {
     match (dtype, vectors) {
         (Dtype::F32, 0..=1) => check_with::<f32, 1>(a, b, c, shape, rng),
         (Dtype::F32, 2) => check_with::<f32, 2>(a, b, c, shape, rng),
@@ -107,6 +141,37 @@ fn values<E: Element>(bytes: &[u8]) -> impl Iterator<Item = f64> + '_ {
     bytes.chunks_exact(E::SIZE).map(E::read)
 }
 
+/// One row's products with every vector, Σⱼ xⱼ·wⱼ[s], and its sum of squares Σⱼ xⱼ². Each sum
+/// is kept in four partial sums over interleaved elements: a single running sum makes every
+/// addition wait for the one before (four cycles each), which bounded the whole check.
+#[inline(always)]
+fn row_dot<E: Element, const V: usize>(row: &[u8], w: &[[f64; V]]) -> ([f64; V], f64) {
+    const LANES: usize = 4;
+    let mut acc = [[0.0; V]; LANES];
+    let mut squares = [0.0; LANES];
+    let chunks = row.chunks_exact(E::SIZE * LANES);
+    let rest = chunks.remainder();
+    let mut ws = w.chunks_exact(LANES);
+    for (xs, wj) in chunks.zip(&mut ws) {
+        for l in 0..LANES {
+            let x = E::read(&xs[l * E::SIZE..]);
+            squares[l] += x * x;
+            for s in 0..V {
+                acc[l][s] += x * wj[l][s];
+            }
+        }
+    }
+    for (x, wj) in values::<E>(rest).zip(ws.remainder()) {
+        squares[0] += x * x;
+        for s in 0..V {
+            acc[0][s] += x * wj[s];
+        }
+    }
+    let sum = std::array::from_fn(|s| (acc[0][s] + acc[1][s]) + (acc[2][s] + acc[3][s]));
+    (sum, (squares[0] + squares[1]) + (squares[2] + squares[3]))
+}
+
+#[inline(always)]
 fn check_with<E: Element, const V: usize>(
     a: &[u8],
     b: &[u8],
@@ -134,13 +199,8 @@ fn check_with<E: Element, const V: usize>(
     let br: Vec<[f64; V]> = b
         .chunks_exact(n * E::SIZE)
         .map(|row| {
-            let mut acc = [0.0; V];
-            for (x, rj) in values::<E>(row).zip(&r) {
-                b_squares += x * x;
-                for s in 0..V {
-                    acc[s] += x * rj[s];
-                }
-            }
+            let (acc, squares) = row_dot::<E, V>(row, &r);
+            b_squares += squares;
             acc
         })
         .collect();
@@ -150,19 +210,8 @@ fn check_with<E: Element, const V: usize>(
         .zip(c.chunks_exact(n * E::SIZE))
         .enumerate()
     {
-        let (mut y, mut a_squares) = ([0.0; V], 0.0);
-        for (x, bp) in values::<E>(a_row).zip(&br) {
-            a_squares += x * x;
-            for s in 0..V {
-                y[s] += x * bp[s];
-            }
-        }
-        let mut z = [0.0; V];
-        for (x, rj) in values::<E>(c_row).zip(&r) {
-            for s in 0..V {
-                z[s] += x * rj[s];
-            }
-        }
+        let (y, a_squares) = row_dot::<E, V>(a_row, &br);
+        let (z, _) = row_dot::<E, V>(c_row, &r);
         let scale = a_squares.sqrt() * b_frobenius;
         let bound = CONFIDENCE * (gamma + u) * scale + check_error * scale * n_sqrt;
         for s in 0..V {
