@@ -268,9 +268,21 @@ async fn submit_job(State(state): State<AppState>, request: Request) -> Result<R
         .map_err(|e| Error::Internal(e.to_string()))?;
     let id = uuid::Uuid::new_v4().to_string();
     let span = tracing::info_span!("job", job_id = %id);
-    db::insert_job(&state.db, &id, &name, &plan, &a.data, &b_panels)
+    // Cached before the job is stored: once its tasks are in the database a dispatch round may
+    // claim one at any moment, and must find the operands here rather than read them back.
+    let inputs = Arc::new(JobInputs {
+        plan,
+        a: a.data,
+        b_panels: Bytes::from(b_panels),
+    });
+    state.inputs.insert(&id, inputs.clone());
+    if let Err(e) = db::insert_job(&state.db, &id, &name, &plan, &inputs.a, &inputs.b_panels)
         .instrument(span.clone())
-        .await?;
+        .await
+    {
+        state.inputs.remove(&id);
+        return Err(e.into());
+    }
     if let Err(e) = db::checkpoint(&state.db).await {
         // Only a matter of speed: SQLite checkpoints by itself later.
         tracing::warn!(error = %e, "checkpoint after a submission failed");
@@ -285,14 +297,6 @@ async fn submit_job(State(state): State<AppState>, request: Request) -> Result<R
             "job submitted"
         );
     });
-    state.inputs.insert(
-        &id,
-        Arc::new(JobInputs {
-            plan,
-            a: a.data,
-            b_panels: Bytes::from(b_panels),
-        }),
-    );
     state.stats.mark_dirty(&id);
     state.scheduler.wake();
     let body = Created {

@@ -6,7 +6,7 @@
 //! a new job, a task back in the queue). Having one dispatcher means no two claims race for
 //! the same waiter and no wake-up is lost: `Notify` keeps a permit when nobody is waiting.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -76,6 +76,7 @@ async fn dispatch(state: &AppState) -> Result<()> {
     if waiting.is_empty() {
         return Ok(());
     }
+    let waiting = take_turns(state, waiting);
     let mut unserved: Vec<Waiter> = Vec::new();
     let outcome = serve(state, waiting, &mut unserved).await;
     // Back at the front, ahead of requests that arrived meanwhile.
@@ -84,6 +85,32 @@ async fn dispatch(state: &AppState) -> Result<()> {
         queue.push_front(waiter);
     }
     outcome
+}
+
+/// Orders a round's requests so that workers take turns: every worker's first task before
+/// anyone's second, counting the tasks each already holds. A worker that asks for several
+/// tasks at once (to keep one in hand while it computes) would otherwise be served all of
+/// them, panels and all, while the worker behind it in the queue sits idle: at the start of a
+/// job that idles every worker but the first for several transfers. Stable, so requests keep
+/// their arrival order within a turn.
+fn take_turns(state: &AppState, waiting: Vec<Waiter>) -> Vec<Waiter> {
+    let mut turn: HashMap<Sid, usize> = HashMap::new();
+    let mut keyed: Vec<(usize, Waiter)> = waiting
+        .into_iter()
+        .map(|waiter| {
+            let sid = waiter.socket.id;
+            let next = turn.entry(sid).or_insert_with(|| {
+                state
+                    .workers
+                    .with(sid, |w| w.leases.values().filter(|l| !l.answered).count())
+                    .unwrap_or(0)
+            });
+            *next += 1;
+            (*next, waiter)
+        })
+        .collect();
+    keyed.sort_by_key(|(turn, _)| *turn);
+    keyed.into_iter().map(|(_, waiter)| waiter).collect()
 }
 
 /// One dispatch round: every waiter's claim in one transaction (one commit for the round, not

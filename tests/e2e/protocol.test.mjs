@@ -151,6 +151,27 @@ test("a request waits until a job arrives, then is answered without polling", as
   await waitForJob(server.url, created.json.id);
 });
 
+test("waiting requests are served in turns: each worker's first task before anyone's second", async (t) => {
+  const server = await startServer(t);
+  const { socket: eager } = await registered(t, server.url, { name: "eager" });
+  const { socket: late } = await registered(t, server.url, { name: "late" });
+  const got = { eager: [], late: [] };
+  eager.on("task_assigned", (task) => got.eager.push(task.task_id));
+  late.on("task_assigned", (task) => got.late.push(task.task_id));
+  // The eager worker asks for two tasks before the late one asks for its one; the job that
+  // arrives has two tasks. First come, first served would give both to the eager worker.
+  eager.emit("request_task");
+  eager.emit("request_task");
+  await new Promise((r) => setTimeout(r, 200));
+  late.emit("request_task");
+  await new Promise((r) => setTimeout(r, 200));
+  await api(server.url, "/api/jobs", { method: "POST", body: { a: [[1], [2]], b: [[3]], tile: 1 } });
+  for (let i = 0; i < 50 && got.eager.length + got.late.length < 2; i++) await new Promise((r) => setTimeout(r, 50));
+  await new Promise((r) => setTimeout(r, 200));
+  assert.equal(got.eager.length, 1, `eager got ${got.eager}`);
+  assert.equal(got.late.length, 1, `late got ${got.late}`);
+});
+
 test("dashboards receive job and tile updates", async (t) => {
   const server = await startServer(t);
   const dash = connect(server.url);
