@@ -64,10 +64,9 @@ export async function registered(t, url, info = { name: "test" }) {
 
 // --- matrices -----------------------------------------------------------------------------
 
-/** A deterministic pseudo-random matrix (row-major array of numbers). */
-export function randomMatrix(rows, cols, seed = 1) {
+/** A deterministic pseudo-random matrix (row-major array of numbers, or filled into `out`). */
+export function randomMatrix(rows, cols, seed = 1, out = new Array(rows * cols)) {
   let s = seed >>> 0 || 1;
-  const out = new Array(rows * cols);
   for (let i = 0; i < out.length; i++) {
     s ^= s << 13;
     s >>>= 0;
