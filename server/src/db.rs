@@ -227,12 +227,28 @@ pub async fn claim_preferred(
             v.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
         }
     };
+    // Among tasks sharing one panel, the one that brings the scarcer kind of panel: a new row
+    // when the worker holds fewer rows than columns, else a new column. The held panels then
+    // grow as a square block of tiles (2·s panels for s² tasks) rather than a strip (s + 1
+    // panels for s tasks).
+    let grow = if rows.len() < cols.len() {
+        "t.tile_col"
+    } else {
+        "t.tile_row"
+    };
+    let held = if rows.len() < cols.len() {
+        &cols
+    } else {
+        &rows
+    };
+    let held = list(held);
     let (rows, cols) = (list(rows), list(cols));
     let sql = format!(
         "SELECT t.id FROM tasks t WHERE t.job_id = ?1 AND t.state = 'queued' \
              AND (t.tile_row IN ({rows}) OR t.tile_col IN ({cols})) AND NOT EXISTS \
              (SELECT 1 FROM task_exclusions e WHERE e.task_id = t.id AND e.worker_id = ?2) \
-         ORDER BY (t.tile_row IN ({rows})) + (t.tile_col IN ({cols})) DESC, t.id LIMIT 1"
+         ORDER BY (t.tile_row IN ({rows})) + (t.tile_col IN ({cols})) DESC, \
+             ({grow} IN ({held})) DESC, t.id LIMIT 1"
     );
     let best: Option<(i64,)> = sqlx::query_as(&sql)
         .bind(job_id)

@@ -135,7 +135,12 @@ async fn serve(state: &AppState, waiting: Vec<Waiter>, unserved: &mut Vec<Waiter
                 .map_or(state.config.lease.as_millis() as i64, |w| {
                     crate::socket::lease_ms(state, &w)
                 });
-            match claim_for(&mut tx, state, &waiter, lease_ms).await {
+            let earlier: Vec<db::Claimed> = claimed
+                .iter()
+                .filter(|(w, _)| w.socket.id == waiter.socket.id)
+                .map(|(_, t)| t.clone())
+                .collect();
+            match claim_for(&mut tx, state, &waiter, lease_ms, &earlier).await {
                 Ok(Some(task)) => claimed.push((waiter, task)),
                 Ok(None) => {
                     starved.push(waiter.worker_id.clone());
@@ -195,18 +200,27 @@ async fn serve(state: &AppState, waiting: Vec<Waiter>, unserved: &mut Vec<Waiter
 }
 
 /// Claims a task for a waiter, preferring for a caching worker the tasks whose panels it
-/// already holds (both first, then one), so that fewer bytes travel.
+/// already holds (both first, then one), so that fewer bytes travel. `earlier` are the tasks
+/// claimed for the same connection earlier in this round: their panels are on their way to it
+/// (its cache model learns of them only when they are delivered), so they count as held.
 async fn claim_for(
     conn: &mut sqlx::SqliteConnection,
     state: &AppState,
     waiter: &Waiter,
     lease_ms: i64,
+    earlier: &[db::Claimed],
 ) -> Result<Option<db::Claimed>, sqlx::Error> {
     let preferred = state.workers.with(waiter.socket.id, |w| {
         let cache = w.cache.as_ref()?;
-        let job = cache.main_job()?;
-        let rows = cache.indices(&job, Operand::A);
-        let cols = cache.indices(&job, Operand::B);
+        let job = cache
+            .main_job()
+            .or_else(|| earlier.first().map(|t| t.job_id.clone()))?;
+        let mut rows = cache.indices(&job, Operand::A);
+        let mut cols = cache.indices(&job, Operand::B);
+        for task in earlier.iter().filter(|t| t.job_id == job) {
+            rows.push(task.tile_row);
+            cols.push(task.tile_col);
+        }
         Some((job, rows, cols))
     });
     if let Some(Some((job, rows, cols))) = preferred {
