@@ -1,7 +1,7 @@
 // One compute thread: a dedicated Web Worker with its own instance of the worker-wasm
 // module. It never touches the network; the page's single Socket.io connection (on the UI
-// thread, which never computes and so always answers pings) hands it tasks with their
-// buffers transferred, and it transfers the product back.
+// thread, which never computes and so always answers pings) hands it tasks with a copy of
+// their panels (the page's panel cache keeps the originals), and it transfers the product back.
 //
 // Messages in:  {type:"init", variant, module, thread} · {type:"task", task} ·
 //               {type:"duty", duty} · {type:"cancel", task_id}

@@ -1,13 +1,15 @@
 // The volunteer page. Design (one connection per page): a single Socket.io connection lives
 // on this UI thread, which never computes, so it always answers the server's pings and
 // heartbeats on time; N dedicated Web Workers compute, each with its own worker-wasm
-// instance, and receive task buffers by transfer (no copies). The pipeline keeps two tasks
-// per thread requested or in hand so no thread waits on the network.
+// instance, and receive a copy of the task's panels (the page's panel cache keeps the
+// originals for later tiles). The pipeline keeps two tasks per thread requested or in hand
+// so no thread waits on the network.
 
 import { io } from "socket.io-client";
 import { detectFeatures, pickVariant, VARIANT_LABELS } from "./features.js";
 import { loadWasm } from "./wasm-loader.js";
 import { TaskPipeline } from "./pipeline.js";
+import { PanelCache } from "./panels.js";
 import { DUTY_CHOICES, parseDuty } from "./duty.js";
 import { VolunteerStats } from "./stats.js";
 import { load, save, resolveServerUrl, normaliseServerUrl } from "../common/settings.js";
@@ -15,6 +17,14 @@ import { formatGflops, formatCount } from "../common/format.js";
 
 /** Filled in by build.mjs: each shipped kernel build with its file name and SHA-256. */
 const MANIFEST = __BRAIN_WASM__; // eslint-disable-line no-undef
+
+/**
+ * Bytes of panels the page keeps between tiles. Every tile in a row of C shares its A panel
+ * (likewise a column its B panel), and the server sizes default tiles so a panel stays within
+ * 16 MiB: this holds at least four such panels, enough to reuse the current A panel and some
+ * B panels, at a memory cost a phone's browser tab can still bear.
+ */
+const PANEL_CACHE_BYTES = 64 * 1024 * 1024;
 
 const $ = (id) => document.getElementById(id);
 const cores = Math.max(1, navigator.hardwareConcurrency || 2);
@@ -50,6 +60,7 @@ let heartbeatTimer = null;
 let wasm = null; // {variant, module}
 const workers = []; // index -> Worker
 let releasing = false;
+const panels = new PanelCache(PANEL_CACHE_BYTES);
 
 const pipeline = new TaskPipeline({
   emit: (event, payload) => {
@@ -58,10 +69,9 @@ const pipeline = new TaskPipeline({
     if (payload === undefined) socket.emit(event);
     else socket.emit(event, payload);
   },
-  dispatch: (thread, task) => {
-    const { a, b, ...meta } = task;
-    workers[thread].postMessage({ type: "task", task: { ...meta, a, b } }, [a, b]);
-  },
+  // Cloned, not transferred: a transfer would detach the buffers the panel cache and later
+  // tiles still hold. The copy is (m + n)·k values against m·k·n multiply-adds.
+  dispatch: (thread, task) => workers[thread].postMessage({ type: "task", task }),
   onChange: () => scheduleRender(),
 });
 pipeline.retire = (thread) => terminate(thread);
@@ -151,6 +161,7 @@ function connect() {
   socket?.io.removeAllListeners();
   socket?.disconnect();
   pipeline.disconnected();
+  panels.clear();
   ui.connection = "connecting";
   socket = io(settings.server, {
     transports: ["websocket"],
@@ -162,11 +173,14 @@ function connect() {
   socket.on("connect", () => {
     ui.connection = "connected";
     pipeline.connected();
+    // The server models this page's cache per connection, starting empty.
+    panels.clear();
     const token = load(tokenKey(), "");
     socket.emit("register_worker", {
       name: "web volunteer",
       threads: settings.threads,
       user_agent: navigator.userAgent,
+      panel_cache: { budget_bytes: PANEL_CACHE_BYTES },
       ...(token ? { token } : {}),
     });
     scheduleRender();
@@ -185,10 +199,19 @@ function connect() {
     scheduleRender();
   });
   socket.on("heartbeat_ack", () => {});
-  socket.on("task_assigned", (task) => {
-    if (!(task.a instanceof ArrayBuffer) || !(task.b instanceof ArrayBuffer)) {
-      log(`task ${task.task_id} arrived without binary operands`);
-      socket.emit("task_failed", { task_id: task.task_id, error: "operands were not binary" });
+  socket.on("task_assigned", (sent) => {
+    if ([sent.a, sent.b].some((p) => p != null && !(p instanceof ArrayBuffer))) {
+      log(`task ${sent.task_id} arrived without binary operands`);
+      socket.emit("task_failed", { task_id: sent.task_id, error: "operands were not binary" });
+      return;
+    }
+    const task = panels.resolve(sent);
+    if (!task) {
+      // The server resends the task in full and resets its model of this cache; so does this
+      // page. The request stays open until the task comes again.
+      log(`task ${sent.task_id} named a panel this page does not hold; asked for it again`);
+      panels.clear();
+      socket.emit("panel_missing", { task_id: sent.task_id });
       return;
     }
     pipeline.taskAssigned(task);
@@ -226,6 +249,7 @@ function connect() {
   socket.on("disconnect", (reason) => {
     clearInterval(heartbeatTimer);
     pipeline.disconnected();
+    panels.clear();
     if (releasing) return;
     ui.connection = "disconnected";
     // The server closing the connection on purpose stops socket.io's automatic retries;
@@ -468,6 +492,7 @@ globalThis.brainVolunteer = {
     variant: ui.kernel?.variant ?? null,
     threads: pipeline.readyThreads(),
     requestsSent: ui.requestsSent,
+    cachedPanels: panels.size,
     pending: pipeline.pending,
     queued: pipeline.queue.length,
     computing: pipeline.running.size,

@@ -15,7 +15,7 @@ export const DEFAULT_CAP = 16;
 export class TaskPipeline {
   /**
    * emit(event, payload): send on the socket.
-   * dispatch(thread, task): hand `task` to the Web Worker `thread` (transferring buffers).
+   * dispatch(thread, task): hand `task` to the Web Worker `thread`.
    * onChange(): something shown on the page changed.
    */
   constructor({ emit, dispatch, onChange = () => {}, cap = DEFAULT_CAP }) {

@@ -1,6 +1,7 @@
 // Browser tests of the volunteer page and the dashboard against the real server: a volunteer
-// computes a job submitted through the dashboard, the product downloads correctly, pause
-// stops the requests, and a server restart is survived. Screenshots go to test-output/web/.
+// computes a job submitted through the dashboard, the product downloads correctly, tiles that
+// share panels reuse the page's panel cache, pause stops the requests, and a server restart is
+// survived. Screenshots go to test-output/web/.
 
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -128,6 +129,34 @@ describe("volunteer page and dashboard in Chromium", { timeout: 7 * 60_000 }, ()
     const row = dashboard.locator("li.job", { hasText: "random-f64" });
     await row.and(dashboard.locator("[data-status=done]")).waitFor({ timeout: 60_000 });
     assert.match(await row.textContent(), /100×33 · 33×77 f64/);
+  });
+
+  test("tiles that share panels are computed from the page's panel cache", T, async () => {
+    const bytesSent = async () => {
+      const text = await (await fetch(`${server.url}/metrics`)).text();
+      return Number(/^brain_bytes_sent_total (\d+)$/m.exec(text)[1]);
+    };
+    // 3×3 tiles: each A row panel serves three tiles, each B column panel three.
+    const [m, k, n, tile] = [48, 40, 48, 16];
+    const [a, b] = [matrixJson(m, k, 21), matrixJson(k, n, 22)];
+    const before = await bytesSent();
+    const created = await submitJson({ a, b, dtype: "f64", tile, name: "shared-panels" });
+    await waitFor(async () => (await job(created.id)).status === "done", "the shared-panels job to finish", 60_000);
+    const sent = (await bytesSent()) - before;
+    const res = await fetch(`${server.url}/api/jobs/${created.id}/result`);
+    assert.equal(res.status, 200);
+    const c = decodeNpy(new Uint8Array(await res.arrayBuffer()));
+    assert.deepEqual([c.dtype, c.rows, c.cols], ["f64", m, n]);
+    const want = referenceProduct(Float64Array.from(a.flat()), Float64Array.from(b.flat()), m, k, n);
+    let worst = 0;
+    for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(c.data[i] - want[i]) / (1 + Math.abs(want[i])));
+    assert.ok(worst < 1e-12, `largest relative error ${worst}`);
+    const panelBytes = tile * k * 8;
+    const naive = 9 * 2 * panelBytes;
+    assert.ok(sent >= 6 * panelBytes, `every panel travelled at least once (${sent} bytes)`);
+    assert.ok(sent < naive, `panels were reused: ${sent} bytes sent, ${naive} without a cache`);
+    assert.ok((await snapshot()).cachedPanels > 0, "the page holds panels");
+    console.log(`# shared-panels job: ${sent} of ${naive} panel bytes sent`);
   });
 
   test("pause stops requesting work; resume picks it up", T, async () => {

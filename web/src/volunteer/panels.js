@@ -1,0 +1,93 @@
+// The page's panel cache: A row panels and B column panels kept between tasks, so a tile that
+// shares a panel with an earlier one arrives without it. The server decides what the cache
+// holds (server/src/panels.rs keeps an exact model per connection): each `task_assigned`
+// names its panels (`a_key`, `b_key`), omits those this page should hold, and lists keys to
+// drop (`evict`). Pure bookkeeping, so it is unit-tested in Node.
+//
+// Invariant: after `resolve(task)` this cache equals the server's model, as long as both
+// start empty on each connection and see the same tasks in order. The server's model only
+// changes on delivery, so resolving on arrival (not when a thread picks the task up) is what
+// keeps them in step.
+
+/** Panels kept across tasks, addressed by the server's keys (`<job>:a:<row>`, `<job>:b:<col>`). */
+export class PanelCache {
+  /** `budgetBytes`: what the page announces at `register_worker`. */
+  constructor(budgetBytes) {
+    this.budget = budgetBytes;
+    this.used = 0;
+    // Least recently used first (a Map iterates in insertion order), as the server orders its
+    // model; only consulted if the two ever disagree about what fits (see `trim`).
+    this.panels = new Map();
+  }
+
+  get size() {
+    return this.panels.size;
+  }
+
+  has(key) {
+    return this.panels.has(key);
+  }
+
+  /**
+   * Returns `task` with both `a` and `b` as ArrayBuffers, or null when a panel it omits is not
+   * here: the caller then answers `panel_missing` and the server sends the task again in
+   * full. Order matters and follows the server: this task's panels are looked up first, then
+   * the ones that came are stored, then `evict` applies, so a key evicted by this very task
+   * still serves it. Buffers are shared with the cache: whoever uses them must not detach them.
+   */
+  resolve(task) {
+    const a = this.take(task.a, task.a_key);
+    const b = this.take(task.b, task.b_key);
+    if (!a || !b) return null;
+    if (task.a instanceof ArrayBuffer) this.store(task.a_key, a);
+    if (task.b instanceof ArrayBuffer) this.store(task.b_key, b);
+    for (const key of task.evict ?? []) this.drop(key);
+    this.trim();
+    return { ...task, a, b };
+  }
+
+  /** Forgets everything: the server starts a new model per connection and after `panel_missing`. */
+  clear() {
+    this.panels.clear();
+    this.used = 0;
+  }
+
+  /** The panel that came with the task, else the cached one; a hit becomes most recently used. */
+  take(sent, key) {
+    if (sent instanceof ArrayBuffer) return sent;
+    const held = key === undefined ? undefined : this.panels.get(key);
+    if (!held) return null;
+    this.panels.delete(key);
+    this.panels.set(key, held);
+    return held;
+  }
+
+  store(key, buffer) {
+    // A server without panel reuse sends no keys; a panel above the whole budget the server
+    // does not count as cached, so keeping it would hold memory nobody ever evicts.
+    if (key === undefined || buffer.byteLength > this.budget) return;
+    this.drop(key);
+    this.panels.set(key, buffer);
+    this.used += buffer.byteLength;
+  }
+
+  drop(key) {
+    const held = this.panels.get(key);
+    if (!held) return;
+    this.panels.delete(key);
+    this.used -= held.byteLength;
+  }
+
+  /**
+   * Keeps the announced budget even if this cache and the server's model drift apart (a task
+   * stored here after `panel_missing` cleared the cache, before the server reset its model):
+   * in step with the server this never drops anything, and a panel dropped here that the
+   * server still counts on costs one `panel_missing`, never a wrong product.
+   */
+  trim() {
+    for (const key of this.panels.keys()) {
+      if (this.used <= this.budget) break;
+      this.drop(key);
+    }
+  }
+}
