@@ -67,49 +67,43 @@ pub fn check(
     vectors: usize,
     rng: &mut impl Rng,
 ) -> Verdict {
+    let tile = Tile { a, b, c, shape };
     #[cfg(target_arch = "x86_64")]
     if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
         // SAFETY: the CPU has the features `check_avx2` is compiled for.
-        return unsafe { check_avx2(dtype, a, b, c, shape, vectors, rng) };
+        return unsafe { check_avx2(dtype, tile, vectors, rng) };
     }
-    check_any(dtype, a, b, c, shape, vectors, rng)
+    check_any(dtype, tile, vectors, rng)
+}
+
+/// A result with its operands, as [`check`] takes them.
+#[derive(Clone, Copy)]
+struct Tile<'a> {
+    a: &'a [u8],
+    b: &'a [u8],
+    c: &'a [u8],
+    shape: (usize, usize, usize),
 }
 
 /// [`check_any`] compiled for AVX2 and FMA: four f64 lanes per instruction instead of SSE2's
 /// two, which halves the check on the servers that have them (nearly all x86-64 since 2015).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-fn check_avx2(
-    dtype: Dtype,
-    a: &[u8],
-    b: &[u8],
-    c: &[u8],
-    shape: (usize, usize, usize),
-    vectors: usize,
-    rng: &mut impl Rng,
-) -> Verdict {
-    check_any(dtype, a, b, c, shape, vectors, rng)
+fn check_avx2(dtype: Dtype, tile: Tile<'_>, vectors: usize, rng: &mut impl Rng) -> Verdict {
+    check_any(dtype, tile, vectors, rng)
 }
 
 #[inline(always)]
-fn check_any(
-    dtype: Dtype,
-    a: &[u8],
-    b: &[u8],
-    c: &[u8],
-    shape: (usize, usize, usize),
-    vectors: usize,
-    rng: &mut impl Rng,
-) -> Verdict {
+fn check_any(dtype: Dtype, t: Tile<'_>, vectors: usize, rng: &mut impl Rng) -> Verdict {
     match (dtype, vectors) {
-        (Dtype::F32, 0..=1) => check_with::<f32, 1>(a, b, c, shape, rng),
-        (Dtype::F32, 2) => check_with::<f32, 2>(a, b, c, shape, rng),
-        (Dtype::F32, 3..=4) => check_with::<f32, 4>(a, b, c, shape, rng),
-        (Dtype::F32, _) => check_with::<f32, 6>(a, b, c, shape, rng),
-        (Dtype::F64, 0..=1) => check_with::<f64, 1>(a, b, c, shape, rng),
-        (Dtype::F64, 2) => check_with::<f64, 2>(a, b, c, shape, rng),
-        (Dtype::F64, 3..=4) => check_with::<f64, 4>(a, b, c, shape, rng),
-        (Dtype::F64, _) => check_with::<f64, 6>(a, b, c, shape, rng),
+        (Dtype::F32, 0..=1) => check_with::<f32, 1>(t, rng),
+        (Dtype::F32, 2) => check_with::<f32, 2>(t, rng),
+        (Dtype::F32, 3..=4) => check_with::<f32, 4>(t, rng),
+        (Dtype::F32, _) => check_with::<f32, 6>(t, rng),
+        (Dtype::F64, 0..=1) => check_with::<f64, 1>(t, rng),
+        (Dtype::F64, 2) => check_with::<f64, 2>(t, rng),
+        (Dtype::F64, 3..=4) => check_with::<f64, 4>(t, rng),
+        (Dtype::F64, _) => check_with::<f64, 6>(t, rng),
     }
 }
 
@@ -173,10 +167,12 @@ fn row_dot<E: Element, const V: usize>(row: &[u8], w: &[[f64; V]]) -> ([f64; V],
 
 #[inline(always)]
 fn check_with<E: Element, const V: usize>(
-    a: &[u8],
-    b: &[u8],
-    c: &[u8],
-    (m, k, n): (usize, usize, usize),
+    Tile {
+        a,
+        b,
+        c,
+        shape: (m, k, n),
+    }: Tile<'_>,
     rng: &mut impl Rng,
 ) -> Verdict {
     debug_assert_eq!(
