@@ -131,7 +131,7 @@ async fn serve(state: &AppState, waiting: Vec<Waiter>, unserved: &mut Vec<Waiter
             }
             let lease_ms = state
                 .workers
-                .get(waiter.socket.id)
+                .standing(waiter.socket.id)
                 .map_or(state.config.lease.as_millis() as i64, |w| {
                     crate::socket::lease_ms(state, &w)
                 });
@@ -238,7 +238,7 @@ async fn claim_for(
 /// the other holder is told `task_cancelled`. Only workers with a measured speed qualify,
 /// and at most one copy of a tile is out at once.
 async fn duplicate(state: &AppState, waiter: &Waiter) -> Result<bool> {
-    let Some(me) = state.workers.get(waiter.socket.id) else {
+    let Some(me) = state.workers.standing(waiter.socket.id) else {
         return Ok(false);
     };
     if me.gflops <= 0.0 || me.quarantined.is_some() {

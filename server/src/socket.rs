@@ -19,7 +19,7 @@ use crate::protocol::{
     ResultAck, TaskFailed, TaskResult, WorkerStatus,
 };
 use crate::scheduler;
-use crate::state::{AppState, Lease, Waiter, WorkerInfo};
+use crate::state::{AppState, Lease, Standing, Waiter, WorkerInfo};
 use crate::verify;
 
 /// Longest name or user agent kept for a worker.
@@ -251,8 +251,8 @@ fn bad_payload(socket: &SocketRef, event: &str, error: &impl std::fmt::Display) 
 }
 
 /// The worker behind a registered socket; tells an unregistered one to register first.
-fn registered(state: &AppState, socket: &SocketRef) -> Option<WorkerInfo> {
-    let info = state.workers.get(socket.id);
+fn registered(state: &AppState, socket: &SocketRef) -> Option<Standing> {
+    let info = state.workers.standing(socket.id);
     if info.is_none() {
         protocol_error(
             socket,
@@ -386,7 +386,7 @@ async fn heartbeat(state: AppState, socket: SocketRef, ack: AckSender) {
 /// A lease long enough for this worker: the configured lease, plus four times the time its
 /// measured speed needs for a typical tile, longer again for a tab in the background (browsers
 /// throttle those). A slow phone gets more time than a desktop.
-pub fn lease_ms(state: &AppState, worker: &WorkerInfo) -> i64 {
+pub fn lease_ms(state: &AppState, worker: &Standing) -> i64 {
     let base = state.config.lease.as_millis() as f64;
     // A 256×256 tile with k = 4096: 0.54 GFLOP.
     const TYPICAL_TILE_GFLOP: f64 = 2.0 * 256.0 * 256.0 * 4096.0 / 1e9;
@@ -575,7 +575,7 @@ async fn task_result(state: AppState, socket: SocketRef, data: TryData<TaskResul
 /// random vectors as the worker's record calls for, off the async workers.
 async fn verify_result(
     state: &AppState,
-    worker: &WorkerInfo,
+    worker: &Standing,
     lease: &Lease,
     c: &bytes::Bytes,
 ) -> Result<(), String> {
