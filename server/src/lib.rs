@@ -78,12 +78,10 @@ pub async fn build(config: Config) -> Result<(Router, AppState), sqlx::Error> {
     };
     // The namespace handler captures the state rather than using socketioxide's `with_state`:
     // the state holds the `SocketIo` handle for broadcasts, which exists only once built.
-    let (st, gate) = (state.clone(), state.clone());
-    let handler = move |s: SocketRef| {
-        // Synchronous on purpose: see `socket::on_connect`.
-        socket::on_connect(s, st.clone());
-        std::future::ready(())
-    };
+    let gate = state.clone();
+    // Everything happens in the middleware, before the client is told it is connected (see
+    // `socket::admit`); the connect handler has nothing left to do.
+    let handler = |_: SocketRef| std::future::ready(());
     let middleware = move |s: SocketRef| std::future::ready(socket::admit(&s, &gate));
     io.ns("/", handler.with(middleware));
     let cors = cors_layer(&state.config.allowed_origins);

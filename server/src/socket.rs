@@ -1,6 +1,6 @@
 //! Socket.io event handlers: the worker protocol (see `protocol` for the payloads).
 //!
-//! Handlers are registered per connection in [`on_connect`]. Payloads are read with `TryData`
+//! Handlers are registered per connection in [`admit`], the connect middleware. Payloads are read with `TryData`
 //! so a malformed one is answered with `protocol_error` instead of being dropped silently, and
 //! no handler can take the connection or the server down.
 
@@ -30,12 +30,17 @@ const MAX_LABEL: usize = 200;
 #[error("more than {0} connections from one address")]
 pub struct TooManyConnections(usize);
 
-/// Connect middleware: counts the connection against its address's limit. It runs before
-/// the client is told it is connected, so a refused client gets `connect_error`.
+/// Connect middleware: counts the connection against its address's limit and registers the
+/// protocol's handlers. Both happen here, before socketioxide tells the client it is
+/// connected: a refused client gets `connect_error`, and an admitted one may send its first
+/// event the moment it is told. The connect handler proper runs only after the connect packet
+/// has gone out, and an event that arrives before its handler exists is dropped without a
+/// word; at server start, when every page reconnects at once, that lost registrations.
 pub fn admit(socket: &SocketRef, state: &AppState) -> Result<(), TooManyConnections> {
     let ip = client_ip(socket, state.config.limits.trust_proxy);
     let max = state.config.limits.max_connections_per_ip;
     if state.limits.connect(ip, max) {
+        register_handlers(socket, state.clone(), ip);
         Ok(())
     } else {
         tracing::warn!(%ip, "connection refused: too many from one address");
@@ -43,16 +48,12 @@ pub fn admit(socket: &SocketRef, state: &AppState) -> Result<(), TooManyConnecti
     }
 }
 
-/// Registers the protocol's handlers on a new connection. This must run synchronously in
-/// the connect handler: socketioxide sends the connect packet first, and an event arriving
-/// before its handler exists would be dropped without a word.
-pub fn on_connect(socket: SocketRef, state: AppState) {
-    let ip = client_ip(&socket, state.config.limits.trust_proxy);
+fn register_handlers(socket: &SocketRef, state: AppState, ip: IpAddr) {
     // One span per connection: every log line of its handlers carries the socket id, and
     // the worker id once registered.
     let span =
         tracing::info_span!("connection", sid = %socket.id, %ip, worker_id = tracing::field::Empty);
-    tracing::debug!(sid = %socket.id, %ip, "socket connected");
+    tracing::debug!(sid = %socket.id, %ip, "socket admitted");
     let (st, conn) = (state.clone(), span.clone());
     socket.on(
         "register_worker",

@@ -29,18 +29,35 @@ export async function startServer(t, { dbPath, port = 0, env = {} } = {}) {
   const server = await spawnServer(SERVER_BIN, {
     dbPath,
     port,
-    env,
+    // Info level, so that a failing test can show what the server did (see `serverLog`).
+    env: { RUST_LOG: process.env.RUST_LOG ?? "info", ...env },
     webDir: join(tmpdir(), "brain-e2e-no-web"),
     startMs: 20000,
   });
-  t?.after(() => server.kill());
+  servers.set(server.url, server);
+  t?.after(() => {
+    servers.delete(server.url);
+    if (t.passed === false) t.diagnostic(`server ${server.url}:\n${serverLog(server)}`);
+    return server.kill();
+  });
   return server;
 }
 
-/** Resolves with the next `event` on `socket`, or rejects after `ms`. */
+/** Servers of running tests by URL, so a timed-out wait can quote its server's log. */
+const servers = new Map();
+
+/** The last `lines` lines of the server's log. */
+export function serverLog(server, lines = 30) {
+  return server.log().trimEnd().split("\n").slice(-lines).join("\n") || "(empty)";
+}
+
+/**
+ * Resolves with the next `event` on `socket`, or rejects after `ms` with what the socket and,
+ * for a socket from `connect`, its server's log say: a rare CI failure must explain itself.
+ */
 export function once(socket, event, ms = 10000) {
   return new Promise((res, rej) => {
-    const timer = setTimeout(() => rej(new Error(`no ${event} within ${ms} ms`)), ms);
+    const timer = setTimeout(() => rej(new Error(`no ${event} within ${ms} ms${why(socket)}`)), ms);
     socket.once(event, (data) => {
       clearTimeout(timer);
       res(data);
@@ -48,9 +65,28 @@ export function once(socket, event, ms = 10000) {
   });
 }
 
+function why(socket) {
+  const state = socket.history;
+  if (!state) return "";
+  const server = servers.get(state.url);
+  return (
+    `\nsocket ${socket.id ?? "-"}: ${socket.connected ? "connected" : "not connected"}; ` +
+    `${state.events.join(", ") || "no connection events"}` +
+    (server ? `\nserver log:\n${serverLog(server)}` : "")
+  );
+}
+
 /** Connects a raw Socket.io client (websocket only, as the page does). */
 export function connect(url, opts = {}) {
-  return io(url, { transports: ["websocket"], reconnection: false, forceNew: true, ...opts });
+  const socket = io(url, { transports: ["websocket"], reconnection: false, forceNew: true, ...opts });
+  const history = { url: new URL(url).origin, events: [] };
+  const t0 = Date.now();
+  const note = (what) => history.events.push(`${what} at +${Date.now() - t0} ms`);
+  socket.on("connect", () => note("connect"));
+  socket.on("connect_error", (e) => note(`connect_error (${e.message})`));
+  socket.on("disconnect", (reason) => note(`disconnect (${reason})`));
+  socket.history = history;
+  return socket;
 }
 
 /** Connects and registers; resolves with `{ socket, ack }`. */

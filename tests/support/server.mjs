@@ -22,16 +22,24 @@ export async function spawnServer(bin, { dbPath, webDir, port = 0, env = {}, sta
     },
     stdio: ["ignore", "pipe", "pipe"],
   });
+  // Its log lines (stdout) and errors (stderr) in the order they came, for failing tests.
   let stderr = "";
-  proc.stderr.on("data", (d) => (stderr += d));
+  let log = "";
+  proc.stderr.on("data", (d) => {
+    stderr += d;
+    log += d;
+  });
   const exited = new Promise((res) => proc.once("exit", (code, signal) => res({ code, signal })));
   const url = await new Promise((res, rej) => {
     let out = "";
     const timer = setTimeout(() => rej(new Error(`server did not start:\n${stderr}`)), startMs);
     proc.stdout.on("data", (d) => {
+      log += d;
+      if (out === null) return;
       out += d;
       const m = out.match(/listening on (http:\/\/[\d.]+:\d+)/);
       if (m) {
+        out = null;
         clearTimeout(timer);
         res(m[1]);
       }
@@ -48,6 +56,7 @@ export async function spawnServer(bin, { dbPath, webDir, port = 0, env = {}, sta
     proc,
     exited,
     stderr: () => stderr,
+    log: () => log,
     async kill(signal = "SIGKILL") {
       if (proc.exitCode === null && proc.signalCode === null) proc.kill(signal);
       return exited;
