@@ -5,6 +5,7 @@
 //! no handler can take the connection or the server down.
 
 use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 
 use socketioxide::extract::{AckSender, SocketRef, TryData};
 use socketioxide::socket::DisconnectReason;
@@ -19,7 +20,7 @@ use crate::protocol::{
     ResultAck, TaskFailed, TaskResult, WorkerStatus,
 };
 use crate::scheduler;
-use crate::state::{AppState, Lease, Standing, Waiter, WorkerInfo};
+use crate::state::{Admission, AppState, Lease, Standing, Waiter, WorkerInfo};
 use crate::verify;
 
 /// Longest name or user agent kept for a worker.
@@ -38,55 +39,71 @@ pub struct TooManyConnections(usize);
 /// word; at server start, when every page reconnects at once, that lost registrations.
 pub fn admit(socket: &SocketRef, state: &AppState) -> Result<(), TooManyConnections> {
     let ip = client_ip(socket, state.config.limits.trust_proxy);
-    let max = state.config.limits.max_connections_per_ip;
-    if state.limits.connect(ip, max) {
-        register_handlers(socket, state.clone(), ip);
-        Ok(())
-    } else {
-        tracing::warn!(%ip, "connection refused: too many from one address");
-        Err(TooManyConnections(max))
+    let limits = &state.config.limits;
+    match state
+        .limits
+        .admit(ip, limits.max_connections_per_ip, limits.max_events_per_sec)
+    {
+        Some(admission) => {
+            register_handlers(socket, state.clone(), ip, Arc::new(admission));
+            Ok(())
+        }
+        None => {
+            tracing::warn!(%ip, "connection refused: too many from one address");
+            Err(TooManyConnections(limits.max_connections_per_ip))
+        }
     }
 }
 
-fn register_handlers(socket: &SocketRef, state: AppState, ip: IpAddr) {
-    // One span per connection: every log line of its handlers carries the socket id, and
-    // the worker id once registered.
+/// What every handler of one connection shares.
+#[derive(Clone)]
+struct Conn {
+    st: AppState,
+    /// Every log line of the connection's handlers carries the socket id, and the worker id
+    /// once registered.
+    span: tracing::Span,
+    adm: Arc<Admission>,
+}
+
+fn register_handlers(socket: &SocketRef, state: AppState, ip: IpAddr, admission: Arc<Admission>) {
     let span =
         tracing::info_span!("connection", sid = %socket.id, %ip, worker_id = tracing::field::Empty);
     tracing::debug!(sid = %socket.id, %ip, "socket admitted");
-    let (st, conn) = (state.clone(), span.clone());
+    let conn = Conn {
+        st: state,
+        span,
+        adm: admission,
+    };
+    let c = conn.clone();
     socket.on(
         "register_worker",
         move |s: SocketRef, data: TryData<RegisterWorker>, ack: AckSender| {
-            let st = st.clone();
-            let span = conn.clone();
+            let Conn { st, span, adm } = c.clone();
             async move {
-                if allowed(&st, &s) {
-                    register(st, s, data, ack).await;
+                if allowed(&adm, &st, &s) {
+                    register(st, s, data, ack, &adm).await;
                 }
             }
             .instrument(span)
         },
     );
-    let (st, conn) = (state.clone(), span.clone());
+    let c = conn.clone();
     socket.on("heartbeat", move |s: SocketRef, ack: AckSender| {
-        let st = st.clone();
-        let span = conn.clone();
+        let Conn { st, span, adm } = c.clone();
         async move {
-            if allowed(&st, &s) {
+            if allowed(&adm, &st, &s) {
                 heartbeat(st, s, ack).await;
             }
         }
         .instrument(span)
     });
-    let (st, conn) = (state.clone(), span.clone());
+    let c = conn.clone();
     socket.on(
         "worker_status",
         move |s: SocketRef, data: TryData<WorkerStatus>| {
-            let st = st.clone();
-            let span = conn.clone();
+            let Conn { st, span, adm } = c.clone();
             async move {
-                if !allowed(&st, &s) || registered(&st, &s).is_none() {
+                if !allowed(&adm, &st, &s) || registered(&st, &s).is_none() {
                     return;
                 }
                 match data.0 {
@@ -106,87 +123,80 @@ fn register_handlers(socket: &SocketRef, state: AppState, ip: IpAddr) {
             .instrument(span)
         },
     );
-    let (st, conn) = (state.clone(), span.clone());
+    let c = conn.clone();
     socket.on("request_task", move |s: SocketRef| {
-        let st = st.clone();
-        let span = conn.clone();
+        let Conn { st, span, adm } = c.clone();
         async move {
-            if allowed(&st, &s) {
-                request_task(&st, s);
+            if allowed(&adm, &st, &s) {
+                request_task(&st, s, &adm);
             }
         }
         .instrument(span)
     });
-    let (st, conn) = (state.clone(), span.clone());
+    let c = conn.clone();
     socket.on(
         "task_result",
         move |s: SocketRef, data: TryData<TaskResult>| {
-            let st = st.clone();
-            let span = conn.clone();
+            let Conn { st, span, adm } = c.clone();
             async move {
-                if allowed(&st, &s) {
+                if allowed(&adm, &st, &s) {
                     task_result(st, s, data).await;
                 }
             }
             .instrument(span)
         },
     );
-    let (st, conn) = (state.clone(), span.clone());
+    let c = conn.clone();
     socket.on(
         "task_failed",
         move |s: SocketRef, data: TryData<TaskFailed>| {
-            let st = st.clone();
-            let span = conn.clone();
+            let Conn { st, span, adm } = c.clone();
             async move {
-                if allowed(&st, &s) {
+                if allowed(&adm, &st, &s) {
                     task_failed(st, s, data).await;
                 }
             }
             .instrument(span)
         },
     );
-    let (st, conn) = (state.clone(), span.clone());
+    let c = conn.clone();
     socket.on(
         "panel_missing",
         move |s: SocketRef, data: TryData<PanelMissing>| {
-            let st = st.clone();
-            let span = conn.clone();
+            let Conn { st, span, adm } = c.clone();
             async move {
-                if allowed(&st, &s) {
+                if allowed(&adm, &st, &s) {
                     panel_missing(st, s, data).await;
                 }
             }
             .instrument(span)
         },
     );
-    let (st, conn) = (state.clone(), span.clone());
+    let c = conn.clone();
     socket.on("subscribe_dashboard", move |s: SocketRef| {
-        let st = st.clone();
-        let span = conn.clone();
+        let Conn { st, span, adm } = c.clone();
         async move {
-            if allowed(&st, &s) {
+            if allowed(&adm, &st, &s) {
                 s.join(DASHBOARD_ROOM);
             }
         }
         .instrument(span)
     });
-    let (st, conn) = (state.clone(), span.clone());
+    let c = conn.clone();
     socket.on_fallback(move |s: SocketRef, event: socketioxide::extract::Event| {
-        let st = st.clone();
-        let span = conn.clone();
+        let Conn { st, span, adm } = c.clone();
         async move {
-            if allowed(&st, &s) {
+            if allowed(&adm, &st, &s) {
                 protocol_error(&s, "unknown_event", format!("unknown event {:?}", &*event));
             }
         }
         .instrument(span)
     });
-    let (st, conn) = (state, span);
+    let c = conn;
     socket.on_disconnect(move |s: SocketRef, reason: DisconnectReason| {
-        let st = st.clone();
-        let span = conn.clone();
+        let Conn { st, span, adm } = c.clone();
         async move {
-            st.limits.disconnect(ip, s.id);
+            adm.close();
             disconnected(st, s, reason).await
         }
         .instrument(span)
@@ -214,11 +224,8 @@ fn client_ip(socket: &SocketRef, trust_proxy: bool) -> IpAddr {
 }
 
 /// The per-connection event budget: a flooding client is told once and disconnected.
-fn allowed(state: &AppState, socket: &SocketRef) -> bool {
-    if state
-        .limits
-        .allow_event(socket.id, state.config.limits.max_events_per_sec)
-    {
+fn allowed(admission: &Admission, state: &AppState, socket: &SocketRef) -> bool {
+    if admission.allow_event() {
         return true;
     }
     tracing::warn!(sid = %socket.id, "event flood; disconnecting");
@@ -281,6 +288,7 @@ async fn register(
     socket: SocketRef,
     data: TryData<RegisterWorker>,
     ack: AckSender,
+    admission: &Admission,
 ) {
     // No payload at all is a valid registration with every field defaulted.
     let info = match data.0 {
@@ -346,6 +354,12 @@ async fn register(
                 .map(|c| CacheModel::new(c.budget_bytes)),
         },
     );
+    if admission.is_closed() {
+        // The client left while its record was being stored, and the disconnect handler
+        // found no worker to remove: without this the worker would stay listed for good.
+        state.workers.remove(socket.id);
+        return;
+    }
     tracing::Span::current().record("worker_id", tracing::field::display(&worker_id));
     tracing::info!(%worker_id, threads, "worker registered");
     let reply = RegistrationAck {
@@ -400,7 +414,7 @@ pub fn lease_ms(state: &AppState, worker: &Standing) -> i64 {
     ((base + 4.0 * compute_ms) * background).min(base * 20.0) as i64
 }
 
-fn request_task(state: &AppState, socket: SocketRef) {
+fn request_task(state: &AppState, socket: SocketRef, admission: &Admission) {
     let Some(worker) = registered(state, &socket) else {
         return;
     };
@@ -429,11 +443,16 @@ fn request_task(state: &AppState, socket: SocketRef) {
             format!("this connection already holds or awaits {held} tasks (limit {max})"),
         );
     }
+    let sid = socket.id;
     state.scheduler.request(Waiter {
         socket,
         worker_id: worker.worker_id,
         session: worker.session,
     });
+    if admission.is_closed() {
+        // The disconnect handler may have forgotten this socket's requests just before.
+        state.scheduler.forget(sid);
+    }
 }
 
 async fn task_result(state: AppState, socket: SocketRef, data: TryData<TaskResult>) {

@@ -373,26 +373,44 @@ impl Waiter {
     }
 }
 
-/// Per-address connection counts and per-connection event budgets (token buckets).
+/// Connections open at once per client address.
 #[derive(Default)]
 pub struct ClientLimits {
     per_ip: Mutex<HashMap<IpAddr, usize>>,
-    buckets: Mutex<HashMap<Sid, (f64, Instant)>>,
 }
 
 impl ClientLimits {
-    /// Counts a new connection from `ip`; false when that would pass `max`.
-    pub fn connect(&self, ip: IpAddr, max: usize) -> bool {
+    /// Counts a new connection from `ip`, or refuses it (`None`) when that would pass `max`.
+    pub fn admit(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        max: usize,
+        events_per_sec: u32,
+    ) -> Option<Admission> {
         let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
         let count = per_ip.entry(ip).or_insert(0);
         if *count >= max {
-            return false;
+            return None;
         }
         *count += 1;
-        true
+        let per_sec = f64::from(events_per_sec);
+        Some(Admission {
+            limits: self.clone(),
+            ip,
+            per_sec,
+            bucket: Mutex::new((2.0 * per_sec, Instant::now())),
+            closed: Default::default(),
+        })
     }
 
-    pub fn disconnect(&self, ip: IpAddr, sid: Sid) {
+    /// Connections counted for `ip` now.
+    #[cfg(test)]
+    pub fn open(&self, ip: IpAddr) -> usize {
+        let per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        per_ip.get(&ip).copied().unwrap_or(0)
+    }
+
+    fn release(&self, ip: IpAddr) {
         let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(count) = per_ip.get_mut(&ip) {
             *count = count.saturating_sub(1);
@@ -400,22 +418,33 @@ impl ClientLimits {
                 per_ip.remove(&ip);
             }
         }
-        drop(per_ip);
-        self.buckets
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&sid);
     }
+}
 
-    /// Takes one event from the connection's bucket, which refills at `per_sec` and holds
-    /// two seconds' worth, so bursts pass and sustained floods do not.
-    pub fn allow_event(&self, sid: Sid, per_sec: u32) -> bool {
-        let capacity = 2.0 * f64::from(per_sec);
+/// One admitted connection: its share of its address's limit, its event budget, and whether
+/// it has ended. Every handler of the connection holds it, so it lives exactly as long as the
+/// socket. Its share goes back once: when the disconnect handler closes it, or when it is
+/// dropped; socketioxide drops a socket without calling its disconnect handler when the client
+/// leaves while its connect is still in flight, and those shares used to stay counted until
+/// the address was refused for good.
+pub struct Admission {
+    limits: Arc<ClientLimits>,
+    ip: IpAddr,
+    per_sec: f64,
+    /// Tokens left and when they were counted.
+    bucket: Mutex<(f64, Instant)>,
+    closed: std::sync::atomic::AtomicBool,
+}
+
+impl Admission {
+    /// Takes one event from the connection's bucket, which refills at the configured rate and
+    /// holds two seconds' worth, so bursts pass and sustained floods do not.
+    pub fn allow_event(&self) -> bool {
         let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        let (tokens, last) = buckets.entry(sid).or_insert((capacity, now));
-        *tokens =
-            (*tokens + now.duration_since(*last).as_secs_f64() * f64::from(per_sec)).min(capacity);
+        let mut bucket = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        let (tokens, last) = &mut *bucket;
+        *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.per_sec)
+            .min(2.0 * self.per_sec);
         *last = now;
         if *tokens >= 1.0 {
             *tokens -= 1.0;
@@ -424,10 +453,74 @@ impl ClientLimits {
             false
         }
     }
+
+    /// Marks the connection ended and gives its share of the address's limit back (once).
+    pub fn close(&self) {
+        if !self.closed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            self.limits.release(self.ip);
+        }
+    }
+
+    /// Whether the connection has ended. A handler that was still running when it ended
+    /// checks this after adding anything per connection, and takes it back.
+    pub fn is_closed(&self) -> bool {
+        self.closed.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.close();
+    }
 }
 
 impl AppState {
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_admission_gives_its_place_back_once_whether_closed_or_dropped() {
+        let limits = Arc::new(ClientLimits::default());
+        let ip = IpAddr::from([10, 0, 0, 1]);
+        let first = limits.admit(ip, 2, 10).expect("first of two");
+        let second = limits.admit(ip, 2, 10).expect("second of two");
+        assert!(
+            limits.admit(ip, 2, 10).is_none(),
+            "a third passes the limit"
+        );
+        assert_eq!(
+            limits.open(IpAddr::from([10, 0, 0, 2])),
+            0,
+            "other addresses are apart"
+        );
+
+        first.close();
+        assert!(first.is_closed());
+        assert_eq!(limits.open(ip), 1);
+        drop(first); // closed already: must not give the place back twice
+        assert_eq!(limits.open(ip), 1);
+
+        drop(second); // never closed, as when socketioxide drops a half-connected socket
+        assert_eq!(limits.open(ip), 0);
+        assert!(limits.admit(ip, 2, 10).is_some());
+    }
+
+    #[test]
+    fn the_event_budget_holds_two_seconds_worth() {
+        let limits = Arc::new(ClientLimits::default());
+        let admission = limits
+            .admit(IpAddr::from([10, 0, 0, 1]), 1, 10)
+            .expect("the first connection is admitted");
+        let allowed = (0..100).filter(|_| admission.allow_event()).count();
+        assert!(
+            (20..=21).contains(&allowed),
+            "allowed {allowed} of a burst of 100"
+        );
     }
 }

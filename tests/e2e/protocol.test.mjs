@@ -2,6 +2,7 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import WebSocket from "ws";
 import { api, connect, once, registered, startServer, toBytes, waitForJob } from "./helpers.mjs";
 
 test("register_worker answers registration_ack, as an event and through the callback", async (t) => {
@@ -189,4 +190,65 @@ test("dashboards receive job and tile updates", async (t) => {
   socket.emit("request_task");
   const update = await tileUpdate;
   assert.deepEqual([update.job_id, update.row, update.col, update.state], [created.json.id, 0, 0, "leased"]);
+});
+
+/**
+ * Opens a raw Engine.IO websocket, sends `packets` the moment the server says hello (without
+ * waiting for the Socket.io connect answer, as a client on a dropping network may), and
+ * drops the TCP connection at once. Resolves when it is closed.
+ */
+function hitAndRun(url, packets) {
+  return new Promise((res) => {
+    const ws = new WebSocket(`${url.replace("http", "ws")}/socket.io/?EIO=4&transport=websocket`);
+    ws.on("message", (m) => {
+      if (!String(m).startsWith("0")) return;
+      for (const p of packets) ws.send(p);
+      ws.terminate();
+    });
+    ws.on("close", res);
+    ws.on("error", res);
+  });
+}
+
+async function hitAndRunMany(url, count, packets) {
+  for (let i = 0; i < count; i += 20) {
+    await Promise.all(Array.from({ length: 20 }, () => hitAndRun(url, packets)));
+  }
+}
+
+test("clients that leave while connecting give their place back: the address is not locked out", async (t) => {
+  const server = await startServer(t, { env: { MAX_CONNECTIONS_PER_IP: "8" } });
+  await hitAndRunMany(server.url, 200, ["40"]);
+  // Every place is free again: exactly 8 connect, and the 9th is still refused.
+  const sockets = Array.from({ length: 9 }, () => connect(server.url));
+  t.after(() => sockets.forEach((s) => s.close()));
+  const outcomes = await Promise.all(
+    sockets.map(
+      (s) =>
+        new Promise((res) => {
+          s.once("connect", () => res("connected"));
+          s.once("connect_error", (e) => res(`refused: ${e.message}`));
+        }),
+    ),
+  );
+  const connected = outcomes.filter((o) => o === "connected").length;
+  assert.equal(connected, 8, outcomes.join("; "));
+  assert.match(outcomes.find((o) => o !== "connected"), /more than 8 connections/);
+});
+
+test("a client that registers and leaves at once is not left listed as a worker", async (t) => {
+  const server = await startServer(t);
+  await hitAndRunMany(server.url, 400, ["40", '42["register_worker",{"name":"gone"}]', '42["request_task"]']);
+  let listed;
+  for (const until = Date.now() + 5000; Date.now() < until; ) {
+    listed = (await api(server.url, "/api/workers")).json.length;
+    if (listed === 0) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  assert.equal(listed, 0, "workers listed after every client left");
+  const status = (await api(server.url, "/api/status")).json;
+  assert.equal(status.workers_online, 0);
+  // The server is still whole: a worker that stays gets registered and served.
+  const { ack } = await registered(t, server.url);
+  assert.ok(ack.worker_id);
 });
