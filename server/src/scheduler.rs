@@ -265,9 +265,13 @@ async fn duplicate(state: &AppState, waiter: &Waiter) -> Result<bool> {
                 0.0,
                 |(_, w)| if w.visible { w.gflops } else { w.gflops / 4.0 },
             );
-        // Worth it when this worker would finish well before the holder is expected to.
-        let holder_left_ms = if holder_speed > 0.0 {
-            gflop / holder_speed * 1000.0 - age_ms
+        // Worth it when this worker would finish well before the holder is expected to. A
+        // holder past twice its expected time has stalled (its heartbeats keep the lease), so
+        // its time left is unknown, as for one with no speed; one only a little late may
+        // still be about to answer.
+        let expected_ms = gflop / holder_speed * 1000.0;
+        let holder_left_ms = if holder_speed > 0.0 && age_ms <= 2.0 * expected_ms {
+            expected_ms - age_ms
         } else {
             f64::INFINITY
         };

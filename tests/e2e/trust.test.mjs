@@ -4,7 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
-  api, assertClose, connect, downloadNpy, matmul, once, randomMatrix, registered, rowsOf,
+  api, assertClose, connect, downloadNpy, fromBytes, matmul, once, randomMatrix, registered, rowsOf,
   startServer, startWorker, toBytes, waitForJob, submitRandom,
 } from "./helpers.mjs";
 
@@ -104,6 +104,41 @@ test("a worker that heartbeats but never answers is overtaken by a duplicate nea
   const deadline = Date.now() + 3000;
   while (!slow.stats.cancelled.includes(held) && Date.now() < deadline) await sleep(20);
   assert.deepEqual(slow.stats.cancelled, [held], "the slow worker was told to stop");
+  assert.equal((await api(server.url, "/api/status")).json.duplicates, 1);
+  assertClose((await downloadNpy(server.url, job.id)).data, job.want, job.k);
+});
+
+test("a worker that answered before and then hangs while heartbeating is overtaken too", async (t) => {
+  const server = await startServer(t, { env: { LEASE_MS: "60000" } });
+  const job = await submitRandom(server.url, 8, 8, 8, 4, 22); // 4 tiles
+  // Answers its first tile honestly, with a compute time, so the server knows its speed; then
+  // holds its second forever while its heartbeats keep the lease alive.
+  const { socket: hung, ack } = await registered(t, server.url, { name: "hung", threads: 1 });
+  const beat = setInterval(() => hung.emit("heartbeat"), ack.heartbeat_interval_ms);
+  t.after(() => clearInterval(beat));
+  const cancelled = [];
+  hung.on("task_cancelled", ({ task_id }) => cancelled.push(task_id));
+  const first = await new Promise((resolve) => {
+    hung.once("task_assigned", resolve);
+    hung.emit("request_task");
+  });
+  const c = matmul(fromBytes(first.dtype, first.a), fromBytes(first.dtype, first.b), first.m, first.k, first.n);
+  const answered = once(hung, "result_ack");
+  hung.emit("task_result", { task_id: first.task_id, c: toBytes(first.dtype, c), compute_ms: 50 });
+  assert.equal((await answered).accepted, true);
+  const heldTask = await new Promise((resolve) => {
+    hung.once("task_assigned", resolve);
+    hung.emit("request_task");
+  });
+  const held = heldTask.task_id;
+  // The worker's known speed says this tile takes about 50 ms: it is long overdue when the
+  // other worker runs out of work, and the lease (a minute) cannot expire in time to save it.
+  const fast = await startWorker(t, server.url, { name: "fast", inFlight: 1 });
+  await waitForJob(server.url, job.id, { ms: 20000 });
+  assert.ok(fast.stats.tasks.includes(held), "the fast worker got a copy of the held tile");
+  const deadline = Date.now() + 3000;
+  while (!cancelled.includes(held) && Date.now() < deadline) await sleep(20);
+  assert.deepEqual(cancelled, [held], "the hung worker was told to stop");
   assert.equal((await api(server.url, "/api/status")).json.duplicates, 1);
   assertClose((await downloadNpy(server.url, job.id)).data, job.want, job.k);
 });
