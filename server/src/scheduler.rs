@@ -167,12 +167,25 @@ async fn serve(state: &AppState, waiting: Vec<Waiter>, unserved: &mut Vec<Waiter
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(task.job_id.clone());
+        // Errors from here on must not end the round early: the rest of the claimed tasks
+        // would stay leased with nobody told, and their waiters would be dropped.
         if first {
-            db::mark_running(&state.db, &task.job_id).await?;
+            if let Err(e) = db::mark_running(&state.db, &task.job_id).await {
+                tracing::warn!(job_id = %task.job_id, error = %e, "could not mark a job running");
+                // A later claim tries again.
+                state
+                    .running_jobs
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .remove(&task.job_id);
+            }
         }
         if let Err(e) = deliver(state, &waiter, &task).await {
             tracing::warn!(task_id = task.id, error = %e, "could not deliver a task");
-            db::unclaim_task(&state.db, task.id, &waiter.session).await?;
+            if let Err(e) = db::unclaim_task(&state.db, task.id, &waiter.session).await {
+                // The lease stays until it expires, or until a copy overtakes it.
+                tracing::error!(task_id = task.id, error = %e, "could not re-queue a task");
+            }
             unserved.push(waiter);
             outcome = Err(e);
             continue;
@@ -315,6 +328,7 @@ async fn deliver_as(
         tile_row: tile.tile_row,
         tile_col: tile.tile_col,
         result_len: plan.result_len(&tile),
+        flops: 2.0 * (tile.rows * plan.k * tile.cols) as f64,
         duplicate,
         answered: false,
     };
@@ -482,8 +496,18 @@ pub async fn end_job(state: &AppState, job_id: &str, reason: Option<&str>) -> Re
         }
     }
     state.inputs.remove(job_id);
+    forget_running(state, job_id);
     state.stats.mark_dirty(job_id);
     Ok(())
+}
+
+/// A job that ended leaves the set of running jobs, which would otherwise only grow.
+pub fn forget_running(state: &AppState, job_id: &str) {
+    state
+        .running_jobs
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(job_id);
 }
 
 /// After a task is completed by one connection, tells any other connection computing a copy

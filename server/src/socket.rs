@@ -511,15 +511,26 @@ async fn task_result(state: AppState, socket: SocketRef, data: TryData<TaskResul
         return ack(false, Some(reason));
     };
     let expected = lease.result_len;
-    let verdict = if result.c.len() != expected {
-        Err(format!(
+    let checked = if result.c.len() != expected {
+        Finding::Wrong(format!(
             "result has {} bytes, the tile needs {expected}",
             result.c.len()
         ))
     } else {
         verify_result(&state, &worker, lease, &result.c).await
     };
-    if let Err(reason) = verdict {
+    if let Finding::NotChecked(reason) = checked {
+        // The server's failure, not the worker's: no mark on its record, and the task goes
+        // back to the queue as if it had never been handed out.
+        tracing::error!(task_id, %reason, "a result could not be checked");
+        state.workers.with(socket.id, |w| w.leases.remove(&task_id));
+        if let Err(e) = db::unclaim_task(&state.db, task_id, &worker.session).await {
+            tracing::error!(task_id, error = %e, "could not re-queue a task");
+        }
+        state.scheduler.wake();
+        return ack(false, Some(reason));
+    }
+    if let Finding::Wrong(reason) = checked {
         state.workers.with(socket.id, |w| {
             w.leases.remove(&task_id);
             w.consecutive_verified = 0;
@@ -542,7 +553,13 @@ async fn task_result(state: AppState, socket: SocketRef, data: TryData<TaskResul
             duplicate: lease.duplicate,
         })
         .await;
-    state.workers.with(socket.id, |w| w.leases.remove(&task_id));
+    state.workers.with(socket.id, |w| {
+        // Only the lease this result answered: while it was being stored, the lease may have
+        // expired and the task come back to this same connection as a new lease.
+        if w.leases.get(&task_id).is_some_and(|l| l.answered) {
+            w.leases.remove(&task_id);
+        }
+    });
     match outcome {
         Ok(db::Completion::Accepted {
             job_id,
@@ -555,12 +572,7 @@ async fn task_result(state: AppState, socket: SocketRef, data: TryData<TaskResul
             ack(true, None);
             Metrics::add(&state.metrics.tasks_completed, 1);
             scheduler::cancel_copies(&state, task_id, socket.id);
-            let flops = state
-                .inputs
-                .get(&state.db, &job_id)
-                .await
-                .map(|i| 2.0 * i.plan.k as f64 * expected as f64 / i.plan.dtype.size() as f64)
-                .unwrap_or(0.0);
+            let flops = lease.flops;
             state.stats.record(flops);
             let gflops = compute_ms.filter(|ms| *ms > 0.0).map(|ms| flops / ms / 1e6);
             state.workers.with(socket.id, |w| {
@@ -578,6 +590,7 @@ async fn task_result(state: AppState, socket: SocketRef, data: TryData<TaskResul
                 tracing::info!(%job_id, seconds = job_age_s, "job done");
                 state.metrics.job_finished(job_age_s);
                 state.inputs.remove(&job_id);
+                scheduler::forget_running(&state, &job_id);
             }
         }
         Ok(db::Completion::Refused(reason)) => ack(false, Some(reason)),
@@ -591,6 +604,15 @@ async fn task_result(state: AppState, socket: SocketRef, data: TryData<TaskResul
     }
 }
 
+/// What checking a result found.
+enum Finding {
+    Pass,
+    /// The result is wrong: the worker's doing.
+    Wrong(String),
+    /// The server could not check it (the job's inputs unreadable, the check not run).
+    NotChecked(String),
+}
+
 /// Checks a result against its inputs with Freivalds' algorithm (see `verify`), with as many
 /// random vectors as the worker's record calls for, off the async workers.
 async fn verify_result(
@@ -598,12 +620,12 @@ async fn verify_result(
     worker: &Standing,
     lease: &Lease,
     c: &bytes::Bytes,
-) -> Result<(), String> {
-    let inputs = state
-        .inputs
-        .get(&state.db, &lease.job_id)
-        .await
-        .map_err(|_| "the job's inputs are unavailable; the task will be re-queued".to_owned())?;
+) -> Finding {
+    let Ok(inputs) = state.inputs.get(&state.db, &lease.job_id).await else {
+        return Finding::NotChecked(
+            "the job's inputs are unavailable; the task will be re-queued".into(),
+        );
+    };
     let plan = inputs.plan;
     let tile = plan.tile(lease.tile_row, lease.tile_col);
     let a = plan.a_panel(&inputs.a, &tile);
@@ -622,13 +644,17 @@ async fn verify_result(
             &mut rand::rng(),
         )
     })
-    .await
-    .map_err(|_| "verification failed to run".to_owned())?;
+    .await;
+    let Ok(verdict) = verdict else {
+        return Finding::NotChecked(
+            "the server could not run the check; the task will be re-queued".into(),
+        );
+    };
     state.stats.record_verification(started.elapsed());
     state.metrics.verification(started.elapsed());
     match verdict {
-        verify::Verdict::Pass => Ok(()),
-        verify::Verdict::Fail { row, diff, bound } => Err(format!(
+        verify::Verdict::Pass => Finding::Pass,
+        verify::Verdict::Fail { row, diff, bound } => Finding::Wrong(format!(
             "verification failed: row {row} of the tile is off by {diff:.3e} (bound {bound:.3e})"
         )),
     }

@@ -93,6 +93,9 @@ pub struct Lease {
     pub tile_col: usize,
     /// Bytes the result must have.
     pub result_len: usize,
+    /// Floating-point operations the tile takes (2·rows·k·cols), for the statistics: kept
+    /// here so that counting them never needs the job's inputs, which may be gone by then.
+    pub flops: f64,
     /// A copy of a task another connection holds (see `scheduler::duplicate`).
     pub duplicate: bool,
     /// Its result has arrived and is being verified and stored. Such a lease no longer counts
