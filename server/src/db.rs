@@ -319,14 +319,26 @@ pub async fn unclaim_task(pool: &Pool, task_id: i64, session: &str) -> Result<()
     .map(|_| ())
 }
 
-/// A heartbeat: every lease the connection holds runs `lease_ms` from now.
-pub async fn extend_leases(pool: &Pool, session: &str, lease_ms: i64) -> Result<u64, sqlx::Error> {
-    sqlx::query("UPDATE tasks SET lease_deadline = ? WHERE lease_owner = ? AND state = 'leased'")
-        .bind(now_ms() + lease_ms)
-        .bind(session)
-        .execute(pool)
-        .await
-        .map(|r| r.rows_affected())
+/// A heartbeat: every lease the connection holds runs `lease_ms` from now, but no lease runs
+/// past `max_total_ms` from when it was handed out. A page whose compute has hung can keep
+/// heartbeating for ever; without the cap its task would never come back to the queue while
+/// no other worker is measured fast enough to be given a copy.
+pub async fn extend_leases(
+    pool: &Pool,
+    session: &str,
+    lease_ms: i64,
+    max_total_ms: i64,
+) -> Result<u64, sqlx::Error> {
+    sqlx::query(
+        "UPDATE tasks SET lease_deadline = MIN(?1, updated_at + ?2) \
+         WHERE lease_owner = ?3 AND state = 'leased'",
+    )
+    .bind(now_ms() + lease_ms)
+    .bind(max_total_ms)
+    .bind(session)
+    .execute(pool)
+    .await
+    .map(|r| r.rows_affected())
 }
 
 /// What became of a submitted result.

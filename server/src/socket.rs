@@ -388,7 +388,14 @@ async fn heartbeat(state: AppState, socket: SocketRef, ack: AckSender) {
     let Some(worker) = registered(&state, &socket) else {
         return;
     };
-    if let Err(e) = db::extend_leases(&state.db, &worker.session, lease_ms(&state, &worker)).await {
+    let max_total_ms = state.config.lease.as_millis() as i64 * MAX_LEASE_FACTOR;
+    let extended = db::extend_leases(
+        &state.db,
+        &worker.session,
+        lease_ms(&state, &worker),
+        max_total_ms,
+    );
+    if let Err(e) = extended.await {
         tracing::error!(error = %e, "extending leases failed");
     }
     let reply = HeartbeatAck {
@@ -397,6 +404,10 @@ async fn heartbeat(state: AppState, socket: SocketRef, ack: AckSender) {
     let _ = socket.emit("heartbeat_ack", &reply);
     let _ = ack.send(&reply);
 }
+
+/// Longest a lease can be kept by heartbeats, in leases: twice the longest single extension
+/// (`lease_ms` gives a hidden, slow worker up to 20), 20 minutes at the default `LEASE_MS`.
+const MAX_LEASE_FACTOR: i64 = 40;
 
 /// A lease long enough for this worker: the configured lease, plus four times the time its
 /// measured speed needs for a typical tile, longer again for a tab in the background (browsers

@@ -67,6 +67,24 @@ test("heartbeats keep a slow worker's lease alive", async (t) => {
   await waitForJob(server.url, job.id);
 });
 
+test("heartbeats alone keep a lease for at most 40 leases; then the task goes to another worker", async (t) => {
+  // 40 leases of 100 ms: a hung page's heartbeats hold its task for 4 s at most.
+  const server = await startServer(t, { env: { LEASE_MS: "100" } });
+  const job = await submitRandom(server.url, 4, 4, 4, 4, 6); // one tile
+  const { socket: hung, ack } = await registered(t, server.url, { name: "hung" });
+  const beat = setInterval(() => hung.emit("heartbeat"), ack.heartbeat_interval_ms);
+  t.after(() => clearInterval(beat));
+  const assigned = once(hung, "task_assigned");
+  hung.emit("request_task");
+  const task = await assigned;
+  // A newcomer has no measured speed, so it is never given a copy: only the cap frees the task.
+  const newcomer = await startWorker(t, server.url, { name: "newcomer", inFlight: 1 });
+  await waitForJob(server.url, job.id, { ms: 15000 });
+  assert.deepEqual(newcomer.stats.tasks, [task.task_id]);
+  assert.equal((await api(server.url, "/api/status")).json.duplicates, 0);
+  assertClose((await downloadNpy(server.url, job.id)).data, job.want, job.k);
+});
+
 test("a task that fails too often fails its job with a reason", async (t) => {
   const server = await startServer(t, { env: { MAX_TASK_FAILURES: "3" } });
   const job = await submitRandom(server.url, 2, 2, 2, 2);
