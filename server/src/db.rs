@@ -585,6 +585,81 @@ pub async fn refuse_result(
     Ok((requeued, quarantined))
 }
 
+/// A result a worker got accepted, read back to be checked again (see `socket::audit`).
+#[derive(Debug, FromRow)]
+pub struct AcceptedTile {
+    pub id: i64,
+    pub job_id: String,
+    pub tile_row: i64,
+    pub tile_col: i64,
+    pub result: Vec<u8>,
+}
+
+/// The results `worker_id` got accepted in jobs that are still running.
+pub async fn accepted_in_running_jobs(
+    pool: &Pool,
+    worker_id: &str,
+) -> Result<Vec<AcceptedTile>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT t.id, t.job_id, t.tile_row, t.tile_col, t.result FROM tasks t \
+         JOIN jobs j ON j.id = t.job_id \
+         WHERE t.state = 'done' AND t.completed_by = ? AND j.status = 'running'",
+    )
+    .bind(worker_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// Takes back results of `worker_id` that failed a second check: each task goes back to the
+/// queue (never to this worker again), its job's count drops, and each counts as a refusal.
+/// Only while its job runs: a finished job's product may already have been downloaded.
+pub async fn reopen(
+    pool: &Pool,
+    worker_id: &str,
+    task_ids: &[i64],
+    reason: &str,
+) -> Result<Vec<Requeued>, sqlx::Error> {
+    let now = now_ms();
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut reopened = Vec::new();
+    for &id in task_ids {
+        let task: Option<Requeued> = sqlx::query_as(
+            "UPDATE tasks SET state = 'queued', result = NULL, compute_ms = NULL, \
+                 completed_by = NULL, last_error = ?1, updated_at = ?2 \
+             WHERE id = ?3 AND state = 'done' AND completed_by = ?4 \
+                 AND job_id IN (SELECT id FROM jobs WHERE status = 'running') \
+             RETURNING id, job_id, tile_row, tile_col, failures",
+        )
+        .bind(reason)
+        .bind(now)
+        .bind(id)
+        .bind(worker_id)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(task) = task else { continue };
+        sqlx::query("INSERT OR IGNORE INTO task_exclusions (task_id, worker_id) VALUES (?, ?)")
+            .bind(id)
+            .bind(worker_id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE jobs SET tasks_done = tasks_done - 1 WHERE id = ?")
+            .bind(&task.job_id)
+            .execute(&mut *tx)
+            .await?;
+        reopened.push(task);
+    }
+    sqlx::query(
+        "UPDATE workers SET refused = refused + ?1, tasks_done = MAX(tasks_done - ?1, 0), \
+             consecutive_verified = 0 WHERE id = ?2",
+    )
+    .bind(reopened.len() as i64)
+    .bind(worker_id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(reopened)
+}
+
 /// Repeated refusals quarantine a worker: three or more, and more than one in ten of its
 /// results. An honest browser is never refused (see `verify`), so it never gets here.
 pub fn should_quarantine(refused: i64, verified: i64) -> bool {

@@ -682,6 +682,7 @@ async fn refused(
 ) {
     match db::refuse_result(&state.db, task_id, holder, reason).await {
         Ok((requeued, quarantined)) => {
+            tokio::spawn(audit(state.clone(), holder.worker_id.to_owned()));
             if let Some(task) = requeued {
                 if let Err(e) = scheduler::requeued(state, &[task]).await {
                     tracing::error!(error = %e, "re-queuing a refused task failed");
@@ -692,6 +693,59 @@ async fn refused(
             }
         }
         Err(e) => tracing::error!(error = %e, "recording a refused result failed"),
+    }
+}
+
+/// Random vectors for checking a caught worker's earlier results again (in runs of six): a
+/// wrong tile slips through with probability at most 2⁻²⁴.
+const AUDIT_VECTORS: usize = 24;
+
+/// After a refusal, checks the worker's accepted results in running jobs again, with many
+/// more vectors than they passed (as few as one, for a worker with a long record), and takes
+/// back those that fail. A worker caught once may have slipped wrong tiles through before:
+/// one vector lets errors that cancel in pairs within a row through half the time.
+async fn audit(state: AppState, worker_id: String) {
+    let accepted = match db::accepted_in_running_jobs(&state.db, &worker_id).await {
+        Ok(accepted) => accepted,
+        Err(e) => return tracing::error!(error = %e, %worker_id, "reading results to audit failed"),
+    };
+    let mut wrong = Vec::new();
+    for tile in accepted {
+        let Ok(inputs) = state.inputs.get(&state.db, &tile.job_id).await else {
+            continue; // the job ended meanwhile
+        };
+        let plan = inputs.plan;
+        let t = plan.tile(tile.tile_row as usize, tile.tile_col as usize);
+        let (a, b) = (
+            plan.a_panel(&inputs.a, &t),
+            plan.b_panel(&inputs.b_panels, &t),
+        );
+        let c = tile.result;
+        let failed = tokio::task::spawn_blocking(move || {
+            (0..AUDIT_VECTORS / 6).any(|_| {
+                let shape = (t.rows, plan.k, t.cols);
+                let verdict = verify::check(plan.dtype, &a, &b, &c, shape, 6, &mut rand::rng());
+                verdict != verify::Verdict::Pass
+            })
+        })
+        .await;
+        if failed.unwrap_or(false) {
+            wrong.push(tile.id);
+        }
+    }
+    if wrong.is_empty() {
+        return;
+    }
+    let reason = "taken back: failed a second check after its worker was caught";
+    match db::reopen(&state.db, &worker_id, &wrong, reason).await {
+        Ok(reopened) => {
+            tracing::warn!(%worker_id, tiles = reopened.len(), "accepted results taken back");
+            Metrics::add(&state.metrics.results_refused, reopened.len() as u64);
+            if let Err(e) = scheduler::requeued(&state, &reopened).await {
+                tracing::error!(error = %e, "re-queuing taken-back tasks failed");
+            }
+        }
+        Err(e) => tracing::error!(error = %e, %worker_id, "taking back results failed"),
     }
 }
 

@@ -190,3 +190,67 @@ test("a worker token brings back the same worker and its record", async (t) => {
   const fresh = await registered(t, server.url, { name: "tab", token: "not-a-token-we-issued-0000000000000" });
   assert.notEqual(fresh.ack.worker_id, first.ack.worker_id);
 });
+
+/**
+ * A patient cheater: 216 honest answers (past the 200 of the longest record, checked with one
+ * vector, whatever acks are still being counted), then one
+ * tile with errors that cancel in pairs within a row (one vector misses them half the time),
+ * then a grossly wrong tile that is always caught. Resolves with whether the paired errors
+ * were accepted.
+ */
+async function patientCheater(t, url, name) {
+  const { socket, ack } = await registered(t, url, { name });
+  const beat = setInterval(() => socket.emit("heartbeat"), ack.heartbeat_interval_ms);
+  t.after(() => clearInterval(beat));
+  const assigned = [];
+  const acks = new Map();
+  socket.on("task_assigned", (task) => assigned.push(task));
+  socket.on("result_ack", (a) => acks.set(a.task_id, a));
+  const until = async (what, ok) => {
+    for (const end = Date.now() + 20000; !ok(); await sleep(5))
+      if (Date.now() > end) throw new Error(`${name}: timed out waiting for ${what}`);
+  };
+  const take = async (n) => {
+    const from = assigned.length;
+    for (let i = 0; i < n; i++) socket.emit("request_task");
+    await until(`${n} tasks`, () => assigned.length >= from + n);
+    return assigned.slice(from, from + n);
+  };
+  const answer = async (tasks, lie) => {
+    for (const task of tasks) {
+      const c = matmul(fromBytes(task.dtype, task.a), fromBytes(task.dtype, task.b), task.m, task.k, task.n);
+      if (lie === "pair") [c[0], c[1]] = [c[0] + 0.5, c[1] - 0.5]; // far above the bound, no rounding near it
+      if (lie === "gross") c[0] += 1e6;
+      socket.emit("task_result", { task_id: task.task_id, c: toBytes(task.dtype, c), compute_ms: 1 });
+    }
+    await until("acks", () => tasks.every((x) => acks.has(x.task_id)));
+    return tasks.map((x) => acks.get(x.task_id).accepted);
+  };
+  for (let round = 0; round < 27; round++) {
+    assert.ok((await answer(await take(8))).every(Boolean), "honest answers are accepted");
+  }
+  const [slipped] = await answer(await take(1), "pair");
+  assert.equal((await answer(await take(1), "gross"))[0], false);
+  return slipped;
+}
+
+test("a worker caught lying has its earlier accepted tiles checked again, and the wrong ones redone", async (t) => {
+  const server = await startServer(t, { env: { LEASE_MS: "60000" } });
+  // 1,800 tiles of 2×2 (k = 2): 8 cheaters take 1,744 of them.
+  const job = await submitRandom(server.url, 60, 2, 120, 2, 31);
+  const cheaters = Array.from({ length: 8 }, (_, i) => patientCheater(t, server.url, `patient-${i}`));
+  const slipped = (await Promise.all(cheaters)).filter(Boolean).length;
+  // Without the second check the product would be wrong unless no lie slipped (1 in 256).
+  t.diagnostic(`${slipped} of 8 paired-error tiles passed their first check`);
+  // Every tile that slipped through is taken back: the job counts the 1,728 honest ones only.
+  for (const end = Date.now() + 10000; ; await sleep(50)) {
+    const { tasks_done } = (await api(server.url, `/api/jobs/${job.id}`)).json;
+    if (tasks_done === 1728) break;
+    assert.ok(Date.now() < end, `the job still counts ${tasks_done} tiles done, not 1,728`);
+  }
+  await startWorker(t, server.url, { name: "honest", inFlight: 8 });
+  await waitForJob(server.url, job.id, { ms: 30000 });
+  assertClose((await downloadNpy(server.url, job.id)).data, job.want, job.k);
+  const workers = (await api(server.url, "/api/workers")).json;
+  assert.ok(workers.every((w) => !w.quarantined), "three refusals in 216 results do not quarantine");
+});
