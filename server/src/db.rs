@@ -595,17 +595,20 @@ pub struct AcceptedTile {
     pub result: Vec<u8>,
 }
 
-/// The results `worker_id` got accepted in jobs that are still running.
+/// The results `worker_id` got accepted since `since_ms` in jobs that are still running.
 pub async fn accepted_in_running_jobs(
     pool: &Pool,
     worker_id: &str,
+    since_ms: i64,
 ) -> Result<Vec<AcceptedTile>, sqlx::Error> {
     sqlx::query_as(
         "SELECT t.id, t.job_id, t.tile_row, t.tile_col, t.result FROM tasks t \
          JOIN jobs j ON j.id = t.job_id \
-         WHERE t.state = 'done' AND t.completed_by = ? AND j.status = 'running'",
+         WHERE t.state = 'done' AND t.completed_by = ? AND t.updated_at >= ? \
+             AND j.status = 'running'",
     )
     .bind(worker_id)
+    .bind(since_ms)
     .fetch_all(pool)
     .await
 }

@@ -73,6 +73,7 @@ pub async fn build(config: Config) -> Result<(Router, AppState), sqlx::Error> {
         metrics: Default::default(),
         committer: commit::Committer::start(db.clone()),
         running_jobs: Default::default(),
+        audited: Default::default(),
         shutting_down: Default::default(),
         started: Instant::now(),
     };

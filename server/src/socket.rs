@@ -703,9 +703,19 @@ const AUDIT_VECTORS: usize = 24;
 /// After a refusal, checks the worker's accepted results in running jobs again, with many
 /// more vectors than they passed (as few as one, for a worker with a long record), and takes
 /// back those that fail. A worker caught once may have slipped wrong tiles through before:
-/// one vector lets errors that cancel in pairs within a row through half the time.
+/// one vector lets errors that cancel in pairs within a row through half the time. What an
+/// earlier audit of the same worker checked is not checked again, so a liar refused again and
+/// again cannot make the server re-read and re-check its whole history each time.
 async fn audit(state: AppState, worker_id: String) {
-    let accepted = match db::accepted_in_running_jobs(&state.db, &worker_id).await {
+    let since = {
+        let mut audited = state.audited.lock().unwrap_or_else(|e| e.into_inner());
+        // Ten seconds of overlap: a result stored in a transaction that began before the last
+        // audit but committed after it read is checked this time.
+        audited
+            .insert(worker_id.clone(), db::now_ms())
+            .map_or(0, |last| last - 10_000)
+    };
+    let accepted = match db::accepted_in_running_jobs(&state.db, &worker_id, since).await {
         Ok(accepted) => accepted,
         Err(e) => return tracing::error!(error = %e, %worker_id, "reading results to audit failed"),
     };

@@ -35,6 +35,9 @@ pub struct AppState {
     pub committer: crate::commit::Committer,
     /// Jobs known to be running, so a claim marks its job running only once.
     pub running_jobs: Arc<Mutex<HashSet<String>>>,
+    /// When each caught worker's accepted results were last checked again (ms since the
+    /// epoch): a later refusal re-checks only what was accepted since (see `socket::audit`).
+    pub audited: Arc<Mutex<HashMap<String, i64>>>,
     /// Counters and histograms for `/metrics`.
     pub metrics: Arc<crate::metrics::Metrics>,
     /// Set on SIGTERM/SIGINT: no new work is handed out or accepted.
