@@ -57,8 +57,9 @@ pub struct Config {
     pub heartbeat_interval: Duration,
     /// Largest HTTP request body (`MAX_BODY_BYTES`), which bounds job submissions.
     pub max_body_bytes: usize,
-    /// Leases a task may fail (reported failure or expiry) before its job fails
-    /// (`MAX_TASK_FAILURES`).
+    /// Trusted workers, at as many distinct addresses, that must fail the same task (report
+    /// it failed, or let its lease expire) before its job fails (`MAX_TASK_FAILURES`). Reports
+    /// from workers without a verified record never count (see `trust::task_fault`).
     pub max_task_failures: u32,
     /// `APP_ENV`: `development` (default) or `production`.
     pub app_env: AppEnv,
@@ -77,8 +78,16 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// Largest job: elements of A, B and C together (`MAX_JOB_ELEMENTS`).
     pub max_job_elements: usize,
-    /// Tasks a connection may hold or have requested at once (`MAX_TASKS_PER_WORKER`).
+    /// Tasks a connection may hold or have requested at once (`MAX_TASKS_PER_WORKER`). A
+    /// worker without verified results holds fewer (see `trust::Record::lease_allowance`).
     pub max_tasks_per_worker: usize,
+    /// Leases held at once by all the connections of one address group
+    /// (`MAX_LEASES_PER_ADDRESS`), so that a crowd of identities from one machine cannot
+    /// hoard a job.
+    pub max_leases_per_address: usize,
+    /// Bytes per second the server sends one connection at most, in bursts of four seconds'
+    /// worth (`MAX_SEND_BYTES_PER_SEC`): task panels and their re-sends.
+    pub max_send_bytes_per_sec: u64,
     /// Sustained Socket.io events per second per connection (`MAX_EVENTS_PER_SEC`); bursts of
     /// twice as many are allowed.
     pub max_events_per_sec: u32,
@@ -122,7 +131,7 @@ impl Config {
                 |v| *v >= 1024,
                 "at least 1024",
             )?,
-            max_task_failures: parse(&get, "MAX_TASK_FAILURES", 5, |v| *v >= 1, "at least 1")?,
+            max_task_failures: parse(&get, "MAX_TASK_FAILURES", 3, |v| *v >= 1, "at least 1")?,
             retention: {
                 let hours: f64 = parse(
                     &get,
@@ -154,6 +163,20 @@ impl Config {
                     16,
                     |v| *v >= 1,
                     "at least 1",
+                )?,
+                max_leases_per_address: parse(
+                    &get,
+                    "MAX_LEASES_PER_ADDRESS",
+                    64,
+                    |v| *v >= 1,
+                    "at least 1",
+                )?,
+                max_send_bytes_per_sec: parse(
+                    &get,
+                    "MAX_SEND_BYTES_PER_SEC",
+                    64 * 1024 * 1024,
+                    |v| *v >= 1024,
+                    "at least 1024",
                 )?,
                 max_events_per_sec: parse(
                     &get,

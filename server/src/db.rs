@@ -14,6 +14,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{FromRow, Row, SqlitePool};
 
 use crate::jobs::Plan;
+use crate::trust::{self, FailureKind};
 
 pub type Pool = SqlitePool;
 
@@ -170,6 +171,9 @@ pub struct Claimed {
 pub struct Holder<'a> {
     pub session: &'a str,
     pub worker_id: &'a str,
+    /// The connection's address group, kept with the lease so that an expiry is reported
+    /// under it (see `trust::task_fault`).
+    pub address: std::net::IpAddr,
 }
 
 /// Leases the oldest queued task this worker was not refused on, in one statement (no
@@ -182,7 +186,7 @@ pub async fn claim_task(
     let now = now_ms();
     sqlx::query_as(
         "UPDATE tasks SET state = 'leased', lease_owner = ?1, lease_worker = ?2, \
-             lease_deadline = ?3, attempts = attempts + 1, updated_at = ?4 \
+             lease_deadline = ?3, attempts = attempts + 1, updated_at = ?4, lease_address = ?5 \
          WHERE id = (SELECT t.id FROM tasks t WHERE t.state = 'queued' AND NOT EXISTS \
                  (SELECT 1 FROM task_exclusions e WHERE e.task_id = t.id AND e.worker_id = ?2) \
              ORDER BY t.id LIMIT 1) \
@@ -192,6 +196,7 @@ pub async fn claim_task(
     .bind(holder.worker_id)
     .bind(now + lease_ms)
     .bind(now)
+    .bind(holder.address.to_string())
     .fetch_optional(conn)
     .await
 }
@@ -261,7 +266,7 @@ pub async fn claim_preferred(
     let now = now_ms();
     sqlx::query_as(
         "UPDATE tasks SET state = 'leased', lease_owner = ?1, lease_worker = ?2, \
-             lease_deadline = ?3, attempts = attempts + 1, updated_at = ?4 \
+             lease_deadline = ?3, attempts = attempts + 1, updated_at = ?4, lease_address = ?6 \
          WHERE id = ?5 AND state = 'queued' RETURNING id, job_id, tile_row, tile_col",
     )
     .bind(holder.session)
@@ -269,6 +274,7 @@ pub async fn claim_preferred(
     .bind(now + lease_ms)
     .bind(now)
     .bind(id)
+    .bind(holder.address.to_string())
     .fetch_optional(conn)
     .await
 }
@@ -285,21 +291,29 @@ pub struct SlowLease {
     pub updated_at: i64,
 }
 
-/// The oldest leases held by other workers that this worker may be given a duplicate of
-/// (never a task it was refused on).
+/// One page of the leases held by other workers that this worker may be given a duplicate
+/// of (never a task it was refused on), oldest first, after `after` (`(updated_at, id)` of
+/// the last lease of the previous page). Paged so that every lease is looked at: a fixed
+/// window of the oldest let a hoarder's first leases hide all the others.
 pub async fn slow_leases(
     pool: &Pool,
     holder: Holder<'_>,
     older_than_ms: i64,
+    after: (i64, i64),
+    page: i64,
 ) -> Result<Vec<SlowLease>, sqlx::Error> {
     sqlx::query_as(
         "SELECT id, job_id, tile_row, tile_col, lease_owner, updated_at FROM tasks t \
-         WHERE state = 'leased' AND lease_worker != ?1 AND updated_at < ?2 AND NOT EXISTS \
+         WHERE state = 'leased' AND lease_worker != ?1 AND updated_at < ?2 \
+             AND (updated_at, id) > (?3, ?4) AND NOT EXISTS \
              (SELECT 1 FROM task_exclusions e WHERE e.task_id = t.id AND e.worker_id = ?1) \
-         ORDER BY updated_at LIMIT 8",
+         ORDER BY updated_at, id LIMIT ?5",
     )
     .bind(holder.worker_id)
     .bind(now_ms() - older_than_ms)
+    .bind(after.0)
+    .bind(after.1)
+    .bind(page)
     .fetch_all(pool)
     .await
 }
@@ -557,30 +571,21 @@ pub async fn refuse_result(
         .bind(holder.worker_id)
         .execute(&mut *tx)
         .await?;
-    let worker = sqlx::query(
+    let worker: Option<WorkerRecord> = sqlx::query_as(&format!(
         "UPDATE workers SET refused = refused + 1, consecutive_verified = 0, last_seen = ?1 \
-         WHERE id = ?2 RETURNING refused, tasks_done, quarantine_reason",
-    )
+         WHERE id = ?2 RETURNING {WORKER_COLUMNS}"
+    ))
     .bind(now)
     .bind(holder.worker_id)
     .fetch_optional(&mut *tx)
     .await?;
-    let mut quarantined = None;
-    if let Some(w) = worker {
-        let (refused, verified): (i64, i64) = (w.get("refused"), w.get("tasks_done"));
-        let already: Option<String> = w.get("quarantine_reason");
-        if already.is_none() && should_quarantine(refused, verified) {
-            let why = format!(
-                "{refused} results failed verification (last: {reason}); this worker gets no more tasks"
-            );
-            sqlx::query("UPDATE workers SET quarantine_reason = ? WHERE id = ?")
-                .bind(&why)
-                .bind(holder.worker_id)
-                .execute(&mut *tx)
-                .await?;
-            quarantined = Some(why);
+    let quarantined = match worker.and_then(|w| w.trust().quarantine_reason(reason)) {
+        Some(why) => {
+            quarantine_worker(&mut tx, holder.worker_id, &why).await?;
+            Some(why)
         }
-    }
+        None => None,
+    };
     tx.commit().await?;
     Ok((requeued, quarantined))
 }
@@ -663,10 +668,19 @@ pub async fn reopen(
     Ok(reopened)
 }
 
-/// Repeated refusals quarantine a worker: three or more, and more than one in ten of its
-/// results. An honest browser is never refused (see `verify`), so it never gets here.
-pub fn should_quarantine(refused: i64, verified: i64) -> bool {
-    refused >= 3 && refused * 10 > verified
+async fn quarantine_worker(
+    conn: &mut sqlx::SqliteConnection,
+    worker_id: &str,
+    reason: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE workers SET quarantine_reason = ? WHERE id = ? AND quarantine_reason IS NULL",
+    )
+    .bind(reason)
+    .bind(worker_id)
+    .execute(conn)
+    .await
+    .map(|_| ())
 }
 
 /// Re-queues every task leased to a connection that closed. Leaving is normal churn for
@@ -694,68 +708,256 @@ pub async fn release_session(
     Ok(released)
 }
 
-/// Re-queues leases whose deadline has passed, counting a failure against each task and a
-/// time-out against each worker. A task reaching `max_failures` is not re-queued but marked
-/// failed in the same statement (so no one can fail it once more meanwhile); the caller then
-/// fails its job.
-pub async fn expire_leases(pool: &Pool, max_failures: i64) -> Result<Vec<Requeued>, sqlx::Error> {
+/// What became of a task a worker failed: reported it failed, or let its lease expire.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// The task, back in the queue unless `fault` is set.
+    pub task: Requeued,
+    /// Set when the task itself is at fault (see `trust::task_fault`): it is marked failed
+    /// and its job must fail with this reason.
+    pub fault: Option<String>,
+    /// The worker that failed it (none for a lease from before the failure reports).
+    pub worker_id: Option<String>,
+    /// Set when this failure got the worker quarantined.
+    pub quarantined: Option<String>,
+}
+
+/// Re-queues leases whose deadline has passed. Each counts as a failure of its task by the
+/// worker that held it (see [`record_failure`]): once per worker and task, and against the
+/// job only when trusted workers at `needed` addresses have failed the same task. A task at
+/// fault is marked failed in the same transaction, so no one can fail it once more meanwhile.
+pub async fn expire_leases(pool: &Pool, needed: usize) -> Result<Vec<Failure>, sqlx::Error> {
     let now = now_ms();
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    // Read before writing is safe here: BEGIN IMMEDIATE holds the write lock.
+    let expired: Vec<ExpiredLease> = sqlx::query_as(
+        "SELECT id, job_id, tile_row, tile_col, failures, lease_worker, lease_address \
+             FROM tasks WHERE state = 'leased' AND lease_deadline < ?",
+    )
+    .bind(now)
+    .fetch_all(&mut *tx)
+    .await?;
+    if expired.is_empty() {
+        return Ok(Vec::new());
+    }
     sqlx::query(
-        "UPDATE workers SET timed_out = timed_out + (SELECT COUNT(*) FROM tasks t \
-             WHERE t.state = 'leased' AND t.lease_deadline < ?1 AND t.lease_worker = workers.id) \
-         WHERE id IN (SELECT lease_worker FROM tasks WHERE state = 'leased' AND lease_deadline < ?1)",
+        "UPDATE tasks SET state = 'queued', lease_owner = NULL, lease_worker = NULL, \
+             lease_address = NULL, lease_deadline = NULL, last_error = 'lease expired', \
+             updated_at = ?1 \
+         WHERE state = 'leased' AND lease_deadline < ?1",
     )
     .bind(now)
     .execute(&mut *tx)
     .await?;
-    let expired = sqlx::query_as(
-        "UPDATE tasks SET state = CASE WHEN failures + 1 >= ?2 THEN 'failed' ELSE 'queued' END, \
-             lease_owner = NULL, lease_worker = NULL, \
-             lease_deadline = NULL, failures = failures + 1, last_error = 'lease expired', \
-             updated_at = ?1 \
-         WHERE state = 'leased' AND lease_deadline < ?1 \
-         RETURNING id, job_id, tile_row, tile_col, failures",
-    )
-    .bind(now)
-    .bind(max_failures)
-    .fetch_all(&mut *tx)
-    .await?;
+    let mut failures = Vec::with_capacity(expired.len());
+    for ExpiredLease {
+        task,
+        lease_worker,
+        lease_address,
+    } in expired
+    {
+        let mut failure = Failure {
+            task,
+            fault: None,
+            worker_id: lease_worker.clone(),
+            quarantined: None,
+        };
+        if let Some(worker_id) = lease_worker {
+            let address = lease_address.unwrap_or_else(|| "unknown".into());
+            let reporter = Reporter {
+                worker_id: &worker_id,
+                address: &address,
+            };
+            record_failure(
+                &mut tx,
+                &mut failure,
+                reporter,
+                FailureKind::Expired,
+                "lease expired",
+                needed,
+                now,
+            )
+            .await?;
+        }
+        failures.push(failure);
+    }
     tx.commit().await?;
-    Ok(expired)
+    Ok(failures)
 }
 
-/// A worker reported that it could not compute a task: re-queued, or marked failed when it
-/// reaches `max_failures` (see [`expire_leases`]).
-pub async fn fail_task(
+/// A lease found expired, with who held it.
+#[derive(FromRow)]
+struct ExpiredLease {
+    #[sqlx(flatten)]
+    task: Requeued,
+    lease_worker: Option<String>,
+    /// None for leases from before the column existed.
+    lease_address: Option<String>,
+}
+
+/// A worker reported that it could not compute a task it holds: the task goes to someone
+/// else (never back to this worker), and the report counts as in [`record_failure`].
+/// `None` when the task is not leased to this connection.
+pub async fn report_failure(
     pool: &Pool,
     task_id: i64,
     holder: Holder<'_>,
-    error: &str,
-    max_failures: i64,
-) -> Result<Option<Requeued>, sqlx::Error> {
+    reason: &str,
+    needed: usize,
+) -> Result<Option<Failure>, sqlx::Error> {
     let now = now_ms();
-    let requeued = sqlx::query_as(
-        "UPDATE tasks SET state = CASE WHEN failures + 1 >= ?5 THEN 'failed' ELSE 'queued' END, \
-             lease_owner = NULL, lease_worker = NULL, \
-             lease_deadline = NULL, failures = failures + 1, last_error = ?1, updated_at = ?2 \
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let task: Option<Requeued> = sqlx::query_as(
+        "UPDATE tasks SET state = 'queued', lease_owner = NULL, lease_worker = NULL, \
+             lease_address = NULL, lease_deadline = NULL, last_error = ?1, updated_at = ?2 \
          WHERE id = ?3 AND state = 'leased' AND lease_owner = ?4 \
          RETURNING id, job_id, tile_row, tile_col, failures",
     )
-    .bind(error)
+    .bind(reason)
     .bind(now)
     .bind(task_id)
     .bind(holder.session)
-    .bind(max_failures)
-    .fetch_optional(pool)
+    .fetch_optional(&mut *tx)
     .await?;
-    if requeued.is_some() {
-        sqlx::query("UPDATE workers SET tasks_failed = tasks_failed + 1 WHERE id = ?")
-            .bind(holder.worker_id)
-            .execute(pool)
+    let Some(task) = task else {
+        return Ok(None);
+    };
+    let mut failure = Failure {
+        task,
+        fault: None,
+        worker_id: Some(holder.worker_id.to_owned()),
+        quarantined: None,
+    };
+    let address = holder.address.to_string();
+    let reporter = Reporter {
+        worker_id: holder.worker_id,
+        address: &address,
+    };
+    record_failure(
+        &mut tx,
+        &mut failure,
+        reporter,
+        FailureKind::Reported,
+        reason,
+        needed,
+        now,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Some(failure))
+}
+
+/// Who failed a task.
+#[derive(Clone, Copy)]
+struct Reporter<'a> {
+    worker_id: &'a str,
+    address: &'a str,
+}
+
+/// Reports read back per task when deciding whether it is at fault: trusted reporters first,
+/// so that a crowd of fresh identities cannot push them out of the window.
+const MAX_REPORTS_READ: i64 = 256;
+
+/// Notes one worker's failure of a task (once per worker and task), charges the worker's
+/// record (and quarantines it when that was one failure too many), then decides from every
+/// report on the task whether the task itself is at fault, marking it failed if so.
+async fn record_failure(
+    tx: &mut sqlx::SqliteConnection,
+    failure: &mut Failure,
+    reporter: Reporter<'_>,
+    kind: FailureKind,
+    reason: &str,
+    needed: usize,
+    now: i64,
+) -> Result<(), sqlx::Error> {
+    let task_id = failure.task.id;
+    let first = sqlx::query(
+        "INSERT OR IGNORE INTO task_failures (task_id, worker_id, address, kind, reason, at) \
+         VALUES (?, ?, ?, ?, ?, ?)",
+    )
+    .bind(task_id)
+    .bind(reporter.worker_id)
+    .bind(reporter.address)
+    .bind(kind.as_str())
+    .bind(reason)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected()
+        == 1;
+    if kind == FailureKind::Reported {
+        // A task its worker says it cannot compute goes to someone else.
+        sqlx::query("INSERT OR IGNORE INTO task_exclusions (task_id, worker_id) VALUES (?, ?)")
+            .bind(task_id)
+            .bind(reporter.worker_id)
+            .execute(&mut *tx)
             .await?;
     }
-    Ok(requeued)
+    let column = match kind {
+        FailureKind::Reported => "tasks_failed",
+        FailureKind::Expired => "timed_out",
+    };
+    let worker: Option<WorkerRecord> = sqlx::query_as(&format!(
+        "UPDATE workers SET {column} = {column} + 1, consecutive_verified = 0, last_seen = ?1 \
+         WHERE id = ?2 RETURNING {WORKER_COLUMNS}"
+    ))
+    .bind(now)
+    .bind(reporter.worker_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    if let Some(why) = worker.and_then(|w| w.trust().quarantine_reason(reason)) {
+        quarantine_worker(&mut *tx, reporter.worker_id, &why).await?;
+        failure.quarantined = Some(why);
+    }
+    if !first {
+        return Ok(()); // the same reporter again: nothing new to count against the task
+    }
+    let rows: Vec<FailureRow> = sqlx::query_as(&format!(
+        "SELECT f.worker_id, f.address, f.reason, {WORKER_COLUMNS_OF_W} \
+         FROM task_failures f JOIN workers w ON w.id = f.worker_id WHERE f.task_id = ? \
+         ORDER BY w.tasks_done DESC LIMIT {MAX_REPORTS_READ}"
+    ))
+    .bind(task_id)
+    .fetch_all(&mut *tx)
+    .await?;
+    let reports: Vec<trust::FailureReport> = rows
+        .into_iter()
+        .map(|r| trust::FailureReport {
+            trusted: r.record.trust().is_trusted(),
+            worker_id: r.worker_id,
+            address: r.address,
+            reason: r.reason,
+        })
+        .collect();
+    let counted = trust::counted_failures(&reports) as i64;
+    let fault = trust::task_fault(&reports, needed).map(|why| {
+        format!(
+            "task {task_id} (tile {},{}) {why}",
+            failure.task.tile_row, failure.task.tile_col
+        )
+    });
+    sqlx::query(
+        "UPDATE tasks SET failures = ?1, \
+             state = CASE WHEN ?2 AND state = 'queued' THEN 'failed' ELSE state END \
+         WHERE id = ?3",
+    )
+    .bind(counted)
+    .bind(fault.is_some())
+    .bind(task_id)
+    .execute(&mut *tx)
+    .await?;
+    failure.task.failures = counted;
+    failure.fault = fault;
+    Ok(())
+}
+
+#[derive(FromRow)]
+struct FailureRow {
+    worker_id: String,
+    address: String,
+    reason: String,
+    #[sqlx(flatten)]
+    record: WorkerRecord,
 }
 
 /// Fails a job for a reason and withdraws its open tasks; returns the workers that held
@@ -898,6 +1100,22 @@ pub struct WorkerRecord {
 
 const WORKER_COLUMNS: &str = "id, tasks_done, tasks_failed, refused, timed_out, disconnected, \
      consecutive_verified, quarantine_reason";
+/// [`WORKER_COLUMNS`] of a `workers` table aliased `w`.
+const WORKER_COLUMNS_OF_W: &str = "w.id, w.tasks_done, w.tasks_failed, w.refused, w.timed_out, \
+     w.disconnected, w.consecutive_verified, w.quarantine_reason";
+
+impl WorkerRecord {
+    /// The record as the trust policy reads it.
+    pub fn trust(&self) -> trust::Record {
+        trust::Record {
+            verified: self.tasks_done,
+            consecutive_verified: self.consecutive_verified,
+            refused: self.refused,
+            failed: self.tasks_failed + self.timed_out,
+            quarantined: self.quarantine_reason.clone(),
+        }
+    }
+}
 
 /// Notes the first download of a job's result.
 pub async fn mark_downloaded(pool: &Pool, job_id: &str) -> Result<(), sqlx::Error> {

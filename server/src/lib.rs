@@ -19,6 +19,7 @@ pub mod protocol;
 pub mod scheduler;
 pub mod socket;
 pub mod state;
+pub mod trust;
 pub mod verify;
 
 use std::future::Future;

@@ -17,8 +17,9 @@ use crate::broadcast;
 use crate::db::{self, Requeued};
 use crate::error::Result;
 use crate::panels::{self, Operand};
-use crate::protocol::{TaskAssigned, TaskCancelled};
+use crate::protocol::{Quarantined, TaskAssigned, TaskCancelled};
 use crate::state::{AppState, Lease, Waiter};
+use crate::trust;
 
 #[derive(Default)]
 pub struct Scheduler {
@@ -119,6 +120,7 @@ async fn serve(state: &AppState, waiting: Vec<Waiter>, unserved: &mut Vec<Waiter
     let mut claimed: Vec<(Waiter, db::Claimed)> = Vec::new();
     let mut empty_handed: Vec<Waiter> = Vec::new();
     let mut starved: Vec<String> = Vec::new();
+    let mut held_back: Vec<Waiter> = Vec::new();
     let round = async {
         let mut tx = state.db.begin_with("BEGIN IMMEDIATE").await?;
         for waiter in waiting {
@@ -127,6 +129,25 @@ async fn serve(state: &AppState, waiting: Vec<Waiter>, unserved: &mut Vec<Waiter
             }
             if starved.contains(&waiter.worker_id) {
                 empty_handed.push(waiter);
+                continue;
+            }
+            let sid = waiter.socket.id;
+            let mine = claimed.iter().filter(|(w, _)| w.socket.id == sid).count();
+            let at_address = claimed
+                .iter()
+                .filter(|(w, _)| w.address == waiter.address)
+                .count();
+            let limits = &state.config.limits;
+            if !state.workers.may_lease(
+                sid,
+                limits.max_tasks_per_worker,
+                limits.max_leases_per_address,
+                mine,
+                at_address,
+            ) {
+                // Past its allowance, its address's cap or its send budget: it keeps its
+                // place and is served when a lease ends or the budget refills.
+                held_back.push(waiter);
                 continue;
             }
             let lease_ms = state
@@ -158,8 +179,10 @@ async fn serve(state: &AppState, waiting: Vec<Waiter>, unserved: &mut Vec<Waiter
         // Nothing was leased: everyone waits for the next round.
         unserved.extend(claimed.into_iter().map(|(w, _)| w));
         unserved.extend(empty_handed);
+        unserved.extend(held_back);
         return Err(e.into());
     }
+    unserved.extend(held_back);
     let mut outcome = Ok(());
     for (waiter, task) in claimed {
         let first = state
@@ -254,65 +277,90 @@ async fn duplicate(state: &AppState, waiter: &Waiter) -> Result<bool> {
     let Some(me) = state.workers.standing(waiter.socket.id) else {
         return Ok(false);
     };
-    if me.gflops <= 0.0 || me.quarantined.is_some() {
+    if me.gflops <= 0.0 || me.record.quarantined.is_some() {
         return Ok(false);
     }
     // Leases younger than a second are never duplicated: the holder has barely started.
-    let candidates = db::slow_leases(&state.db, waiter.holder(), 1000).await?;
     let now = db::now_ms();
-    for lease in candidates {
-        if state.workers.holders(lease.id).len() > 1 {
-            continue; // already duplicated
-        }
-        let inputs = state.inputs.get(&state.db, &lease.job_id).await?;
-        let tile = inputs
-            .plan
-            .tile(lease.tile_row as usize, lease.tile_col as usize);
-        let gflop = 2.0 * (tile.rows * tile.cols * inputs.plan.k) as f64 / 1e9;
-        let mine_ms = gflop / me.gflops * 1000.0;
-        let age_ms = (now - lease.updated_at) as f64;
-        let holder_speed = state
-            .workers
-            .by_session(&lease.lease_owner)
-            .map_or(
-                0.0,
-                |(_, w)| if w.visible { w.gflops } else { w.gflops / 4.0 },
-            );
-        // Worth it when this worker would finish well before the holder is expected to. A
-        // holder past twice its expected time has stalled (its heartbeats keep the lease), so
-        // its time left is unknown, as for one with no speed; one only a little late may
-        // still be about to answer.
-        let expected_ms = gflop / holder_speed * 1000.0;
-        let holder_left_ms = if holder_speed > 0.0 && age_ms <= 2.0 * expected_ms {
-            expected_ms - age_ms
-        } else {
-            f64::INFINITY
+    let mut after = (i64::MIN, i64::MIN);
+    loop {
+        let page =
+            db::slow_leases(&state.db, waiter.holder(), 1000, after, SLOW_LEASE_PAGE).await?;
+        let Some(last) = page.last() else {
+            return Ok(false);
         };
-        if holder_left_ms > 2.0 * mine_ms && age_ms > 2.0 * mine_ms {
-            let claimed = db::Claimed {
-                id: lease.id,
-                job_id: lease.job_id.clone(),
-                tile_row: lease.tile_row,
-                tile_col: lease.tile_col,
-            };
-            deliver_as(state, waiter, &claimed, true).await?;
-            tracing::info!(task_id = lease.id, worker_id = %waiter.worker_id, "duplicate of a slow lease");
-            state.stats.record_duplicate();
-            return Ok(true);
+        after = (last.updated_at, last.id);
+        for lease in page {
+            if let Some(claimed) = worth_a_copy(state, &me, lease, now).await? {
+                deliver_as(state, waiter, &claimed, true, 0).await?;
+                tracing::info!(task_id = claimed.id, worker_id = %waiter.worker_id, "duplicate of a slow lease");
+                state.stats.record_duplicate();
+                return Ok(true);
+            }
         }
     }
-    Ok(false)
+}
+
+/// Leases read at a time while looking for one worth a copy.
+const SLOW_LEASE_PAGE: i64 = 64;
+
+/// The task of `lease`, when giving the worker `me` a copy of it would finish it sooner.
+async fn worth_a_copy(
+    state: &AppState,
+    me: &crate::state::Standing,
+    lease: db::SlowLease,
+    now: i64,
+) -> Result<Option<db::Claimed>> {
+    if state.workers.holders(lease.id).len() > 1 {
+        return Ok(None); // already duplicated
+    }
+    let inputs = state.inputs.get(&state.db, &lease.job_id).await?;
+    let tile = inputs
+        .plan
+        .tile(lease.tile_row as usize, lease.tile_col as usize);
+    let gflop = 2.0 * (tile.rows * tile.cols * inputs.plan.k) as f64 / 1e9;
+    let mine_ms = gflop / me.gflops * 1000.0;
+    let age_ms = (now - lease.updated_at) as f64;
+    let holder_speed = state
+        .workers
+        .by_session(&lease.lease_owner)
+        .map_or(
+            0.0,
+            |(_, w)| if w.visible { w.gflops } else { w.gflops / 4.0 },
+        );
+    // Worth it when this worker would finish well before the holder is expected to. A
+    // holder past twice its expected time has stalled (its heartbeats keep the lease), so
+    // its time left is unknown, as for one with no speed; one only a little late may
+    // still be about to answer.
+    let expected_ms = gflop / holder_speed * 1000.0;
+    let holder_left_ms = if holder_speed > 0.0 && age_ms <= 2.0 * expected_ms {
+        expected_ms - age_ms
+    } else {
+        f64::INFINITY
+    };
+    if holder_left_ms > 2.0 * mine_ms && age_ms > 2.0 * mine_ms {
+        return Ok(Some(db::Claimed {
+            id: lease.id,
+            job_id: lease.job_id,
+            tile_row: lease.tile_row,
+            tile_col: lease.tile_col,
+        }));
+    }
+    Ok(None)
 }
 
 async fn deliver(state: &AppState, waiter: &Waiter, claimed: &db::Claimed) -> Result<()> {
-    deliver_as(state, waiter, claimed, false).await
+    deliver_as(state, waiter, claimed, false, 0).await
 }
 
+/// Sends a task with the panels the worker lacks, and records the lease (`redelivered`: the
+/// times it was sent again in full before).
 async fn deliver_as(
     state: &AppState,
     waiter: &Waiter,
     claimed: &db::Claimed,
     duplicate: bool,
+    redelivered: u8,
 ) -> Result<()> {
     let inputs = state.inputs.get(&state.db, &claimed.job_id).await?;
     let plan = inputs.plan;
@@ -331,6 +379,7 @@ async fn deliver_as(
         flops: 2.0 * (tile.rows * plan.k * tile.cols) as f64,
         duplicate,
         answered: false,
+        redelivered,
     };
     // Record the lease before emitting so a fast result never finds it missing, and decide
     // against the worker's cache model which panels travel, in the same critical section.
@@ -368,6 +417,9 @@ async fn deliver_as(
     };
     let sent =
         payload.a.as_ref().map_or(0, |x| x.len()) + payload.b.as_ref().map_or(0, |x| x.len());
+    state
+        .workers
+        .with(waiter.socket.id, |w| w.send_budget.spend(sent));
     if let Err(e) = waiter.socket.emit("task_assigned", &payload) {
         state.workers.with(waiter.socket.id, |w| {
             w.leases.remove(&claimed.id);
@@ -383,27 +435,69 @@ async fn deliver_as(
     Ok(())
 }
 
+/// Why a task was not sent again after `panel_missing`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotRedelivered {
+    /// The task is not leased to this connection.
+    NotLeased,
+    /// The lease was sent again in full `trust::MAX_REDELIVERIES` times already: it goes back
+    /// to the queue instead.
+    TooOften,
+    /// The connection's send budget is spent; it may ask again when it has refilled.
+    OverBudget,
+}
+
 /// Sends a task again with both panels, to a caching worker that reported one missing. Its
-/// cache model starts afresh.
-pub async fn redeliver(state: &AppState, waiter: &Waiter, task_id: i64) -> Result<bool> {
+/// cache model starts afresh. Each re-send is megabytes, so a lease is re-sent a bounded
+/// number of times, and only within the connection's send budget.
+pub async fn redeliver(
+    state: &AppState,
+    waiter: &Waiter,
+    task_id: i64,
+) -> Result<std::result::Result<(), NotRedelivered>> {
     let lease = state.workers.with(waiter.socket.id, |w| {
+        let Some(lease) = w.leases.get(&task_id).filter(|l| !l.answered) else {
+            return Err(NotRedelivered::NotLeased);
+        };
+        if lease.redelivered >= trust::MAX_REDELIVERIES {
+            w.leases.remove(&task_id);
+            return Err(NotRedelivered::TooOften);
+        }
+        if !w.send_budget.available() {
+            return Err(NotRedelivered::OverBudget);
+        }
         if let Some(cache) = w.cache.as_mut() {
             cache.clear();
         }
-        w.leases.remove(&task_id)
+        w.requested += 1;
+        Ok(w.leases.remove(&task_id).expect("looked up above"))
     });
-    let Some(Some(lease)) = lease else {
-        return Ok(false);
+    let lease = match lease {
+        None => return Ok(Err(NotRedelivered::NotLeased)),
+        Some(Err(NotRedelivered::TooOften)) => {
+            // Back to the queue for someone else; not counted against the task.
+            db::unclaim_task(&state.db, task_id, &waiter.session).await?;
+            state.scheduler.wake();
+            return Ok(Err(NotRedelivered::TooOften));
+        }
+        Some(Err(why)) => return Ok(Err(why)),
+        Some(Ok(lease)) => lease,
     };
-    state.workers.with(waiter.socket.id, |w| w.requested += 1);
     let claimed = db::Claimed {
         id: task_id,
         job_id: lease.job_id,
         tile_row: lease.tile_row as i64,
         tile_col: lease.tile_col as i64,
     };
-    deliver_as(state, waiter, &claimed, lease.duplicate).await?;
-    Ok(true)
+    deliver_as(
+        state,
+        waiter,
+        &claimed,
+        lease.duplicate,
+        lease.redelivered + 1,
+    )
+    .await?;
+    Ok(Ok(()))
 }
 
 /// Takes back leases that passed their deadline, every quarter lease (at most every second).
@@ -431,15 +525,17 @@ pub async fn sweep_loop(state: AppState) {
         if state.scheduler.waiting() > 0 {
             state.scheduler.wake();
         }
-        match db::expire_leases(&state.db, i64::from(state.config.max_task_failures)).await {
+        match db::expire_leases(&state.db, state.config.max_task_failures as usize).await {
             Ok(expired) if !expired.is_empty() => {
                 tracing::info!(count = expired.len(), "leases expired; tasks re-queued");
-                for task in &expired {
-                    for sid in state.workers.holders(task.id) {
-                        state.workers.with(sid, |w| w.leases.remove(&task.id));
+                for failure in &expired {
+                    for sid in state.workers.holders(failure.task.id) {
+                        state
+                            .workers
+                            .with(sid, |w| w.leases.remove(&failure.task.id));
                     }
                 }
-                if let Err(e) = requeued(&state, &expired).await {
+                if let Err(e) = handle_failures(&state, &expired).await {
                     tracing::error!(error = %e, "handling expired leases failed");
                 }
             }
@@ -449,27 +545,78 @@ pub async fn sweep_loop(state: AppState) {
     }
 }
 
-/// Follows up tasks that went back to the queue: a task that has failed too often fails its
-/// job; the others are offered to waiting workers again.
-pub async fn requeued(state: &AppState, tasks: &[Requeued]) -> Result<()> {
-    let max = i64::from(state.config.max_task_failures);
-    for task in tasks {
-        if task.failures >= max {
-            let reason = format!(
-                "task {} (tile {},{}) failed {} times",
-                task.id, task.tile_row, task.tile_col, task.failures
-            );
-            end_job(state, &task.job_id, Some(&reason)).await?;
-        } else {
-            broadcast::tile(
-                state,
-                &task.job_id,
-                task.id,
-                task.tile_row,
-                task.tile_col,
-                "queued",
+/// Follows up tasks that workers failed (reported, or let expire): their workers' records
+/// drop (and may be quarantined), a task at fault fails its job, the others are offered to
+/// waiting workers again.
+pub async fn handle_failures(state: &AppState, failures: &[db::Failure]) -> Result<()> {
+    for failure in failures {
+        if let Some(worker_id) = &failure.worker_id {
+            state.workers.with_record(worker_id, trust::Record::failed);
+            if let Some(why) = &failure.quarantined {
+                quarantine(state, worker_id, why).await;
+            }
+        }
+        match &failure.fault {
+            Some(reason) => end_job(state, &failure.task.job_id, Some(reason)).await?,
+            None => offer_again(state, std::slice::from_ref(&failure.task)).await?,
+        }
+    }
+    Ok(())
+}
+
+/// Stops giving work to a quarantined worker, on every connection it has here: its leases go
+/// back to the queue (not counted against their tasks) and each connection is told why.
+pub async fn quarantine(state: &AppState, worker_id: &str, reason: &str) {
+    tracing::warn!(%worker_id, reason, "worker quarantined");
+    state
+        .workers
+        .with_record(worker_id, |r| r.quarantined = Some(reason.to_owned()));
+    for sid in state.workers.sessions_of(worker_id) {
+        state.scheduler.forget(sid);
+        let Some(holder) = state.workers.with(sid, |w| {
+            let leases = std::mem::take(&mut w.leases);
+            (!leases.is_empty()).then(|| (w.session.clone(), w.address))
+        }) else {
+            continue;
+        };
+        if let Some((session, address)) = holder {
+            let holder = db::Holder {
+                session: &session,
+                worker_id,
+                address,
+            };
+            match db::release_session(&state.db, holder).await {
+                Ok(released) => {
+                    let _ = offer_again(state, &released).await;
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "releasing a quarantined worker's leases failed")
+                }
+            }
+        }
+        if let Some(s) = state.io.get_socket(sid) {
+            let _ = s.emit(
+                "quarantined",
+                &Quarantined {
+                    reason: reason.to_owned(),
+                },
             );
         }
+    }
+}
+
+/// Offers tasks that went back to the queue to waiting workers again. Whether a task fails
+/// its job is decided where its failure is recorded (see [`failed`]), never from a count here.
+pub async fn offer_again(state: &AppState, tasks: &[Requeued]) -> Result<()> {
+    for task in tasks {
+        broadcast::tile(
+            state,
+            &task.job_id,
+            task.id,
+            task.tile_row,
+            task.tile_col,
+            "queued",
+        );
     }
     state.scheduler.wake();
     Ok(())

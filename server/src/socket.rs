@@ -19,8 +19,9 @@ use crate::protocol::{
     HeartbeatAck, PanelMissing, ProtocolError, Quarantined, RegisterWorker, RegistrationAck,
     ResultAck, TaskFailed, TaskResult, WorkerStatus,
 };
-use crate::scheduler;
-use crate::state::{Admission, AppState, Lease, Standing, Waiter, WorkerInfo};
+use crate::scheduler::{self, NotRedelivered};
+use crate::state::{Admission, AppState, Lease, SendBudget, Standing, Waiter, WorkerInfo};
+use crate::trust;
 use crate::verify;
 
 /// Longest name or user agent kept for a worker.
@@ -81,7 +82,7 @@ fn register_handlers(socket: &SocketRef, state: AppState, ip: IpAddr, admission:
             let Conn { st, span, adm } = c.clone();
             async move {
                 if allowed(&adm, &st, &s) {
-                    register(st, s, data, ack, &adm).await;
+                    register(st, s, data, ack, &adm, ip).await;
                 }
             }
             .instrument(span)
@@ -289,6 +290,7 @@ async fn register(
     data: TryData<RegisterWorker>,
     ack: AckSender,
     admission: &Admission,
+    address: IpAddr,
 ) {
     // No payload at all is a valid registration with every field defaulted.
     let info = match data.0 {
@@ -336,9 +338,7 @@ async fn register(
         WorkerInfo {
             worker_id: worker_id.clone(),
             session: socket.id.to_string(),
-            quarantined: record.quarantine_reason.clone(),
-            consecutive_verified: record.consecutive_verified,
-            refused: record.refused,
+            address,
             name,
             threads,
             user_agent,
@@ -352,7 +352,9 @@ async fn register(
                 .panel_cache
                 .filter(|c| c.budget_bytes > 0)
                 .map(|c| CacheModel::new(c.budget_bytes)),
+            send_budget: SendBudget::new(state.config.limits.max_send_bytes_per_sec),
         },
+        record.trust(),
     );
     if admission.is_closed() {
         // The client left while its record was being stored, and the disconnect handler
@@ -429,7 +431,7 @@ fn request_task(state: &AppState, socket: SocketRef, admission: &Admission) {
     let Some(worker) = registered(state, &socket) else {
         return;
     };
-    if let Some(reason) = &worker.quarantined {
+    if let Some(reason) = &worker.record.quarantined {
         let _ = socket.emit(
             "quarantined",
             &Quarantined {
@@ -440,7 +442,7 @@ fn request_task(state: &AppState, socket: SocketRef, admission: &Admission) {
     }
     let max = state.config.limits.max_tasks_per_worker;
     let held = state.workers.with(socket.id, |w| {
-        let held = w.leases.values().filter(|l| !l.answered).count() + w.requested;
+        let held = w.held() + w.requested;
         if held < max {
             w.requested += 1;
         }
@@ -459,6 +461,7 @@ fn request_task(state: &AppState, socket: SocketRef, admission: &Admission) {
         socket,
         worker_id: worker.worker_id,
         session: worker.session,
+        address: worker.address,
     });
     if admission.is_closed() {
         // The disconnect handler may have forgotten this socket's requests just before.
@@ -489,10 +492,7 @@ async fn task_result(state: AppState, socket: SocketRef, data: TryData<TaskResul
         );
         return;
     }
-    let holder = db::Holder {
-        session: &worker.session,
-        worker_id: &worker.worker_id,
-    };
+    let holder = worker.holder();
     let ack = |accepted: bool, reason: Option<String>| {
         let _ = socket.emit(
             "result_ack",
@@ -542,15 +542,14 @@ async fn task_result(state: AppState, socket: SocketRef, data: TryData<TaskResul
         return ack(false, Some(reason));
     }
     if let Finding::Wrong(reason) = checked {
-        state.workers.with(socket.id, |w| {
-            w.leases.remove(&task_id);
-            w.consecutive_verified = 0;
-            w.refused += 1;
-        });
+        state.workers.with(socket.id, |w| w.leases.remove(&task_id));
+        state
+            .workers
+            .with_record(&worker.worker_id, |r| r.refused(1));
         tracing::warn!(task_id, worker_id = %worker.worker_id, %reason, "result refused");
         Metrics::add(&state.metrics.results_refused, 1);
         ack(false, Some(reason.clone()));
-        return refused(&state, &socket, task_id, holder, &reason).await;
+        return refused(&state, task_id, holder, &reason).await;
     }
     let compute_ms = result.compute_ms.filter(|ms| ms.is_finite() && *ms >= 0.0);
     let outcome = state
@@ -586,8 +585,10 @@ async fn task_result(state: AppState, socket: SocketRef, data: TryData<TaskResul
             let flops = lease.flops;
             state.stats.record(flops);
             let gflops = compute_ms.filter(|ms| *ms > 0.0).map(|ms| flops / ms / 1e6);
+            state
+                .workers
+                .with_record(&worker.worker_id, trust::Record::verified);
             state.workers.with(socket.id, |w| {
-                w.consecutive_verified += 1;
                 if let Some(g) = gflops {
                     w.gflops = if w.gflops == 0.0 {
                         g
@@ -642,7 +643,7 @@ async fn verify_result(
     let a = plan.a_panel(&inputs.a, &tile);
     let b = plan.b_panel(&inputs.b_panels, &tile);
     let c = c.clone();
-    let vectors = verify::vectors_for(worker.consecutive_verified, worker.refused);
+    let vectors = verify::vectors_for(worker.record.consecutive_verified, worker.record.refused);
     let started = std::time::Instant::now();
     let verdict = tokio::task::spawn_blocking(move || {
         verify::check(
@@ -673,23 +674,17 @@ async fn verify_result(
 
 /// After a refusal: the task goes back to the queue (never to this worker), the worker's
 /// record drops, and a worker refused too often is quarantined and told why.
-async fn refused(
-    state: &AppState,
-    socket: &SocketRef,
-    task_id: i64,
-    holder: db::Holder<'_>,
-    reason: &str,
-) {
+async fn refused(state: &AppState, task_id: i64, holder: db::Holder<'_>, reason: &str) {
     match db::refuse_result(&state.db, task_id, holder, reason).await {
         Ok((requeued, quarantined)) => {
             tokio::spawn(audit(state.clone(), holder.worker_id.to_owned()));
             if let Some(task) = requeued {
-                if let Err(e) = scheduler::requeued(state, &[task]).await {
+                if let Err(e) = scheduler::offer_again(state, &[task]).await {
                     tracing::error!(error = %e, "re-queuing a refused task failed");
                 }
             }
             if let Some(why) = quarantined {
-                quarantine(state, socket, &why).await;
+                scheduler::quarantine(state, holder.worker_id, &why).await;
             }
         }
         Err(e) => tracing::error!(error = %e, "recording a refused result failed"),
@@ -750,48 +745,14 @@ async fn audit(state: AppState, worker_id: String) {
     match db::reopen(&state.db, &worker_id, &wrong, reason).await {
         Ok(reopened) => {
             tracing::warn!(%worker_id, tiles = reopened.len(), "accepted results taken back");
+            let count = reopened.len() as i64;
+            state.workers.with_record(&worker_id, |r| r.refused(count));
             Metrics::add(&state.metrics.results_refused, reopened.len() as u64);
-            if let Err(e) = scheduler::requeued(&state, &reopened).await {
+            if let Err(e) = scheduler::offer_again(&state, &reopened).await {
                 tracing::error!(error = %e, "re-queuing taken-back tasks failed");
             }
         }
         Err(e) => tracing::error!(error = %e, %worker_id, "taking back results failed"),
-    }
-}
-
-/// Stops giving work to a quarantined worker, on this connection and on any other it has.
-async fn quarantine(state: &AppState, socket: &SocketRef, reason: &str) {
-    let worker_id = state.workers.worker_id(socket.id).unwrap_or_default();
-    tracing::warn!(%worker_id, reason, "worker quarantined");
-    for sid in state.workers.sessions_of(&worker_id) {
-        state.scheduler.forget(sid);
-        let session = sid.to_string();
-        let leases = state.workers.with(sid, |w| {
-            w.quarantined = Some(reason.to_owned());
-            std::mem::take(&mut w.leases)
-        });
-        if leases.is_some_and(|l| !l.is_empty()) {
-            let holder = db::Holder {
-                session: &session,
-                worker_id: &worker_id,
-            };
-            match db::release_session(&state.db, holder).await {
-                Ok(released) => {
-                    let _ = scheduler::requeued(state, &released).await;
-                }
-                Err(e) => {
-                    tracing::error!(error = %e, "releasing a quarantined worker's leases failed")
-                }
-            }
-        }
-        if let Some(s) = state.io.get_socket(sid) {
-            let _ = s.emit(
-                "quarantined",
-                &Quarantined {
-                    reason: reason.to_owned(),
-                },
-            );
-        }
     }
 }
 
@@ -807,13 +768,30 @@ async fn panel_missing(state: AppState, socket: SocketRef, data: TryData<PanelMi
         socket: socket.clone(),
         worker_id: worker.worker_id,
         session: worker.session,
+        address: worker.address,
     };
     match scheduler::redeliver(&state, &waiter, task_id).await {
-        Ok(true) => tracing::info!(task_id, "panel missing: task sent again in full"),
-        Ok(false) => protocol_error(
+        Ok(Ok(())) => tracing::info!(task_id, "panel missing: task sent again in full"),
+        Ok(Err(NotRedelivered::NotLeased)) => protocol_error(
             &socket,
             "unknown_task",
             format!("task {task_id} is not leased to this worker"),
+        ),
+        Ok(Err(NotRedelivered::TooOften)) => protocol_error(
+            &socket,
+            "redelivery_limit",
+            format!(
+                "task {task_id} was sent again {} times already; it goes to another worker",
+                trust::MAX_REDELIVERIES
+            ),
+        ),
+        Ok(Err(NotRedelivered::OverBudget)) => protocol_error(
+            &socket,
+            "send_budget",
+            format!(
+                "more than {} bytes per second sent to this connection; ask again later",
+                state.config.limits.max_send_bytes_per_sec
+            ),
         ),
         Err(e) => tracing::error!(error = %e, task_id, "re-sending a task failed"),
     }
@@ -827,26 +805,21 @@ async fn task_failed(state: AppState, socket: SocketRef, data: TryData<TaskFaile
         Ok(f) => f,
         Err(e) => return bad_payload(&socket, "task_failed", &e),
     };
-    state
-        .workers
-        .with(socket.id, |w| w.leases.remove(&failed.task_id));
+    let task_id = failed.task_id;
+    state.workers.with(socket.id, |w| w.leases.remove(&task_id));
     let error: String = failed.error.chars().take(500).collect();
-    let holder = db::Holder {
-        session: &worker.session,
-        worker_id: &worker.worker_id,
-    };
-    let max = i64::from(state.config.max_task_failures);
-    match db::fail_task(&state.db, failed.task_id, holder, &error, max).await {
-        Ok(Some(task)) => {
-            tracing::info!(task_id = task.id, worker_id = %worker.worker_id, error, "worker reported a failed task");
-            if let Err(e) = scheduler::requeued(&state, &[task]).await {
-                tracing::error!(error = %e, "re-queuing a failed task failed");
+    let needed = state.config.max_task_failures as usize;
+    match db::report_failure(&state.db, task_id, worker.holder(), &error, needed).await {
+        Ok(Some(failure)) => {
+            tracing::info!(task_id, worker_id = %worker.worker_id, error, "worker reported a failed task");
+            if let Err(e) = scheduler::handle_failures(&state, &[failure]).await {
+                tracing::error!(error = %e, "following up a failed task failed");
             }
         }
         Ok(None) => protocol_error(
             &socket,
             "unknown_task",
-            format!("task {} is not leased to this worker", failed.task_id),
+            format!("task {task_id} is not leased to this worker"),
         ),
         Err(e) => tracing::error!(error = %e, "recording a failed task failed"),
     }
@@ -861,10 +834,11 @@ async fn disconnected(state: AppState, socket: SocketRef, reason: DisconnectReas
     let holder = db::Holder {
         session: &worker.session,
         worker_id: &worker.worker_id,
+        address: worker.address,
     };
     match db::release_session(&state.db, holder).await {
         Ok(released) => {
-            if let Err(e) = scheduler::requeued(&state, &released).await {
+            if let Err(e) = scheduler::offer_again(&state, &released).await {
                 tracing::error!(error = %e, "re-queuing a departed worker's tasks failed");
             }
         }

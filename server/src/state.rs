@@ -15,6 +15,7 @@ use crate::db::{self, Pool};
 use crate::error::{Error, Result};
 use crate::jobs::{Dtype, Plan};
 use crate::scheduler::Scheduler;
+use crate::trust::{self, Record};
 
 /// Cheap to clone: every field is shared.
 #[derive(Clone)]
@@ -45,18 +46,15 @@ pub struct AppState {
     pub started: Instant,
 }
 
-/// A registered worker connection.
+/// A registered worker connection. How the worker behind it stands is not here but in its
+/// [`Record`], which all of the worker's connections share.
 #[derive(Debug, Clone)]
 pub struct WorkerInfo {
     pub worker_id: String,
     /// This connection's lease key (the socket id): leases belong to connections.
     pub session: String,
-    /// Set when the worker is quarantined: it gets no tasks.
-    pub quarantined: Option<String>,
-    /// Results verified in a row, which sets how hard the next one is checked.
-    pub consecutive_verified: i64,
-    /// Results refused so far.
-    pub refused: i64,
+    /// The client's address group (IPv6: its /64), for per-address limits.
+    pub address: IpAddr,
     pub name: String,
     pub threads: u32,
     pub user_agent: String,
@@ -73,19 +71,39 @@ pub struct WorkerInfo {
     pub gflops: f64,
     /// The worker's panel cache, when it announced one.
     pub cache: Option<crate::panels::CacheModel>,
+    /// What the server may still send this connection (see [`SendBudget`]).
+    pub send_budget: SendBudget,
 }
 
-/// Who a connection's worker is and how it stands (record, speed, visibility): the scalar
-/// part of a [`WorkerInfo`], as [`Workers::standing`] copies it.
+impl WorkerInfo {
+    /// Leases the connection is holding: answered ones are the server's to finish.
+    pub fn held(&self) -> usize {
+        self.leases.values().filter(|l| !l.answered).count()
+    }
+}
+
+/// Who a connection's worker is and how it stands: what an event handler needs, copied
+/// without the connection's leases and cache model (a whole `WorkerInfo` clone per event
+/// cost 5 % of the server's CPU under the throughput benchmark).
 #[derive(Debug, Clone)]
 pub struct Standing {
     pub worker_id: String,
     pub session: String,
-    pub quarantined: Option<String>,
-    pub consecutive_verified: i64,
-    pub refused: i64,
+    pub address: IpAddr,
+    /// The worker's record, shared by all its connections.
+    pub record: Record,
     pub gflops: f64,
     pub visible: bool,
+}
+
+impl Standing {
+    pub fn holder(&self) -> db::Holder<'_> {
+        db::Holder {
+            session: &self.session,
+            worker_id: &self.worker_id,
+            address: self.address,
+        }
+    }
 }
 
 /// A task delivered to a connection: what its answer must look like and where it belongs.
@@ -106,58 +124,183 @@ pub struct Lease {
     /// a worker that asks for its next task while sending a result must not be refused
     /// because the server's commits are behind. A second result for it is refused.
     pub answered: bool,
+    /// Times the task was sent again in full after `panel_missing` (bounded by
+    /// `trust::MAX_REDELIVERIES`: each re-send is megabytes).
+    pub redelivered: u8,
 }
 
-/// Registered workers by socket id. A `std` mutex: it is never held across an `.await`.
+/// Bytes the server may send one connection: a bucket refilled at `MAX_SEND_BYTES_PER_SEC`
+/// holding four seconds' worth. A delivery is made while the bucket is not empty and then
+/// takes its whole size, so one task is never split and a connection that asked for more than
+/// its share waits for the bucket to refill: no client can make the server send more than
+/// its rate, whatever it asks for.
+#[derive(Debug, Clone)]
+pub struct SendBudget {
+    tokens: f64,
+    last: Instant,
+    per_sec: f64,
+}
+
+impl SendBudget {
+    /// Seconds of sending the bucket holds.
+    const BURST_SECONDS: f64 = 4.0;
+
+    pub fn new(bytes_per_sec: u64) -> Self {
+        let per_sec = bytes_per_sec as f64;
+        SendBudget {
+            tokens: per_sec * Self::BURST_SECONDS,
+            last: Instant::now(),
+            per_sec,
+        }
+    }
+
+    fn refill(&mut self, now: Instant) {
+        self.tokens = (self.tokens + now.duration_since(self.last).as_secs_f64() * self.per_sec)
+            .min(self.per_sec * Self::BURST_SECONDS);
+        self.last = now;
+    }
+
+    /// Whether anything may be sent now.
+    pub fn available(&mut self) -> bool {
+        self.refill(Instant::now());
+        self.tokens > 0.0
+    }
+
+    /// Counts bytes sent (the bucket may go below zero: the next send waits longer).
+    pub fn spend(&mut self, bytes: usize) {
+        self.refill(Instant::now());
+        self.tokens -= bytes as f64;
+    }
+}
+
+/// Registered connections, and the records of the workers behind them. A `std` mutex: it is
+/// never held across an `.await`.
 #[derive(Default)]
 pub struct Workers {
-    by_sid: Mutex<HashMap<Sid, WorkerInfo>>,
+    registry: Mutex<Registry>,
+}
+
+#[derive(Default)]
+struct Registry {
+    by_sid: HashMap<Sid, WorkerInfo>,
+    /// One record per worker with a connection here: every connection of a worker reads and
+    /// changes the same one, so a worker caught lying on one connection is not trusted more
+    /// on another.
+    records: HashMap<String, Record>,
+    /// Connections per address group, for the per-address lease cap.
+    by_address: HashMap<IpAddr, Vec<Sid>>,
 }
 
 impl Workers {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Sid, WorkerInfo>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
         // A panic while holding the lock cannot leave the map half-updated in a way that
         // matters more than losing the registry, so recover the data.
-        self.by_sid.lock().unwrap_or_else(|e| e.into_inner())
+        self.registry.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    pub fn insert(&self, sid: Sid, info: WorkerInfo) {
-        self.lock().insert(sid, info);
+    /// Adds a connection. `record` is the worker's record as stored; when another of its
+    /// connections is here already, the record in memory is the current one and is kept.
+    pub fn insert(&self, sid: Sid, info: WorkerInfo, record: Record) {
+        let mut reg = self.lock();
+        reg.records.entry(info.worker_id.clone()).or_insert(record);
+        reg.by_address.entry(info.address).or_default().push(sid);
+        reg.by_sid.insert(sid, info);
     }
 
     pub fn remove(&self, sid: Sid) -> Option<WorkerInfo> {
-        self.lock().remove(&sid)
+        let mut reg = self.lock();
+        let info = reg.by_sid.remove(&sid)?;
+        if let Some(sids) = reg.by_address.get_mut(&info.address) {
+            sids.retain(|s| *s != sid);
+            if sids.is_empty() {
+                reg.by_address.remove(&info.address);
+            }
+        }
+        if !reg.by_sid.values().any(|w| w.worker_id == info.worker_id) {
+            reg.records.remove(&info.worker_id);
+        }
+        Some(info)
     }
 
     pub fn worker_id(&self, sid: Sid) -> Option<String> {
-        self.lock().get(&sid).map(|w| w.worker_id.clone())
+        self.lock().by_sid.get(&sid).map(|w| w.worker_id.clone())
     }
 
     pub fn get(&self, sid: Sid) -> Option<WorkerInfo> {
-        self.lock().get(&sid).cloned()
+        self.lock().by_sid.get(&sid).cloned()
     }
 
-    /// What an event handler needs to know of a connection's worker, without copying its
-    /// leases and cache model (a whole `WorkerInfo` clone per event cost 5 % of the server's
-    /// CPU under the throughput benchmark).
+    /// What an event handler needs to know of a connection's worker.
     pub fn standing(&self, sid: Sid) -> Option<Standing> {
-        self.lock().get(&sid).map(|w| Standing {
+        let reg = self.lock();
+        let w = reg.by_sid.get(&sid)?;
+        Some(Standing {
             worker_id: w.worker_id.clone(),
             session: w.session.clone(),
-            quarantined: w.quarantined.clone(),
-            consecutive_verified: w.consecutive_verified,
-            refused: w.refused,
+            address: w.address,
+            record: reg.records.get(&w.worker_id).cloned().unwrap_or_default(),
             gflops: w.gflops,
             visible: w.visible,
         })
     }
 
     pub fn with<R>(&self, sid: Sid, f: impl FnOnce(&mut WorkerInfo) -> R) -> Option<R> {
-        self.lock().get_mut(&sid).map(f)
+        self.lock().by_sid.get_mut(&sid).map(f)
+    }
+
+    /// Changes a worker's record, seen at once by all its connections here.
+    pub fn with_record<R>(&self, worker_id: &str, f: impl FnOnce(&mut Record) -> R) -> Option<R> {
+        self.lock().records.get_mut(worker_id).map(f)
+    }
+
+    /// Whether a connection may be handed one more task now, counting `extra` tasks already
+    /// claimed for it and `extra_address` for its address in the dispatch round under way:
+    /// its worker's lease allowance, its address's lease cap, and its send budget.
+    pub fn may_lease(
+        &self,
+        sid: Sid,
+        max_per_worker: usize,
+        max_per_address: usize,
+        extra: usize,
+        extra_address: usize,
+    ) -> bool {
+        let mut guard = self.lock();
+        let reg = &mut *guard;
+        let Some(w) = reg.by_sid.get(&sid) else {
+            return false;
+        };
+        let allowance = reg
+            .records
+            .get(&w.worker_id)
+            .map_or(trust::FIRST_LEASES, |r| r.lease_allowance(max_per_worker));
+        // The worker's allowance covers all its connections here.
+        let worker_held: usize = reg
+            .by_sid
+            .values()
+            .filter(|o| o.worker_id == w.worker_id)
+            .map(WorkerInfo::held)
+            .sum();
+        if worker_held + extra >= allowance {
+            return false;
+        }
+        let address_held: usize = reg
+            .by_address
+            .get(&w.address)
+            .into_iter()
+            .flatten()
+            .filter_map(|s| reg.by_sid.get(s))
+            .map(WorkerInfo::held)
+            .sum();
+        if address_held + extra_address >= max_per_address {
+            return false;
+        }
+        reg.by_sid
+            .get_mut(&sid)
+            .is_some_and(|w| w.send_budget.available())
     }
 
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().by_sid.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -165,7 +308,7 @@ impl Workers {
     }
 
     pub fn snapshot(&self) -> Vec<WorkerInfo> {
-        let mut all: Vec<_> = self.lock().values().cloned().collect();
+        let mut all: Vec<_> = self.lock().by_sid.values().cloned().collect();
         all.sort_by(|a, b| a.connected_at.cmp(&b.connected_at));
         all
     }
@@ -173,6 +316,7 @@ impl Workers {
     /// The connections of one worker (a browser may open several).
     pub fn sessions_of(&self, worker_id: &str) -> Vec<Sid> {
         self.lock()
+            .by_sid
             .iter()
             .filter(|(_, w)| w.worker_id == worker_id)
             .map(|(sid, _)| *sid)
@@ -182,6 +326,7 @@ impl Workers {
     /// The connection whose lease key is `session`.
     pub fn by_session(&self, session: &str) -> Option<(Sid, WorkerInfo)> {
         self.lock()
+            .by_sid
             .iter()
             .find(|(_, w)| w.session == session)
             .map(|(sid, w)| (*sid, w.clone()))
@@ -190,6 +335,7 @@ impl Workers {
     /// The connections holding a lease on `task_id`.
     pub fn holders(&self, task_id: i64) -> Vec<Sid> {
         self.lock()
+            .by_sid
             .iter()
             .filter(|(_, w)| w.leases.contains_key(&task_id))
             .map(|(sid, _)| *sid)
@@ -368,6 +514,7 @@ pub struct Waiter {
     pub socket: SocketRef,
     pub worker_id: String,
     pub session: String,
+    pub address: IpAddr,
 }
 
 impl Waiter {
@@ -375,6 +522,7 @@ impl Waiter {
         db::Holder {
             session: &self.session,
             worker_id: &self.worker_id,
+            address: self.address,
         }
     }
 }

@@ -85,12 +85,17 @@ test("heartbeats alone keep a lease for at most 40 leases; then the task goes to
   assertClose((await downloadNpy(server.url, job.id)).data, job.want, job.k);
 });
 
-test("a task that fails too often fails its job with a reason", async (t) => {
-  const server = await startServer(t, { env: { MAX_TASK_FAILURES: "3" } });
-  const job = await submitRandom(server.url, 2, 2, 2, 2);
-  await startWorker(t, server.url, { behaviour: { failAll: "out of memory" } });
+test("a task every trusted worker fails fails its job, naming the task and the reasons", async (t) => {
+  // Two workers at two addresses (a trusted proxy's X-Forwarded-For), each earning trust on
+  // the job's other tiles, both run out of memory on the last one.
+  const server = await startServer(t, { env: { MAX_TASK_FAILURES: "2", TRUST_PROXY: "true" } });
+  const job = await submitRandom(server.url, 12, 4, 12, 2); // 36 tiles, task ids 1..36
+  const behaviour = { failIf: (task) => (task.task_id === 36 ? "out of memory" : null) };
+  for (const address of ["10.0.0.1", "10.0.0.2"])
+    await startWorker(t, server.url, { name: address, behaviour, headers: { "x-forwarded-for": address } });
   const failed = await waitForJob(server.url, job.id, { status: "failed" });
-  assert.match(failed.error, /failed 3 times/);
+  assert.match(failed.error, /task 36 \(tile 5,5\) failed on 2 trusted workers at 2 addresses: out of memory/);
+  assert.equal(failed.tasks_done, 35);
   const status = (await api(server.url, "/api/status")).json;
   assert.equal(status.tasks.queued + status.tasks.leased, 0);
 });

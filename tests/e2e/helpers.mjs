@@ -248,12 +248,17 @@ export async function downloadNpy(url, id, headers = {}) {
  *   { holdFirst: true }   keeps its first task and never answers it
  *   { holdAll: true }     never answers any task (and never heartbeats)
  *   { failAll: "msg" }    reports every task as failed
+ *   { failIf: (task) => "msg" | null }  reports the tasks it names as failed
+ *   { holdAfter: n }      answers its first n tasks, then holds every task (never answers)
  *   { lie: "perturb" | "zeros" | "shape" }  returns wrong results
  *   { delayMs }           waits before answering
  *   { heartbeat: false }  sends no heartbeats
  */
-export async function startWorker(t, url, { name = "w", inFlight = 2, behaviour = {}, reconnection = false, panelCache } = {}) {
-  const socket = connect(url, { reconnection, reconnectionDelay: 200, reconnectionDelayMax: 1000 });
+export async function startWorker(t, url, { name = "w", inFlight = 2, behaviour = {}, reconnection = false, panelCache, headers } = {}) {
+  const socket = connect(url, {
+    reconnection, reconnectionDelay: 200, reconnectionDelayMax: 1000,
+    ...(headers ? { extraHeaders: headers } : {}),
+  });
   const stats = {
     assigned: 0, accepted: 0, refused: 0, reasons: [], tasks: [], cancelled: [], quarantined: null,
     registrations: 0, bytesIn: 0, fullTasks: 0, evicted: 0, missing: 0,
@@ -284,12 +289,16 @@ export async function startWorker(t, url, { name = "w", inFlight = 2, behaviour 
   socket.on("task_assigned", async (task) => {
     stats.assigned++;
     stats.tasks.push(task.task_id);
-    if (behaviour.holdAll || (behaviour.holdFirst && w.held.length === 0)) {
+    const holdNow = behaviour.holdAfter !== undefined && stats.accepted + w.held.length >= behaviour.holdAfter
+      && stats.assigned > behaviour.holdAfter;
+    if (behaviour.holdAll || holdNow || (behaviour.holdFirst && w.held.length === 0)) {
       w.held.push(task);
       return;
     }
-    if (behaviour.failAll) {
-      socket.emit("task_failed", { task_id: task.task_id, error: behaviour.failAll });
+    const failure = behaviour.failAll ?? behaviour.failIf?.(task);
+    if (failure) {
+      stats.failed = (stats.failed ?? 0) + 1;
+      socket.emit("task_failed", { task_id: task.task_id, error: failure });
       socket.emit("request_task");
       return;
     }

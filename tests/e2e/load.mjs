@@ -225,7 +225,13 @@ async function volunteer(url, { name, compute, inFlight = 2, panelCache }) {
 }
 
 async function withServer(env, fn) {
-  const server = await startServer(null, { env: { RUST_LOG: "warn", MAX_EVENTS_PER_SEC: "100000", ...env } });
+  // Every simulated volunteer connects from 127.0.0.1: the per-address caps would make them one.
+  const server = await startServer(null, {
+    env: {
+      RUST_LOG: "warn", MAX_EVENTS_PER_SEC: "100000", MAX_LEASES_PER_ADDRESS: "1000000",
+      MAX_SEND_BYTES_PER_SEC: String(2 ** 40), ...env,
+    },
+  });
   try {
     return await fn(server);
   } finally {
