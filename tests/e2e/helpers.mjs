@@ -249,7 +249,8 @@ export async function downloadNpy(url, id, headers = {}) {
  *   { holdAll: true }     never answers any task (and never heartbeats)
  *   { failAll: "msg" }    reports every task as failed
  *   { failIf: (task) => "msg" | null }  reports the tasks it names as failed
- *   { holdAfter: n }      answers its first n tasks, then holds every task (never answers)
+ *   { holdAfter: n }      answers its first n tasks, then holds every task it is given and asks
+ *                         for another (a hoarder with a measured speed)
  *   { lie: "perturb" | "zeros" | "shape" }  returns wrong results
  *   { delayMs }           waits before answering
  *   { heartbeat: false }  sends no heartbeats
@@ -293,6 +294,7 @@ export async function startWorker(t, url, { name = "w", inFlight = 2, behaviour 
       && stats.assigned > behaviour.holdAfter;
     if (behaviour.holdAll || holdNow || (behaviour.holdFirst && w.held.length === 0)) {
       w.held.push(task);
+      if (holdNow) socket.emit("request_task");
       return;
     }
     const failure = behaviour.failAll ?? behaviour.failIf?.(task);
