@@ -29,7 +29,7 @@ export function askToUseServer({ proposed, current, consequence }) {
   proposedName.id = "server-prompt-origin";
   text.append("The link you followed asks this page to use the server ", proposedName, " instead of ", name(current), ". ");
   text.append(consequence, " Use it only if you know and trust it.");
-  const confirm = Object.assign(doc.createElement("button"), { type: "button", id: "server-confirm", className: "primary" });
+  const confirm = Object.assign(doc.createElement("button"), { type: "button", id: "server-confirm" });
   confirm.textContent = `Use ${proposed}`;
   const cancel = Object.assign(doc.createElement("button"), { type: "button", id: "server-cancel" });
   cancel.textContent = `Stay on ${current}`;

@@ -17,6 +17,8 @@ setTimeout(() => {
 }, 5 * 60_000).unref();
 
 const TOKEN = "s3cret-token";
+/** A job name that would run script if the page rendered names as HTML. */
+const MARKUP_NAME = `<img src=x onerror="globalThis.__pwned=1">real-job`;
 
 /**
  * The evil server: records each request (`kind` "http" or "upgrade", its Authorization header
@@ -94,8 +96,12 @@ describe("attack 11: a link that names another server", { timeout: 4 * 60_000 },
     await page.fill("#token", TOKEN);
     await page.press("#token", "Enter");
     assert.equal(await page.evaluate((k) => sessionStorage.getItem(k), `brain.api-token@${server.url}`), TOKEN);
-    await submitRandom(page, "real-job");
+    await submitRandom(page, MARKUP_NAME);
     await page.waitForSelector("#submit-status:has-text('submitted')", { timeout: 30_000 });
+    await page.locator("li.job .job-name", { hasText: "real-job" }).waitFor({ timeout: 10_000 });
+    assert.equal(await page.textContent("li.job .job-name"), MARKUP_NAME, "names are shown as text");
+    assert.equal(await page.locator("#jobs img").count(), 0);
+    assert.equal(await page.evaluate(() => globalThis.__pwned), undefined);
 
     // Act: they follow a link that names the evil server.
     await page.goto(`${server.url}/dashboard?server=${encodeURIComponent(evil.origin)}`);
@@ -149,10 +155,10 @@ describe("attack 11: a link that names another server", { timeout: 4 * 60_000 },
     await submitRandom(page, "real-again");
     await page.waitForSelector("#submit-status:has-text('submitted')", { timeout: 30_000 });
     const names = (await getJson(`${server.url}/api/jobs`)).map((j) => j.name);
-    assert.ok(names.includes("real-job") && names.includes("real-again") && !names.includes("while-asked"), names.join(","));
+    assert.ok(names.includes(MARKUP_NAME) && names.includes("real-again") && !names.includes("while-asked"), names.join(","));
 
     t.diagnostic(`evil server: ${beforeConfirm} requests before confirmation, ${evil.seen.length} after ` +
-      `(${evil.seen.filter((r) => r.kind === "upgrade").length} socket upgrades, ${posts.length} unauthorised POSTs answered 401), ` +
+      `(${evil.seen.filter((r) => r.kind === "upgrade").length} socket upgrade(s), ${posts.length} unauthorised POST(s) answered 401), ` +
       `${evil.seen.filter((r) => r.text.includes(TOKEN)).length} carrying the real token`);
     assert.deepEqual(errors, []);
     await context.close();
