@@ -347,6 +347,10 @@ function setDuty(d) {
 }
 
 function setServer(input) {
+  if (ui.serverPending) {
+    $("server-error").textContent = "First answer the question about the link's server, above.";
+    return;
+  }
   const url = input.trim() === "" ? pageServer() : normaliseServerUrl(input, location.protocol);
   if (!url) {
     $("server-error").textContent = "That is not an http(s) address.";
