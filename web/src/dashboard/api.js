@@ -1,7 +1,9 @@
 // The orchestrator's HTTP API as the dashboard uses it. The API token (when the server has
-// one) is entered once and kept in sessionStorage: it lasts the tab, not the machine.
+// one) is entered once and kept in sessionStorage: it lasts the tab, not the machine. It is
+// kept under the origin of the server it was entered for, and an `Api` reads only its own
+// server's token: a page pointed at another server never sends it the first one's.
 
-import { load, save } from "../common/settings.js";
+import { loadApiToken, saveApiToken } from "../common/settings.js";
 
 export class ApiError extends Error {
   constructor(status, message) {
@@ -15,12 +17,13 @@ export class Api {
     this.base = base;
   }
 
+  /** The token entered for this server (this `base`), never another server's. */
   get token() {
-    return load("api-token", "", "session");
+    return loadApiToken(this.base);
   }
 
   set token(value) {
-    save("api-token", value, "session");
+    saveApiToken(this.base, value);
   }
 
   async request(path, { method = "GET", body, auth = false, raw = false } = {}) {
@@ -30,7 +33,10 @@ export class Api {
       headers["Content-Type"] = "application/json";
       body = JSON.stringify(body);
     }
-    const res = await fetch(this.base + path, { method, headers, body });
+    // A request that carries the token does not follow redirects: a redirect could lead it
+    // to another origin (browsers drop the header there, but older ones did not).
+    const redirect = headers.Authorization ? "error" : "follow";
+    const res = await fetch(this.base + path, { method, headers, body, redirect });
     if (!res.ok) {
       let message = `HTTP ${res.status}`;
       try {

@@ -2,18 +2,24 @@
 // throughput, and a form to submit jobs. Live data arrives over Socket.io (`job_update`,
 // `tile_update`, `grid_stats` after `subscribe_dashboard`); HTTP is used for the first load,
 // after a reconnection, and for the worker list (every few seconds, it has no event).
+// Nothing is fetched or connected before the server is chosen: a server named by the link
+// (`?server=`) is used only once the person confirms it (see common/server-prompt.js).
 
 import { io } from "socket.io-client";
 import { Api, ApiError } from "./api.js";
 import { JobPace, jobGflops, Series } from "./progress.js";
 import { encodeNpy } from "../common/npy.js";
 import { randomMatrix } from "../common/random.js";
-import { resolveServerUrl } from "../common/settings.js";
+import { serverChoice, confirmServer, pageServer, withoutServerParam } from "../common/settings.js";
+import { askToUseServer } from "../common/server-prompt.js";
 import { formatCount, formatDuration, formatGflops, formatBytes } from "../common/format.js";
 
 const $ = (id) => document.getElementById(id);
-const server = resolveServerUrl();
-const api = new Api(server);
+/** The server's origin; null while the person has not yet answered a link's proposal. */
+let server = null;
+/** The HTTP API of `server`, with that server's token only. */
+let api = null;
+let socket = null;
 
 const jobs = new Map(); // id -> {job, pace, el}
 let order = []; // ids, newest first
@@ -25,32 +31,58 @@ const STATES = ["queued", "leased", "done", "failed", "cancelled"];
 // ---------------------------------------------------------------------------------------
 // Live connection
 
-const socket = io(server, { transports: ["websocket"], reconnectionDelayMax: 5000 });
-socket.on("connect", () => {
-  socket.emit("subscribe_dashboard");
-  setConnection("connected", true);
-  refreshAll();
-});
-socket.on("disconnect", (reason) => {
-  setConnection("disconnected: reconnecting", false);
-  if (reason === "io server disconnect") setTimeout(() => socket.connect(), 2000);
-});
-socket.io.on("reconnect_attempt", (n) => setConnection(`reconnecting (attempt ${n})`, false));
-socket.on("connect_error", () => setConnection("cannot reach the server; retrying", false));
-socket.on("job_update", (job) => upsertJob(job));
-socket.on("tile_update", (t) => {
-  if (!selected || t.job_id !== selected.id) return;
-  setTile(t.row, t.col, t.state);
-  renderSummary();
-});
-socket.on("grid_stats", (g) => {
-  $("grid-workers").textContent = formatCount(g.workers_online);
-  $("grid-speed").textContent = `${formatGflops(g.gflops)} · ${g.tasks_per_sec.toFixed(1)} tiles/s`;
-  $("grid-jobs").textContent = formatCount(g.jobs_running);
-  history.push(Date.now(), g.gflops);
-  renderChart();
-  if (g.workers_online !== lastWorkersOnline) refreshWorkers();
-});
+function connect() {
+  socket = io(server, { transports: ["websocket"], reconnectionDelayMax: 5000 });
+  socket.on("connect", () => {
+    socket.emit("subscribe_dashboard");
+    setConnection("connected", true);
+    refreshAll();
+  });
+  socket.on("disconnect", (reason) => {
+    setConnection("disconnected: reconnecting", false);
+    if (reason === "io server disconnect") setTimeout(() => socket.connect(), 2000);
+  });
+  socket.io.on("reconnect_attempt", (n) => setConnection(`reconnecting (attempt ${n})`, false));
+  socket.on("connect_error", () => setConnection("cannot reach the server; retrying", false));
+  socket.on("job_update", (job) => upsertJob(job));
+  socket.on("tile_update", (t) => {
+    if (!selected || t.job_id !== selected.id) return;
+    setTile(t.row, t.col, t.state);
+    renderSummary();
+  });
+  socket.on("grid_stats", (g) => {
+    $("grid-workers").textContent = formatCount(g.workers_online);
+    $("grid-speed").textContent = `${formatGflops(g.gflops)} · ${g.tasks_per_sec.toFixed(1)} tiles/s`;
+    $("grid-jobs").textContent = formatCount(g.jobs_running);
+    history.push(Date.now(), g.gflops);
+    renderChart();
+    if (g.workers_online !== lastWorkersOnline) refreshWorkers();
+  });
+}
+
+/**
+ * The server this page uses: the one chosen before (or the page's own), unless the link
+ * proposes another and the person confirms it. Resolves only once they have answered.
+ */
+async function chooseServer() {
+  const choice = serverChoice();
+  let chosen = choice.current;
+  if (choice.proposed) {
+    setConnection("not connected: choose the server above", false);
+    const yes = await askToUseServer({
+      proposed: choice.proposed,
+      current: choice.current,
+      consequence:
+        `The dashboard would show that server's jobs and send it the matrices you submit. ` +
+        `It would not send it the API token you entered for ${choice.current}: a server gets only a token entered for it.`,
+    });
+    if (yes) chosen = confirmServer(choice.proposed);
+  }
+  // `history` in this module is the throughput series; the browser's is globalThis.history.
+  if (choice.proposed || choice.invalid) globalThis.history.replaceState(globalThis.history.state, "", withoutServerParam(location.href));
+  if (choice.invalid) status(`The link named a server that is not an http(s) address; using ${chosen}.`, true);
+  return chosen;
+}
 
 function setConnection(text, ok) {
   $("connection").textContent = text;
@@ -286,7 +318,8 @@ function status(text, error = false) {
 
 function handleApiError(e, what) {
   if (e instanceof ApiError && e.status === 401) {
-    status(`The server needs an API token to ${what}: enter it below, then try again.`, true);
+    // Only this server's own token is ever sent to it; a 401 asks for that one by name.
+    status(`The server ${server} needs an API token to ${what}: enter its token below, then try again.`, true);
     const details = $("token").closest("details");
     details.open = true;
     $("token").focus();
@@ -303,6 +336,10 @@ function intField(id, label) {
 
 async function submit(event) {
   event.preventDefault();
+  if (!api) {
+    status("Choose the server first (above).", true);
+    return;
+  }
   const form = new FormData();
   try {
     const source = new FormData($("submit-form")).get("source");
@@ -352,12 +389,14 @@ function setup() {
   $("submit-form").addEventListener("submit", submit);
   $("token-form").addEventListener("submit", (e) => {
     e.preventDefault();
+    if (!api) {
+      status("Choose the server first (above).", true);
+      return;
+    }
     api.token = $("token").value.trim();
     $("token").value = "";
-    status(api.token ? "API token saved for this tab." : "API token cleared.");
+    status(api.token ? `API token saved for ${server}, for this tab.` : `API token for ${server} cleared.`);
   });
-  $("server-shown").textContent = server;
-  if (server !== location.origin) $("volunteer-link").href = `./?server=${encodeURIComponent(server)}`;
   // Paces and ETAs decay while no update arrives; the worker list has no event of its own.
   setInterval(() => {
     for (const entry of jobs.values()) {
@@ -368,10 +407,24 @@ function setup() {
     }
     renderChart();
   }, 2000);
-  setInterval(() => document.visibilityState === "visible" && refreshWorkers(), 5000);
+  setInterval(() => api && document.visibilityState === "visible" && refreshWorkers(), 5000);
   addEventListener("resize", () => selected && drawTiles());
 }
 
-globalThis.brainDashboard = { jobs: () => [...jobs.values()].map((e) => e.job) };
+function showServer() {
+  $("server-shown").textContent = server;
+  $("token-server").textContent = server;
+  if (server !== pageServer()) $("volunteer-link").href = `./?server=${encodeURIComponent(server)}`;
+}
 
-setup();
+async function main() {
+  setup();
+  server = await chooseServer();
+  api = new Api(server);
+  showServer();
+  connect();
+}
+
+globalThis.brainDashboard = { jobs: () => [...jobs.values()].map((e) => e.job), server: () => server };
+
+main();

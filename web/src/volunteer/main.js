@@ -3,7 +3,8 @@
 // heartbeats on time; N dedicated Web Workers compute, each with its own worker-wasm
 // instance, and receive a copy of the task's panels (the page's panel cache keeps the
 // originals for later tiles). The pipeline keeps two tasks per thread requested or in hand
-// so no thread waits on the network.
+// so no thread waits on the network. A server named by the link (`?server=`) is used only
+// once the person confirms it: until then the page cannot start (see common/server-prompt.js).
 
 import { io } from "socket.io-client";
 import { detectFeatures, pickVariant, VARIANT_LABELS } from "./features.js";
@@ -12,7 +13,8 @@ import { TaskPipeline } from "./pipeline.js";
 import { PanelCache } from "./panels.js";
 import { DUTY_CHOICES, parseDuty } from "./duty.js";
 import { VolunteerStats } from "./stats.js";
-import { load, save, resolveServerUrl, normaliseServerUrl } from "../common/settings.js";
+import { load, save, serverChoice, confirmServer, pageServer, normaliseServerUrl, withoutServerParam } from "../common/settings.js";
+import { askToUseServer } from "../common/server-prompt.js";
 import { formatGflops, formatCount } from "../common/format.js";
 
 /** Filled in by build.mjs: each shipped kernel build with its file name and SHA-256. */
@@ -29,10 +31,12 @@ const PANEL_CACHE_BYTES = 64 * 1024 * 1024;
 const $ = (id) => document.getElementById(id);
 const cores = Math.max(1, navigator.hardwareConcurrency || 2);
 
+const choice = serverChoice();
 const settings = {
   threads: clampThreads(Number(load("threads", Math.max(1, Math.floor(cores / 2))))),
   duty: parseDuty(load("duty", "1")),
-  server: resolveServerUrl(),
+  /** The server's origin: the one chosen before, or the page's own; never an unconfirmed one. */
+  server: choice.current,
 };
 
 function clampThreads(n) {
@@ -53,6 +57,8 @@ const ui = {
   quarantined: null,
   job: null, // {id, name, tasks_done, tasks_total, status}
   requestsSent: 0,
+  /** The origin a link proposes and the person has not yet answered: nothing starts meanwhile. */
+  serverPending: choice.proposed,
 };
 
 let socket = null;
@@ -304,7 +310,7 @@ function releaseIfPaused() {
 // Controls
 
 async function start() {
-  if (ui.phase === "loading") return;
+  if (ui.phase === "loading" || ui.serverPending) return;
   if (ui.phase === "running") {
     ui.phase = "paused";
     pipeline.setPaused(true);
@@ -341,17 +347,47 @@ function setDuty(d) {
 }
 
 function setServer(input) {
-  const url = input.trim() === "" ? location.origin : normaliseServerUrl(input, location.protocol);
+  if (ui.serverPending) {
+    $("server-error").textContent = "First answer the question about the link's server, above.";
+    return;
+  }
+  const url = input.trim() === "" ? pageServer() : normaliseServerUrl(input, location.protocol);
   if (!url) {
     $("server-error").textContent = "That is not an http(s) address.";
     return;
   }
   $("server-error").textContent = "";
-  settings.server = url;
-  save("server", url === location.origin ? "" : url);
+  // Typed by the person on this page: that is their choice, no further question.
+  settings.server = confirmServer(url);
   ui.job = null;
+  updateDashboardLink();
   if (socket) connect();
   scheduleRender();
+}
+
+/** Asks about the server the link proposes; the page stays on its current one unless confirmed. */
+async function answerServerProposal() {
+  if (ui.serverPending) {
+    const proposed = ui.serverPending;
+    const yes = await askToUseServer({
+      proposed,
+      current: settings.server,
+      consequence: "When you press start, this browser would compute tiles for that server and send it the results.",
+    });
+    if (yes) settings.server = confirmServer(proposed);
+    ui.serverPending = null;
+    $("server").value = settings.server === pageServer() ? "" : settings.server;
+    updateDashboardLink();
+  }
+  if (choice.proposed || choice.invalid) history.replaceState(history.state, "", withoutServerParam(location.href));
+  if (choice.invalid) log(`the link named a server that is not an http(s) address; using ${settings.server}`);
+  scheduleRender();
+}
+
+function updateDashboardLink() {
+  const dash = new URL("dashboard", document.baseURI);
+  if (settings.server !== pageServer()) dash.searchParams.set("server", settings.server);
+  $("dashboard-link").href = dash.pathname + dash.search;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -408,7 +444,7 @@ function render() {
   const running = ui.phase === "running";
   const button = $("start");
   button.textContent = { idle: "Start contributing", loading: "Loading…", running: "Pause", paused: "Resume", error: "Try again" }[ui.phase];
-  button.disabled = ui.phase === "loading";
+  button.disabled = ui.phase === "loading" || Boolean(ui.serverPending);
   const phaseText = {
     idle: "Not started: nothing runs until you press start.",
     loading: "Loading the compute kernel…",
@@ -416,7 +452,9 @@ function render() {
     paused: pipeline.quiescent() ? "Paused: no work is requested." : "Pausing: finishing the tiles in hand…",
     error: "Stopped by an error (see the log).",
   }[ui.phase];
-  $("phase").textContent = ui.quarantined ? `Stopped by the server: ${ui.quarantined}` : phaseText;
+  $("phase").textContent = ui.serverPending
+    ? "Not started: first choose the server (above)."
+    : ui.quarantined ? `Stopped by the server: ${ui.quarantined}` : phaseText;
   $("phase").dataset.phase = ui.phase;
   $("connection").textContent = socket ? ui.connection : "not connected";
   $("connection").dataset.state = socket?.connected ? "connected" : "disconnected";
@@ -469,17 +507,16 @@ function setup() {
     ui.batteryDismissed = true;
     scheduleRender();
   });
-  $("server").value = settings.server === location.origin ? "" : settings.server;
-  $("server").placeholder = location.origin.startsWith("http") ? location.origin : "http://localhost:3000";
+  $("server").value = settings.server === pageServer() ? "" : settings.server;
+  $("server").placeholder = pageServer();
   $("server-form").addEventListener("submit", (e) => {
     e.preventDefault();
     setServer($("server").value);
   });
-  const dash = new URL("dashboard", document.baseURI);
-  if (settings.server !== location.origin) dash.searchParams.set("server", settings.server);
-  $("dashboard-link").href = dash.pathname + dash.search;
+  updateDashboardLink();
   setInterval(scheduleRender, 1000);
   render();
+  answerServerProposal();
 }
 
 // For the browser tests and the curious: a read-only view of the page's state.
@@ -500,6 +537,8 @@ globalThis.brainVolunteer = {
     refused: stats.refused,
     failed: stats.failed,
     gflopsPerThread: stats.perThreadGflops(),
+    server: settings.server,
+    serverPending: ui.serverPending,
   }),
 };
 

@@ -1,5 +1,6 @@
 // The pages served from another origin than the server's (`?server=`), and a server that
-// requires an API token: the dashboard asks for it once and keeps it for the tab.
+// requires an API token: the dashboard asks for it once and keeps it for the tab. The server
+// named by the link is confirmed on the volunteer page; the dashboard then uses it too.
 
 import { describe, test, before, after } from "node:test";
 import assert from "node:assert/strict";
@@ -54,6 +55,7 @@ describe("another origin, and an API token", { timeout: 4 * 60_000 }, () => {
     const volunteer = await context.newPage();
     volunteer.on("pageerror", (e) => errors.push(String(e)));
     await volunteer.goto(`${origin}/?server=${encodeURIComponent(server.url)}`);
+    await volunteer.click("#server-confirm"); // a server named by a link is used once confirmed
     await volunteer.selectOption("#threads", "1");
     await volunteer.click("#start");
     await waitFor(() => volunteer.evaluate(() => globalThis.brainVolunteer.snapshot().registered), "registration across origins");
@@ -70,7 +72,7 @@ describe("another origin, and an API token", { timeout: 4 * 60_000 }, () => {
     assert.equal(await dashboard.evaluate(() => document.activeElement?.id), "token");
     await dashboard.fill("#token", "s3cret-token");
     await dashboard.press("#token", "Enter");
-    assert.equal(await dashboard.evaluate(() => sessionStorage.getItem("brain.api-token")), "s3cret-token");
+    assert.equal(await dashboard.evaluate((k) => sessionStorage.getItem(k), `brain.api-token@${server.url}`), "s3cret-token");
     await dashboard.click("#submit");
     const row = dashboard.locator("li.job", { hasText: "with-token" });
     await row.and(dashboard.locator("[data-status=done]")).waitFor({ timeout: 60_000 });

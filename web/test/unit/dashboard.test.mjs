@@ -1,7 +1,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { JobPace, jobGflops, Series } from "../../src/dashboard/progress.js";
-import { normaliseServerUrl, resolveServerUrl } from "../../src/common/settings.js";
+import { normaliseServerUrl } from "../../src/common/settings.js";
 import { formatDuration, formatGflops } from "../../src/common/format.js";
 
 test("pace: tiles per second over the window and time left", () => {
@@ -48,16 +48,6 @@ test("server addresses are normalised to an origin", () => {
   assert.equal(normaliseServerUrl("ftp://x"), null);
   assert.equal(normaliseServerUrl(""), null);
   assert.equal(normaliseServerUrl("http://"), null);
-});
-
-test("?server= wins over the page's origin", () => {
-  const loc = (href) => {
-    const u = new URL(href);
-    return { href, protocol: u.protocol, origin: u.origin };
-  };
-  assert.equal(resolveServerUrl(loc("http://localhost:3000/")), "http://localhost:3000");
-  assert.equal(resolveServerUrl(loc("http://localhost:8080/?server=127.0.0.1:3000")), "http://127.0.0.1:3000");
-  assert.equal(resolveServerUrl(loc("file:///tmp/index.html")), "http://localhost:3000");
 });
 
 test("formatting", () => {
