@@ -223,9 +223,9 @@ struct Submission {
     )),
     responses(
         (status = 201, body = Created),
-        (status = 400, body = ErrorBody, description = "malformed or inconsistent matrices"),
+        (status = 400, body = ErrorBody, description = "malformed or inconsistent matrices, or a tile outside the range this job accepts (named in the message)"),
         (status = 401, body = ErrorBody, description = "API_TOKEN set and not given"),
-        (status = 413, body = ErrorBody, description = "body or job over the configured limits"),
+        (status = 413, body = ErrorBody, description = "body (JSON: MAX_JSON_BODY_BYTES, multipart: MAX_BODY_BYTES) or job over the configured limits"),
         (status = 503, body = ErrorBody, description = "shutting down"),
     ),
     security((), ("bearer" = [])))]

@@ -12,8 +12,9 @@ const MAGIC: &[u8] = b"\x93NUMPY";
 /// converted; the matrix is kept as little-endian bytes, the grid's wire layout.
 ///
 /// The shape in the header is checked against `max_elements` (`MAX_JOB_ELEMENTS`) and against
-/// the data before anything is copied: a header may claim any shape.
-pub fn parse(name: &str, file: &[u8], max_elements: usize) -> Result<Matrix, Error> {
+/// the data before anything is copied: a header may claim any shape. Little-endian data is
+/// not copied at all: the matrix is a slice of the uploaded file.
+pub fn parse(name: &str, file: &Bytes, max_elements: usize) -> Result<Matrix, Error> {
     let bad = |why: &str| Error::BadRequest(format!("{name}: not a valid .npy file: {why}"));
     if file.len() < 10 || &file[..6] != MAGIC {
         return Err(bad("missing the \\x93NUMPY magic"));
@@ -93,7 +94,7 @@ pub fn parse(name: &str, file: &[u8], max_elements: usize) -> Result<Matrix, Err
         }
         Bytes::from(swapped)
     } else {
-        Bytes::copy_from_slice(data)
+        file.slice(end..)
     };
     Matrix::new(name, dtype, rows, cols, bytes).map_err(Error::BadRequest)
 }
@@ -150,9 +151,29 @@ mod tests {
         let data = f32_bytes(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         let file = encode(Dtype::F32, 2, 3, &data);
         assert_eq!((file.len() - data.len()) % 64, 0, "data is 64-byte aligned");
-        let m = parse("a", &file, 6).expect("valid file");
+        let m = parse("a", &Bytes::from(file), 6).expect("valid file");
         assert_eq!((m.dtype, m.rows, m.cols), (Dtype::F32, 2, 3));
         assert_eq!(&m.data[..], &data[..]);
+    }
+
+    #[test]
+    fn a_claimed_shape_past_the_limit_is_413_and_little_endian_data_is_not_copied() {
+        let header =
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (4000000000, 4000000000), }";
+        let mut file = MAGIC.to_vec();
+        file.extend_from_slice(&[1, 0]);
+        file.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        file.extend_from_slice(header.as_bytes());
+        file.extend_from_slice(&[0; 4]);
+        let error = parse("a", &Bytes::from(file), 200_000_000).expect_err("too large");
+        assert!(matches!(error, Error::PayloadTooLarge(_)), "{error:?}");
+        let file = Bytes::from(encode(Dtype::F32, 1, 2, &f32_bytes(&[1.0, 2.0])));
+        let m = parse("a", &file, 2).expect("valid");
+        assert_eq!(
+            m.data.as_ptr(),
+            file[file.len() - 8..].as_ptr(),
+            "a slice of the file"
+        );
     }
 
     #[test]
@@ -164,7 +185,7 @@ mod tests {
         file.extend_from_slice(header.as_bytes());
         file.extend_from_slice(&1.5f64.to_be_bytes());
         file.extend_from_slice(&(-2.0f64).to_be_bytes());
-        let m = parse("b", &file, 2).expect("valid file");
+        let m = parse("b", &Bytes::from(file), 2).expect("valid file");
         assert_eq!(m.dtype, Dtype::F64);
         assert_eq!(m.to_f64(), vec![1.5, -2.0]);
     }
@@ -232,7 +253,9 @@ mod tests {
             ),
         ];
         for (file, expected) in cases {
-            let err = parse("a", &file, 100).expect_err(expected).to_string();
+            let err = parse("a", &Bytes::from(file), 100)
+                .expect_err(expected)
+                .to_string();
             assert!(
                 err.contains(expected),
                 "{err:?} should mention {expected:?}"
