@@ -1141,6 +1141,15 @@ mod tests {
             error.to_string().contains("k = 8000 is too long"),
             "{error}"
         );
+        // One task at most, but one tile of 100² f64 does not fit: no tile works, 413.
+        let tight = PlanLimits {
+            max_tasks: 1,
+            ..small
+        };
+        let error = Plan::for_shape(Dtype::F64, 100, 1, 100, None, &tight).expect_err("no tile");
+        assert!(matches!(error, Error::PayloadTooLarge(_)), "{error:?}");
+        assert!(error.to_string().contains("at least 100"), "{error}");
+        assert!(error.to_string().contains("at most 87"), "{error}");
     }
 
     #[test]
