@@ -27,7 +27,8 @@ test("2. a tile far too small for the shape is refused with the smallest tile ac
   const server = await h.startServer(t);
   const column = (n) => Array.from({ length: n }, () => [1]);
   const row = (n) => [Array(n).fill(1)];
-  // 3000×1 · 1×3000 at tile 1 (a 24 kB body) would be 9·10⁶ tasks; 14141 would be 2·10⁸.
+  // 3000×1 · 1×3000 at tile 1 (18 kB of compact JSON, 24 kB with spaces) would be 9·10⁶
+  // tasks; 14141 would be 2·10⁸.
   for (const [size, smallest, tasks] of [[3000, 10, 9000000], [14141, 45, 199967881]]) {
     const body = JSON.stringify({ a: column(size), b: row(size), tile: 1 });
     const res = await h.api(server.url, "/api/jobs", { method: "POST", body });
