@@ -78,6 +78,19 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// Largest job: elements of A, B and C together (`MAX_JOB_ELEMENTS`).
     pub max_job_elements: usize,
+    /// Most tiles (tasks) one job may be cut into (`MAX_TASKS_PER_JOB`, default 100,000).
+    /// Every task costs a database row, a lease, a network round trip and a verification
+    /// whatever its size, so past a point more tasks only add overhead: 100,000 rows are
+    /// about 15 MB of SQLite and go in within a second, and every job within the default
+    /// `MAX_JOB_ELEMENTS` still fits with a tile of 45 or more (C of 14142×14142 in 315²
+    /// tiles), well below the 256 the server picks by itself. A tile that would make more
+    /// tasks is refused with the smallest tile that would be accepted.
+    pub max_tasks_per_job: usize,
+    /// Largest JSON submission body (`MAX_JSON_BODY_BYTES`, default 4 MiB; never more than
+    /// `MAX_BODY_BYTES`). JSON spends ten or more bytes of text per number and is parsed into
+    /// memory as a whole, so it is meant for small matrices; large ones go as `.npy` files
+    /// in a multipart body, which `MAX_BODY_BYTES` bounds.
+    pub max_json_body_bytes: usize,
     /// Tasks a connection may hold or have requested at once (`MAX_TASKS_PER_WORKER`). A
     /// worker without verified results holds fewer (see `trust::Record::lease_allowance`).
     pub max_tasks_per_worker: usize,
@@ -156,6 +169,20 @@ impl Config {
                     200_000_000,
                     |v| *v >= 3,
                     "at least 3",
+                )?,
+                max_tasks_per_job: parse(
+                    &get,
+                    "MAX_TASKS_PER_JOB",
+                    100_000,
+                    |v| *v >= 1,
+                    "at least 1",
+                )?,
+                max_json_body_bytes: parse(
+                    &get,
+                    "MAX_JSON_BODY_BYTES",
+                    4 * 1024 * 1024,
+                    |v| *v >= 1024,
+                    "at least 1024",
                 )?,
                 max_tasks_per_worker: parse(
                     &get,
@@ -298,6 +325,24 @@ mod tests {
         assert_eq!(e.var, "ALLOWED_ORIGINS");
         let e = config(&[("MAX_EVENTS_PER_SEC", "0")]).expect_err("no events at all");
         assert_eq!(e.var, "MAX_EVENTS_PER_SEC");
+    }
+
+    #[test]
+    fn submission_limits_have_defaults_and_bounds() {
+        let c = config(&[]).expect("defaults are valid");
+        assert_eq!(c.limits.max_tasks_per_job, 100_000);
+        assert_eq!(c.limits.max_json_body_bytes, 4 * 1024 * 1024);
+        let c = config(&[
+            ("MAX_TASKS_PER_JOB", "250"),
+            ("MAX_JSON_BODY_BYTES", "65536"),
+        ])
+        .expect("valid");
+        assert_eq!(c.limits.max_tasks_per_job, 250);
+        assert_eq!(c.limits.max_json_body_bytes, 65536);
+        let e = config(&[("MAX_TASKS_PER_JOB", "0")]).expect_err("no tasks at all");
+        assert_eq!(e.var, "MAX_TASKS_PER_JOB");
+        let e = config(&[("MAX_JSON_BODY_BYTES", "12")]).expect_err("too small");
+        assert_eq!(e.var, "MAX_JSON_BODY_BYTES");
     }
 
     #[test]

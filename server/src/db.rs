@@ -74,6 +74,10 @@ const JOB_COLUMNS: &str = "id, name, status, m, k, n, dtype, tile, tasks_total, 
      strftime('%Y-%m-%dT%H:%M:%fZ', created_at / 1000.0, 'unixepoch') AS created_at, \
      strftime('%Y-%m-%dT%H:%M:%fZ', finished_at / 1000.0, 'unixepoch') AS finished_at, error";
 
+/// Task rows per INSERT statement in [`insert_job`]: 802 bound parameters, far below
+/// SQLite's limit of 32,766.
+const TASK_BATCH: usize = 400;
+
 /// Stores a job, its inputs and all its tasks in one transaction: a job is either fully
 /// there or not at all.
 pub async fn insert_job(
@@ -84,6 +88,7 @@ pub async fn insert_job(
     a: &[u8],
     b_panels: &[u8],
 ) -> Result<(), sqlx::Error> {
+    use std::fmt::Write as _;
     let now = now_ms();
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     sqlx::query(
@@ -107,20 +112,32 @@ pub async fn insert_job(
         .bind(b_panels)
         .execute(&mut *tx)
         .await?;
-    // One multi-row INSERT per chunk keeps a 20,000-tile job to a few dozen statements.
-    let tiles: Vec<_> = plan.tiles().collect();
-    for chunk in tiles.chunks(300) {
+    // Tiles are generated as they are inserted, one multi-row INSERT per batch: memory stays
+    // at one batch whatever the job, and a job at MAX_TASKS_PER_JOB (100,000) takes 250
+    // statements. They share the job's transaction so that a job is never seen, claimed or
+    // recovered with only part of its tasks; the plan's task cap bounds how long it holds
+    // the write lock.
+    let mut tiles = plan.tiles().peekable();
+    let mut batch = Vec::with_capacity(TASK_BATCH);
+    while tiles.peek().is_some() {
+        batch.clear();
+        batch.extend(tiles.by_ref().take(TASK_BATCH));
         let mut sql = String::from(
             "INSERT INTO tasks (job_id, tile_row, tile_col, state, updated_at) VALUES ",
         );
-        sql.push_str(&vec!["(?, ?, ?, 'queued', ?)"; chunk.len()].join(", "));
-        let mut query = sqlx::query(&sql);
-        for t in chunk {
-            query = query
-                .bind(id)
-                .bind(t.tile_row as i64)
-                .bind(t.tile_col as i64)
-                .bind(now);
+        for i in 0..batch.len() {
+            let sep = if i == 0 { "" } else { ", " };
+            // ?1 is the job id and ?2 the time, bound once for the whole batch.
+            let _ = write!(
+                sql,
+                "{sep}(?1, ?{}, ?{}, 'queued', ?2)",
+                3 + 2 * i,
+                4 + 2 * i
+            );
+        }
+        let mut query = sqlx::query(&sql).bind(id).bind(now);
+        for t in &batch {
+            query = query.bind(t.tile_row as i64).bind(t.tile_col as i64);
         }
         query.execute(&mut *tx).await?;
     }
@@ -1246,4 +1263,46 @@ pub async fn worker(pool: &Pool, id: &str) -> Result<Option<WorkerRecord>, sqlx:
     .bind(id)
     .fetch_optional(pool)
     .await
+}
+
+#[cfg(test)]
+mod insert_job_tests {
+    use super::*;
+    use crate::jobs::Dtype;
+
+    /// A job at the default `MAX_TASKS_PER_JOB` goes in whole, tile for tile, in batches.
+    #[tokio::test]
+    async fn a_job_at_the_task_cap_is_stored_whole() {
+        let dir = std::env::temp_dir().join(format!("brain-db-{}", uuid::Uuid::new_v4()));
+        let pool = connect(&dir.join("brain.db")).await.expect("database");
+        // 316 × 316 tiles of 1 = 99,856 tasks, just under 100,000; 316 % 400 ≠ 0 leaves a
+        // partial last batch.
+        let plan = Plan {
+            dtype: Dtype::F32,
+            m: 316,
+            k: 1,
+            n: 316,
+            tile: 1,
+        };
+        let a = vec![0u8; 316 * 4];
+        let started = std::time::Instant::now();
+        insert_job(&pool, "j", "cap", &plan, &a, &a)
+            .await
+            .expect("stored");
+        let took = started.elapsed();
+        let (count, distinct, max_row, max_col): (i64, i64, i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COUNT(DISTINCT tile_row * 1000 + tile_col), MAX(tile_row), \
+             MAX(tile_col) FROM tasks WHERE job_id = 'j' AND state = 'queued'",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+        assert_eq!((count, distinct), (99_856, 99_856));
+        assert_eq!((max_row, max_col), (315, 315));
+        let job = get_job(&pool, "j").await.expect("read").expect("job");
+        assert_eq!(job.tasks_total, 99_856);
+        println!("99,856 task rows inserted in {took:?}");
+        pool.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

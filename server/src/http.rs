@@ -1,8 +1,10 @@
 //! HTTP routes: health, status, the jobs API and the web page.
 
 use std::collections::BTreeMap;
+use std::pin::Pin;
 use std::sync::Arc;
 
+use axum::body::{Body, HttpBody};
 use axum::extract::{DefaultBodyLimit, FromRequest, Multipart, Path, Query, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -10,14 +12,14 @@ use axum::routing::get;
 use axum::{Json, Router};
 use bytes::Bytes;
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::json;
 use tower_http::services::{ServeDir, ServeFile};
 use tracing::Instrument;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
 use crate::db;
 use crate::error::{Error, Result};
-use crate::jobs::{self, Dtype, Matrix, Plan};
+use crate::jobs::{self, Dtype, JsonJob, Matrix, Plan, PlanLimits};
 use crate::npy;
 use crate::scheduler;
 use crate::state::{AppState, JobInputs};
@@ -39,7 +41,9 @@ pub fn router(state: AppState) -> Router {
         .route_service("/dashboard", ServeFile::new(web.join("dashboard.html")))
         .fallback_service(static_files)
         .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
-        .route_layer(axum::middleware::from_fn_with_state(
+        // A layer, not a route layer: requests no route matches are counted too (under one
+        // label, see `metrics::track_http`).
+        .layer(axum::middleware::from_fn_with_state(
             state.clone(),
             crate::metrics::track_http,
         ))
@@ -150,24 +154,26 @@ fn authorize(state: &AppState, headers: &HeaderMap) -> Result<()> {
     }
 }
 
-/// The JSON form of a submission.
-#[derive(Deserialize, ToSchema)]
+/// The JSON form of a submission, for small matrices: its body may be at most
+/// `MAX_JSON_BODY_BYTES` (4 MiB by default). Larger matrices go as `.npy` files.
+#[derive(ToSchema)]
+#[allow(
+    dead_code,
+    reason = "documents the JSON body, which jobs::JsonJob parses without this struct"
+)]
 pub struct JobJson {
     /// A (m×k) as an array of rows.
-    #[schema(value_type = Vec<Vec<f64>>)]
-    a: Value,
+    a: Vec<Vec<f64>>,
     /// B (k×n) as an array of rows.
-    #[schema(value_type = Vec<Vec<f64>>)]
-    b: Value,
+    b: Vec<Vec<f64>>,
     /// `f32` (default) or `f64`.
-    #[serde(default)]
     #[schema(value_type = Option<Dtype>)]
     dtype: Option<String>,
-    /// Tile edge; chosen from the shape when absent.
-    #[serde(default)]
+    /// Tile edge; chosen from the shape when absent. A tile that would cut the job into more
+    /// than `MAX_TASKS_PER_JOB` tasks, or make a panel or result larger than one Socket.io
+    /// message, is refused with 400 and the range of tiles the job accepts.
     #[schema(minimum = 1, maximum = 4096)]
     tile: Option<usize>,
-    #[serde(default)]
     name: Option<String>,
 }
 
@@ -217,9 +223,9 @@ struct Submission {
     )),
     responses(
         (status = 201, body = Created),
-        (status = 400, body = ErrorBody, description = "malformed or inconsistent matrices"),
+        (status = 400, body = ErrorBody, description = "malformed or inconsistent matrices, or a tile outside the range this job accepts (named in the message)"),
         (status = 401, body = ErrorBody, description = "API_TOKEN set and not given"),
-        (status = 413, body = ErrorBody, description = "body or job over the configured limits"),
+        (status = 413, body = ErrorBody, description = "body (JSON: MAX_JSON_BODY_BYTES, multipart: MAX_BODY_BYTES) or job over the configured limits"),
         (status = 503, body = ErrorBody, description = "shutting down"),
     ),
     security((), ("bearer" = [])))]
@@ -236,17 +242,22 @@ async fn submit_job(State(state): State<AppState>, request: Request) -> Result<R
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
         .to_owned();
+    let limits = &state.config.limits;
     let submission = if content_type.starts_with("multipart/form-data") {
         let multipart = Multipart::from_request(request, &state)
             .await
             .map_err(|e| Error::BadRequest(e.body_text()))?;
-        read_multipart(multipart).await?
+        read_multipart(multipart, limits.max_job_elements).await?
     } else if content_type.starts_with("application/json") {
-        let body = Bytes::from_request(request, &state)
-            .await
-            .map_err(|e| body_error(e.status(), e.body_text()))?;
+        let body = read_json_body(
+            request.into_body(),
+            limits.max_json_body_bytes.min(state.config.max_body_bytes),
+            state.config.max_body_bytes,
+        )
+        .await?;
+        let max_elements = limits.max_job_elements;
         // Parsing large JSON matrices is CPU work: keep it off the async workers.
-        tokio::task::spawn_blocking(move || read_json(&body))
+        tokio::task::spawn_blocking(move || read_json(&body, max_elements))
             .await
             .map_err(|e| Error::Internal(e.to_string()))??
     } else {
@@ -255,14 +266,7 @@ async fn submit_job(State(state): State<AppState>, request: Request) -> Result<R
         ));
     };
     let Submission { name, a, b, tile } = submission;
-    let plan = Plan::new(&a, &b, tile).map_err(Error::BadRequest)?;
-    let elements = plan.m * plan.k + plan.k * plan.n + plan.m * plan.n;
-    let max = state.config.limits.max_job_elements;
-    if elements > max {
-        return Err(Error::PayloadTooLarge(format!(
-            "job too large: A, B and C hold {elements} elements, the limit is {max}"
-        )));
-    }
+    let plan = Plan::new(&a, &b, tile, &PlanLimits::from(limits))?;
     let b_panels = tokio::task::spawn_blocking(move || plan.panelize_b(&b.data))
         .await
         .map_err(|e| Error::Internal(e.to_string()))?;
@@ -320,22 +324,47 @@ fn body_error(status: StatusCode, text: String) -> Error {
     }
 }
 
-fn read_json(body: &[u8]) -> Result<Submission> {
-    let job: JobJson = serde_json::from_slice(body)
-        .map_err(|e| Error::BadRequest(format!("invalid JSON body: {e}")))?;
-    let dtype = match job.dtype.as_deref() {
-        None => Dtype::F32,
-        Some(d) => Dtype::parse(d).map_err(Error::BadRequest)?,
-    };
+/// Reads a JSON body of at most `limit` bytes. A longer one is answered 413 with a pointer to
+/// `.npy`; its rest is read and dropped (up to `drain` bytes, the general body limit) so that
+/// a client still sending sees that answer rather than a broken pipe. Only `limit` bytes are
+/// ever kept.
+async fn read_json_body(mut body: Body, limit: usize, drain: usize) -> Result<Bytes> {
+    let mut kept = Vec::new();
+    let mut total = 0usize;
+    while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
+        let frame =
+            frame.map_err(|e| Error::BadRequest(format!("could not read the body: {e}")))?;
+        let Ok(data) = frame.into_data() else {
+            continue;
+        };
+        total = total.saturating_add(data.len());
+        if total <= limit {
+            kept.extend_from_slice(&data);
+        } else if total > drain {
+            break;
+        }
+    }
+    if total > limit {
+        return Err(Error::PayloadTooLarge(format!(
+            "JSON body larger than its limit of {limit} bytes (MAX_JSON_BODY_BYTES): JSON is for \
+             small matrices; send large ones as .npy files in a multipart/form-data body with \
+             files a and b (see the README)"
+        )));
+    }
+    Ok(Bytes::from(kept))
+}
+
+fn read_json(body: &[u8], max_elements: usize) -> Result<Submission> {
+    let job = JsonJob::parse(body, max_elements)?;
     Ok(Submission {
-        name: job.name.unwrap_or_default(),
-        a: Matrix::from_json("a", &job.a, dtype).map_err(Error::BadRequest)?,
-        b: Matrix::from_json("b", &job.b, dtype).map_err(Error::BadRequest)?,
+        name: job.name,
+        a: job.a,
+        b: job.b,
         tile: job.tile,
     })
 }
 
-async fn read_multipart(mut multipart: Multipart) -> Result<Submission> {
+async fn read_multipart(mut multipart: Multipart, max_elements: usize) -> Result<Submission> {
     // Read the whole body before judging any part of it: answering early and closing the
     // connection mid-upload makes clients see a broken pipe instead of our message.
     let mut fields = Vec::new();
@@ -348,10 +377,10 @@ async fn read_multipart(mut multipart: Multipart) -> Result<Submission> {
         match field_name.as_str() {
             "a" | "b" => {
                 let label = field_name.clone();
-                let matrix = tokio::task::spawn_blocking(move || npy::parse(&label, &data))
-                    .await
-                    .map_err(|e| Error::Internal(e.to_string()))?
-                    .map_err(Error::BadRequest)?;
+                let matrix =
+                    tokio::task::spawn_blocking(move || npy::parse(&label, &data, max_elements))
+                        .await
+                        .map_err(|e| Error::Internal(e.to_string()))??;
                 if field_name == "a" {
                     a = Some(matrix);
                 } else {
@@ -364,7 +393,12 @@ async fn read_multipart(mut multipart: Multipart) -> Result<Submission> {
                     Error::BadRequest(format!("tile must be a positive integer, not {text:?}"))
                 })?);
             }
-            "name" => name = String::from_utf8_lossy(&data).chars().take(200).collect(),
+            "name" => {
+                name = String::from_utf8_lossy(&data)
+                    .chars()
+                    .take(jobs::MAX_NAME_CHARS)
+                    .collect()
+            }
             "dtype" => {} // Given by the .npy files themselves.
             other => {
                 return Err(Error::BadRequest(format!(

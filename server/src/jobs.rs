@@ -4,8 +4,13 @@
 //! Matrices are kept as row-major little-endian bytes from the moment they are parsed: that is
 //! the layout stored in SQLite, sent to workers and returned as `.npy`, so no stage converts.
 
+use std::cell::Cell;
+
 use bytes::Bytes;
+use serde::de::{self, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
 
 /// Element type of a job's matrices.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
@@ -61,7 +66,10 @@ impl Matrix {
         if rows == 0 || cols == 0 {
             return Err(format!("{name} is empty ({rows}×{cols})"));
         }
-        if data.len() != rows * cols * dtype.size() {
+        let expected = rows
+            .checked_mul(cols)
+            .and_then(|e| e.checked_mul(dtype.size()));
+        if expected != Some(data.len()) {
             return Err(format!("{name}: data does not match shape {rows}×{cols}"));
         }
         let bad = match dtype {
@@ -87,44 +95,442 @@ impl Matrix {
         })
     }
 
-    /// Builds a matrix from the JSON form `[[1, 2], [3, 4]]`, saying exactly what is wrong
-    /// (ragged rows, a non-number, a value out of the dtype's range).
-    pub fn from_json(name: &str, value: &serde_json::Value, dtype: Dtype) -> Result<Self, String> {
-        let rows = value
-            .as_array()
-            .ok_or_else(|| format!("{name} must be an array of rows (e.g. [[1, 2], [3, 4]])"))?;
-        let first = rows.first().ok_or_else(|| format!("{name} is empty"))?;
-        let cols = first
-            .as_array()
-            .ok_or_else(|| format!("{name}[0] must be an array of numbers"))?
-            .len();
-        let mut data = Vec::with_capacity(rows.len() * cols * dtype.size());
-        for (i, row) in rows.iter().enumerate() {
-            let row = row
-                .as_array()
-                .ok_or_else(|| format!("{name}[{i}] must be an array of numbers"))?;
-            if row.len() != cols {
-                return Err(format!(
-                    "{name} is ragged: row {i} has {} columns, row 0 has {cols}",
-                    row.len()
-                ));
-            }
-            for (j, v) in row.iter().enumerate() {
-                let x = v
-                    .as_f64()
-                    .ok_or_else(|| format!("{name}[{i}][{j}] is not a number: {v}"))?;
-                match dtype {
-                    Dtype::F32 => data.extend_from_slice(&(x as f32).to_le_bytes()),
-                    Dtype::F64 => data.extend_from_slice(&x.to_le_bytes()),
-                }
-            }
-        }
-        Matrix::new(name, dtype, rows.len(), cols, Bytes::from(data))
-    }
-
     /// Values widened to f64 (for tests and the JSON result format).
     pub fn to_f64(&self) -> Vec<f64> {
         to_f64(self.dtype, &self.data)
+    }
+}
+
+/// A JSON submission, `{"a": [[…]], "b": [[…]], "dtype"?, "tile"?, "name"?}`, parsed.
+#[derive(Debug)]
+pub struct JsonJob {
+    pub a: Matrix,
+    pub b: Matrix,
+    pub tile: Option<usize>,
+    pub name: String,
+}
+
+/// Longest job name kept (characters).
+pub const MAX_NAME_CHARS: usize = 200;
+
+impl JsonJob {
+    /// Parses a JSON body straight into matrix bytes, refusing it at the first number past a
+    /// limit or row that breaks the shape.
+    ///
+    /// No `serde_json::Value` tree is built (about sixteen times the body), and nothing is
+    /// reserved from a size the client states: rows are appended as they are read, a ragged row
+    /// is refused as soon as it differs from the first, and A and B together may hold at most
+    /// `max_elements` numbers, counted as they are read. Numbers are kept as f64 until the
+    /// `dtype` (which may come last) is known, so memory stays below 8 bytes per number read:
+    /// four times the body at most, as every number takes at least two bytes of text.
+    pub fn parse(body: &[u8], max_elements: usize) -> Result<Self, Error> {
+        let ctx = Ctx {
+            problem: Cell::new(None),
+            budget: Cell::new(max_elements),
+            max_elements,
+        };
+        let mut de = serde_json::Deserializer::from_slice(body);
+        let parsed = JobSeed(&ctx)
+            .deserialize(&mut de)
+            .and_then(|job| de.end().map(|()| job));
+        let raw = match parsed {
+            Ok(raw) => raw,
+            Err(e) => {
+                return Err(ctx
+                    .problem
+                    .take()
+                    .unwrap_or_else(|| Error::BadRequest(format!("invalid JSON body: {e}"))))
+            }
+        };
+        let dtype = match raw.dtype.as_deref() {
+            None => Dtype::F32,
+            Some(d) => Dtype::parse(d).map_err(Error::BadRequest)?,
+        };
+        let missing = |name: &str| {
+            Error::BadRequest(format!(
+                "missing {name}: the JSON body needs \"a\" and \"b\", each an array of rows \
+                 (e.g. [[1, 2], [3, 4]])"
+            ))
+        };
+        let a = raw.a.ok_or_else(|| missing("a"))?;
+        let b = raw.b.ok_or_else(|| missing("b"))?;
+        Ok(JsonJob {
+            a: a.into_matrix("a", dtype).map_err(Error::BadRequest)?,
+            b: b.into_matrix("b", dtype).map_err(Error::BadRequest)?,
+            tile: raw.tile,
+            name: raw
+                .name
+                .unwrap_or_default()
+                .chars()
+                .take(MAX_NAME_CHARS)
+                .collect(),
+        })
+    }
+}
+
+/// What the JSON visitors share: the first problem found (serde's own error only stops the
+/// parse; this one is what the client is told) and the numbers still allowed.
+struct Ctx {
+    problem: Cell<Option<Error>>,
+    budget: Cell<usize>,
+    max_elements: usize,
+}
+
+impl Ctx {
+    /// Records `problem` (the first one wins) and returns an error that stops the parse.
+    fn fail<E: de::Error>(&self, problem: Error) -> E {
+        let first = self.problem.take().unwrap_or(problem);
+        let message = first.to_string();
+        self.problem.set(Some(first));
+        E::custom(message)
+    }
+}
+
+/// The JSON body's fields before they are checked against each other.
+#[derive(Default)]
+struct RawJob {
+    a: Option<RawMatrix>,
+    b: Option<RawMatrix>,
+    dtype: Option<String>,
+    tile: Option<usize>,
+    name: Option<String>,
+}
+
+/// A matrix as read: `rows` rows of `cols` numbers, as f64 little-endian bytes.
+struct RawMatrix {
+    rows: usize,
+    cols: usize,
+    values: Vec<u8>,
+}
+
+impl RawMatrix {
+    fn into_matrix(self, name: &str, dtype: Dtype) -> Result<Matrix, String> {
+        let data = match dtype {
+            Dtype::F64 => self.values,
+            Dtype::F32 => {
+                let mut out = Vec::with_capacity(self.values.len() / 2);
+                for c in self.values.chunks_exact(8) {
+                    let x = f64::from_le_bytes(c.try_into().expect("chunks of 8"));
+                    out.extend_from_slice(&(x as f32).to_le_bytes());
+                }
+                out
+            }
+        };
+        Matrix::new(name, dtype, self.rows, self.cols, Bytes::from(data))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(field_identifier, rename_all = "lowercase")]
+enum Field {
+    A,
+    B,
+    Dtype,
+    Tile,
+    Name,
+    #[serde(other)]
+    Other,
+}
+
+struct JobSeed<'c>(&'c Ctx);
+
+impl<'de> DeserializeSeed<'de> for JobSeed<'_> {
+    type Value = RawJob;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<RawJob, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+/// Answers every JSON type but the expected one with `$what`.
+macro_rules! refuse_scalars {
+    ($($method:ident: $ty:ty),*) => {
+        $(fn $method<E: de::Error>(self, _: $ty) -> Result<Self::Value, E> {
+            Err(self.refuse())
+        })*
+        fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+            Err(self.refuse())
+        }
+    };
+}
+
+impl JobSeed<'_> {
+    fn refuse<E: de::Error>(&self) -> E {
+        self.0.fail(Error::BadRequest(
+            "the JSON body must be an object {\"a\": [[…]], \"b\": [[…]], \"dtype\"?, \"tile\"?, \
+             \"name\"?}"
+                .into(),
+        ))
+    }
+}
+
+impl<'de> Visitor<'de> for JobSeed<'_> {
+    type Value = RawJob;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an object with fields a, b, dtype, tile and name")
+    }
+
+    refuse_scalars!(visit_bool: bool, visit_i64: i64, visit_u64: u64, visit_f64: f64, visit_str: &str);
+
+    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<RawJob, A::Error> {
+        Err(self.refuse())
+    }
+
+    fn visit_map<M: MapAccess<'de>>(self, mut map: M) -> Result<RawJob, M::Error> {
+        let ctx = self.0;
+        let mut job = RawJob::default();
+        let bad = |what: &str| Error::BadRequest(what.to_owned());
+        while let Some(field) = map.next_key::<Field>()? {
+            match field {
+                Field::A | Field::B => {
+                    let (name, slot) = match field {
+                        Field::A => ("a", &mut job.a),
+                        _ => ("b", &mut job.b),
+                    };
+                    if slot.is_some() {
+                        return Err(ctx.fail(bad(&format!("{name} is given twice"))));
+                    }
+                    *slot = Some(map.next_value_seed(MatrixSeed { ctx, name })?);
+                }
+                Field::Dtype => {
+                    job.dtype = map.next_value::<Option<String>>().map_err(|_| {
+                        ctx.fail::<M::Error>(bad("dtype must be \"f32\" or \"f64\""))
+                    })?;
+                }
+                Field::Tile => {
+                    job.tile = map.next_value::<Option<usize>>().map_err(|_| {
+                        ctx.fail::<M::Error>(bad("tile must be a positive integer"))
+                    })?;
+                }
+                Field::Name => {
+                    job.name = map
+                        .next_value::<Option<String>>()
+                        .map_err(|_| ctx.fail::<M::Error>(bad("name must be a string")))?;
+                }
+                Field::Other => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(job)
+    }
+}
+
+/// One matrix: an array of rows.
+struct MatrixSeed<'c> {
+    ctx: &'c Ctx,
+    name: &'static str,
+}
+
+impl MatrixSeed<'_> {
+    fn refuse<E: de::Error>(&self) -> E {
+        self.ctx.fail(Error::BadRequest(format!(
+            "{} must be an array of rows (e.g. [[1, 2], [3, 4]])",
+            self.name
+        )))
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for MatrixSeed<'_> {
+    type Value = RawMatrix;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<RawMatrix, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for MatrixSeed<'_> {
+    type Value = RawMatrix;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of rows")
+    }
+
+    refuse_scalars!(visit_bool: bool, visit_i64: i64, visit_u64: u64, visit_f64: f64, visit_str: &str);
+
+    fn visit_map<M: MapAccess<'de>>(self, _: M) -> Result<RawMatrix, M::Error> {
+        Err(self.refuse())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<RawMatrix, A::Error> {
+        let mut matrix = RawMatrix {
+            rows: 0,
+            cols: 0,
+            values: Vec::new(),
+        };
+        loop {
+            let row = RowSeed {
+                ctx: self.ctx,
+                name: self.name,
+                row: matrix.rows,
+                matrix: &mut matrix,
+            };
+            if seq.next_element_seed(row)?.is_none() {
+                break;
+            }
+            matrix.rows += 1;
+        }
+        if matrix.rows == 0 {
+            return Err(self
+                .ctx
+                .fail(Error::BadRequest(format!("{} is empty", self.name))));
+        }
+        Ok(matrix)
+    }
+}
+
+/// One row, appended to its matrix number by number.
+struct RowSeed<'c, 'm> {
+    ctx: &'c Ctx,
+    name: &'static str,
+    row: usize,
+    matrix: &'m mut RawMatrix,
+}
+
+impl RowSeed<'_, '_> {
+    fn refuse<E: de::Error>(&self) -> E {
+        self.ctx.fail(Error::BadRequest(format!(
+            "{}[{}] must be an array of numbers",
+            self.name, self.row
+        )))
+    }
+
+    fn ragged<E: de::Error>(&self, columns: &str) -> E {
+        self.ctx.fail(Error::BadRequest(format!(
+            "{} is ragged: row {} has {columns} columns, row 0 has {}",
+            self.name, self.row, self.matrix.cols
+        )))
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for RowSeed<'_, '_> {
+    type Value = ();
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for RowSeed<'_, '_> {
+    type Value = ();
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("an array of numbers")
+    }
+
+    refuse_scalars!(visit_bool: bool, visit_i64: i64, visit_u64: u64, visit_f64: f64, visit_str: &str);
+
+    fn visit_map<M: MapAccess<'de>>(self, _: M) -> Result<(), M::Error> {
+        Err(self.refuse())
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        let first = self.row == 0;
+        let mut col = 0;
+        loop {
+            let number = NumberSeed {
+                ctx: self.ctx,
+                name: self.name,
+                row: self.row,
+                col,
+            };
+            let Some(x) = seq.next_element_seed(number)? else {
+                break;
+            };
+            if !first && col == self.matrix.cols {
+                return Err(self.ragged(&format!("more than {col}")));
+            }
+            let left = self.ctx.budget.get();
+            if left == 0 {
+                let max = self.ctx.max_elements;
+                return Err(self.ctx.fail(Error::PayloadTooLarge(format!(
+                    "job too large: A and B hold more than {max} elements, the limit is {max} \
+                     (MAX_JOB_ELEMENTS); send large matrices as .npy files"
+                ))));
+            }
+            self.ctx.budget.set(left - 1);
+            self.matrix.values.extend_from_slice(&x.to_le_bytes());
+            col += 1;
+        }
+        if first {
+            if col == 0 {
+                return Err(self.ctx.fail(Error::BadRequest(format!(
+                    "{} is empty: its first row has no numbers",
+                    self.name
+                ))));
+            }
+            self.matrix.cols = col;
+        } else if col != self.matrix.cols {
+            return Err(self.ragged(&col.to_string()));
+        }
+        Ok(())
+    }
+}
+
+/// One number of a row, as f64 (the JSON text is decimal; f32 jobs round once at the end).
+struct NumberSeed<'c> {
+    ctx: &'c Ctx,
+    name: &'static str,
+    row: usize,
+    col: usize,
+}
+
+impl NumberSeed<'_> {
+    fn not_a_number<E: de::Error>(&self, what: &str) -> E {
+        self.ctx.fail(Error::BadRequest(format!(
+            "{}[{}][{}] is not a number: {what}",
+            self.name, self.row, self.col
+        )))
+    }
+}
+
+impl<'de> DeserializeSeed<'de> for NumberSeed<'_> {
+    type Value = f64;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<f64, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for NumberSeed<'_> {
+    type Value = f64;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a number")
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<f64, E> {
+        Ok(v)
+    }
+
+    fn visit_i64<E: de::Error>(self, v: i64) -> Result<f64, E> {
+        Ok(v as f64)
+    }
+
+    fn visit_u64<E: de::Error>(self, v: u64) -> Result<f64, E> {
+        Ok(v as f64)
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<f64, E> {
+        let shown: String = v.chars().take(40).collect();
+        Err(self.not_a_number(&format!("{shown:?}")))
+    }
+
+    fn visit_bool<E: de::Error>(self, v: bool) -> Result<f64, E> {
+        Err(self.not_a_number(&v.to_string()))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<f64, E> {
+        Err(self.not_a_number("null"))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, _: A) -> Result<f64, A::Error> {
+        Err(self.not_a_number("an array"))
+    }
+
+    fn visit_map<M: MapAccess<'de>>(self, _: M) -> Result<f64, M::Error> {
+        Err(self.not_a_number("an object"))
     }
 }
 
@@ -150,6 +556,39 @@ pub const MAX_TILE: usize = 4096;
 /// task is worth a network round trip, small enough for a phone's memory.
 const PANEL_BUDGET_BYTES: usize = 16 * 1024 * 1024;
 
+/// What a plan must respect, taken from [`crate::config::Limits`] so that the policy can be
+/// tested without a configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PlanLimits {
+    /// Elements of A, B and C together (`MAX_JOB_ELEMENTS`).
+    pub max_job_elements: usize,
+    /// Tiles one job may be cut into (`MAX_TASKS_PER_JOB`).
+    pub max_tasks: usize,
+    /// Largest Socket.io message (`MAX_MESSAGE_BYTES`). Each panel of a task and each result
+    /// must fit one, or the task can never be delivered or returned.
+    pub max_message_bytes: usize,
+}
+
+impl From<&crate::config::Limits> for PlanLimits {
+    fn from(limits: &crate::config::Limits) -> Self {
+        PlanLimits {
+            max_job_elements: limits.max_job_elements,
+            max_tasks: limits.max_tasks_per_job,
+            max_message_bytes: limits.max_message_bytes,
+        }
+    }
+}
+
+impl PlanLimits {
+    /// Bytes of matrix data one message may carry. Over websockets each binary attachment (a
+    /// panel, a result) travels as its own message, but a sixteenth of the limit is left for
+    /// the packet around it (event name, ids, keys, placeholders) so that a transport or
+    /// client that counts them together still takes the data.
+    pub fn message_data_bytes(&self) -> usize {
+        self.max_message_bytes - self.max_message_bytes / 16
+    }
+}
+
 /// How C = A·B is cut into tiles.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Plan {
@@ -172,34 +611,155 @@ pub struct Tile {
 }
 
 impl Plan {
-    /// Checks shapes and the requested tile; picks a tile when none is given.
-    pub fn new(a: &Matrix, b: &Matrix, tile: Option<usize>) -> Result<Self, String> {
+    /// Checks the operands against each other and the limits, and the requested tile; picks a
+    /// tile when none is given.
+    pub fn new(
+        a: &Matrix,
+        b: &Matrix,
+        tile: Option<usize>,
+        limits: &PlanLimits,
+    ) -> Result<Self, Error> {
         if a.dtype != b.dtype {
-            return Err(format!(
+            return Err(Error::BadRequest(format!(
                 "a is {} but b is {}: both must have the same dtype",
                 a.dtype.name(),
                 b.dtype.name()
-            ));
+            )));
         }
         if a.cols != b.rows {
-            return Err(format!(
+            return Err(Error::BadRequest(format!(
                 "inner dimensions differ: a is {}×{} and b is {}×{} (a's columns must equal b's rows)",
                 a.rows, a.cols, b.rows, b.cols
-            ));
+            )));
         }
-        let (m, k, n) = (a.rows, a.cols, b.cols);
-        let tile = match tile {
-            Some(t) if (1..=MAX_TILE).contains(&t) => t,
-            Some(t) => return Err(format!("tile must be between 1 and {MAX_TILE}, not {t}")),
-            None => default_tile(k, a.dtype),
-        };
-        Ok(Plan {
-            dtype: a.dtype,
+        Plan::for_shape(a.dtype, a.rows, a.cols, b.cols, tile, limits)
+    }
+
+    /// The policy behind [`Plan::new`], on the shape alone (so it can be tested on shapes far
+    /// too large to allocate).
+    ///
+    /// A tile the client names is taken as it is or refused, never changed behind its back:
+    /// the 400 says which tiles this job would accept. Too small a tile makes more tasks than
+    /// `MAX_TASKS_PER_JOB` (a 3000×1·1×3000 product at tile 1 would be 9 million rows); too
+    /// large a one makes a panel or result that no Socket.io message can carry, so the task
+    /// would circulate for ever. Without a tile the server picks one inside those bounds.
+    pub fn for_shape(
+        dtype: Dtype,
+        m: usize,
+        k: usize,
+        n: usize,
+        tile: Option<usize>,
+        limits: &PlanLimits,
+    ) -> Result<Self, Error> {
+        let max = limits.max_job_elements;
+        let elements = m
+            .checked_mul(k)
+            .zip(k.checked_mul(n))
+            .zip(m.checked_mul(n))
+            .and_then(|((a, b), c)| a.checked_add(b)?.checked_add(c));
+        match elements {
+            Some(e) if e <= max => {}
+            Some(e) => {
+                return Err(Error::PayloadTooLarge(format!(
+                    "job too large: A, B and C hold {e} elements, the limit is {max} (MAX_JOB_ELEMENTS)"
+                )))
+            }
+            None => {
+                return Err(Error::PayloadTooLarge(format!(
+                    "job too large: A, B and C hold more elements than the limit of {max} (MAX_JOB_ELEMENTS)"
+                )))
+            }
+        }
+        let with = |tile| Plan {
+            dtype,
             m,
             k,
             n,
             tile,
-        })
+        };
+        let data_bytes = limits.message_data_bytes();
+        let fits = |t| with(t).largest_message().is_some_and(|b| b <= data_bytes);
+        if !fits(1) {
+            return Err(Error::PayloadTooLarge(format!(
+                "k = {k} is too long: one row of a ({} bytes of {}) does not fit in a Socket.io \
+                 message ({data_bytes} bytes of data, MAX_MESSAGE_BYTES = {}), so no tile of \
+                 this job could ever be sent to a worker",
+                k.saturating_mul(dtype.size()),
+                dtype.name(),
+                limits.max_message_bytes
+            )));
+        }
+        // `fits` only fails more often and the task count only falls as the tile grows, so
+        // each bound is a binary search.
+        let largest = last_true(1, MAX_TILE, fits);
+        let few_enough = |t| with(t).tasks_total() <= limits.max_tasks;
+        if !few_enough(MAX_TILE) {
+            return Err(Error::PayloadTooLarge(format!(
+                "job too large: even tile {MAX_TILE} cuts this {m}×{n} product into {} tasks, \
+                 more than MAX_TASKS_PER_JOB = {}",
+                with(MAX_TILE).tasks_total(),
+                limits.max_tasks
+            )));
+        }
+        let smallest = first_true(1, MAX_TILE, few_enough);
+        if smallest > largest {
+            return Err(Error::PayloadTooLarge(format!(
+                "no tile fits this {m}×{k}·{k}×{n} {} job: at least {smallest} keeps it within \
+                 MAX_TASKS_PER_JOB = {} tasks, at most {largest} keeps each panel and result \
+                 within one Socket.io message (MAX_MESSAGE_BYTES = {}); submit it in parts",
+                dtype.name(),
+                limits.max_tasks,
+                limits.max_message_bytes
+            )));
+        }
+        let accepted = if smallest == largest {
+            format!("this job accepts tile {smallest} only")
+        } else {
+            format!("this job accepts tiles {smallest} to {largest}")
+        };
+        let tile = match tile {
+            Some(t) if !(1..=MAX_TILE).contains(&t) => {
+                return Err(Error::BadRequest(format!(
+                    "tile must be between 1 and {MAX_TILE}, not {t}"
+                )))
+            }
+            Some(t) if t < smallest => {
+                return Err(Error::BadRequest(format!(
+                    "tile {t} cuts this {m}×{n} product into {} tasks, more than \
+                     MAX_TASKS_PER_JOB = {}: use tile {smallest} or more ({accepted}), or \
+                     leave tile out and the server picks one",
+                    with(t).tasks_total(),
+                    limits.max_tasks
+                )))
+            }
+            Some(t) if t > largest => {
+                return Err(Error::BadRequest(format!(
+                    "tile {t} makes panels or results of {} bytes, more than one Socket.io \
+                     message carries ({data_bytes} bytes of data, MAX_MESSAGE_BYTES = {}): \
+                     use tile {largest} or less ({accepted}), or leave tile out and the server \
+                     picks one",
+                    with(t)
+                        .largest_message()
+                        .map_or_else(|| "too many".to_owned(), |b| b.to_string()),
+                    limits.max_message_bytes
+                )))
+            }
+            Some(t) => t,
+            None => default_tile(k, dtype).clamp(smallest, largest),
+        };
+        Ok(with(tile))
+    }
+
+    /// Bytes of the largest message a task of this plan needs: its A panel (rows×k), its B
+    /// panel (k×cols) or its result (rows×cols), whichever is largest; `None` past `usize`.
+    pub fn largest_message(&self) -> Option<usize> {
+        let rows = self.tile.min(self.m);
+        let cols = self.tile.min(self.n);
+        let e = self.dtype.size();
+        let a = rows.checked_mul(self.k)?.checked_mul(e)?;
+        let b = cols.checked_mul(self.k)?.checked_mul(e)?;
+        let c = rows.checked_mul(cols)?.checked_mul(e)?;
+        Some(a.max(b).max(c))
     }
 
     pub fn tile_rows(&self) -> usize {
@@ -210,8 +770,9 @@ impl Plan {
         self.n.div_ceil(self.tile)
     }
 
+    /// Tiles of C; saturates rather than wraps for a shape no plan would accept.
     pub fn tasks_total(&self) -> usize {
-        self.tile_rows() * self.tile_cols()
+        self.tile_rows().saturating_mul(self.tile_cols())
     }
 
     pub fn tile(&self, tile_row: usize, tile_col: usize) -> Tile {
@@ -273,6 +834,34 @@ impl Plan {
     }
 }
 
+/// The largest `x` in `lo..=hi` for which `pred` holds, when `pred` holds at `lo` and, once
+/// false, stays false.
+fn last_true(mut lo: usize, mut hi: usize, pred: impl Fn(usize) -> bool) -> usize {
+    while lo < hi {
+        let mid = lo + (hi - lo).div_ceil(2);
+        if pred(mid) {
+            lo = mid;
+        } else {
+            hi = mid - 1;
+        }
+    }
+    lo
+}
+
+/// The smallest `x` in `lo..=hi` for which `pred` holds, when `pred` holds at `hi` and, once
+/// true, stays true.
+fn first_true(mut lo: usize, mut hi: usize, pred: impl Fn(usize) -> bool) -> usize {
+    while lo < hi {
+        let mid = lo + (hi - lo) / 2;
+        if pred(mid) {
+            hi = mid;
+        } else {
+            lo = mid + 1;
+        }
+    }
+    hi
+}
+
 fn default_tile(k: usize, dtype: Dtype) -> usize {
     let by_budget = PANEL_BUDGET_BYTES / (k * dtype.size()).max(1);
     // Multiples of 16 suit every kernel's register tile; never below 16 unless k is enormous.
@@ -305,7 +894,7 @@ mod tests {
         ] {
             let a = matrix(m, k, |i, j| (i * 3 + j) as f64 % 7.0 - 3.0);
             let b = matrix(k, n, |i, j| (i + 2 * j) as f64 % 5.0 - 2.0);
-            let plan = Plan::new(&a, &b, Some(tile)).expect("valid plan");
+            let plan = Plan::new(&a, &b, Some(tile), &LIMITS).expect("valid plan");
             let panels = Bytes::from(plan.panelize_b(&b.data));
             let mut c = vec![0u8; m * n * 4];
             let mut seen = 0;
@@ -340,17 +929,248 @@ mod tests {
         }
     }
 
+    /// The defaults of `MAX_JOB_ELEMENTS`, `MAX_TASKS_PER_JOB` and `MAX_MESSAGE_BYTES`.
+    const LIMITS: PlanLimits = PlanLimits {
+        max_job_elements: 200_000_000,
+        max_tasks: 100_000,
+        max_message_bytes: 64 * 1024 * 1024,
+    };
+
+    fn json(body: &str) -> Result<JsonJob, Error> {
+        JsonJob::parse(body.as_bytes(), 1000)
+    }
+
+    fn json_error(body: &str) -> String {
+        json(body).expect_err(body).to_string()
+    }
+
+    #[test]
+    fn json_is_read_into_matrix_bytes() {
+        let job = json(r#"{"name": "x", "a": [[1, 2.5], [-3, 4e2]], "b": [[1], [2]], "tile": 4, "extra": [{"deep": [1]}]}"#)
+            .expect("valid");
+        assert_eq!((job.a.rows, job.a.cols, job.a.dtype), (2, 2, Dtype::F32));
+        assert_eq!(job.a.to_f64(), vec![1.0, 2.5, -3.0, 400.0]);
+        assert_eq!((job.b.rows, job.b.cols), (2, 1));
+        assert_eq!((job.tile, job.name.as_str()), (Some(4), "x"));
+        // The dtype may come after the matrices; f64 keeps every digit.
+        let job = json(r#"{"a": [[0.1]], "b": [[1]], "dtype": "f64"}"#).expect("valid");
+        assert_eq!((job.a.dtype, job.a.to_f64()), (Dtype::F64, vec![0.1]));
+    }
+
     #[test]
     fn json_input_errors_say_what_is_wrong() {
-        let parse = |v: serde_json::Value| {
-            Matrix::from_json("a", &v, Dtype::F32).expect_err("invalid input")
+        let cases = [
+            (
+                r#"{"a": [[1, 2], [3]], "b": [[1]]}"#,
+                "a is ragged: row 1 has 1 columns, row 0 has 2",
+            ),
+            (
+                r#"{"a": [[1], [3, 4]], "b": [[1]]}"#,
+                "a is ragged: row 1 has more than 1 columns",
+            ),
+            (
+                r#"{"a": [[1, "x"]], "b": [[1]]}"#,
+                "a[0][1] is not a number: \"x\"",
+            ),
+            (
+                r#"{"a": [[1, [2]]], "b": [[1]]}"#,
+                "a[0][1] is not a number",
+            ),
+            (
+                r#"{"a": [[1], null], "b": [[1]]}"#,
+                "a[1] must be an array of numbers",
+            ),
+            (r#"{"a": [], "b": [[1]]}"#, "a is empty"),
+            (r#"{"a": [[]], "b": [[1]]}"#, "a is empty"),
+            (r#"{"a": 3, "b": [[1]]}"#, "a must be an array of rows"),
+            (r#"{"a": [[1e300]], "b": [[1]]}"#, "not finite"),
+            (r#"{"a": [[1]]}"#, "missing b"),
+            (
+                r#"{"a": [[1]], "a": [[1]], "b": [[1]]}"#,
+                "a is given twice",
+            ),
+            (r#"{"a": [[1]], "b": [[1]], "dtype": "int8"}"#, "dtype"),
+            (
+                r#"{"a": [[1]], "b": [[1]], "tile": "big"}"#,
+                "tile must be a positive integer",
+            ),
+            (
+                r#"{"a": [[1]], "b": [[1]], "tile": -1}"#,
+                "tile must be a positive integer",
+            ),
+            (r#"[1, 2]"#, "must be an object"),
+            (r#"{"a": [[1]], "b": "#, "invalid JSON body"),
+            (r#"{"a": [[1]], "b": [[1]]} trailing"#, "invalid JSON body"),
+        ];
+        for (body, expected) in cases {
+            let error = json_error(body);
+            assert!(
+                error.contains(expected),
+                "{body}: {error:?} should say {expected:?}"
+            );
+        }
+    }
+
+    /// The attack of issue #12, item 3: one long first row and 200,000 empty rows in about a
+    /// megabyte. Reserving rows × first row's length aborted the process; now the second row
+    /// stops the parse and memory never exceeds the first row.
+    #[test]
+    fn a_ragged_body_is_refused_at_its_first_short_row() {
+        let mut body = String::from(r#"{"a": [["#);
+        body.push_str(&vec!["0"; 300_000].join(","));
+        body.push(']');
+        body.push_str(&",[]".repeat(200_000));
+        body.push_str(r#"], "b": [[1]]}"#);
+        assert!(body.len() > 1_000_000);
+        let error = JsonJob::parse(body.as_bytes(), 200_000_000).expect_err("ragged");
+        assert!(matches!(error, Error::BadRequest(_)));
+        assert!(error
+            .to_string()
+            .contains("a is ragged: row 1 has 0 columns, row 0 has 300000"));
+    }
+
+    #[test]
+    fn json_numbers_are_counted_against_the_element_limit_as_they_are_read() {
+        // 1001 numbers in A and B against a limit of 1000: refused at the 1001st, as 413.
+        let row = vec!["1"; 1001].join(",");
+        let error = json(&format!(r#"{{"a": [[{row}]], "b": [[1]]}}"#)).expect_err("too many");
+        assert!(matches!(error, Error::PayloadTooLarge(_)), "{error:?}");
+        assert!(error.to_string().contains("more than 1000 elements"));
+        let a = vec!["1"; 999].join(",");
+        let b = vec!["[1]"; 999].join(",");
+        let error = json(&format!(r#"{{"a": [[{a}]], "b": [{b}]}}"#)).expect_err("A + B");
+        assert!(matches!(error, Error::PayloadTooLarge(_)), "{error:?}");
+        json(&format!(r#"{{"a": [[{a}]], "b": [[1]]}}"#)).expect("exactly at the limit");
+    }
+
+    #[test]
+    fn a_tile_too_small_for_the_shape_is_refused_with_the_smallest_accepted() {
+        // Issue #12, item 2: 3000×1 · 1×3000 at tile 1 would be 9 million tasks.
+        let error = Plan::for_shape(Dtype::F32, 3000, 1, 3000, Some(1), &LIMITS)
+            .expect_err("9 million tasks");
+        assert!(matches!(error, Error::BadRequest(_)));
+        let text = error.to_string();
+        assert!(text.contains("9000000 tasks"), "{text}");
+        assert!(text.contains("use tile 10 or more"), "{text}");
+        // 10 is accepted (300² = 90,000 tasks), 9 is not (334² = 111,556).
+        let plan = Plan::for_shape(Dtype::F32, 3000, 1, 3000, Some(10), &LIMITS).expect("10");
+        assert_eq!(plan.tasks_total(), 90_000);
+        assert!(Plan::for_shape(Dtype::F32, 3000, 1, 3000, Some(9), &LIMITS).is_err());
+        // The 2·10⁸-task variant, just within MAX_JOB_ELEMENTS.
+        let text = Plan::for_shape(Dtype::F32, 14141, 1, 14141, Some(1), &LIMITS)
+            .expect_err("2·10⁸ tasks")
+            .to_string();
+        assert!(text.contains("use tile 45 or more"), "{text}");
+        // Without a tile the server picks one within the cap.
+        let plan = Plan::for_shape(Dtype::F32, 14141, 1, 14141, None, &LIMITS).expect("default");
+        assert!(plan.tasks_total() <= LIMITS.max_tasks);
+    }
+
+    #[test]
+    fn the_task_cap_is_enforced_for_every_tile() {
+        let limits = PlanLimits {
+            max_tasks: 7,
+            ..LIMITS
         };
-        assert!(parse(serde_json::json!([[1, 2], [3]])).contains("ragged"));
-        assert!(parse(serde_json::json!([[1, "x"]])).contains("a[0][1] is not a number"));
-        assert!(parse(serde_json::json!([])).contains("empty"));
-        assert!(parse(serde_json::json!([[]])).contains("empty"));
-        assert!(parse(serde_json::json!(3)).contains("array of rows"));
-        assert!(parse(serde_json::json!([[1e300]])).contains("not finite"));
+        for (m, n) in [(1, 1), (10, 10), (100, 3), (4096, 4096), (5000, 20)] {
+            for tile in [None, Some(1), Some(2), Some(3), Some(16), Some(4096)] {
+                if let Ok(plan) = Plan::for_shape(Dtype::F32, m, 1, n, tile, &limits) {
+                    assert!(plan.tasks_total() <= 7, "{m}×{n} tile {tile:?}");
+                }
+            }
+            // Whenever some tile is accepted, leaving the tile out is accepted too.
+            let any = (1..=MAX_TILE)
+                .any(|t| Plan::for_shape(Dtype::F32, m, 1, n, Some(t), &limits).is_ok());
+            assert_eq!(
+                any,
+                Plan::for_shape(Dtype::F32, m, 1, n, None, &limits).is_ok(),
+                "{m}×{n}"
+            );
+        }
+        // Even the largest tile makes too many tasks: 413, not a tile hint.
+        let limits = PlanLimits {
+            max_tasks: 3,
+            ..LIMITS
+        };
+        let error =
+            Plan::for_shape(Dtype::F32, 10_000, 1, 10_000, None, &limits).expect_err("9 tiles");
+        assert!(matches!(error, Error::PayloadTooLarge(_)), "{error:?}");
+    }
+
+    #[test]
+    fn every_panel_and_result_fits_one_message() {
+        // Issue #12, item 8: at 64 MiB an f64 result of 2897² is over the limit.
+        let error = Plan::for_shape(Dtype::F64, 4000, 1, 4000, Some(2897), &LIMITS)
+            .expect_err("result too large");
+        assert!(matches!(error, Error::BadRequest(_)));
+        assert!(
+            error.to_string().contains("use tile 2804 or less"),
+            "{error}"
+        );
+        let plan = Plan::for_shape(Dtype::F64, 4000, 1, 4000, Some(2804), &LIMITS).expect("fits");
+        assert!(plan.largest_message().expect("small") <= LIMITS.message_data_bytes());
+        // Panels: k = 100,000 f32 rows are 400 kB each, so at most 157 of them per message
+        // of 64 MiB less a sixteenth.
+        let error = Plan::for_shape(Dtype::F32, 300, 100_000, 300, Some(256), &LIMITS)
+            .expect_err("panel too large");
+        assert!(
+            error.to_string().contains("use tile 157 or less"),
+            "{error}"
+        );
+        // The default tile respects the limit as well, here a small one.
+        let small = PlanLimits {
+            max_message_bytes: 64 * 1024,
+            ..LIMITS
+        };
+        for (m, k, n, dtype) in [
+            (1000, 1, 1000, Dtype::F64),
+            (500, 3000, 500, Dtype::F32),
+            (1, 7000, 1, Dtype::F64),
+        ] {
+            let plan = Plan::for_shape(dtype, m, k, n, None, &small).expect("some tile fits");
+            assert!(
+                plan.largest_message().expect("small") <= small.message_data_bytes(),
+                "{m}×{k}×{n}: tile {}",
+                plan.tile
+            );
+        }
+        // A row of A longer than a message can never be sent: 413.
+        let error = Plan::for_shape(Dtype::F64, 2, 8000, 2, None, &small).expect_err("k too long");
+        assert!(matches!(error, Error::PayloadTooLarge(_)), "{error:?}");
+        assert!(
+            error.to_string().contains("k = 8000 is too long"),
+            "{error}"
+        );
+        // One task at most, but one tile of 100² f64 does not fit: no tile works, 413.
+        let tight = PlanLimits {
+            max_tasks: 1,
+            ..small
+        };
+        let error = Plan::for_shape(Dtype::F64, 100, 1, 100, None, &tight).expect_err("no tile");
+        assert!(matches!(error, Error::PayloadTooLarge(_)), "{error:?}");
+        assert!(error.to_string().contains("at least 100"), "{error}");
+        assert!(error.to_string().contains("at most 87"), "{error}");
+    }
+
+    #[test]
+    fn sizes_are_checked_without_overflow() {
+        let huge = usize::MAX / 2;
+        for (m, k, n) in [(huge, huge, huge), (huge, 1, 3), (1, huge, 1), (3, 1, huge)] {
+            let error = Plan::for_shape(Dtype::F64, m, k, n, None, &LIMITS).expect_err("too large");
+            assert!(
+                matches!(error, Error::PayloadTooLarge(_)),
+                "{m}×{k}×{n}: {error:?}"
+            );
+        }
+        let plan = Plan {
+            dtype: Dtype::F64,
+            m: huge,
+            k: huge,
+            n: huge,
+            tile: 1,
+        };
+        assert_eq!(plan.tasks_total(), usize::MAX);
+        assert_eq!(plan.largest_message(), None);
     }
 
     #[test]

@@ -11,6 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request, State};
+use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -105,22 +106,55 @@ impl Metrics {
 }
 
 /// Middleware timing every HTTP request, labelled by its route pattern (never the raw path,
-/// which would make a label per job id).
+/// which would make a label per job id). Every label has a fixed set of values, since each
+/// new combination is a series kept for the life of the process: methods outside the
+/// standard ones are counted as `other`; requests that matched no route as `static` when the
+/// web files answered them and `unmatched` otherwise (404s for made-up paths, for example).
 pub async fn track_http(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let method = request.method().to_string();
+    let method = method_label(request.method());
     let route = request
         .extensions()
         .get::<MatchedPath>()
-        .map_or_else(|| "static".to_owned(), |p| p.as_str().to_owned());
+        .map(|p| p.as_str().to_owned());
     let response = next.run(request).await;
+    let status = response.status();
+    let route = route.unwrap_or_else(|| {
+        let served = status.is_success() || status.is_redirection();
+        (if served { STATIC } else { UNMATCHED }).to_owned()
+    });
     state.metrics.http_request(
-        &method,
+        method,
         &route,
-        response.status().as_u16(),
+        status.as_u16(),
         started.elapsed().as_secs_f64(),
     );
     response
+}
+
+/// The route label of requests the web files answered.
+const STATIC: &str = "static";
+/// The route label of requests that matched no route and no file.
+const UNMATCHED: &str = "unmatched";
+
+/// The method label: one of the nine methods of RFC 9110 (and PATCH), or `other` for any
+/// made-up one, of which a client could send an endless variety.
+fn method_label(method: &Method) -> &'static str {
+    const KNOWN: [(Method, &str); 9] = [
+        (Method::GET, "GET"),
+        (Method::HEAD, "HEAD"),
+        (Method::POST, "POST"),
+        (Method::PUT, "PUT"),
+        (Method::DELETE, "DELETE"),
+        (Method::CONNECT, "CONNECT"),
+        (Method::OPTIONS, "OPTIONS"),
+        (Method::TRACE, "TRACE"),
+        (Method::PATCH, "PATCH"),
+    ];
+    KNOWN
+        .iter()
+        .find(|(known, _)| known == method)
+        .map_or("other", |(_, label)| label)
 }
 
 fn family(out: &mut String, name: &str, kind: &str, help: &str) {
@@ -236,4 +270,25 @@ pub async fn render(State(state): State<AppState>) -> Result<Response> {
         out,
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn made_up_methods_and_unmatched_routes_share_one_series() {
+        assert_eq!(method_label(&Method::GET), "GET");
+        assert_eq!(method_label(&Method::PATCH), "PATCH");
+        let metrics = Metrics::default();
+        for i in 0..1000 {
+            let method = Method::from_bytes(format!("FOO{i}").as_bytes()).expect("a token");
+            assert_eq!(method_label(&method), "other");
+            metrics.http_request(method_label(&method), UNMATCHED, 405, 0.001);
+        }
+        let series = metrics.http.lock().unwrap_or_else(|e| e.into_inner());
+        assert_eq!(series.len(), 1);
+        let key = ("other".to_owned(), "unmatched".to_owned(), 405);
+        assert_eq!(series.get(&key).map(|h| h.count), Some(1000));
+    }
 }

@@ -2,6 +2,7 @@
 //! results. Only what the grid exchanges is supported; anything else is refused with a
 //! message a researcher can act on.
 
+use crate::error::Error;
 use crate::jobs::{Dtype, Matrix};
 use bytes::Bytes;
 
@@ -9,8 +10,12 @@ const MAGIC: &[u8] = b"\x93NUMPY";
 
 /// Parses a `.npy` file holding a 2-D C-order float32/float64 array. Big-endian data is
 /// converted; the matrix is kept as little-endian bytes, the grid's wire layout.
-pub fn parse(name: &str, file: &[u8]) -> Result<Matrix, String> {
-    let bad = |why: &str| format!("{name}: not a valid .npy file: {why}");
+///
+/// The shape in the header is checked against `max_elements` (`MAX_JOB_ELEMENTS`) and against
+/// the data before anything is copied: a header may claim any shape. Little-endian data is
+/// not copied at all: the matrix is a slice of the uploaded file.
+pub fn parse(name: &str, file: &Bytes, max_elements: usize) -> Result<Matrix, Error> {
+    let bad = |why: &str| Error::BadRequest(format!("{name}: not a valid .npy file: {why}"));
     if file.len() < 10 || &file[..6] != MAGIC {
         return Err(bad("missing the \\x93NUMPY magic"));
     }
@@ -38,16 +43,16 @@ pub fn parse(name: &str, file: &[u8]) -> Result<Matrix, String> {
         "<f8" | "=f8" => (Dtype::F64, false),
         ">f8" => (Dtype::F64, true),
         other => {
-            return Err(format!(
+            return Err(Error::BadRequest(format!(
                 "{name}: dtype {other} is not supported; save float32 or float64 (e.g. a.astype(np.float32))"
-            ))
+            )))
         }
     };
     let fortran = dict_value(header, "fortran_order").ok_or_else(|| bad("no 'fortran_order'"))?;
     if fortran.trim() != "False" {
-        return Err(format!(
+        return Err(Error::BadRequest(format!(
             "{name}: Fortran-order arrays are not supported; save np.ascontiguousarray(x)"
-        ));
+        )));
     }
     let shape = dict_value(header, "shape").ok_or_else(|| bad("header has no 'shape'"))?;
     let dims: Vec<usize> = shape
@@ -59,11 +64,17 @@ pub fn parse(name: &str, file: &[u8]) -> Result<Matrix, String> {
         .collect::<Result<_, _>>()
         .map_err(|_| bad("shape is not a tuple of integers"))?;
     let [rows, cols] = dims[..] else {
-        return Err(format!(
+        return Err(Error::BadRequest(format!(
             "{name}: expected a 2-D array, got {} dimension(s) {shape}",
             dims.len()
-        ));
+        )));
     };
+    if rows.checked_mul(cols).is_none_or(|e| e > max_elements) {
+        return Err(Error::PayloadTooLarge(format!(
+            "{name}: shape ({rows}, {cols}) holds more than {max_elements} elements, the limit \
+             (MAX_JOB_ELEMENTS)"
+        )));
+    }
     let data = &file[end..];
     let expected = rows
         .checked_mul(cols)
@@ -83,9 +94,9 @@ pub fn parse(name: &str, file: &[u8]) -> Result<Matrix, String> {
         }
         Bytes::from(swapped)
     } else {
-        Bytes::copy_from_slice(data)
+        file.slice(end..)
     };
-    Matrix::new(name, dtype, rows, cols, bytes)
+    Matrix::new(name, dtype, rows, cols, bytes).map_err(Error::BadRequest)
 }
 
 /// Finds `'key': value` in the header's Python dict literal; values we read hold no commas
@@ -140,9 +151,29 @@ mod tests {
         let data = f32_bytes(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
         let file = encode(Dtype::F32, 2, 3, &data);
         assert_eq!((file.len() - data.len()) % 64, 0, "data is 64-byte aligned");
-        let m = parse("a", &file).expect("valid file");
+        let m = parse("a", &Bytes::from(file), 6).expect("valid file");
         assert_eq!((m.dtype, m.rows, m.cols), (Dtype::F32, 2, 3));
         assert_eq!(&m.data[..], &data[..]);
+    }
+
+    #[test]
+    fn a_claimed_shape_past_the_limit_is_413_and_little_endian_data_is_not_copied() {
+        let header =
+            "{'descr': '<f4', 'fortran_order': False, 'shape': (4000000000, 4000000000), }";
+        let mut file = MAGIC.to_vec();
+        file.extend_from_slice(&[1, 0]);
+        file.extend_from_slice(&(header.len() as u16).to_le_bytes());
+        file.extend_from_slice(header.as_bytes());
+        file.extend_from_slice(&[0; 4]);
+        let error = parse("a", &Bytes::from(file), 200_000_000).expect_err("too large");
+        assert!(matches!(error, Error::PayloadTooLarge(_)), "{error:?}");
+        let file = Bytes::from(encode(Dtype::F32, 1, 2, &f32_bytes(&[1.0, 2.0])));
+        let m = parse("a", &file, 2).expect("valid");
+        assert_eq!(
+            m.data.as_ptr(),
+            file[file.len() - 8..].as_ptr(),
+            "a slice of the file"
+        );
     }
 
     #[test]
@@ -154,7 +185,7 @@ mod tests {
         file.extend_from_slice(header.as_bytes());
         file.extend_from_slice(&1.5f64.to_be_bytes());
         file.extend_from_slice(&(-2.0f64).to_be_bytes());
-        let m = parse("b", &file).expect("valid file");
+        let m = parse("b", &Bytes::from(file), 2).expect("valid file");
         assert_eq!(m.dtype, Dtype::F64);
         assert_eq!(m.to_f64(), vec![1.5, -2.0]);
     }
@@ -206,9 +237,25 @@ mod tests {
                 ),
                 "not finite",
             ),
+            (
+                with_header(
+                    "{'descr': '<f4', 'fortran_order': False, 'shape': (4000000000, 4000000000), }",
+                    &[0; 4],
+                ),
+                "more than 100 elements",
+            ),
+            (
+                with_header(
+                    "{'descr': '<f4', 'fortran_order': False, 'shape': (11, 10), }",
+                    &[0; 440],
+                ),
+                "more than 100 elements",
+            ),
         ];
         for (file, expected) in cases {
-            let err = parse("a", &file).expect_err(expected);
+            let err = parse("a", &Bytes::from(file), 100)
+                .expect_err(expected)
+                .to_string();
             assert!(
                 err.contains(expected),
                 "{err:?} should mention {expected:?}"
