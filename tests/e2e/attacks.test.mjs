@@ -114,6 +114,13 @@ test("5. forged left-most X-Forwarded-For hops all count as the address the prox
   const other64 = outcome4(server.url, as("10.0.0.1", "2001:db8:1:3::1"));
   t.after(() => other64.socket.close());
   assert.equal(await other64.settled, "connected");
+
+  // Malformed hops in the trusted place do not let a client pick its address either: they
+  // all count as the TCP peer (the proxy, here 127.0.0.1), whatever is written left of them.
+  const malformed = ["unknown", "garbage 1", "[2001:db8::1", "1.2.3.4%eth0"];
+  const garbage = await inOrder(malformed.map((bad, i) => as(`10.7.${i}.1`, bad)));
+  assert.deepEqual(garbage.slice(0, 3), ["connected", "connected", "connected"]);
+  assert.match(garbage[3], /more than 3 connections/);
 });
 
 /** Opens a raw Engine.IO session over websocket (no Socket.io CONNECT); resolves with the
