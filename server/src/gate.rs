@@ -110,6 +110,15 @@ fn over_websocket(uri: &Uri) -> bool {
 /// is given back when the session ends: a websocket session's with its connection (see
 /// `peer`), a long-polling session's when the session is dropped (see `state::Session`).
 pub async fn handshake(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
+    // The server's connect info is `Peer`; code that asks for the plain `SocketAddr`, as
+    // axum's default would provide, still finds it.
+    if let Some(addr) = req
+        .extensions()
+        .get::<ConnectInfo<Peer>>()
+        .map(|c| c.0.addr)
+    {
+        req.extensions_mut().insert(ConnectInfo(addr));
+    }
     if !opens_session(req.method(), req.uri()) {
         return next.run(req).await;
     }
