@@ -84,7 +84,9 @@ pub struct Limits {
     /// Sustained Socket.io events per second per connection (`MAX_EVENTS_PER_SEC`); bursts of
     /// twice as many are allowed.
     pub max_events_per_sec: u32,
-    /// Socket.io connections open at once from one IP address (`MAX_CONNECTIONS_PER_IP`).
+    /// Socket.io connections open at once from one IP address (`MAX_CONNECTIONS_PER_IP`), an
+    /// IPv6 /64 counting as one; Engine.IO sessions, connected or not, may be twice as many
+    /// (see `gate`).
     pub max_connections_per_ip: usize,
     /// Reverse proxies in front of the server that append to `X-Forwarded-For`
     /// (`TRUST_PROXY`: `true` = one, as behind Render's proxy, or a count): the client address
