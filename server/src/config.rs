@@ -7,6 +7,8 @@ use std::net::IpAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use crate::address::TrustProxy;
+
 /// Why the configuration could not be read.
 #[derive(Debug, thiserror::Error)]
 #[error("invalid {var}={value:?}: {reason}")]
@@ -104,11 +106,14 @@ pub struct Limits {
     /// Sustained Socket.io events per second per connection (`MAX_EVENTS_PER_SEC`); bursts of
     /// twice as many are allowed.
     pub max_events_per_sec: u32,
-    /// Socket.io connections open at once from one IP address (`MAX_CONNECTIONS_PER_IP`).
+    /// Socket.io connections open at once from one IP address (`MAX_CONNECTIONS_PER_IP`), an
+    /// IPv6 /64 counting as one; Engine.IO sessions, connected or not, may be twice as many
+    /// (see `gate`).
     pub max_connections_per_ip: usize,
-    /// Take the client address from `X-Forwarded-For` (`TRUST_PROXY=true`, as behind Render's
-    /// proxy); otherwise from the TCP peer.
-    pub trust_proxy: bool,
+    /// Reverse proxies in front of the server that append to `X-Forwarded-For`
+    /// (`TRUST_PROXY`: `true` = one, as behind Render's proxy, or a count): the client address
+    /// is the entry that many places from the right; without, the TCP peer.
+    pub trust_proxy: TrustProxy,
 }
 
 impl Config {
@@ -219,7 +224,7 @@ impl Config {
                     |v| *v >= 1,
                     "at least 1",
                 )?,
-                trust_proxy: parse(&get, "TRUST_PROXY", false, |_| true, "")?,
+                trust_proxy: parse(&get, "TRUST_PROXY", TrustProxy::None, |_| true, "")?,
             },
             app_env: match get("APP_ENV").as_deref() {
                 None | Some("development") | Some("dev") => AppEnv::Development,

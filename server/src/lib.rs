@@ -5,16 +5,19 @@
 //! `main.rs` only reads the configuration and calls [`build`] and [`run`]; tests call the same
 //! two functions on an ephemeral port with a temporary database.
 
+pub mod address;
 pub mod broadcast;
 pub mod commit;
 pub mod config;
 pub mod db;
 pub mod error;
+pub mod gate;
 pub mod http;
 pub mod jobs;
 pub mod metrics;
 pub mod npy;
 pub mod panels;
+pub mod peer;
 pub mod protocol;
 pub mod scheduler;
 pub mod socket;
@@ -38,11 +41,15 @@ use tower_http::trace::TraceLayer;
 use crate::config::{AllowedOrigins, Config};
 use crate::state::{AppState, InputCache, Stats, Workers};
 
+/// How long an Engine.IO session may go without connecting to Socket.io.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Memory kept for the operands of running jobs (see [`state::InputCache`]).
 const INPUT_CACHE_BYTES: usize = 1024 * 1024 * 1024;
 
 /// Opens the database (re-queuing leases left by a previous process) and assembles the app:
-/// HTTP routes, the Socket.io layer and CORS, around one shared [`AppState`].
+/// HTTP routes, the Socket.io layer behind its handshake gate, and CORS, around one shared
+/// [`AppState`].
 pub async fn build(config: Config) -> Result<(Router, AppState), sqlx::Error> {
     let db = db::connect(&config.database_path).await?;
     let requeued = db::requeue_all_leases(&db).await?;
@@ -51,6 +58,12 @@ pub async fn build(config: Config) -> Result<(Router, AppState), sqlx::Error> {
     }
     let max_message = config.limits.max_message_bytes;
     let (socket_layer, io) = SocketIo::builder()
+        .req_path(gate::SOCKET_IO_PATH)
+        // An Engine.IO session that has not connected to Socket.io by then is closed: a
+        // client sends its CONNECT right after the handshake, and a session refused at the
+        // CONNECT, or never meant to connect, should not hold its place in the address's
+        // session budget (see `gate`) for socketioxide's default 45 s.
+        .connect_timeout(CONNECT_TIMEOUT)
         // A silent peer is noticed after interval + timeout; leases cover the rest.
         .ping_interval(Duration::from_secs(10))
         .ping_timeout(Duration::from_secs(10))
@@ -80,15 +93,19 @@ pub async fn build(config: Config) -> Result<(Router, AppState), sqlx::Error> {
     };
     // The namespace handler captures the state rather than using socketioxide's `with_state`:
     // the state holds the `SocketIo` handle for broadcasts, which exists only once built.
-    let gate = state.clone();
+    let admit_state = state.clone();
     // Everything happens in the middleware, before the client is told it is connected (see
     // `socket::admit`); the connect handler has nothing left to do.
     let handler = |_: SocketRef| std::future::ready(());
-    let middleware = move |s: SocketRef| std::future::ready(socket::admit(&s, &gate));
+    let middleware = move |s: SocketRef| std::future::ready(socket::admit(&s, &admit_state));
     io.ns("/", handler.with(middleware));
     let cors = cors_layer(&state.config.allowed_origins);
+    // The gate runs before the Socket.io layer, so that a handshake is counted against its
+    // address before socketioxide creates the session.
+    let handshake_gate = axum::middleware::from_fn_with_state(state.clone(), gate::handshake);
     let router = http::router(state.clone())
         .layer(socket_layer)
+        .layer(handshake_gate)
         .layer(cors)
         .layer(TraceLayer::new_for_http());
     Ok((router, state))
@@ -118,7 +135,7 @@ pub async fn run(
         tokio::spawn(scheduler::sweep_loop(state.clone())),
         tokio::spawn(broadcast::broadcast_loop(state.clone())),
     ];
-    let app = router.into_make_service_with_connect_info::<std::net::SocketAddr>();
+    let app = router.into_make_service_with_connect_info::<peer::Peer>();
     let st = state.clone();
     let graceful = async move {
         shutdown.await;
@@ -137,7 +154,7 @@ pub async fn run(
         tokio::time::sleep(Duration::from_millis(300)).await;
         st.io.close().await;
     };
-    let served = axum::serve(listener, app)
+    let served = axum::serve(peer::Listener(listener), app)
         .with_graceful_shutdown(graceful)
         .await;
     for task in background {

@@ -4,7 +4,7 @@
 //! so a malformed one is answered with `protocol_error` instead of being dropped silently, and
 //! no handler can take the connection or the server down.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use socketioxide::extract::{AckSender, SocketRef, TryData};
@@ -27,19 +27,20 @@ use crate::verify;
 /// Longest name or user agent kept for a worker.
 const MAX_LABEL: usize = 200;
 
-/// Refused connection: too many from one address. Sent to the client as `connect_error`.
-#[derive(Debug, thiserror::Error)]
-#[error("more than {0} connections from one address")]
-pub struct TooManyConnections(usize);
-
-/// Connect middleware: counts the connection against its address's limit and registers the
-/// protocol's handlers. Both happen here, before socketioxide tells the client it is
-/// connected: a refused client gets `connect_error`, and an admitted one may send its first
-/// event the moment it is told. The connect handler proper runs only after the connect packet
-/// has gone out, and an event that arrives before its handler exists is dropped without a
-/// word; at server start, when every page reconnects at once, that lost registrations.
-pub fn admit(socket: &SocketRef, state: &AppState) -> Result<(), TooManyConnections> {
+/// Connect middleware: refuses a page from an origin outside `ALLOWED_ORIGINS`, counts the
+/// connection against its address's limit and registers the protocol's handlers. All of it
+/// happens here, before socketioxide tells the client it is connected: a refused client gets
+/// `connect_error` with the reason, and an admitted one may send its first event the moment
+/// it is told. The connect handler proper runs only after the connect packet has gone out,
+/// and an event that arrives before its handler exists is dropped without a word; at server
+/// start, when every page reconnects at once, that lost registrations.
+pub fn admit(socket: &SocketRef, state: &AppState) -> Result<(), crate::gate::Refused> {
     let ip = client_ip(socket, state.config.limits.trust_proxy);
+    let origins = &state.config.allowed_origins;
+    if let Err(refused) = crate::gate::check_origin(origins, &socket.req_parts().headers) {
+        tracing::warn!(%ip, %refused, "connection refused");
+        return Err(refused);
+    }
     let limits = &state.config.limits;
     match state
         .limits
@@ -51,7 +52,9 @@ pub fn admit(socket: &SocketRef, state: &AppState) -> Result<(), TooManyConnecti
         }
         None => {
             tracing::warn!(%ip, "connection refused: too many from one address");
-            Err(TooManyConnections(limits.max_connections_per_ip))
+            Err(crate::gate::Refused::TooManyConnections(
+                limits.max_connections_per_ip,
+            ))
         }
     }
 }
@@ -204,24 +207,11 @@ fn register_handlers(socket: &SocketRef, state: AppState, ip: IpAddr, admission:
     });
 }
 
-/// The client's address: the TCP peer, or the first `X-Forwarded-For` hop behind a proxy.
-fn client_ip(socket: &SocketRef, trust_proxy: bool) -> IpAddr {
+/// The client's address group, which its per-address limits count (see `address`): from the
+/// handshake request, which the Engine.IO session keeps.
+fn client_ip(socket: &SocketRef, trust_proxy: crate::address::TrustProxy) -> IpAddr {
     let parts = socket.req_parts();
-    if trust_proxy {
-        let forwarded = parts
-            .headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|v| v.trim().parse().ok());
-        if let Some(ip) = forwarded {
-            return ip;
-        }
-    }
-    parts
-        .extensions
-        .get::<axum::extract::ConnectInfo<SocketAddr>>()
-        .map_or(IpAddr::from([0, 0, 0, 0]), |c| c.0.ip())
+    crate::address::client_key(&parts.headers, &parts.extensions, trust_proxy)
 }
 
 /// The per-connection event budget: a flooding client is told once and disconnected.

@@ -527,10 +527,21 @@ impl Waiter {
     }
 }
 
-/// Connections open at once per client address.
+/// Engine.IO sessions and Socket.io connections open at once per client address group (see
+/// `address::group`).
 #[derive(Default)]
 pub struct ClientLimits {
-    per_ip: Mutex<HashMap<IpAddr, usize>>,
+    per_ip: Mutex<HashMap<IpAddr, Open>>,
+}
+
+/// What one address group holds open.
+#[derive(Default, Debug, Clone, Copy, PartialEq, Eq)]
+struct Open {
+    /// Engine.IO sessions, from the handshake until the session is gone, whether or not it
+    /// ever connected to Socket.io.
+    sessions: usize,
+    /// Socket.io connections admitted by the connect middleware.
+    connections: usize,
 }
 
 impl ClientLimits {
@@ -542,11 +553,11 @@ impl ClientLimits {
         events_per_sec: u32,
     ) -> Option<Admission> {
         let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-        let count = per_ip.entry(ip).or_insert(0);
-        if *count >= max {
+        let open = per_ip.entry(ip).or_default();
+        if open.connections >= max {
             return None;
         }
-        *count += 1;
+        open.connections += 1;
         let per_sec = f64::from(events_per_sec);
         Some(Admission {
             limits: self.clone(),
@@ -557,21 +568,77 @@ impl ClientLimits {
         })
     }
 
+    /// Counts a new Engine.IO session from `ip`, or refuses it (`None`) when that would pass
+    /// `max`. The place is given back when the last clone of the returned [`Session`] is
+    /// dropped.
+    pub fn open_session(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<Session> {
+        let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let open = per_ip.entry(ip).or_default();
+        if open.sessions >= max {
+            if *open == Open::default() {
+                per_ip.remove(&ip);
+            }
+            return None;
+        }
+        open.sessions += 1;
+        Some(Session {
+            _place: Arc::new(SessionPlace {
+                limits: self.clone(),
+                ip,
+            }),
+        })
+    }
+
     /// Connections counted for `ip` now.
     #[cfg(test)]
     pub fn open(&self, ip: IpAddr) -> usize {
-        let per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-        per_ip.get(&ip).copied().unwrap_or(0)
+        self.counts(ip).connections
     }
 
-    fn release(&self, ip: IpAddr) {
+    /// Engine.IO sessions counted for `ip` now.
+    #[cfg(test)]
+    pub fn sessions(&self, ip: IpAddr) -> usize {
+        self.counts(ip).sessions
+    }
+
+    #[cfg(test)]
+    fn counts(&self, ip: IpAddr) -> Open {
+        let per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        per_ip.get(&ip).copied().unwrap_or_default()
+    }
+
+    fn release(&self, ip: IpAddr, what: impl FnOnce(&mut Open)) {
         let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(count) = per_ip.get_mut(&ip) {
-            *count = count.saturating_sub(1);
-            if *count == 0 {
+        if let Some(open) = per_ip.get_mut(&ip) {
+            what(open);
+            if *open == Open::default() {
                 per_ip.remove(&ip);
             }
         }
+    }
+}
+
+/// One Engine.IO session's place in its address's budget. The handshake gate puts it in the
+/// handshake request's extensions, which engineioxide keeps with the session for the
+/// session's whole life (`SocketRef::req_parts`): the place is taken before the session
+/// exists and given back when the session is dropped, however it ends (closed by the client,
+/// a ping timeout, the connect timeout, or a failed upgrade), with no hook to forget.
+#[derive(Clone)]
+pub struct Session {
+    /// Held, never read: its drop is what gives the place back.
+    _place: Arc<SessionPlace>,
+}
+
+struct SessionPlace {
+    limits: Arc<ClientLimits>,
+    ip: IpAddr,
+}
+
+impl Drop for SessionPlace {
+    fn drop(&mut self) {
+        self.limits.release(self.ip, |open| {
+            open.sessions = open.sessions.saturating_sub(1)
+        });
     }
 }
 
@@ -611,7 +678,9 @@ impl Admission {
     /// Marks the connection ended and gives its share of the address's limit back (once).
     pub fn close(&self) {
         if !self.closed.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            self.limits.release(self.ip);
+            self.limits.release(self.ip, |open| {
+                open.connections = open.connections.saturating_sub(1);
+            });
         }
     }
 
@@ -663,6 +732,39 @@ mod tests {
         drop(second); // never closed, as when socketioxide drops a half-connected socket
         assert_eq!(limits.open(ip), 0);
         assert!(limits.admit(ip, 2, 10).is_some());
+    }
+
+    #[test]
+    fn a_session_holds_its_place_until_its_last_clone_is_dropped() {
+        let limits = Arc::new(ClientLimits::default());
+        let ip = IpAddr::from([10, 0, 0, 1]);
+        let first = limits.open_session(ip, 2).expect("first of two");
+        let second = limits.open_session(ip, 2).expect("second of two");
+        assert!(
+            limits.open_session(ip, 2).is_none(),
+            "a third passes the limit"
+        );
+        assert_eq!(limits.sessions(ip), 2);
+        assert_eq!(limits.open(ip), 0, "sessions are not connections");
+
+        // engineioxide clones the handshake's parts (and so the session) for an upgrade.
+        let kept_by_the_session = first.clone();
+        drop(first);
+        assert_eq!(limits.sessions(ip), 2, "a clone still holds the place");
+        drop(kept_by_the_session);
+        assert_eq!(limits.sessions(ip), 1);
+
+        // Connections are counted apart, and the entry goes once both are back to zero.
+        let connection = limits.admit(ip, 1, 10).expect("a connection");
+        drop(second);
+        assert_eq!((limits.sessions(ip), limits.open(ip)), (0, 1));
+        drop(connection);
+        assert!(limits.per_ip.lock().expect("not poisoned").is_empty());
+        assert!(limits.open_session(ip, 0).is_none(), "a zero limit refuses");
+        assert!(
+            limits.per_ip.lock().expect("not poisoned").is_empty(),
+            "a refusal leaves nothing behind"
+        );
     }
 
     #[test]
