@@ -606,7 +606,7 @@ pub async fn quarantine(state: &AppState, worker_id: &str, reason: &str) {
 }
 
 /// Offers tasks that went back to the queue to waiting workers again. Whether a task fails
-/// its job is decided where its failure is recorded (see [`failed`]), never from a count here.
+/// its job is decided where its failure is recorded (see [`handle_failures`]), never from a count here.
 pub async fn offer_again(state: &AppState, tasks: &[Requeued]) -> Result<()> {
     for task in tasks {
         broadcast::tile(
