@@ -469,8 +469,13 @@ pub async fn redeliver(
         if let Some(cache) = w.cache.as_mut() {
             cache.clear();
         }
+        // `deliver_as` counts a delivery against a request.
         w.requested += 1;
-        Ok(w.leases.remove(&task_id).expect("looked up above"))
+        // Counted now, and the lease kept in place while it is sent again: `panel_missing`s
+        // handled meanwhile must find it, and find it counted.
+        let lease = w.leases.get_mut(&task_id).expect("looked up above");
+        lease.redelivered += 1;
+        Ok(lease.clone())
     });
     let lease = match lease {
         None => return Ok(Err(NotRedelivered::NotLeased)),
@@ -489,14 +494,7 @@ pub async fn redeliver(
         tile_row: lease.tile_row as i64,
         tile_col: lease.tile_col as i64,
     };
-    deliver_as(
-        state,
-        waiter,
-        &claimed,
-        lease.duplicate,
-        lease.redelivered + 1,
-    )
-    .await?;
+    deliver_as(state, waiter, &claimed, lease.duplicate, lease.redelivered).await?;
     Ok(Ok(()))
 }
 

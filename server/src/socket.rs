@@ -571,6 +571,8 @@ async fn task_result(state: AppState, socket: SocketRef, data: TryData<TaskResul
         }) => {
             ack(true, None);
             Metrics::add(&state.metrics.tasks_completed, 1);
+            // The worker's lease allowance grew: a request it made past it may be served now.
+            state.scheduler.wake();
             scheduler::cancel_copies(&state, task_id, socket.id);
             let flops = lease.flops;
             state.stats.record(flops);

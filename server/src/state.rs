@@ -187,6 +187,8 @@ struct Registry {
     /// changes the same one, so a worker caught lying on one connection is not trusted more
     /// on another.
     records: HashMap<String, Record>,
+    /// Connections per worker, for its lease allowance (shared by its connections).
+    by_worker: HashMap<String, Vec<Sid>>,
     /// Connections per address group, for the per-address lease cap.
     by_address: HashMap<IpAddr, Vec<Sid>>,
 }
@@ -203,6 +205,10 @@ impl Workers {
     pub fn insert(&self, sid: Sid, info: WorkerInfo, record: Record) {
         let mut reg = self.lock();
         reg.records.entry(info.worker_id.clone()).or_insert(record);
+        reg.by_worker
+            .entry(info.worker_id.clone())
+            .or_default()
+            .push(sid);
         reg.by_address.entry(info.address).or_default().push(sid);
         reg.by_sid.insert(sid, info);
     }
@@ -216,8 +222,12 @@ impl Workers {
                 reg.by_address.remove(&info.address);
             }
         }
-        if !reg.by_sid.values().any(|w| w.worker_id == info.worker_id) {
-            reg.records.remove(&info.worker_id);
+        if let Some(sids) = reg.by_worker.get_mut(&info.worker_id) {
+            sids.retain(|s| *s != sid);
+            if sids.is_empty() {
+                reg.by_worker.remove(&info.worker_id);
+                reg.records.remove(&info.worker_id);
+            }
         }
         Some(info)
     }
@@ -274,23 +284,18 @@ impl Workers {
             .get(&w.worker_id)
             .map_or(trust::FIRST_LEASES, |r| r.lease_allowance(max_per_worker));
         // The worker's allowance covers all its connections here.
-        let worker_held: usize = reg
-            .by_sid
-            .values()
-            .filter(|o| o.worker_id == w.worker_id)
-            .map(WorkerInfo::held)
-            .sum();
+        let held = |sids: Option<&Vec<Sid>>| -> usize {
+            sids.into_iter()
+                .flatten()
+                .filter_map(|s| reg.by_sid.get(s))
+                .map(WorkerInfo::held)
+                .sum()
+        };
+        let worker_held = held(reg.by_worker.get(&w.worker_id));
         if worker_held + extra >= allowance {
             return false;
         }
-        let address_held: usize = reg
-            .by_address
-            .get(&w.address)
-            .into_iter()
-            .flatten()
-            .filter_map(|s| reg.by_sid.get(s))
-            .map(WorkerInfo::held)
-            .sum();
+        let address_held = held(reg.by_address.get(&w.address));
         if address_held + extra_address >= max_per_address {
             return false;
         }
@@ -316,11 +321,10 @@ impl Workers {
     /// The connections of one worker (a browser may open several).
     pub fn sessions_of(&self, worker_id: &str) -> Vec<Sid> {
         self.lock()
-            .by_sid
-            .iter()
-            .filter(|(_, w)| w.worker_id == worker_id)
-            .map(|(sid, _)| *sid)
-            .collect()
+            .by_worker
+            .get(worker_id)
+            .cloned()
+            .unwrap_or_default()
     }
 
     /// The connection whose lease key is `session`.
@@ -706,6 +710,106 @@ impl AppState {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn connection(worker_id: &str, address: [u8; 4], leases: usize) -> WorkerInfo {
+        let lease = Lease {
+            job_id: "j".into(),
+            tile_row: 0,
+            tile_col: 0,
+            result_len: 4,
+            flops: 2.0,
+            duplicate: false,
+            answered: false,
+            redelivered: 0,
+        };
+        WorkerInfo {
+            worker_id: worker_id.into(),
+            session: Sid::new().to_string(),
+            address: IpAddr::from(address),
+            name: String::new(),
+            threads: 1,
+            user_agent: String::new(),
+            connected_at: String::new(),
+            visible: true,
+            on_battery: false,
+            leases: (0..leases as i64).map(|id| (id, lease.clone())).collect(),
+            requested: 0,
+            gflops: 0.0,
+            cache: None,
+            send_budget: SendBudget::new(1 << 20),
+        }
+    }
+
+    #[test]
+    fn a_workers_connections_share_one_record_and_one_allowance() {
+        let workers = Workers::default();
+        let (first, second) = (Sid::new(), Sid::new());
+        let trusted = Record {
+            verified: 10,
+            consecutive_verified: 10,
+            ..Record::default()
+        };
+        workers.insert(first, connection("w", [10, 0, 0, 1], 0), trusted.clone());
+        // The second connection brings the record as stored; the one in memory is current.
+        workers.insert(second, connection("w", [10, 0, 0, 2], 0), Record::default());
+        assert_eq!(workers.standing(second).map(|s| s.record), Some(trusted));
+        workers.with_record("w", |r| r.refused(1));
+        let after = workers.standing(second).expect("registered").record;
+        assert_eq!((after.refused, after.consecutive_verified), (1, 0));
+        // Allowance 2 after the refusal, for the worker as a whole.
+        workers.with(first, |w| *w = connection("w", [10, 0, 0, 1], 1));
+        assert!(workers.may_lease(second, 16, 64, 0, 0));
+        assert!(
+            !workers.may_lease(second, 16, 64, 1, 0),
+            "one held, one claimed this round"
+        );
+        workers.remove(first);
+        workers.remove(second);
+        assert_eq!(
+            workers.with_record("w", |_| ()),
+            None,
+            "the record goes with the last one"
+        );
+    }
+
+    #[test]
+    fn an_address_holds_at_most_its_cap_whoever_asks() {
+        let workers = Workers::default();
+        let sids: Vec<Sid> = (0..3).map(|_| Sid::new()).collect();
+        for (i, sid) in sids.iter().enumerate() {
+            let held = if i < 2 { 2 } else { 0 };
+            workers.insert(
+                *sid,
+                connection(&format!("w{i}"), [10, 0, 0, 1], held),
+                Record::default(),
+            );
+        }
+        let elsewhere = Sid::new();
+        workers.insert(
+            elsewhere,
+            connection("x", [10, 0, 0, 9], 0),
+            Record::default(),
+        );
+        assert!(workers.may_lease(sids[2], 16, 5, 0, 0), "4 held of 5");
+        assert!(
+            !workers.may_lease(sids[2], 16, 5, 0, 1),
+            "and one claimed this round"
+        );
+        assert!(
+            workers.may_lease(elsewhere, 16, 5, 0, 0),
+            "another address is apart"
+        );
+    }
+
+    #[test]
+    fn the_send_budget_holds_four_seconds_and_waits_when_spent() {
+        let mut budget = SendBudget::new(1000);
+        assert!(budget.available());
+        budget.spend(3000);
+        assert!(budget.available(), "1000 bytes left of 4000");
+        budget.spend(5000); // one delivery may overdraw
+        assert!(!budget.available(), "spent: wait for the refill");
+    }
 
     #[test]
     fn an_admission_gives_its_place_back_once_whether_closed_or_dropped() {
