@@ -311,10 +311,13 @@ async fn worth_a_copy(
     lease: db::SlowLease,
     now: i64,
 ) -> Result<Option<db::Claimed>> {
-    if state.workers.holders(lease.id).len() > 1 {
-        return Ok(None); // already duplicated
-    }
     let inputs = state.inputs.get(&state.db, &lease.job_id).await?;
+    // Exactly one connection must hold it: two means a copy is out already, none that the
+    // page of leases read from the database is stale (the task was completed since, and its
+    // holders let go of it), and a copy would be wasted work.
+    if state.workers.holders(lease.id).len() != 1 {
+        return Ok(None);
+    }
     let tile = inputs
         .plan
         .tile(lease.tile_row as usize, lease.tile_col as usize);

@@ -95,7 +95,8 @@ test("a task every trusted worker fails fails its job, naming the task and the r
     await startWorker(t, server.url, { name: address, behaviour, headers: { "x-forwarded-for": address } });
   const failed = await waitForJob(server.url, job.id, { status: "failed" });
   assert.match(failed.error, /task 36 \(tile 5,5\) failed on 2 trusted workers at 2 addresses: out of memory/);
-  assert.equal(failed.tasks_done, 35);
+  // Tiles still in flight when the job failed were withdrawn with it.
+  assert.ok(failed.tasks_done <= 35, `${failed.tasks_done} tiles done`);
   const status = (await api(server.url, "/api/status")).json;
   assert.equal(status.tasks.queued + status.tasks.leased, 0);
 });
