@@ -44,11 +44,14 @@
 //! # When the model does not hold
 //!
 //! Data built so that round-to-nearest errs the same way at every step (constant rows, say)
-//! can push an honest row past τᵢ. A row over τᵢ is therefore not refused at once: it is
-//! recomputed on the server (k·n flops, in f64) and each entry compared with the worst-case
-//! bound (γₖ₊₁(u) + γₖ₊₁(u₆₄))·Sᵢⱼ, which holds for every honest kernel with certainty. At most
-//! [`rescued_rows`] rows of a tile are recomputed (4 of 256, 3 % of the tile's flops); a tile
-//! with more rows over τᵢ is refused, which is what catches a lie spread thinly over the tile.
+//! can push an honest row past τᵢ: a running f32 sum of 0.1·0.1 drifts by 2·10⁻⁵ at k = 4096.
+//! A row over τᵢ is therefore not refused at once. The [`rescued_rows`] rows furthest over
+//! their bound (4 of 256) are recomputed on the server with compensated sums, and each entry
+//! is held to the probabilistic bound for one entry, λ·u·√(k+1)·Sᵢⱼ; where two honest kernels
+//! emulated on that row in the job's precision (one running sum, eight FMA lanes) drift
+//! further, to [`DRIFT`] times their error; never above the worst case γₖ₊₁·Sᵢⱼ, which no
+//! honest kernel exceeds. If all of them pass, the tile is accepted: the rows further over
+//! τᵢ were recomputed first, and a lie spread thinly over the tile fails in every row.
 //!
 //! # Overflow and non-finite values
 //!
@@ -294,6 +297,11 @@ impl Scale {
             };
             *hi = (1023 - *lo).max(511);
             *lo = 1023 - *hi;
+        }
+        if pa + pb < -1022 {
+            // Both operands huge: their products overflow unless the largest entries' product
+            // is below 2¹⁰²⁴, and then B scaled this way stays below 8.
+            pb = -1022 - pa;
         }
         Scale {
             a: pow2(pa),
