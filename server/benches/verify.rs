@@ -157,7 +157,8 @@ fn cost(rng: &mut StdRng) {
                         Verdict::Pass
                     );
                 });
-                let norms = 2.0 * (m * k + k * n) as f64;
+                // ‖aᵢ‖², ‖B‖_F² and Σₚ|aᵢₚ|·‖bₚ‖.
+                let norms = 2.0 * (2 * m * k + k * n) as f64;
                 let per_vector = 2.0 * (k * n + m * k + m * n) as f64;
                 let check_flops = norms + vectors as f64 * per_vector;
                 println!(

@@ -13,7 +13,10 @@
 //! order its error is a sum over the roundings t of that entry, eᵢⱼ = Σₜ δₜ·wₜ with |δₜ| ≤ u,
 //! where wₜ is the value rounded: a partial sum (at most k of them, including the store, each
 //! at most Sᵢⱼ = Σₚ |aᵢₚ|·|bₚⱼ|·(1 + γₖ)) or a product (Σ of their squares ≤ Sᵢⱼ²). So
-//! Σₜ wₜ² ≤ (k + 1)·Sᵢⱼ²·(1 + γₖ)², and by Cauchy–Schwarz Sᵢⱼ ≤ ‖aᵢ‖₂·‖bⱼ‖₂.
+//! Σₜ wₜ² ≤ (k + 1)·Sᵢⱼ²·(1 + γₖ)². Over a row, √(Σⱼ Sᵢⱼ²) ≤ Tᵢ = Σₚ |aᵢₚ|·‖bₚ‖₂
+//! (Minkowski), which is at most ‖aᵢ‖₂·‖B‖_F (Cauchy–Schwarz) and far below it when the
+//! largest entries of A and B do not meet (heavy tails); both cost O(k) per row once the row
+//! norms of B are known.
 //!
 //! The worst case, |eᵢⱼ| ≤ γₖ·Sᵢⱼ with γₖ = k·u/(1 − k·u) (Higham, *Accuracy and Stability*,
 //! §3.1), lets every rounding err the same way. Higham & Mary (SIAM J. Sci. Comput. 2019,
@@ -24,13 +27,14 @@
 //! Azuma–Hoeffding gives
 //!
 //! ```text
-//! P(|dᵢ| ≥ λ·u·√(k+1)·(1+γₖ)·‖aᵢ‖₂·‖B‖_F) ≤ 2·exp(−λ²/2)        (λ = 8: 2.5·10⁻¹⁴)
+//! P(|dᵢ| ≥ λ·u·√(k+1)·(1+γₖ)·Tᵢ) ≤ 2·exp(−λ²/2)        (λ = 8: 2.5·10⁻¹⁴)
 //! ```
 //!
-//! The bound τᵢ adds to that: the second-order terms (γₖ²·Σⱼ Sᵢⱼ ≤ γₖ²·√n·‖aᵢ‖‖B‖_F), the
-//! check's own f64 rounding taken in the worst case (it sums k + n terms:
-//! 2·(k+n+2)·ε₆₄·√n·‖aᵢ‖‖B‖_F), and underflow (each rounding may lose η, half the smallest
-//! subnormal, absolutely). This is √k·u where the old bound had 8·k·u: at k = 4096 in f32 with
+//! The bound τᵢ adds to that: the second-order terms (γₖ²·Σⱼ Sᵢⱼ ≤ γₖ²·√n·Tᵢ), the check's
+//! own f64 rounding (the smaller of its worst case, 2·(k+n+2)·ε₆₄·√n·‖aᵢ‖‖B‖_F, and its
+//! value under the same model, which keeps f64 jobs within 1.3 times the f32 figures scaled
+//! by 2⁻²⁹), and underflow (each rounding may lose η, half the smallest subnormal,
+//! absolutely). This is √k·u where the old bound had 8·k·u: at k = 4096 in f32 with
 //! n = 256 columns, τ is 3.1 % of a typical entry of C (zero-mean data) against 180 % before.
 //!
 //! # What a lie costs
@@ -354,6 +358,56 @@ fn row_dot<E: Element, const V: usize, const SCALED: bool>(
     (sum, (squares[0] + squares[1]) + (squares[2] + squares[3]))
 }
 
+/// [`row_dot`] for a row of A, also returning Σₚ |xₚ|·normsₚ (Tᵢ of the module comment), in
+/// the same pass: a second pass over the row cost as much as the first.
+#[inline(always)]
+fn row_dot_weighted<E: Element, const V: usize, const SCALED: bool>(
+    row: &[u8],
+    w: &[[f64; V]],
+    scale: f64,
+    norms: &[f64],
+) -> ([f64; V], f64, f64) {
+    const LANES: usize = 4;
+    let read = |bytes: &[u8]| {
+        if SCALED {
+            E::read(bytes) * scale
+        } else {
+            E::read(bytes)
+        }
+    };
+    let mut acc = [[0.0; V]; LANES];
+    let mut squares = [0.0; LANES];
+    let mut weighted = [0.0; LANES];
+    let chunks = row.chunks_exact(E::SIZE * LANES);
+    let rest = chunks.remainder();
+    let mut ws = w.chunks_exact(LANES);
+    let mut ns = norms.chunks_exact(LANES);
+    for ((xs, wj), nj) in chunks.zip(&mut ws).zip(&mut ns) {
+        for l in 0..LANES {
+            let x = read(&xs[l * E::SIZE..]);
+            squares[l] += x * x;
+            weighted[l] += x.abs() * nj[l];
+            for s in 0..V {
+                acc[l][s] += x * wj[l][s];
+            }
+        }
+    }
+    let tail = rest.chunks_exact(E::SIZE).map(read);
+    for ((x, wj), n) in tail.zip(ws.remainder()).zip(ns.remainder()) {
+        squares[0] += x * x;
+        weighted[0] += x.abs() * n;
+        for s in 0..V {
+            acc[0][s] += x * wj[s];
+        }
+    }
+    let sum = std::array::from_fn(|s| (acc[0][s] + acc[1][s]) + (acc[2][s] + acc[3][s]));
+    (
+        sum,
+        (squares[0] + squares[1]) + (squares[2] + squares[3]),
+        (weighted[0] + weighted[1]) + (weighted[2] + weighted[3]),
+    )
+}
+
 /// A row over the probabilistic bound.
 #[derive(Debug, Clone, Copy)]
 struct Suspect {
@@ -462,10 +516,12 @@ fn freivalds<E: Element, const V: usize, const SCALED: bool>(
 
     // B·R, ‖B‖_F and the largest ‖bₚ‖², in one pass over B.
     let (mut b_squares, mut b_row_max) = (0.0, 0.0f64);
+    let mut b_norms = Vec::with_capacity(k);
     let br: Vec<[f64; V]> = b
         .chunks_exact(n * E::SIZE)
         .map(|row| {
             let (acc, squares) = row_dot::<E, V, SCALED>(row, r, s.b);
+            b_norms.push(squares.sqrt());
             b_squares += squares;
             b_row_max = b_row_max.max(squares);
             acc
@@ -492,7 +548,8 @@ fn freivalds<E: Element, const V: usize, const SCALED: bool>(
         .zip(c.chunks_exact(n * E::SIZE))
         .enumerate()
     {
-        let (y, a_squares) = row_dot::<E, V, SCALED>(a_row, &br, s.a);
+        let (y, a_squares, a_weighted) =
+            row_dot_weighted::<E, V, SCALED>(a_row, &br, s.a, &b_norms);
         let (z, c_squares) = row_dot::<E, V, SCALED>(c_row, r, s.c);
         // The check's own rounding under the same model as the worker's (module comment):
         // n + 6 roundings per sum of B·r and C·r, at partial sums below √2·WALK times the
@@ -507,8 +564,11 @@ fn freivalds<E: Element, const V: usize, const SCALED: bool>(
             + 2.0 * u64_ * (a_squares * br_squares).sqrt()
             + 2.0 * u64_ * n_sqrt * c_squares.sqrt();
         let scale = a_squares.sqrt() * b_frobenius;
+        // √(Σⱼ Sᵢⱼ²) ≤ Σₚ |aᵢₚ|·‖bₚ‖ (Minkowski), never above ‖aᵢ‖·‖B‖_F (Cauchy–Schwarz) and
+        // much below it when A's and B's largest entries do not meet (heavy tails).
+        let s_norm = f64::min(a_weighted * (1.0 + 2.0 * gamma(k, u64_)), scale);
         let bound =
-            (worker * scale + f64::min(check_worst * scale, check_model)) * 1.000_001 + absolute;
+            (worker * s_norm + f64::min(check_worst * scale, check_model)) * 1.000_001 + absolute;
         let finite = bound.is_finite() && y.iter().chain(&z).all(|x| x.is_finite());
         let lost = a_squares < TINY && y.iter().chain(&z).any(|x| *x != 0.0);
         if !SCALED && (!finite || lost) {
