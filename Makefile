@@ -55,8 +55,8 @@ bench-grid: setup ## The grid's four figures: throughput, connections, efficienc
 	cd tests/e2e && ( [ -d node_modules ] || npm ci --no-audit --no-fund ) && \
 	  BRAIN_SERVER_BIN=$(CURDIR)/target/release/brain-server node load.mjs all
 
-bench-verify: ## Server-side verification cost against the tile's flops
-	cargo bench -p server --bench verify
+bench-verify: setup ## Verification: cost per tile, smallest refused error against k, 100,000-tile honest corpus from every kernel
+	@scripts/verify-corpus.sh
 
 check: ## fmt --check and clippy -D warnings
 	cargo fmt --all -- --check
