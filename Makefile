@@ -26,7 +26,7 @@ run: ## Run the server once (no watching)
 
 test: test-rust test-kernel test-e2e test-api test-web test-release ## Run every test
 
-test-rust: ## Native Rust tests (server integration tests, kernel property tests)
+test-rust: ## Native Rust tests (server unit and policy tests, kernel property tests)
 	cargo test --workspace
 
 test-kernel: setup ## Kernel tests compiled to wasm and run in Node

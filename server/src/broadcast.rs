@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::db;
 use crate::protocol::{GridStats, TileUpdate};
 use crate::state::AppState;
+use crate::sync::LockExt;
 
 /// The room dashboards join with `subscribe_dashboard`.
 pub const DASHBOARD_ROOM: &str = "dashboard";
@@ -31,11 +32,7 @@ pub struct PendingTiles(Mutex<Vec<TileChange>>);
 /// Notes a tile's new state for dashboards, and that its job's progress changed.
 pub fn tile(state: &AppState, job_id: &str, task_id: i64, row: i64, col: i64, new: &'static str) {
     state.stats.mark_dirty(job_id);
-    let mut pending = state
-        .pending_tiles
-        .0
-        .lock()
-        .unwrap_or_else(|e| e.into_inner());
+    let mut pending = state.pending_tiles.0.lock_or_recover();
     pending.push(TileChange {
         job_id: job_id.to_owned(),
         task_id,
@@ -53,13 +50,7 @@ pub async fn broadcast_loop(state: AppState) {
     loop {
         ticker.tick().await;
         ticks += 1;
-        let tiles = std::mem::take(
-            &mut *state
-                .pending_tiles
-                .0
-                .lock()
-                .unwrap_or_else(|e| e.into_inner()),
-        );
+        let tiles = std::mem::take(&mut *state.pending_tiles.0.lock_or_recover());
         let dirty = state.stats.take_dirty();
         let watchers = state.io.to(DASHBOARD_ROOM);
         let watched = !watchers.sockets().is_empty();

@@ -24,7 +24,7 @@ use crate::npy;
 use crate::scheduler;
 use crate::state::{AppState, JobInputs};
 
-/// The HTTP side of the app; the Socket.io layer and CORS are added in [`crate::app`].
+/// The HTTP side of the app; the Socket.io layer and CORS are added in [`crate::build`].
 pub fn router(state: AppState) -> Router {
     let web = &state.config.web_dir;
     let static_files = ServeDir::new(web).append_index_html_on_directories(true);

@@ -2,8 +2,9 @@
 //! into tile tasks stored in SQLite, leases the tasks to browser workers over Socket.io, and
 //! assembles the product from their results.
 //!
-//! `main.rs` only reads the configuration and calls [`build`] and [`run`]; tests call the same
-//! two functions on an ephemeral port with a temporary database.
+//! `main.rs` only reads the configuration and calls [`build`] and [`run`]. The end-to-end
+//! tests (`tests/e2e`) run that binary on an ephemeral port with a temporary database; the
+//! decisions it makes are unit-tested where they live (e.g. `trust`, `verify`, `jobs`).
 
 pub mod address;
 pub mod broadcast;
@@ -22,6 +23,7 @@ pub mod protocol;
 pub mod scheduler;
 pub mod socket;
 pub mod state;
+pub mod sync;
 pub mod trust;
 pub mod verify;
 

@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use crate::db;
 use crate::error::Result;
 use crate::state::AppState;
+use crate::sync::LockExt;
 
 /// Upper bounds (seconds) of the HTTP request duration buckets.
 const HTTP_BUCKETS: &[f64] = &[0.001, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0, 5.0];
@@ -90,15 +91,13 @@ impl Metrics {
 
     pub fn job_finished(&self, seconds: f64) {
         self.job_durations
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .lock_or_recover()
             .observe(JOB_BUCKETS, seconds);
     }
 
     fn http_request(&self, method: &str, route: &str, status: u16, seconds: f64) {
         self.http
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .lock_or_recover()
             .entry((method.to_owned(), route.to_owned(), status))
             .or_default()
             .observe(HTTP_BUCKETS, seconds);
@@ -243,17 +242,19 @@ pub async fn render(State(state): State<AppState>) -> Result<Response> {
         "histogram",
         "Submission to completion of finished jobs.",
     );
-    m.job_durations
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .render(&mut out, "brain_job_duration_seconds", "", JOB_BUCKETS);
+    m.job_durations.lock_or_recover().render(
+        &mut out,
+        "brain_job_duration_seconds",
+        "",
+        JOB_BUCKETS,
+    );
     family(
         &mut out,
         "brain_http_request_duration_seconds",
         "histogram",
         "HTTP request durations by route.",
     );
-    for ((method, route, status), h) in m.http.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+    for ((method, route, status), h) in m.http.lock_or_recover().iter() {
         let labels = format!("method=\"{method}\",route=\"{route}\",status=\"{status}\"");
         h.render(
             &mut out,
@@ -286,7 +287,7 @@ mod tests {
             assert_eq!(method_label(&method), "other");
             metrics.http_request(method_label(&method), UNMATCHED, 405, 0.001);
         }
-        let series = metrics.http.lock().unwrap_or_else(|e| e.into_inner());
+        let series = metrics.http.lock_or_recover();
         assert_eq!(series.len(), 1);
         let key = ("other".to_owned(), "unmatched".to_owned(), 405);
         assert_eq!(series.get(&key).map(|h| h.count), Some(1000));

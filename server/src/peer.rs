@@ -22,6 +22,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::state::Session;
+use crate::sync::LockExt;
 
 /// Accepts TCP connections as axum's own listener does, each with room for session places.
 pub struct Listener(pub TcpListener);
@@ -79,7 +80,7 @@ impl Peer {
     pub fn hold(&self, session: Session) -> bool {
         match self.places.upgrade() {
             Some(places) => {
-                let mut held = places.0.lock().unwrap_or_else(|e| e.into_inner());
+                let mut held = places.0.lock_or_recover();
                 held.push(session);
                 true
             }

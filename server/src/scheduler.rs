@@ -19,6 +19,7 @@ use crate::error::Result;
 use crate::panels::{self, Operand};
 use crate::protocol::{Quarantined, TaskAssigned, TaskCancelled};
 use crate::state::{AppState, Lease, Waiter};
+use crate::sync::LockExt;
 use crate::trust;
 
 #[derive(Default)]
@@ -50,7 +51,7 @@ impl Scheduler {
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Waiter>> {
-        self.waiting.lock().unwrap_or_else(|e| e.into_inner())
+        self.waiting.lock_or_recover()
     }
 }
 
@@ -187,8 +188,7 @@ async fn serve(state: &AppState, waiting: Vec<Waiter>, unserved: &mut Vec<Waiter
     for (waiter, task) in claimed {
         let first = state
             .running_jobs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+            .lock_or_recover()
             .insert(task.job_id.clone());
         // Errors from here on must not end the round early: the rest of the claimed tasks
         // would stay leased with nobody told, and their waiters would be dropped.
@@ -196,11 +196,7 @@ async fn serve(state: &AppState, waiting: Vec<Waiter>, unserved: &mut Vec<Waiter
             if let Err(e) = db::mark_running(&state.db, &task.job_id).await {
                 tracing::warn!(job_id = %task.job_id, error = %e, "could not mark a job running");
                 // A later claim tries again.
-                state
-                    .running_jobs
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .remove(&task.job_id);
+                state.running_jobs.lock_or_recover().remove(&task.job_id);
             }
         }
         if let Err(e) = deliver(state, &waiter, &task).await {
@@ -651,11 +647,7 @@ pub async fn end_job(state: &AppState, job_id: &str, reason: Option<&str>) -> Re
 
 /// A job that ended leaves the set of running jobs, which would otherwise only grow.
 pub fn forget_running(state: &AppState, job_id: &str) {
-    state
-        .running_jobs
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .remove(job_id);
+    state.running_jobs.lock_or_recover().remove(job_id);
 }
 
 /// After a task is completed by one connection, tells any other connection computing a copy

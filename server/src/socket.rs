@@ -21,6 +21,7 @@ use crate::protocol::{
 };
 use crate::scheduler::{self, NotRedelivered};
 use crate::state::{Admission, AppState, Lease, SendBudget, Standing, Waiter, WorkerInfo};
+use crate::sync::LockExt;
 use crate::trust;
 use crate::verify;
 
@@ -688,14 +689,14 @@ async fn refused(state: &AppState, task_id: i64, holder: db::Holder<'_>, reason:
 const AUDIT_VECTORS: usize = 24;
 
 /// After a refusal, checks the worker's accepted results in running jobs again, with many
-/// more vectors than they passed (as few as one, for a worker with a long record), and takes
+/// more vectors than they passed (as few as two, for a worker with a long record), and takes
 /// back those that fail. A worker caught once may have slipped wrong tiles through before:
 /// one vector lets errors that cancel in pairs within a row through half the time. What an
 /// earlier audit of the same worker checked is not checked again, so a liar refused again and
 /// again cannot make the server re-read and re-check its whole history each time.
 async fn audit(state: AppState, worker_id: String) {
     let since = {
-        let mut audited = state.audited.lock().unwrap_or_else(|e| e.into_inner());
+        let mut audited = state.audited.lock_or_recover();
         // Ten seconds of overlap: a result stored in a transaction that began before the last
         // audit but committed after it read is checked this time.
         audited
@@ -838,25 +839,7 @@ async fn disconnected(state: AppState, socket: SocketRef, reason: DisconnectReas
     }
 }
 
-/// The current time as RFC 3339 (UTC, milliseconds), without a date-time dependency.
+/// The current time as RFC 3339 (UTC, milliseconds).
 pub fn rfc3339_now() -> String {
-    let ms = db::now_ms();
-    let (secs, millis) = (ms.div_euclid(1000), ms.rem_euclid(1000));
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{millis:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    humantime::format_rfc3339_millis(std::time::SystemTime::now()).to_string()
 }

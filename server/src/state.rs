@@ -15,6 +15,7 @@ use crate::db::{self, Pool};
 use crate::error::{Error, Result};
 use crate::jobs::{Dtype, Plan};
 use crate::scheduler::Scheduler;
+use crate::sync::LockExt;
 use crate::trust::{self, Record};
 
 /// Cheap to clone: every field is shared.
@@ -197,7 +198,7 @@ impl Workers {
     fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
         // A panic while holding the lock cannot leave the map half-updated in a way that
         // matters more than losing the registry, so recover the data.
-        self.registry.lock().unwrap_or_else(|e| e.into_inner())
+        self.registry.lock_or_recover()
     }
 
     /// Adds a connection. `record` is the worker's record as stored; when another of its
@@ -401,7 +402,7 @@ impl InputCache {
     }
 
     fn touch(&self, job_id: &str) -> Option<Arc<JobInputs>> {
-        let mut guard = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self.entries.lock_or_recover();
         let CacheEntries { map, order } = &mut *guard;
         let hit = map.get(job_id).cloned()?;
         order.retain(|id| id != job_id);
@@ -412,7 +413,7 @@ impl InputCache {
     /// Keeps a job's operands from the moment it is submitted, so its first tasks go out
     /// without reading back from the database what the request just wrote there.
     pub fn insert(&self, job_id: &str, inputs: Arc<JobInputs>) {
-        let mut guard = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self.entries.lock_or_recover();
         let CacheEntries { map, order } = &mut *guard;
         map.insert(job_id.to_owned(), inputs);
         order.retain(|id| id != job_id);
@@ -430,7 +431,7 @@ impl InputCache {
     }
 
     pub fn remove(&self, job_id: &str) {
-        let mut guard = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        let mut guard = self.entries.lock_or_recover();
         let CacheEntries { map, order } = &mut *guard;
         map.remove(job_id);
         order.retain(|id| id != job_id);
@@ -455,7 +456,7 @@ const STATS_WINDOW: Duration = Duration::from_secs(10);
 impl Stats {
     pub fn record(&self, flops: f64) {
         let now = Instant::now();
-        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let mut recent = self.recent.lock_or_recover();
         recent.push_back((now, flops));
         while recent
             .front()
@@ -468,7 +469,7 @@ impl Stats {
     /// `(tasks per second, GFLOP/s)` over the last window.
     pub fn throughput(&self) -> (f64, f64) {
         let now = Instant::now();
-        let recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        let recent = self.recent.lock_or_recover();
         let (count, flops) = recent
             .iter()
             .filter(|(t, _)| now.duration_since(*t) <= STATS_WINDOW)
@@ -487,29 +488,22 @@ impl Stats {
     }
 
     pub fn record_verification(&self, took: Duration) {
-        let mut v = self.verification.lock().unwrap_or_else(|e| e.into_inner());
+        let mut v = self.verification.lock_or_recover();
         v.0 += 1;
         v.1 += took;
     }
 
     /// `(results verified, total time)` since start-up.
     pub fn verification(&self) -> (u64, Duration) {
-        *self.verification.lock().unwrap_or_else(|e| e.into_inner())
+        *self.verification.lock_or_recover()
     }
 
     pub fn mark_dirty(&self, job_id: &str) {
-        self.dirty_jobs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(job_id.to_owned());
+        self.dirty_jobs.lock_or_recover().insert(job_id.to_owned());
     }
 
     pub fn take_dirty(&self) -> Vec<String> {
-        self.dirty_jobs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain()
-            .collect()
+        self.dirty_jobs.lock_or_recover().drain().collect()
     }
 }
 
@@ -556,7 +550,7 @@ impl ClientLimits {
         max: usize,
         events_per_sec: u32,
     ) -> Option<Admission> {
-        let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let mut per_ip = self.per_ip.lock_or_recover();
         let open = per_ip.entry(ip).or_default();
         if open.connections >= max {
             return None;
@@ -576,7 +570,7 @@ impl ClientLimits {
     /// `max`. The place is given back when the last clone of the returned [`Session`] is
     /// dropped.
     pub fn open_session(self: &Arc<Self>, ip: IpAddr, max: usize) -> Option<Session> {
-        let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let mut per_ip = self.per_ip.lock_or_recover();
         let open = per_ip.entry(ip).or_default();
         if open.sessions >= max {
             if *open == Open::default() {
@@ -607,12 +601,12 @@ impl ClientLimits {
 
     #[cfg(test)]
     fn counts(&self, ip: IpAddr) -> Open {
-        let per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let per_ip = self.per_ip.lock_or_recover();
         per_ip.get(&ip).copied().unwrap_or_default()
     }
 
     fn release(&self, ip: IpAddr, what: impl FnOnce(&mut Open)) {
-        let mut per_ip = self.per_ip.lock().unwrap_or_else(|e| e.into_inner());
+        let mut per_ip = self.per_ip.lock_or_recover();
         if let Some(open) = per_ip.get_mut(&ip) {
             what(open);
             if *open == Open::default() {
@@ -666,7 +660,7 @@ impl Admission {
     /// holds two seconds' worth, so bursts pass and sustained floods do not.
     pub fn allow_event(&self) -> bool {
         let now = Instant::now();
-        let mut bucket = self.bucket.lock().unwrap_or_else(|e| e.into_inner());
+        let mut bucket = self.bucket.lock_or_recover();
         let (tokens, last) = &mut *bucket;
         *tokens = (*tokens + now.duration_since(*last).as_secs_f64() * self.per_sec)
             .min(2.0 * self.per_sec);

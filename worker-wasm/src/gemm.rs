@@ -160,7 +160,8 @@ impl<T> Rows<'_, T> {
     }
 }
 
-/// The micro-kernels. Each takes packed A (`kc`×MR) and packed B (`kc`×NR).
+/// The micro-kernels. Each reads MR rows of A in place ([`Rows`], `kc` steps along them) and
+/// packed B (`kc`×NR).
 mod micro {
     /// Plain Rust: LLVM vectorises what the target allows. Used for every type without simd128.
     #[cfg_attr(target_feature = "simd128", allow(dead_code))]
