@@ -1,11 +1,17 @@
-//! Configuration, read once at start-up from the environment (and an optional `.env`).
+//! Configuration, read once at start-up from the environment (and an optional `.env`) through
+//! clap, which also lists every variable with its default and meaning in `--help`.
 //!
 //! Every value is parsed here into its final type, so an invalid setting stops the server
 //! before it binds a port, with a message naming the variable.
 
+use std::ffi::OsStr;
+use std::fmt::Display;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
 use std::time::Duration;
+
+use clap::{Args, FromArgMatches};
 
 pub use crate::address::TrustProxy;
 
@@ -14,7 +20,7 @@ pub use crate::address::TrustProxy;
 #[error("invalid {var}={value:?}: {reason}")]
 pub struct ConfigError {
     /// The environment variable at fault.
-    pub var: &'static str,
+    pub var: String,
     /// What it held.
     pub value: String,
     /// What was expected instead.
@@ -42,7 +48,7 @@ pub enum AppEnv {
 pub struct Config {
     /// Address to bind: `0.0.0.0` by default so Render and tunnels can reach it.
     pub host: IpAddr,
-    /// Port to bind (`PORT`, default 3000; 0 picks a free one, as tests do).
+    /// Port to bind (`PORT`; 0 picks a free one, as tests do).
     pub port: u16,
     /// CORS and Socket.io origin policy (`ALLOWED_ORIGINS`, comma-separated).
     pub allowed_origins: AllowedOrigins,
@@ -50,7 +56,7 @@ pub struct Config {
     pub database_path: PathBuf,
     /// When set, submitting, cancelling and downloading need `Authorization: Bearer <token>`.
     pub api_token: Option<String>,
-    /// Folder of the built web page (`WEB_DIR`, default `web/dist`).
+    /// Folder of the built web page (`WEB_DIR`).
     pub web_dir: PathBuf,
     /// How long a leased task may go without a heartbeat from its worker (`LEASE_MS`).
     pub lease: Duration,
@@ -80,15 +86,15 @@ pub struct Limits {
     pub max_message_bytes: usize,
     /// Largest job: elements of A, B and C together (`MAX_JOB_ELEMENTS`).
     pub max_job_elements: usize,
-    /// Most tiles (tasks) one job may be cut into (`MAX_TASKS_PER_JOB`, default 100,000).
+    /// Most tiles (tasks) one job may be cut into (`MAX_TASKS_PER_JOB`).
     /// Every task costs a database row, a lease, a network round trip and a verification
     /// whatever its size, so past a point more tasks only add overhead: 100,000 rows are
-    /// about 15 MB of SQLite and go in within a second, and every job within the default
+    /// about 15 MB of SQLite and go in within a second (hence the default of 100,000), and every job within the default
     /// `MAX_JOB_ELEMENTS` still fits with a tile of 45 or more (C of 14142×14142 in 315²
     /// tiles), well below the 256 the server picks by itself. A tile that would make more
     /// tasks is refused with the smallest tile that would be accepted.
     pub max_tasks_per_job: usize,
-    /// Largest JSON submission body (`MAX_JSON_BODY_BYTES`, default 4 MiB; never more than
+    /// Largest JSON submission body (`MAX_JSON_BODY_BYTES`; never more than
     /// `MAX_BODY_BYTES`). JSON spends ten or more bytes of text per number and is parsed into
     /// memory as a whole, so it is meant for small matrices; large ones go as `.npy` files
     /// in a multipart body, which `MAX_BODY_BYTES` bounds.
@@ -116,167 +122,246 @@ pub struct Limits {
     pub trust_proxy: TrustProxy,
 }
 
-impl Config {
-    /// Reads the process environment, after loading `.env` when there is one.
-    pub fn from_env() -> Result<Self, ConfigError> {
-        // A missing .env is normal; a malformed one is the operator's to see in the logs.
-        let _ = dotenvy::dotenv();
-        Self::from_lookup(|var| std::env::var(var).ok())
+/// The settings as the operator gives them, one environment variable each (named after its
+/// field, or given as its `--flag`), with the default and the meaning that `--help` lists.
+/// Each is kept as text, so that [`Config::from_settings`] parses them all in one place and
+/// names the variable at fault.
+#[derive(Debug, Clone, clap::Args)]
+#[command(next_help_heading = "Settings (environment variables, also read from .env)")]
+pub struct Settings {
+    /// Port to listen on (0 = any free port)
+    #[arg(long, env, default_value = "3000")]
+    port: Setting,
+    /// Address to bind
+    #[arg(long, env, default_value = "0.0.0.0")]
+    host: Setting,
+    /// Comma-separated origins for CORS and for Socket.io from browsers (* = any); programs
+    /// that send no Origin are always let in
+    #[arg(long, env, default_value = "*")]
+    allowed_origins: Setting,
+    /// SQLite file; its folder and the file are created when missing
+    #[arg(long, env, default_value = "./data/brain.db")]
+    database_path: Setting,
+    /// Bearer token for submitting, cancelling and downloading (unset = open; required when
+    /// APP_ENV=production)
+    #[arg(long, env, hide_env_values = true)]
+    api_token: Option<Setting>,
+    /// Folder of the built web page
+    #[arg(long, env, default_value = "web/dist")]
+    web_dir: Setting,
+    /// Milliseconds without a heartbeat after which a leased task is re-queued (at least 100)
+    #[arg(long, env, default_value = "30000")]
+    lease_ms: Setting,
+    /// Largest HTTP body, which bounds .npy submissions (at least 1024)
+    #[arg(long, env, default_value = "536870912")]
+    max_body_bytes: Setting,
+    /// Largest JSON submission body; larger matrices go as .npy (at least 1024)
+    #[arg(long, env, default_value = "4194304")]
+    max_json_body_bytes: Setting,
+    /// Most tiles one job may be cut into; a smaller tile is refused with the smallest accepted
+    #[arg(long, env, default_value = "100000")]
+    max_tasks_per_job: Setting,
+    /// Trusted workers, at as many distinct addresses, that must fail the same task before
+    /// its job fails (anonymous reports never count)
+    #[arg(long, env, default_value = "3")]
+    max_task_failures: Setting,
+    /// Hours a finished job's inputs and results are kept (fractional; 0 = forever)
+    #[arg(long, env, default_value = "168")]
+    retention_hours: Setting,
+    /// Reverse proxies in front of the server that append to X-Forwarded-For: false, true
+    /// (one, as Render) or their number, up to 8
+    #[arg(long, env, default_value = "false")]
+    trust_proxy: Setting,
+    /// Largest Socket.io message or binary attachment (at least 1024)
+    #[arg(long, env, default_value = "67108864")]
+    max_message_bytes: Setting,
+    /// Largest job: elements of A, B and C together
+    #[arg(long, env, default_value = "200000000")]
+    max_job_elements: Setting,
+    /// Tasks one connection may hold or have requested at once
+    #[arg(long, env, default_value = "16")]
+    max_tasks_per_worker: Setting,
+    /// Leases held at once by all the connections of one address group
+    #[arg(long, env, default_value = "64")]
+    max_leases_per_address: Setting,
+    /// Bytes per second sent to one connection at most, in bursts of four seconds' worth
+    #[arg(long, env, default_value = "67108864")]
+    max_send_bytes_per_sec: Setting,
+    /// Sustained Socket.io events per second per connection (bursts of twice as many)
+    #[arg(long, env, default_value = "200")]
+    max_events_per_sec: Setting,
+    /// Socket.io connections open at once from one IP address (an IPv6 /64 counts as one)
+    #[arg(long, env, default_value = "64")]
+    max_connections_per_ip: Setting,
+    /// development, or production: JSON logs, and API_TOKEN required
+    #[arg(long, env, default_value = "development")]
+    app_env: Setting,
+}
+
+/// One setting as given: its text, and the variable it came from for error messages.
+#[derive(Debug, Clone)]
+pub struct Setting {
+    var: String,
+    text: String,
+}
+
+impl Setting {
+    /// The trimmed text parsed as a `T` that passes `valid`, which `expected` describes.
+    fn parse_if<T: FromStr>(
+        &self,
+        valid: impl Fn(&T) -> bool,
+        expected: &str,
+    ) -> Result<T, ConfigError>
+    where
+        T::Err: Display,
+    {
+        let value = self
+            .text
+            .trim()
+            .parse::<T>()
+            .map_err(|e| self.error(e.to_string()))?;
+        if valid(&value) {
+            Ok(value)
+        } else {
+            Err(self.error(format!("expected {expected}")))
+        }
     }
 
-    /// Reads settings through `lookup`, so tests can configure a server without touching the
-    /// process environment.
-    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let get = |var: &'static str| lookup(var).filter(|v| !v.trim().is_empty());
-        let lease_ms: u64 = parse(&get, "LEASE_MS", 30_000, |v| *v >= 100, "at least 100")?;
+    fn parse<T: FromStr>(&self) -> Result<T, ConfigError>
+    where
+        T::Err: Display,
+    {
+        self.parse_if(|_| true, "")
+    }
+
+    fn at_least<T: FromStr + PartialOrd + Display>(&self, min: T) -> Result<T, ConfigError>
+    where
+        T::Err: Display,
+    {
+        self.parse_if(|v| *v >= min, &format!("at least {min}"))
+    }
+
+    fn error(&self, reason: String) -> ConfigError {
+        ConfigError {
+            var: self.var.clone(),
+            value: self.text.clone(),
+            reason,
+        }
+    }
+}
+
+impl clap::builder::ValueParserFactory for Setting {
+    type Parser = SettingParser;
+
+    fn value_parser() -> SettingParser {
+        SettingParser
+    }
+}
+
+/// Reads a [`Setting`]: a blank value stands for the default, as if the variable were unset,
+/// so that `PORT=` in a `.env` file means the default port rather than an error.
+#[derive(Debug, Clone, Copy)]
+pub struct SettingParser;
+
+impl clap::builder::TypedValueParser for SettingParser {
+    type Value = Setting;
+
+    fn parse_ref(
+        &self,
+        _command: &clap::Command,
+        arg: Option<&clap::Arg>,
+        value: &OsStr,
+    ) -> Result<Setting, clap::Error> {
+        let default = arg.and_then(|a| a.get_default_values().first());
+        let text = match default {
+            Some(default) if value.to_string_lossy().trim().is_empty() => default,
+            _ => value,
+        };
+        Ok(Setting {
+            // Every variable is named after its field, as clap's bare `env` names it.
+            var: arg.map_or_else(String::new, |a| a.get_id().as_str().to_uppercase()),
+            text: text.to_string_lossy().into_owned(),
+        })
+    }
+}
+
+impl Config {
+    /// Parses and checks every setting into its final type.
+    pub fn from_settings(s: Settings) -> Result<Self, ConfigError> {
+        let lease_ms: u64 = s.lease_ms.at_least(100)?;
+        let retention_hours: f64 = s
+            .retention_hours
+            .parse_if(|h: &f64| h.is_finite() && *h >= 0.0, "hours ≥ 0")?;
         let config = Config {
-            host: parse(&get, "HOST", IpAddr::from([0, 0, 0, 0]), |_| true, "")?,
-            port: parse(&get, "PORT", 3000, |_| true, "")?,
-            allowed_origins: match get("ALLOWED_ORIGINS") {
-                None => AllowedOrigins::Any,
-                Some(v) => parse_origins(&v)?,
-            },
-            database_path: get("DATABASE_PATH")
-                .map_or_else(|| PathBuf::from("./data/brain.db"), PathBuf::from),
-            api_token: get("API_TOKEN"),
-            web_dir: get("WEB_DIR").map_or_else(|| PathBuf::from("web/dist"), PathBuf::from),
+            host: s.host.parse()?,
+            port: s.port.parse()?,
+            allowed_origins: parse_origins(&s.allowed_origins)?,
+            database_path: PathBuf::from(s.database_path.text),
+            api_token: s.api_token.map(|t| t.text).filter(|t| !t.trim().is_empty()),
+            web_dir: PathBuf::from(s.web_dir.text),
             lease: Duration::from_millis(lease_ms),
             heartbeat_interval: Duration::from_millis((lease_ms / 3).clamp(50, 10_000)),
-            max_body_bytes: parse(
-                &get,
-                "MAX_BODY_BYTES",
-                512 * 1024 * 1024,
-                |v| *v >= 1024,
-                "at least 1024",
-            )?,
-            max_task_failures: parse(&get, "MAX_TASK_FAILURES", 3, |v| *v >= 1, "at least 1")?,
-            retention: {
-                let hours: f64 = parse(
-                    &get,
-                    "RETENTION_HOURS",
-                    168.0,
-                    |h: &f64| h.is_finite() && *h >= 0.0,
-                    "hours ≥ 0",
-                )?;
-                (hours > 0.0).then(|| Duration::from_secs_f64(hours * 3600.0))
-            },
+            max_body_bytes: s.max_body_bytes.at_least(1024)?,
+            max_task_failures: s.max_task_failures.at_least(1)?,
+            retention: (retention_hours > 0.0)
+                .then(|| Duration::from_secs_f64(retention_hours * 3600.0)),
             limits: Limits {
-                max_message_bytes: parse(
-                    &get,
-                    "MAX_MESSAGE_BYTES",
-                    64 * 1024 * 1024,
-                    |v| *v >= 1024,
-                    "at least 1024",
-                )?,
-                max_job_elements: parse(
-                    &get,
-                    "MAX_JOB_ELEMENTS",
-                    200_000_000,
-                    |v| *v >= 3,
-                    "at least 3",
-                )?,
-                max_tasks_per_job: parse(
-                    &get,
-                    "MAX_TASKS_PER_JOB",
-                    100_000,
-                    |v| *v >= 1,
-                    "at least 1",
-                )?,
-                max_json_body_bytes: parse(
-                    &get,
-                    "MAX_JSON_BODY_BYTES",
-                    4 * 1024 * 1024,
-                    |v| *v >= 1024,
-                    "at least 1024",
-                )?,
-                max_tasks_per_worker: parse(
-                    &get,
-                    "MAX_TASKS_PER_WORKER",
-                    16,
-                    |v| *v >= 1,
-                    "at least 1",
-                )?,
-                max_leases_per_address: parse(
-                    &get,
-                    "MAX_LEASES_PER_ADDRESS",
-                    64,
-                    |v| *v >= 1,
-                    "at least 1",
-                )?,
-                max_send_bytes_per_sec: parse(
-                    &get,
-                    "MAX_SEND_BYTES_PER_SEC",
-                    64 * 1024 * 1024,
-                    |v| *v >= 1024,
-                    "at least 1024",
-                )?,
-                max_events_per_sec: parse(
-                    &get,
-                    "MAX_EVENTS_PER_SEC",
-                    200,
-                    |v| *v >= 1,
-                    "at least 1",
-                )?,
-                max_connections_per_ip: parse(
-                    &get,
-                    "MAX_CONNECTIONS_PER_IP",
-                    64,
-                    |v| *v >= 1,
-                    "at least 1",
-                )?,
-                trust_proxy: parse(&get, "TRUST_PROXY", TrustProxy::None, |_| true, "")?,
+                max_message_bytes: s.max_message_bytes.at_least(1024)?,
+                max_job_elements: s.max_job_elements.at_least(3)?,
+                max_tasks_per_job: s.max_tasks_per_job.at_least(1)?,
+                max_json_body_bytes: s.max_json_body_bytes.at_least(1024)?,
+                max_tasks_per_worker: s.max_tasks_per_worker.at_least(1)?,
+                max_leases_per_address: s.max_leases_per_address.at_least(1)?,
+                max_send_bytes_per_sec: s.max_send_bytes_per_sec.at_least(1024)?,
+                max_events_per_sec: s.max_events_per_sec.at_least(1)?,
+                max_connections_per_ip: s.max_connections_per_ip.at_least(1)?,
+                trust_proxy: s.trust_proxy.parse()?,
             },
-            app_env: match get("APP_ENV").as_deref() {
-                None | Some("development") | Some("dev") => AppEnv::Development,
-                Some("production") | Some("prod") => AppEnv::Production,
-                Some(other) => {
-                    return Err(ConfigError {
-                        var: "APP_ENV",
-                        value: other.to_owned(),
-                        reason: "expected development or production".into(),
-                    })
-                }
+            app_env: match s.app_env.text.as_str() {
+                "development" | "dev" => AppEnv::Development,
+                "production" | "prod" => AppEnv::Production,
+                _ => return Err(s.app_env.error("expected development or production".into())),
             },
         };
         if config.app_env == AppEnv::Production && config.api_token.is_none() {
             return Err(ConfigError {
-                var: "API_TOKEN",
+                var: "API_TOKEN".into(),
                 value: String::new(),
                 reason: "must be set when APP_ENV=production (anyone could submit jobs)".into(),
             });
         }
         Ok(config)
     }
-}
 
-fn parse<T: std::str::FromStr>(
-    get: &impl Fn(&'static str) -> Option<String>,
-    var: &'static str,
-    default: T,
-    valid: impl Fn(&T) -> bool,
-    expected: &str,
-) -> Result<T, ConfigError>
-where
-    T::Err: std::fmt::Display,
-{
-    let Some(raw) = get(var) else {
-        return Ok(default);
-    };
-    let error = |reason: String| ConfigError {
-        var,
-        value: raw.clone(),
-        reason,
-    };
-    let value = raw.trim().parse::<T>().map_err(|e| error(e.to_string()))?;
-    if valid(&value) {
-        Ok(value)
-    } else {
-        Err(error(format!("expected {expected}")))
+    /// Reads settings through `lookup` instead of the environment, so tests can configure a
+    /// server without touching the process environment.
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        // clap reads the environment as the command is built: forgetting the variables there
+        // leaves `lookup`'s values, given as flags, the only source besides the defaults.
+        let command = Settings::augment_args(clap::Command::new("brain-server"))
+            .mut_args(|a| a.env(None::<&'static str>));
+        let mut args = vec!["brain-server".to_owned()];
+        for arg in command.get_arguments() {
+            let var = arg.get_id().as_str().to_uppercase();
+            if let (Some(long), Some(value)) = (arg.get_long(), lookup(&var)) {
+                args.push(format!("--{long}={value}"));
+            }
+        }
+        let settings = command
+            .try_get_matches_from(args)
+            .and_then(|matches| Settings::from_arg_matches(&matches))
+            .map_err(|e| ConfigError {
+                var: String::new(),
+                value: String::new(),
+                reason: e.to_string(),
+            })?;
+        Self::from_settings(settings)
     }
 }
 
-fn parse_origins(raw: &str) -> Result<AllowedOrigins, ConfigError> {
+fn parse_origins(raw: &Setting) -> Result<AllowedOrigins, ConfigError> {
     let origins: Vec<String> = raw
+        .text
         .split(',')
         .map(|o| o.trim().trim_end_matches('/').to_owned())
         .filter(|o| !o.is_empty())
@@ -286,11 +371,9 @@ fn parse_origins(raw: &str) -> Result<AllowedOrigins, ConfigError> {
     }
     for origin in &origins {
         if !(origin.starts_with("http://") || origin.starts_with("https://")) {
-            return Err(ConfigError {
-                var: "ALLOWED_ORIGINS",
-                value: raw.to_owned(),
-                reason: format!("{origin:?} is not an origin like https://example.org"),
-            });
+            return Err(raw.error(format!(
+                "{origin:?} is not an origin like https://example.org"
+            )));
         }
     }
     Ok(AllowedOrigins::List(origins))
@@ -365,5 +448,31 @@ mod tests {
             c.allowed_origins,
             AllowedOrigins::List(vec!["https://a.org".into(), "http://b.org".into()])
         );
+    }
+
+    #[test]
+    fn blank_values_count_as_unset() {
+        let c = config(&[("PORT", ""), ("LEASE_MS", "  "), ("API_TOKEN", " ")]).expect("defaults");
+        assert_eq!(c.port, 3000);
+        assert_eq!(c.lease, Duration::from_millis(30_000));
+        assert_eq!(c.api_token, None);
+    }
+
+    #[test]
+    fn every_variable_is_named_after_its_field_and_has_a_meaning() {
+        let command = Settings::augment_args(clap::Command::new("brain-server"));
+        for arg in command.get_arguments() {
+            let var = arg.get_env().map(|v| v.to_string_lossy().into_owned());
+            assert_eq!(var, Some(arg.get_id().as_str().to_uppercase()));
+            assert!(arg.get_help().is_some(), "{var:?} says what it is for");
+        }
+    }
+
+    #[test]
+    fn the_heartbeat_is_a_fraction_of_the_lease() {
+        let c = config(&[("LEASE_MS", "900")]).expect("valid");
+        assert_eq!(c.heartbeat_interval, Duration::from_millis(300));
+        let c = config(&[("RETENTION_HOURS", "0")]).expect("valid");
+        assert_eq!(c.retention, None);
     }
 }

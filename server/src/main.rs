@@ -1,30 +1,41 @@
 //! `brain-server`: reads the configuration, opens the database and serves.
 //!
-//! `brain-server backup <file>` writes an online backup of the database instead.
+//! `brain-server backup FILE` writes an online backup of the database instead; `--help` lists
+//! every setting.
 
-use server::config::{AppEnv, Config};
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use server::config::{AppEnv, Config, Settings};
 use tracing_subscriber::EnvFilter;
 
-const USAGE: &str =
-    "usage: brain-server            serve (configured by the environment, see README.md)
-       brain-server backup FILE  write a consistent copy of DATABASE_PATH to FILE, while serving";
+/// The Distributed Brain orchestrator: shards matrix jobs into tile tasks and leases them to
+/// browser workers. Without a command, serves.
+#[derive(Parser)]
+#[command(name = "brain-server", disable_help_subcommand = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    settings: Settings,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a consistent copy of DATABASE_PATH to FILE, while the server runs
+    Backup {
+        /// Where to write the copy; must not exist yet
+        file: PathBuf,
+    },
+}
 
 #[tokio::main]
 async fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let backup_to = match args.iter().map(String::as_str).collect::<Vec<_>>()[1..] {
-        [] => None,
-        ["backup", dest] => Some(std::path::PathBuf::from(dest)),
-        ["-h" | "--help"] => {
-            println!("{USAGE}");
-            return;
-        }
-        _ => {
-            eprintln!("{USAGE}");
-            std::process::exit(2);
-        }
-    };
-    let config = match Config::from_env() {
+    // Before clap reads the environment. A missing .env is normal; a malformed one is the
+    // operator's to see in the logs.
+    let _ = dotenvy::dotenv();
+    let cli = Cli::parse();
+    let config = match Config::from_settings(cli.settings) {
         Ok(config) => config,
         Err(e) => {
             eprintln!("brain-server: configuration error: {e}");
@@ -40,8 +51,8 @@ async fn main() {
     } else {
         logs.init();
     }
-    if let Some(dest) = backup_to {
-        return backup(&config, &dest).await;
+    if let Some(Command::Backup { file }) = cli.command {
+        return backup(&config, &file).await;
     }
     let addr = std::net::SocketAddr::new(config.host, config.port);
     let database = config.database_path.clone();
