@@ -11,6 +11,7 @@ use std::time::Duration;
 use crate::db;
 use crate::protocol::{GridStats, TileUpdate};
 use crate::state::AppState;
+use crate::status::{JobStatus, TaskState};
 use crate::sync::LockExt;
 
 /// The room dashboards join with `subscribe_dashboard`.
@@ -22,7 +23,7 @@ struct TileChange {
     task_id: i64,
     row: i64,
     col: i64,
-    state: &'static str,
+    state: TaskState,
 }
 
 /// Tile changes waiting for the next flush.
@@ -30,7 +31,7 @@ struct TileChange {
 pub struct PendingTiles(Mutex<Vec<TileChange>>);
 
 /// Notes a tile's new state for dashboards, and that its job's progress changed.
-pub fn tile(state: &AppState, job_id: &str, task_id: i64, row: i64, col: i64, new: &'static str) {
+pub fn tile(state: &AppState, job_id: &str, task_id: i64, row: i64, col: i64, new: TaskState) {
     state.stats.mark_dirty(job_id);
     let mut pending = state.pending_tiles.0.lock_or_recover();
     pending.push(TileChange {
@@ -84,7 +85,7 @@ pub async fn broadcast_loop(state: AppState) {
             let jobs_running = match db::counts(&state.db).await {
                 Ok((jobs, _)) => jobs
                     .iter()
-                    .filter(|(s, _)| s == "running")
+                    .filter(|(s, _)| *s == JobStatus::Running)
                     .map(|(_, c)| *c)
                     .sum(),
                 Err(_) => 0,

@@ -14,6 +14,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{FromRow, Row, SqlitePool};
 
 use crate::jobs::Plan;
+use crate::status::{JobStatus, TaskState};
 use crate::trust::{self, FailureKind};
 
 pub type Pool = SqlitePool;
@@ -56,8 +57,7 @@ pub fn now_ms() -> i64 {
 pub struct JobRow {
     pub id: String,
     pub name: String,
-    /// `queued`, `running`, `done`, `failed` or `cancelled`.
-    pub status: String,
+    pub status: JobStatus,
     pub m: i64,
     pub k: i64,
     pub n: i64,
@@ -382,7 +382,7 @@ pub enum Completion {
         tile_col: i64,
         tasks_done: i64,
         tasks_total: i64,
-        job_status: String,
+        job_status: JobStatus,
         /// Seconds from submission to now (meaningful when the job is now done).
         job_age_s: f64,
         /// This result completed the job (reported once per job).
@@ -496,13 +496,13 @@ pub async fn complete_tasks(
                     .iter()
                     .find(|(j, _, _)| *j == job_id)
                     .expect("every stored result's job was counted");
-                let status: String = row.get("status");
+                let status: JobStatus = row.get("status");
                 Completion::Accepted {
                     tile_row,
                     tile_col,
                     tasks_done: row.get("tasks_done"),
                     tasks_total: row.get("tasks_total"),
-                    job_finished: i == *last && status == "done",
+                    job_finished: i == *last && status == JobStatus::Done,
                     job_status: status,
                     job_age_s: (now - row.get::<i64, _>("created_at")) as f64 / 1000.0,
                     job_id,
@@ -534,14 +534,16 @@ async fn refusal_reason(
     let Some(row) = row else {
         return Ok(format!("unknown task {task_id}"));
     };
-    let state: String = row.get("state");
+    let state: TaskState = row.get("state");
     let owner: Option<String> = row.get("lease_owner");
     let deadline: Option<i64> = row.get("lease_deadline");
-    let job_status: String = row.get("job_status");
-    Ok(match state.as_str() {
-        "done" => "task already completed".into(),
-        "cancelled" | "failed" => format!("job is {job_status}"),
-        "leased" if owner.as_deref() == Some(session) && deadline.is_some_and(|d| d < now) => {
+    let job_status: JobStatus = row.get("job_status");
+    Ok(match state {
+        TaskState::Done => "task already completed".into(),
+        TaskState::Cancelled | TaskState::Failed => format!("job is {job_status}"),
+        TaskState::Leased
+            if owner.as_deref() == Some(session) && deadline.is_some_and(|d| d < now) =>
+        {
             "lease expired".into()
         }
         _ => "task is not leased to this worker".into(),
@@ -984,7 +986,7 @@ pub async fn fail_job(
     job_id: &str,
     reason: &str,
 ) -> Result<Vec<(i64, Option<String>)>, sqlx::Error> {
-    end_job(pool, job_id, "failed", Some(reason)).await
+    end_job(pool, job_id, JobStatus::Failed, Some(reason)).await
 }
 
 /// Cancels a job if it is still open; returns the withdrawn leases `(task id, worker)`.
@@ -992,13 +994,13 @@ pub async fn cancel_job(
     pool: &Pool,
     job_id: &str,
 ) -> Result<Vec<(i64, Option<String>)>, sqlx::Error> {
-    end_job(pool, job_id, "cancelled", None).await
+    end_job(pool, job_id, JobStatus::Cancelled, None).await
 }
 
 async fn end_job(
     pool: &Pool,
     job_id: &str,
-    status: &str,
+    status: JobStatus,
     reason: Option<&str>,
 ) -> Result<Vec<(i64, Option<String>)>, sqlx::Error> {
     let now = now_ms();
@@ -1016,10 +1018,10 @@ async fn end_job(
     .rows_affected();
     let mut withdrawn = Vec::new();
     if ended > 0 {
-        let task_state = if status == "failed" {
-            "failed"
+        let task_state = if status == JobStatus::Failed {
+            TaskState::Failed
         } else {
-            "cancelled"
+            TaskState::Cancelled
         };
         // Read the lease owners first: RETURNING would show the row after the update.
         withdrawn = sqlx::query_as(
@@ -1092,7 +1094,10 @@ pub async fn job_tiles(pool: &Pool, job_id: &str) -> Result<Vec<TileState>, sqlx
 }
 
 /// `(state, count)` pairs for jobs and for tasks.
-pub async fn counts(pool: &Pool) -> Result<(Vec<(String, i64)>, Vec<(String, i64)>), sqlx::Error> {
+/// Jobs by status and tasks by state.
+pub type Counts = (Vec<(JobStatus, i64)>, Vec<(TaskState, i64)>);
+
+pub async fn counts(pool: &Pool) -> Result<Counts, sqlx::Error> {
     let jobs = sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status")
         .fetch_all(pool)
         .await?;

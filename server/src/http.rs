@@ -23,6 +23,7 @@ use crate::jobs::{self, Dtype, JsonJob, Matrix, Plan, PlanLimits};
 use crate::npy;
 use crate::scheduler;
 use crate::state::{AppState, JobInputs};
+use crate::status::{JobStatus, TaskState};
 
 /// The HTTP side of the app; the Socket.io layer and CORS are added in [`crate::build`].
 pub fn router(state: AppState) -> Router {
@@ -104,11 +105,11 @@ pub struct Status {
     responses((status = 200, body = Status), (status = 500, body = ErrorBody)))]
 async fn status(State(state): State<AppState>) -> Result<Json<Status>> {
     let (jobs, tasks) = db::counts(&state.db).await?;
-    let by_state = |pairs: Vec<(String, i64)>, states: &[&str]| {
-        let mut map: BTreeMap<String, i64> = states.iter().map(|s| ((*s).to_owned(), 0)).collect();
-        map.extend(pairs);
+    fn by_state<S: std::fmt::Display>(all: &[S], pairs: Vec<(S, i64)>) -> BTreeMap<String, i64> {
+        let mut map: BTreeMap<String, i64> = all.iter().map(|s| (s.to_string(), 0)).collect();
+        map.extend(pairs.into_iter().map(|(s, n)| (s.to_string(), n)));
         map
-    };
+    }
     let (tasks_per_sec, gflops) = state.stats.throughput();
     let (refused, re_leases) = db::totals(&state.db).await?;
     let (checked, verify_time) = state.stats.verification();
@@ -125,8 +126,8 @@ async fn status(State(state): State<AppState>) -> Result<Json<Status>> {
         duplicates: state.stats.duplicates(),
         results_checked: checked,
         verification_ms_total: verify_time.as_secs_f64() * 1000.0,
-        jobs: by_state(jobs, &["queued", "running", "done", "failed", "cancelled"]),
-        tasks: by_state(tasks, &["queued", "leased", "done", "failed", "cancelled"]),
+        jobs: by_state(&JobStatus::ALL, jobs),
+        tasks: by_state(&TaskState::ALL, tasks),
     }))
 }
 
@@ -198,7 +199,7 @@ pub struct JobForm {
 #[derive(Serialize, ToSchema)]
 pub struct Created {
     id: String,
-    status: &'static str,
+    status: JobStatus,
     m: usize,
     k: usize,
     n: usize,
@@ -305,7 +306,7 @@ async fn submit_job(State(state): State<AppState>, request: Request) -> Result<R
     state.scheduler.wake();
     let body = Created {
         id,
-        status: "queued",
+        status: JobStatus::Queued,
         m: plan.m,
         k: plan.k,
         n: plan.n,
@@ -462,7 +463,7 @@ async fn cancel_job(
 ) -> Result<Json<db::JobRow>> {
     authorize(&state, &headers)?;
     let job = find_job(&state, &id).await?;
-    if !matches!(job.status.as_str(), "queued" | "running") {
+    if !job.status.is_open() {
         return Err(Error::Conflict(format!(
             "job {id} is already {}",
             job.status
@@ -512,7 +513,7 @@ async fn job_result(
 ) -> Result<Response> {
     authorize(&state, &headers)?;
     let job = find_job(&state, &id).await?;
-    if job.status != "done" {
+    if job.status != JobStatus::Done {
         return Err(Error::Conflict(format!(
             "job {id} is {} ({} of {} tiles done); the result is ready when it is done",
             job.status, job.tasks_done, job.tasks_total

@@ -23,6 +23,7 @@ pub mod protocol;
 pub mod scheduler;
 pub mod socket;
 pub mod state;
+pub mod status;
 pub mod sync;
 pub mod trust;
 pub mod verify;

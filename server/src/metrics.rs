@@ -18,6 +18,7 @@ use axum::response::{IntoResponse, Response};
 use crate::db;
 use crate::error::Result;
 use crate::state::AppState;
+use crate::status::{JobStatus, TaskState};
 use crate::sync::LockExt;
 
 /// Upper bounds (seconds) of the HTTP request duration buckets.
@@ -177,13 +178,13 @@ pub async fn render(State(state): State<AppState>) -> Result<Response> {
     );
     let _ = writeln!(out, "brain_workers_online {}", state.workers.len());
     family(&mut out, "brain_tasks", "gauge", "Tasks by state.");
-    for s in ["queued", "leased", "done", "failed", "cancelled"] {
-        let n = tasks.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
+    for s in TaskState::ALL {
+        let n = tasks.iter().find(|(k, _)| *k == s).map_or(0, |(_, n)| *n);
         let _ = writeln!(out, "brain_tasks{{state=\"{s}\"}} {n}");
     }
     family(&mut out, "brain_jobs", "gauge", "Jobs by state.");
-    for s in ["queued", "running", "done", "failed", "cancelled"] {
-        let n = jobs.iter().find(|(k, _)| k == s).map_or(0, |(_, n)| *n);
+    for s in JobStatus::ALL {
+        let n = jobs.iter().find(|(k, _)| *k == s).map_or(0, |(_, n)| *n);
         let _ = writeln!(out, "brain_jobs{{state=\"{s}\"}} {n}");
     }
     let counters = [

@@ -145,7 +145,7 @@ pub struct TileUpdate<'a> {
     pub task_id: i64,
     pub row: i64,
     pub col: i64,
-    pub state: &'a str,
+    pub state: crate::status::TaskState,
 }
 
 /// `grid_stats`, broadcast to every socket every few seconds.

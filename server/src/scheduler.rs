@@ -19,6 +19,7 @@ use crate::error::Result;
 use crate::panels::{self, Operand};
 use crate::protocol::{Quarantined, TaskAssigned, TaskCancelled};
 use crate::state::{AppState, Lease, Waiter};
+use crate::status::TaskState;
 use crate::sync::LockExt;
 use crate::trust;
 
@@ -215,7 +216,7 @@ async fn serve(state: &AppState, waiting: Vec<Waiter>, unserved: &mut Vec<Waiter
             task.id,
             task.tile_row,
             task.tile_col,
-            "leased",
+            TaskState::Leased,
         );
     }
     for waiter in empty_handed {
@@ -612,7 +613,7 @@ pub async fn offer_again(state: &AppState, tasks: &[Requeued]) -> Result<()> {
             task.id,
             task.tile_row,
             task.tile_col,
-            "queued",
+            TaskState::Queued,
         );
     }
     state.scheduler.wake();

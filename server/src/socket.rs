@@ -21,6 +21,7 @@ use crate::protocol::{
 };
 use crate::scheduler::{self, NotRedelivered};
 use crate::state::{Admission, AppState, Lease, SendBudget, Standing, Waiter, WorkerInfo};
+use crate::status::TaskState;
 use crate::sync::LockExt;
 use crate::trust;
 use crate::verify;
@@ -590,7 +591,14 @@ async fn task_result(state: AppState, socket: SocketRef, data: TryData<TaskResul
                     };
                 }
             });
-            broadcast::tile(&state, &job_id, task_id, tile_row, tile_col, "done");
+            broadcast::tile(
+                &state,
+                &job_id,
+                task_id,
+                tile_row,
+                tile_col,
+                TaskState::Done,
+            );
             if job_finished {
                 tracing::info!(%job_id, seconds = job_age_s, "job done");
                 state.metrics.job_finished(job_age_s);
