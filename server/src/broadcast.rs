@@ -5,6 +5,7 @@
 //! job finishing thousands of tiles a second costs dashboards a bounded stream of messages and
 //! costs the scheduler nothing when nobody watches.
 
+use std::collections::HashSet;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -26,14 +27,26 @@ struct TileChange {
     state: TaskState,
 }
 
-/// Tile changes waiting for the next flush.
+/// What dashboards have not been told yet: tile changes, and the jobs whose progress changed.
 #[derive(Default)]
-pub struct PendingTiles(Mutex<Vec<TileChange>>);
+pub struct Pending {
+    tiles: Mutex<Vec<TileChange>>,
+    jobs: Mutex<HashSet<String>>,
+}
+
+/// Notes that a job's progress changed (its row is sent to dashboards at the next flush).
+pub fn job(state: &AppState, job_id: &str) {
+    state
+        .pending
+        .jobs
+        .lock_or_recover()
+        .insert(job_id.to_owned());
+}
 
 /// Notes a tile's new state for dashboards, and that its job's progress changed.
 pub fn tile(state: &AppState, job_id: &str, task_id: i64, row: i64, col: i64, new: TaskState) {
-    state.stats.mark_dirty(job_id);
-    let mut pending = state.pending_tiles.0.lock_or_recover();
+    job(state, job_id);
+    let mut pending = state.pending.tiles.lock_or_recover();
     pending.push(TileChange {
         job_id: job_id.to_owned(),
         task_id,
@@ -51,8 +64,8 @@ pub async fn broadcast_loop(state: AppState) {
     loop {
         ticker.tick().await;
         ticks += 1;
-        let tiles = std::mem::take(&mut *state.pending_tiles.0.lock_or_recover());
-        let dirty = state.stats.take_dirty();
+        let tiles = std::mem::take(&mut *state.pending.tiles.lock_or_recover());
+        let dirty: Vec<String> = state.pending.jobs.lock_or_recover().drain().collect();
         let watchers = state.io.to(DASHBOARD_ROOM);
         let watched = !watchers.sockets().is_empty();
         if watched {
@@ -81,7 +94,7 @@ pub async fn broadcast_loop(state: AppState) {
             }
         }
         if ticks.is_multiple_of(8) {
-            let (tasks_per_sec, gflops) = state.stats.throughput();
+            let (tasks_per_sec, gflops) = state.metrics.throughput();
             let jobs_running = match db::counts(&state.db).await {
                 Ok((jobs, _)) => jobs
                     .iter()

@@ -17,6 +17,7 @@ use tower_http::services::{ServeDir, ServeFile};
 use tracing::Instrument;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
+use crate::broadcast;
 use crate::db;
 use crate::error::{Error, Result};
 use crate::jobs::{self, Dtype, JsonJob, Matrix, Plan, PlanLimits};
@@ -110,9 +111,9 @@ async fn status(State(state): State<AppState>) -> Result<Json<Status>> {
         map.extend(pairs.into_iter().map(|(s, n)| (s.to_string(), n)));
         map
     }
-    let (tasks_per_sec, gflops) = state.stats.throughput();
+    let (tasks_per_sec, gflops) = state.metrics.throughput();
     let (refused, re_leases) = db::totals(&state.db).await?;
-    let (checked, verify_time) = state.stats.verification();
+    let (checked, verify_time) = state.metrics.verifications();
     Ok(Json(Status {
         name: "distributed-brain",
         version: env!("CARGO_PKG_VERSION"),
@@ -123,7 +124,7 @@ async fn status(State(state): State<AppState>) -> Result<Json<Status>> {
         gflops,
         results_refused: refused,
         re_leases,
-        duplicates: state.stats.duplicates(),
+        duplicates: state.metrics.duplicates(),
         results_checked: checked,
         verification_ms_total: verify_time.as_secs_f64() * 1000.0,
         jobs: by_state(&JobStatus::ALL, jobs),
@@ -302,7 +303,7 @@ async fn submit_job(State(state): State<AppState>, request: Request) -> Result<R
             "job submitted"
         );
     });
-    state.stats.mark_dirty(&id);
+    broadcast::job(&state, &id);
     state.scheduler.wake();
     let body = Created {
         id,

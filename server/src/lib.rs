@@ -42,7 +42,7 @@ use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::config::{AllowedOrigins, Config};
-use crate::state::{AppState, InputCache, Stats, Workers};
+use crate::state::{AppState, InputCache, Workers};
 
 /// How long an Engine.IO session may go without connecting to Socket.io.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -84,8 +84,7 @@ pub async fn build(config: Config) -> Result<(Router, AppState), sqlx::Error> {
         scheduler: Default::default(),
         workers: Arc::new(Workers::default()),
         inputs: Arc::new(InputCache::new(INPUT_CACHE_BYTES)),
-        stats: Arc::new(Stats::default()),
-        pending_tiles: Default::default(),
+        pending: Default::default(),
         limits: Default::default(),
         metrics: Default::default(),
         committer: commit::Committer::start(db.clone()),

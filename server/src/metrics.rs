@@ -4,7 +4,7 @@
 //! Counters and histograms count since the process started, as Prometheus expects; gauges of
 //! tasks and jobs by state are read from the database at scrape time.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, VecDeque};
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -68,26 +68,79 @@ impl Histogram {
     }
 }
 
-/// What the server counts as it runs.
+/// What the server counts as it runs: the one place for every statistic, whether
+/// `/metrics`, `/api/status` or the dashboards' `grid_stats` show it.
 #[derive(Default)]
 pub struct Metrics {
-    pub tasks_completed: AtomicU64,
     pub results_refused: AtomicU64,
     pub bytes_sent: AtomicU64,
     pub bytes_received: AtomicU64,
+    tasks_completed: AtomicU64,
+    /// Copies of slow leases handed out.
+    duplicates: AtomicU64,
+    verifications: AtomicU64,
     verification_nanos: AtomicU64,
+    /// Completions of the last [`THROUGHPUT_WINDOW`], with their flops, for the grid's
+    /// current speed.
+    recent: Mutex<VecDeque<(Instant, f64)>>,
     job_durations: Mutex<Histogram>,
     http: Mutex<BTreeMap<(String, String, u16), Histogram>>,
 }
+
+/// The window the grid's current throughput is averaged over.
+const THROUGHPUT_WINDOW: Duration = Duration::from_secs(10);
 
 impl Metrics {
     pub fn add(counter: &AtomicU64, n: u64) {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// A result of `flops` was verified and stored.
+    pub fn completed(&self, flops: f64) {
+        Self::add(&self.tasks_completed, 1);
+        let now = Instant::now();
+        let mut recent = self.recent.lock_or_recover();
+        recent.push_back((now, flops));
+        while recent
+            .front()
+            .is_some_and(|(t, _)| now.duration_since(*t) > THROUGHPUT_WINDOW)
+        {
+            recent.pop_front();
+        }
+    }
+
+    /// `(tasks per second, GFLOP/s)` over the last window.
+    pub fn throughput(&self) -> (f64, f64) {
+        let now = Instant::now();
+        let recent = self.recent.lock_or_recover();
+        let (count, flops) = recent
+            .iter()
+            .filter(|(t, _)| now.duration_since(*t) <= THROUGHPUT_WINDOW)
+            .fold((0usize, 0.0), |(c, f), (_, x)| (c + 1, f + x));
+        let secs = THROUGHPUT_WINDOW.as_secs_f64();
+        (count as f64 / secs, flops / secs / 1e9)
+    }
+
+    pub fn duplicated(&self) {
+        Self::add(&self.duplicates, 1);
+    }
+
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates.load(Ordering::Relaxed)
+    }
+
     pub fn verification(&self, took: Duration) {
+        Self::add(&self.verifications, 1);
         self.verification_nanos
             .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+    }
+
+    /// `(results verified, total time)` since start-up.
+    pub fn verifications(&self) -> (u64, Duration) {
+        (
+            self.verifications.load(Ordering::Relaxed),
+            Duration::from_nanos(self.verification_nanos.load(Ordering::Relaxed)),
+        )
     }
 
     pub fn job_finished(&self, seconds: f64) {
@@ -211,7 +264,7 @@ pub async fn render(State(state): State<AppState>) -> Result<Response> {
         (
             "brain_duplicates_total",
             "Copies of slow leases handed to faster workers.",
-            state.stats.duplicates(),
+            m.duplicates(),
         ),
     ];
     for (name, help, value) in counters {

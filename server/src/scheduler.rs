@@ -291,7 +291,7 @@ async fn duplicate(state: &AppState, waiter: &Waiter) -> Result<bool> {
             if let Some(claimed) = worth_a_copy(state, &me, lease, now).await? {
                 deliver_as(state, waiter, &claimed, true, 0).await?;
                 tracing::info!(task_id = claimed.id, worker_id = %waiter.worker_id, "duplicate of a slow lease");
-                state.stats.record_duplicate();
+                state.metrics.duplicated();
                 return Ok(true);
             }
         }
@@ -642,7 +642,7 @@ pub async fn end_job(state: &AppState, job_id: &str, reason: Option<&str>) -> Re
     }
     state.inputs.remove(job_id);
     forget_running(state, job_id);
-    state.stats.mark_dirty(job_id);
+    broadcast::job(state, job_id);
     Ok(())
 }
 

@@ -572,12 +572,12 @@ async fn task_result(state: AppState, socket: SocketRef, data: TryData<TaskResul
             ..
         }) => {
             ack(true, None);
-            Metrics::add(&state.metrics.tasks_completed, 1);
+
             // The worker's lease allowance grew: a request it made past it may be served now.
             state.scheduler.wake();
             scheduler::cancel_copies(&state, task_id, socket.id);
             let flops = lease.flops;
-            state.stats.record(flops);
+            state.metrics.completed(flops);
             let gflops = compute_ms.filter(|ms| *ms > 0.0).map(|ms| flops / ms / 1e6);
             state
                 .workers
@@ -663,7 +663,6 @@ async fn verify_result(
             "the server could not run the check; the task will be re-queued".into(),
         );
     };
-    state.stats.record_verification(started.elapsed());
     state.metrics.verification(started.elapsed());
     match verdict {
         verify::Verdict::Pass => Finding::Pass,

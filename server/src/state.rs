@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use socketioxide::extract::SocketRef;
@@ -28,9 +28,8 @@ pub struct AppState {
     pub scheduler: Arc<Scheduler>,
     pub workers: Arc<Workers>,
     pub inputs: Arc<InputCache>,
-    pub stats: Arc<Stats>,
-    /// Tile changes not yet sent to dashboards.
-    pub pending_tiles: Arc<crate::broadcast::PendingTiles>,
+    /// Tile and job changes not yet sent to dashboards.
+    pub pending: Arc<crate::broadcast::Pending>,
     /// Connection and event-rate limits per client.
     pub limits: Arc<ClientLimits>,
     /// Stores verified results, many per transaction.
@@ -435,75 +434,6 @@ impl InputCache {
         let CacheEntries { map, order } = &mut *guard;
         map.remove(job_id);
         order.retain(|id| id != job_id);
-    }
-}
-
-/// Recent completions, for the grid's throughput figures.
-#[derive(Default)]
-pub struct Stats {
-    recent: Mutex<VecDeque<(Instant, f64)>>,
-    /// Duplicates of slow leases handed out since start-up.
-    duplicates: std::sync::atomic::AtomicU64,
-    /// Results verified and the time spent verifying them, since start-up.
-    verification: Mutex<(u64, Duration)>,
-    /// Jobs whose progress changed since dashboards were last told.
-    pub dirty_jobs: Mutex<HashSet<String>>,
-}
-
-/// The window throughput is averaged over.
-const STATS_WINDOW: Duration = Duration::from_secs(10);
-
-impl Stats {
-    pub fn record(&self, flops: f64) {
-        let now = Instant::now();
-        let mut recent = self.recent.lock_or_recover();
-        recent.push_back((now, flops));
-        while recent
-            .front()
-            .is_some_and(|(t, _)| now.duration_since(*t) > STATS_WINDOW)
-        {
-            recent.pop_front();
-        }
-    }
-
-    /// `(tasks per second, GFLOP/s)` over the last window.
-    pub fn throughput(&self) -> (f64, f64) {
-        let now = Instant::now();
-        let recent = self.recent.lock_or_recover();
-        let (count, flops) = recent
-            .iter()
-            .filter(|(t, _)| now.duration_since(*t) <= STATS_WINDOW)
-            .fold((0usize, 0.0), |(c, f), (_, x)| (c + 1, f + x));
-        let secs = STATS_WINDOW.as_secs_f64();
-        (count as f64 / secs, flops / secs / 1e9)
-    }
-
-    pub fn record_duplicate(&self) {
-        self.duplicates
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    }
-
-    pub fn duplicates(&self) -> u64 {
-        self.duplicates.load(std::sync::atomic::Ordering::Relaxed)
-    }
-
-    pub fn record_verification(&self, took: Duration) {
-        let mut v = self.verification.lock_or_recover();
-        v.0 += 1;
-        v.1 += took;
-    }
-
-    /// `(results verified, total time)` since start-up.
-    pub fn verification(&self) -> (u64, Duration) {
-        *self.verification.lock_or_recover()
-    }
-
-    pub fn mark_dirty(&self, job_id: &str) {
-        self.dirty_jobs.lock_or_recover().insert(job_id.to_owned());
-    }
-
-    pub fn take_dirty(&self) -> Vec<String> {
-        self.dirty_jobs.lock_or_recover().drain().collect()
     }
 }
 
