@@ -8,6 +8,7 @@ import { join, resolve, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { io } from "socket.io-client";
 import { spawnServer } from "../support/server.mjs";
+import { decodeNpy, encodeNpy } from "../../web/src/common/npy.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 export const SERVER_BIN =
@@ -145,32 +146,13 @@ export function fromBytes(dtype, buf) {
   return new ARRAY[dtype](copy.buffer);
 }
 
-/** A `.npy` (version 1.0) file for a 2-D C-order array. */
+/** A `.npy` file of `values` as `dtype`, written by the page's own codec. */
 export function npyEncode(dtype, rows, cols, values) {
-  const descr = dtype === "f32" ? "<f4" : "<f8";
-  let header = `{'descr': '${descr}', 'fortran_order': False, 'shape': (${rows}, ${cols}), }`;
-  const pad = (64 - ((10 + header.length + 1) % 64)) % 64;
-  header += " ".repeat(pad) + "\n";
-  const head = Buffer.alloc(10);
-  Buffer.from("\x93NUMPY", "latin1").copy(head, 0);
-  head[6] = 1;
-  head[7] = 0;
-  head.writeUInt16LE(header.length, 8);
-  return Buffer.concat([head, Buffer.from(header, "latin1"), toBytes(dtype, values)]);
+  return Buffer.from(encodeNpy(new ARRAY[dtype](values), rows, cols));
 }
 
-/** Parses a `.npy` file written by the server. */
-export function npyDecode(buf) {
-  if (buf.subarray(0, 6).toString("latin1") !== "\x93NUMPY") throw new Error("not npy");
-  const len = buf.readUInt16LE(8);
-  const header = buf.subarray(10, 10 + len).toString("latin1");
-  const dtype = header.includes("<f4") ? "f32" : "f64";
-  const [rows, cols] = header
-    .match(/\((\d+), (\d+)\)/)
-    .slice(1)
-    .map(Number);
-  return { dtype, rows, cols, data: fromBytes(dtype, buf.subarray(10 + len)) };
-}
+/** Parses a `.npy` file (the server's) with the page's own codec: `{ dtype, rows, cols, data }`. */
+export const npyDecode = decodeNpy;
 
 /** Asserts |got - want| within a bound that grows with k, entry by entry. */
 export function assertClose(got, want, k, dtype = "f32") {
