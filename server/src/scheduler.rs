@@ -97,23 +97,53 @@ async fn dispatch(state: &AppState) -> Result<()> {
 /// job that idles every worker but the first for several transfers. Stable, so requests keep
 /// their arrival order within a turn.
 fn take_turns(state: &AppState, waiting: Vec<Waiter>) -> Vec<Waiter> {
-    let mut turn: HashMap<Sid, usize> = HashMap::new();
-    let mut keyed: Vec<(usize, Waiter)> = waiting
+    in_turns(
+        waiting,
+        |waiter| waiter.socket.id,
+        |sid| state.workers.with(sid, |w| w.held()).unwrap_or(0),
+    )
+}
+
+/// [`take_turns`] over any requests: `who` says whose each is, `held` how many tasks that
+/// one holds already.
+fn in_turns<W, K: std::hash::Hash + Eq + Copy>(
+    waiting: Vec<W>,
+    who: impl Fn(&W) -> K,
+    held: impl Fn(K) -> usize,
+) -> Vec<W> {
+    let mut turn: HashMap<K, usize> = HashMap::new();
+    let mut keyed: Vec<(usize, W)> = waiting
         .into_iter()
         .map(|waiter| {
-            let sid = waiter.socket.id;
-            let next = turn.entry(sid).or_insert_with(|| {
-                state
-                    .workers
-                    .with(sid, |w| w.leases.values().filter(|l| !l.answered).count())
-                    .unwrap_or(0)
-            });
+            let key = who(&waiter);
+            let next = turn.entry(key).or_insert_with(|| held(key));
             *next += 1;
             (*next, waiter)
         })
         .collect();
     keyed.sort_by_key(|(turn, _)| *turn);
     keyed.into_iter().map(|(_, waiter)| waiter).collect()
+}
+
+/// Longest a lease can be kept by heartbeats, in leases: twice the longest single extension
+/// ([`lease_ms`] gives a hidden, slow worker up to 20), 20 minutes at the default `LEASE_MS`.
+pub const MAX_LEASE_FACTOR: i64 = 40;
+
+/// A lease long enough for a worker: the configured lease, plus four times the time its
+/// measured speed (`gflops`, 0 when unknown) needs for a typical tile, longer again for a tab
+/// in the background (browsers throttle those), at most 20 leases. A slow phone gets more
+/// time than a desktop.
+pub fn lease_ms(lease: Duration, gflops: f64, visible: bool) -> i64 {
+    let base = lease.as_millis() as f64;
+    // A 256×256 tile with k = 4096: 0.54 GFLOP.
+    const TYPICAL_TILE_GFLOP: f64 = 2.0 * 256.0 * 256.0 * 4096.0 / 1e9;
+    let compute_ms = if gflops > 0.0 {
+        TYPICAL_TILE_GFLOP / gflops * 1000.0
+    } else {
+        0.0
+    };
+    let background = if visible { 1.0 } else { 4.0 };
+    ((base + 4.0 * compute_ms) * background).min(base * 20.0) as i64
 }
 
 /// One dispatch round: every waiter's claim in one transaction (one commit for the round, not
@@ -156,7 +186,7 @@ async fn serve(state: &AppState, waiting: Vec<Waiter>, unserved: &mut Vec<Waiter
                 .workers
                 .standing(waiter.socket.id)
                 .map_or(state.config.lease.as_millis() as i64, |w| {
-                    crate::socket::lease_ms(state, &w)
+                    lease_ms(state.config.lease, w.gflops, w.visible)
                 });
             let earlier: Vec<db::Claimed> = claimed
                 .iter()
@@ -298,6 +328,23 @@ async fn duplicate(state: &AppState, waiter: &Waiter) -> Result<bool> {
     }
 }
 
+/// Whether a copy of a `gflop` tile, leased `age_ms` ago to a holder of speed `holder_speed`
+/// (GFLOP/s, 0 when unknown; a quarter for a hidden tab), would be finished sooner by a worker
+/// of speed `mine`: when this worker would finish well before the holder is expected to. A
+/// holder past twice its expected time has stalled (its heartbeats keep the lease), so its
+/// time left is unknown, as for one with no speed; one only a little late may still be about
+/// to answer.
+fn copy_pays(gflop: f64, mine: f64, holder_speed: f64, age_ms: f64) -> bool {
+    let mine_ms = gflop / mine * 1000.0;
+    let expected_ms = gflop / holder_speed * 1000.0;
+    let holder_left_ms = if holder_speed > 0.0 && age_ms <= 2.0 * expected_ms {
+        expected_ms - age_ms
+    } else {
+        f64::INFINITY
+    };
+    holder_left_ms > 2.0 * mine_ms && age_ms > 2.0 * mine_ms
+}
+
 /// Leases read at a time while looking for one worth a copy.
 const SLOW_LEASE_PAGE: i64 = 64;
 
@@ -319,7 +366,6 @@ async fn worth_a_copy(
         .plan
         .tile(lease.tile_row as usize, lease.tile_col as usize);
     let gflop = 2.0 * (tile.rows * tile.cols * inputs.plan.k) as f64 / 1e9;
-    let mine_ms = gflop / me.gflops * 1000.0;
     let age_ms = (now - lease.updated_at) as f64;
     let holder_speed = state
         .workers
@@ -328,17 +374,7 @@ async fn worth_a_copy(
             0.0,
             |(_, w)| if w.visible { w.gflops } else { w.gflops / 4.0 },
         );
-    // Worth it when this worker would finish well before the holder is expected to. A
-    // holder past twice its expected time has stalled (its heartbeats keep the lease), so
-    // its time left is unknown, as for one with no speed; one only a little late may
-    // still be about to answer.
-    let expected_ms = gflop / holder_speed * 1000.0;
-    let holder_left_ms = if holder_speed > 0.0 && age_ms <= 2.0 * expected_ms {
-        expected_ms - age_ms
-    } else {
-        f64::INFINITY
-    };
-    if holder_left_ms > 2.0 * mine_ms && age_ms > 2.0 * mine_ms {
+    if copy_pays(gflop, me.gflops, holder_speed, age_ms) {
         return Ok(Some(db::Claimed {
             id: lease.id,
             job_id: lease.job_id,
@@ -662,5 +698,61 @@ pub fn cancel_copies(state: &AppState, task_id: i64, winner: Sid) {
         if let Some(socket) = state.io.get_socket(sid) {
             let _ = socket.emit("task_cancelled", &TaskCancelled { task_id });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_take_turns_counting_what_they_hold() {
+        // Requests in arrival order: a asks three times, b twice, c once; b holds one task.
+        let waiting = vec![("a", 1), ("a", 2), ("a", 3), ("b", 1), ("b", 2), ("c", 1)];
+        let held = |who: &str| usize::from(who == "b");
+        let order = in_turns(waiting, |w| w.0, held);
+        assert_eq!(
+            order,
+            [("a", 1), ("c", 1), ("a", 2), ("b", 1), ("a", 3), ("b", 2)],
+            "everyone's first before anyone's second; arrival order kept within a turn"
+        );
+    }
+
+    #[test]
+    fn leases_grow_for_slow_and_hidden_workers_up_to_twenty() {
+        let lease = Duration::from_secs(30);
+        assert_eq!(lease_ms(lease, 0.0, true), 30_000, "no speed measured yet");
+        // A typical tile (0.54 GFLOP) at 1 GFLOP/s: four times 537 ms on top.
+        assert_eq!(lease_ms(lease, 1.0, true), 32_147);
+        assert!(lease_ms(lease, 0.1, true) > lease_ms(lease, 10.0, true));
+        assert_eq!(
+            lease_ms(lease, 0.0, false),
+            120_000,
+            "a tab in the background"
+        );
+        assert_eq!(
+            lease_ms(lease, 1e-6, false),
+            600_000,
+            "never past 20 leases"
+        );
+        assert!(MAX_LEASE_FACTOR as f64 * 30_000.0 >= 2.0 * 600_000.0);
+    }
+
+    #[test]
+    fn a_copy_pays_only_when_the_holder_is_late_or_unknown() {
+        let gflop = 0.5; // 500 ms at 1 GFLOP/s, 50 ms at 10
+                         // A fast worker, a holder of unknown speed: worth it once the lease is old enough.
+        assert!(!copy_pays(gflop, 10.0, 0.0, 50.0), "barely started");
+        assert!(copy_pays(gflop, 10.0, 0.0, 200.0));
+        // A holder as fast as this worker, on time: not worth it.
+        assert!(!copy_pays(gflop, 10.0, 10.0, 40.0));
+        // A slow holder early in its tile: this worker would finish well before it.
+        assert!(copy_pays(gflop, 10.0, 1.0, 150.0));
+        // The same holder almost done: not worth it.
+        assert!(!copy_pays(gflop, 10.0, 1.0, 450.0));
+        // Past twice its expected time it has stalled: worth it again.
+        assert!(copy_pays(gflop, 10.0, 1.0, 1500.0));
+        // A slower worker never overtakes a faster holder on time.
+        assert!(!copy_pays(gflop, 1.0, 10.0, 60.0));
     }
 }

@@ -382,13 +382,9 @@ async fn heartbeat(state: AppState, socket: SocketRef, ack: AckSender) {
     let Some(worker) = registered(&state, &socket) else {
         return;
     };
-    let max_total_ms = state.config.lease.as_millis() as i64 * MAX_LEASE_FACTOR;
-    let extended = db::extend_leases(
-        &state.db,
-        &worker.session,
-        lease_ms(&state, &worker),
-        max_total_ms,
-    );
+    let max_total_ms = state.config.lease.as_millis() as i64 * scheduler::MAX_LEASE_FACTOR;
+    let lease_ms = scheduler::lease_ms(state.config.lease, worker.gflops, worker.visible);
+    let extended = db::extend_leases(&state.db, &worker.session, lease_ms, max_total_ms);
     if let Err(e) = extended.await {
         tracing::error!(error = %e, "extending leases failed");
     }
@@ -397,26 +393,6 @@ async fn heartbeat(state: AppState, socket: SocketRef, ack: AckSender) {
     };
     let _ = socket.emit("heartbeat_ack", &reply);
     let _ = ack.send(&reply);
-}
-
-/// Longest a lease can be kept by heartbeats, in leases: twice the longest single extension
-/// (`lease_ms` gives a hidden, slow worker up to 20), 20 minutes at the default `LEASE_MS`.
-const MAX_LEASE_FACTOR: i64 = 40;
-
-/// A lease long enough for this worker: the configured lease, plus four times the time its
-/// measured speed needs for a typical tile, longer again for a tab in the background (browsers
-/// throttle those). A slow phone gets more time than a desktop.
-pub fn lease_ms(state: &AppState, worker: &Standing) -> i64 {
-    let base = state.config.lease.as_millis() as f64;
-    // A 256×256 tile with k = 4096: 0.54 GFLOP.
-    const TYPICAL_TILE_GFLOP: f64 = 2.0 * 256.0 * 256.0 * 4096.0 / 1e9;
-    let compute_ms = if worker.gflops > 0.0 {
-        TYPICAL_TILE_GFLOP / worker.gflops * 1000.0
-    } else {
-        0.0
-    };
-    let background = if worker.visible { 1.0 } else { 4.0 };
-    ((base + 4.0 * compute_ms) * background).min(base * 20.0) as i64
 }
 
 fn request_task(state: &AppState, socket: SocketRef, admission: &Admission) {
