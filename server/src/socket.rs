@@ -620,7 +620,7 @@ async fn verify_result(
     let a = plan.a_panel(&inputs.a, &tile);
     let b = plan.b_panel(&inputs.b_panels, &tile);
     let c = c.clone();
-    let vectors = verify::vectors_for(worker.record.consecutive_verified, worker.record.refused);
+    let vectors = worker.record.check_vectors();
     let started = std::time::Instant::now();
     let verdict = tokio::task::spawn_blocking(move || {
         verify::check(
@@ -667,10 +667,6 @@ async fn refused(state: &AppState, task_id: i64, holder: db::Holder<'_>, reason:
     }
 }
 
-/// Random vectors for checking a caught worker's earlier results again (in runs of six): a
-/// wrong tile slips through with probability at most 2⁻²⁴.
-const AUDIT_VECTORS: usize = 24;
-
 /// After a refusal, checks the worker's accepted results in running jobs again, with many
 /// more vectors than they passed (as few as two, for a worker with a long record), and takes
 /// back those that fail. A worker caught once may have slipped wrong tiles through before:
@@ -703,7 +699,7 @@ async fn audit(state: AppState, worker_id: String) {
         );
         let c = tile.result;
         let failed = tokio::task::spawn_blocking(move || {
-            (0..AUDIT_VECTORS / 6).any(|_| {
+            (0..trust::AUDIT_VECTORS / 6).any(|_| {
                 let shape = (t.rows, plan.k, t.cols);
                 let verdict = verify::check(plan.dtype, &a, &b, &c, shape, 6, &mut rand::rng());
                 verdict != verify::Verdict::Pass

@@ -20,6 +20,10 @@ pub const FIRST_LEASES: usize = 2;
 /// panel only when its cache and the server's model of it disagree, which one re-send mends.
 pub const MAX_REDELIVERIES: u8 = 2;
 
+/// Random vectors for checking a caught worker's earlier results again (see `socket::audit`,
+/// in runs of six): a wrong tile slips through with probability at most 2⁻²⁴.
+pub const AUDIT_VECTORS: usize = 24;
+
 /// Failure reports and expired leases that quarantine a worker once they outnumber its
 /// verified results: an honest page that runs out of memory on a few huge tiles keeps
 /// working, a client that takes tasks only to drop them does not.
@@ -49,6 +53,18 @@ impl Record {
             && self.verified >= TRUSTED_AFTER
             && self.refused * 10 <= self.verified
             && self.failed * 2 <= self.verified
+    }
+
+    /// How many random vectors the worker's next result is checked with (see `verify`): more
+    /// for a new or recently wrong worker, never fewer than two, never more than four. Two
+    /// already meet the detection targets (a lie spread over a row escapes both with
+    /// probability ≤ 0.05² at n = 256); four keep the check below 5 % of the tile's flops at
+    /// k ≥ 1024 (six cost 6 %).
+    pub fn check_vectors(&self) -> usize {
+        match (self.consecutive_verified, self.refused) {
+            (c, r) if c < 20 || (r > 0 && c < 50) => 4,
+            _ => 2,
+        }
     }
 
     /// Leases the worker may hold at once: [`FIRST_LEASES`], one more per result verified in
@@ -203,6 +219,22 @@ mod tests {
         let mut caught = record(50, 0, 0);
         caught.quarantined = Some("lied".into());
         assert!(!caught.is_trusted());
+    }
+
+    #[test]
+    fn fewer_vectors_for_a_long_honest_run_never_none() {
+        let vectors = |consecutive_verified, refused| {
+            Record {
+                consecutive_verified,
+                refused,
+                ..Record::default()
+            }
+            .check_vectors()
+        };
+        assert!(vectors(0, 0) > vectors(500, 0));
+        assert!(vectors(30, 2) > vectors(30, 0));
+        assert_eq!(vectors(i64::MAX, 0), 2);
+        assert!((0..100).all(|c| (0..3).all(|r| (2..=4).contains(&vectors(c, r)))));
     }
 
     #[test]

@@ -686,16 +686,6 @@ fn recompute_row<E: Element>(
     None
 }
 
-/// How many vectors a worker's result is checked with: more for a new or recently wrong
-/// worker, never fewer than two, never more than four. Two already meet the detection targets
-/// (a lie spread over a row escapes both with probability ≤ 0.05² at n = 256); four keep the
-/// check below 5 % of the tile's flops at k ≥ 1024 (six cost 6 %).
-pub fn vectors_for(consecutive_verified: i64, refused: i64) -> usize {
-    match (consecutive_verified, refused) {
-        (c, r) if c < 20 || (r > 0 && c < 50) => 4,
-        _ => 2,
-    }
-}
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1113,14 +1103,6 @@ mod tests {
             assert!(caught[1] + 2 >= trials[1], "row-spread lies: {caught:?}");
             assert_eq!(caught[2], trials[2]);
         }
-    }
-
-    #[test]
-    fn fewer_vectors_for_a_long_honest_run_never_none() {
-        assert!(vectors_for(0, 0) > vectors_for(500, 0));
-        assert!(vectors_for(30, 2) > vectors_for(30, 0));
-        assert_eq!(vectors_for(i64::MAX, 0), 2);
-        assert!((0..100).all(|c| (0..3).all(|r| (2..=4).contains(&vectors_for(c, r)))));
     }
 
     fn to_f64_bytes(v: &[f64]) -> Vec<u8> {
