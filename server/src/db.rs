@@ -193,9 +193,44 @@ pub struct Holder<'a> {
     pub address: std::net::IpAddr,
 }
 
+/// One dispatch round's claims, in one `BEGIN IMMEDIATE` transaction: one commit for the
+/// round rather than one per task. Nothing is leased unless [`ClaimRound::commit`] succeeds.
+pub struct ClaimRound(sqlx::Transaction<'static, sqlx::Sqlite>);
+
+impl ClaimRound {
+    pub async fn begin(pool: &Pool) -> Result<Self, sqlx::Error> {
+        pool.begin_with("BEGIN IMMEDIATE").await.map(ClaimRound)
+    }
+
+    /// See [`claim_task`].
+    pub async fn claim(
+        &mut self,
+        holder: Holder<'_>,
+        lease_ms: i64,
+    ) -> Result<Option<Claimed>, sqlx::Error> {
+        claim_task(&mut self.0, holder, lease_ms).await
+    }
+
+    /// See [`claim_preferred`].
+    pub async fn claim_preferred(
+        &mut self,
+        holder: Holder<'_>,
+        lease_ms: i64,
+        job_id: &str,
+        rows: &[i64],
+        cols: &[i64],
+    ) -> Result<Option<Claimed>, sqlx::Error> {
+        claim_preferred(&mut self.0, holder, lease_ms, job_id, rows, cols).await
+    }
+
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.0.commit().await
+    }
+}
+
 /// Leases the oldest queued task this worker was not refused on, in one statement (no
 /// read-then-write race).
-pub async fn claim_task(
+async fn claim_task(
     conn: &mut sqlx::SqliteConnection,
     holder: Holder<'_>,
     lease_ms: i64,
@@ -230,7 +265,7 @@ pub async fn mark_running(pool: &Pool, job_id: &str) -> Result<(), sqlx::Error> 
 /// Leases, among the oldest queued tasks of `job_id` in tile rows `rows` or columns `cols`,
 /// the one sharing the most panels with them (both, then one). `None` when no queued task of
 /// the job touches them (or the worker was refused on all that do).
-pub async fn claim_preferred(
+async fn claim_preferred(
     conn: &mut sqlx::SqliteConnection,
     holder: Holder<'_>,
     lease_ms: i64,

@@ -154,7 +154,7 @@ async fn serve(state: &AppState, waiting: Vec<Waiter>, unserved: &mut Vec<Waiter
     let mut starved: Vec<String> = Vec::new();
     let mut held_back: Vec<Waiter> = Vec::new();
     let round = async {
-        let mut tx = state.db.begin_with("BEGIN IMMEDIATE").await?;
+        let mut round = db::ClaimRound::begin(&state.db).await?;
         for waiter in waiting {
             if !waiter.socket.connected() {
                 continue;
@@ -193,7 +193,7 @@ async fn serve(state: &AppState, waiting: Vec<Waiter>, unserved: &mut Vec<Waiter
                 .filter(|(w, _)| w.socket.id == waiter.socket.id)
                 .map(|(_, t)| t.clone())
                 .collect();
-            match claim_for(&mut tx, state, &waiter, lease_ms, &earlier).await {
+            match claim_for(&mut round, state, &waiter, lease_ms, &earlier).await {
                 Ok(Some(task)) => claimed.push((waiter, task)),
                 Ok(None) => {
                     starved.push(waiter.worker_id.clone());
@@ -205,7 +205,7 @@ async fn serve(state: &AppState, waiting: Vec<Waiter>, unserved: &mut Vec<Waiter
                 }
             }
         }
-        tx.commit().await
+        round.commit().await
     };
     if let Err(e) = round.await {
         // Nothing was leased: everyone waits for the next round.
@@ -267,7 +267,7 @@ async fn serve(state: &AppState, waiting: Vec<Waiter>, unserved: &mut Vec<Waiter
 /// claimed for the same connection earlier in this round: their panels are on their way to it
 /// (its cache model learns of them only when they are delivered), so they count as held.
 async fn claim_for(
-    conn: &mut sqlx::SqliteConnection,
+    round: &mut db::ClaimRound,
     state: &AppState,
     waiter: &Waiter,
     lease_ms: i64,
@@ -287,13 +287,14 @@ async fn claim_for(
         Some((job, rows, cols))
     });
     if let Some(Some((job, rows, cols))) = preferred {
-        let claimed =
-            db::claim_preferred(&mut *conn, waiter.holder(), lease_ms, &job, &rows, &cols).await?;
+        let claimed = round
+            .claim_preferred(waiter.holder(), lease_ms, &job, &rows, &cols)
+            .await?;
         if claimed.is_some() {
             return Ok(claimed);
         }
     }
-    db::claim_task(conn, waiter.holder(), lease_ms).await
+    round.claim(waiter.holder(), lease_ms).await
 }
 
 /// Near the end of a job, when this worker would otherwise idle and another, slower one has
