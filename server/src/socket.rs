@@ -203,7 +203,7 @@ fn register_handlers(socket: &SocketRef, state: AppState, ip: IpAddr, admission:
         let Conn { st, span, adm } = c.clone();
         async move {
             adm.close();
-            disconnected(st, s, reason).await
+            handle_disconnect(st, s, reason).await
         }
         .instrument(span)
     });
@@ -517,7 +517,7 @@ async fn task_result(state: AppState, socket: SocketRef, data: TryData<TaskResul
         tracing::warn!(task_id, worker_id = %worker.worker_id, %reason, "result refused");
         Metrics::add(&state.metrics.results_refused, 1);
         ack(false, Some(reason.clone()));
-        return refused(&state, task_id, holder, &reason).await;
+        return handle_refusal(&state, task_id, holder, &reason).await;
     }
     let compute_ms = result.compute_ms.filter(|ms| ms.is_finite() && *ms >= 0.0);
     let outcome = state
@@ -650,7 +650,7 @@ async fn verify_result(
 
 /// After a refusal: the task goes back to the queue (never to this worker), the worker's
 /// record drops, and a worker refused too often is quarantined and told why.
-async fn refused(state: &AppState, task_id: i64, holder: db::Holder<'_>, reason: &str) {
+async fn handle_refusal(state: &AppState, task_id: i64, holder: db::Holder<'_>, reason: &str) {
     match db::refuse_result(&state.db, task_id, holder, reason).await {
         Ok((requeued, quarantined)) => {
             tokio::spawn(audit(state.clone(), holder.worker_id.to_owned()));
@@ -797,7 +797,7 @@ async fn task_failed(state: AppState, socket: SocketRef, data: TryData<TaskFaile
     }
 }
 
-async fn disconnected(state: AppState, socket: SocketRef, reason: DisconnectReason) {
+async fn handle_disconnect(state: AppState, socket: SocketRef, reason: DisconnectReason) {
     state.scheduler.forget(socket.id);
     let Some(worker) = state.workers.remove(socket.id) else {
         return;
