@@ -1,0 +1,342 @@
+//! Jobs: their rows, inputs, results, endings and retention.
+
+// The parent holds the imports every table group shares.
+use super::*;
+
+/// A job as the API shows it.
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
+pub struct JobRow {
+    pub id: String,
+    pub name: String,
+    pub status: JobStatus,
+    pub m: i64,
+    pub k: i64,
+    pub n: i64,
+    pub dtype: String,
+    pub tile: i64,
+    pub tasks_total: i64,
+    pub tasks_done: i64,
+    pub created_at: String,
+    pub finished_at: Option<String>,
+    pub error: Option<String>,
+}
+
+const JOB_COLUMNS: &str = "id, name, status, m, k, n, dtype, tile, tasks_total, tasks_done, \
+     strftime('%Y-%m-%dT%H:%M:%fZ', created_at / 1000.0, 'unixepoch') AS created_at, \
+     strftime('%Y-%m-%dT%H:%M:%fZ', finished_at / 1000.0, 'unixepoch') AS finished_at, error";
+
+/// Task rows per INSERT statement in [`insert_job`]: 802 bound parameters, far below
+/// SQLite's limit of 32,766.
+const TASK_BATCH: usize = 400;
+
+/// Stores a job, its inputs and all its tasks in one transaction: a job is either fully
+/// there or not at all.
+pub async fn insert_job(
+    pool: &Pool,
+    id: &str,
+    name: &str,
+    plan: &Plan,
+    a: &[u8],
+    b_panels: &[u8],
+) -> Result<(), sqlx::Error> {
+    use std::fmt::Write as _;
+    let now = now_ms();
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    sqlx::query(
+        "INSERT INTO jobs (id, name, status, m, k, n, dtype, tile, tasks_total, created_at) \
+         VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
+    )
+    .bind(id)
+    .bind(name)
+    .bind(plan.m as i64)
+    .bind(plan.k as i64)
+    .bind(plan.n as i64)
+    .bind(plan.dtype.name())
+    .bind(plan.tile as i64)
+    .bind(plan.tasks_total() as i64)
+    .bind(now)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query("INSERT INTO job_inputs (job_id, a, b_panels) VALUES (?, ?, ?)")
+        .bind(id)
+        .bind(a)
+        .bind(b_panels)
+        .execute(&mut *tx)
+        .await?;
+    // Tiles are generated as they are inserted, one multi-row INSERT per batch: memory stays
+    // at one batch whatever the job, and a job at MAX_TASKS_PER_JOB (100,000) takes 250
+    // statements. They share the job's transaction so that a job is never seen, claimed or
+    // recovered with only part of its tasks; the plan's task cap bounds how long it holds
+    // the write lock.
+    let mut tiles = plan.tiles().peekable();
+    let mut batch = Vec::with_capacity(TASK_BATCH);
+    while tiles.peek().is_some() {
+        batch.clear();
+        batch.extend(tiles.by_ref().take(TASK_BATCH));
+        let mut sql = String::from(
+            "INSERT INTO tasks (job_id, tile_row, tile_col, state, updated_at) VALUES ",
+        );
+        for i in 0..batch.len() {
+            let sep = if i == 0 { "" } else { ", " };
+            // ?1 is the job id and ?2 the time, bound once for the whole batch.
+            let _ = write!(
+                sql,
+                "{sep}(?1, ?{}, ?{}, 'queued', ?2)",
+                3 + 2 * i,
+                4 + 2 * i
+            );
+        }
+        let mut query = sqlx::query(&sql).bind(id).bind(now);
+        for t in &batch {
+            query = query.bind(t.tile_row as i64).bind(t.tile_col as i64);
+        }
+        query.execute(&mut *tx).await?;
+    }
+    tx.commit().await
+}
+
+pub async fn list_jobs(pool: &Pool) -> Result<Vec<JobRow>, sqlx::Error> {
+    sqlx::query_as(&format!(
+        "SELECT {JOB_COLUMNS} FROM jobs ORDER BY created_at DESC, rowid DESC"
+    ))
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn get_job(pool: &Pool, id: &str) -> Result<Option<JobRow>, sqlx::Error> {
+    sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"))
+        .bind(id)
+        .fetch_optional(pool)
+        .await
+}
+
+/// A job's stored operands: A row-major and B as column panels.
+pub async fn job_inputs(pool: &Pool, id: &str) -> Result<Option<(Bytes, Bytes)>, sqlx::Error> {
+    let row = sqlx::query("SELECT a, b_panels FROM job_inputs WHERE job_id = ?")
+        .bind(id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.map(|r| {
+        let a: Vec<u8> = r.get("a");
+        let b: Vec<u8> = r.get("b_panels");
+        (Bytes::from(a), Bytes::from(b))
+    }))
+}
+
+/// Marks a job running once its first task is leased.
+pub async fn mark_running(pool: &Pool, job_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE jobs SET status = 'running' WHERE id = ? AND status = 'queued'")
+        .bind(job_id)
+        .execute(pool)
+        .await
+        .map(|_| ())
+}
+
+/// Fails a job for a reason and withdraws its open tasks; returns the workers that held
+/// leases on them (to be told) with the task ids.
+pub async fn fail_job(
+    pool: &Pool,
+    job_id: &str,
+    reason: &str,
+) -> Result<Vec<(i64, Option<String>)>, sqlx::Error> {
+    end_job(pool, job_id, JobStatus::Failed, Some(reason)).await
+}
+
+/// Cancels a job if it is still open; returns the withdrawn leases `(task id, worker)`.
+pub async fn cancel_job(
+    pool: &Pool,
+    job_id: &str,
+) -> Result<Vec<(i64, Option<String>)>, sqlx::Error> {
+    end_job(pool, job_id, JobStatus::Cancelled, None).await
+}
+
+async fn end_job(
+    pool: &Pool,
+    job_id: &str,
+    status: JobStatus,
+    reason: Option<&str>,
+) -> Result<Vec<(i64, Option<String>)>, sqlx::Error> {
+    let now = now_ms();
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let ended = sqlx::query(
+        "UPDATE jobs SET status = ?1, error = ?2, finished_at = ?3 \
+         WHERE id = ?4 AND status IN ('queued', 'running')",
+    )
+    .bind(status)
+    .bind(reason)
+    .bind(now)
+    .bind(job_id)
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let mut withdrawn = Vec::new();
+    if ended > 0 {
+        let task_state = if status == JobStatus::Failed {
+            TaskState::Failed
+        } else {
+            TaskState::Cancelled
+        };
+        // Read the lease owners first: RETURNING would show the row after the update.
+        withdrawn = sqlx::query_as(
+            "SELECT id, lease_owner FROM tasks WHERE job_id = ? AND state = 'leased'",
+        )
+        .bind(job_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        sqlx::query(
+            "UPDATE tasks SET state = ?1, lease_owner = NULL, lease_deadline = NULL, \
+                 updated_at = ?2 \
+             WHERE job_id = ?3 AND state IN ('queued', 'leased')",
+        )
+        .bind(task_state)
+        .bind(now)
+        .bind(job_id)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await?;
+    Ok(withdrawn)
+}
+
+/// Every finished tile of a job with its result bytes.
+pub async fn job_results(
+    pool: &Pool,
+    job_id: &str,
+) -> Result<Vec<(i64, i64, Vec<u8>)>, sqlx::Error> {
+    let rows = sqlx::query(
+        "SELECT tile_row, tile_col, result FROM tasks \
+         WHERE job_id = ? AND state = 'done' ORDER BY tile_row, tile_col",
+    )
+    .bind(job_id)
+    .fetch_all(pool)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| (r.get("tile_row"), r.get("tile_col"), r.get("result")))
+        .collect())
+}
+
+/// A tile's state for the dashboard's picture of a job.
+#[derive(Debug, Clone, Serialize, FromRow, utoipa::ToSchema)]
+pub struct TileState {
+    pub task_id: i64,
+    pub row: i64,
+    pub col: i64,
+    pub state: String,
+}
+
+pub async fn job_tiles(pool: &Pool, job_id: &str) -> Result<Vec<TileState>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT id AS task_id, tile_row AS row, tile_col AS col, state FROM tasks \
+         WHERE job_id = ? ORDER BY tile_row, tile_col",
+    )
+    .bind(job_id)
+    .fetch_all(pool)
+    .await
+}
+
+/// `(state, count)` pairs for jobs and for tasks.
+/// Jobs by status and tasks by state.
+pub type Counts = (Vec<(JobStatus, i64)>, Vec<(TaskState, i64)>);
+
+pub async fn counts(pool: &Pool) -> Result<Counts, sqlx::Error> {
+    let jobs = sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status")
+        .fetch_all(pool)
+        .await?;
+    let tasks = sqlx::query_as("SELECT state, COUNT(*) FROM tasks GROUP BY state")
+        .fetch_all(pool)
+        .await?;
+    Ok((jobs, tasks))
+}
+
+/// Notes the first download of a job's result.
+pub async fn mark_downloaded(pool: &Pool, job_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query("UPDATE jobs SET downloaded_at = ? WHERE id = ? AND downloaded_at IS NULL")
+        .bind(now_ms())
+        .bind(job_id)
+        .execute(pool)
+        .await
+        .map(|_| ())
+}
+
+/// When the job's data was removed by the retention policy, if it was.
+pub async fn purged_at(pool: &Pool, job_id: &str) -> Result<Option<i64>, sqlx::Error> {
+    let row: Option<(Option<i64>,)> = sqlx::query_as("SELECT purged_at FROM jobs WHERE id = ?")
+        .bind(job_id)
+        .fetch_optional(pool)
+        .await?;
+    Ok(row.and_then(|r| r.0))
+}
+
+/// Removes the inputs and results of jobs that ended more than `retention_ms` ago; the jobs
+/// themselves stay listed. Returns how many jobs were purged.
+pub async fn purge_finished(pool: &Pool, retention_ms: i64) -> Result<u64, sqlx::Error> {
+    let now = now_ms();
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let ids: Vec<(String,)> = sqlx::query_as(
+        "SELECT id FROM jobs WHERE status IN ('done', 'failed', 'cancelled') \
+         AND purged_at IS NULL AND finished_at < ?",
+    )
+    .bind(now - retention_ms)
+    .fetch_all(&mut *tx)
+    .await?;
+    for (id,) in &ids {
+        sqlx::query("DELETE FROM job_inputs WHERE job_id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE tasks SET result = NULL WHERE job_id = ? AND result IS NOT NULL")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        sqlx::query("UPDATE jobs SET purged_at = ? WHERE id = ?")
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(ids.len() as u64)
+}
+
+#[cfg(test)]
+mod insert_job_tests {
+    use super::*;
+    use crate::jobs::Dtype;
+
+    /// A job at the default `MAX_TASKS_PER_JOB` goes in whole, tile for tile, in batches.
+    #[tokio::test]
+    async fn a_job_at_the_task_cap_is_stored_whole() {
+        let dir = std::env::temp_dir().join(format!("brain-db-{}", uuid::Uuid::new_v4()));
+        let pool = connect(&dir.join("brain.db")).await.expect("database");
+        // 316 × 316 tiles of 1 = 99,856 tasks, just under 100,000; 316 % 400 ≠ 0 leaves a
+        // partial last batch.
+        let plan = Plan {
+            dtype: Dtype::F32,
+            m: 316,
+            k: 1,
+            n: 316,
+            tile: 1,
+        };
+        let a = vec![0u8; 316 * 4];
+        let started = std::time::Instant::now();
+        insert_job(&pool, "j", "cap", &plan, &a, &a)
+            .await
+            .expect("stored");
+        let took = started.elapsed();
+        let (count, distinct, max_row, max_col): (i64, i64, i64, i64) = sqlx::query_as(
+            "SELECT COUNT(*), COUNT(DISTINCT tile_row * 1000 + tile_col), MAX(tile_row), \
+             MAX(tile_col) FROM tasks WHERE job_id = 'j' AND state = 'queued'",
+        )
+        .fetch_one(&pool)
+        .await
+        .expect("count");
+        assert_eq!((count, distinct), (99_856, 99_856));
+        assert_eq!((max_row, max_col), (315, 315));
+        let job = get_job(&pool, "j").await.expect("read").expect("job");
+        assert_eq!(job.tasks_total, 99_856);
+        println!("99,856 task rows inserted in {took:?}");
+        pool.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
