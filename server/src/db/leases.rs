@@ -430,23 +430,8 @@ pub async fn refuse_result(
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     // A refused result is the worker's fault, not the task's: it does not count toward the
     // failures that would fail the job (a few liars must not sink an honest job).
-    let requeued: Option<Requeued> = sqlx::query_as(
-        "UPDATE tasks SET state = 'queued', lease_owner = NULL, lease_worker = NULL, \
-             lease_deadline = NULL, last_error = ?1, updated_at = ?2 \
-         WHERE id = ?3 AND state = 'leased' AND lease_owner = ?4 \
-         RETURNING id, job_id, tile_row, tile_col, failures",
-    )
-    .bind(reason)
-    .bind(now)
-    .bind(task_id)
-    .bind(holder.session)
-    .fetch_optional(&mut *tx)
-    .await?;
-    sqlx::query("INSERT OR IGNORE INTO task_exclusions (task_id, worker_id) VALUES (?, ?)")
-        .bind(task_id)
-        .bind(holder.worker_id)
-        .execute(&mut *tx)
-        .await?;
+    let requeued = give_back(&mut tx, task_id, holder.session, reason, now).await?;
+    exclude(&mut tx, task_id, holder.worker_id).await?;
     let worker: Option<WorkerRecord> = sqlx::query_as(&format!(
         "UPDATE workers SET refused = refused + 1, consecutive_verified = 0, last_seen = ?1 \
          WHERE id = ?2 RETURNING {WORKER_COLUMNS}"
@@ -521,11 +506,7 @@ pub async fn reopen(
         .fetch_optional(&mut *tx)
         .await?;
         let Some(task) = task else { continue };
-        sqlx::query("INSERT OR IGNORE INTO task_exclusions (task_id, worker_id) VALUES (?, ?)")
-            .bind(id)
-            .bind(worker_id)
-            .execute(&mut *tx)
-            .await?;
+        exclude(&mut tx, id, worker_id).await?;
         sqlx::query("UPDATE jobs SET tasks_done = tasks_done - 1 WHERE id = ?")
             .bind(&task.job_id)
             .execute(&mut *tx)
@@ -668,19 +649,7 @@ pub async fn report_failure(
 ) -> Result<Option<Failure>, sqlx::Error> {
     let now = now_ms();
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let task: Option<Requeued> = sqlx::query_as(
-        "UPDATE tasks SET state = 'queued', lease_owner = NULL, lease_worker = NULL, \
-             lease_address = NULL, lease_deadline = NULL, last_error = ?1, updated_at = ?2 \
-         WHERE id = ?3 AND state = 'leased' AND lease_owner = ?4 \
-         RETURNING id, job_id, tile_row, tile_col, failures",
-    )
-    .bind(reason)
-    .bind(now)
-    .bind(task_id)
-    .bind(holder.session)
-    .fetch_optional(&mut *tx)
-    .await?;
-    let Some(task) = task else {
+    let Some(task) = give_back(&mut tx, task_id, holder.session, reason, now).await? else {
         return Ok(None);
     };
     let mut failure = Failure {
@@ -748,11 +717,7 @@ async fn record_failure(
         == 1;
     if kind == FailureKind::Reported {
         // A task its worker says it cannot compute goes to someone else.
-        sqlx::query("INSERT OR IGNORE INTO task_exclusions (task_id, worker_id) VALUES (?, ?)")
-            .bind(task_id)
-            .bind(reporter.worker_id)
-            .execute(&mut *tx)
-            .await?;
+        exclude(&mut *tx, task_id, reporter.worker_id).await?;
     }
     let column = match kind {
         FailureKind::Reported => "tasks_failed",
@@ -830,4 +795,41 @@ pub async fn requeue_all_leases(pool: &Pool) -> Result<u64, sqlx::Error> {
     .execute(pool)
     .await
     .map(|r| r.rows_affected())
+}
+
+/// Puts a task leased to connection `session` back in the queue with `reason` as its last
+/// error; `None` when it is not leased to that connection (any more).
+async fn give_back(
+    conn: &mut sqlx::SqliteConnection,
+    task_id: i64,
+    session: &str,
+    reason: &str,
+    now: i64,
+) -> Result<Option<Requeued>, sqlx::Error> {
+    sqlx::query_as(
+        "UPDATE tasks SET state = 'queued', lease_owner = NULL, lease_worker = NULL, \
+             lease_address = NULL, lease_deadline = NULL, last_error = ?1, updated_at = ?2 \
+         WHERE id = ?3 AND state = 'leased' AND lease_owner = ?4 \
+         RETURNING id, job_id, tile_row, tile_col, failures",
+    )
+    .bind(reason)
+    .bind(now)
+    .bind(task_id)
+    .bind(session)
+    .fetch_optional(conn)
+    .await
+}
+
+/// The worker is never given this task again.
+async fn exclude(
+    conn: &mut sqlx::SqliteConnection,
+    task_id: i64,
+    worker_id: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query("INSERT OR IGNORE INTO task_exclusions (task_id, worker_id) VALUES (?, ?)")
+        .bind(task_id)
+        .bind(worker_id)
+        .execute(conn)
+        .await
+        .map(|_| ())
 }
