@@ -33,16 +33,35 @@ impl ClaimRound {
         pool.begin_with("BEGIN IMMEDIATE").await.map(ClaimRound)
     }
 
-    /// See [`claim_task`].
+    /// Leases the oldest queued task this worker was not refused on, in one statement (no
+    /// read-then-write race).
     pub async fn claim(
         &mut self,
         holder: Holder<'_>,
         lease_ms: i64,
     ) -> Result<Option<Claimed>, sqlx::Error> {
-        claim_task(&mut self.0, holder, lease_ms).await
+        let conn = &mut *self.0;
+        let now = now_ms();
+        sqlx::query_as(
+            "UPDATE tasks SET state = 'leased', lease_owner = ?1, lease_worker = ?2, \
+                 lease_deadline = ?3, attempts = attempts + 1, updated_at = ?4, lease_address = ?5 \
+             WHERE id = (SELECT t.id FROM tasks t WHERE t.state = 'queued' AND NOT EXISTS \
+                     (SELECT 1 FROM task_exclusions e WHERE e.task_id = t.id AND e.worker_id = ?2) \
+                 ORDER BY t.id LIMIT 1) \
+             RETURNING id, job_id, tile_row, tile_col",
+        )
+        .bind(holder.session)
+        .bind(holder.worker_id)
+        .bind(now + lease_ms)
+        .bind(now)
+        .bind(holder.address.to_string())
+        .fetch_optional(conn)
+        .await
     }
 
-    /// See [`claim_preferred`].
+    /// Leases, among the oldest queued tasks of `job_id` in tile rows `rows` or columns `cols`,
+    /// the one sharing the most panels with them (both, then one). `None` when no queued task of
+    /// the job touches them (or the worker was refused on all that do).
     pub async fn claim_preferred(
         &mut self,
         holder: Holder<'_>,
@@ -51,106 +70,68 @@ impl ClaimRound {
         rows: &[i64],
         cols: &[i64],
     ) -> Result<Option<Claimed>, sqlx::Error> {
-        claim_preferred(&mut self.0, holder, lease_ms, job_id, rows, cols).await
+        let conn = &mut *self.0;
+        if rows.is_empty() && cols.is_empty() {
+            return Ok(None);
+        }
+        // The lists are small (a cache holds tens of panels) and made of integers we produced.
+        let list = |v: &[i64]| {
+            if v.is_empty() {
+                "NULL".to_owned()
+            } else {
+                v.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
+            }
+        };
+        // Among tasks sharing one panel, the one that brings the scarcer kind of panel: a new row
+        // when the worker holds fewer rows than columns, else a new column. The held panels then
+        // grow as a square block of tiles (2·s panels for s² tasks) rather than a strip (s + 1
+        // panels for s tasks).
+        let grow = if rows.len() < cols.len() {
+            "t.tile_col"
+        } else {
+            "t.tile_row"
+        };
+        let held = if rows.len() < cols.len() {
+            &cols
+        } else {
+            &rows
+        };
+        let held = list(held);
+        let (rows, cols) = (list(rows), list(cols));
+        let sql = format!(
+            "SELECT t.id FROM tasks t WHERE t.job_id = ?1 AND t.state = 'queued' \
+                 AND (t.tile_row IN ({rows}) OR t.tile_col IN ({cols})) AND NOT EXISTS \
+                 (SELECT 1 FROM task_exclusions e WHERE e.task_id = t.id AND e.worker_id = ?2) \
+             ORDER BY (t.tile_row IN ({rows})) + (t.tile_col IN ({cols})) DESC, \
+                 ({grow} IN ({held})) DESC, t.id LIMIT 1"
+        );
+        let best: Option<(i64,)> = sqlx::query_as(&sql)
+            .bind(job_id)
+            .bind(holder.worker_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+        let Some((id,)) = best else {
+            return Ok(None);
+        };
+        let now = now_ms();
+        sqlx::query_as(
+            "UPDATE tasks SET state = 'leased', lease_owner = ?1, lease_worker = ?2, \
+                 lease_deadline = ?3, attempts = attempts + 1, updated_at = ?4, lease_address = ?6 \
+             WHERE id = ?5 AND state = 'queued' RETURNING id, job_id, tile_row, tile_col",
+        )
+        .bind(holder.session)
+        .bind(holder.worker_id)
+        .bind(now + lease_ms)
+        .bind(now)
+        .bind(id)
+        .bind(holder.address.to_string())
+        .fetch_optional(conn)
+        .await
     }
 
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         self.0.commit().await
     }
-}
-
-/// Leases the oldest queued task this worker was not refused on, in one statement (no
-/// read-then-write race).
-async fn claim_task(
-    conn: &mut sqlx::SqliteConnection,
-    holder: Holder<'_>,
-    lease_ms: i64,
-) -> Result<Option<Claimed>, sqlx::Error> {
-    let now = now_ms();
-    sqlx::query_as(
-        "UPDATE tasks SET state = 'leased', lease_owner = ?1, lease_worker = ?2, \
-             lease_deadline = ?3, attempts = attempts + 1, updated_at = ?4, lease_address = ?5 \
-         WHERE id = (SELECT t.id FROM tasks t WHERE t.state = 'queued' AND NOT EXISTS \
-                 (SELECT 1 FROM task_exclusions e WHERE e.task_id = t.id AND e.worker_id = ?2) \
-             ORDER BY t.id LIMIT 1) \
-         RETURNING id, job_id, tile_row, tile_col",
-    )
-    .bind(holder.session)
-    .bind(holder.worker_id)
-    .bind(now + lease_ms)
-    .bind(now)
-    .bind(holder.address.to_string())
-    .fetch_optional(conn)
-    .await
-}
-
-/// Leases, among the oldest queued tasks of `job_id` in tile rows `rows` or columns `cols`,
-/// the one sharing the most panels with them (both, then one). `None` when no queued task of
-/// the job touches them (or the worker was refused on all that do).
-async fn claim_preferred(
-    conn: &mut sqlx::SqliteConnection,
-    holder: Holder<'_>,
-    lease_ms: i64,
-    job_id: &str,
-    rows: &[i64],
-    cols: &[i64],
-) -> Result<Option<Claimed>, sqlx::Error> {
-    if rows.is_empty() && cols.is_empty() {
-        return Ok(None);
-    }
-    // The lists are small (a cache holds tens of panels) and made of integers we produced.
-    let list = |v: &[i64]| {
-        if v.is_empty() {
-            "NULL".to_owned()
-        } else {
-            v.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
-        }
-    };
-    // Among tasks sharing one panel, the one that brings the scarcer kind of panel: a new row
-    // when the worker holds fewer rows than columns, else a new column. The held panels then
-    // grow as a square block of tiles (2·s panels for s² tasks) rather than a strip (s + 1
-    // panels for s tasks).
-    let grow = if rows.len() < cols.len() {
-        "t.tile_col"
-    } else {
-        "t.tile_row"
-    };
-    let held = if rows.len() < cols.len() {
-        &cols
-    } else {
-        &rows
-    };
-    let held = list(held);
-    let (rows, cols) = (list(rows), list(cols));
-    let sql = format!(
-        "SELECT t.id FROM tasks t WHERE t.job_id = ?1 AND t.state = 'queued' \
-             AND (t.tile_row IN ({rows}) OR t.tile_col IN ({cols})) AND NOT EXISTS \
-             (SELECT 1 FROM task_exclusions e WHERE e.task_id = t.id AND e.worker_id = ?2) \
-         ORDER BY (t.tile_row IN ({rows})) + (t.tile_col IN ({cols})) DESC, \
-             ({grow} IN ({held})) DESC, t.id LIMIT 1"
-    );
-    let best: Option<(i64,)> = sqlx::query_as(&sql)
-        .bind(job_id)
-        .bind(holder.worker_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    let Some((id,)) = best else {
-        return Ok(None);
-    };
-    let now = now_ms();
-    sqlx::query_as(
-        "UPDATE tasks SET state = 'leased', lease_owner = ?1, lease_worker = ?2, \
-             lease_deadline = ?3, attempts = attempts + 1, updated_at = ?4, lease_address = ?6 \
-         WHERE id = ?5 AND state = 'queued' RETURNING id, job_id, tile_row, tile_col",
-    )
-    .bind(holder.session)
-    .bind(holder.worker_id)
-    .bind(now + lease_ms)
-    .bind(now)
-    .bind(id)
-    .bind(holder.address.to_string())
-    .fetch_optional(conn)
-    .await
 }
 
 /// A lease another connection holds, old enough to be worth duplicating.
