@@ -1,60 +1,19 @@
 //! What dashboards and volunteers are told without asking: tile and job progress for the
 //! `dashboard` room, and grid statistics for everyone.
 //!
-//! Progress is queued by the hot paths and flushed by one ticker a few times a second, so a
-//! job finishing thousands of tiles a second costs dashboards a bounded stream of messages and
-//! costs the scheduler nothing when nobody watches.
+//! The grid notes progress as it happens (`grid::progress`); one ticker here flushes it a few
+//! times a second, so a job finishing thousands of tiles a second costs dashboards a bounded
+//! stream of messages and costs dispatch nothing when nobody watches.
 
-use std::collections::HashSet;
-use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::db;
 use crate::protocol::{GridStats, TileUpdate};
 use crate::state::AppState;
-use crate::status::{JobStatus, TaskState};
-use crate::sync::LockExt;
+use crate::status::JobStatus;
 
 /// The room dashboards join with `subscribe_dashboard`.
 pub const DASHBOARD_ROOM: &str = "dashboard";
-
-/// A tile's new state, waiting for the next flush.
-struct TileChange {
-    job_id: String,
-    task_id: i64,
-    row: i64,
-    col: i64,
-    state: TaskState,
-}
-
-/// What dashboards have not been told yet: tile changes, and the jobs whose progress changed.
-#[derive(Default)]
-pub struct Pending {
-    tiles: Mutex<Vec<TileChange>>,
-    jobs: Mutex<HashSet<String>>,
-}
-
-/// Notes that a job's progress changed (its row is sent to dashboards at the next flush).
-pub fn job(state: &AppState, job_id: &str) {
-    state
-        .pending
-        .jobs
-        .lock_or_recover()
-        .insert(job_id.to_owned());
-}
-
-/// Notes a tile's new state for dashboards, and that its job's progress changed.
-pub fn tile(state: &AppState, job_id: &str, task_id: i64, row: i64, col: i64, new: TaskState) {
-    job(state, job_id);
-    let mut pending = state.pending.tiles.lock_or_recover();
-    pending.push(TileChange {
-        job_id: job_id.to_owned(),
-        task_id,
-        row,
-        col,
-        state: new,
-    });
-}
 
 /// Flushes progress to dashboards every 250 ms and grid statistics to everyone every 2 s.
 pub async fn broadcast_loop(state: AppState) {
@@ -64,8 +23,7 @@ pub async fn broadcast_loop(state: AppState) {
     loop {
         ticker.tick().await;
         ticks += 1;
-        let tiles = std::mem::take(&mut *state.pending.tiles.lock_or_recover());
-        let dirty: Vec<String> = state.pending.jobs.lock_or_recover().drain().collect();
+        let (tiles, dirty) = state.grid.progress.take();
         let watchers = state.io.to(DASHBOARD_ROOM);
         let watched = !watchers.sockets().is_empty();
         if watched {
@@ -94,7 +52,7 @@ pub async fn broadcast_loop(state: AppState) {
             }
         }
         if ticks.is_multiple_of(8) {
-            let (tasks_per_sec, gflops) = state.metrics.throughput();
+            let (tasks_per_sec, gflops) = state.grid.metrics.throughput();
             let jobs_running = match db::counts(&state.db).await {
                 Ok((jobs, _)) => jobs
                     .iter()
@@ -104,7 +62,7 @@ pub async fn broadcast_loop(state: AppState) {
                 Err(_) => 0,
             };
             let stats = GridStats {
-                workers_online: state.workers.len(),
+                workers_online: state.grid.workers.len(),
                 tasks_per_sec,
                 gflops,
                 jobs_running,

@@ -108,7 +108,7 @@ fn over_websocket(uri: &Uri) -> bool {
 /// Middleware in front of the Socket.io layer: every Engine.IO handshake takes a place in its
 /// address's session budget before the session exists, or is refused with 429. The place
 /// is given back when the session ends: a websocket session's with its connection (see
-/// `peer`), a long-polling session's when the session is dropped (see `state::Session`).
+/// `peer`), a long-polling session's when the session is dropped (see `admission::Session`).
 pub async fn handshake(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
     // The server's connect info is `Peer`; code that asks for the plain `SocketAddr`, as
     // axum's default would provide, still finds it.

@@ -17,13 +17,12 @@ use tower_http::services::{ServeDir, ServeFile};
 use tracing::Instrument;
 use utoipa::{IntoParams, OpenApi, ToSchema};
 
-use crate::broadcast;
 use crate::db;
 use crate::error::{Error, Result};
+use crate::grid::inputs::JobInputs;
 use crate::jobs::{self, Dtype, JsonJob, Matrix, Plan, PlanLimits};
 use crate::npy;
-use crate::scheduler;
-use crate::state::{AppState, JobInputs};
+use crate::state::AppState;
 use crate::status::{JobStatus, TaskState};
 
 /// The HTTP side of the app; the Socket.io layer and CORS are added in [`crate::build`].
@@ -111,20 +110,20 @@ async fn status(State(state): State<AppState>) -> Result<Json<Status>> {
         map.extend(pairs.into_iter().map(|(s, n)| (s.to_string(), n)));
         map
     }
-    let (tasks_per_sec, gflops) = state.metrics.throughput();
+    let (tasks_per_sec, gflops) = state.grid.metrics.throughput();
     let (refused, re_leases) = db::totals(&state.db).await?;
-    let (checked, verify_time) = state.metrics.verifications();
+    let (checked, verify_time) = state.grid.metrics.verifications();
     Ok(Json(Status {
         name: "distributed-brain",
         version: env!("CARGO_PKG_VERSION"),
         uptime_s: state.started.elapsed().as_secs_f64(),
-        workers_online: state.workers.len(),
-        requests_waiting: state.scheduler.waiting(),
+        workers_online: state.grid.workers.len(),
+        requests_waiting: state.grid.waiting(),
         tasks_per_sec,
         gflops,
         results_refused: refused,
         re_leases,
-        duplicates: state.metrics.duplicates(),
+        duplicates: state.grid.metrics.duplicates(),
         results_checked: checked,
         verification_ms_total: verify_time.as_secs_f64() * 1000.0,
         jobs: by_state(&JobStatus::ALL, jobs),
@@ -233,7 +232,7 @@ struct Submission {
     security((), ("bearer" = [])))]
 async fn submit_job(State(state): State<AppState>, request: Request) -> Result<Response> {
     authorize(&state, request.headers())?;
-    if state.is_shutting_down() {
+    if state.grid.is_shutting_down() {
         return Err(Error::Unavailable(
             "the server is shutting down; submit again shortly".into(),
         ));
@@ -281,12 +280,12 @@ async fn submit_job(State(state): State<AppState>, request: Request) -> Result<R
         a: a.data,
         b_panels: Bytes::from(b_panels),
     });
-    state.inputs.insert(&id, inputs.clone());
+    state.grid.inputs.insert(&id, inputs.clone());
     if let Err(e) = db::insert_job(&state.db, &id, &name, &plan, &inputs.a, &inputs.b_panels)
         .instrument(span.clone())
         .await
     {
-        state.inputs.remove(&id);
+        state.grid.inputs.remove(&id);
         return Err(e.into());
     }
     if let Err(e) = db::checkpoint(&state.db).await {
@@ -303,8 +302,8 @@ async fn submit_job(State(state): State<AppState>, request: Request) -> Result<R
             "job submitted"
         );
     });
-    broadcast::job(&state, &id);
-    state.scheduler.wake();
+    state.grid.progress.job(&id);
+    state.grid.wake();
     let body = Created {
         id,
         status: JobStatus::Queued,
@@ -470,7 +469,7 @@ async fn cancel_job(
             job.status
         )));
     }
-    scheduler::end_job(&state, &id, None).await?;
+    state.grid.end_job(&id, None).await?;
     tracing::info!(job_id = %id, "job cancelled");
     Ok(Json(find_job(&state, &id).await?))
 }
@@ -634,10 +633,11 @@ pub struct Reputation {
     responses((status = 200, body = Vec<WorkerView>), (status = 500, body = ErrorBody)))]
 async fn workers(State(state): State<AppState>) -> Result<Json<Vec<WorkerView>>> {
     let mut out = Vec::new();
-    for w in state.workers.snapshot() {
+    for w in state.grid.workers.snapshot() {
         let Some(record) = db::worker(&state.db, &w.worker_id).await? else {
             continue;
         };
+        let tasks_leased = w.leases();
         out.push(WorkerView {
             worker_id: w.worker_id,
             name: w.name,
@@ -646,7 +646,7 @@ async fn workers(State(state): State<AppState>) -> Result<Json<Vec<WorkerView>>>
             connected_at: w.connected_at,
             tasks_done: record.tasks_done,
             tasks_failed: record.tasks_failed,
-            tasks_leased: w.leases.len(),
+            tasks_leased,
             gflops: w.gflops,
             visible: w.visible,
             on_battery: w.on_battery,

@@ -7,12 +7,14 @@
 //! decisions it makes are unit-tested where they live (e.g. `trust`, `verify`, `jobs`).
 
 pub mod address;
+pub mod admission;
 pub mod broadcast;
 pub mod commit;
 pub mod config;
 pub mod db;
 pub mod error;
 pub mod gate;
+pub mod grid;
 pub mod http;
 pub mod jobs;
 pub mod metrics;
@@ -20,7 +22,6 @@ pub mod npy;
 pub mod panels;
 pub mod peer;
 pub mod protocol;
-pub mod scheduler;
 pub mod socket;
 pub mod state;
 pub mod status;
@@ -42,13 +43,11 @@ use tower_http::cors::{AllowOrigin, Any, CorsLayer};
 use tower_http::trace::TraceLayer;
 
 use crate::config::{AllowedOrigins, Config};
-use crate::state::{AppState, InputCache, Workers};
+use crate::grid::Grid;
+use crate::state::AppState;
 
 /// How long an Engine.IO session may go without connecting to Socket.io.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-
-/// Memory kept for the operands of running jobs (see [`state::InputCache`]).
-const INPUT_CACHE_BYTES: usize = 1024 * 1024 * 1024;
 
 /// Opens the database (re-queuing leases left by a previous process) and assembles the app:
 /// HTTP routes, the Socket.io layer behind its handshake gate, and CORS, around one shared
@@ -77,20 +76,14 @@ pub async fn build(config: Config) -> Result<(Router, AppState), sqlx::Error> {
         .ws_max_frame_size(max_message)
         .with_parser(ParserConfig::common().max_incoming_binary_buf_size(max_message))
         .build_layer();
+    let config = Arc::new(config);
+    let outbox = Box::new(socket::SocketOutbox(io.clone()));
     let state = AppState {
-        config: Arc::new(config),
-        db: db.clone(),
+        grid: Grid::new(config.clone(), db.clone(), outbox),
+        config,
+        db,
         io: io.clone(),
-        scheduler: Default::default(),
-        workers: Arc::new(Workers::default()),
-        inputs: Arc::new(InputCache::new(INPUT_CACHE_BYTES)),
-        pending: Default::default(),
         limits: Default::default(),
-        metrics: Default::default(),
-        committer: commit::Committer::start(db.clone()),
-        running_jobs: Default::default(),
-        audited: Default::default(),
-        shutting_down: Default::default(),
         started: Instant::now(),
     };
     // The namespace handler captures the state rather than using socketioxide's `with_state`:
@@ -132,19 +125,15 @@ pub async fn run(
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    let background = [
-        tokio::spawn(scheduler::dispatch_loop(state.clone())),
-        tokio::spawn(scheduler::sweep_loop(state.clone())),
-        tokio::spawn(broadcast::broadcast_loop(state.clone())),
-    ];
+    let mut background = state.grid.spawn_loops();
+    background.push(tokio::spawn(broadcast::broadcast_loop(state.clone())));
     let app = router.into_make_service_with_connect_info::<peer::Peer>();
     let st = state.clone();
     let graceful = async move {
         shutdown.await;
         // Stop handing out and accepting work, tell the pages (they reconnect quietly), let
         // results already being verified and committed finish, then close every socket.
-        st.shutting_down
-            .store(true, std::sync::atomic::Ordering::SeqCst);
+        st.grid.shut_down();
         tracing::info!("shutting down: notifying workers");
         let _ = st
             .io

@@ -176,7 +176,7 @@ pub async fn track_http(State(state): State<AppState>, request: Request, next: N
         let served = status.is_success() || status.is_redirection();
         (if served { STATIC } else { UNMATCHED }).to_owned()
     });
-    state.metrics.http_request(
+    state.grid.metrics.http_request(
         method,
         &route,
         status.as_u16(),
@@ -219,7 +219,7 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
 #[utoipa::path(get, path = "/metrics", tag = "grid",
     responses((status = 200, description = "Prometheus text format 0.0.4", content_type = "text/plain")))]
 pub async fn render(State(state): State<AppState>) -> Result<Response> {
-    let m = &state.metrics;
+    let m = &state.grid.metrics;
     let (jobs, tasks) = db::counts(&state.db).await?;
     let (_, re_leases) = db::totals(&state.db).await?;
     let mut out = String::with_capacity(4096);
@@ -229,7 +229,7 @@ pub async fn render(State(state): State<AppState>) -> Result<Response> {
         "gauge",
         "Registered worker connections.",
     );
-    let _ = writeln!(out, "brain_workers_online {}", state.workers.len());
+    let _ = writeln!(out, "brain_workers_online {}", state.grid.workers.len());
     family(&mut out, "brain_tasks", "gauge", "Tasks by state.");
     for s in TaskState::ALL {
         let n = tasks.iter().find(|(k, _)| *k == s).map_or(0, |(_, n)| *n);

@@ -21,7 +21,7 @@ use axum::serve::IncomingStream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::state::Session;
+use crate::admission::Session;
 use crate::sync::LockExt;
 
 /// Accepts TCP connections as axum's own listener does, each with room for session places.
@@ -148,7 +148,7 @@ impl AsyncWrite for Connection {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::state::ClientLimits;
+    use crate::admission::ClientLimits;
     use std::net::IpAddr;
 
     #[test]

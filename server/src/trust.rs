@@ -20,9 +20,25 @@ pub const FIRST_LEASES: usize = 2;
 /// panel only when its cache and the server's model of it disagree, which one re-send mends.
 pub const MAX_REDELIVERIES: u8 = 2;
 
-/// Random vectors for checking a caught worker's earlier results again (see `socket::audit`,
-/// in runs of six): a wrong tile slips through with probability at most 2⁻²⁴.
+/// Random vectors for checking a caught worker's earlier results again (see `grid::results`,
+/// in runs of [`AUDIT_VECTORS_PER_CHECK`]): a wrong tile slips through with probability at
+/// most 2⁻²⁴.
 pub const AUDIT_VECTORS: usize = 24;
+
+/// Vectors per check in an audit: [`AUDIT_VECTORS`] in checks of this many, so that a failing
+/// result is caught by its first checks without paying for all of them.
+pub const AUDIT_VECTORS_PER_CHECK: usize = 6;
+
+/// Overlap between audits of one worker, in milliseconds: a result stored in a transaction
+/// that began before the last audit but committed after it read is checked again.
+pub const AUDIT_OVERLAP_MS: i64 = 10_000;
+
+/// From when (ms since the epoch) an audit re-checks a worker's accepted results, given when
+/// the last one ran (`None`: never, so everything). A worker refused again and again cannot
+/// make the server re-check its whole history each time.
+pub fn audit_since(last_audit_ms: Option<i64>) -> i64 {
+    last_audit_ms.map_or(0, |last| last - AUDIT_OVERLAP_MS)
+}
 
 /// Failure reports and expired leases that quarantine a worker once they outnumber its
 /// verified results: an honest page that runs out of memory on a few huge tiles keeps
@@ -339,5 +355,17 @@ mod tests {
             .collect();
         let why = task_fault(&reports, 1).expect("trusted");
         assert!(why.len() < 1000, "{} bytes", why.len());
+    }
+
+    #[test]
+    fn an_audit_checks_what_the_last_one_did_not_with_some_overlap() {
+        assert_eq!(audit_since(None), 0, "the first audit checks everything");
+        assert_eq!(audit_since(Some(50_000)), 40_000);
+        assert_eq!(
+            AUDIT_VECTORS % AUDIT_VECTORS_PER_CHECK,
+            0,
+            "whole checks only"
+        );
+        assert!(AUDIT_VECTORS > Record::default().check_vectors());
     }
 }

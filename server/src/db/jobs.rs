@@ -21,6 +21,19 @@ pub struct JobRow {
     pub error: Option<String>,
 }
 
+impl JobRow {
+    /// How the job is cut into tiles, as it was planned at submission.
+    pub fn plan(&self) -> Result<Plan, String> {
+        Ok(Plan {
+            dtype: crate::jobs::Dtype::parse(&self.dtype)?,
+            m: self.m as usize,
+            k: self.k as usize,
+            n: self.n as usize,
+            tile: self.tile as usize,
+        })
+    }
+}
+
 const JOB_COLUMNS: &str = "id, name, status, m, k, n, dtype, tile, tasks_total, tasks_done, \
      strftime('%Y-%m-%dT%H:%M:%fZ', created_at / 1000.0, 'unixepoch') AS created_at, \
      strftime('%Y-%m-%dT%H:%M:%fZ', finished_at / 1000.0, 'unixepoch') AS finished_at, error";

@@ -12,12 +12,12 @@ pub struct Claimed {
     pub tile_col: i64,
 }
 
-/// Who holds a lease: the connection (`session`, one per socket) and the worker behind it
-/// (one per browser, across reconnects). Leases belong to connections so that one tab closing
+/// Who holds a lease: the connection (its id, stored as `lease_owner`) and the worker behind
+/// it (one per browser, across reconnects). Leases belong to connections so that one tab closing
 /// does not take back another tab's tasks; reputation belongs to the worker.
 #[derive(Debug, Clone, Copy)]
 pub struct Holder<'a> {
-    pub session: &'a str,
+    pub connection: &'a str,
     pub worker_id: &'a str,
     /// The connection's address group, kept with the lease so that an expiry is reported
     /// under it (see `trust::task_fault`).
@@ -50,7 +50,7 @@ impl ClaimRound {
                  ORDER BY t.id LIMIT 1) \
              RETURNING id, job_id, tile_row, tile_col",
         )
-        .bind(holder.session)
+        .bind(holder.connection)
         .bind(holder.worker_id)
         .bind(now + lease_ms)
         .bind(now)
@@ -119,7 +119,7 @@ impl ClaimRound {
                  lease_deadline = ?3, attempts = attempts + 1, updated_at = ?4, lease_address = ?6 \
              WHERE id = ?5 AND state = 'queued' RETURNING id, job_id, tile_row, tile_col",
         )
-        .bind(holder.session)
+        .bind(holder.connection)
         .bind(holder.worker_id)
         .bind(now + lease_ms)
         .bind(now)
@@ -141,7 +141,8 @@ pub struct SlowLease {
     pub job_id: String,
     pub tile_row: i64,
     pub tile_col: i64,
-    pub lease_owner: String,
+    /// The connection holding it.
+    pub connection: String,
     /// When the lease was handed out (ms since the epoch).
     pub updated_at: i64,
 }
@@ -158,7 +159,7 @@ pub async fn slow_leases(
     page: i64,
 ) -> Result<Vec<SlowLease>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, job_id, tile_row, tile_col, lease_owner, updated_at FROM tasks t \
+        "SELECT id, job_id, tile_row, tile_col, lease_owner AS connection, updated_at FROM tasks t \
          WHERE state = 'leased' AND lease_worker != ?1 AND updated_at < ?2 \
              AND (updated_at, id) > (?3, ?4) AND NOT EXISTS \
              (SELECT 1 FROM task_exclusions e WHERE e.task_id = t.id AND e.worker_id = ?1) \
@@ -174,7 +175,7 @@ pub async fn slow_leases(
 }
 
 /// Puts a task back in the queue (e.g. it could not be delivered).
-pub async fn unclaim_task(pool: &Pool, task_id: i64, session: &str) -> Result<(), sqlx::Error> {
+pub async fn unclaim_task(pool: &Pool, task_id: i64, connection: &str) -> Result<(), sqlx::Error> {
     sqlx::query(
         "UPDATE tasks SET state = 'queued', lease_owner = NULL, lease_worker = NULL, \
              lease_deadline = NULL, attempts = attempts - 1, updated_at = ? \
@@ -182,7 +183,7 @@ pub async fn unclaim_task(pool: &Pool, task_id: i64, session: &str) -> Result<()
     )
     .bind(now_ms())
     .bind(task_id)
-    .bind(session)
+    .bind(connection)
     .execute(pool)
     .await
     .map(|_| ())
@@ -194,7 +195,7 @@ pub async fn unclaim_task(pool: &Pool, task_id: i64, session: &str) -> Result<()
 /// no other worker is measured fast enough to be given a copy.
 pub async fn extend_leases(
     pool: &Pool,
-    session: &str,
+    connection: &str,
     lease_ms: i64,
     max_total_ms: i64,
 ) -> Result<u64, sqlx::Error> {
@@ -204,7 +205,7 @@ pub async fn extend_leases(
     )
     .bind(now_ms() + lease_ms)
     .bind(max_total_ms)
-    .bind(session)
+    .bind(connection)
     .execute(pool)
     .await
     .map(|r| r.rows_affected())
@@ -234,7 +235,7 @@ pub enum Completion {
 #[derive(Debug, Clone)]
 pub struct ToComplete {
     pub task_id: i64,
-    pub session: String,
+    pub connection: String,
     pub worker_id: String,
     pub result: Bytes,
     pub compute_ms: Option<f64>,
@@ -268,13 +269,13 @@ pub async fn complete_tasks(
         .bind(&item.worker_id)
         .bind(now)
         .bind(item.task_id)
-        .bind(&item.session)
+        .bind(&item.connection)
         .bind(item.duplicate)
         .fetch_optional(&mut *tx)
         .await?;
         stored.push(match done {
             Some(row) => Ok((row.get("job_id"), row.get("tile_row"), row.get("tile_col"))),
-            None => Err(refusal_reason(&mut tx, item.task_id, &item.session, now).await?),
+            None => Err(refusal_reason(&mut tx, item.task_id, &item.connection, now).await?),
         });
     }
     // Count per job and per worker; the last stored result of a job in this batch is the one
@@ -351,15 +352,19 @@ pub async fn complete_tasks(
 }
 
 /// Why a result for `task_id` from this connection cannot be accepted (read only).
-pub async fn why_refused(pool: &Pool, task_id: i64, session: &str) -> Result<String, sqlx::Error> {
+pub async fn why_refused(
+    pool: &Pool,
+    task_id: i64,
+    connection: &str,
+) -> Result<String, sqlx::Error> {
     let mut conn = pool.acquire().await?;
-    refusal_reason(&mut conn, task_id, session, now_ms()).await
+    refusal_reason(&mut conn, task_id, connection, now_ms()).await
 }
 
 async fn refusal_reason(
     tx: &mut sqlx::SqliteConnection,
     task_id: i64,
-    session: &str,
+    connection: &str,
     now: i64,
 ) -> Result<String, sqlx::Error> {
     let row = sqlx::query(
@@ -380,7 +385,7 @@ async fn refusal_reason(
         TaskState::Done => "task already completed".into(),
         TaskState::Cancelled | TaskState::Failed => format!("job is {job_status}"),
         TaskState::Leased
-            if owner.as_deref() == Some(session) && deadline.is_some_and(|d| d < now) =>
+            if owner.as_deref() == Some(connection) && deadline.is_some_and(|d| d < now) =>
         {
             "lease expired".into()
         }
@@ -411,7 +416,7 @@ pub async fn refuse_result(
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     // A refused result is the worker's fault, not the task's: it does not count toward the
     // failures that would fail the job (a few liars must not sink an honest job).
-    let requeued = give_back(&mut tx, task_id, holder.session, reason, now).await?;
+    let requeued = give_back(&mut tx, task_id, holder.connection, reason, now).await?;
     exclude(&mut tx, task_id, holder.worker_id).await?;
     let worker: Option<WorkerRecord> = sqlx::query_as(&format!(
         "UPDATE workers SET refused = refused + 1, consecutive_verified = 0, last_seen = ?1 \
@@ -432,7 +437,7 @@ pub async fn refuse_result(
     Ok((requeued, quarantined))
 }
 
-/// A result a worker got accepted, read back to be checked again (see `socket::audit`).
+/// A result a worker got accepted, read back to be checked again (see `grid::results`).
 #[derive(Debug, FromRow)]
 pub struct AcceptedTile {
     pub id: i64,
@@ -508,7 +513,7 @@ pub async fn reopen(
 
 /// Re-queues every task leased to a connection that closed. Leaving is normal churn for
 /// volunteers, so it does not count as a failure of the task; it is noted on the worker.
-pub async fn release_session(
+pub async fn release_connection(
     pool: &Pool,
     holder: Holder<'_>,
 ) -> Result<Vec<Requeued>, sqlx::Error> {
@@ -519,7 +524,7 @@ pub async fn release_session(
          RETURNING id, job_id, tile_row, tile_col, failures",
     )
     .bind(now_ms())
-    .bind(holder.session)
+    .bind(holder.connection)
     .fetch_all(pool)
     .await?;
     if !released.is_empty() {
@@ -630,7 +635,7 @@ pub async fn report_failure(
 ) -> Result<Option<Failure>, sqlx::Error> {
     let now = now_ms();
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let Some(task) = give_back(&mut tx, task_id, holder.session, reason, now).await? else {
+    let Some(task) = give_back(&mut tx, task_id, holder.connection, reason, now).await? else {
         return Ok(None);
     };
     let mut failure = Failure {
@@ -778,12 +783,12 @@ pub async fn requeue_all_leases(pool: &Pool) -> Result<u64, sqlx::Error> {
     .map(|r| r.rows_affected())
 }
 
-/// Puts a task leased to connection `session` back in the queue with `reason` as its last
+/// Puts a task leased to connection `connection` back in the queue with `reason` as its last
 /// error; `None` when it is not leased to that connection (any more).
 async fn give_back(
     conn: &mut sqlx::SqliteConnection,
     task_id: i64,
-    session: &str,
+    connection: &str,
     reason: &str,
     now: i64,
 ) -> Result<Option<Requeued>, sqlx::Error> {
@@ -796,7 +801,7 @@ async fn give_back(
     .bind(reason)
     .bind(now)
     .bind(task_id)
-    .bind(session)
+    .bind(connection)
     .fetch_optional(conn)
     .await
 }

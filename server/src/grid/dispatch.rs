@@ -1,0 +1,571 @@
+//! Handing tasks to workers: the queue of waiting requests, the one dispatcher that serves
+//! it, deliveries, and copies of slow leases near the end of a job.
+//!
+//! Every `request_task` is answered by exactly one task. Requests wait in a FIFO queue; a
+//! single dispatcher drains it whenever something may have changed (a request, a new job, a
+//! task back in the queue). Having one dispatcher means no two claims race for the same
+//! waiter and no wake-up is lost: `Notify` keeps a permit when nobody is waiting.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use crate::db;
+use crate::error::{Error, Result};
+use crate::panels::{self, Operand};
+use crate::protocol::TaskAssigned;
+use crate::status::TaskState;
+use crate::sync::LockExt;
+
+use super::registry::{Lease, NotRedelivered, PanelRef, Standing};
+use super::{ConnectionId, Grid, Message};
+
+/// A connection that asked for work and has not been given any yet.
+pub struct Waiter {
+    pub connection: ConnectionId,
+    pub worker_id: String,
+    pub address: IpAddr,
+}
+
+impl Waiter {
+    pub fn holder(&self) -> db::Holder<'_> {
+        db::Holder {
+            connection: self.connection.as_str(),
+            worker_id: &self.worker_id,
+            address: self.address,
+        }
+    }
+}
+
+impl From<Standing> for Waiter {
+    fn from(s: Standing) -> Self {
+        Waiter {
+            connection: s.connection,
+            worker_id: s.worker_id,
+            address: s.address,
+        }
+    }
+}
+
+/// The requests waiting for a task, and the dispatcher's wake-up.
+#[derive(Default)]
+pub struct Queue {
+    waiting: Mutex<VecDeque<Waiter>>,
+    wake: Notify,
+}
+
+impl Queue {
+    /// Queues one request for work from a registered connection.
+    pub fn push(&self, waiter: Waiter) {
+        self.lock().push_back(waiter);
+        self.wake.notify_one();
+    }
+
+    /// Something may be claimable now.
+    pub fn wake(&self) {
+        self.wake.notify_one();
+    }
+
+    /// Drops the requests of a connection that left.
+    pub fn forget(&self, connection: ConnectionId) {
+        self.lock().retain(|w| w.connection != connection);
+    }
+
+    /// Requests waiting for a task.
+    pub fn len(&self) -> usize {
+        self.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Waiter>> {
+        self.waiting.lock_or_recover()
+    }
+}
+
+/// Serves waiting requests until the process ends.
+pub async fn run(grid: Arc<Grid>) {
+    loop {
+        grid.queue.wake.notified().await;
+        if let Err(e) = dispatch(&grid).await {
+            tracing::error!(error = %e, "dispatching tasks failed; retrying shortly");
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            grid.wake();
+        }
+    }
+}
+
+/// Serves waiting requests in order. A request that finds nothing it may take (nothing
+/// queued, or only tasks this worker was refused on) keeps its place, and the requests behind
+/// it are still tried, so one excluded worker never blocks the others.
+async fn dispatch(grid: &Grid) -> Result<()> {
+    if grid.is_shutting_down() {
+        return Ok(());
+    }
+    let waiting: Vec<Waiter> = grid.queue.lock().drain(..).collect();
+    if waiting.is_empty() {
+        return Ok(());
+    }
+    let waiting = in_turns(waiting, |w| w.connection, |c| grid.workers.held(c));
+    let mut unserved: Vec<Waiter> = Vec::new();
+    let outcome = serve(grid, waiting, &mut unserved).await;
+    // Back at the front, ahead of requests that arrived meanwhile.
+    let mut queue = grid.queue.lock();
+    for waiter in unserved.into_iter().rev() {
+        queue.push_front(waiter);
+    }
+    outcome
+}
+
+/// Orders a round's requests so that workers take turns: every worker's first task before
+/// anyone's second, counting the tasks each already holds (`held`; `who` says whose each
+/// request is). A worker that asks for several tasks at once (to keep one in hand while it
+/// computes) would otherwise be served all of them, panels and all, while the worker behind
+/// it in the queue sits idle: at the start of a job that idles every worker but the first for
+/// several transfers. Stable, so requests keep their arrival order within a turn.
+fn in_turns<W, K: std::hash::Hash + Eq + Copy>(
+    waiting: Vec<W>,
+    who: impl Fn(&W) -> K,
+    held: impl Fn(K) -> usize,
+) -> Vec<W> {
+    let mut turn: HashMap<K, usize> = HashMap::new();
+    let mut keyed: Vec<(usize, W)> = waiting
+        .into_iter()
+        .map(|waiter| {
+            let key = who(&waiter);
+            let next = turn.entry(key).or_insert_with(|| held(key));
+            *next += 1;
+            (*next, waiter)
+        })
+        .collect();
+    keyed.sort_by_key(|(turn, _)| *turn);
+    keyed.into_iter().map(|(_, waiter)| waiter).collect()
+}
+
+/// Longest a lease can be kept by heartbeats, in leases: twice the longest single extension
+/// ([`lease_ms`] gives a hidden, slow worker up to 20), 20 minutes at the default `LEASE_MS`.
+pub const MAX_LEASE_FACTOR: i64 = 40;
+
+/// A lease long enough for a worker: the configured lease, plus four times the time its
+/// measured speed (`gflops`, 0 when unknown) needs for a typical tile, longer again for a tab
+/// in the background (browsers throttle those), at most 20 leases. A slow phone gets more
+/// time than a desktop.
+pub fn lease_ms(lease: Duration, gflops: f64, visible: bool) -> i64 {
+    let base = lease.as_millis() as f64;
+    // A 256×256 tile with k = 4096: 0.54 GFLOP.
+    const TYPICAL_TILE_GFLOP: f64 = 2.0 * 256.0 * 256.0 * 4096.0 / 1e9;
+    let compute_ms = if gflops > 0.0 {
+        TYPICAL_TILE_GFLOP / gflops * 1000.0
+    } else {
+        0.0
+    };
+    let background = if visible { 1.0 } else { 4.0 };
+    ((base + 4.0 * compute_ms) * background).min(base * 20.0) as i64
+}
+
+/// One dispatch round: every waiter's claim in one transaction (one commit for the round, not
+/// one per task), then deliveries, then copies of slow leases for the waiters left without.
+async fn serve(grid: &Grid, waiting: Vec<Waiter>, unserved: &mut Vec<Waiter>) -> Result<()> {
+    let mut claimed: Vec<(Waiter, db::Claimed)> = Vec::new();
+    let mut empty_handed: Vec<Waiter> = Vec::new();
+    let mut starved: Vec<String> = Vec::new();
+    let mut held_back: Vec<Waiter> = Vec::new();
+    let round = async {
+        let mut round = db::ClaimRound::begin(&grid.db).await?;
+        for waiter in waiting {
+            if !grid.outbox.is_open(waiter.connection) {
+                continue;
+            }
+            if starved.contains(&waiter.worker_id) {
+                empty_handed.push(waiter);
+                continue;
+            }
+            let id = waiter.connection;
+            let mine = claimed.iter().filter(|(w, _)| w.connection == id).count();
+            let at_address = claimed
+                .iter()
+                .filter(|(w, _)| w.address == waiter.address)
+                .count();
+            let limits = &grid.config.limits;
+            if !grid.workers.may_lease(
+                id,
+                limits.max_tasks_per_worker,
+                limits.max_leases_per_address,
+                mine,
+                at_address,
+            ) {
+                // Past its allowance, its address's cap or its send budget: it keeps its
+                // place and is served when a lease ends or the budget refills.
+                held_back.push(waiter);
+                continue;
+            }
+            let lease_ms = grid
+                .workers
+                .standing(id)
+                .map_or(grid.config.lease.as_millis() as i64, |w| {
+                    lease_ms(grid.config.lease, w.gflops, w.visible)
+                });
+            let earlier: Vec<&db::Claimed> = claimed
+                .iter()
+                .filter(|(w, _)| w.connection == id)
+                .map(|(_, t)| t)
+                .collect();
+            let preferred = preferred_panels(
+                grid.workers
+                    .cached_panels(id, earlier.first().map(|t| t.job_id.as_str())),
+                &earlier,
+            );
+            match claim(&mut round, &waiter, lease_ms, preferred).await {
+                Ok(Some(task)) => claimed.push((waiter, task)),
+                Ok(None) => {
+                    starved.push(waiter.worker_id.clone());
+                    empty_handed.push(waiter);
+                }
+                Err(e) => {
+                    unserved.push(waiter);
+                    return Err(e);
+                }
+            }
+        }
+        round.commit().await
+    };
+    if let Err(e) = round.await {
+        // Nothing was leased: everyone waits for the next round.
+        unserved.extend(claimed.into_iter().map(|(w, _)| w));
+        unserved.extend(empty_handed);
+        unserved.extend(held_back);
+        return Err(e.into());
+    }
+    unserved.extend(held_back);
+    let mut outcome = Ok(());
+    for (waiter, task) in claimed {
+        let first = grid
+            .running_jobs
+            .lock_or_recover()
+            .insert(task.job_id.clone());
+        // Errors from here on must not end the round early: the rest of the claimed tasks
+        // would stay leased with nobody told, and their waiters would be dropped.
+        if first {
+            if let Err(e) = db::mark_running(&grid.db, &task.job_id).await {
+                tracing::warn!(job_id = %task.job_id, error = %e, "could not mark a job running");
+                // A later claim tries again.
+                grid.forget_running(&task.job_id);
+            }
+        }
+        if let Err(e) = deliver(grid, &waiter, &task, false, 0).await {
+            tracing::warn!(task_id = task.id, error = %e, "could not deliver a task");
+            let owner = waiter.connection.as_str();
+            if let Err(e) = db::unclaim_task(&grid.db, task.id, owner).await {
+                // The lease stays until it expires, or until a copy overtakes it.
+                tracing::error!(task_id = task.id, error = %e, "could not re-queue a task");
+            }
+            unserved.push(waiter);
+            outcome = Err(e);
+            continue;
+        }
+        let state = TaskState::Leased;
+        grid.progress
+            .tile(&task.job_id, task.id, task.tile_row, task.tile_col, state);
+    }
+    for waiter in empty_handed {
+        match duplicate(grid, &waiter).await {
+            Ok(true) => {}
+            Ok(false) => unserved.push(waiter),
+            Err(e) => {
+                unserved.push(waiter);
+                outcome = Err(e);
+            }
+        }
+    }
+    outcome
+}
+
+/// Claims a task for a waiter: one with the `preferred` panels first, when there are any.
+async fn claim(
+    round: &mut db::ClaimRound,
+    waiter: &Waiter,
+    lease_ms: i64,
+    preferred: Option<(String, Vec<i64>, Vec<i64>)>,
+) -> Result<Option<db::Claimed>, sqlx::Error> {
+    if let Some((job, rows, cols)) = preferred {
+        let task = round
+            .claim_preferred(waiter.holder(), lease_ms, &job, &rows, &cols)
+            .await?;
+        if task.is_some() {
+            return Ok(task);
+        }
+    }
+    round.claim(waiter.holder(), lease_ms).await
+}
+
+/// The job and the rows of A and columns of B to prefer in a claim for a caching worker, so
+/// that fewer bytes travel: what its cache holds (`cached`: its main job's panels), plus the
+/// panels of the tasks claimed for it earlier in this round (`earlier`), which are on their
+/// way to it (its cache model learns of them only when they are delivered). `None` for a
+/// worker without a cache: any task will do.
+fn preferred_panels(
+    cached: Option<(String, Vec<i64>, Vec<i64>)>,
+    earlier: &[&db::Claimed],
+) -> Option<(String, Vec<i64>, Vec<i64>)> {
+    let (job, mut rows, mut cols) = cached?;
+    for task in earlier.iter().filter(|t| t.job_id == job) {
+        rows.push(task.tile_row);
+        cols.push(task.tile_col);
+    }
+    Some((job, rows, cols))
+}
+
+/// Near the end of a job, when this worker would otherwise idle and another, slower one has
+/// held a tile for a long time, hands this worker a copy. The first verified result wins;
+/// the other holder is told `task_cancelled`. Only workers with a measured speed qualify,
+/// and at most one copy of a tile is out at once.
+async fn duplicate(grid: &Grid, waiter: &Waiter) -> Result<bool> {
+    let Some(me) = grid.workers.standing(waiter.connection) else {
+        return Ok(false);
+    };
+    if me.gflops <= 0.0 || me.record.quarantined.is_some() {
+        return Ok(false);
+    }
+    // Leases younger than a second are never duplicated: the holder has barely started.
+    let now = db::now_ms();
+    let mut after = (i64::MIN, i64::MIN);
+    loop {
+        let page = db::slow_leases(&grid.db, waiter.holder(), 1000, after, SLOW_LEASE_PAGE).await?;
+        let Some(last) = page.last() else {
+            return Ok(false);
+        };
+        after = (last.updated_at, last.id);
+        for lease in page {
+            if let Some(claimed) = worth_a_copy(grid, &me, lease, now).await? {
+                deliver(grid, waiter, &claimed, true, 0).await?;
+                tracing::info!(task_id = claimed.id, worker_id = %waiter.worker_id, "duplicate of a slow lease");
+                grid.metrics.duplicated();
+                return Ok(true);
+            }
+        }
+    }
+}
+
+/// Whether a copy of a `gflop` tile, leased `age_ms` ago to a holder of speed `holder_speed`
+/// (GFLOP/s, 0 when unknown; a quarter for a hidden tab), would be finished sooner by a worker
+/// of speed `mine`: when this worker would finish well before the holder is expected to. A
+/// holder past twice its expected time has stalled (its heartbeats keep the lease), so its
+/// time left is unknown, as for one with no speed; one only a little late may still be about
+/// to answer.
+fn copy_pays(gflop: f64, mine: f64, holder_speed: f64, age_ms: f64) -> bool {
+    let mine_ms = gflop / mine * 1000.0;
+    let expected_ms = gflop / holder_speed * 1000.0;
+    let holder_left_ms = if holder_speed > 0.0 && age_ms <= 2.0 * expected_ms {
+        expected_ms - age_ms
+    } else {
+        f64::INFINITY
+    };
+    holder_left_ms > 2.0 * mine_ms && age_ms > 2.0 * mine_ms
+}
+
+/// Leases read at a time while looking for one worth a copy.
+const SLOW_LEASE_PAGE: i64 = 64;
+
+/// The task of `lease`, when giving the worker `me` a copy of it would finish it sooner.
+async fn worth_a_copy(
+    grid: &Grid,
+    me: &Standing,
+    lease: db::SlowLease,
+    now: i64,
+) -> Result<Option<db::Claimed>> {
+    let inputs = grid.inputs.get(&grid.db, &lease.job_id).await?;
+    // Exactly one connection must hold it: two means a copy is out already, none that the
+    // page of leases read from the database is stale (the task was completed since, and its
+    // holders let go of it), and a copy would be wasted work.
+    if grid.workers.holders(lease.id).len() != 1 {
+        return Ok(None);
+    }
+    let tile = inputs
+        .plan
+        .tile(lease.tile_row as usize, lease.tile_col as usize);
+    let gflop = 2.0 * (tile.rows * tile.cols * inputs.plan.k) as f64 / 1e9;
+    let age_ms = (now - lease.updated_at) as f64;
+    let holder_speed = grid.workers.holder_speed(&lease.connection);
+    if copy_pays(gflop, me.gflops, holder_speed, age_ms) {
+        return Ok(Some(db::Claimed {
+            id: lease.id,
+            job_id: lease.job_id,
+            tile_row: lease.tile_row,
+            tile_col: lease.tile_col,
+        }));
+    }
+    Ok(None)
+}
+
+/// Sends a task with the panels the worker lacks, and records the lease (`duplicate`: a
+/// copy of another connection's lease; `redelivered`: the times it was sent again in full
+/// before).
+async fn deliver(
+    grid: &Grid,
+    waiter: &Waiter,
+    claimed: &db::Claimed,
+    duplicate: bool,
+    redelivered: u8,
+) -> Result<()> {
+    let inputs = grid.inputs.get(&grid.db, &claimed.job_id).await?;
+    let plan = inputs.plan;
+    let tile = plan.tile(claimed.tile_row as usize, claimed.tile_col as usize);
+    let (a, b) = inputs.panels(&tile);
+    let a_key = panels::key(&claimed.job_id, Operand::A, tile.tile_row);
+    let b_key = panels::key(&claimed.job_id, Operand::B, tile.tile_col);
+    let lease = Lease {
+        job_id: claimed.job_id.clone(),
+        tile_row: tile.tile_row,
+        tile_col: tile.tile_col,
+        result_len: plan.result_len(&tile),
+        flops: 2.0 * (tile.rows * plan.k * tile.cols) as f64,
+        duplicate,
+        answered: false,
+        redelivered,
+    };
+    let to = waiter.connection;
+    let shipment = grid.workers.deliver(
+        to,
+        claimed.id,
+        lease,
+        PanelRef {
+            key: &a_key,
+            bytes: a.len() as u64,
+        },
+        PanelRef {
+            key: &b_key,
+            bytes: b.len() as u64,
+        },
+    );
+    let sent =
+        if shipment.send_a { a.len() } else { 0 } + if shipment.send_b { b.len() } else { 0 };
+    let task = TaskAssigned {
+        task_id: claimed.id,
+        job_id: claimed.job_id.clone(),
+        dtype: plan.dtype,
+        m: tile.rows,
+        k: plan.k,
+        n: tile.cols,
+        a: shipment.send_a.then_some(a),
+        b: shipment.send_b.then_some(b),
+        a_key,
+        b_key,
+        evict: shipment.evict,
+    };
+    if let Err(e) = grid.outbox.send(to, Message::Task(task)) {
+        grid.workers.undeliver(to, claimed.id);
+        return Err(Error::Internal(e.to_string()));
+    }
+    crate::metrics::Metrics::add(&grid.metrics.bytes_sent, sent as u64);
+    Ok(())
+}
+
+impl Grid {
+    /// Sends a task again with both panels, to a caching worker that reported one missing.
+    /// Its cache model starts afresh. Each re-send is megabytes, so a lease is re-sent a
+    /// bounded number of times, and only within the connection's send budget.
+    pub async fn redeliver(
+        &self,
+        from: &Standing,
+        task_id: i64,
+    ) -> Result<std::result::Result<(), NotRedelivered>> {
+        let lease = match self.workers.redeliver(from.connection, task_id) {
+            Ok(lease) => lease,
+            Err(NotRedelivered::TooOften) => {
+                // Back to the queue for someone else; not counted against the task.
+                db::unclaim_task(&self.db, task_id, from.connection.as_str()).await?;
+                self.wake();
+                return Ok(Err(NotRedelivered::TooOften));
+            }
+            Err(why) => return Ok(Err(why)),
+        };
+        let claimed = db::Claimed {
+            id: task_id,
+            job_id: lease.job_id,
+            tile_row: lease.tile_row as i64,
+            tile_col: lease.tile_col as i64,
+        };
+        let waiter = Waiter::from(from.clone());
+        deliver(self, &waiter, &claimed, lease.duplicate, lease.redelivered).await?;
+        Ok(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn workers_take_turns_counting_what_they_hold() {
+        // Requests in arrival order: a asks three times, b twice, c once; b holds one task.
+        let waiting = vec![("a", 1), ("a", 2), ("a", 3), ("b", 1), ("b", 2), ("c", 1)];
+        let held = |who: &str| usize::from(who == "b");
+        let order = in_turns(waiting, |w| w.0, held);
+        assert_eq!(
+            order,
+            [("a", 1), ("c", 1), ("a", 2), ("b", 1), ("a", 3), ("b", 2)],
+            "everyone's first before anyone's second; arrival order kept within a turn"
+        );
+    }
+
+    #[test]
+    fn leases_grow_for_slow_and_hidden_workers_up_to_twenty() {
+        let lease = Duration::from_secs(30);
+        assert_eq!(lease_ms(lease, 0.0, true), 30_000, "no speed measured yet");
+        // A typical tile (0.54 GFLOP) at 1 GFLOP/s: four times 537 ms on top.
+        assert_eq!(lease_ms(lease, 1.0, true), 32_147);
+        assert!(lease_ms(lease, 0.1, true) > lease_ms(lease, 10.0, true));
+        assert_eq!(
+            lease_ms(lease, 0.0, false),
+            120_000,
+            "a tab in the background"
+        );
+        assert_eq!(
+            lease_ms(lease, 1e-6, false),
+            600_000,
+            "never past 20 leases"
+        );
+        assert!(MAX_LEASE_FACTOR as f64 * 30_000.0 >= 2.0 * 600_000.0);
+    }
+
+    #[test]
+    fn a_copy_pays_only_when_the_holder_is_late_or_unknown() {
+        let gflop = 0.5; // 500 ms at 1 GFLOP/s, 50 ms at 10
+                         // A fast worker, a holder of unknown speed: worth it once the lease is old enough.
+        assert!(!copy_pays(gflop, 10.0, 0.0, 50.0), "barely started");
+        assert!(copy_pays(gflop, 10.0, 0.0, 200.0));
+        // A holder as fast as this worker, on time: not worth it.
+        assert!(!copy_pays(gflop, 10.0, 10.0, 40.0));
+        // A slow holder early in its tile: this worker would finish well before it.
+        assert!(copy_pays(gflop, 10.0, 1.0, 150.0));
+        // The same holder almost done: not worth it.
+        assert!(!copy_pays(gflop, 10.0, 1.0, 450.0));
+        // Past twice its expected time it has stalled: worth it again.
+        assert!(copy_pays(gflop, 10.0, 1.0, 1500.0));
+        // A slower worker never overtakes a faster holder on time.
+        assert!(!copy_pays(gflop, 1.0, 10.0, 60.0));
+    }
+
+    #[test]
+    fn a_caching_worker_prefers_its_panels_and_those_on_their_way() {
+        let claimed = |job: &str, row, col| db::Claimed {
+            id: 0,
+            job_id: job.into(),
+            tile_row: row,
+            tile_col: col,
+        };
+        assert_eq!(preferred_panels(None, &[]), None, "no cache: any task");
+        let (on_way, other_job) = (claimed("j", 3, 4), claimed("x", 9, 9));
+        let cached = Some(("j".to_owned(), vec![0], vec![1, 2]));
+        assert_eq!(
+            preferred_panels(cached, &[&on_way, &other_job]),
+            Some(("j".to_owned(), vec![0, 3], vec![1, 2, 4])),
+            "the panels of this round's earlier task of the same job count as held"
+        );
+    }
+}

@@ -1,0 +1,167 @@
+//! The grid: every decision about workers, leases and results, with no knowledge of sockets
+//! or HTTP.
+//!
+//! Transports (`socket`, `http`) decode what arrives, call the grid's methods and send back
+//! what they return; what the grid starts on its own (a task, a cancellation, a quarantine)
+//! goes out through its [`Outbox`]. The parts:
+//!
+//! - [`registry`]: connections, their leases, and the records of the workers behind them;
+//! - [`workers`]: a connection's life: registration, heartbeats, requests, departure;
+//! - [`dispatch`]: the queue of requests, claims, deliveries and copies of slow leases;
+//! - [`results`]: a result's verification, commit and acknowledgement, refusals and audits;
+//! - [`failures`]: failed and expired tasks, quarantine, and the sweeper;
+//! - [`inputs`]: the operands of running jobs, cached;
+//! - [`progress`]: changes waiting to be shown to dashboards.
+//!
+//! The policies they apply are pure functions elsewhere: `trust` (reputation, quarantine,
+//! audits), `verify` (the check), `panels` (cache models), `jobs` (tiling).
+
+pub mod dispatch;
+pub mod failures;
+pub mod inputs;
+pub mod outbox;
+pub mod progress;
+pub mod registry;
+pub mod results;
+pub mod workers;
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::commit::Committer;
+use crate::config::Config;
+use crate::db::{self, Pool, Requeued};
+use crate::error::Result;
+use crate::metrics::Metrics;
+use crate::protocol::TaskCancelled;
+use crate::status::TaskState;
+use crate::sync::LockExt;
+
+pub use outbox::{Message, Outbox, Undelivered};
+pub use registry::{ConnectionId, Workers};
+
+/// Memory kept for the operands of running jobs (see [`inputs::InputCache`]).
+const INPUT_CACHE_BYTES: usize = 1024 * 1024 * 1024;
+
+/// The grid's state. One per process, shared as `Arc<Grid>`.
+pub struct Grid {
+    pub config: Arc<Config>,
+    pub db: Pool,
+    pub workers: Workers,
+    pub inputs: inputs::InputCache,
+    pub progress: progress::Progress,
+    pub metrics: Arc<Metrics>,
+    queue: dispatch::Queue,
+    /// Stores verified results, many per transaction.
+    committer: Committer,
+    /// Jobs known to be running, so a claim marks its job running only once.
+    running_jobs: Mutex<HashSet<String>>,
+    /// When each caught worker's accepted results were last checked again (ms since the
+    /// epoch): a later refusal re-checks only what was accepted since (see
+    /// `results::audit`).
+    audited: Mutex<HashMap<String, i64>>,
+    /// Set on SIGTERM/SIGINT: no new work is handed out or accepted.
+    shutting_down: AtomicBool,
+    outbox: Box<dyn Outbox>,
+}
+
+impl Grid {
+    /// A grid over an open database, sending through `outbox`. Starts the group committer on
+    /// the current runtime; the background loops are [`Grid::spawn_loops`].
+    pub fn new(config: Arc<Config>, db: Pool, outbox: Box<dyn Outbox>) -> Arc<Self> {
+        Arc::new(Grid {
+            config,
+            committer: Committer::start(db.clone()),
+            db,
+            workers: Workers::default(),
+            inputs: inputs::InputCache::new(INPUT_CACHE_BYTES),
+            progress: Default::default(),
+            metrics: Default::default(),
+            queue: Default::default(),
+            running_jobs: Default::default(),
+            audited: Default::default(),
+            shutting_down: Default::default(),
+            outbox,
+        })
+    }
+
+    /// The dispatcher and the sweeper, until aborted.
+    pub fn spawn_loops(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
+        vec![
+            tokio::spawn(dispatch::run(self.clone())),
+            tokio::spawn(failures::sweep(self.clone())),
+        ]
+    }
+
+    /// Stops handing out and accepting work (the process is shutting down).
+    pub fn shut_down(&self) {
+        self.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    pub fn is_shutting_down(&self) -> bool {
+        self.shutting_down.load(Ordering::SeqCst)
+    }
+
+    /// Something may be claimable now (a new job, a task back in the queue).
+    pub fn wake(&self) {
+        self.queue.wake();
+    }
+
+    /// Requests waiting for a task.
+    pub fn waiting(&self) -> usize {
+        self.queue.len()
+    }
+
+    /// Ends a job: failed with `reason`, or cancelled when there is none. Connections
+    /// computing its tasks are told to stop.
+    #[tracing::instrument(name = "job", skip(self, reason))]
+    pub async fn end_job(&self, job_id: &str, reason: Option<&str>) -> Result<()> {
+        let withdrawn = match reason {
+            Some(reason) => {
+                tracing::warn!(job_id, reason, "job failed");
+                db::fail_job(&self.db, job_id, reason).await?
+            }
+            None => db::cancel_job(&self.db, job_id).await?,
+        };
+        for (task_id, _) in withdrawn {
+            // A connection may already be gone; its result would be refused anyway.
+            self.cancel(task_id, None);
+        }
+        self.inputs.remove(job_id);
+        self.forget_running(job_id);
+        self.progress.job(job_id);
+        Ok(())
+    }
+
+    /// Takes a task back from the connections holding it (all but `except`) and tells them
+    /// to stop computing it.
+    fn cancel(&self, task_id: i64, except: Option<ConnectionId>) {
+        for to in self.workers.withdraw(task_id, except) {
+            let _ = self
+                .outbox
+                .send(to, Message::Cancelled(TaskCancelled { task_id }));
+        }
+    }
+
+    /// Offers tasks that went back to the queue to waiting workers again. Whether a task
+    /// fails its job is decided where its failure is recorded (see
+    /// [`failures`]), never from a count here.
+    pub fn offer_again(&self, tasks: &[Requeued]) {
+        for task in tasks {
+            self.progress.tile(
+                &task.job_id,
+                task.id,
+                task.tile_row,
+                task.tile_col,
+                TaskState::Queued,
+            );
+        }
+        self.wake();
+    }
+
+    /// A job that ended leaves the set of running jobs, which would otherwise only grow.
+    fn forget_running(&self, job_id: &str) {
+        self.running_jobs.lock_or_recover().remove(job_id);
+    }
+}
