@@ -4,7 +4,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: help dev run setup wasm web test test-rust test-kernel test-e2e test-api test-web test-release bench bench-kernel bench-verify bench-grid check fmt clean
+.PHONY: help dev run volunteer setup wasm web test test-rust test-kernel test-e2e test-api test-web test-release bench bench-kernel bench-verify bench-grid check fmt clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -23,6 +23,10 @@ dev: web ## Run the local stack: server on :3000 with data/brain.db, rebuilt on 
 
 run: ## Run the server once (no watching)
 	cargo run -p server --bin brain-server
+
+volunteer: ## Two command-line volunteers (tools/volunteer) for the server at BRAIN_SERVER, default http://localhost:3000
+	cd tools/volunteer && ( [ -d node_modules ] || npm ci --no-audit --no-fund )
+	node tools/volunteer/worker.mjs
 
 test: test-rust test-kernel test-e2e test-api test-web test-release ## Run every test
 

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # End-to-end tests of the orchestrator: the real server binary on ephemeral ports with
 # temporary databases, driven by the official socket.io-client under Node's test runner; the
-# `brain` CLI, the load harness (with the wasm kernel) and the Python example in
-# docs/python.md run against it too.
+# `brain` CLI, the command-line volunteer (tools/volunteer), the load harness (with the wasm
+# kernel) and the Python example in docs/python.md run against it too.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
@@ -11,8 +11,11 @@ cargo build -p server --bin brain-server -p brain-cli --bin brain
 if ! python3 -c 'import numpy, requests' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check "numpy==2.3.5" "requests==2.32.5"
 fi
+# The tests' own packages, and the command-line volunteer's (volunteer.test.mjs runs it).
+for dir in tests/e2e tools/volunteer; do
+  if [ ! -d "$dir/node_modules" ] || [ "$dir/package-lock.json" -nt "$dir/node_modules" ]; then
+    (cd "$dir" && npm ci --no-audit --no-fund)
+  fi
+done
 cd tests/e2e
-if [ ! -d node_modules ] || [ package-lock.json -nt node_modules ]; then
-  npm ci --no-audit --no-fund
-fi
 BRAIN_SERVER_BIN="$PWD/../../target/debug/brain-server" BRAIN_CLI_BIN="$PWD/../../target/debug/brain" node --test --test-concurrency=2 --test-reporter=spec

@@ -147,7 +147,7 @@ test("3. a 1 MB JSON body with one long row and 200,000 empty rows gets 400; the
 test("3. JSON has its own body limit, with a 413 that points to .npy; the same matrices go as .npy", async (t) => {
   const server = await h.startServer(t, { env: { MAX_JSON_BODY_BYTES: "65536" } });
   const m = 200;
-  const values = h.randomMatrix(m, m, 3);
+  const values = h.randomMatrix(m, m, "f64", 3);
   const body = JSON.stringify({ a: h.rowsOf(values, m, m), b: h.rowsOf(values, m, m) });
   const big = await h.api(server.url, "/api/jobs", { method: "POST", body });
   assert.equal(big.status, 413, big.text);
@@ -352,8 +352,8 @@ test("5. raw Engine.IO sessions that never connect to Socket.io are limited from
 /** Submits A·B (f32, random) as .npy files: big panels without a big JSON body. */
 async function submitNpy(url, m, k, n, tile) {
   const form = new FormData();
-  form.append("a", new Blob([h.npyEncode("f32", m, k, h.randomMatrix(m, k, 3))]), "a.npy");
-  form.append("b", new Blob([h.npyEncode("f32", k, n, h.randomMatrix(k, n, 4))]), "b.npy");
+  form.append("a", new Blob([h.npyEncode("f32", m, k, h.randomMatrix(m, k, "f64", 3))]), "a.npy");
+  form.append("b", new Blob([h.npyEncode("f32", k, n, h.randomMatrix(k, n, "f64", 4))]), "b.npy");
   form.append("tile", String(tile));
   const res = await h.api(url, "/api/jobs", { method: "POST", body: form });
   assert.equal(res.status, 201, res.text);
@@ -477,9 +477,9 @@ test("8. an f64 tile whose result cannot fit one message is refused with the lar
 test("8. with a small MAX_MESSAGE_BYTES the chosen tile still fits, and every result comes back", async (t) => {
   const server = await h.startServer(t, { env: { MAX_MESSAGE_BYTES: "65536" } });
   const m = 100;
-  const values = h.randomMatrix(m, 1, 5);
+  const values = h.randomMatrix(m, 1, "f64", 5);
   const a = h.rowsOf(values, m, 1);
-  const b = [values];
+  const b = h.rowsOf(values, 1, m);
   // 100² f64 = 80 kB: more than a message at this limit.
   const refused = await h.api(server.url, "/api/jobs", { method: "POST", body: { a, b, dtype: "f64", tile: 100 } });
   assert.equal(refused.status, 400, refused.text);
@@ -494,7 +494,7 @@ test("8. with a small MAX_MESSAGE_BYTES the chosen tile still fits, and every re
   assert.equal(worker.stats.refused, 0);
   assert.ok(worker.socket.connected, "the worker was never cut off for an oversized result");
   const c = await h.downloadNpy(server.url, created.json.id);
-  h.assertClose(c.data, h.matmul(values, values, m, 1, m), 1, "f64");
+  h.assertClose(c.data, h.referenceProduct(values, values, m, 1, m), 1, "f64");
 });
 
 
@@ -507,8 +507,8 @@ test("8. with a small MAX_MESSAGE_BYTES the chosen tile still fits, and every re
 test("9. finite wrong results for f64 operands near 1e154 are refused", async (t) => {
   const server = await h.startServer(t);
   const [m, k, n] = [6, 40, 5];
-  const a = h.randomMatrix(m, k, 91).map((x) => x * 1e154);
-  const b = h.randomMatrix(k, n, 92);
+  const a = h.randomMatrix(m, k, "f64", 91).map((x) => x * 1e154);
+  const b = h.randomMatrix(k, n, "f64", 92);
   a.fill(0, 0, k); // a zero row: 0·∞ in the old bound
   const form = new FormData();
   form.append("a", new Blob([h.npyEncode("f64", m, k, a)]), "a.npy");
@@ -526,7 +526,7 @@ test("9. finite wrong results for f64 operands near 1e154 are refused", async (t
     liar.emit("request_task");
     const task = await assigned;
     assert.equal(task.dtype, "f64");
-    const c = h.matmul(h.fromBytes("f64", task.a), h.fromBytes("f64", task.b), task.m, task.k, task.n);
+    const c = h.referenceProduct(h.fromBytes("f64", task.a), h.fromBytes("f64", task.b), task.m, task.k, task.n);
     const wrong = lie === "halve" ? c.map((x) => x / 2) : new Float64Array(c.length);
     assert.ok(wrong.every(Number.isFinite) && wrong.some((x, i) => x !== c[i]));
     const ack = h.once(liar, "result_ack");
@@ -541,7 +541,7 @@ test("9. finite wrong results for f64 operands near 1e154 are refused", async (t
   await h.waitForJob(server.url, created.json.id, { ms: 30000 });
   assert.equal(honest.stats.refused, 0, `honest tiles refused: ${honest.stats.reasons}`);
   const { data } = await h.downloadNpy(server.url, created.json.id);
-  const want = h.matmul(a, b, m, k, n);
+  const want = h.referenceProduct(a, b, m, k, n);
   for (let i = 0; i < want.length; i++) {
     assert.ok(Number.isFinite(data[i]), `entry ${i} is ${data[i]}`);
     assert.ok(Math.abs(data[i] - want[i]) <= 1e-12 * Math.abs(want[i]) + 1e-300, `entry ${i}: ${data[i]} != ${want[i]}`);
@@ -584,7 +584,7 @@ test("12. stale standing: a worker caught lying on one connection loses its stan
     const next = h.once(socket, "task_assigned");
     socket.emit("request_task");
     const task = await next;
-    const c = h.matmul(h.fromBytes(task.dtype, task.a), h.fromBytes(task.dtype, task.b), task.m, task.k, task.n);
+    const c = h.referenceProduct(h.fromBytes(task.dtype, task.a), h.fromBytes(task.dtype, task.b), task.m, task.k, task.n);
     if (lie) c[0] += 1000;
     const ack = h.once(socket, "result_ack");
     socket.emit("task_result", { task_id: task.task_id, c: h.toBytes(task.dtype, c), compute_ms: 1 });

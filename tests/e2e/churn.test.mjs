@@ -4,7 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
-  api, assertClose, downloadNpy, matmul, once, randomMatrix, registered, rowsOf, startServer,
+  api, assertClose, downloadNpy, referenceProduct, once, randomMatrix, registered, rowsOf, startServer,
   startWorker, toBytes, waitForJob, submitRandom,
 } from "./helpers.mjs";
 
@@ -62,7 +62,7 @@ test("heartbeats keep a slow worker's lease alive", async (t) => {
   const a = new Float32Array(task.a.buffer.slice(task.a.byteOffset, task.a.byteOffset + task.a.length));
   const b = new Float32Array(task.b.buffer.slice(task.b.byteOffset, task.b.byteOffset + task.b.length));
   const result = once(socket, "result_ack");
-  socket.emit("task_result", { task_id: task.task_id, c: toBytes("f32", matmul(a, b, 4, 4, 4)) });
+  socket.emit("task_result", { task_id: task.task_id, c: toBytes("f32", referenceProduct(a, b, 4, 4, 4)) });
   assert.equal((await result).accepted, true);
   await waitForJob(server.url, job.id);
 });

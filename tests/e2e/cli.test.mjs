@@ -9,7 +9,7 @@ import { createServer } from "node:net";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import {
-  api, assertClose, matmul, npyDecode, npyEncode, randomMatrix, startServer, startWorker,
+  api, assertClose, referenceProduct, npyDecode, npyEncode, randomMatrix, startServer, startWorker,
   tempDir,
 } from "./helpers.mjs";
 
@@ -37,11 +37,11 @@ function brain(args, { cwd, env = {} } = {}) {
 
 /** Writes A (m×k) and B (k×n) as .npy files into `dir`; returns them with the product. */
 function writeInputs(dir, m, k, n, { dtype = "f32", seed = 3, prefix = "" } = {}) {
-  const a = randomMatrix(m, k, seed);
-  const b = randomMatrix(k, n, seed + 1);
+  const a = randomMatrix(m, k, "f64", seed);
+  const b = randomMatrix(k, n, "f64", seed + 1);
   writeFileSync(join(dir, `${prefix}a.npy`), npyEncode(dtype, m, k, a));
   writeFileSync(join(dir, `${prefix}b.npy`), npyEncode(dtype, k, n, b));
-  return { want: matmul(a, b, m, k, n) };
+  return { want: referenceProduct(a, b, m, k, n) };
 }
 
 /** A port nobody listens on: bound by the OS, then released. */

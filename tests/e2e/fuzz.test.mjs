@@ -6,7 +6,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
-  api, assertClose, connect, downloadNpy, matmul, once, randomMatrix, registered, rowsOf,
+  api, assertClose, connect, downloadNpy, referenceProduct, once, randomMatrix, registered, rowsOf,
   startServer, startWorker, waitForJob,
 } from "./helpers.mjs";
 
@@ -81,13 +81,13 @@ test("random payloads at every handler leave the server serving correct jobs", a
   // The server is up and serves a fresh job correctly alongside the fuzzers' leftovers.
   assert.equal((await api(server.url, "/health")).status, 200);
   const [m, k, n] = [17, 9, 13];
-  const a = randomMatrix(m, k, seed);
-  const b = randomMatrix(k, n, seed + 1);
+  const a = randomMatrix(m, k, "f64", seed);
+  const b = randomMatrix(k, n, "f64", seed + 1);
   const job = await api(server.url, "/api/jobs", { method: "POST", body: { a: rowsOf(a, m, k), b: rowsOf(b, k, n), tile: 4 } });
   assert.equal(job.status, 201);
   await startWorker(t, server.url, { name: "honest" });
   await waitForJob(server.url, job.json.id, { ms: 30000 });
-  assertClose((await downloadNpy(server.url, job.json.id)).data, matmul(a, b, m, k, n), k);
+  assertClose((await downloadNpy(server.url, job.json.id)).data, referenceProduct(a, b, m, k, n), k);
   const first = await downloadNpy(server.url, finished.json.id);
   assert.deepEqual(Array.from(first.data), [11], "the finished job's result is untouched");
 });

@@ -1,12 +1,13 @@
 // Shared helpers for the end-to-end tests: start the real server binary on an ephemeral port
-// with a temporary database, speak Socket.io with the official client, and compute reference
-// products independently of the server.
+// with a temporary database, speak Socket.io with the official client, and check products
+// against tests/support/matrix.mjs's reference, computed independently of the server.
 
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { io } from "socket.io-client";
+import { randomMatrix, referenceProduct } from "../support/matrix.mjs";
 import { spawnServer } from "../support/server.mjs";
 import { decodeNpy, encodeNpy } from "../../web/src/common/npy.js";
 
@@ -101,33 +102,14 @@ export async function registered(t, url, info = { name: "test" }) {
 
 // --- matrices -----------------------------------------------------------------------------
 
-/** A deterministic pseudo-random matrix (row-major array of numbers, or filled into `out`). */
-export function randomMatrix(rows, cols, seed = 1, out = new Array(rows * cols)) {
-  let s = seed >>> 0 || 1;
-  for (let i = 0; i < out.length; i++) {
-    s ^= s << 13;
-    s >>>= 0;
-    s ^= s >>> 17;
-    s ^= s << 5;
-    s >>>= 0;
-    out[i] = Math.round(((s % 2000) / 1000 - 1) * 1000) / 1000;
-  }
-  return out;
-}
+// The seeded generator and the reference product are shared with the browser tests and the
+// kernel check (tests/support/matrix.mjs); only what speaks to this server's API is here.
+export { randomMatrix, referenceProduct };
 
+/** Rows of plain numbers, as a JSON body carries them (a typed array would serialise as an
+ * object). */
 export const rowsOf = (flat, rows, cols) =>
-  Array.from({ length: rows }, (_, i) => flat.slice(i * cols, (i + 1) * cols));
-
-/** The reference product in f64, computed here, not by the server. */
-export function matmul(a, b, m, k, n) {
-  const c = new Float64Array(m * n);
-  for (let i = 0; i < m; i++)
-    for (let p = 0; p < k; p++) {
-      const x = a[i * k + p];
-      for (let j = 0; j < n; j++) c[i * n + j] += x * b[p * n + j];
-    }
-  return c;
-}
+  Array.from({ length: rows }, (_, i) => Array.from(flat.slice(i * cols, (i + 1) * cols)));
 
 const ARRAY = { f32: Float32Array, f64: Float64Array };
 
@@ -194,11 +176,11 @@ export async function api(url, path, { method = "GET", body, headers = {}, raw =
  * product computed here, for comparison with what the grid returns.
  */
 export async function submitRandom(url, m, k, n, tile, seed = 1) {
-  const a = randomMatrix(m, k, seed);
-  const b = randomMatrix(k, n, seed + 1);
+  const a = randomMatrix(m, k, "f64", seed);
+  const b = randomMatrix(k, n, "f64", seed + 1);
   const res = await api(url, "/api/jobs", { method: "POST", body: { a: rowsOf(a, m, k), b: rowsOf(b, k, n), tile } });
   if (res.status !== 201) throw new Error(`submit: ${res.status} ${res.text}`);
-  return { id: res.json.id, want: matmul(a, b, m, k, n), k, tasks: res.json.tasks_total };
+  return { id: res.json.id, want: referenceProduct(a, b, m, k, n), k, tasks: res.json.tasks_total };
 }
 
 /** Polls a job until `done` (or another final state) or the time runs out. */
@@ -309,7 +291,7 @@ export async function startWorker(t, url, { name = "w", inFlight = 2, behaviour 
     }
     const a = fromBytes(task.dtype, aBytes);
     const b = fromBytes(task.dtype, bBytes);
-    let c = matmul(a, b, task.m, task.k, task.n);
+    let c = referenceProduct(a, b, task.m, task.k, task.n);
     if (behaviour.lie === "perturb") c[Math.floor(c.length / 2)] += 1;
     if (behaviour.lie === "zeros") c = new Float64Array(c.length);
     if (behaviour.lie === "shape") c = c.subarray(0, Math.max(1, c.length - 1));

@@ -4,15 +4,15 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
-  api, assertClose, downloadNpy, matmul, npyEncode, randomMatrix, rowsOf, startServer,
+  api, assertClose, downloadNpy, referenceProduct, npyEncode, randomMatrix, rowsOf, startServer,
   startWorker, waitForJob,
 } from "./helpers.mjs";
 
 test("a JSON job with shapes not multiples of the tile is served by several workers", async (t) => {
   const server = await startServer(t);
   const [m, k, n] = [37, 19, 23];
-  const a = randomMatrix(m, k, 7);
-  const b = randomMatrix(k, n, 8);
+  const a = randomMatrix(m, k, "f64", 7);
+  const b = randomMatrix(k, n, "f64", 8);
 
   const created = await api(server.url, "/api/jobs", {
     method: "POST",
@@ -31,7 +31,7 @@ test("a JSON job with shapes not multiples of the tile is served by several work
   assert.equal(job.tasks_done, 15);
   assert.ok(job.finished_at, "a finished job has finished_at");
 
-  const want = matmul(a, b, m, k, n);
+  const want = referenceProduct(a, b, m, k, n);
   const npy = await downloadNpy(server.url, job.id);
   assert.deepEqual([npy.dtype, npy.rows, npy.cols], ["f32", m, n]);
   assertClose(npy.data, want, k);
@@ -47,8 +47,8 @@ test("npy uploads in f64, including 1×1, k = 1 and tall-thin shapes", async (t)
   const server = await startServer(t);
   await startWorker(t, server.url, { inFlight: 3 });
   for (const [m, k, n, tile] of [[1, 1, 1, undefined], [50, 1, 3, 16], [200, 3, 1, 64], [1, 40, 70, 32]]) {
-    const a = randomMatrix(m, k, m + k);
-    const b = randomMatrix(k, n, k + n);
+    const a = randomMatrix(m, k, "f64", m + k);
+    const b = randomMatrix(k, n, "f64", k + n);
     const form = new FormData();
     form.append("a", new Blob([npyEncode("f64", m, k, a)]), "a.npy");
     form.append("b", new Blob([npyEncode("f64", k, n, b)]), "b.npy");
@@ -61,13 +61,13 @@ test("npy uploads in f64, including 1×1, k = 1 and tall-thin shapes", async (t)
     assert.equal(job.name, `shape ${m}x${k}x${n}`);
     const npy = await downloadNpy(server.url, job.id);
     assert.equal(npy.dtype, "f64");
-    assertClose(npy.data, matmul(a, b, m, k, n), k, "f64");
+    assertClose(npy.data, referenceProduct(a, b, m, k, n), k, "f64");
   }
 });
 
 test("bad input gets a 4xx with a message, and nothing is stored", async (t) => {
   const server = await startServer(t, { env: { MAX_BODY_BYTES: "4096" } });
-  const npy = (rows, cols) => new Blob([npyEncode("f32", rows, cols, randomMatrix(rows, cols))]);
+  const npy = (rows, cols) => new Blob([npyEncode("f32", rows, cols, randomMatrix(rows, cols, "f64", 1))]);
   const form = (parts) => {
     const f = new FormData();
     for (const [k, v] of Object.entries(parts)) typeof v === "string" ? f.append(k, v) : f.append(k, v, `${k}.npy`);

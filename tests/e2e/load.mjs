@@ -19,7 +19,7 @@ import { dirname, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { Worker } from "node:worker_threads";
-import { api, connect, matmul, npyEncode, once, randomMatrix, rowsOf, startServer, toBytes, waitForJob, fromBytes, downloadNpy } from "./helpers.mjs";
+import { api, connect, referenceProduct, npyEncode, once, randomMatrix, rowsOf, startServer, toBytes, waitForJob, fromBytes, downloadNpy } from "./helpers.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const { values: opts, positionals } = parseArgs({
@@ -96,7 +96,7 @@ function checkProduct(a, b, c, m, k, n, dtype = "f32") {
 
 /** Straight into a Float32Array: a plain array of millions of numbers would leave the
  * measured run a garbage collector's worth of the harness's own setup to sweep. */
-const randomF32 = (len, seed) => randomMatrix(1, len, seed, new Float32Array(len));
+const randomF32 = (len, seed) => randomMatrix(1, len, "f32", seed);
 
 async function submitNpy(url, a, b, m, k, n, tile, name) {
   const form = new FormData();
@@ -155,7 +155,7 @@ async function volunteer(url, { name, compute, inFlight = 2, panelCache }) {
         );
       });
     const t0 = performance.now();
-    const c = toBytes(task.dtype, matmul(fromBytes(task.dtype, a), fromBytes(task.dtype, b), task.m, task.k, task.n));
+    const c = toBytes(task.dtype, referenceProduct(fromBytes(task.dtype, a), fromBytes(task.dtype, b), task.m, task.k, task.n));
     const ms = performance.now() - t0;
     return { c, ms, cpuMs: ms };
   };
@@ -246,8 +246,8 @@ async function throughput(compute = opts.compute ?? "none") {
   await withServer({ MAX_CONNECTIONS_PER_IP: "100000" }, async (server) => {
     const vols = [];
     for (let i = 0; i < W; i++) vols.push(await volunteer(server.url, { name: `w${i}`, compute, inFlight: 4 }));
-    const a = randomMatrix(N, 1, 1);
-    const b = randomMatrix(1, N, 2);
+    const a = randomMatrix(N, 1, "f64", 1);
+    const b = randomMatrix(1, N, "f64", 2);
     const cpu0 = cpuSeconds(server.proc.pid);
     const t0 = performance.now();
     const res = await api(server.url, "/api/jobs", { method: "POST", body: { a: rowsOf(a, N, 1), b: rowsOf(b, 1, N), tile: 1 } });

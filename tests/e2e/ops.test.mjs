@@ -6,7 +6,7 @@ import { execFile } from "node:child_process";
 import { join } from "node:path";
 import { promisify } from "node:util";
 import {
-  SERVER_BIN, api, assertClose, downloadNpy, matmul, once, randomMatrix, registered, rowsOf,
+  SERVER_BIN, api, assertClose, downloadNpy, referenceProduct, once, randomMatrix, registered, rowsOf,
   startServer, startWorker, tempDir, waitForJob, submitRandom,
 } from "./helpers.mjs";
 

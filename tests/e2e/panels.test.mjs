@@ -4,7 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
-  api, assertClose, downloadNpy, matmul, randomMatrix, rowsOf, startServer, startWorker, waitForJob, submitRandom,
+  api, assertClose, downloadNpy, referenceProduct, randomMatrix, rowsOf, startServer, startWorker, waitForJob, submitRandom,
 } from "./helpers.mjs";
 
 const metric = async (url, name) => {

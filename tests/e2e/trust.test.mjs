@@ -4,7 +4,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
-  api, assertClose, connect, downloadNpy, fromBytes, matmul, once, randomMatrix, registered, rowsOf,
+  api, assertClose, connect, downloadNpy, fromBytes, referenceProduct, once, randomMatrix, registered, rowsOf,
   startServer, startWorker, toBytes, waitForJob, submitRandom,
 } from "./helpers.mjs";
 
@@ -122,7 +122,7 @@ test("a worker that answered before and then hangs while heartbeating is overtak
     hung.once("task_assigned", resolve);
     hung.emit("request_task");
   });
-  const c = matmul(fromBytes(first.dtype, first.a), fromBytes(first.dtype, first.b), first.m, first.k, first.n);
+  const c = referenceProduct(fromBytes(first.dtype, first.a), fromBytes(first.dtype, first.b), first.m, first.k, first.n);
   const answered = once(hung, "result_ack");
   hung.emit("task_result", { task_id: first.task_id, c: toBytes(first.dtype, c), compute_ms: 50 });
   assert.equal((await answered).accepted, true);
@@ -167,7 +167,7 @@ test("limits: connections per address, tasks per worker, job size; others are un
 
   const big = await api(server.url, "/api/jobs", {
     method: "POST",
-    body: { a: rowsOf(randomMatrix(20, 20), 20, 20), b: rowsOf(randomMatrix(20, 20), 20, 20) },
+    body: { a: rowsOf(randomMatrix(20, 20, "f64", 1), 20, 20), b: rowsOf(randomMatrix(20, 20, "f64", 1), 20, 20) },
   });
   assert.equal(big.status, 413);
   assert.match(big.json.error, /limit is 1000/);
@@ -217,7 +217,7 @@ async function patientCheater(t, url, name) {
   };
   const answer = async (tasks, lie) => {
     for (const task of tasks) {
-      const c = matmul(fromBytes(task.dtype, task.a), fromBytes(task.dtype, task.b), task.m, task.k, task.n);
+      const c = referenceProduct(fromBytes(task.dtype, task.a), fromBytes(task.dtype, task.b), task.m, task.k, task.n);
       if (lie === "pair") [c[0], c[1]] = [c[0] + 0.5, c[1] - 0.5]; // far above the bound, no rounding near it
       if (lie === "gross") c[0] += 1e6;
       socket.emit("task_result", { task_id: task.task_id, c: toBytes(task.dtype, c), compute_ms: 1 });

@@ -6,6 +6,7 @@
 import { readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
+import { randomMatrix, referenceProduct } from "../../tests/support/matrix.mjs";
 
 const dir = resolve(process.argv[2]);
 const mod = await import(pathToFileURL(join(dir, "worker_wasm.js")));
@@ -13,28 +14,24 @@ mod.initSync({ module: readFileSync(join(dir, "worker_wasm_bg.wasm")) });
 const info = mod.kernelInfo();
 
 let seed = 7;
-const rand = () => ((seed = (seed * 1103515245 + 12345) >>> 0) / 2 ** 32) * 2 - 1;
 const shapes = [[1, 1, 1], [1, 300, 1], [3, 1, 13], [5, 7, 9], [13, 257, 25], [37, 513, 11], [130, 64, 7], [2, 40, 300], [121, 260, 49]];
 let checked = 0;
-for (const [dtype, T, fn, eps] of [["f32", Float32Array, mod.matmulF32, 1.2e-7], ["f64", Float64Array, mod.matmulF64, 2.3e-16]]) {
+for (const [dtype, fn, eps] of [["f32", mod.matmulF32, 1.2e-7], ["f64", mod.matmulF64, 2.3e-16]]) {
   for (const [m, k, n] of shapes) {
-    const a = T.from({ length: m * k }, rand), b = T.from({ length: k * n }, rand);
-    const viaBytes = new T(mod.runTask(dtype, new Uint8Array(a.buffer), new Uint8Array(b.buffer), m, k, n).buffer);
+    const a = randomMatrix(m, k, dtype, seed++), b = randomMatrix(k, n, dtype, seed++);
+    const viaBytes = new a.constructor(mod.runTask(dtype, new Uint8Array(a.buffer), new Uint8Array(b.buffer), m, k, n).buffer);
+    // Each entry's error bound scales with Σ|aᵢₚ·bₚⱼ|: the same product of |A| and |B|.
+    const want = referenceProduct(a, b, m, k, n);
+    const scale = referenceProduct(a.map(Math.abs), b.map(Math.abs), m, k, n);
     for (const c of [fn(a, b, m, k, n), viaBytes])
-      for (let i = 0; i < m; i++)
-        for (let j = 0; j < n; j++) {
-          let want = 0, scale = 0;
-          for (let p = 0; p < k; p++) {
-            want += a[i * k + p] * b[p * n + j];
-            scale += Math.abs(a[i * k + p] * b[p * n + j]);
-          }
-          const got = c[i * n + j];
-          if (!(Math.abs(got - want) <= 2 * k * eps * scale + 1e-30)) {
-            console.error(`${info.variant}: ${dtype} ${m}×${k}·${k}×${n} C[${i}][${j}] = ${got}, want ${want}`);
-            process.exit(1);
-          }
-          checked++;
+      for (let i = 0; i < m * n; i++) {
+        if (!(Math.abs(c[i] - want[i]) <= 2 * k * eps * scale[i] + 1e-30)) {
+          const [row, col] = [Math.floor(i / n), i % n];
+          console.error(`${info.variant}: ${dtype} ${m}×${k}·${k}×${n} C[${row}][${col}] = ${c[i]}, want ${want[i]}`);
+          process.exit(1);
         }
+        checked++;
+      }
   }
 }
 console.log(`${info.variant} build: ${checked} entries of ${shapes.length * 2} products match the f64 reference`);

@@ -1,5 +1,6 @@
-// A small seeded generator for random matrices (the dashboard's "generate" option and the
-// tests): the same seed gives the same matrix everywhere, which makes a run reproducible.
+// A small seeded generator for random matrices (the dashboard's "generate" option, and the
+// tests through tests/support/matrix.mjs): the same seed gives the same matrix everywhere,
+// which makes a run reproducible.
 
 /** mulberry32: 32-bit state, good enough for test data, not for anything secret. */
 export function mulberry32(seed) {

@@ -9,6 +9,9 @@ import { fileURLToPath } from "node:url";
 import { chromium } from "playwright-core";
 import { spawnServer } from "../../../tests/support/server.mjs";
 
+// Test matrices and the reference product, shared with tests/e2e.
+export { randomMatrix, referenceProduct } from "../../../tests/support/matrix.mjs";
+
 const here = dirname(fileURLToPath(import.meta.url));
 export const ROOT = resolve(here, "../../..");
 export const SERVER_BIN = process.env.BRAIN_SERVER_BIN ?? join(ROOT, "target/debug/brain-server");
@@ -63,18 +66,6 @@ export async function getJson(url, init) {
   const res = await fetch(url, init);
   if (!res.ok) throw new Error(`${init?.method ?? "GET"} ${url}: ${res.status} ${await res.text()}`);
   return res.json();
-}
-
-/** C = A·B with float64 accumulation, row-major. */
-export function referenceProduct(a, b, m, k, n) {
-  const c = new Float64Array(m * n);
-  for (let i = 0; i < m; i++) {
-    for (let p = 0; p < k; p++) {
-      const x = a[i * k + p];
-      for (let j = 0; j < n; j++) c[i * n + j] += x * b[p * n + j];
-    }
-  }
-  return c;
 }
 
 export function cleanup(dir) {

@@ -8,10 +8,9 @@ import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import {
-  startServer, launchBrowser, waitFor, getJson, referenceProduct, tempDir, cleanup, OUTPUT, WEB_DIR,
+  startServer, launchBrowser, waitFor, getJson, randomMatrix, referenceProduct, tempDir, cleanup, OUTPUT, WEB_DIR,
 } from "./helpers.mjs";
 import { encodeNpy, decodeNpy } from "../../src/common/npy.js";
-import { randomMatrix } from "../../src/common/random.js";
 
 // Whatever happens, this process ends: a hung browser must not hang CI.
 setTimeout(() => {
