@@ -103,7 +103,7 @@ pub async fn run(grid: Arc<Grid>) {
 /// Serves waiting requests in order. A request that finds nothing it may take (nothing
 /// queued, or only tasks this worker was refused on) keeps its place, and the requests behind
 /// it are still tried, so one excluded worker never blocks the others.
-async fn dispatch(grid: &Grid) -> Result<()> {
+pub(super) async fn dispatch(grid: &Grid) -> Result<()> {
     if grid.is_shutting_down() {
         return Ok(());
     }

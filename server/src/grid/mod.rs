@@ -165,3 +165,6 @@ impl Grid {
         self.running_jobs.lock_or_recover().remove(job_id);
     }
 }
+
+#[cfg(test)]
+mod tests;
