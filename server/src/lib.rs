@@ -118,7 +118,7 @@ fn cors_layer(origins: &AllowedOrigins) -> CorsLayer {
     }
 }
 
-/// Serves until `shutdown` completes, with the scheduler's background tasks alongside.
+/// Serves until `shutdown` completes, with the grid's loops and the broadcasts alongside.
 pub async fn run(
     listener: TcpListener,
     router: Router,

@@ -95,20 +95,20 @@ impl Record {
     }
 
     /// A result was verified and stored.
-    pub fn verified(&mut self) {
+    pub fn count_verified(&mut self) {
         self.verified += 1;
         self.consecutive_verified += 1;
     }
 
     /// A result was refused, or an accepted one taken back.
-    pub fn refused(&mut self, count: i64) {
+    pub fn count_refused(&mut self, count: i64) {
         self.refused += count;
         self.verified = (self.verified - count).max(0);
         self.consecutive_verified = 0;
     }
 
     /// The worker reported a task failed, or let a lease expire.
-    pub fn failed(&mut self) {
+    pub fn count_failed(&mut self) {
         self.failed += 1;
         self.consecutive_verified = 0;
     }
@@ -258,22 +258,22 @@ mod tests {
         let mut w = Record::default();
         assert_eq!(w.lease_allowance(16), FIRST_LEASES);
         for _ in 0..3 {
-            w.verified();
+            w.count_verified();
         }
         assert_eq!(w.lease_allowance(16), FIRST_LEASES + 3);
         for _ in 0..100 {
-            w.verified();
+            w.count_verified();
         }
         assert_eq!(w.lease_allowance(16), 16, "never past MAX_TASKS_PER_WORKER");
         assert_eq!(w.lease_allowance(1), 1);
-        w.failed();
+        w.count_failed();
         assert_eq!(
             w.lease_allowance(16),
             FIRST_LEASES,
             "a failure report costs standing"
         );
-        w.verified();
-        w.refused(1);
+        w.count_verified();
+        w.count_refused(1);
         assert_eq!(w.lease_allowance(16), FIRST_LEASES, "so does a refusal");
         w.quarantined = Some("x".into());
         assert_eq!(w.lease_allowance(16), 0);

@@ -48,7 +48,8 @@ impl Grid {
     async fn handle_failures(&self, failures: &[db::Failure]) -> crate::error::Result<()> {
         for failure in failures {
             if let Some(worker_id) = &failure.worker_id {
-                self.workers.with_record(worker_id, trust::Record::failed);
+                self.workers
+                    .with_record(worker_id, trust::Record::count_failed);
                 if let Some(why) = &failure.quarantined {
                     self.quarantine(worker_id, why).await;
                 }

@@ -696,7 +696,7 @@ mod tests {
         // The second connection brings the record as stored; the one in memory is current.
         workers.insert(second, Record::default());
         assert_eq!(workers.standing(second_id).map(|s| s.record), Some(trusted));
-        workers.with_record("w", |r| r.refused(1));
+        workers.with_record("w", |r| r.count_refused(1));
         let after = workers.standing(second_id).expect("registered").record;
         assert_eq!((after.refused, after.consecutive_verified), (1, 0));
         // Allowance 2 after the refusal, for the worker as a whole.

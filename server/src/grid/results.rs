@@ -84,7 +84,8 @@ impl Grid {
             }
             Finding::Wrong(reason) => {
                 self.workers.drop_lease(from.connection, task_id);
-                self.workers.with_record(&from.worker_id, |r| r.refused(1));
+                self.workers
+                    .with_record(&from.worker_id, |r| r.count_refused(1));
                 tracing::warn!(task_id, worker_id = %from.worker_id, %reason, "result refused");
                 Metrics::add(&self.metrics.results_refused, 1);
                 ack(false, Some(reason.clone()));
@@ -120,7 +121,7 @@ impl Grid {
                 let flops = lease.flops;
                 self.metrics.completed(flops);
                 self.workers
-                    .with_record(&from.worker_id, trust::Record::verified);
+                    .with_record(&from.worker_id, trust::Record::count_verified);
                 if let Some(ms) = compute_ms.filter(|ms| *ms > 0.0) {
                     self.workers.record_speed(from.connection, flops / ms / 1e6);
                 }
@@ -253,7 +254,8 @@ impl Grid {
             Ok(reopened) => {
                 tracing::warn!(%worker_id, tiles = reopened.len(), "accepted results taken back");
                 let count = reopened.len() as i64;
-                self.workers.with_record(&worker_id, |r| r.refused(count));
+                self.workers
+                    .with_record(&worker_id, |r| r.count_refused(count));
                 Metrics::add(&self.metrics.results_refused, reopened.len() as u64);
                 self.offer_again(&reopened);
             }
