@@ -655,6 +655,19 @@ mod tests {
         }
     }
 
+    /// Delivers task `task_id` of job `j`, panels (0, 0), to a connection.
+    fn deliver(workers: &Workers, id: ConnectionId, task_id: i64) -> Shipment {
+        let a = PanelRef {
+            key: "j:a:0",
+            bytes: 4,
+        };
+        let b = PanelRef {
+            key: "j:b:0",
+            bytes: 4,
+        };
+        workers.deliver(id, task_id, lease(), a, b)
+    }
+
     fn connection(worker_id: &str, address: [u8; 4], leases: usize) -> Connection {
         let mut c = Connection::new(
             ConnectionId::fresh(),
@@ -700,15 +713,7 @@ mod tests {
         let after = workers.standing(second_id).expect("registered").record;
         assert_eq!((after.refused, after.consecutive_verified), (1, 0));
         // Allowance 2 after the refusal, for the worker as a whole.
-        let a = PanelRef {
-            key: "j:a:0",
-            bytes: 4,
-        };
-        let b = PanelRef {
-            key: "j:b:0",
-            bytes: 4,
-        };
-        workers.deliver(first_id, 7, lease(), a, b);
+        deliver(&workers, first_id, 7);
         assert!(workers.may_lease(second_id, 16, 64, 0, 0));
         assert!(
             !workers.may_lease(second_id, 16, 64, 1, 0),
@@ -754,15 +759,7 @@ mod tests {
         let id = c.id;
         workers.insert(c, Record::default());
         assert_eq!(workers.request(id, 2), Ok(()));
-        let a = PanelRef {
-            key: "j:a:0",
-            bytes: 4,
-        };
-        let b = PanelRef {
-            key: "j:b:0",
-            bytes: 4,
-        };
-        workers.deliver(id, 7, lease(), a, b);
+        deliver(&workers, id, 7);
         assert_eq!(workers.held(id), 1);
         assert!(workers.answer(id, 7).is_some());
         assert!(
@@ -774,15 +771,7 @@ mod tests {
         workers.drop_answered(id, 7);
         assert!(workers.holders(7).is_empty());
         // A new lease on the same task after the first expired is not dropped by the old result.
-        let a = PanelRef {
-            key: "j:a:0",
-            bytes: 4,
-        };
-        let b = PanelRef {
-            key: "j:b:0",
-            bytes: 4,
-        };
-        workers.deliver(id, 7, lease(), a, b);
+        deliver(&workers, id, 7);
         workers.drop_answered(id, 7);
         assert_eq!(workers.holders(7), vec![id]);
         assert_eq!(workers.withdraw(7, None), vec![id]);
