@@ -4,7 +4,7 @@
 //! row-major, so a band of C needs a contiguous band of A and all of B) sized to fit one
 //! window at the measured speed.
 //!
-//! The compute thread ([`crate::thread`] on wasm32) runs this policy; the page keeps its own
+//! The compute thread (`thread.rs`, wasm32 only) runs this policy; the page keeps its own
 //! [`parse_duty`] (web/src/volunteer/duty.js) for the setting it shows and stores, and the
 //! JavaScript twins of the other two stay there with the same cases in web's unit tests.
 

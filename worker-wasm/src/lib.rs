@@ -4,6 +4,9 @@
 //! C = A·B for row-major A (m×k) and B (k×n). The kernel packs both operands into micro-panels
 //! and runs a register-tiled micro-kernel ([`gemm::MR`]×[`gemm::NR`] for f32), cache-blocked
 //! along k and m (see [`gemm`]).
+//!
+//! In WebAssembly, `thread` is also the volunteer page's compute thread: the message loop of a
+//! Web Worker that runs these kernels in duty-cycled row bands ([`duty`], [`speed`]).
 
 use std::borrow::Cow;
 

@@ -112,6 +112,7 @@ struct Product {
 }
 
 impl Thread {
+    /// Handles one message from the page; unknown ones are ignored.
     fn receive(self: &Rc<Self>, msg: &JsValue) {
         match field(msg, "type").as_string().as_deref() {
             Some("task") => {
@@ -219,9 +220,9 @@ impl Thread {
     }
 
     /// Computes C = A·B (m×k by k×n, checked) band by band, resting after each band for as
-    /// long as the duty asks; checks for cancellation between bands. Each band's time counts
-    /// its copies too: the operands' into wasm memory with the first band, C's out with the
-    /// last, as when each band was one call through the JavaScript API.
+    /// long as the duty asks; checks for cancellation between bands. The first band's time
+    /// includes copying the operands into wasm memory and the last band's copying C out, so the
+    /// task's `compute_ms` covers all its work, as `runTask`'s caller would time it.
     async fn bands<T: Element>(
         &self,
         id: &JsValue,
@@ -233,7 +234,7 @@ impl Thread {
     ) -> Result<Option<Product>, KernelError> {
         let mut start = self.clock.now();
         let (a, b) = (T::read(a), T::read(b));
-        let mut c = vec![T::default(); m * n];
+        let mut c = vec![T::default(); m.saturating_mul(n)];
         let (mut row, mut busy) = (0, 0.0);
         loop {
             let gflops = self.speed.borrow().gflops();
