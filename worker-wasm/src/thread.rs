@@ -9,7 +9,9 @@
 //!               · `{type:"task", task}` · `{type:"duty", duty}` · `{type:"cancel", task_id}`
 //! Messages out: `{type:"ready", info, gflops}`
 //!               · `{type:"done", task_id, c, compute_ms, flops, gflops}` (`c: null` if cancelled)
-//!               · `{type:"error", task_id, error}` · `{type:"fatal", error}` (from the loader)
+//!               · `{type:"error", task_id, error}`
+//!               · `{type:"fatal", error}` (posted by the loader when the thread cannot start,
+//!                 [`run_compute_thread`]'s errors included)
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
