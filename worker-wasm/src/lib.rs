@@ -4,12 +4,19 @@
 //! C = A·B for row-major A (m×k) and B (k×n). The kernel packs both operands into micro-panels
 //! and runs a register-tiled micro-kernel ([`gemm::MR`]×[`gemm::NR`] for f32), cache-blocked
 //! along k and m (see [`gemm`]).
+//!
+//! In WebAssembly, `thread` is also the volunteer page's compute thread: the message loop of a
+//! Web Worker that runs these kernels in duty-cycled row bands ([`duty`], [`speed`]).
 
 use std::borrow::Cow;
 
 #[cfg(target_arch = "wasm32")]
 pub mod api;
+pub mod duty;
 pub mod gemm;
+pub mod speed;
+#[cfg(target_arch = "wasm32")]
+pub mod thread;
 
 /// Why a product cannot be computed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -24,6 +31,17 @@ pub enum KernelError {
     },
     #[error("dtype must be \"f32\" or \"f64\", not {0:?}")]
     UnknownDtype(String),
+    /// A task's operands do not hold m·k and k·n elements (bytes here, as they arrive).
+    #[error("operands have {a} and {b} bytes, expected {expected_a} and {expected_b}")]
+    OperandBytes {
+        a: u64,
+        b: u64,
+        expected_a: u64,
+        expected_b: u64,
+    },
+    /// A task's m, k or n is not a whole number of rows or columns (JavaScript's `String` of it).
+    #[error("{name} = {value} is not a matrix dimension")]
+    NotADimension { name: &'static str, value: String },
 }
 
 /// Element type of the byte-level entry point.

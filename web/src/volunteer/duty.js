@@ -2,6 +2,9 @@
 // duty × WINDOW_MS, then rests for the rest of the window, instead of computing whole tiles
 // at full speed and then sleeping for seconds. A tile is cut into row bands (A is row-major,
 // so a band of C needs a contiguous band of A and all of B) sized to fit one window.
+//
+// The compute threads run the Rust port of this policy (worker-wasm/src/duty.rs, tested with
+// the same cases); the page itself uses parseDuty and DUTY_CHOICES for its setting.
 
 /** Length of one compute-then-rest window. Short enough that a fan or a UI never feels bursts. */
 export const WINDOW_MS = 150;

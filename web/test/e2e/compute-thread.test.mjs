@@ -1,0 +1,125 @@
+// The compute thread (web/dist/compute-worker.js, whose loop is worker-wasm/src/thread.rs)
+// driven by its messages alone, in Chromium, for every kernel build shipped: it warms up and
+// says ready, computes a tile in row bands below full duty (a duty set while it loaded
+// included), answers a cancelled task with no product, whether cancelled before it started
+// or between bands, and reports bad input as an error that names the task. No timing is
+// asserted: the machine may be busy.
+
+import { describe, test, before, after } from "node:test";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { join } from "node:path";
+import { startServer, launchBrowser, tempDir, cleanup, WEB_DIR } from "./helpers.mjs";
+
+setTimeout(() => {
+  console.error("browser tests: global time limit reached");
+  process.exit(1);
+}, 5 * 60_000).unref();
+
+const shipped = Object.keys(JSON.parse(readFileSync(join(WEB_DIR, "wasm-manifest.json"), "utf8")).variants);
+
+describe("the compute thread in Chromium", { timeout: 4 * 60_000 }, () => {
+  let dir, server, browser, page;
+
+  before(async () => {
+    dir = tempDir();
+    server = await startServer({ dbPath: join(dir, "brain.db") });
+    browser = await launchBrowser();
+    page = await (await browser.newContext()).newPage();
+    await page.goto(server.url + "/");
+  });
+
+  after(async () => {
+    await browser?.close().catch(() => {});
+    await server?.kill();
+    if (dir) cleanup(dir);
+  });
+
+  for (const variant of shipped) {
+    test(`${variant}: ready, banded product, cancellation, errors`, { timeout: 120_000 }, async () => {
+      const r = await page.evaluate(async (variant) => {
+        const manifest = await (await fetch("wasm-manifest.json")).json();
+        const module = await WebAssembly.compile(await (await fetch(manifest.variants[variant].file)).arrayBuffer());
+        const worker = new Worker("compute-worker.js");
+        const inbox = [];
+        let wake = null;
+        worker.onmessage = (e) => {
+          inbox.push(e.data);
+          wake?.();
+        };
+        const next = async () => {
+          while (!inbox.length) await new Promise((r) => (wake = r));
+          return inbox.shift();
+        };
+        const out = {};
+        try {
+          // The duty message comes while the module loads: the thread must apply it.
+          worker.postMessage({ type: "init", variant, module, duty: 1, thread: 0 });
+          worker.postMessage({ type: "duty", duty: 0.2 });
+          out.ready = await next();
+
+          // f64, k = n = 1024: a band fits duty × 150 ms, so below full duty a tile of 2048
+          // rows takes several bands on any machine slower than ~500 GFLOP/s per thread.
+          const [m, k, n] = [2048, 1024, 1024];
+          const a = new Float64Array(m * k).map((_, i) => ((i * 7919) % 2001) / 1000 - 1);
+          const b = new Float64Array(k * n).map((_, i) => ((i * 104729) % 2001) / 1000 - 1);
+          const task = (task_id, extra = {}) => ({
+            type: "task",
+            task: { task_id, dtype: "f64", m, k, n, a: a.buffer.slice(0), b: b.buffer.slice(0), ...extra },
+          });
+          worker.postMessage(task("banded"));
+          const done = await next();
+          const c = new Float64Array(done.c);
+          let worst = 0;
+          for (const [i, j] of [[0, 0], [1, 1023], [700, 17], [1500, 600], [2047, 1023]]) {
+            let want = 0;
+            for (let p = 0; p < k; p++) want += a[i * k + p] * b[p * n + j];
+            worst = Math.max(worst, Math.abs(c[i * n + j] - want) / (1 + Math.abs(want)));
+          }
+          out.banded = { type: done.type, task_id: done.task_id, bytes: done.c.byteLength, flops: done.flops, ms: done.compute_ms, worst };
+
+          worker.postMessage({ type: "cancel", task_id: 41 });
+          worker.postMessage(task(41));
+          out.cancelledFirst = await next();
+          worker.postMessage({ type: "duty", duty: 0.05 });
+          worker.postMessage(task(42));
+          worker.postMessage({ type: "cancel", task_id: 42 });
+          out.cancelledBetween = await next();
+
+          worker.postMessage({ type: "duty", duty: 1 });
+          const ones = new Float32Array(6).fill(1).buffer;
+          out.small = [];
+          for (const t of [
+            { task_id: "short", dtype: "f32", m: 2, k: 3, n: 2, a: ones, b: new ArrayBuffer(8) },
+            { task_id: "dtype", dtype: "f16", m: 2, k: 3, n: 2, a: ones, b: ones },
+            { task_id: "ok", dtype: "f32", m: 2, k: 3, n: 2, a: ones, b: ones },
+          ]) {
+            worker.postMessage({ type: "task", task: t });
+            const d = await next();
+            out.small.push({ type: d.type, task_id: d.task_id, error: d.error, c: d.c ? Array.from(new Float32Array(d.c)) : d.c });
+          }
+        } finally {
+          worker.terminate();
+        }
+        return out;
+      }, variant);
+
+      assert.equal(r.ready.type, "ready", JSON.stringify(r.ready));
+      assert.equal(r.ready.info.variant, variant === "simd" ? "simd128" : variant);
+      assert.ok(r.ready.gflops > 0, "a first speed estimate");
+      assert.deepEqual(
+        { ...r.banded, ms: undefined, worst: undefined },
+        { type: "done", task_id: "banded", bytes: 2048 * 1024 * 8, flops: 2 * 2048 * 1024 * 1024, ms: undefined, worst: undefined },
+      );
+      assert.ok(r.banded.ms > 0);
+      assert.ok(r.banded.worst < 1e-12, `largest relative error ${r.banded.worst}`);
+      assert.deepEqual(r.cancelledFirst, { type: "done", task_id: 41, c: null, compute_ms: 0, flops: 0 });
+      assert.deepEqual(r.cancelledBetween, { type: "done", task_id: 42, c: null, compute_ms: 0, flops: 0 });
+      assert.deepEqual(r.small, [
+        { type: "error", task_id: "short", error: "f32 2x3x2: operands have 24 and 8 bytes, expected 24 and 24", c: undefined },
+        { type: "error", task_id: "dtype", error: 'f16 2x3x2: dtype must be "f32" or "f64", not "f16"', c: undefined },
+        { type: "done", task_id: "ok", error: undefined, c: [3, 3, 3, 3] },
+      ]);
+    });
+  }
+});

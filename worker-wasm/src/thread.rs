@@ -1,0 +1,422 @@
+//! One compute thread of the volunteer page: the loop of a dedicated Web Worker, run through
+//! `web_sys::DedicatedWorkerGlobalScope`. It never touches the network: the page's UI thread
+//! posts it tasks with a copy of their panels, it runs the kernel in row bands sized by the
+//! duty cycle ([`crate::duty`]), times each band with `performance.now()`, and transfers C's
+//! buffer back. web/src/volunteer/compute-worker.js only loads this module (the variant the
+//! page chose) and calls [`run_compute_thread`].
+//!
+//! Messages in:  `{type:"init", variant, module, duty, thread}` (read by the loader, then here)
+//!               · `{type:"task", task}` · `{type:"duty", duty}` · `{type:"cancel", task_id}`
+//! Messages out: `{type:"ready", info, gflops}`
+//!               · `{type:"done", task_id, c, compute_ms, flops, gflops}` (`c: null` if cancelled)
+//!               · `{type:"error", task_id, error}`
+//!               · `{type:"fatal", error}` (posted by the loader when the thread cannot start,
+//!                 [`run_compute_thread`]'s errors included)
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::rc::Rc;
+
+use js_sys::futures::{spawn_local, JsFuture};
+use js_sys::{
+    Array, ArrayBuffer, Float32Array, Float64Array, Function, Object, Reflect, Uint8Array,
+};
+use wasm_bindgen::prelude::*;
+use wasm_bindgen::JsCast;
+use web_sys::{DedicatedWorkerGlobalScope, MessageEvent, Performance};
+
+use crate::duty::{band_rows, parse_duty, rest_after};
+use crate::speed::{task_flops, SpeedMeter};
+use crate::{Dtype, KernelError};
+
+// The page's messages are read with JavaScript's own conversions, as its loop in JavaScript
+// read them (`Number("0.5")` is a duty of one half).
+#[wasm_bindgen]
+extern "C" {
+    #[wasm_bindgen(catch, js_name = Number)]
+    fn js_number(value: &JsValue) -> Result<f64, JsValue>;
+    #[wasm_bindgen(catch, js_name = String)]
+    fn js_string(value: &JsValue) -> Result<String, JsValue>;
+}
+
+/// Takes over this worker: installs the message handler, handles the messages that arrived
+/// while the module loaded (`early`, in order), warms the kernel up and posts `ready`.
+#[wasm_bindgen(js_name = runComputeThread)]
+pub fn run_compute_thread(init: JsValue, early: Array) -> Result<(), JsError> {
+    let scope: DedicatedWorkerGlobalScope = js_sys::global()
+        .dyn_into()
+        .map_err(|_| JsError::new("the compute loop runs only in a dedicated Web Worker"))?;
+    let clock = scope
+        .performance()
+        .ok_or_else(|| JsError::new("this worker has no performance clock"))?;
+    let thread = Rc::new(Thread {
+        scope,
+        clock,
+        duty: Cell::new(parse_duty(number(&field(&init, "duty")))),
+        speed: RefCell::new(SpeedMeter::default()),
+        cancelled: js_sys::Set::new(&JsValue::UNDEFINED),
+        queue: RefCell::new(VecDeque::new()),
+        draining: Cell::new(false),
+    });
+    let handler = {
+        let thread = Rc::clone(&thread);
+        Closure::<dyn FnMut(MessageEvent)>::new(move |event: MessageEvent| {
+            thread.receive(&event.data())
+        })
+    };
+    thread
+        .scope
+        .set_onmessage(Some(handler.as_ref().unchecked_ref()));
+    // The handler serves for the worker's whole life; the page terminates the worker to stop it.
+    handler.forget();
+    for msg in early.iter() {
+        thread.receive(&msg);
+    }
+    thread.warm_up().map_err(|e| JsError::new(&e.to_string()))?;
+    let info = crate::api::kernel_info()?;
+    thread.post(
+        &[
+            ("type", "ready".into()),
+            ("info", info),
+            ("gflops", thread.speed.borrow().gflops().into()),
+        ],
+        None,
+    );
+    Ok(())
+}
+
+/// The state of this worker's loop, shared by the message handler and the task queue.
+struct Thread {
+    scope: DedicatedWorkerGlobalScope,
+    /// `performance.now()`: sub-millisecond, unlike `Date.now()`, and monotonic.
+    clock: Performance,
+    /// The share of this thread's time spent computing, read before every band.
+    duty: Cell<f64>,
+    /// This thread's measured speed: sizes the bands, and goes to the page with each result.
+    speed: RefCell<SpeedMeter>,
+    /// Task ids the page cancelled (a JavaScript `Set`, so ids compare as the page's do);
+    /// checked between bands, and cleared once the task is finished.
+    cancelled: js_sys::Set,
+    /// Tasks received and not yet started: one runs at a time.
+    queue: RefCell<VecDeque<JsValue>>,
+    /// Whether a future is draining `queue`; a task that arrives then waits its turn.
+    draining: Cell<bool>,
+}
+
+/// A task's product, ready to transfer.
+struct Product {
+    /// C's bytes, in a buffer of its own (transferred, not copied).
+    buffer: ArrayBuffer,
+    /// Time spent computing, rests excluded.
+    ms: f64,
+    /// The flops of the whole task.
+    flops: f64,
+}
+
+impl Thread {
+    /// Handles one message from the page; unknown ones are ignored.
+    fn receive(self: &Rc<Self>, msg: &JsValue) {
+        match field(msg, "type").as_string().as_deref() {
+            Some("task") => {
+                self.queue.borrow_mut().push_back(field(msg, "task"));
+                if !self.draining.replace(true) {
+                    spawn_local(Rc::clone(self).drain());
+                }
+            }
+            Some("duty") => self.duty.set(parse_duty(number(&field(msg, "duty")))),
+            Some("cancel") => {
+                self.cancelled.add(&field(msg, "task_id"));
+            }
+            _ => {}
+        }
+    }
+
+    /// Runs queued tasks one after another; messages (duty, cancel) are handled while it rests
+    /// between row bands.
+    async fn drain(self: Rc<Self>) {
+        loop {
+            let next = self.queue.borrow_mut().pop_front();
+            let Some(task) = next else { break };
+            self.run(&task).await;
+        }
+        self.draining.set(false);
+    }
+
+    async fn run(&self, task: &JsValue) {
+        let id = field(task, "task_id");
+        match self.compute(task, &id).await {
+            Ok(Some(product)) => {
+                self.post(
+                    &[
+                        ("type", "done".into()),
+                        ("task_id", id.clone()),
+                        ("c", product.buffer.clone().into()),
+                        ("compute_ms", product.ms.into()),
+                        ("flops", product.flops.into()),
+                        ("gflops", self.speed.borrow().gflops().into()),
+                    ],
+                    Some(&product.buffer),
+                );
+            }
+            Ok(None) => self.post(
+                &[
+                    ("type", "done".into()),
+                    ("task_id", id.clone()),
+                    ("c", JsValue::NULL),
+                    ("compute_ms", 0.into()),
+                    ("flops", 0.into()),
+                ],
+                None,
+            ),
+            Err(e) => {
+                let name = ["dtype", "m", "k", "n"].map(|key| text(&field(task, key)));
+                let error = format!("{} {}x{}x{}: {e}", name[0], name[1], name[2], name[3]);
+                self.post(
+                    &[
+                        ("type", "error".into()),
+                        ("task_id", id.clone()),
+                        ("error", error.into()),
+                    ],
+                    None,
+                );
+            }
+        }
+        self.cancelled.delete(&id);
+    }
+
+    /// C for one task; `None` if it was cancelled before it finished.
+    async fn compute(&self, task: &JsValue, id: &JsValue) -> Result<Option<Product>, KernelError> {
+        let dtype = field(task, "dtype");
+        let m = dimension("m", &field(task, "m"))?;
+        let k = dimension("k", &field(task, "k"))?;
+        let n = dimension("n", &field(task, "n"))?;
+        // `new Uint8Array(x)`: a view of an ArrayBuffer (what the page sends), a copy otherwise.
+        let a = Uint8Array::new(&field(task, "a"));
+        let b = Uint8Array::new(&field(task, "b"));
+        // The size is checked before the dtype, as the page's own loop did.
+        let size: u64 = if dtype.as_string().as_deref() == Some("f64") {
+            8
+        } else {
+            4
+        };
+        let (expected_a, expected_b) = (bytes(m, k, size), bytes(k, n, size));
+        if u64::from(a.length()) != expected_a || u64::from(b.length()) != expected_b {
+            return Err(KernelError::OperandBytes {
+                a: a.length().into(),
+                b: b.length().into(),
+                expected_a,
+                expected_b,
+            });
+        }
+        if self.cancelled.has(id) {
+            return Ok(None);
+        }
+        let dtype: Dtype = dtype.as_string().unwrap_or_default().parse()?;
+        if m == 0 || k == 0 || n == 0 {
+            return Err(KernelError::ZeroDimension { m, k, n });
+        }
+        match dtype {
+            Dtype::F32 => self.bands::<f32>(id, &a, &b, m, k, n).await,
+            Dtype::F64 => self.bands::<f64>(id, &a, &b, m, k, n).await,
+        }
+    }
+
+    /// Computes C = A·B (m×k by k×n, checked) band by band, resting after each band for as
+    /// long as the duty asks; checks for cancellation between bands. The first band's time
+    /// includes copying the operands into wasm memory and the last band's copying C out, so the
+    /// task's `compute_ms` covers all its work, as `runTask`'s caller would time it.
+    async fn bands<T: Element>(
+        &self,
+        id: &JsValue,
+        a: &Uint8Array,
+        b: &Uint8Array,
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<Option<Product>, KernelError> {
+        let mut start = self.clock.now();
+        let (a, b) = (T::read(a), T::read(b));
+        let mut c = vec![T::default(); m.saturating_mul(n)];
+        let (mut row, mut busy) = (0, 0.0);
+        loop {
+            let gflops = self.speed.borrow().gflops();
+            let rows = (m - row).min(band_rows(m, k, n, gflops, self.duty.get()));
+            let band = row..row + rows;
+            T::product(
+                &a[band.start * k..band.end * k],
+                &b,
+                &mut c[band.start * n..band.end * n],
+                rows,
+                k,
+                n,
+            )?;
+            row = band.end;
+            let product = (row == m).then(|| T::write(&c));
+            let dt = self.clock.now() - start;
+            busy += dt;
+            self.speed.borrow_mut().add(task_flops(rows, k, n), dt);
+            let rest = rest_after(dt, self.duty.get());
+            if rest > 0.0 {
+                self.sleep(rest).await;
+            }
+            if let Some(buffer) = product {
+                return Ok(Some(Product {
+                    buffer,
+                    ms: busy,
+                    flops: task_flops(m, k, n),
+                }));
+            }
+            if self.cancelled.has(id) {
+                return Ok(None);
+            }
+            start = self.clock.now();
+        }
+    }
+
+    /// Warms the kernel up before the first real tile (the first calls pay for the engine's
+    /// lazy compilation tiers and for memory growth), then times a few products for a first
+    /// speed estimate, so that the first bands are sized from a measurement. Each product goes
+    /// the way a task's does, copies in and out included, so the estimate is of the same kind.
+    fn warm_up(&self) -> Result<(), KernelError> {
+        crate::api::warm_up(None);
+        const SIZE: usize = 192;
+        const REPS: u32 = 3;
+        let values: Vec<f32> = (0..SIZE * SIZE)
+            .map(|i| (((i * 7919) % 1000) as f64 / 1000.0 - 0.5) as f32)
+            .collect();
+        let operand = Uint8Array::new(&Float32Array::from(&values[..]).buffer());
+        let product = || -> Result<ArrayBuffer, KernelError> {
+            let (a, b) = (f32::read(&operand), f32::read(&operand));
+            let mut c = vec![0.0; SIZE * SIZE];
+            f32::product(&a, &b, &mut c, SIZE, SIZE, SIZE)?;
+            Ok(f32::write(&c))
+        };
+        product()?;
+        let start = self.clock.now();
+        for _ in 0..REPS {
+            product()?;
+        }
+        let ms = self.clock.now() - start;
+        let flops = f64::from(REPS) * task_flops(SIZE, SIZE, SIZE);
+        self.speed.borrow_mut().add(flops, ms);
+        Ok(())
+    }
+
+    /// Resolves after `ms` (truncated to whole milliseconds, as `setTimeout` does), letting
+    /// the worker handle the messages that came meanwhile.
+    async fn sleep(&self, ms: f64) {
+        let promise = js_sys::Promise::new(&mut |resolve: Function, _reject: Function| {
+            let timer = self
+                .scope
+                .set_timeout_with_callback_and_timeout_and_arguments_0(&resolve, ms as i32);
+            if timer.is_err() {
+                // No timer: go on at once rather than wait forever.
+                let _ = resolve.call0(&JsValue::UNDEFINED);
+            }
+        });
+        // The promise only ever resolves.
+        let _ = JsFuture::from(promise).await;
+    }
+
+    /// Posts `{key: value, ...}` to the page, transferring `transfer` if given.
+    fn post(&self, fields: &[(&str, JsValue)], transfer: Option<&ArrayBuffer>) {
+        let msg = Object::new();
+        for (key, value) in fields {
+            // Defining a property on a fresh plain object cannot fail.
+            let _ = Reflect::set(&msg, &JsValue::from_str(key), value);
+        }
+        let posted = match transfer {
+            Some(buffer) => self
+                .scope
+                .post_message_with_transfer(&msg, &Array::of1(buffer)),
+            None => self.scope.post_message(&msg),
+        };
+        if let Err(e) = posted {
+            // Numbers, strings, plain objects and a transferable buffer always clone; if one
+            // ever does not, the page's log is the place to say so.
+            web_sys::console::error_2(&"compute thread: cannot post a message".into(), &e);
+        }
+    }
+}
+
+/// An element type as the loop needs it: its typed array and its kernel.
+trait Element: Copy + Default + 'static {
+    /// `bytes` (a whole number of elements, native = little-endian order) in wasm memory.
+    fn read(bytes: &Uint8Array) -> Vec<Self>;
+    /// `values` in a new JavaScript buffer.
+    fn write(values: &[Self]) -> ArrayBuffer;
+    /// `c = a·b`, checked.
+    fn product(
+        a: &[Self],
+        b: &[Self],
+        c: &mut [Self],
+        m: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<(), KernelError>;
+}
+
+macro_rules! impl_element {
+    ($t:ty, $array:ty, $into:path) => {
+        impl Element for $t {
+            fn read(bytes: &Uint8Array) -> Vec<Self> {
+                let len = bytes.length() / std::mem::size_of::<$t>() as u32;
+                <$array>::new_with_byte_offset_and_length(&bytes.buffer(), bytes.byte_offset(), len)
+                    .to_vec()
+            }
+            fn write(values: &[Self]) -> ArrayBuffer {
+                let out = <$array>::new_with_length(values.len() as u32);
+                out.copy_from(values);
+                out.buffer()
+            }
+            fn product(
+                a: &[Self],
+                b: &[Self],
+                c: &mut [Self],
+                m: usize,
+                k: usize,
+                n: usize,
+            ) -> Result<(), KernelError> {
+                $into(a, b, c, m, k, n)
+            }
+        }
+    };
+}
+impl_element!(f32, Float32Array, crate::matmul_f32_into);
+impl_element!(f64, Float64Array, crate::matmul_f64_into);
+
+/// `obj[key]`, or `undefined` when `obj` has no properties to read.
+fn field(obj: &JsValue, key: &str) -> JsValue {
+    Reflect::get(obj, &JsValue::from_str(key)).unwrap_or(JsValue::UNDEFINED)
+}
+
+/// `Number(value)`; NaN (which every reader treats as unset) if even that throws.
+fn number(value: &JsValue) -> f64 {
+    js_number(value).unwrap_or(f64::NAN)
+}
+
+/// `String(value)`, for error messages that name a task's fields as the page sent them.
+fn text(value: &JsValue) -> String {
+    js_string(value).unwrap_or_else(|_| "?".to_owned())
+}
+
+/// A whole, non-negative number of rows or columns that wasm32 can index.
+fn dimension(name: &'static str, value: &JsValue) -> Result<usize, KernelError> {
+    let x = number(value);
+    if x >= 0.0 && x.fract() == 0.0 && x <= f64::from(u32::MAX) {
+        Ok(x as usize)
+    } else {
+        Err(KernelError::NotADimension {
+            name,
+            value: text(value),
+        })
+    }
+}
+
+/// Bytes of a rows×cols matrix of `size`-byte elements (saturating: such a product never
+/// matches a real buffer's length).
+fn bytes(rows: usize, cols: usize, size: u64) -> u64 {
+    (rows as u64)
+        .saturating_mul(cols as u64)
+        .saturating_mul(size)
+}
