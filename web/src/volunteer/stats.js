@@ -1,10 +1,6 @@
 // Speed measured by this browser: an exponentially weighted GFLOP/s per thread, and the
 // total over threads. Pure, so it is unit-tested in Node.
 
-export function taskFlops(m, k, n) {
-  return 2 * m * k * n;
-}
-
 export class SpeedMeter {
   /** `alpha`: weight of the newest sample. */
   constructor(alpha = 0.3) {

@@ -1,21 +1,10 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { bandRows, restAfter, parseDuty, WINDOW_MS } from "../../src/volunteer/duty.js";
+import { parseDuty } from "../../src/volunteer/duty.js";
 import { detectFeatures, pickVariant } from "../../src/volunteer/features.js";
-import { SpeedMeter, VolunteerStats, taskFlops } from "../../src/volunteer/stats.js";
+import { SpeedMeter, VolunteerStats } from "../../src/volunteer/stats.js";
 import { verifySha256, toBase64, toHex } from "../../src/volunteer/wasm-loader.js";
 import { createHash } from "node:crypto";
-
-test("duty cycle: rest keeps the share, full duty never rests", () => {
-  assert.equal(restAfter(100, 1), 0);
-  assert.equal(restAfter(50, 0.5), 50);
-  assert.equal(restAfter(30, 0.25), 90);
-  assert.ok(Math.abs(restAfter(75, 0.75) - 25) < 1e-9);
-  for (const d of [0.25, 0.5, 0.75]) {
-    const busy = 40;
-    assert.ok(Math.abs(busy / (busy + restAfter(busy, d)) - d) < 1e-9);
-  }
-});
 
 test("duty values are clamped and unreadable ones mean full speed", () => {
   assert.equal(parseDuty("0.5"), 0.5);
@@ -23,18 +12,6 @@ test("duty values are clamped and unreadable ones mean full speed", () => {
   assert.equal(parseDuty(0), 1);
   assert.equal(parseDuty(7), 1);
   assert.equal(parseDuty(0.001), 0.05);
-});
-
-test("row bands fit the busy part of one window at the measured speed", () => {
-  // 1 GFLOP/s, k = n = 500: a row is 0.5 MFLOP = 0.5 ms; half of 150 ms holds 150 rows.
-  assert.equal(bandRows(1000, 500, 500, 1, 0.5), 150);
-  assert.equal(bandRows(100, 500, 500, 1, 0.5), 100); // never more than the tile
-  assert.equal(bandRows(1000, 100000, 1000, 1, 0.25), 1); // at least one row
-  assert.equal(bandRows(1000, 500, 500, 1, 1), 1000); // full duty: the whole tile at once
-  assert.equal(bandRows(1000, 500, 500, 0, 0.5), 8); // no measurement yet: small bands
-  const rows = bandRows(4096, 256, 256, 3, 0.75);
-  const busyMs = (taskFlops(rows, 256, 256) / 3e9) * 1000;
-  assert.ok(busyMs <= WINDOW_MS * 0.75 + 1e-9 && busyMs > WINDOW_MS * 0.7);
 });
 
 test("variant choice: fastest validated among those shipped", () => {
