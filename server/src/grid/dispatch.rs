@@ -20,7 +20,7 @@ use crate::protocol::TaskAssigned;
 use crate::status::TaskState;
 use crate::sync::LockExt;
 
-use super::registry::{Lease, NotRedelivered, PanelRef, Standing};
+use super::registry::{Claimed, Lease, NotRedelivered, PanelRef, Standing};
 use super::{ConnectionId, Grid, Message};
 
 /// A connection that asked for work and has not been given any yet.
@@ -171,7 +171,8 @@ pub fn lease_ms(lease: Duration, gflops: f64, visible: bool) -> i64 {
 /// One dispatch round: every waiter's claim in one transaction (one commit for the round, not
 /// one per task), then deliveries, then copies of slow leases for the waiters left without.
 async fn serve(grid: &Grid, waiting: Vec<Waiter>, unserved: &mut Vec<Waiter>) -> Result<()> {
-    let mut claimed: Vec<(Waiter, db::Claimed)> = Vec::new();
+    // Each claim with the bytes of its panels in full.
+    let mut claimed: Vec<(Waiter, db::Claimed, u64)> = Vec::new();
     let mut empty_handed: Vec<Waiter> = Vec::new();
     let mut starved: Vec<String> = Vec::new();
     let mut held_back: Vec<Waiter> = Vec::new();
@@ -186,19 +187,20 @@ async fn serve(grid: &Grid, waiting: Vec<Waiter>, unserved: &mut Vec<Waiter>) ->
                 continue;
             }
             let id = waiter.connection;
-            let mine = claimed.iter().filter(|(w, _)| w.connection == id).count();
-            let at_address = claimed
-                .iter()
-                .filter(|(w, _)| w.address == waiter.address)
-                .count();
+            let mut so_far = Claimed::default();
+            for (w, _, bytes) in &claimed {
+                if w.connection == id {
+                    so_far.tasks += 1;
+                    so_far.bytes += bytes;
+                }
+                if w.address == waiter.address {
+                    so_far.at_address += 1;
+                }
+            }
             let limits = &grid.config.limits;
-            if !grid.workers.may_lease(
-                id,
-                limits.max_tasks_per_worker,
-                limits.max_leases_per_address,
-                mine,
-                at_address,
-            ) {
+            let (per_worker, per_address) =
+                (limits.max_tasks_per_worker, limits.max_leases_per_address);
+            if !grid.workers.may_lease(id, per_worker, per_address, so_far) {
                 // Past its allowance, its address's cap or its send budget: it keeps its
                 // place and is served when a lease ends or the budget refills.
                 held_back.push(waiter);
@@ -212,8 +214,8 @@ async fn serve(grid: &Grid, waiting: Vec<Waiter>, unserved: &mut Vec<Waiter>) ->
                 });
             let earlier: Vec<&db::Claimed> = claimed
                 .iter()
-                .filter(|(w, _)| w.connection == id)
-                .map(|(_, t)| t)
+                .filter(|(w, _, _)| w.connection == id)
+                .map(|(_, t, _)| t)
                 .collect();
             let preferred = preferred_panels(
                 grid.workers
@@ -221,7 +223,14 @@ async fn serve(grid: &Grid, waiting: Vec<Waiter>, unserved: &mut Vec<Waiter>) ->
                 &earlier,
             );
             match claim(&mut round, &waiter, lease_ms, preferred).await {
-                Ok(Some(task)) => claimed.push((waiter, task)),
+                Ok(Some(task)) => {
+                    let bytes = match grid.inputs.get(&grid.db, &task.job_id).await {
+                        Ok(inputs) => inputs.panel_bytes(task.tile_row, task.tile_col),
+                        // Its delivery will fail and say why.
+                        Err(_) => 0,
+                    };
+                    claimed.push((waiter, task, bytes));
+                }
                 Ok(None) => {
                     starved.push(waiter.worker_id.clone());
                     empty_handed.push(waiter);
@@ -236,14 +245,14 @@ async fn serve(grid: &Grid, waiting: Vec<Waiter>, unserved: &mut Vec<Waiter>) ->
     };
     if let Err(e) = round.await {
         // Nothing was leased: everyone waits for the next round.
-        unserved.extend(claimed.into_iter().map(|(w, _)| w));
+        unserved.extend(claimed.into_iter().map(|(w, _, _)| w));
         unserved.extend(empty_handed);
         unserved.extend(held_back);
         return Err(e.into());
     }
     unserved.extend(held_back);
     let mut outcome = Ok(());
-    for (waiter, task) in claimed {
+    for (waiter, task, _) in claimed {
         let first = grid
             .running_jobs
             .lock_or_recover()

@@ -18,6 +18,13 @@ pub struct JobInputs {
 }
 
 impl JobInputs {
+    /// The bytes of a tile's two panels, as a delivery without a cache sends them.
+    pub fn panel_bytes(&self, tile_row: i64, tile_col: i64) -> u64 {
+        let p = &self.plan;
+        let t = p.tile(tile_row as usize, tile_col as usize);
+        ((t.rows * p.k + p.k * t.cols) * p.dtype.size()) as u64
+    }
+
     /// A tile's panels: its rows of A and its column panel of B, as zero-copy slices.
     pub fn panels(&self, tile: &Tile) -> (Bytes, Bytes) {
         (

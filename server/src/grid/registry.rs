@@ -249,8 +249,14 @@ impl SendBudget {
 
     /// Whether anything may be sent now.
     pub fn available(&mut self) -> bool {
+        self.covers(0)
+    }
+
+    /// Whether something may still be sent once `promised` bytes, already decided on but not
+    /// yet sent, have gone.
+    pub fn covers(&mut self, promised: u64) -> bool {
         self.refill(Instant::now());
-        self.tokens > 0.0
+        self.tokens > promised as f64
     }
 
     /// Counts bytes sent (the bucket may go below zero: the next send waits longer).
@@ -258,6 +264,15 @@ impl SendBudget {
         self.refill(Instant::now());
         self.tokens -= bytes as f64;
     }
+}
+
+/// What a dispatch round has claimed so far for one connection (`tasks`, and `bytes`: their
+/// panels in full) and for its address (`at_address`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Claimed {
+    pub tasks: usize,
+    pub at_address: usize,
+    pub bytes: u64,
 }
 
 /// Registered connections, and the records of the workers behind them. A `std` mutex: it is
@@ -381,17 +396,23 @@ impl Workers {
         Ok(())
     }
 
-    /// Whether a connection may be handed one more task now, counting `extra` tasks already
-    /// claimed for it and `extra_address` for its address in the dispatch round under way:
-    /// its worker's lease allowance, its address's lease cap, and its send budget.
+    /// Whether a connection may be handed one more task now, counting what the dispatch
+    /// round under way has claimed already (see [`Claimed`]): its worker's lease allowance,
+    /// its address's lease cap, and its send budget. The budget counts the claimed tasks'
+    /// panels too: they are sent only after the round, and a round that checked the budget
+    /// alone would hand one connection as many tasks as its allowance, all on one refill.
     pub fn may_lease(
         &self,
         id: ConnectionId,
         max_per_worker: usize,
         max_per_address: usize,
-        extra: usize,
-        extra_address: usize,
+        claimed: Claimed,
     ) -> bool {
+        let Claimed {
+            tasks: extra,
+            at_address: extra_address,
+            bytes: extra_bytes,
+        } = claimed;
         let mut guard = self.lock();
         let reg = &mut *guard;
         let Some(c) = reg.by_id.get(&id) else {
@@ -419,7 +440,7 @@ impl Workers {
         }
         reg.by_id
             .get_mut(&id)
-            .is_some_and(|c| c.send_budget.available())
+            .is_some_and(|c| c.send_budget.covers(extra_bytes))
     }
 
     /// Tasks a connection holds now.
@@ -655,6 +676,33 @@ mod tests {
         }
     }
 
+    fn claimed(tasks: usize, at_address: usize, bytes: u64) -> Claimed {
+        Claimed {
+            tasks,
+            at_address,
+            bytes,
+        }
+    }
+
+    #[test]
+    fn a_round_hands_out_no_more_than_the_send_budget_holds() {
+        let workers = Workers::default();
+        let mut c = connection("w", [10, 0, 0, 1], 0);
+        c.send_budget = SendBudget::new(1000); // 4000 bytes in the bucket
+        let id = c.id;
+        let trusted = Record {
+            verified: 10,
+            consecutive_verified: 10,
+            ..Record::default()
+        };
+        workers.insert(c, trusted);
+        assert!(workers.may_lease(id, 16, 64, claimed(1, 1, 3000)));
+        assert!(
+            !workers.may_lease(id, 16, 64, claimed(1, 1, 4000)),
+            "one task of 4000 bytes claimed this round empties the bucket"
+        );
+    }
+
     /// Delivers task `task_id` of job `j`, panels (0, 0), to a connection.
     fn deliver(workers: &Workers, id: ConnectionId, task_id: i64) -> Shipment {
         let a = PanelRef {
@@ -714,9 +762,9 @@ mod tests {
         assert_eq!((after.refused, after.consecutive_verified), (1, 0));
         // Allowance 2 after the refusal, for the worker as a whole.
         deliver(&workers, first_id, 7);
-        assert!(workers.may_lease(second_id, 16, 64, 0, 0));
+        assert!(workers.may_lease(second_id, 16, 64, Claimed::default()));
         assert!(
-            !workers.may_lease(second_id, 16, 64, 1, 0),
+            !workers.may_lease(second_id, 16, 64, claimed(1, 0, 0)),
             "one held, one claimed this round"
         );
         workers.remove(first_id);
@@ -741,13 +789,16 @@ mod tests {
         let elsewhere = connection("x", [10, 0, 0, 9], 0);
         let elsewhere_id = elsewhere.id;
         workers.insert(elsewhere, Record::default());
-        assert!(workers.may_lease(ids[2], 16, 5, 0, 0), "4 held of 5");
         assert!(
-            !workers.may_lease(ids[2], 16, 5, 0, 1),
+            workers.may_lease(ids[2], 16, 5, Claimed::default()),
+            "4 held of 5"
+        );
+        assert!(
+            !workers.may_lease(ids[2], 16, 5, claimed(0, 1, 0)),
             "and one claimed this round"
         );
         assert!(
-            workers.may_lease(elsewhere_id, 16, 5, 0, 0),
+            workers.may_lease(elsewhere_id, 16, 5, Claimed::default()),
             "another address is apart"
         );
     }

@@ -123,6 +123,13 @@ async fn a_requested_task_is_sent_with_both_panels_and_its_right_answer_finishes
         task.a.is_some() && task.b.is_some(),
         "no cache: both panels"
     );
+    let sent = task.a.as_ref().map_or(0, Bytes::len) + task.b.as_ref().map_or(0, Bytes::len);
+    let inputs = grid.inputs.get(&grid.db, "job").await.expect("inputs");
+    assert_eq!(
+        inputs.panel_bytes(0, 0),
+        sent as u64,
+        "what the send budget counts"
+    );
     let ack = answer(grid, &worker, task.task_id, c).await;
     assert!(ack.accepted, "{ack:?}");
     let job = db::get_job(&grid.db, "job").await.expect("read");
