@@ -186,7 +186,6 @@ pub(super) async fn submit_job(
 }
 
 /// The two forms a submission may take, told apart by its `Content-Type`.
-#[derive(Debug, PartialEq, Eq)]
 enum Form {
     Multipart,
     Json,
@@ -224,9 +223,9 @@ fn admit(state: &AppState, headers: &HeaderMap) -> Result<Form> {
 /// How much of a refused upload is read and thrown away before the refusal is sent.
 ///
 /// HTTP/1.1 gives a server that answers before reading the body no good way to be heard: it
-/// closes the connection under a client that is still sending, and most clients (reqwest,
-/// curl without `Expect`, browsers' `fetch`) then report a broken pipe or a reset instead of
-/// the answer, so a researcher with a mistyped token learnt nothing. Reading the rest of a
+/// closes the connection under a client that is still sending, and clients such as reqwest
+/// and Node's `http` then report a broken pipe or a reset instead of the answer (the tests
+/// show both), so a researcher with a mistyped token learnt nothing. Reading the rest of a
 /// small body lets its sender finish and read the answer. The bound is small because the
 /// sender may be anyone: a refused client can make the server read at most this much per
 /// request, never buffer it, and a larger upload is cut as before (the CLI asks
