@@ -111,9 +111,34 @@ impl Client {
         if let Some(tile) = tile {
             form = form.text("tile", tile.to_string());
         }
+        self.check_token()?;
         let url = self.url(&["api", "jobs"])?;
         let res = self.send(self.http.post(url.clone()).multipart(form))?;
         decode(res, &url)
+    }
+
+    /// `GET /api/auth`: is the token (or its absence) accepted?
+    ///
+    /// Asked before every upload because a refused upload cannot be answered reliably once it
+    /// is under way: the server reads at most 1 MiB of a body it refuses, then closes the
+    /// connection under us, and the send fails with a broken pipe instead of the server's
+    /// "missing or wrong API token". Neither way round that works with reqwest 0.12: HTTP's
+    /// own, `Expect: 100-continue`, needs a client that waits for `100 Continue`, and hyper's
+    /// sends the body at once; nor can the answer be read after the send fails, since the
+    /// blocking client returns the body's send error even when the answer has arrived. One
+    /// small request on the connection the upload then reuses is cheap next to uploading
+    /// megabytes to be refused.
+    fn check_token(&self) -> Result<()> {
+        let url = self.url(&["api", "auth"])?;
+        match self.send(self.http.get(url).timeout(QUICK_TIMEOUT)) {
+            Ok(_) => Ok(()),
+            // A server older than this endpoint: the upload itself will tell.
+            Err(Error::Server {
+                status: StatusCode::NOT_FOUND | StatusCode::METHOD_NOT_ALLOWED,
+                ..
+            }) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
     /// `GET /api/jobs`, newest first.

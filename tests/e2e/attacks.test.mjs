@@ -5,6 +5,8 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import http from "node:http";
+import net from "node:net";
 import * as h from "./helpers.mjs";
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -606,3 +608,75 @@ test("12. stale standing: a worker caught lying on one connection loses its stan
 });
 
 // (11, the dashboard handing its token to any server, is a browser test: web/test/e2e/.)
+
+// ---- 13. Refused uploads ----------------------------------------------------------------------
+
+/**
+ * POSTs `body` to /api/jobs with node:http, with a Content-Length or chunked (`chunks` > 1),
+ * and resolves with the answer. Rejects when the exchange breaks (a reset or broken pipe):
+ * what a client saw of a refusal sent before its upload was read.
+ */
+function postJob(url, { headers = {}, body, chunks = 1 }) {
+  return new Promise((resolve, reject) => {
+    const req = http.request(`${url}/api/jobs`, { method: "POST", headers, agent: false }, (res) => {
+      let text = "";
+      res.setEncoding("utf8");
+      res.on("data", (d) => (text += d));
+      res.on("end", () => resolve({ status: res.statusCode, text }));
+      res.on("error", reject);
+    });
+    req.on("error", reject);
+    const step = Math.ceil(body.length / chunks);
+    for (let i = 0; i < body.length; i += step) req.write(body.subarray(i, i + step));
+    req.end();
+  });
+}
+
+test("13. refused uploads up to 1 MiB are read, so their senders get the answer, not a broken pipe", async (t) => {
+  const token = "s3cret-token";
+  const server = await h.startServer(t, { env: { API_TOKEN: token, MAX_BODY_BYTES: "65536" } });
+  const body = Buffer.alloc(900 * 1024, 7);
+  const multipart = { "content-type": "multipart/form-data; boundary=x" };
+  const cases = [
+    [{ ...multipart }, 401, /missing or wrong API token/],
+    [{ ...multipart, authorization: "Bearer s3cret-tokem" }, 401, /missing or wrong API token/],
+    [{ "content-type": "text/plain", authorization: `Bearer ${token}` }, 400, /send application\/json or multipart/],
+    // Announced over MAX_BODY_BYTES: refused before reading, then read all the same.
+    [{ ...multipart, authorization: `Bearer ${token}` }, 413, /larger than the configured limit/],
+  ];
+  for (let i = 0; i < 20; i++) {
+    const [headers, status, message] = cases[i % cases.length];
+    const chunks = i % 2 ? 1 : 16; // Content-Length or chunked
+    const label = `try ${i}: ${JSON.stringify(headers)}, ${chunks > 1 ? "chunked" : "Content-Length"}`;
+    const res = await postJob(server.url, { headers, body, chunks }).catch((e) => assert.fail(`${label}: ${e.message}`));
+    assert.equal(res.status, status, `${label}: ${res.text}`);
+    assert.match(JSON.parse(res.text).error, message, label);
+  }
+  assert.deepEqual((await h.api(server.url, "/api/jobs")).json, []);
+});
+
+test("13. a refused upload larger than 1 MiB is cut, not read", async (t) => {
+  const server = await h.startServer(t, { env: { API_TOKEN: "s3cret-token" } });
+  const { hostname, port } = new URL(server.url);
+  const socket = net.connect(Number(port), hostname);
+  await new Promise((res, rej) => socket.once("connect", res).once("error", rej));
+  let answer = "";
+  socket.on("data", (d) => (answer += d));
+  const ended = new Promise((res) => socket.once("close", res));
+  socket.on("error", () => {}); // a reset is how the cut shows; `close` follows
+  socket.write("POST /api/jobs HTTP/1.1\r\nhost: x\r\ncontent-type: multipart/form-data; boundary=x\r\ntransfer-encoding: chunked\r\n\r\n");
+  // Up to 256 MiB in 64 KiB chunks, as fast as the connection takes them, until it is closed.
+  const chunk = Buffer.concat([Buffer.from("10000\r\n"), Buffer.alloc(65536, 7), Buffer.from("\r\n")]);
+  let sent = 0;
+  let closed = false;
+  ended.then(() => (closed = true));
+  while (!closed && sent < 256 << 20) {
+    if (!socket.write(chunk)) await Promise.race([new Promise((r) => socket.once("drain", r)), ended]);
+    sent += 65536;
+  }
+  socket.destroy();
+  t.diagnostic(`${sent >> 20} MiB accepted by the connection before it closed; answer ${JSON.stringify(answer.split("\r\n")[0])}`);
+  assert.ok(closed, "the server closed the connection");
+  // The server reads 1 MiB; the rest of what the connection took sat in the two kernels' buffers.
+  assert.ok(sent < 64 << 20, `${sent} bytes sent before the connection closed`);
+});

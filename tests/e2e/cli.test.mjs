@@ -218,3 +218,29 @@ test("a server with API_TOKEN: without the token the CLI says so; with --token o
   assert.equal(fromEnv.code, 0, fromEnv.stderr);
   assert.deepEqual(readFileSync(join(dir, "d.npy")), readFileSync(join(dir, "c.npy")));
 });
+
+test("a missing or wrong token is named every time, for tiny uploads and for uploads of several MB", async (t) => {
+  // The server used to answer 401 before reading the upload and close the connection under
+  // it, so the CLI, still sending, often saw a broken pipe instead of the answer.
+  const token = "s3cret-token";
+  const server = await startServer(t, { env: { API_TOKEN: token } });
+  const dir = tempDir(t);
+  writeInputs(dir, 5, 4, 3, { prefix: "tiny-" });
+  const [m, k] = [1024, 1024]; // 4 MiB each as f32: well past what the server reads of a refused upload
+  writeFileSync(join(dir, "big-a.npy"), npyEncode("f32", m, k, new Float64Array(m * k)));
+  writeFileSync(join(dir, "big-b.npy"), npyEncode("f32", k, 1, new Float64Array(k)));
+  const opts = { cwd: dir, env: { BRAIN_SERVER: server.url } };
+
+  for (let i = 0; i < 20; i++) {
+    const size = i % 2 === 0 ? "tiny" : "big";
+    const token = i % 4 < 2 ? [] : ["--token", "s3cret-tokem"];
+    const run = await brain(["submit", `${size}-a.npy`, `${size}-b.npy`, ...token], opts);
+    assert.equal(run.code, 1, `try ${i} (${size}, ${token.length ? "wrong" : "no"} token): ${run.stderr}`);
+    assert.match(
+      run.stderr,
+      /^brain: error: server answered 401 Unauthorized: missing or wrong API token .*; pass --token or set API_TOKEN$/m,
+      `try ${i} (${size}, ${token.length ? "wrong" : "no"} token)`,
+    );
+  }
+  assert.deepEqual((await api(server.url, "/api/jobs")).json, [], "nothing was stored");
+});

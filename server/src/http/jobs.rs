@@ -3,6 +3,7 @@
 
 use std::pin::Pin;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::body::{Body, HttpBody};
 use axum::extract::{FromRequest, Multipart, Path, Request, State};
@@ -102,40 +103,36 @@ pub(super) async fn submit_job(
     State(state): State<AppState>,
     request: Request,
 ) -> Result<Response> {
-    authorize(&state, request.headers())?;
-    if state.grid.is_shutting_down() {
-        return Err(Error::Unavailable(
-            "the server is shutting down; submit again shortly".into(),
-        ));
-    }
-    let content_type = request
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .to_owned();
+    let form = match admit(&state, request.headers()) {
+        Ok(form) => form,
+        Err(refusal) => {
+            if let Some(bound) = drain_allowance(request.headers(), REFUSED_BODY_DRAIN_BYTES) {
+                drain(request.into_body(), bound, REFUSED_BODY_DRAIN_TIME).await;
+            }
+            return Err(refusal);
+        }
+    };
     let limits = &state.config.limits;
-    let submission = if content_type.starts_with("multipart/form-data") {
-        let multipart = Multipart::from_request(request, &state)
-            .await
-            .map_err(|e| Error::BadRequest(e.body_text()))?;
-        read_multipart(multipart, limits.max_job_elements).await?
-    } else if content_type.starts_with("application/json") {
-        let body = read_json_body(
-            request.into_body(),
-            limits.max_json_body_bytes.min(state.config.max_body_bytes),
-            state.config.max_body_bytes,
-        )
-        .await?;
-        let max_elements = limits.max_job_elements;
-        // Parsing large JSON matrices is CPU work: keep it off the async workers.
-        tokio::task::spawn_blocking(move || read_json(&body, max_elements))
-            .await
-            .map_err(|e| Error::Internal(e.to_string()))??
-    } else {
-        return Err(Error::BadRequest(
-            "send application/json or multipart/form-data with .npy files a and b".into(),
-        ));
+    let submission = match form {
+        Form::Multipart => {
+            let multipart = Multipart::from_request(request, &state)
+                .await
+                .map_err(|e| Error::BadRequest(e.body_text()))?;
+            read_multipart(multipart, limits.max_job_elements).await?
+        }
+        Form::Json => {
+            let body = read_json_body(
+                request.into_body(),
+                limits.max_json_body_bytes.min(state.config.max_body_bytes),
+                state.config.max_body_bytes,
+            )
+            .await?;
+            let max_elements = limits.max_job_elements;
+            // Parsing large JSON matrices is CPU work: keep it off the async workers.
+            tokio::task::spawn_blocking(move || read_json(&body, max_elements))
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))??
+        }
     };
     let Submission { name, a, b, tile } = submission;
     let plan = Plan::new(&a, &b, tile, &PlanLimits::from(limits))?;
@@ -188,9 +185,110 @@ pub(super) async fn submit_job(
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
+/// The two forms a submission may take, told apart by its `Content-Type`.
+enum Form {
+    Multipart,
+    Json,
+}
+
+/// Every refusal that the request's head alone decides, taken before a byte of its body is
+/// read: a client without the token, or one that announces more than `MAX_BODY_BYTES`, never
+/// gets the server to read its upload. (A JSON body's own, smaller limit is left to
+/// [`read_json_body`], whose answer points to `.npy` and needs the body read to arrive.)
+fn admit(state: &AppState, headers: &HeaderMap) -> Result<Form> {
+    authorize(state, headers)?;
+    if state.grid.is_shutting_down() {
+        return Err(Error::Unavailable(
+            "the server is shutting down; submit again shortly".into(),
+        ));
+    }
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if content_type.starts_with("multipart/form-data") {
+        if content_length(headers).is_some_and(|n| n > state.config.max_body_bytes as u64) {
+            return Err(too_large());
+        }
+        Ok(Form::Multipart)
+    } else if content_type.starts_with("application/json") {
+        Ok(Form::Json)
+    } else {
+        Err(Error::BadRequest(
+            "send application/json or multipart/form-data with .npy files a and b".into(),
+        ))
+    }
+}
+
+/// How much of a refused upload is read and thrown away before the refusal is sent.
+///
+/// HTTP/1.1 gives a server that answers before reading the body no good way to be heard: it
+/// closes the connection under a client that is still sending, and clients such as reqwest
+/// and Node's `http` then report a broken pipe or a reset instead of the answer (the tests
+/// show both), so a researcher with a mistyped token learnt nothing. Reading the rest of a
+/// small body lets its sender finish and read the answer. The bound is small because the
+/// sender may be anyone: a refused client can make the server read at most this much per
+/// request, never buffer it, and a larger upload is cut as before (the CLI asks
+/// `GET /api/auth` before uploading, so its large uploads are not refused for the token).
+const REFUSED_BODY_DRAIN_BYTES: u64 = 1 << 20;
+
+/// How long a refused upload may take to arrive, so a slow or stalled sender cannot hold
+/// the answer (and its handler) for longer than this. 1 MiB takes about a second at 10 Mbit/s.
+const REFUSED_BODY_DRAIN_TIME: Duration = Duration::from_secs(5);
+
+/// How much of a refused request's body to read: `None` when reading any of it buys nothing.
+/// A client that announced more than `bound` is cut off anyway, so none is read; one that
+/// sent `Expect: 100-continue` is waiting for our word before it sends, and reading would
+/// make hyper invite the body we are about to refuse.
+fn drain_allowance(headers: &HeaderMap, bound: u64) -> Option<u64> {
+    let expects_continue = headers
+        .get(header::EXPECT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim().eq_ignore_ascii_case("100-continue"));
+    match content_length(headers) {
+        _ if expects_continue => None,
+        Some(0) => None,
+        Some(n) if n > bound => None,
+        _ => Some(bound),
+    }
+}
+
+fn content_length(headers: &HeaderMap) -> Option<u64> {
+    headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// Reads and drops `body` until it ends, more than `bound` bytes have come, or `time` has
+/// passed, whichever is first; returns the bytes read. Only the body's end lets the
+/// connection be reused; otherwise hyper closes it once the answer is sent.
+async fn drain(mut body: Body, bound: u64, time: Duration) -> u64 {
+    let mut total = 0u64;
+    let read = async {
+        while let Some(Ok(frame)) =
+            std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await
+        {
+            if let Ok(data) = frame.into_data() {
+                total = total.saturating_add(data.len() as u64);
+                if total > bound {
+                    break;
+                }
+            }
+        }
+    };
+    // Running out of time is an answer too: the refusal is sent either way.
+    let _ = tokio::time::timeout(time, read).await;
+    total
+}
+
+fn too_large() -> Error {
+    Error::PayloadTooLarge("request body is larger than the configured limit".into())
+}
+
 fn body_error(status: StatusCode, text: String) -> Error {
     if status == StatusCode::PAYLOAD_TOO_LARGE {
-        Error::PayloadTooLarge("request body is larger than the configured limit".into())
+        too_large()
     } else {
         Error::BadRequest(text)
     }
@@ -361,4 +459,92 @@ pub(super) async fn job_tiles(
         tile_cols: (job.n as usize).div_ceil(job.tile as usize),
         tiles,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::convert::Infallible;
+    use std::sync::atomic::{AtomicU64, Ordering};
+
+    use axum::http::HeaderValue;
+    use futures_util::stream::{self, StreamExt};
+
+    use super::*;
+
+    const CHUNK: usize = 64 * 1024;
+
+    fn headers(pairs: &[(header::HeaderName, &'static str)]) -> HeaderMap {
+        let mut map = HeaderMap::new();
+        for (name, value) in pairs {
+            map.insert(name.clone(), HeaderValue::from_static(value));
+        }
+        map
+    }
+
+    /// A body that never ends, counting the bytes pulled from it.
+    fn endless(pulled: Arc<AtomicU64>) -> Body {
+        Body::from_stream(stream::repeat_with(move || {
+            pulled.fetch_add(CHUNK as u64, Ordering::Relaxed);
+            Ok::<_, Infallible>(Bytes::from(vec![0u8; CHUNK]))
+        }))
+    }
+
+    #[test]
+    fn a_refused_body_is_read_only_when_it_may_fit_the_bound() {
+        let bound = 1 << 20;
+        let allowance =
+            |pairs: &[(header::HeaderName, &'static str)]| drain_allowance(&headers(pairs), bound);
+        assert_eq!(allowance(&[(header::CONTENT_LENGTH, "1000")]), Some(bound));
+        assert_eq!(
+            allowance(&[(header::CONTENT_LENGTH, "1048576")]),
+            Some(bound)
+        );
+        // Chunked: its size shows only as it is read.
+        assert_eq!(
+            allowance(&[(header::TRANSFER_ENCODING, "chunked")]),
+            Some(bound)
+        );
+        // Announced past the bound: the client will be cut off whatever is read.
+        assert_eq!(allowance(&[(header::CONTENT_LENGTH, "1048577")]), None);
+        assert_eq!(allowance(&[(header::CONTENT_LENGTH, "0")]), None);
+        // Reading would send `100 Continue`, inviting the body being refused.
+        let waiting = [
+            (header::CONTENT_LENGTH, "1000"),
+            (header::EXPECT, "100-Continue"),
+        ];
+        assert_eq!(allowance(&waiting), None);
+    }
+
+    #[tokio::test]
+    async fn a_small_refused_body_is_read_to_its_end() {
+        let body = Body::from_stream(stream::iter(
+            (0..4).map(|_| Ok::<_, Infallible>(Bytes::from(vec![1u8; 1000]))),
+        ));
+        assert_eq!(drain(body, 1 << 20, Duration::from_secs(60)).await, 4000);
+    }
+
+    #[tokio::test]
+    async fn an_endless_refused_body_is_read_no_further_than_the_bound() {
+        let pulled = Arc::new(AtomicU64::new(0));
+        let read = drain(endless(pulled.clone()), 1 << 20, Duration::from_secs(60)).await;
+        assert!(read > 1 << 20, "read {read}");
+        assert!(
+            pulled.load(Ordering::Relaxed) <= (1 << 20) + CHUNK as u64,
+            "pulled {} bytes",
+            pulled.load(Ordering::Relaxed)
+        );
+    }
+
+    #[tokio::test]
+    async fn a_stalled_refused_body_is_given_up_on_after_the_time_allowed() {
+        let stalled = stream::iter([Ok::<_, Infallible>(Bytes::from_static(b"abc"))])
+            .chain(stream::pending());
+        let read = drain(
+            Body::from_stream(stalled),
+            1 << 20,
+            Duration::from_millis(50),
+        )
+        .await;
+        assert_eq!(read, 3);
+    }
 }

@@ -1,9 +1,11 @@
-//! HTTP routes, one module per resource: `health` (health and status), `jobs` (submission,
-//! listing, cancelling, tiles), `results` (the product's download), `workers`, `metrics`
-//! (`/metrics` and the request timing behind it) and `openapi` (the document). This module
+//! HTTP routes, one module per resource: `auth` (checking the API token), `health` (health and
+//! status), `jobs` (submission, listing, cancelling, tiles), `results` (the product's
+//! download), `workers`, `metrics` (`/metrics` and the request timing behind it) and
+//! `openapi` (the document). This module
 //! holds the router and what several resources share: the API token check, looking a job
 //! up, and the error body.
 
+mod auth;
 mod health;
 mod jobs;
 mod metrics;
@@ -32,6 +34,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health::health))
         .route("/api/status", get(health::status))
+        .route("/api/auth", get(auth::check))
         .route("/api/jobs", get(jobs::list_jobs).post(jobs::submit_job))
         .route(
             "/api/jobs/{id}",
