@@ -1,13 +1,29 @@
 //! The group committer: verified results are stored by one task, many per transaction.
 //!
 //! A result handler hands its verified result here and waits for the outcome; the committer
-//! takes whatever has queued up (at least one, at most [`MAX_BATCH`]) and stores it in one
-//! transaction. Under load one commit serves many results; alone, a result waits for no one.
-//! Every `result_ack` is still sent only after its result is committed.
+//! takes whatever has queued up (at least one, at most [`MAX_BATCH`]) and stores it: the
+//! tasks are marked done in one transaction, the accepted tiles are written to their jobs'
+//! results and made durable, and only then is the transaction committed. Under load one
+//! commit serves many results; alone, a result waits for no one. Every `result_ack` is still
+//! sent only after its result is committed.
 
+use std::sync::Arc;
+
+use bytes::Bytes;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::db::{self, Completion, Pool, ToComplete};
+use crate::jobs::{Plan, Tile};
+use crate::store::Store;
+
+/// A verified result: what the database records, and the tile's bytes and place.
+pub struct Verified {
+    pub task: ToComplete,
+    pub job_id: String,
+    pub plan: Plan,
+    pub tile: Tile,
+    pub bytes: Bytes,
+}
 
 /// Most results stored by one transaction.
 const MAX_BATCH: usize = 256;
@@ -17,19 +33,19 @@ type Reply = oneshot::Sender<Result<Completion, String>>;
 /// The handle result handlers use.
 #[derive(Clone)]
 pub struct Committer {
-    queue: mpsc::UnboundedSender<(ToComplete, Reply)>,
+    queue: mpsc::UnboundedSender<(Verified, Reply)>,
 }
 
 impl Committer {
     /// Starts the committer on the current runtime.
-    pub fn start(pool: Pool) -> Self {
+    pub fn start(pool: Pool, store: Arc<Store>) -> Self {
         let (queue, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(pool, rx));
+        tokio::spawn(run(pool, store, rx));
         Committer { queue }
     }
 
     /// Stores one verified result; resolves once it is committed (or refused).
-    pub async fn complete(&self, item: ToComplete) -> Result<Completion, String> {
+    pub async fn complete(&self, item: Verified) -> Result<Completion, String> {
         let (reply, answer) = oneshot::channel();
         self.queue
             .send((item, reply))
@@ -40,22 +56,54 @@ impl Committer {
     }
 }
 
-async fn run(pool: Pool, mut rx: mpsc::UnboundedReceiver<(ToComplete, Reply)>) {
+async fn run(pool: Pool, store: Arc<Store>, mut rx: mpsc::UnboundedReceiver<(Verified, Reply)>) {
     let mut batch = Vec::with_capacity(MAX_BATCH);
     while rx.recv_many(&mut batch, MAX_BATCH).await > 0 {
         let (items, replies): (Vec<_>, Vec<_>) = batch.drain(..).unzip();
-        match db::complete_tasks(&pool, &items).await {
+        match store_batch(&pool, &store, items).await {
             Ok(outcomes) => {
                 for (reply, outcome) in replies.into_iter().zip(outcomes) {
                     let _ = reply.send(Ok(outcome));
                 }
             }
             Err(e) => {
-                tracing::error!(error = %e, results = items.len(), "storing results failed");
+                tracing::error!(error = %e, results = replies.len(), "storing results failed");
                 for reply in replies {
-                    let _ = reply.send(Err(e.to_string()));
+                    let _ = reply.send(Err(e.clone()));
                 }
             }
         }
     }
+}
+
+/// Marks a batch done, writes the accepted tiles, then commits; nothing is committed if the
+/// tiles could not be written.
+async fn store_batch(
+    pool: &Pool,
+    store: &Arc<Store>,
+    items: Vec<Verified>,
+) -> Result<Vec<Completion>, String> {
+    let tasks: Vec<ToComplete> = items.iter().map(|v| v.task.clone()).collect();
+    let completing = db::complete_tasks(pool, &tasks)
+        .await
+        .map_err(|e| e.to_string())?;
+    let accepted: Vec<Verified> = items
+        .into_iter()
+        .zip(completing.completions())
+        .filter(|(_, c)| matches!(c, Completion::Accepted { .. }))
+        .map(|(v, _)| v)
+        .collect();
+    if !accepted.is_empty() {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || {
+            let tiles = accepted
+                .iter()
+                .map(|v| (v.job_id.as_str(), &v.plan, &v.tile, &v.bytes[..]));
+            store.write_tiles(tiles)
+        })
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("writing results: {e}"))?;
+    }
+    completing.commit().await.map_err(|e| e.to_string())
 }

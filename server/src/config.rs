@@ -7,7 +7,7 @@
 use std::ffi::OsStr;
 use std::fmt::Display;
 use std::net::IpAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -58,6 +58,13 @@ pub struct Config {
     pub api_token: Option<String>,
     /// Folder of the built web page (`WEB_DIR`).
     pub web_dir: PathBuf,
+    /// Folder of the jobs' matrices (`DATA_DIR`; by default `jobs` beside the database): see
+    /// `store`.
+    pub data_dir: PathBuf,
+    /// Memory for the panels of running jobs read from `DATA_DIR` (`PANEL_CACHE_BYTES`):
+    /// dispatch and verification read through it, and beyond it nothing of a job's inputs
+    /// is held in memory.
+    pub panel_cache_bytes: usize,
     /// How long a leased task may go without a heartbeat from its worker (`LEASE_MS`).
     pub lease: Duration,
     /// How often workers are asked to send a heartbeat; a fraction of the lease so that one
@@ -149,6 +156,12 @@ pub struct Settings {
     /// Folder of the built web page
     #[arg(long, env, default_value = "web/dist")]
     web_dir: Setting,
+    /// Folder of the jobs' matrices (default: `jobs` beside the database)
+    #[arg(long, env)]
+    data_dir: Option<Setting>,
+    /// Memory for the panels of running jobs, read from DATA_DIR as needed (at least 1 MiB)
+    #[arg(long, env, default_value = "268435456")]
+    panel_cache_bytes: Setting,
     /// Milliseconds without a heartbeat after which a leased task is re-queued (at least 100)
     #[arg(long, env, default_value = "30000")]
     lease_ms: Setting,
@@ -296,9 +309,17 @@ impl Config {
             host: s.host.parse()?,
             port: s.port.parse()?,
             allowed_origins: parse_origins(&s.allowed_origins)?,
-            database_path: PathBuf::from(s.database_path.text),
+            database_path: PathBuf::from(&s.database_path.text),
             api_token: s.api_token.map(|t| t.text).filter(|t| !t.trim().is_empty()),
             web_dir: PathBuf::from(s.web_dir.text),
+            data_dir: match s.data_dir {
+                Some(dir) => PathBuf::from(dir.text),
+                None => Path::new(&s.database_path.text)
+                    .parent()
+                    .unwrap_or(Path::new("."))
+                    .join("jobs"),
+            },
+            panel_cache_bytes: s.panel_cache_bytes.at_least(1 << 20)?,
             lease: Duration::from_millis(lease_ms),
             heartbeat_interval: Duration::from_millis((lease_ms / 3).clamp(50, 10_000)),
             max_body_bytes: s.max_body_bytes.at_least(1024)?,

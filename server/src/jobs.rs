@@ -828,6 +828,11 @@ impl Plan {
         }
     }
 
+    /// Bytes of a tile's two panels, as a delivery without a cache sends them.
+    pub fn panel_bytes(&self, t: &Tile) -> usize {
+        (t.rows * self.k + self.k * t.cols) * self.dtype.size()
+    }
+
     /// Bytes a tile's result must have.
     pub fn result_len(&self, t: &Tile) -> usize {
         t.rows * t.cols * self.dtype.size()

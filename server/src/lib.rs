@@ -25,6 +25,7 @@ pub mod protocol;
 pub mod socket;
 pub mod state;
 pub mod status;
+pub mod store;
 pub mod sync;
 pub mod trust;
 pub mod verify;
@@ -78,8 +79,11 @@ pub async fn build(config: Config) -> Result<(Router, AppState), sqlx::Error> {
         .build_layer();
     let config = Arc::new(config);
     let outbox = Box::new(socket::SocketOutbox(io.clone()));
+    let store = Arc::new(store::Store::open(&config.data_dir).map_err(|e| {
+        sqlx::Error::Configuration(format!("DATA_DIR {}: {e}", config.data_dir.display()).into())
+    })?);
     let state = AppState {
-        grid: Grid::new(config.clone(), db.clone(), outbox),
+        grid: Grid::new(config.clone(), db.clone(), store, outbox),
         config,
         db,
         io: io.clone(),

@@ -1,7 +1,8 @@
 //! `brain-server`: reads the configuration, opens the database and serves.
 //!
-//! `brain-server backup FILE` writes an online backup of the database instead; `--help` lists
-//! every setting.
+//! `brain-server backup FILE` writes an online backup instead: the database to FILE and the
+//! jobs' files to `jobs` beside it, where a server started with `DATABASE_PATH=FILE` finds
+//! them; `--help` lists every setting.
 
 use std::path::PathBuf;
 
@@ -22,9 +23,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Write a consistent copy of DATABASE_PATH to FILE, while the server runs
+    /// Write a consistent copy of DATABASE_PATH to FILE and of DATA_DIR to `jobs` beside it,
+    /// while the server runs
     Backup {
-        /// Where to write the copy; must not exist yet
+        /// Where to write the database's copy (the jobs' files go to `jobs` beside it); neither
+        /// may exist yet
         file: PathBuf,
     },
 }
@@ -113,22 +116,44 @@ async fn backup(config: &Config, dest: &std::path::Path) {
         );
         std::process::exit(1);
     }
-    if dest.exists() {
-        eprintln!("brain-server: {} exists; choose a new file", dest.display());
-        std::process::exit(1);
+    // The jobs' files go where a server started with DATABASE_PATH=FILE looks for them.
+    let dest_jobs = dest
+        .parent()
+        .unwrap_or(std::path::Path::new("."))
+        .join("jobs");
+    for taken in [dest, dest_jobs.as_path()] {
+        if taken.exists() {
+            eprintln!(
+                "brain-server: {} exists; choose a new file",
+                taken.display()
+            );
+            std::process::exit(1);
+        }
     }
     let result = async {
-        let pool = server::db::connect(&config.database_path).await?;
-        server::db::backup(&pool, dest).await?;
+        let store = server::store::Store::open(&config.data_dir)
+            .map_err(|e| format!("DATA_DIR {}: {e}", config.data_dir.display()))?;
+        let pool = server::db::connect(&config.database_path)
+            .await
+            .map_err(|e| e.to_string())?;
+        // The database first: every tile it calls done is in the files by then.
+        server::db::backup(&pool, dest)
+            .await
+            .map_err(|e| e.to_string())?;
         pool.close().await;
-        Ok::<_, sqlx::Error>(())
+        let dest_jobs = dest_jobs.clone();
+        tokio::task::spawn_blocking(move || store.copy_to(&dest_jobs))
+            .await
+            .map_err(|e| e.to_string())?
+            .map_err(|e| format!("copying the jobs' files: {e}"))
     }
     .await;
     match result {
-        Ok(()) => println!(
-            "backed up {} to {}",
+        Ok(jobs) => println!(
+            "backed up {} to {}, and {jobs} jobs' files to {}",
             config.database_path.display(),
-            dest.display()
+            dest.display(),
+            dest_jobs.display()
         ),
         Err(e) => {
             eprintln!("brain-server: backup failed: {e}");

@@ -11,7 +11,7 @@
 use std::collections::VecDeque;
 
 /// Which operand a panel belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Operand {
     A,
     B,

@@ -42,16 +42,9 @@ const JOB_COLUMNS: &str = "id, name, status, m, k, n, dtype, tile, tasks_total, 
 /// SQLite's limit of 32,766.
 const TASK_BATCH: usize = 400;
 
-/// Stores a job, its inputs and all its tasks in one transaction: a job is either fully
-/// there or not at all.
-pub async fn insert_job(
-    pool: &Pool,
-    id: &str,
-    name: &str,
-    plan: &Plan,
-    a: &[u8],
-    b_panels: &[u8],
-) -> Result<(), sqlx::Error> {
+/// Stores a job and all its tasks in one transaction: a job is either fully there or not at
+/// all. Its matrices are in the store already.
+pub async fn insert_job(pool: &Pool, id: &str, name: &str, plan: &Plan) -> Result<(), sqlx::Error> {
     use std::fmt::Write as _;
     let now = now_ms();
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -70,12 +63,6 @@ pub async fn insert_job(
     .bind(now)
     .execute(&mut *tx)
     .await?;
-    sqlx::query("INSERT INTO job_inputs (job_id, a, b_panels) VALUES (?, ?, ?)")
-        .bind(id)
-        .bind(a)
-        .bind(b_panels)
-        .execute(&mut *tx)
-        .await?;
     // Tiles are generated as they are inserted, one multi-row INSERT per batch: memory stays
     // at one batch whatever the job, and a job at MAX_TASKS_PER_JOB (100,000) takes 250
     // statements. They share the job's transaction so that a job is never seen, claimed or
@@ -281,9 +268,9 @@ pub async fn purged_at(pool: &Pool, job_id: &str) -> Result<Option<i64>, sqlx::E
     Ok(row.and_then(|r| r.0))
 }
 
-/// Removes the inputs and results of jobs that ended more than `retention_ms` ago; the jobs
-/// themselves stay listed. Returns how many jobs were purged.
-pub async fn purge_finished(pool: &Pool, retention_ms: i64) -> Result<u64, sqlx::Error> {
+/// Marks the jobs that ended more than `retention_ms` ago purged (their files are the
+/// caller's to remove); the jobs themselves stay listed. Returns the purged jobs.
+pub async fn purge_finished(pool: &Pool, retention_ms: i64) -> Result<Vec<String>, sqlx::Error> {
     let now = now_ms();
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let ids: Vec<(String,)> = sqlx::query_as(
@@ -309,7 +296,7 @@ pub async fn purge_finished(pool: &Pool, retention_ms: i64) -> Result<u64, sqlx:
             .await?;
     }
     tx.commit().await?;
-    Ok(ids.len() as u64)
+    Ok(ids.into_iter().map(|(id,)| id).collect())
 }
 
 #[cfg(test)]
@@ -331,11 +318,8 @@ mod insert_job_tests {
             n: 316,
             tile: 1,
         };
-        let a = vec![0u8; 316 * 4];
         let started = std::time::Instant::now();
-        insert_job(&pool, "j", "cap", &plan, &a, &a)
-            .await
-            .expect("stored");
+        insert_job(&pool, "j", "cap", &plan).await.expect("stored");
         let took = started.elapsed();
         let (count, distinct, max_row, max_col): (i64, i64, i64, i64) = sqlx::query_as(
             "SELECT COUNT(*), COUNT(DISTINCT tile_row * 1000 + tile_col), MAX(tile_row), \

@@ -231,40 +231,56 @@ pub enum Completion {
     Refused(String),
 }
 
-/// A verified result waiting to be stored.
+/// A verified result waiting to be stored (its bytes go to the store, not here).
 #[derive(Debug, Clone)]
 pub struct ToComplete {
     pub task_id: i64,
     pub connection: String,
     pub worker_id: String,
-    pub result: Bytes,
     pub compute_ms: Option<f64>,
     /// A copy of a slow worker's task handed to a faster one near the end of a job: it
     /// completes the task whoever holds the lease now.
     pub duplicate: bool,
 }
 
-/// Stores verified results in one transaction (a group commit: under load, one commit serves
-/// many results). Each is stored if, and only if, its task is still leased to that connection
-/// and the lease has not run out; the first accepted result for a task wins. Jobs' and
-/// workers' counts grow in the same transaction, once per job and per worker.
-pub async fn complete_tasks(
-    pool: &Pool,
-    items: &[ToComplete],
-) -> Result<Vec<Completion>, sqlx::Error> {
+/// Results marked done in a transaction not yet committed: the caller stores the accepted
+/// ones' bytes, then commits (or drops this, which rolls everything back).
+pub struct Completing {
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    completions: Vec<Completion>,
+}
+
+impl Completing {
+    /// What became of each result, in order; `Accepted` ones are done once committed.
+    pub fn completions(&self) -> &[Completion] {
+        &self.completions
+    }
+
+    pub async fn commit(self) -> Result<Vec<Completion>, sqlx::Error> {
+        self.tx.commit().await?;
+        Ok(self.completions)
+    }
+}
+
+/// Marks verified results done in one transaction (a group commit: under load, one commit
+/// serves many results). Each is accepted if, and only if, its task is still leased to that
+/// connection and the lease has not run out; the first accepted result for a task wins.
+/// Jobs' and workers' counts grow in the same transaction, once per job and per worker. The
+/// transaction holds the write lock until [`Completing::commit`], so nothing changes the tasks
+/// while the caller stores their bytes.
+pub async fn complete_tasks(pool: &Pool, items: &[ToComplete]) -> Result<Completing, sqlx::Error> {
     let now = now_ms();
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     // (job id, tile row, tile col) of each stored result, or the refusal reason.
     let mut stored: Vec<Result<(String, i64, i64), String>> = Vec::with_capacity(items.len());
     for item in items {
         let done = sqlx::query(
-            "UPDATE tasks SET state = 'done', result = ?1, compute_ms = ?2, completed_by = ?3, \
-                 lease_owner = NULL, lease_worker = NULL, lease_deadline = NULL, updated_at = ?4 \
-             WHERE id = ?5 AND ((state = 'leased' AND lease_owner = ?6 AND lease_deadline >= ?4) \
-                 OR (?7 AND state IN ('leased', 'queued'))) \
+            "UPDATE tasks SET state = 'done', compute_ms = ?1, completed_by = ?2, \
+                 lease_owner = NULL, lease_worker = NULL, lease_deadline = NULL, updated_at = ?3 \
+             WHERE id = ?4 AND ((state = 'leased' AND lease_owner = ?5 AND lease_deadline >= ?3) \
+                 OR (?6 AND state IN ('leased', 'queued'))) \
              RETURNING job_id, tile_row, tile_col",
         )
-        .bind(&item.result[..])
         .bind(item.compute_ms)
         .bind(&item.worker_id)
         .bind(now)
@@ -324,8 +340,7 @@ pub async fn complete_tasks(
         .execute(&mut *tx)
         .await?;
     }
-    tx.commit().await?;
-    Ok(stored
+    let completions = stored
         .into_iter()
         .enumerate()
         .map(|(i, outcome)| match outcome {
@@ -348,7 +363,8 @@ pub async fn complete_tasks(
                 }
             }
         })
-        .collect())
+        .collect();
+    Ok(Completing { tx, completions })
 }
 
 /// Why a result for `task_id` from this connection cannot be accepted (read only).
@@ -444,7 +460,6 @@ pub struct AcceptedTile {
     pub job_id: String,
     pub tile_row: i64,
     pub tile_col: i64,
-    pub result: Vec<u8>,
 }
 
 /// The results `worker_id` got accepted since `since_ms` in jobs that are still running.
@@ -454,7 +469,7 @@ pub async fn accepted_in_running_jobs(
     since_ms: i64,
 ) -> Result<Vec<AcceptedTile>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT t.id, t.job_id, t.tile_row, t.tile_col, t.result FROM tasks t \
+        "SELECT t.id, t.job_id, t.tile_row, t.tile_col FROM tasks t \
          JOIN jobs j ON j.id = t.job_id \
          WHERE t.state = 'done' AND t.completed_by = ? AND t.updated_at >= ? \
              AND j.status = 'running'",

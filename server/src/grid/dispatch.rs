@@ -224,8 +224,11 @@ async fn serve(grid: &Grid, waiting: Vec<Waiter>, unserved: &mut Vec<Waiter>) ->
             );
             match claim(&mut round, &waiter, lease_ms, preferred).await {
                 Ok(Some(task)) => {
-                    let bytes = match grid.inputs.get(&grid.db, &task.job_id).await {
-                        Ok(inputs) => inputs.panel_bytes(task.tile_row, task.tile_col),
+                    let bytes = match grid.inputs.plan(&grid.db, &task.job_id).await {
+                        Ok(plan) => {
+                            let tile = plan.tile(task.tile_row as usize, task.tile_col as usize);
+                            plan.panel_bytes(&tile) as u64
+                        }
                         // Its delivery will fail and say why.
                         Err(_) => 0,
                     };
@@ -387,17 +390,15 @@ async fn worth_a_copy(
     lease: db::SlowLease,
     now: i64,
 ) -> Result<Option<db::Claimed>> {
-    let inputs = grid.inputs.get(&grid.db, &lease.job_id).await?;
+    let plan = grid.inputs.plan(&grid.db, &lease.job_id).await?;
     // Exactly one connection must hold it: two means a copy is out already, none that the
     // page of leases read from the database is stale (the task was completed since, and its
     // holders let go of it), and a copy would be wasted work.
     if grid.workers.holders(lease.id).len() != 1 {
         return Ok(None);
     }
-    let tile = inputs
-        .plan
-        .tile(lease.tile_row as usize, lease.tile_col as usize);
-    let gflop = 2.0 * (tile.rows * tile.cols * inputs.plan.k) as f64 / 1e9;
+    let tile = plan.tile(lease.tile_row as usize, lease.tile_col as usize);
+    let gflop = 2.0 * (tile.rows * tile.cols * plan.k) as f64 / 1e9;
     let age_ms = (now - lease.updated_at) as f64;
     let holder_speed = grid.workers.holder_speed(&lease.connection);
     if copy_pays(gflop, me.gflops, holder_speed, age_ms) {
@@ -421,10 +422,11 @@ async fn deliver(
     duplicate: bool,
     redelivered: u8,
 ) -> Result<()> {
-    let inputs = grid.inputs.get(&grid.db, &claimed.job_id).await?;
-    let plan = inputs.plan;
-    let tile = plan.tile(claimed.tile_row as usize, claimed.tile_col as usize);
-    let (a, b) = inputs.panels(&tile);
+    let (row, col) = (claimed.tile_row as usize, claimed.tile_col as usize);
+    let (plan, tile, a, b) = grid
+        .inputs
+        .panels(&grid.db, &claimed.job_id, row, col)
+        .await?;
     let a_key = panels::key(&claimed.job_id, Operand::A, tile.tile_row);
     let b_key = panels::key(&claimed.job_id, Operand::B, tile.tile_col);
     let lease = Lease {

@@ -106,8 +106,16 @@ pub async fn sweep(grid: Arc<Grid>) {
             {
                 last_purge = Instant::now();
                 match db::purge_finished(&grid.db, retention.as_millis() as i64).await {
-                    Ok(0) => {}
-                    Ok(n) => tracing::info!(jobs = n, "retention: removed inputs and results"),
+                    Ok(purged) if purged.is_empty() => {}
+                    Ok(purged) => {
+                        for job_id in &purged {
+                            grid.forget_job(job_id, super::Leaving::Everything).await;
+                        }
+                        tracing::info!(
+                            jobs = purged.len(),
+                            "retention: removed inputs and results"
+                        );
+                    }
                     Err(e) => tracing::error!(error = %e, "retention sweep failed"),
                 }
             }

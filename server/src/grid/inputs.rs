@@ -1,4 +1,6 @@
-//! The operands of running jobs, kept in memory for dispatch and verification.
+//! The inputs of running jobs as dispatch and verification need them: each job's plan, and
+//! its panels read from the store through a cache of bounded size (`PANEL_CACHE_BYTES`).
+//! Nothing else of a job's inputs is ever in memory, whatever the job's size.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -8,105 +10,214 @@ use bytes::Bytes;
 use crate::db::{self, Pool};
 use crate::error::{Error, Result};
 use crate::jobs::{Plan, Tile};
+use crate::panels::Operand;
+use crate::store::{Part, Store};
 use crate::sync::LockExt;
 
-/// A job's operands, as workers are sent them: A row-major, B cut into column panels.
-pub struct JobInputs {
-    pub plan: Plan,
-    pub a: Bytes,
-    pub b_panels: Bytes,
-}
+/// A panel's key: its job, its operand, and its tile row (A) or column (B).
+type Key = (String, Operand, usize);
 
-impl JobInputs {
-    /// The bytes of a tile's two panels, as a delivery without a cache sends them.
-    pub fn panel_bytes(&self, tile_row: i64, tile_col: i64) -> u64 {
-        let p = &self.plan;
-        let t = p.tile(tile_row as usize, tile_col as usize);
-        ((t.rows * p.k + p.k * t.cols) * p.dtype.size()) as u64
-    }
-
-    /// A tile's panels: its rows of A and its column panel of B, as zero-copy slices.
-    pub fn panels(&self, tile: &Tile) -> (Bytes, Bytes) {
-        (
-            self.plan.a_panel(&self.a, tile),
-            self.plan.b_panel(&self.b_panels, tile),
-        )
-    }
-}
-
-/// Keeps the operands of running jobs in memory so that handing out a task is two zero-copy
-/// slices rather than a read of two panels from SQLite. Loaded on first use, dropped when the
-/// job ends, and bounded: past the budget the least recently used job is dropped (it is
-/// simply read again if needed).
-pub struct InputCache {
-    entries: Mutex<CacheEntries>,
+pub struct Inputs {
+    store: Arc<Store>,
+    /// Plans of the jobs seen running; a job's entry goes when it ends.
+    plans: Mutex<HashMap<String, Plan>>,
+    panels: Mutex<Panels>,
     budget_bytes: usize,
 }
 
 #[derive(Default)]
-struct CacheEntries {
-    map: HashMap<String, Arc<JobInputs>>,
+struct Panels {
+    map: HashMap<Key, Bytes>,
     /// Least recently used first.
-    order: VecDeque<String>,
+    order: VecDeque<Key>,
+    bytes: usize,
 }
 
-impl InputCache {
-    pub fn new(budget_bytes: usize) -> Self {
-        InputCache {
-            entries: Mutex::default(),
+impl Inputs {
+    pub fn new(store: Arc<Store>, budget_bytes: usize) -> Self {
+        Inputs {
+            store,
+            plans: Mutex::default(),
+            panels: Mutex::default(),
             budget_bytes,
         }
     }
 
-    pub async fn get(&self, db: &Pool, job_id: &str) -> Result<Arc<JobInputs>> {
-        if let Some(hit) = self.touch(job_id) {
-            return Ok(hit);
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Notes a job's plan as it is submitted, so its first tasks need no database read.
+    pub fn insert_plan(&self, job_id: &str, plan: Plan) {
+        self.plans.lock_or_recover().insert(job_id.to_owned(), plan);
+    }
+
+    /// A job's plan.
+    pub async fn plan(&self, db: &Pool, job_id: &str) -> Result<Plan> {
+        if let Some(plan) = self.plans.lock_or_recover().get(job_id) {
+            return Ok(*plan);
         }
         let job = db::get_job(db, job_id)
             .await?
             .ok_or_else(|| Error::NotFound(format!("no job {job_id}")))?;
-        let (a, b_panels) = db::job_inputs(db, job_id)
-            .await?
-            .ok_or_else(|| Error::Internal(format!("inputs of job {job_id} are missing")))?;
         let plan = job.plan().map_err(Error::Internal)?;
-        let inputs = Arc::new(JobInputs { plan, a, b_panels });
-        self.insert(job_id, inputs.clone());
-        Ok(inputs)
+        self.insert_plan(job_id, plan);
+        Ok(plan)
     }
 
-    fn touch(&self, job_id: &str) -> Option<Arc<JobInputs>> {
-        let mut guard = self.entries.lock_or_recover();
-        let CacheEntries { map, order } = &mut *guard;
-        let hit = map.get(job_id).cloned()?;
-        order.retain(|id| id != job_id);
-        order.push_back(job_id.to_owned());
+    /// A tile of a job, with its panels of A and B.
+    pub async fn panels(
+        &self,
+        db: &Pool,
+        job_id: &str,
+        tile_row: usize,
+        tile_col: usize,
+    ) -> Result<(Plan, Tile, Bytes, Bytes)> {
+        let plan = self.plan(db, job_id).await?;
+        let tile = plan.tile(tile_row, tile_col);
+        let a = self.panel(job_id, &plan, &tile, Operand::A).await?;
+        let b = self.panel(job_id, &plan, &tile, Operand::B).await?;
+        Ok((plan, tile, a, b))
+    }
+
+    async fn panel(
+        &self,
+        job_id: &str,
+        plan: &Plan,
+        tile: &Tile,
+        operand: Operand,
+    ) -> Result<Bytes> {
+        let index = match operand {
+            Operand::A => tile.tile_row,
+            Operand::B => tile.tile_col,
+        };
+        let key = (job_id.to_owned(), operand, index);
+        if let Some(hit) = self.touch(&key) {
+            return Ok(hit);
+        }
+        let (store, job, plan, tile) = (self.store.clone(), job_id.to_owned(), *plan, *tile);
+        let read = tokio::task::spawn_blocking(move || match operand {
+            Operand::A => store.read_rows(&job, Part::A, plan.dtype, plan.k, tile.row0, tile.rows),
+            Operand::B => store.read_block(
+                &job,
+                Part::B,
+                plan.dtype,
+                plan.n,
+                (0, plan.k),
+                (tile.col0, tile.cols),
+            ),
+        })
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .map_err(|e| Error::Internal(format!("reading a panel of job {job_id}: {e}")))?;
+        let panel = Bytes::from(read);
+        self.keep(key, panel.clone());
+        Ok(panel)
+    }
+
+    fn touch(&self, key: &Key) -> Option<Bytes> {
+        let mut guard = self.panels.lock_or_recover();
+        let Panels { map, order, .. } = &mut *guard;
+        let hit = map.get(key).cloned()?;
+        if let Some(at) = order.iter().position(|k| k == key) {
+            order.remove(at);
+        }
+        order.push_back(key.clone());
         Some(hit)
     }
 
-    /// Keeps a job's operands from the moment it is submitted, so its first tasks go out
-    /// without reading back from the database what the request just wrote there.
-    pub fn insert(&self, job_id: &str, inputs: Arc<JobInputs>) {
-        let mut guard = self.entries.lock_or_recover();
-        let CacheEntries { map, order } = &mut *guard;
-        map.insert(job_id.to_owned(), inputs);
-        order.retain(|id| id != job_id);
-        order.push_back(job_id.to_owned());
-        let size = |m: &HashMap<String, Arc<JobInputs>>| {
-            m.values()
-                .map(|i| i.a.len() + i.b_panels.len())
-                .sum::<usize>()
-        };
-        while order.len() > 1 && size(map) > self.budget_bytes {
-            if let Some(oldest) = order.pop_front() {
-                map.remove(&oldest);
+    /// Keeps a panel, dropping the least recently used past the budget (the newest always
+    /// stays: it is about to be sent).
+    fn keep(&self, key: Key, panel: Bytes) {
+        let mut guard = self.panels.lock_or_recover();
+        let p = &mut *guard;
+        if let Some(old) = p.map.insert(key.clone(), panel.clone()) {
+            p.bytes -= old.len();
+            p.order.retain(|k| *k != key);
+        }
+        p.bytes += panel.len();
+        p.order.push_back(key);
+        while p.order.len() > 1 && p.bytes > self.budget_bytes {
+            if let Some(oldest) = p.order.pop_front() {
+                if let Some(gone) = p.map.remove(&oldest) {
+                    p.bytes -= gone.len();
+                }
             }
         }
     }
 
+    /// Bytes of panels held now.
+    pub fn cached_bytes(&self) -> usize {
+        self.panels.lock_or_recover().bytes
+    }
+
+    /// Forgets a job that ended: its plan and its panels.
     pub fn remove(&self, job_id: &str) {
-        let mut guard = self.entries.lock_or_recover();
-        let CacheEntries { map, order } = &mut *guard;
-        map.remove(job_id);
-        order.retain(|id| id != job_id);
+        self.plans.lock_or_recover().remove(job_id);
+        let mut guard = self.panels.lock_or_recover();
+        let p = &mut *guard;
+        p.order.retain(|(job, _, _)| job != job_id);
+        let mut freed = 0;
+        p.map.retain(|(job, _, _), panel| {
+            let keep = job != job_id;
+            if !keep {
+                freed += panel.len();
+            }
+            keep
+        });
+        p.bytes -= freed;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::jobs::Dtype;
+
+    #[tokio::test]
+    async fn panels_are_read_once_and_the_cache_keeps_to_its_budget() {
+        let root = std::env::temp_dir().join(format!("brain-inputs-{}", uuid::Uuid::new_v4()));
+        let store = Arc::new(Store::open(&root).expect("a store"));
+        // A 4×2·2×4 f64 job in 1×1 tiles: every panel is 16 bytes.
+        let plan = Plan {
+            dtype: Dtype::F64,
+            m: 4,
+            k: 2,
+            n: 4,
+            tile: 1,
+        };
+        let upload = store.begin("job").expect("begun");
+        for part in [Part::A, Part::B] {
+            let (rows, cols) = if part == Part::A { (4, 2) } else { (2, 4) };
+            let mut w = upload
+                .matrix(part, Dtype::F64, rows, cols, false)
+                .expect("file");
+            let data: Vec<u8> = (0..8).flat_map(|v| f64::from(v).to_le_bytes()).collect();
+            w.write(&data).expect("fits");
+            w.finish().expect("whole");
+        }
+        upload.finish(&plan).expect("finished");
+        let inputs = Inputs::new(store.clone(), 48);
+        inputs.insert_plan("job", plan);
+        let pool = db::connect(&root.join("brain.db"))
+            .await
+            .expect("a database");
+        let (_, tile, a, b) = inputs.panels(&pool, "job", 1, 2).await.expect("panels");
+        assert_eq!((tile.row0, tile.col0), (1, 2));
+        let f64s = |v: &[f64]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+        assert_eq!(&a[..], &f64s(&[2.0, 3.0])[..], "row 1 of A");
+        assert_eq!(&b[..], &f64s(&[2.0, 6.0])[..], "column 2 of B");
+        // Served from memory now, even with the file gone.
+        store.remove_inputs("job").expect("removed");
+        assert!(inputs.panels(&pool, "job", 1, 2).await.is_ok());
+        assert!(
+            inputs.panels(&pool, "job", 3, 3).await.is_err(),
+            "not cached"
+        );
+        assert!(inputs.cached_bytes() <= 48);
+        inputs.remove("job");
+        assert_eq!(inputs.cached_bytes(), 0);
+        pool.close().await;
+        let _ = std::fs::remove_dir_all(root);
     }
 }

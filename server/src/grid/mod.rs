@@ -36,20 +36,25 @@ use crate::error::Result;
 use crate::metrics::Metrics;
 use crate::protocol::TaskCancelled;
 use crate::status::TaskState;
+use crate::store::Store;
 use crate::sync::LockExt;
 
 pub use outbox::{Message, Outbox, Undelivered};
 pub use registry::{ConnectionId, Workers};
 
-/// Memory kept for the operands of running jobs (see [`inputs::InputCache`]).
-const INPUT_CACHE_BYTES: usize = 1024 * 1024 * 1024;
+/// What of an ended job's files goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Leaving {
+    Everything,
+    Inputs,
+}
 
 /// The grid's state. One per process, shared as `Arc<Grid>`.
 pub struct Grid {
     pub config: Arc<Config>,
     pub db: Pool,
     pub workers: Workers,
-    pub inputs: inputs::InputCache,
+    pub inputs: inputs::Inputs,
     pub progress: progress::Progress,
     pub metrics: Arc<Metrics>,
     queue: dispatch::Queue,
@@ -67,15 +72,20 @@ pub struct Grid {
 }
 
 impl Grid {
-    /// A grid over an open database, sending through `outbox`. Starts the group committer on
-    /// the current runtime; the background loops are [`Grid::spawn_loops`].
-    pub fn new(config: Arc<Config>, db: Pool, outbox: Box<dyn Outbox>) -> Arc<Self> {
+    /// A grid over an open database and store, sending through `outbox`. Starts the group
+    /// committer on the current runtime; the background loops are [`Grid::spawn_loops`].
+    pub fn new(
+        config: Arc<Config>,
+        db: Pool,
+        store: Arc<Store>,
+        outbox: Box<dyn Outbox>,
+    ) -> Arc<Self> {
         Arc::new(Grid {
+            committer: Committer::start(db.clone(), store.clone()),
+            inputs: inputs::Inputs::new(store, config.panel_cache_bytes),
             config,
-            committer: Committer::start(db.clone()),
             db,
             workers: Workers::default(),
-            inputs: inputs::InputCache::new(INPUT_CACHE_BYTES),
             progress: Default::default(),
             metrics: Default::default(),
             queue: Default::default(),
@@ -128,10 +138,26 @@ impl Grid {
             // A connection may already be gone; its result would be refused anyway.
             self.cancel(task_id, None);
         }
-        self.inputs.remove(job_id);
-        self.forget_running(job_id);
+        self.forget_job(job_id, Leaving::Everything).await;
         self.progress.job(job_id);
         Ok(())
+    }
+
+    /// Lets go of a job that ended: its plan and panels, its files on disk (`Everything`
+    /// for a job that failed or was cancelled: it has no result to download; only its inputs
+    /// for a job that is done), and its place among the running jobs.
+    async fn forget_job(&self, job_id: &str, leaving: Leaving) {
+        self.inputs.remove(job_id);
+        self.forget_running(job_id);
+        let (store, job) = (self.inputs.store().clone(), job_id.to_owned());
+        let removed = tokio::task::spawn_blocking(move || match leaving {
+            Leaving::Everything => store.remove(&job),
+            Leaving::Inputs => store.remove_inputs(&job),
+        })
+        .await;
+        if let Ok(Err(e)) = removed {
+            tracing::error!(job_id, error = %e, "removing a job's files failed");
+        }
     }
 
     /// Takes a task back from the connections holding it (all but `except`) and tells them

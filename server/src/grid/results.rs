@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
+use crate::commit::Verified;
 use crate::db;
 use crate::metrics::Metrics;
 use crate::protocol::{ResultAck, TaskResult};
@@ -93,15 +94,24 @@ impl Grid {
             }
         }
         let compute_ms = result.compute_ms.filter(|ms| ms.is_finite() && *ms >= 0.0);
+        let Ok(plan) = self.inputs.plan(&self.db, &lease.job_id).await else {
+            // The job ended while the result was being checked.
+            return ack(false, Some("the task's job has ended".into()));
+        };
         let outcome = self
             .committer
-            .complete(db::ToComplete {
-                task_id,
-                connection: from.connection.to_string(),
-                worker_id: from.worker_id.clone(),
-                result: result.c,
-                compute_ms,
-                duplicate: lease.duplicate,
+            .complete(Verified {
+                task: db::ToComplete {
+                    task_id,
+                    connection: from.connection.to_string(),
+                    worker_id: from.worker_id.clone(),
+                    compute_ms,
+                    duplicate: lease.duplicate,
+                },
+                job_id: lease.job_id.clone(),
+                tile: plan.tile(lease.tile_row, lease.tile_col),
+                plan,
+                bytes: result.c,
             })
             .await;
         self.workers.drop_answered(from.connection, task_id);
@@ -131,8 +141,7 @@ impl Grid {
                 if job_finished {
                     tracing::info!(%job_id, seconds = job_age_s, "job done");
                     self.metrics.job_finished(job_age_s);
-                    self.inputs.remove(&job_id);
-                    self.forget_running(&job_id);
+                    self.forget_job(&job_id, super::Leaving::Inputs).await;
                 }
             }
             Ok(db::Completion::Refused(reason)) => ack(false, Some(reason)),
@@ -147,14 +156,14 @@ impl Grid {
     /// Checks a result against its inputs with Freivalds' algorithm (see `verify`), with as
     /// many random vectors as the worker's record calls for, off the async workers.
     async fn verify(&self, from: &Standing, lease: &Lease, c: &Bytes) -> Finding {
-        let Ok(inputs) = self.inputs.get(&self.db, &lease.job_id).await else {
+        let panels = self
+            .inputs
+            .panels(&self.db, &lease.job_id, lease.tile_row, lease.tile_col);
+        let Ok((plan, tile, a, b)) = panels.await else {
             return Finding::NotChecked(
                 "the job's inputs are unavailable; the task will be re-queued".into(),
             );
         };
-        let plan = inputs.plan;
-        let tile = plan.tile(lease.tile_row, lease.tile_col);
-        let (a, b) = inputs.panels(&tile);
         let c = c.clone();
         let vectors = from.record.check_vectors();
         let started = std::time::Instant::now();
@@ -225,13 +234,16 @@ impl Grid {
         };
         let mut wrong = Vec::new();
         for tile in accepted {
-            let Ok(inputs) = self.inputs.get(&self.db, &tile.job_id).await else {
+            let (row, col) = (tile.tile_row as usize, tile.tile_col as usize);
+            let Ok((plan, t, a, b)) = self.inputs.panels(&self.db, &tile.job_id, row, col).await
+            else {
                 continue; // the job ended meanwhile
             };
-            let plan = inputs.plan;
-            let t = plan.tile(tile.tile_row as usize, tile.tile_col as usize);
-            let (a, b) = inputs.panels(&t);
-            let c = tile.result;
+            let (store, job_id) = (self.inputs.store().clone(), tile.job_id.clone());
+            let read = tokio::task::spawn_blocking(move || store.read_tile(&job_id, &plan, &t));
+            let Ok(Ok(c)) = read.await else {
+                continue; // the job ended meanwhile
+            };
             let failed = tokio::task::spawn_blocking(move || {
                 let per_check = trust::AUDIT_VECTORS_PER_CHECK;
                 (0..trust::AUDIT_VECTORS / per_check).any(|_| {

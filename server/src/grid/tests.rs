@@ -12,6 +12,7 @@ use super::*;
 use crate::jobs::{Dtype, Plan};
 use crate::protocol::{RegisterWorker, ResultAck, TaskResult};
 use crate::status::JobStatus;
+use crate::store::{Part, Store};
 
 /// Records every message; every connection is open.
 #[derive(Default)]
@@ -54,8 +55,9 @@ async fn setup() -> Setup {
     })
     .expect("the defaults are valid");
     let db = db::connect(&path).await.expect("a database");
+    let store = Arc::new(Store::open(&dir.join("jobs")).expect("a store"));
     let sent = Arc::new(Recorder::default());
-    let grid = Grid::new(Arc::new(config), db, Box::new(sent.clone()));
+    let grid = Grid::new(Arc::new(config), db, store, Box::new(sent.clone()));
     Setup { grid, sent, dir }
 }
 
@@ -69,9 +71,17 @@ async fn one_tile_job(grid: &Grid) -> Vec<u8> {
         tile: 2,
     };
     let bytes = |v: [f64; 4]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
-    let (a, b) = (bytes([1.0, 2.0, 3.0, 4.0]), bytes([5.0, 6.0, 7.0, 8.0]));
-    let panels = plan.panelize_b(&b);
-    db::insert_job(&grid.db, "job", "test", &plan, &a, &panels)
+    let upload = grid.inputs.store().begin("job").expect("begun");
+    for (part, values) in [
+        (Part::A, [1.0, 2.0, 3.0, 4.0]),
+        (Part::B, [5.0, 6.0, 7.0, 8.0]),
+    ] {
+        let mut w = upload.matrix(part, Dtype::F64, 2, 2, false).expect("file");
+        w.write(&bytes(values)).expect("fits");
+        w.finish().expect("whole");
+    }
+    upload.finish(&plan).expect("stored");
+    db::insert_job(&grid.db, "job", "test", &plan)
         .await
         .expect("stored");
     bytes([19.0, 22.0, 43.0, 50.0])
@@ -124,9 +134,9 @@ async fn a_requested_task_is_sent_with_both_panels_and_its_right_answer_finishes
         "no cache: both panels"
     );
     let sent = task.a.as_ref().map_or(0, Bytes::len) + task.b.as_ref().map_or(0, Bytes::len);
-    let inputs = grid.inputs.get(&grid.db, "job").await.expect("inputs");
+    let plan = grid.inputs.plan(&grid.db, "job").await.expect("a plan");
     assert_eq!(
-        inputs.panel_bytes(0, 0),
+        plan.panel_bytes(&plan.tile(0, 0)) as u64,
         sent as u64,
         "what the send budget counts"
     );

@@ -2,7 +2,6 @@
 //! tile's state.
 
 use std::pin::Pin;
-use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, HttpBody};
@@ -18,11 +17,11 @@ use utoipa::ToSchema;
 use super::{authorize, find_job, ErrorBody};
 use crate::db;
 use crate::error::{Error, Result};
-use crate::grid::inputs::JobInputs;
 use crate::jobs::{self, Dtype, JsonJob, Matrix, Plan, PlanLimits};
 use crate::npy;
 use crate::state::AppState;
 use crate::status::JobStatus;
+use crate::store::Part;
 
 /// The JSON form of a submission, for small matrices: its body may be at most
 /// `MAX_JSON_BODY_BYTES` (4 MiB by default). Larger matrices go as `.npy` files.
@@ -136,24 +135,31 @@ pub(super) async fn submit_job(
     };
     let Submission { name, a, b, tile } = submission;
     let plan = Plan::new(&a, &b, tile, &PlanLimits::from(limits))?;
-    let b_panels = tokio::task::spawn_blocking(move || plan.panelize_b(&b.data))
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?;
     let id = uuid::Uuid::new_v4().to_string();
     let span = tracing::info_span!("job", job_id = %id);
-    // Cached before the job is stored: once its tasks are in the database a dispatch round may
-    // claim one at any moment, and must find the operands here rather than read them back.
-    let inputs = Arc::new(JobInputs {
-        plan,
-        a: a.data,
-        b_panels: Bytes::from(b_panels),
-    });
-    state.grid.inputs.insert(&id, inputs.clone());
-    if let Err(e) = db::insert_job(&state.db, &id, &name, &plan, &inputs.a, &inputs.b_panels)
+    let store = state.grid.inputs.store().clone();
+    let job_id = id.clone();
+    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
+        let upload = store.begin(&job_id)?;
+        for (matrix, m) in [(Part::A, &a), (Part::B, &b)] {
+            let mut w = upload.matrix(matrix, m.dtype, m.rows, m.cols, false)?;
+            w.write(&m.data).map_err(std::io::Error::other)?;
+            w.finish().map_err(std::io::Error::other)?;
+        }
+        upload.finish(&plan)
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))?
+    .map_err(|e| Error::Internal(format!("storing the inputs: {e}")))?;
+    // Known before the job is stored: once its tasks are in the database a dispatch round may
+    // claim one at any moment.
+    state.grid.inputs.insert_plan(&id, plan);
+    if let Err(e) = db::insert_job(&state.db, &id, &name, &plan)
         .instrument(span.clone())
         .await
     {
         state.grid.inputs.remove(&id);
+        let _ = state.grid.inputs.store().remove(&id);
         return Err(e.into());
     }
     if let Err(e) = db::checkpoint(&state.db).await {
@@ -465,6 +471,7 @@ pub(super) async fn job_tiles(
 mod tests {
     use std::convert::Infallible;
     use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::Arc;
 
     use axum::http::HeaderValue;
     use futures_util::stream::{self, StreamExt};

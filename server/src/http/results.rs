@@ -12,9 +12,9 @@ use super::{authorize, find_job, ErrorBody};
 use crate::db;
 use crate::error::{Error, Result};
 use crate::jobs;
-use crate::npy;
 use crate::state::AppState;
 use crate::status::JobStatus;
+use crate::store::{self, Part};
 
 #[derive(Deserialize, IntoParams)]
 pub(super) struct ResultQuery {
@@ -77,26 +77,26 @@ pub(super) async fn job_result(
             "the result of job {id} was removed by the retention policy (RETENTION_HOURS)"
         )));
     }
-    let tiles = db::job_results(&state.db, &id).await?;
     db::mark_downloaded(&state.db, &id).await?;
-    // Assembling and encoding a large product is CPU work: off the async workers.
+    let path = state
+        .grid
+        .inputs
+        .store()
+        .path(&id, Part::C)
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    // Reading and encoding a large product is work: off the async workers.
     let body = tokio::task::spawn_blocking(move || -> Result<Response> {
-        let mut c = vec![0u8; plan.m * plan.n * dtype.size()];
-        for (row, col, bytes) in &tiles {
-            let tile = plan.tile(*row as usize, *col as usize);
-            if bytes.len() != plan.result_len(&tile) {
-                return Err(Error::Internal(format!(
-                    "tile {row},{col} has a wrong size"
-                )));
-            }
-            plan.place(&mut c, &tile, bytes);
-        }
+        let file = std::fs::read(&path)
+            .map_err(|e| Error::Internal(format!("reading the result: {e}")))?;
+        let c = file
+            .get(store::DATA_OFFSET as usize..)
+            .filter(|c| c.len() == plan.m * plan.n * dtype.size())
+            .ok_or_else(|| Error::Internal("the stored result has a wrong size".into()))?;
         if json {
-            let values = jobs::to_f64(dtype, &c);
+            let values = jobs::to_f64(dtype, c);
             let rows: Vec<&[f64]> = values.chunks(plan.n).collect();
             Ok(Json(json!({ "c": rows })).into_response())
         } else {
-            let file = npy::encode(dtype, plan.m, plan.n, &c);
             let disposition = format!("attachment; filename=\"{id}.npy\"");
             Ok((
                 [

@@ -1,0 +1,585 @@
+//! Where jobs' matrices live: one folder per job under `DATA_DIR`, holding `a.npy`, `b.npy`
+//! and `c.npy`, each a `.npy` file with a header of [`DATA_OFFSET`] bytes followed by the
+//! matrix row-major and little-endian. The database holds the index (jobs, tasks and their
+//! states) and never the bytes. docs/storage.md gives the reasons; in short:
+//!
+//! - each byte is written once: a blob in SQLite is written to the WAL and again by the
+//!   checkpoint (a 476 MiB job took 634 MB of database plus a 503 MB WAL);
+//! - an upload streams to its file, and a panel or a tile is a positioned read or write, so
+//!   memory does not grow with the job;
+//! - the result is its own download: `c.npy` is served as it lies, with `Range`.
+//!
+//! Every function here blocks: callers run them with `spawn_blocking`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use crate::jobs::{Dtype, Plan, Tile};
+
+/// Bytes before the data in every file: a version 1.0 `.npy` header padded to 128, enough for
+/// any shape (the longest header with two 20-digit dimensions is 91 bytes).
+pub const DATA_OFFSET: u64 = 128;
+
+/// Prefix of a folder being written: an upload that did not finish leaves one, and it is
+/// removed at the next start.
+const PARTIAL: &str = ".partial-";
+
+/// The parts of a job: its two inputs and its result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Part {
+    A,
+    B,
+    C,
+}
+
+impl Part {
+    fn file(self) -> &'static str {
+        match self {
+            Part::A => "a.npy",
+            Part::B => "b.npy",
+            Part::C => "c.npy",
+        }
+    }
+}
+
+/// The job folders under one root.
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+}
+
+impl Store {
+    /// Opens (creating) the root, and removes what interrupted uploads left.
+    pub fn open(root: &Path) -> io::Result<Store> {
+        fs::create_dir_all(root)?;
+        for entry in fs::read_dir(root)? {
+            let entry = entry?;
+            if entry.file_name().to_string_lossy().starts_with(PARTIAL) {
+                fs::remove_dir_all(entry.path())?;
+            }
+        }
+        Ok(Store {
+            root: root.to_owned(),
+        })
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// A job's folder. Job ids are UUIDs the server made; anything else is refused so that
+    /// no id can name a path outside the root.
+    fn dir(&self, job_id: &str) -> io::Result<PathBuf> {
+        let safe = !job_id.is_empty()
+            && job_id.len() <= 64
+            && job_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        if !safe {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("not a job id: {job_id:?}"),
+            ));
+        }
+        Ok(self.root.join(job_id))
+    }
+
+    /// The path of one of a job's files.
+    pub fn path(&self, job_id: &str, matrix: Part) -> io::Result<PathBuf> {
+        Ok(self.dir(job_id)?.join(matrix.file()))
+    }
+
+    /// Starts writing a job's inputs; nothing is visible until [`Upload::finish`], and an
+    /// upload dropped before then leaves nothing behind.
+    pub fn begin(&self, job_id: &str) -> io::Result<Upload> {
+        let dir = self.dir(job_id)?;
+        let partial = self.root.join(format!("{PARTIAL}{job_id}"));
+        fs::create_dir(&partial)?;
+        Ok(Upload {
+            partial,
+            dir,
+            finished: false,
+        })
+    }
+
+    /// Rows `row0..row0+rows` of a `cols`-wide matrix: one read.
+    pub fn read_rows(
+        &self,
+        job_id: &str,
+        matrix: Part,
+        dtype: Dtype,
+        cols: usize,
+        row0: usize,
+        rows: usize,
+    ) -> io::Result<Vec<u8>> {
+        let file = File::open(self.path(job_id, matrix)?)?;
+        let row_bytes = cols * dtype.size();
+        let mut out = vec![0; rows * row_bytes];
+        file.read_exact_at(&mut out, DATA_OFFSET + (row0 * row_bytes) as u64)?;
+        Ok(out)
+    }
+
+    /// The block of an `n`-wide matrix at rows `row0..row0+rows`, columns `col0..col0+cols`,
+    /// row-major: one read per row.
+    #[allow(clippy::too_many_arguments)]
+    pub fn read_block(
+        &self,
+        job_id: &str,
+        matrix: Part,
+        dtype: Dtype,
+        n: usize,
+        (row0, rows): (usize, usize),
+        (col0, cols): (usize, usize),
+    ) -> io::Result<Vec<u8>> {
+        let file = File::open(self.path(job_id, matrix)?)?;
+        let e = dtype.size();
+        let mut out = vec![0; rows * cols * e];
+        for (r, row) in out.chunks_exact_mut(cols * e).enumerate() {
+            let at = ((row0 + r) * n + col0) * e;
+            file.read_exact_at(row, DATA_OFFSET + at as u64)?;
+        }
+        Ok(out)
+    }
+
+    /// A tile's panel of A (its rows, k wide) and of B (its columns, k tall).
+    pub fn panels(&self, job_id: &str, plan: &Plan, tile: &Tile) -> io::Result<(Vec<u8>, Vec<u8>)> {
+        let a = self.read_rows(job_id, Part::A, plan.dtype, plan.k, tile.row0, tile.rows)?;
+        let b = self.read_block(
+            job_id,
+            Part::B,
+            plan.dtype,
+            plan.n,
+            (0, plan.k),
+            (tile.col0, tile.cols),
+        )?;
+        Ok((a, b))
+    }
+
+    /// A stored tile of C.
+    pub fn read_tile(&self, job_id: &str, plan: &Plan, tile: &Tile) -> io::Result<Vec<u8>> {
+        let rows = (tile.row0, tile.rows);
+        let cols = (tile.col0, tile.cols);
+        self.read_block(job_id, Part::C, plan.dtype, plan.n, rows, cols)
+    }
+
+    /// Writes tiles into their jobs' `c.npy` and makes them durable before returning: a tile
+    /// is marked done in the database only after this.
+    pub fn write_tiles<'a>(
+        &self,
+        tiles: impl IntoIterator<Item = (&'a str, &'a Plan, &'a Tile, &'a [u8])>,
+    ) -> io::Result<()> {
+        let mut open: Vec<(&str, File)> = Vec::new();
+        for (job_id, plan, tile, bytes) in tiles {
+            let e = plan.dtype.size();
+            if bytes.len() != tile.rows * tile.cols * e {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "a tile's bytes do not match its shape",
+                ));
+            }
+            let file = match open.iter().position(|(j, _)| *j == job_id) {
+                Some(i) => &open[i].1,
+                None => {
+                    let path = self.path(job_id, Part::C)?;
+                    open.push((job_id, OpenOptions::new().write(true).open(path)?));
+                    &open[open.len() - 1].1
+                }
+            };
+            for (r, row) in bytes.chunks_exact(tile.cols * e).enumerate() {
+                let at = ((tile.row0 + r) * plan.n + tile.col0) * e;
+                file.write_all_at(row, DATA_OFFSET + at as u64)?;
+            }
+        }
+        for (_, file) in &open {
+            file.sync_data()?;
+        }
+        Ok(())
+    }
+
+    /// Removes a job's inputs (once it is done its result no longer needs them).
+    pub fn remove_inputs(&self, job_id: &str) -> io::Result<()> {
+        for matrix in [Part::A, Part::B] {
+            match fs::remove_file(self.path(job_id, matrix)?) {
+                Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes a job's folder and everything in it.
+    pub fn remove(&self, job_id: &str) -> io::Result<()> {
+        match fs::remove_dir_all(self.dir(job_id)?) {
+            Err(e) if e.kind() != io::ErrorKind::NotFound => Err(e),
+            _ => Ok(()),
+        }
+    }
+
+    /// Bytes a job's files take on disk (allocated blocks: a result not yet computed takes
+    /// none).
+    pub fn disk_bytes(&self, job_id: &str) -> io::Result<u64> {
+        use std::os::unix::fs::MetadataExt;
+        let mut total = 0;
+        for matrix in [Part::A, Part::B, Part::C] {
+            match fs::metadata(self.path(job_id, matrix)?) {
+                Ok(meta) => total += meta.blocks() * 512,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(total)
+    }
+
+    /// Copies every job's folder into `dest` (a new folder), for a backup taken after the
+    /// database's: a tile the database copy calls done was durable before it was marked so,
+    /// and is in the copy. Inputs never change once written, so they are hard-linked where
+    /// the file system allows. Returns the jobs copied.
+    pub fn copy_to(&self, dest: &Path) -> io::Result<usize> {
+        fs::create_dir(dest)?;
+        let mut jobs = 0;
+        for entry in fs::read_dir(&self.root)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            if name.to_string_lossy().starts_with(PARTIAL) || !entry.file_type()?.is_dir() {
+                continue;
+            }
+            let to = dest.join(&name);
+            fs::create_dir(&to)?;
+            for part in [Part::A, Part::B, Part::C] {
+                let from = entry.path().join(part.file());
+                if !from.exists() {
+                    continue; // a done job's inputs are gone
+                }
+                let target = to.join(part.file());
+                let linked = part != Part::C && fs::hard_link(&from, &target).is_ok();
+                if !linked {
+                    fs::copy(&from, &target)?;
+                }
+            }
+            jobs += 1;
+        }
+        File::open(dest)?.sync_all()?;
+        Ok(jobs)
+    }
+
+    /// Bytes free for the server on the root's file system.
+    pub fn available_bytes(&self) -> io::Result<u64> {
+        fs4::available_space(&self.root)
+    }
+}
+
+/// A job's inputs being written (see [`Store::begin`]).
+#[derive(Debug)]
+pub struct Upload {
+    partial: PathBuf,
+    dir: PathBuf,
+    finished: bool,
+}
+
+impl Upload {
+    /// Starts one input's file; its data follows through [`MatrixWriter::write`].
+    pub fn matrix(
+        &self,
+        matrix: Part,
+        dtype: Dtype,
+        rows: usize,
+        cols: usize,
+        big_endian: bool,
+    ) -> io::Result<MatrixWriter> {
+        let mut file = File::create(self.partial.join(matrix.file()))?;
+        file.write_all(&header(dtype, rows, cols))?;
+        Ok(MatrixWriter {
+            file: io::BufWriter::with_capacity(1 << 20, file),
+            dtype,
+            expected: (rows * cols * dtype.size()) as u64,
+            written: 0,
+            swap: big_endian,
+            carry: Vec::new(),
+        })
+    }
+
+    /// Makes the job's folder visible with its inputs and an empty result of `plan`'s shape
+    /// (sparse: it takes no space until tiles arrive).
+    pub fn finish(mut self, plan: &Plan) -> io::Result<()> {
+        let mut c = File::create(self.partial.join(Part::C.file()))?;
+        c.write_all(&header(plan.dtype, plan.m, plan.n))?;
+        c.set_len(DATA_OFFSET + (plan.m * plan.n * plan.dtype.size()) as u64)?;
+        c.sync_all()?;
+        fs::rename(&self.partial, &self.dir)?;
+        if let Some(root) = self.dir.parent() {
+            File::open(root)?.sync_all()?;
+        }
+        self.finished = true;
+        Ok(())
+    }
+}
+
+impl Drop for Upload {
+    fn drop(&mut self) {
+        if !self.finished {
+            let _ = fs::remove_dir_all(&self.partial);
+        }
+    }
+}
+
+/// One input's data as it arrives, in chunks of any size.
+#[derive(Debug)]
+pub struct MatrixWriter {
+    file: io::BufWriter<File>,
+    dtype: Dtype,
+    expected: u64,
+    written: u64,
+    /// Big-endian data is swapped as it is written.
+    swap: bool,
+    /// The start of an element cut by the end of the last chunk.
+    carry: Vec<u8>,
+}
+
+/// Why data could not be taken.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    #[error("has more data than its shape holds ({0} bytes)")]
+    TooLong(u64),
+    #[error("has {got} data bytes, its shape needs {expected}")]
+    TooShort { got: u64, expected: u64 },
+    #[error("holds a value that is not finite (NaN or infinity) at element {0}")]
+    NotFinite(u64),
+    #[error(transparent)]
+    Io(#[from] io::Error),
+}
+
+impl MatrixWriter {
+    /// Appends data, checking that it fits the shape and that every value is finite.
+    pub fn write(&mut self, chunk: &[u8]) -> Result<(), WriteError> {
+        let e = self.dtype.size();
+        if self.written + (self.carry.len() + chunk.len()) as u64 > self.expected {
+            return Err(WriteError::TooLong(self.expected));
+        }
+        let mut chunk = chunk;
+        if !self.carry.is_empty() {
+            let need = e - self.carry.len();
+            let take = need.min(chunk.len());
+            self.carry.extend_from_slice(&chunk[..take]);
+            chunk = &chunk[take..];
+            if self.carry.len() < e {
+                return Ok(());
+            }
+            let element = std::mem::take(&mut self.carry);
+            self.put(&element)?;
+        }
+        let whole = chunk.len() - chunk.len() % e;
+        self.put(&chunk[..whole])?;
+        self.carry.extend_from_slice(&chunk[whole..]);
+        Ok(())
+    }
+
+    /// Writes whole elements.
+    fn put(&mut self, data: &[u8]) -> Result<(), WriteError> {
+        let e = self.dtype.size();
+        let mut buf;
+        let data = if self.swap {
+            buf = data.to_vec();
+            for element in buf.chunks_exact_mut(e) {
+                element.reverse();
+            }
+            &buf[..]
+        } else {
+            data
+        };
+        let first = self.written / e as u64;
+        let finite = match self.dtype {
+            Dtype::F32 => data
+                .chunks_exact(4)
+                .position(|x| !f32::from_le_bytes([x[0], x[1], x[2], x[3]]).is_finite()),
+            Dtype::F64 => data
+                .chunks_exact(8)
+                .position(|x| !f64::from_le_bytes(x.try_into().unwrap_or([0; 8])).is_finite()),
+        };
+        if let Some(i) = finite {
+            return Err(WriteError::NotFinite(first + i as u64));
+        }
+        self.file.write_all(data)?;
+        self.written += data.len() as u64;
+        Ok(())
+    }
+
+    /// Checks that all the data came, and makes it durable.
+    pub fn finish(self) -> Result<(), WriteError> {
+        if self.written != self.expected || !self.carry.is_empty() {
+            return Err(WriteError::TooShort {
+                got: self.written + self.carry.len() as u64,
+                expected: self.expected,
+            });
+        }
+        let file = self.file.into_inner().map_err(|e| e.into_error())?;
+        file.sync_data()?;
+        Ok(())
+    }
+}
+
+/// A version 1.0 `.npy` header of exactly [`DATA_OFFSET`] bytes.
+pub fn header(dtype: Dtype, rows: usize, cols: usize) -> Vec<u8> {
+    let descr = match dtype {
+        Dtype::F32 => "<f4",
+        Dtype::F64 => "<f8",
+    };
+    let mut dict =
+        format!("{{'descr': '{descr}', 'fortran_order': False, 'shape': ({rows}, {cols}), }}");
+    let fixed = 6 + 2 + 2; // magic, version, header length
+    dict.push_str(&" ".repeat(DATA_OFFSET as usize - fixed - dict.len() - 1));
+    dict.push('\n');
+    let mut out = Vec::with_capacity(DATA_OFFSET as usize);
+    out.extend_from_slice(b"\x93NUMPY\x01\x00");
+    out.extend_from_slice(&(dict.len() as u16).to_le_bytes());
+    out.extend_from_slice(dict.as_bytes());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp() -> (Store, PathBuf) {
+        let root = std::env::temp_dir().join(format!("brain-store-{}", uuid::Uuid::new_v4()));
+        (Store::open(&root).expect("a store"), root)
+    }
+
+    fn f32s(values: impl IntoIterator<Item = f32>) -> Vec<u8> {
+        values.into_iter().flat_map(f32::to_le_bytes).collect()
+    }
+
+    fn plan(m: usize, k: usize, n: usize, tile: usize) -> Plan {
+        Plan {
+            dtype: Dtype::F32,
+            m,
+            k,
+            n,
+            tile,
+        }
+    }
+
+    /// Stores a 3×2·2×3 job, A = 0..6 and B = 10..16, in chunks of `chunk` bytes.
+    fn stored(store: &Store, chunk: usize) -> Plan {
+        let plan = plan(3, 2, 3, 2);
+        let upload = store.begin("job").expect("begun");
+        for (matrix, rows, cols, first) in [(Part::A, 3, 2, 0), (Part::B, 2, 3, 10)] {
+            let mut w = upload
+                .matrix(matrix, Dtype::F32, rows, cols, false)
+                .expect("file");
+            let data = f32s((first..first + 6).map(|v| v as f32));
+            for piece in data.chunks(chunk) {
+                w.write(piece).expect("fits");
+            }
+            w.finish().expect("whole");
+        }
+        upload.finish(&plan).expect("finished");
+        plan
+    }
+
+    #[test]
+    fn headers_are_valid_npy_of_fixed_length() {
+        let longest = header(Dtype::F64, usize::MAX, usize::MAX);
+        assert_eq!(longest.len() as u64, DATA_OFFSET);
+        let mut file = header(Dtype::F32, 1, 1);
+        file.extend_from_slice(&1f32.to_le_bytes());
+        let parsed = crate::npy::parse("c", &bytes::Bytes::from(file), 1);
+        assert!(parsed.is_ok(), "{parsed:?}");
+    }
+
+    #[test]
+    fn panels_and_tiles_read_back_what_was_written_whatever_the_chunks() {
+        for chunk in [1, 3, 5, 24] {
+            let (store, root) = temp();
+            let plan = stored(&store, chunk);
+            let tile = plan.tile(1, 1); // row 2, column 2
+            let (a, b) = store.panels("job", &plan, &tile).expect("panels");
+            assert_eq!(a, f32s([4.0, 5.0]), "chunks of {chunk}");
+            assert_eq!(b, f32s([12.0, 15.0]));
+            let tile = plan.tile(0, 0);
+            store
+                .write_tiles([("job", &plan, &tile, &f32s([1.0, 2.0, 3.0, 4.0])[..])])
+                .expect("written");
+            assert_eq!(
+                store.read_tile("job", &plan, &tile).expect("read"),
+                f32s([1.0, 2.0, 3.0, 4.0])
+            );
+            let c = std::fs::read(store.path("job", Part::C).expect("path")).expect("c");
+            let c = crate::npy::parse("c", &bytes::Bytes::from(c), 9).expect("a valid .npy");
+            assert_eq!(
+                &c.data[..],
+                &f32s([1.0, 2.0, 0.0, 3.0, 4.0, 0.0, 0.0, 0.0, 0.0])[..]
+            );
+            let _ = std::fs::remove_dir_all(root);
+        }
+    }
+
+    #[test]
+    fn an_upload_that_does_not_finish_leaves_nothing() {
+        let (store, root) = temp();
+        {
+            let upload = store.begin("job").expect("begun");
+            let mut w = upload
+                .matrix(Part::A, Dtype::F32, 1, 2, false)
+                .expect("file");
+            w.write(&f32s([1.0])).expect("fits");
+            assert_eq!(std::fs::read_dir(&root).expect("root").count(), 1);
+        }
+        assert_eq!(std::fs::read_dir(&root).expect("root").count(), 0);
+        // A crash leaves a partial folder; the next start removes it.
+        std::fs::create_dir(root.join(".partial-x")).expect("made");
+        let store = Store::open(&root).expect("reopened");
+        assert_eq!(std::fs::read_dir(store.root()).expect("root").count(), 0);
+        let _ = std::fs::remove_dir_all(root);
+    }
+
+    #[test]
+    fn data_must_fit_its_shape_be_finite_and_big_endian_is_swapped() {
+        let (store, root) = temp();
+        let upload = store.begin("job").expect("begun");
+        let mut w = upload
+            .matrix(Part::A, Dtype::F32, 1, 2, false)
+            .expect("file");
+        assert!(matches!(w.write(&[0; 12]), Err(WriteError::TooLong(8))));
+        w.write(&f32s([1.0])).expect("fits");
+        assert!(matches!(
+            w.finish(),
+            Err(WriteError::TooShort {
+                got: 4,
+                expected: 8
+            })
+        ));
+        let mut w = upload
+            .matrix(Part::A, Dtype::F32, 1, 2, false)
+            .expect("file");
+        assert!(matches!(
+            w.write(&f32s([1.0, f32::NAN])),
+            Err(WriteError::NotFinite(1))
+        ));
+        let mut w = upload
+            .matrix(Part::B, Dtype::F32, 1, 2, true)
+            .expect("file");
+        let big: Vec<u8> = [1.5f32, -2.0]
+            .iter()
+            .flat_map(|v| v.to_be_bytes())
+            .collect();
+        w.write(&big[..3]).expect("a piece");
+        w.write(&big[3..]).expect("the rest");
+        w.finish().expect("whole");
+        upload.finish(&plan(1, 1, 2, 2)).expect("finished");
+        let b = store
+            .read_rows("job", Part::B, Dtype::F32, 2, 0, 1)
+            .expect("read");
+        assert_eq!(b, f32s([1.5, -2.0]));
+        assert!(store.dir("../etc").is_err(), "ids cannot name other paths");
+        store.remove_inputs("job").expect("removed");
+        assert!(
+            store.disk_bytes("job").expect("measured") < 8192,
+            "only the empty result"
+        );
+        store.remove("job").expect("removed");
+        assert_eq!(std::fs::read_dir(&root).expect("root").count(), 0);
+        let _ = std::fs::remove_dir_all(root);
+    }
+}
