@@ -819,6 +819,23 @@ impl Plan {
         out
     }
 
+    /// B (k×n row-major) back from its column panels (see [`Plan::panelize_b`]).
+    pub fn unpanelize_b(&self, b_panels: &[u8]) -> Vec<u8> {
+        let e = self.dtype.size();
+        let mut out = vec![0; self.k * self.n * e];
+        let mut at = 0;
+        for col in 0..self.tile_cols() {
+            let t = self.tile(0, col);
+            for p in 0..self.k {
+                let start = (p * self.n + t.col0) * e;
+                let row = b_panels.get(at..at + t.cols * e).unwrap_or_default();
+                out[start..start + row.len()].copy_from_slice(row);
+                at += t.cols * e;
+            }
+        }
+        out
+    }
+
     /// Copies one finished tile into the full product `c` (m×n row-major bytes).
     pub fn place(&self, c: &mut [u8], t: &Tile, tile_bytes: &[u8]) {
         let e = self.dtype.size();

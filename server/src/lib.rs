@@ -28,6 +28,7 @@ pub mod status;
 pub mod store;
 pub mod sync;
 pub mod trust;
+pub mod upgrade;
 pub mod verify;
 
 use std::future::Future;
@@ -82,6 +83,18 @@ pub async fn build(config: Config) -> Result<(Router, AppState), sqlx::Error> {
     let store = Arc::new(store::Store::open(&config.data_dir).map_err(|e| {
         sqlx::Error::Configuration(format!("DATA_DIR {}: {e}", config.data_dir.display()).into())
     })?);
+    match upgrade::move_blobs(&db, &store).await {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            jobs = n,
+            "moved jobs' matrices from the database to DATA_DIR"
+        ),
+        Err(e) => {
+            return Err(sqlx::Error::Protocol(format!(
+                "moving jobs to DATA_DIR: {e}"
+            )))
+        }
+    }
     let state = AppState {
         grid: Grid::new(config.clone(), db.clone(), store, outbox),
         config,

@@ -110,19 +110,6 @@ pub async fn get_job(pool: &Pool, id: &str) -> Result<Option<JobRow>, sqlx::Erro
         .await
 }
 
-/// A job's stored operands: A row-major and B as column panels.
-pub async fn job_inputs(pool: &Pool, id: &str) -> Result<Option<(Bytes, Bytes)>, sqlx::Error> {
-    let row = sqlx::query("SELECT a, b_panels FROM job_inputs WHERE job_id = ?")
-        .bind(id)
-        .fetch_optional(pool)
-        .await?;
-    Ok(row.map(|r| {
-        let a: Vec<u8> = r.get("a");
-        let b: Vec<u8> = r.get("b_panels");
-        (Bytes::from(a), Bytes::from(b))
-    }))
-}
-
 /// Marks a job running once its first task is leased.
 pub async fn mark_running(pool: &Pool, job_id: &str) -> Result<(), sqlx::Error> {
     sqlx::query("UPDATE jobs SET status = 'running' WHERE id = ? AND status = 'queued'")
@@ -196,24 +183,6 @@ async fn end_job(
     }
     tx.commit().await?;
     Ok(withdrawn)
-}
-
-/// Every finished tile of a job with its result bytes.
-pub async fn job_results(
-    pool: &Pool,
-    job_id: &str,
-) -> Result<Vec<(i64, i64, Vec<u8>)>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT tile_row, tile_col, result FROM tasks \
-         WHERE job_id = ? AND state = 'done' ORDER BY tile_row, tile_col",
-    )
-    .bind(job_id)
-    .fetch_all(pool)
-    .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| (r.get("tile_row"), r.get("tile_col"), r.get("result")))
-        .collect())
 }
 
 /// A tile's state for the dashboard's picture of a job.

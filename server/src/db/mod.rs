@@ -13,7 +13,6 @@
 use std::path::Path;
 use std::time::Duration;
 
-use bytes::Bytes;
 use serde::Serialize;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{FromRow, Row, SqlitePool};
@@ -24,6 +23,7 @@ use crate::trust::{self, FailureKind};
 
 mod jobs;
 mod leases;
+pub mod legacy;
 mod workers;
 
 pub use jobs::*;

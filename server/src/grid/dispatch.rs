@@ -271,6 +271,15 @@ async fn serve(grid: &Grid, waiting: Vec<Waiter>, unserved: &mut Vec<Waiter>) ->
         }
         if let Err(e) = deliver(grid, &waiter, &task, false, 0).await {
             tracing::warn!(task_id = task.id, error = %e, "could not deliver a task");
+            if let Error::Gone(reason) = &e {
+                // Its files are gone (removed by hand, or a restore without them): no task of
+                // it can ever be sent, and retrying would spin for ever.
+                if let Err(e) = grid.end_job(&task.job_id, Some(reason)).await {
+                    tracing::error!(job_id = %task.job_id, error = %e, "failing a job failed");
+                }
+                unserved.push(waiter);
+                continue;
+            }
             let owner = waiter.connection.as_str();
             if let Err(e) = db::unclaim_task(&grid.db, task.id, owner).await {
                 // The lease stays until it expires, or until a copy overtakes it.

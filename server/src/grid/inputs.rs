@@ -109,7 +109,13 @@ impl Inputs {
         })
         .await
         .map_err(|e| Error::Internal(e.to_string()))?
-        .map_err(|e| Error::Internal(format!("reading a panel of job {job_id}: {e}")))?;
+        .map_err(|e| match e.kind() {
+            // Gone for good: the job cannot go on (see `dispatch::serve`).
+            std::io::ErrorKind::NotFound | std::io::ErrorKind::UnexpectedEof => {
+                Error::Gone(format!("its inputs are missing from DATA_DIR ({e})"))
+            }
+            _ => Error::Internal(format!("reading a panel of job {job_id}: {e}")),
+        })?;
         let panel = Bytes::from(read);
         self.keep(key, panel.clone());
         Ok(panel)

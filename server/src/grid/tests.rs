@@ -279,3 +279,28 @@ fn the_grid_imports_no_transport() {
     }
     assert!(files >= 8, "read {files} files of src/grid");
 }
+
+#[tokio::test]
+async fn a_job_whose_files_are_gone_fails_instead_of_being_offered_for_ever() {
+    let Setup { grid, sent, .. } = &setup().await;
+    one_tile_job(grid).await;
+    grid.inputs.store().remove("job").expect("removed");
+    let worker = volunteer(grid, [10, 0, 0, 1]).await;
+    grid.request_task(worker.clone()).expect("queued");
+    dispatch::dispatch(grid).await.expect("dispatched");
+    assert_eq!(task_sent(&sent.take(), worker.connection), None);
+    let job = db::get_job(&grid.db, "job")
+        .await
+        .expect("read")
+        .expect("a job");
+    assert_eq!(job.status, JobStatus::Failed);
+    assert!(
+        job.error
+            .as_deref()
+            .unwrap_or("")
+            .contains("missing from DATA_DIR"),
+        "{:?}",
+        job.error
+    );
+    assert_eq!(grid.waiting(), 1, "the request waits for other work");
+}
