@@ -3,7 +3,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { join } from "node:path";
+import { existsSync, readdirSync } from "node:fs";
+import { dirname, join } from "node:path";
 import { promisify } from "node:util";
 import {
   SERVER_BIN, api, assertClose, downloadNpy, referenceProduct, once, randomMatrix, registered, rowsOf,
@@ -113,6 +114,24 @@ test("retention removes a finished job's inputs and results after the configured
   assert.equal(res.status, 410);
   assert.match(res.json.error, /retention/);
   assert.equal((await api(server.url, `/api/jobs/${job.id}`)).json.status, "done", "the job stays listed");
+  assert.ok(!existsSync(join(dirname(server.dbPath), "jobs", job.id)), "its folder in DATA_DIR is gone");
+});
+
+test("a job's files take its inputs while it runs, its result once done, nothing once cancelled", async (t) => {
+  const server = await startServer(t);
+  const folder = (id) => join(dirname(server.dbPath), "jobs", id);
+  const job = await submitRandom(server.url, 4, 4, 4, 2, 8);
+  assert.deepEqual(readdirSync(folder(job.id)).sort(), ["a.npy", "b.npy", "c.npy"]);
+  await startWorker(t, server.url);
+  await waitForJob(server.url, job.id);
+  // Removed just after the job is marked done.
+  for (const end = Date.now() + 5000; readdirSync(folder(job.id)).length > 1 && Date.now() < end; )
+    await new Promise((r) => setTimeout(r, 20));
+  assert.deepEqual(readdirSync(folder(job.id)), ["c.npy"], "a done job's inputs are removed");
+  const cancelled = await submitRandom(server.url, 4, 4, 4, 2, 9);
+  const res = await api(server.url, `/api/jobs/${cancelled.id}`, { method: "DELETE" });
+  assert.equal(res.status, 200, JSON.stringify(res.json));
+  assert.ok(!existsSync(folder(cancelled.id)), "a cancelled job's folder is removed");
 });
 
 test("a bad configuration stops start-up with a message naming the variable", async () => {
