@@ -569,7 +569,12 @@ pub struct Failure {
 /// worker that held it (see [`record_failure`]): once per worker and task, and against the
 /// job only when trusted workers at `needed` addresses have failed the same task. A task at
 /// fault is marked failed in the same transaction, so no one can fail it once more meanwhile.
-pub async fn expire_leases(pool: &Pool, needed: usize) -> Result<Vec<Failure>, sqlx::Error> {
+///
+/// The transaction is left open: the caller drops the expired leases from the connections that
+/// held them, then commits. Until then no dispatch round can claim the tasks again (the
+/// transaction holds the write lock), so a new lease on one of them, perhaps to the same
+/// connection, is never taken for the expired one and dropped with it.
+pub async fn expire_leases(pool: &Pool, needed: usize) -> Result<Expiring, sqlx::Error> {
     let now = now_ms();
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     // Read before writing is safe here: BEGIN IMMEDIATE holds the write lock.
@@ -581,7 +586,10 @@ pub async fn expire_leases(pool: &Pool, needed: usize) -> Result<Vec<Failure>, s
     .fetch_all(&mut *tx)
     .await?;
     if expired.is_empty() {
-        return Ok(Vec::new());
+        return Ok(Expiring {
+            tx,
+            failures: Vec::new(),
+        });
     }
     sqlx::query(
         "UPDATE tasks SET state = 'queued', lease_owner = NULL, lease_worker = NULL, \
@@ -624,8 +632,24 @@ pub async fn expire_leases(pool: &Pool, needed: usize) -> Result<Vec<Failure>, s
         }
         failures.push(failure);
     }
-    tx.commit().await?;
-    Ok(failures)
+    Ok(Expiring { tx, failures })
+}
+
+/// Expired leases re-queued in a transaction not yet committed (see [`expire_leases`]).
+pub struct Expiring {
+    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    failures: Vec<Failure>,
+}
+
+impl Expiring {
+    pub fn failures(&self) -> &[Failure] {
+        &self.failures
+    }
+
+    pub async fn commit(self) -> Result<Vec<Failure>, sqlx::Error> {
+        self.tx.commit().await?;
+        Ok(self.failures)
+    }
 }
 
 /// A lease found expired, with who held it.
@@ -651,6 +675,21 @@ pub async fn report_failure(
     let now = now_ms();
     let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
     let Some(task) = give_back(&mut tx, task_id, holder.connection, reason, now).await? else {
+        // A report that comes after the worker's lease on the task ran out still means the
+        // worker cannot compute it: it is not offered the task again. Nothing else changes
+        // (the expiry was counted already).
+        let expired: Option<(i64,)> = sqlx::query_as(
+            "SELECT task_id FROM task_failures WHERE task_id = ? AND worker_id = ? AND kind = ?",
+        )
+        .bind(task_id)
+        .bind(holder.worker_id)
+        .bind(FailureKind::Expired.as_str())
+        .fetch_optional(&mut *tx)
+        .await?;
+        if expired.is_some() {
+            exclude(&mut tx, task_id, holder.worker_id).await?;
+            tx.commit().await?;
+        }
         return Ok(None);
     };
     let mut failure = Failure {

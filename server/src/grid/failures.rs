@@ -90,6 +90,21 @@ impl Grid {
     }
 }
 
+/// Takes back the leases that passed their deadline: from the connections that held them
+/// before the database lets anyone claim their tasks again (see `db::expire_leases`).
+pub(super) async fn expire(grid: &Grid) -> crate::error::Result<()> {
+    let expiring = db::expire_leases(&grid.db, grid.config.max_task_failures as usize).await?;
+    if expiring.failures().is_empty() {
+        return Ok(());
+    }
+    for failure in expiring.failures() {
+        grid.workers.withdraw(failure.task.id, None);
+    }
+    let expired = expiring.commit().await?;
+    tracing::info!(count = expired.len(), "leases expired; tasks re-queued");
+    grid.handle_failures(&expired).await
+}
+
 /// Takes back leases that passed their deadline, every quarter lease (at most every second),
 /// and applies the retention policy.
 pub async fn sweep(grid: Arc<Grid>) {
@@ -124,18 +139,8 @@ pub async fn sweep(grid: Arc<Grid>) {
         if grid.waiting() > 0 {
             grid.wake();
         }
-        match db::expire_leases(&grid.db, grid.config.max_task_failures as usize).await {
-            Ok(expired) if !expired.is_empty() => {
-                tracing::info!(count = expired.len(), "leases expired; tasks re-queued");
-                for failure in &expired {
-                    grid.workers.withdraw(failure.task.id, None);
-                }
-                if let Err(e) = grid.handle_failures(&expired).await {
-                    tracing::error!(error = %e, "handling expired leases failed");
-                }
-            }
-            Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "sweeping leases failed"),
+        if let Err(e) = expire(&grid).await {
+            tracing::error!(error = %e, "sweeping leases failed");
         }
     }
 }

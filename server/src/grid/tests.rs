@@ -48,12 +48,21 @@ impl Drop for Setup {
 }
 
 async fn setup() -> Setup {
+    setup_with(&[]).await
+}
+
+/// A grid with settings (`("LEASE_MS", "100")`, …) on top of the defaults.
+async fn setup_with(settings: &[(&str, &str)]) -> Setup {
     let dir = std::env::temp_dir().join(format!("brain-grid-{}", uuid::Uuid::new_v4()));
     let path = dir.join("brain.db");
-    let config = crate::config::Config::from_lookup(|var| {
-        (var == "DATABASE_PATH").then(|| path.display().to_string())
+    let config = crate::config::Config::from_lookup(|var| match var {
+        "DATABASE_PATH" => Some(path.display().to_string()),
+        _ => settings
+            .iter()
+            .find(|(name, _)| *name == var)
+            .map(|(_, value)| value.to_string()),
     })
-    .expect("the defaults are valid");
+    .expect("valid settings");
     let db = db::connect(&path).await.expect("a database");
     let store = Arc::new(Store::open(&dir.join("jobs")).expect("a store"));
     let sent = Arc::new(Recorder::default());
@@ -303,4 +312,72 @@ async fn a_job_whose_files_are_gone_fails_instead_of_being_offered_for_ever() {
         job.error
     );
     assert_eq!(grid.waiting(), 1, "the request waits for other work");
+}
+
+#[tokio::test]
+async fn a_failure_reported_after_the_lease_ran_out_still_keeps_the_task_from_its_reporter() {
+    let Setup { grid, sent, .. } = &setup_with(&[("LEASE_MS", "100")]).await;
+    one_tile_job(grid).await;
+    let slow = volunteer(grid, [10, 0, 0, 1]).await;
+    grid.request_task(slow.clone()).expect("queued");
+    dispatch::dispatch(grid).await.expect("dispatched");
+    let task_id = task_sent(&sent.take(), slow.connection).expect("a task");
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    failures::expire(grid).await.expect("swept");
+    assert!(grid.workers.holders(task_id).is_empty());
+    let late = crate::protocol::TaskFailed {
+        task_id,
+        error: "out of memory".into(),
+    };
+    assert_eq!(
+        grid.report_failure(&slow, late).await,
+        Err(Refusal::UnknownTask(task_id)),
+        "the lease is gone"
+    );
+    grid.request_task(slow.clone()).expect("queued");
+    dispatch::dispatch(grid).await.expect("dispatched");
+    assert_eq!(
+        task_sent(&sent.take(), slow.connection),
+        None,
+        "not offered again"
+    );
+    let other = volunteer(grid, [10, 0, 0, 2]).await;
+    grid.request_task(other.clone()).expect("queued");
+    dispatch::dispatch(grid).await.expect("dispatched");
+    assert_eq!(task_sent(&sent.take(), other.connection), Some(task_id));
+}
+
+#[tokio::test]
+async fn an_expired_lease_is_dropped_before_its_task_can_be_leased_again() {
+    let Setup { grid, sent, .. } = &setup_with(&[("LEASE_MS", "100")]).await;
+    one_tile_job(grid).await;
+    let worker = volunteer(grid, [10, 0, 0, 1]).await;
+    grid.request_task(worker.clone()).expect("queued");
+    dispatch::dispatch(grid).await.expect("dispatched");
+    let task_id = task_sent(&sent.take(), worker.connection).expect("a task");
+    tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+    // The worker asks again while its lease is being expired: the round that serves it must
+    // wait for the expiry to be done, or the sweeper would drop the new lease with the old.
+    grid.request_task(worker.clone()).expect("queued");
+    let expiring = db::expire_leases(&grid.db, 3).await.expect("swept");
+    let round = tokio::spawn({
+        let grid = grid.clone();
+        async move { dispatch::dispatch(&grid).await }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    assert!(
+        !round.is_finished(),
+        "the round waits for the sweeper's transaction"
+    );
+    for failure in expiring.failures() {
+        grid.workers.withdraw(failure.task.id, None);
+    }
+    expiring.commit().await.expect("committed");
+    round.await.expect("joined").expect("dispatched");
+    assert_eq!(task_sent(&sent.take(), worker.connection), Some(task_id));
+    assert_eq!(
+        grid.workers.holders(task_id),
+        vec![worker.connection],
+        "the new lease stays"
+    );
 }
