@@ -300,6 +300,19 @@ impl Upload {
         })
     }
 
+    /// Writes one input held whole in memory (little-endian), checked as a streamed one is.
+    pub fn write_matrix(
+        &self,
+        part: Part,
+        dtype: Dtype,
+        (rows, cols): (usize, usize),
+        data: &[u8],
+    ) -> Result<(), WriteError> {
+        let mut w = self.matrix(part, dtype, rows, cols, false)?;
+        w.write(data)?;
+        w.finish()
+    }
+
     /// Makes the job's folder visible with its inputs and an empty result of `plan`'s shape
     /// (sparse: it takes no space until tiles arrive).
     pub fn finish(mut self, plan: &Plan) -> io::Result<()> {

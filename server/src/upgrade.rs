@@ -35,12 +35,14 @@ pub async fn move_blobs(db: &Pool, store: &std::sync::Arc<Store>) -> Result<usiz
             };
             store.remove(&id)?;
             let upload = store.begin(&id)?;
-            for (part, data, rows, cols) in
-                [(Part::A, &a, plan.m, plan.k), (Part::B, &b, plan.k, plan.n)]
-            {
-                let mut w = upload.matrix(part, plan.dtype, rows, cols, false)?;
-                w.write(data).map_err(std::io::Error::other)?;
-                w.finish().map_err(std::io::Error::other)?;
+            let inputs = [
+                (Part::A, &a, (plan.m, plan.k)),
+                (Part::B, &b, (plan.k, plan.n)),
+            ];
+            for (part, data, shape) in inputs {
+                upload
+                    .write_matrix(part, plan.dtype, shape, data)
+                    .map_err(std::io::Error::other)?;
             }
             upload.finish(&plan)?;
             let tiles: Vec<_> = results

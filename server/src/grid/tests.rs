@@ -85,9 +85,10 @@ async fn one_tile_job(grid: &Grid) -> Vec<u8> {
         (Part::A, [1.0, 2.0, 3.0, 4.0]),
         (Part::B, [5.0, 6.0, 7.0, 8.0]),
     ] {
-        let mut w = upload.matrix(part, Dtype::F64, 2, 2, false).expect("file");
-        w.write(&bytes(values)).expect("fits");
-        w.finish().expect("whole");
+        let data = bytes(values);
+        upload
+            .write_matrix(part, Dtype::F64, (2, 2), &data)
+            .expect("written");
     }
     upload.finish(&plan).expect("stored");
     db::insert_job(&grid.db, "job", "test", &plan)
