@@ -219,7 +219,9 @@ impl Client {
                         .and_then(|v| v.to_str().ok())
                         .and_then(parse_content_range);
                     match range {
-                        Some(range) if range.continues(r.have) && etag.as_ref() == Some(&r.etag) => {
+                        Some(range)
+                            if range.continues(r.have) && etag.as_ref() == Some(&r.etag) =>
+                        {
                             break (res, r.have, Some(range.total));
                         }
                         // Not the rest of what we have: take the whole file instead.
@@ -261,16 +263,17 @@ impl Client {
         bar.set_position(from);
         let copied = copy_body(&mut res, &mut file, &bar, dest);
         bar.finish_and_clear();
-        let have = from + copied.map_err(|e| match e {
-            CopyError::Body(cause, got) => Error::Interrupted {
-                url: url.to_string(),
-                cause,
-                got: from + got,
-                total,
-                part: part.clone(),
-            },
-            CopyError::Disk(e) => e,
-        })?;
+        let have = from
+            + copied.map_err(|e| match e {
+                CopyError::Body(cause, got) => Error::Interrupted {
+                    url: url.to_string(),
+                    cause,
+                    got: from + got,
+                    total,
+                    part: part.clone(),
+                },
+                CopyError::Disk(e) => e,
+            })?;
         if let Some(total) = total.filter(|&t| t != have) {
             return Err(Error::Interrupted {
                 url: url.to_string(),
@@ -440,7 +443,9 @@ fn parse_content_range(value: &str) -> Option<ContentRange> {
     let (first, last) = range.split_once('-')?;
     let number = |s: &str| -> Option<u64> {
         // `u64::from_str` takes a leading `+`, which the grammar does not.
-        s.bytes().all(|b| b.is_ascii_digit()).then(|| s.parse().ok())?
+        s.bytes()
+            .all(|b| b.is_ascii_digit())
+            .then(|| s.parse().ok())?
     };
     let range = ContentRange {
         first: number(first)?,
@@ -536,16 +541,28 @@ mod tests {
         let url = Url::parse("http://h/api/jobs/x/result").expect("url");
         let other = Url::parse("http://h/api/jobs/y/result").expect("url");
         fs::write(&part, [0u8; 10]).expect("part");
-        assert!(Resume::load(&part, &tag, &url).is_none(), "no validator saved");
+        assert!(
+            Resume::load(&part, &tag, &url).is_none(),
+            "no validator saved"
+        );
         fs::write(&tag, format!("{url}\n\"abc\"\n")).expect("tag");
         let resume = Resume::load(&part, &tag, &url).expect("resumable");
         assert_eq!((resume.have, resume.etag.as_str()), (10, "\"abc\""));
-        assert!(Resume::load(&part, &tag, &other).is_none(), "another job's part");
+        assert!(
+            Resume::load(&part, &tag, &other).is_none(),
+            "another job's part"
+        );
         fs::write(&tag, format!("{url}\nW/\"abc\"\n")).expect("tag");
-        assert!(Resume::load(&part, &tag, &url).is_none(), "a weak validator");
+        assert!(
+            Resume::load(&part, &tag, &url).is_none(),
+            "a weak validator"
+        );
         fs::write(&tag, format!("{url}\n\"abc\"\n")).expect("tag");
         fs::write(&part, []).expect("empty part");
-        assert!(Resume::load(&part, &tag, &url).is_none(), "nothing to resume");
+        assert!(
+            Resume::load(&part, &tag, &url).is_none(),
+            "nothing to resume"
+        );
         let _ = fs::remove_dir_all(dir);
     }
 }

@@ -59,12 +59,7 @@ impl Validators {
 }
 
 /// What to send of a file of `len` bytes for a GET with these `Range` and `If-Range` values.
-pub fn choose(
-    range: Option<&str>,
-    if_range: Option<&str>,
-    file: &Validators,
-    len: u64,
-) -> Slice {
+pub fn choose(range: Option<&str>, if_range: Option<&str>, file: &Validators, len: u64) -> Slice {
     let Some(range) = range else {
         return Slice::Whole;
     };
@@ -129,7 +124,11 @@ mod tests {
     use super::*;
 
     fn file() -> Validators {
-        Validators::of(1000, UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789), 42)
+        Validators::of(
+            1000,
+            UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789),
+            42,
+        )
     }
 
     fn part(start: u64, end: u64) -> Slice {
@@ -194,8 +193,15 @@ mod tests {
         assert_eq!(choose(range, Some(&date), &f, 1000), part(100, 999));
 
         let other = Validators::of(1000, UNIX_EPOCH + Duration::new(1_700_000_000, 5), 42);
-        assert_ne!(other.etag, f.etag, "a rewrite within the second changes the tag");
-        let moved = Validators::of(1000, UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789), 43);
+        assert_ne!(
+            other.etag, f.etag,
+            "a rewrite within the second changes the tag"
+        );
+        let moved = Validators::of(
+            1000,
+            UNIX_EPOCH + Duration::new(1_700_000_000, 123_456_789),
+            43,
+        );
         assert_ne!(moved.etag, f.etag, "another file changes the tag");
         for stale in [
             other.etag.as_str(),
@@ -203,7 +209,11 @@ mod tests {
             "Tue, 14 Nov 2023 22:13:19 GMT",
             "not a validator",
         ] {
-            assert_eq!(choose(range, Some(stale), &f, 1000), Slice::Whole, "{stale}");
+            assert_eq!(
+                choose(range, Some(stale), &f, 1000),
+                Slice::Whole,
+                "{stale}"
+            );
         }
     }
 }

@@ -161,7 +161,11 @@ pub(super) async fn job_result(
     let validators = Validators::of(len, meta.modified().map_err(io_error)?, meta.ino());
     // Range handling is defined for GET only (RFC 9110 §14.2); HEAD answers as a plain GET.
     let slice = if method == Method::GET {
-        let value = |name| headers.get(name).and_then(|v: &HeaderValue| v.to_str().ok());
+        let value = |name| {
+            headers
+                .get(name)
+                .and_then(|v: &HeaderValue| v.to_str().ok())
+        };
         ranges::choose(
             value(header::RANGE),
             value(header::IF_RANGE),
