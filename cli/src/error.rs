@@ -30,6 +30,20 @@ pub enum Error {
     #[error("unexpected answer from {url}: {cause}")]
     Protocol { url: String, cause: String },
 
+    /// A download broke off; what came is kept in `part` for the next try to resume.
+    #[error(
+        "download from {url} broke off after {got}{} bytes ({cause}); {} keeps what came: run the same command again to resume",
+        total.map(|t| format!(" of {t}")).unwrap_or_default(),
+        part.display()
+    )]
+    Interrupted {
+        url: String,
+        cause: String,
+        got: u64,
+        total: Option<u64>,
+        part: PathBuf,
+    },
+
     #[error("cannot read {}: {source}", path.display())]
     Input { path: PathBuf, source: io::Error },
 
@@ -52,7 +66,7 @@ impl Error {
     /// across restarts) or briefly overloaded, and the job is still there when it comes back.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::Unreachable { .. } | Error::Transport { .. } => true,
+            Error::Unreachable { .. } | Error::Transport { .. } | Error::Interrupted { .. } => true,
             Error::Server { status, .. } => status.is_server_error(),
             _ => false,
         }

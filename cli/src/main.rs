@@ -2,11 +2,13 @@
 //! two `.npy` files, follows the job while volunteers compute it, and fetches the product.
 //!
 //! This file holds only the command-line surface; `client` speaks HTTP, `commands` runs
-//! each subcommand, `wait` follows a job, `render` lays out text.
+//! each subcommand, `wait` follows a job, `progress` draws uploads and downloads, `render`
+//! lays out text.
 
 mod client;
 mod commands;
 mod error;
+mod progress;
 mod render;
 mod wait;
 

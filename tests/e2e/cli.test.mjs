@@ -5,6 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
 import { existsSync, readFileSync, writeFileSync } from "node:fs";
+import { createServer as createHttpServer, request as httpRequest } from "node:http";
 import { createServer } from "node:net";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -243,4 +244,96 @@ test("a missing or wrong token is named every time, for tiny uploads and for upl
     );
   }
   assert.deepEqual((await api(server.url, "/api/jobs")).json, [], "nothing was stored");
+});
+
+/**
+ * A proxy in front of `upstream` that records each request's Range and If-Range and, while
+ * `cut.after` is set, sends only that many bytes of the next result's body and then closes
+ * the connection (once).
+ */
+async function flakyProxy(t, upstream) {
+  const seen = [];
+  const cut = { after: null };
+  const proxy = createHttpServer((req, res) => {
+    seen.push({ path: req.url, range: req.headers.range, ifRange: req.headers["if-range"] });
+    const up = httpRequest(upstream + req.url, { method: req.method, headers: req.headers }, (upRes) => {
+      res.writeHead(upRes.statusCode, upRes.headers);
+      const limit = req.url.endsWith("/result") ? cut.after : null;
+      if (limit === null) return upRes.pipe(res);
+      cut.after = null;
+      let sent = 0;
+      upRes.on("data", (chunk) => {
+        if (sent >= limit) return;
+        const piece = chunk.subarray(0, limit - sent);
+        sent += piece.length;
+        if (sent < limit) return res.write(piece);
+        res.write(piece, () => res.socket.destroy());
+        upRes.destroy();
+      });
+    });
+    up.on("error", () => res.socket?.destroy());
+    req.pipe(up);
+  });
+  await new Promise((res) => proxy.listen(0, "127.0.0.1", res));
+  t.after(() => new Promise((res) => {
+    proxy.close(res);
+    proxy.closeAllConnections();
+  }));
+  return { url: `http://127.0.0.1:${proxy.address().port}`, seen, cut };
+}
+
+test("an interrupted download keeps its .part and the next run resumes it; a stale one is replaced", async (t) => {
+  const server = await startServer(t);
+  await startWorker(t, server.url);
+  const dir = tempDir(t);
+  const [m, k, n] = [300, 4, 300]; // 351 KiB of f32: more than one of the server's read chunks
+  writeInputs(dir, m, k, n, { seed: 31 });
+  const run = await brain(["submit", "a.npy", "b.npy", "--tile", "100", "--wait", "-o", "whole.npy", "--server", server.url], { cwd: dir });
+  assert.equal(run.code, 0, run.stderr);
+  const id = run.stdout.trim();
+  const whole = readFileSync(join(dir, "whole.npy"));
+  const size = 128 + m * n * 4;
+  assert.equal(whole.length, size);
+  const proxy = await flakyProxy(t, server.url);
+  const opts = { cwd: dir, env: { BRAIN_SERVER: proxy.url } };
+  const etag = (await api(server.url, `/api/jobs/${id}/result`, { raw: true })).headers.get("etag");
+
+  // Cut off after 100,000 bytes: an error that says how to resume, the bytes kept aside.
+  proxy.cut.after = 100_000;
+  const broken = await brain(["result", id, "-o", "c.npy"], opts);
+  assert.equal(broken.code, 1);
+  assert.match(broken.stderr, new RegExp(`broke off after \\d+ of ${size} bytes .*c\\.npy\\.part keeps what came: run the same command again to resume`));
+  assert.ok(!existsSync(join(dir, "c.npy")), "no truncated file under the result's name");
+  const kept = readFileSync(join(dir, "c.npy.part"));
+  assert.ok(kept.length > 0 && kept.length <= 100_000, `${kept.length} bytes kept`);
+  assert.deepEqual(kept, whole.subarray(0, kept.length));
+
+  // The next run asks for the rest, from the same file only, and ends with the whole result.
+  const resumed = await brain(["result", id, "-o", "c.npy"], opts);
+  assert.equal(resumed.code, 0, resumed.stderr);
+  const asked = proxy.seen.at(-1);
+  assert.deepEqual([asked.range, asked.ifRange], [`bytes=${kept.length}-`, etag]);
+  assert.deepEqual(readFileSync(join(dir, "c.npy")), whole, "identical to a one-shot download");
+  assert.ok(!existsSync(join(dir, "c.npy.part")) && !existsSync(join(dir, "c.npy.part.etag")), "nothing left aside");
+
+  // A .part from another file (its validator is stale): the server sends the whole result,
+  // which replaces it rather than being appended to it.
+  writeFileSync(join(dir, "d.npy.part"), Buffer.alloc(5000, 7));
+  writeFileSync(join(dir, "d.npy.part.etag"), `${proxy.url}/api/jobs/${id}/result\n"0-0-0"\n`);
+  const stale = await brain(["result", id, "-o", "d.npy"], opts);
+  assert.equal(stale.code, 0, stale.stderr);
+  assert.deepEqual([proxy.seen.at(-1).range, proxy.seen.at(-1).ifRange], ["bytes=5000-", '"0-0-0"']);
+  assert.deepEqual(readFileSync(join(dir, "d.npy")), whole);
+
+  // A .part as long as the result (the last run stopped before renaming): 416, then whole.
+  writeFileSync(join(dir, "e.npy.part"), whole);
+  writeFileSync(join(dir, "e.npy.part.etag"), `${proxy.url}/api/jobs/${id}/result\n${etag}\n`);
+  const full = await brain(["result", id, "-o", "e.npy"], opts);
+  assert.equal(full.code, 0, full.stderr);
+  assert.deepEqual(proxy.seen.slice(-2).map((r) => r.range), [`bytes=${size}-`, undefined]);
+  assert.deepEqual(readFileSync(join(dir, "e.npy")), whole);
+
+  // The JSON form, encoded from the same file piece by piece, holds the same values.
+  const json = await api(server.url, `/api/jobs/${id}/result?format=json`);
+  assert.deepEqual(json.json.c.flat(), Array.from(npyDecode(whole).data));
 });

@@ -4,8 +4,8 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
-  api, assertClose, downloadNpy, referenceProduct, npyEncode, randomMatrix, rowsOf, startServer,
-  startWorker, waitForJob,
+  api, assertClose, downloadNpy, referenceProduct, npyDecode, npyEncode, randomMatrix, rowsOf,
+  startServer, startWorker, submitRandom, waitForJob,
 } from "./helpers.mjs";
 
 test("a JSON job with shapes not multiples of the tile is served by several workers", async (t) => {
@@ -155,4 +155,78 @@ test("health and status answer as the ancestor's did", async (t) => {
   assert.equal(typeof status.uptime_s, "number");
   assert.equal(status.workers_online, 0);
   assert.deepEqual(Object.keys(status.tasks).sort(), ["cancelled", "done", "failed", "leased", "queued"]);
+});
+
+test("the .npy result is streamed with Range, If-Range and validators; JSON streams the same values", async (t) => {
+  const server = await startServer(t);
+  const [m, k, n] = [40, 7, 50];
+  const { id } = await submitRandom(server.url, m, k, n, 16, 21);
+  await startWorker(t, server.url);
+  await waitForJob(server.url, id);
+  const url = `/api/jobs/${id}/result`;
+  const get = async (headers = {}, path = url) => {
+    const res = await api(server.url, path, { raw: true, headers });
+    return { status: res.status, headers: res.headers, body: Buffer.from(await res.arrayBuffer()) };
+  };
+  const size = 128 + m * n * 4;
+
+  const whole = await get();
+  assert.equal(whole.status, 200);
+  assert.equal(whole.body.length, size);
+  assert.equal(whole.headers.get("content-length"), String(size));
+  assert.equal(whole.headers.get("accept-ranges"), "bytes");
+  assert.equal(whole.headers.get("content-type"), "application/octet-stream");
+  assert.equal(whole.headers.get("content-disposition"), `attachment; filename="${id}.npy"`);
+  const etag = whole.headers.get("etag");
+  const lastModified = whole.headers.get("last-modified");
+  assert.match(etag, /^"[0-9a-f-]+"$/, "a strong entity tag");
+  assert.match(lastModified, /^\w{3}, \d\d \w{3} \d{4} \d\d:\d\d:\d\d GMT$/);
+  const npy = npyDecode(whole.body);
+  assert.deepEqual([npy.dtype, npy.rows, npy.cols], ["f32", m, n]);
+
+  // One range, in each of its three forms: exactly those bytes, with the same validator.
+  for (const [range, from, to] of [["bytes=100-1099", 100, 1100], [`bytes=${size - 300}-`, size - 300, size], ["bytes=-10", size - 10, size], ["bytes=0-0", 0, 1]]) {
+    const part = await get({ range });
+    assert.equal(part.status, 206, range);
+    assert.equal(part.headers.get("content-range"), `bytes ${from}-${to - 1}/${size}`, range);
+    assert.equal(part.headers.get("content-length"), String(to - from), range);
+    assert.equal(part.headers.get("etag"), etag, range);
+    assert.deepEqual(part.body, whole.body.subarray(from, to), range);
+  }
+  // Past the end: 416 with the size, and a message.
+  const past = await api(server.url, url, { headers: { range: `bytes=${size}-` } });
+  assert.equal(past.status, 416);
+  assert.match(past.json.error, new RegExp(`past the end of the result \\(${size} bytes\\)`));
+  const pastRaw = await api(server.url, url, { raw: true, headers: { range: `bytes=${size + 5}-${size + 9}` } });
+  assert.equal(pastRaw.status, 416);
+  assert.equal(pastRaw.headers.get("content-range"), `bytes */${size}`);
+  // Several ranges or another unit: ignored, the whole file.
+  for (const range of ["bytes=0-1,5-6", "rows=0-1", "bytes=9-3"]) {
+    const res = await get({ range });
+    assert.equal(res.status, 200, range);
+    assert.deepEqual(res.body, whole.body, range);
+  }
+
+  // If-Range: the range only from the same file, otherwise the whole file (never a splice).
+  for (const ifRange of [etag, lastModified]) {
+    const res = await get({ range: "bytes=1000-", "if-range": ifRange });
+    assert.equal(res.status, 206, `If-Range ${ifRange}`);
+    assert.deepEqual(res.body, whole.body.subarray(1000));
+  }
+  for (const stale of ['"0-0-0"', `W/${etag}`, "Mon, 01 Jan 2001 00:00:00 GMT"]) {
+    const res = await get({ range: "bytes=1000-", "if-range": stale });
+    assert.equal(res.status, 200, `If-Range ${stale}`);
+    assert.equal(res.headers.get("content-range"), null);
+    assert.deepEqual(res.body, whole.body, `If-Range ${stale}`);
+  }
+
+  // JSON: the same values, written as they are read (no Content-Length); Range is ignored.
+  const json = await get({ range: "bytes=0-9" }, `${url}?format=json`);
+  assert.equal(json.status, 200);
+  assert.equal(json.headers.get("content-type"), "application/json");
+  assert.equal(json.headers.get("content-length"), null, "streamed, so no length up front");
+  const c = JSON.parse(json.body.toString()).c;
+  assert.equal(c.length, m);
+  assert.ok(c.every((row) => row.length === n));
+  assert.deepEqual(c.flat(), Array.from(npy.data), "exactly the .npy's values");
 });

@@ -1,7 +1,7 @@
 //! HTTP routes, one module per resource: `auth` (checking the API token), `health` (health and
 //! status), `jobs` (submission, listing, cancelling, tiles), `results` (the product's
-//! download), `workers`, `metrics` (`/metrics` and the request timing behind it) and
-//! `openapi` (the document). This module
+//! download, with `ranges` deciding which bytes of it a request gets), `workers`, `metrics`
+//! (`/metrics` and the request timing behind it) and `openapi` (the document). This module
 //! holds the router and what several resources share: the API token check, looking a job
 //! up, and the error body.
 
@@ -10,6 +10,7 @@ mod health;
 mod jobs;
 mod metrics;
 mod openapi;
+mod ranges;
 mod results;
 mod workers;
 
