@@ -44,6 +44,14 @@ impl Dtype {
     }
 }
 
+/// A matrix's element type and shape: all a plan needs of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    pub dtype: Dtype,
+    pub rows: usize,
+    pub cols: usize,
+}
+
 /// A validated dense matrix: finite values, row-major little-endian bytes.
 #[derive(Debug, Clone)]
 pub struct Matrix {
@@ -93,6 +101,14 @@ impl Matrix {
             cols,
             data,
         })
+    }
+
+    pub fn shape(&self) -> Shape {
+        Shape {
+            dtype: self.dtype,
+            rows: self.rows,
+            cols: self.cols,
+        }
     }
 
     /// Values widened to f64 (for tests and the JSON result format).
@@ -616,6 +632,17 @@ impl Plan {
     pub fn new(
         a: &Matrix,
         b: &Matrix,
+        tile: Option<usize>,
+        limits: &PlanLimits,
+    ) -> Result<Self, Error> {
+        Plan::for_operands(a.shape(), b.shape(), tile, limits)
+    }
+
+    /// [`Plan::new`] on the operands' shapes alone, as an upload knows them from its `.npy`
+    /// headers before their data comes.
+    pub fn for_operands(
+        a: Shape,
+        b: Shape,
         tile: Option<usize>,
         limits: &PlanLimits,
     ) -> Result<Self, Error> {

@@ -28,6 +28,7 @@ pub mod status;
 pub mod store;
 pub mod sync;
 pub mod trust;
+pub mod upload;
 pub mod verify;
 
 use std::future::Future;
