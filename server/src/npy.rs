@@ -224,6 +224,114 @@ mod tests {
         values.iter().flat_map(|v| v.to_le_bytes()).collect()
     }
 
+    /// A file with `dict` as its header (version `version`) and `data` after it.
+    fn file_with(version: u8, dict: &str, data: &[u8]) -> Vec<u8> {
+        let mut f = MAGIC.to_vec();
+        f.extend_from_slice(&[version, 0]);
+        if version == 1 {
+            f.extend_from_slice(&(dict.len() as u16).to_le_bytes());
+        } else {
+            f.extend_from_slice(&(dict.len() as u32).to_le_bytes());
+        }
+        f.extend_from_slice(dict.as_bytes());
+        f.extend_from_slice(data);
+        f
+    }
+
+    /// Feeds `file` as an upload does, in pieces of `chunk` bytes, until the header is known
+    /// or refused; returns the outcome and the bytes it took.
+    fn streamed(file: &[u8], chunk: usize) -> (Result<Option<Header>, String>, usize) {
+        let mut seen = Vec::new();
+        for piece in file.chunks(chunk) {
+            seen.extend_from_slice(piece);
+            match Header::parse("a", &seen, 100) {
+                Ok(None) => {}
+                done => return (done.map_err(|e| e.to_string()), seen.len()),
+            }
+        }
+        (Ok(None), seen.len())
+    }
+
+    #[test]
+    fn a_header_is_read_whatever_the_chunks() {
+        let good = [
+            file_with(
+                1,
+                "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 3), }  \n",
+                &[0; 24],
+            ),
+            file_with(
+                2,
+                "{'descr': '>f8', 'fortran_order': False, 'shape': (3, 1), }\n",
+                &[0; 24],
+            ),
+            encode(Dtype::F32, 1, 1, &[0; 4]),
+        ];
+        for file in &good {
+            let whole = Header::parse("a", file, 100)
+                .expect("valid")
+                .expect("whole");
+            assert_eq!(whole.len as u64 + whole.data_bytes(), file.len() as u64);
+            // Every prefix shorter than the header asks for more; every longer one has it.
+            for cut in 0..=file.len() {
+                let got = Header::parse("a", &file[..cut], 100).expect("never refused");
+                assert_eq!(got, (cut >= whole.len).then_some(whole), "cut at {cut}");
+            }
+            for chunk in 1..=file.len() {
+                assert_eq!(
+                    streamed(file, chunk).0,
+                    Ok(Some(whole)),
+                    "chunks of {chunk}"
+                );
+            }
+        }
+        // A header's dict is judged once it is whole: at its last byte.
+        let dict = |d: &str| (file_with(1, d, &[]), 10 + d.len());
+        let bad = [
+            ((b"not numpy".to_vec(), 1), "magic"),
+            ((file_with(4, "{}", &[]), 7), "version 4"),
+            (
+                (file_with(2, &" ".repeat(MAX_HEADER_BYTES), &[]), 12),
+                "longer than the 16384 accepted",
+            ),
+            (
+                dict("{'descr': '<i4', 'fortran_order': False, 'shape': (9, 9), }"),
+                "dtype <i4",
+            ),
+            (
+                dict("{'descr': '<f4', 'fortran_order': True, 'shape': (9, 9), }"),
+                "Fortran",
+            ),
+            (
+                dict("{'descr': '<f4', 'fortran_order': False, 'shape': (9, 9, 9), }"),
+                "2-D",
+            ),
+            (
+                dict("{'descr': '<f4', 'fortran_order': False, 'shape': (11, 10), }"),
+                "more than 100 elements",
+            ),
+        ];
+        for ((file, at), expected) in &bad {
+            // Refused at the first byte that shows it, and never before.
+            for cut in 0..*at {
+                let early = Header::parse("a", &file[..cut], 100);
+                assert!(matches!(early, Ok(None)), "{expected}: {early:?} at {cut}");
+            }
+            for chunk in 1..=file.len() {
+                let (outcome, taken) = streamed(file, chunk);
+                let text = outcome.expect_err(expected);
+                assert!(
+                    text.contains(expected),
+                    "{text:?} should mention {expected:?}"
+                );
+                assert!(
+                    taken < at + chunk,
+                    "{expected}: refused after {taken} bytes"
+                );
+            }
+        }
+    }
+
     #[test]
     fn round_trips_what_it_writes() {
         let data = f32_bytes(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
