@@ -560,7 +560,9 @@ fn admit(state: &AppState, headers: &HeaderMap) -> Result<Form> {
         .unwrap_or("");
     if content_type.starts_with("multipart/form-data") {
         let max_job_bytes = state.config.limits.max_job_bytes;
-        if let Some(n) = content_length(headers).filter(|&n| n > max_job_bytes + NON_DATA_BYTES) {
+        if let Some(n) =
+            content_length(headers).filter(|&n| n > max_job_bytes.saturating_add(NON_DATA_BYTES))
+        {
             // A and B are less than the whole job: no body this long holds a job within it.
             return Err(Error::PayloadTooLarge(format!(
                 "request body of {n} bytes is larger than the configured limit: a job's A, B \
