@@ -961,7 +961,8 @@ mod tests {
         }
     }
 
-    /// The defaults of `MAX_JOB_ELEMENTS`, `MAX_TASKS_PER_JOB` and `MAX_MESSAGE_BYTES`.
+    /// The defaults of `MAX_TASKS_PER_JOB` and `MAX_MESSAGE_BYTES`, and `MAX_JOB_ELEMENTS`'s
+    /// before jobs moved to disk (the shapes below are cut to it).
     const LIMITS: PlanLimits = PlanLimits {
         max_job_elements: 200_000_000,
         max_tasks: 100_000,
