@@ -86,6 +86,9 @@ pub struct Config {
     /// How long after a job ends its inputs and results are kept (`RETENTION_HOURS`,
     /// fractional hours; 0 keeps them forever).
     pub retention: Option<Duration>,
+    /// Warnings for settings given that are no longer read, logged at start-up: an operator's
+    /// old `.env` should be told, not silently ignored.
+    pub retired: Vec<String>,
 }
 
 /// Limits that keep one client from hurting the others. Past one, the client gets a clear
@@ -180,6 +183,10 @@ pub struct Settings {
     /// Largest job: bytes of A, B and C together (at least 1024)
     #[arg(long, env, default_value = "68719476736")]
     max_job_bytes: Setting,
+    /// No longer read: uploads are streamed to disk, bounded by MAX_JOB_BYTES and
+    /// DISK_RESERVE_BYTES
+    #[arg(long, env, hide = true)]
+    max_body_bytes: Option<Setting>,
     /// Largest JSON submission body; larger matrices go as .npy (at least 1024)
     #[arg(long, env, default_value = "4194304")]
     max_json_body_bytes: Setting,
@@ -336,6 +343,15 @@ impl Config {
             heartbeat_interval: Duration::from_millis((lease_ms / 3).clamp(50, 10_000)),
             disk_reserve_bytes: s.disk_reserve_bytes.parse()?,
             max_task_failures: s.max_task_failures.at_least(1)?,
+            retired: s
+                .max_body_bytes
+                .map(|_| {
+                    "MAX_BODY_BYTES is no longer read: .npy uploads are streamed to disk, and a \
+                     job is bounded by MAX_JOB_BYTES and DISK_RESERVE_BYTES"
+                        .to_owned()
+                })
+                .into_iter()
+                .collect(),
             retention: (retention_hours > 0.0)
                 .then(|| Duration::from_secs_f64(retention_hours * 3600.0)),
             limits: Limits {
@@ -456,6 +472,10 @@ mod tests {
         assert_eq!(c.limits.max_json_body_bytes, 4 * 1024 * 1024);
         assert_eq!(c.limits.max_job_bytes, 64 << 30);
         assert_eq!(c.disk_reserve_bytes, 1 << 30);
+        assert!(c.retired.is_empty());
+        // An old `.env` still setting MAX_BODY_BYTES starts, with a warning.
+        let c = config(&[("MAX_BODY_BYTES", "536870912")]).expect("still starts");
+        assert!(c.retired[0].contains("MAX_JOB_BYTES"), "{:?}", c.retired);
         // The issue's 16384² f32 job, 2 GiB of input, is within the default.
         assert!(3 * 16384 * 16384 <= c.limits.max_job_elements);
         let c = config(&[
