@@ -5,19 +5,18 @@
 //! An upload is judged on its shapes, which its `.npy` headers give before any data: the
 //! transport (`http::jobs`) reads a header, asks [`Room::check`] and [`Plan::for_operands`]
 //! whatever they can already decide, and only then feeds the data to a [`Writer`]. Memory
-//! stays within a few batches whatever the job's size: the writer's queue is bounded, so a
-//! client sends no faster than the disk takes its data.
+//! stays within two batches whatever the job's size: the writer takes the next batch only
+//! once the last is written, so a client sends no faster than the disk takes its data.
 
 use std::io;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
 use crate::jobs::{Dtype, Plan, Shape};
-use crate::store::{MatrixWriter, Part, Store, WriteError};
+use crate::store::{MatrixWriter, Part, Store, Upload, WriteError};
 
 /// What one job may take of the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -103,13 +102,10 @@ fn human(bytes: u64) -> String {
     }
 }
 
-/// Data is handed to the writer in batches of about this many bytes: few enough messages
-/// for speed, and the queue's bound in bytes stays small.
+/// Data is handed to the disk in batches of about this many bytes: few enough blocking tasks
+/// for speed, and what an upload holds in memory stays small (a batch being written and one
+/// being gathered).
 const BATCH_BYTES: usize = 1 << 20;
-
-/// Batches queued for the writer at most: with [`BATCH_BYTES`], the memory an upload holds
-/// beyond the writer's own buffer.
-const QUEUED_BATCHES: usize = 4;
 
 /// What the writer is given, in order: for each input its start, its data and its end; then
 /// the plan, which makes the job's folder visible.
@@ -136,27 +132,37 @@ enum Failure {
     Io(io::Error),
     /// The pieces came out of order: a bug on the sending side.
     Order,
-    /// The sender went away before finishing (an error or a disconnected client).
-    Interrupted,
 }
 
-/// Writes one job's inputs from a blocking task fed through a bounded queue. Dropping it
-/// before [`Writer::finish`] removes everything written (the store's `Upload` does).
+/// The files being written: the upload, and the input under way with its width.
+struct Files {
+    upload: Upload,
+    current: Option<(Part, usize, MatrixWriter)>,
+}
+
+/// Writes one job's inputs, each piece in a short blocking task, one at a time and one
+/// ahead of the caller: the client's next batch is read while the last one is written, and
+/// an upload that stalls holds no thread. Dropping the writer before [`Writer::finish`]
+/// removes everything written (the store's `Upload` does, wherever the files are then).
 pub struct Writer {
-    queue: mpsc::Sender<Piece>,
-    task: Option<JoinHandle<Result<(), Failure>>>,
+    store: Arc<Store>,
+    job_id: String,
+    /// The files, when no piece is being written.
+    files: Option<Files>,
+    /// The piece being written; it gives the files back.
+    pending: Option<JoinHandle<Result<Option<Files>, Failure>>>,
     batch: Vec<Bytes>,
     batched: usize,
 }
 
 impl Writer {
-    /// Starts the job's upload in the store.
+    /// A writer for the job's upload; its folder is made with the first piece.
     pub fn start(store: Arc<Store>, job_id: String) -> Writer {
-        let (queue, pieces) = mpsc::channel(QUEUED_BATCHES);
-        let task = tokio::task::spawn_blocking(move || write(&store, &job_id, pieces));
         Writer {
-            queue,
-            task: Some(task),
+            store,
+            job_id,
+            files: None,
+            pending: None,
             batch: Vec::new(),
             batched: 0,
         }
@@ -192,15 +198,14 @@ impl Writer {
     pub async fn finish(mut self, plan: Plan) -> Result<()> {
         self.flush().await?;
         self.send(Piece::Finish(plan)).await?;
-        self.outcome().await
+        self.settle().await.map(drop)
     }
 
-    /// Gives up: waits until whatever was written is removed.
+    /// Gives up: returns once whatever was written is removed.
     pub async fn abort(mut self) {
-        let task = self.task.take();
-        drop(self);
-        if let Some(task) = task {
-            let _ = task.await;
+        let files = self.settle().await.ok().flatten();
+        if let Some(files) = files {
+            let _ = tokio::task::spawn_blocking(move || drop(files)).await;
         }
     }
 
@@ -213,25 +218,44 @@ impl Writer {
         self.send(Piece::Data(batch)).await
     }
 
+    /// Waits for the piece being written, then starts writing `piece`.
     async fn send(&mut self, piece: Piece) -> Result<()> {
-        if self.queue.send(piece).await.is_ok() {
-            return Ok(());
-        }
-        // The writer stopped: its outcome says why.
-        match self.outcome().await {
-            Ok(()) => Err(Error::Internal("the upload's writer stopped early".into())),
-            Err(e) => Err(e),
-        }
+        let files = self.settle().await?;
+        let store = self.store.clone();
+        let job_id = self.job_id.clone();
+        self.pending = Some(tokio::task::spawn_blocking(move || {
+            let files = match files {
+                Some(files) => files,
+                None => Files {
+                    upload: store.begin(&job_id).map_err(Failure::Io)?,
+                    current: None,
+                },
+            };
+            apply(files, piece)
+        }));
+        Ok(())
     }
 
-    async fn outcome(&mut self) -> Result<()> {
-        let Some(task) = self.task.take() else {
-            return Err(Error::Internal(
-                "the upload's writer already stopped".into(),
-            ));
-        };
-        let outcome = task.await.map_err(|e| Error::Internal(e.to_string()))?;
-        outcome.map_err(Failure::into_error)
+    /// Waits for the piece being written; the files, unless none were made yet.
+    async fn settle(&mut self) -> Result<Option<Files>> {
+        if let Some(pending) = self.pending.take() {
+            let written = pending.await.map_err(|e| Error::Internal(e.to_string()))?;
+            self.files = written.map_err(Failure::into_error)?;
+        }
+        Ok(self.files.take())
+    }
+}
+
+impl Drop for Writer {
+    /// A writer dropped with its files (a refusal, or a client gone) removes them off the
+    /// async workers: removing a large file takes a while.
+    fn drop(&mut self) {
+        if let Some(files) = self.files.take() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => drop(runtime.spawn_blocking(move || drop(files))),
+                Err(_) => drop(files),
+            }
+        }
     }
 }
 
@@ -257,7 +281,6 @@ impl Failure {
                 Error::BadRequest(format!("{}: not a valid .npy file: {error}", name(part)))
             }
             Failure::Order => Error::Internal("an upload's pieces came out of order".into()),
-            Failure::Interrupted => Error::Internal("the upload was interrupted".into()),
         }
     }
 }
@@ -282,47 +305,50 @@ fn name(part: Part) -> &'static str {
     }
 }
 
-/// The writer's loop, on a blocking thread. Returning (with an error, or because the sender
-/// went away) drops the upload, which removes its folder.
-fn write(store: &Store, job_id: &str, mut pieces: mpsc::Receiver<Piece>) -> Result<(), Failure> {
-    let upload = store.begin(job_id).map_err(Failure::Io)?;
-    let mut current: Option<(Part, usize, MatrixWriter)> = None;
-    while let Some(piece) = pieces.blocking_recv() {
-        match piece {
-            Piece::Start {
-                part,
-                shape,
-                big_endian,
-            } => {
-                let writer = upload
-                    .matrix(part, shape.dtype, shape.rows, shape.cols, big_endian)
-                    .map_err(Failure::Io)?;
-                current = Some((part, shape.cols, writer));
+/// Writes one piece, on a blocking thread; returns the files, until the last piece consumes
+/// them. An error drops the files, and with them the upload's folder.
+fn apply(mut files: Files, piece: Piece) -> Result<Option<Files>, Failure> {
+    match piece {
+        Piece::Start {
+            part,
+            shape,
+            big_endian,
+        } => {
+            let writer = files
+                .upload
+                .matrix(part, shape.dtype, shape.rows, shape.cols, big_endian)
+                .map_err(Failure::Io)?;
+            files.current = Some((part, shape.cols, writer));
+        }
+        Piece::Data(chunks) => {
+            let Some((part, cols, writer)) = files.current.as_mut() else {
+                return Err(Failure::Order);
+            };
+            for chunk in chunks {
+                writer.write(&chunk).map_err(|error| Failure::Matrix {
+                    part: *part,
+                    cols: *cols,
+                    error,
+                })?;
             }
-            Piece::Data(chunks) => {
-                let Some((part, cols, writer)) = current.as_mut() else {
-                    return Err(Failure::Order);
-                };
-                for chunk in chunks {
-                    writer.write(&chunk).map_err(|error| Failure::Matrix {
-                        part: *part,
-                        cols: *cols,
-                        error,
-                    })?;
-                }
+        }
+        Piece::End => {
+            let Some((part, cols, writer)) = files.current.take() else {
+                return Err(Failure::Order);
+            };
+            writer
+                .finish()
+                .map_err(|error| Failure::Matrix { part, cols, error })?;
+        }
+        Piece::Finish(plan) => {
+            if files.current.is_some() {
+                return Err(Failure::Order);
             }
-            Piece::End => {
-                let Some((part, cols, writer)) = current.take() else {
-                    return Err(Failure::Order);
-                };
-                writer
-                    .finish()
-                    .map_err(|error| Failure::Matrix { part, cols, error })?;
-            }
-            Piece::Finish(plan) => return upload.finish(&plan).map_err(Failure::Io),
+            files.upload.finish(&plan).map_err(Failure::Io)?;
+            return Ok(None);
         }
     }
-    Err(Failure::Interrupted)
+    Ok(Some(files))
 }
 
 #[cfg(test)]
@@ -433,9 +459,8 @@ mod tests {
         w.write(f32s(&[1.0, 2.0, f32::NAN, 0.0]))
             .await
             .expect("queued");
-        // The writer finds it on its own thread: the next piece sent after it learns why.
-        w.end().await.expect("queued");
-        let e = w.finish(plan).await.expect_err("not finite");
+        // The batch is written while the caller goes on: the next piece learns why it failed.
+        let e = w.end().await.expect_err("not finite");
         assert!(e.to_string().contains("b[1][0] is not finite"), "{e}");
         // An upload given up halfway leaves nothing either.
         let mut w = Writer::start(store.clone(), "gone".into());
