@@ -362,16 +362,8 @@ impl Intake<'_> {
             .ok_or_else(|| Error::Internal("an upload without a writer".into()))?;
         let expected = header.data_bytes();
         let mut got = 0u64;
-        let mut next = Some(rest);
+        let mut chunk = rest;
         loop {
-            let Some(chunk) = next.take() else {
-                match next_chunk(field, self.allowance).await {
-                    Ok(Some(chunk)) => next = Some(chunk),
-                    Ok(None) => break,
-                    Err(e) => return Err(multipart_error(e, self.allowance)),
-                }
-                continue;
-            };
             got += chunk.len() as u64;
             if got > expected {
                 return Err(Error::BadRequest(format!(
@@ -384,6 +376,11 @@ impl Intake<'_> {
             }
             if !chunk.is_empty() {
                 writer.write(chunk).await?;
+            }
+            match next_chunk(field, self.allowance).await {
+                Ok(Some(next)) => chunk = next,
+                Ok(None) => break,
+                Err(e) => return Err(multipart_error(e, self.allowance)),
             }
         }
         if got < expected {
