@@ -9,7 +9,7 @@ if ! command -v schemathesis >/dev/null 2>&1 || ! schemathesis --version | grep 
 fi
 cargo build -p server --bin brain-server
 . scripts/test-server.sh
-start_test_server target/debug/brain-server /nonexistent MAX_BODY_BYTES=1048576
+start_test_server target/debug/brain-server /nonexistent MAX_JOB_BYTES=1048576
 # A finished job gives the fuzzer real ids to use alongside random ones.
 curl -sf -X POST "$url/api/jobs" -H 'content-type: application/json' -d '{"a": [[1, 2]], "b": [[3], [4]]}' > /dev/null
 # positive_data_acceptance is excluded on purpose: the schema cannot say that rows must have

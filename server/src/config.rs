@@ -70,8 +70,11 @@ pub struct Config {
     /// How often workers are asked to send a heartbeat; a fraction of the lease so that one
     /// or two lost heartbeats do not cost a lease.
     pub heartbeat_interval: Duration,
-    /// Largest HTTP request body (`MAX_BODY_BYTES`), which bounds job submissions.
-    pub max_body_bytes: usize,
+    /// Bytes of disk a job may not eat into (`DISK_RESERVE_BYTES`): a job whose A, B and C
+    /// would leave less than this free on `DATA_DIR`'s file system is refused with 507 as
+    /// soon as its shapes are known, before its data is written. The database, its WAL and
+    /// the logs share the disk and must keep room to work.
+    pub disk_reserve_bytes: u64,
     /// Trusted workers, at as many distinct addresses, that must fail the same task (report
     /// it failed, or let its lease expire) before its job fails (`MAX_TASK_FAILURES`). Reports
     /// from workers without a verified record never count (see `trust::task_fault`).
@@ -83,6 +86,9 @@ pub struct Config {
     /// How long after a job ends its inputs and results are kept (`RETENTION_HOURS`,
     /// fractional hours; 0 keeps them forever).
     pub retention: Option<Duration>,
+    /// Warnings for settings given that are no longer read, logged at start-up: an operator's
+    /// old `.env` should be told, not silently ignored.
+    pub retired: Vec<String>,
 }
 
 /// Limits that keep one client from hurting the others. Past one, the client gets a clear
@@ -91,20 +97,25 @@ pub struct Config {
 pub struct Limits {
     /// Largest Socket.io message or binary attachment (`MAX_MESSAGE_BYTES`).
     pub max_message_bytes: usize,
-    /// Largest job: elements of A, B and C together (`MAX_JOB_ELEMENTS`).
+    /// Largest job: elements of A, B and C together (`MAX_JOB_ELEMENTS`). Jobs live on disk,
+    /// so this bounds the work one job asks for, not memory; the default, 2³², takes square
+    /// f32 jobs up to 37837² (16384², the issue's 2 GiB of input, holds 805,306,368).
     pub max_job_elements: usize,
+    /// Largest job in bytes: A, B and C together (`MAX_JOB_BYTES`), for an operator who wants
+    /// one job to take no more than this much of the disk whatever the disk holds free.
+    pub max_job_bytes: u64,
     /// Most tiles (tasks) one job may be cut into (`MAX_TASKS_PER_JOB`).
     /// Every task costs a database row, a lease, a network round trip and a verification
     /// whatever its size, so past a point more tasks only add overhead: 100,000 rows are
-    /// about 15 MB of SQLite and go in within a second (hence the default of 100,000), and every job within the default
-    /// `MAX_JOB_ELEMENTS` still fits with a tile of 45 or more (C of 14142×14142 in 315²
-    /// tiles), well below the 256 the server picks by itself. A tile that would make more
+    /// about 15 MB of SQLite and go in within a second (hence the default of 100,000), and
+    /// every job within the default `MAX_JOB_ELEMENTS` still fits with a tile of 208 or more
+    /// (C of 65535×65535 in 316² tiles), below the 256 the server picks by itself. A tile that would make more
     /// tasks is refused with the smallest tile that would be accepted.
     pub max_tasks_per_job: usize,
-    /// Largest JSON submission body (`MAX_JSON_BODY_BYTES`; never more than
-    /// `MAX_BODY_BYTES`). JSON spends ten or more bytes of text per number and is parsed into
-    /// memory as a whole, so it is meant for small matrices; large ones go as `.npy` files
-    /// in a multipart body, which `MAX_BODY_BYTES` bounds.
+    /// Largest JSON submission body (`MAX_JSON_BODY_BYTES`). JSON spends ten or more bytes of
+    /// text per number and is parsed into memory as a whole, so it is meant for small
+    /// matrices; large ones go as `.npy` files in a multipart body, which is streamed to disk
+    /// and bounded only by `MAX_JOB_BYTES` and the disk.
     pub max_json_body_bytes: usize,
     /// Tasks a connection may hold or have requested at once (`MAX_TASKS_PER_WORKER`). A
     /// worker without verified results holds fewer (see `trust::Record::lease_allowance`).
@@ -165,9 +176,17 @@ pub struct Settings {
     /// Milliseconds without a heartbeat after which a leased task is re-queued (at least 100)
     #[arg(long, env, default_value = "30000")]
     lease_ms: Setting,
-    /// Largest HTTP body, which bounds .npy submissions (at least 1024)
-    #[arg(long, env, default_value = "536870912")]
-    max_body_bytes: Setting,
+    /// Bytes of disk a job may not eat into: a job that would leave less free on DATA_DIR's
+    /// file system is refused with 507
+    #[arg(long, env, default_value = "1073741824")]
+    disk_reserve_bytes: Setting,
+    /// Largest job: bytes of A, B and C together (at least 1024)
+    #[arg(long, env, default_value = "68719476736")]
+    max_job_bytes: Setting,
+    /// No longer read: uploads are streamed to disk, bounded by MAX_JOB_BYTES and
+    /// DISK_RESERVE_BYTES
+    #[arg(long, env, hide = true)]
+    max_body_bytes: Option<Setting>,
     /// Largest JSON submission body; larger matrices go as .npy (at least 1024)
     #[arg(long, env, default_value = "4194304")]
     max_json_body_bytes: Setting,
@@ -189,7 +208,7 @@ pub struct Settings {
     #[arg(long, env, default_value = "67108864")]
     max_message_bytes: Setting,
     /// Largest job: elements of A, B and C together
-    #[arg(long, env, default_value = "200000000")]
+    #[arg(long, env, default_value = "4294967296")]
     max_job_elements: Setting,
     /// Tasks one connection may hold or have requested at once
     #[arg(long, env, default_value = "16")]
@@ -322,13 +341,23 @@ impl Config {
             panel_cache_bytes: s.panel_cache_bytes.at_least(1 << 20)?,
             lease: Duration::from_millis(lease_ms),
             heartbeat_interval: Duration::from_millis((lease_ms / 3).clamp(50, 10_000)),
-            max_body_bytes: s.max_body_bytes.at_least(1024)?,
+            disk_reserve_bytes: s.disk_reserve_bytes.parse()?,
             max_task_failures: s.max_task_failures.at_least(1)?,
+            retired: s
+                .max_body_bytes
+                .map(|_| {
+                    "MAX_BODY_BYTES is no longer read: .npy uploads are streamed to disk, and a \
+                     job is bounded by MAX_JOB_BYTES and DISK_RESERVE_BYTES"
+                        .to_owned()
+                })
+                .into_iter()
+                .collect(),
             retention: (retention_hours > 0.0)
                 .then(|| Duration::from_secs_f64(retention_hours * 3600.0)),
             limits: Limits {
                 max_message_bytes: s.max_message_bytes.at_least(1024)?,
                 max_job_elements: s.max_job_elements.at_least(3)?,
+                max_job_bytes: s.max_job_bytes.at_least(1024)?,
                 max_tasks_per_job: s.max_tasks_per_job.at_least(1)?,
                 max_json_body_bytes: s.max_json_body_bytes.at_least(1024)?,
                 max_tasks_per_worker: s.max_tasks_per_worker.at_least(1)?,
@@ -441,6 +470,14 @@ mod tests {
         let c = config(&[]).expect("defaults are valid");
         assert_eq!(c.limits.max_tasks_per_job, 100_000);
         assert_eq!(c.limits.max_json_body_bytes, 4 * 1024 * 1024);
+        assert_eq!(c.limits.max_job_bytes, 64 << 30);
+        assert_eq!(c.disk_reserve_bytes, 1 << 30);
+        assert!(c.retired.is_empty());
+        // An old `.env` still setting MAX_BODY_BYTES starts, with a warning.
+        let c = config(&[("MAX_BODY_BYTES", "536870912")]).expect("still starts");
+        assert!(c.retired[0].contains("MAX_JOB_BYTES"), "{:?}", c.retired);
+        // The issue's 16384² f32 job, 2 GiB of input, is within the default.
+        assert!(3 * 16384 * 16384 <= c.limits.max_job_elements);
         let c = config(&[
             ("MAX_TASKS_PER_JOB", "250"),
             ("MAX_JSON_BODY_BYTES", "65536"),

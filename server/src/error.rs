@@ -24,6 +24,9 @@ pub enum Error {
     Unavailable(String),
     #[error("{0}")]
     Gone(String),
+    /// Storing the job would leave the disk with less than its reserve free.
+    #[error("{0}")]
+    InsufficientStorage(String),
     #[error("database unavailable")]
     Database(#[from] sqlx::Error),
     #[error("internal error")]
@@ -43,6 +46,7 @@ impl Error {
             Error::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Gone(_) => StatusCode::GONE,
+            Error::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,
             Error::Database(_) | Error::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }

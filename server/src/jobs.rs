@@ -44,6 +44,14 @@ impl Dtype {
     }
 }
 
+/// A matrix's element type and shape: all a plan needs of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shape {
+    pub dtype: Dtype,
+    pub rows: usize,
+    pub cols: usize,
+}
+
 /// A validated dense matrix: finite values, row-major little-endian bytes.
 #[derive(Debug, Clone)]
 pub struct Matrix {
@@ -93,6 +101,14 @@ impl Matrix {
             cols,
             data,
         })
+    }
+
+    pub fn shape(&self) -> Shape {
+        Shape {
+            dtype: self.dtype,
+            rows: self.rows,
+            cols: self.cols,
+        }
     }
 
     /// Values widened to f64 (for tests and the JSON result format).
@@ -619,6 +635,17 @@ impl Plan {
         tile: Option<usize>,
         limits: &PlanLimits,
     ) -> Result<Self, Error> {
+        Plan::for_operands(a.shape(), b.shape(), tile, limits)
+    }
+
+    /// [`Plan::new`] on the operands' shapes alone, as an upload knows them from its `.npy`
+    /// headers before their data comes.
+    pub fn for_operands(
+        a: Shape,
+        b: Shape,
+        tile: Option<usize>,
+        limits: &PlanLimits,
+    ) -> Result<Self, Error> {
         if a.dtype != b.dtype {
             return Err(Error::BadRequest(format!(
                 "a is {} but b is {}: both must have the same dtype",
@@ -951,7 +978,8 @@ mod tests {
         }
     }
 
-    /// The defaults of `MAX_JOB_ELEMENTS`, `MAX_TASKS_PER_JOB` and `MAX_MESSAGE_BYTES`.
+    /// The defaults of `MAX_TASKS_PER_JOB` and `MAX_MESSAGE_BYTES`, and `MAX_JOB_ELEMENTS`'s
+    /// before jobs moved to disk (the shapes below are cut to it).
     const LIMITS: PlanLimits = PlanLimits {
         max_job_elements: 200_000_000,
         max_tasks: 100_000,

@@ -29,6 +29,7 @@ pub mod store;
 pub mod sync;
 pub mod trust;
 pub mod upgrade;
+pub mod upload;
 pub mod verify;
 
 use std::future::Future;
@@ -78,6 +79,9 @@ pub async fn build(config: Config) -> Result<(Router, AppState), sqlx::Error> {
         .ws_max_frame_size(max_message)
         .with_parser(ParserConfig::common().max_incoming_binary_buf_size(max_message))
         .build_layer();
+    for warning in &config.retired {
+        tracing::warn!("{warning}");
+    }
     let config = Arc::new(config);
     let outbox = Box::new(socket::SocketOutbox(io.clone()));
     let store = Arc::new(store::Store::open(&config.data_dir).map_err(|e| {

@@ -79,7 +79,8 @@ async function memoryOf2(server) {
 }
 
 test("2. a tile far too small for the shape is refused with the smallest tile accepted; nothing is stored", async (t) => {
-  const server = await h.startServer(t);
+  // MAX_JOB_ELEMENTS's default before jobs moved to disk, which this test's shapes are cut to.
+  const server = await h.startServer(t, { env: { MAX_JOB_ELEMENTS: "200000000" } });
   const column = (n) => Array.from({ length: n }, () => [1]);
   const row = (n) => [Array(n).fill(1)];
   // 3000×1 · 1×3000 at tile 1 (18 kB of compact JSON, 24 kB with spaces) would be 9·10⁶
@@ -622,6 +623,8 @@ test("12. stale standing: a worker caught lying on one connection loses its stan
  * what a client saw of a refusal sent before its upload was read.
  */
 function postJob(url, { headers = {}, body, chunks = 1 }) {
+  // Node sends a body written in pieces chunked unless told its length.
+  if (chunks === 1) headers = { ...headers, "content-length": body.length };
   return new Promise((resolve, reject) => {
     const req = http.request(`${url}/api/jobs`, { method: "POST", headers, agent: false }, (res) => {
       let text = "";
@@ -639,14 +642,15 @@ function postJob(url, { headers = {}, body, chunks = 1 }) {
 
 test("13. refused uploads up to 1 MiB are read, so their senders get the answer, not a broken pipe", async (t) => {
   const token = "s3cret-token";
-  const server = await h.startServer(t, { env: { API_TOKEN: token, MAX_BODY_BYTES: "65536" } });
+  const server = await h.startServer(t, { env: { API_TOKEN: token, MAX_JOB_BYTES: "65536" } });
   const body = Buffer.alloc(900 * 1024, 7);
   const multipart = { "content-type": "multipart/form-data; boundary=x" };
   const cases = [
     [{ ...multipart }, 401, /missing or wrong API token/],
     [{ ...multipart, authorization: "Bearer s3cret-tokem" }, 401, /missing or wrong API token/],
     [{ "content-type": "text/plain", authorization: `Bearer ${token}` }, 400, /send application\/json or multipart/],
-    // Announced over MAX_BODY_BYTES: refused before reading, then read all the same.
+    // Announced longer than any job within MAX_JOB_BYTES: refused before reading, then read
+    // all the same.
     [{ ...multipart, authorization: `Bearer ${token}` }, 413, /larger than the configured limit/],
   ];
   for (let i = 0; i < 20; i++) {

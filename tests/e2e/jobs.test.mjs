@@ -66,7 +66,7 @@ test("npy uploads in f64, including 1×1, k = 1 and tall-thin shapes", async (t)
 });
 
 test("bad input gets a 4xx with a message, and nothing is stored", async (t) => {
-  const server = await startServer(t, { env: { MAX_BODY_BYTES: "4096" } });
+  const server = await startServer(t, { env: { MAX_JSON_BODY_BYTES: "4096" } });
   const npy = (rows, cols) => new Blob([npyEncode("f32", rows, cols, randomMatrix(rows, cols, "f64", 1))]);
   const form = (parts) => {
     const f = new FormData();

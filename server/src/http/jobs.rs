@@ -2,9 +2,12 @@
 //! tile's state.
 
 use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::{Body, HttpBody};
+use axum::extract::multipart::{Field, MultipartError};
 use axum::extract::{FromRequest, Multipart, Path, Request, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -17,11 +20,12 @@ use utoipa::ToSchema;
 use super::{authorize, find_job, ErrorBody};
 use crate::db;
 use crate::error::{Error, Result};
-use crate::jobs::{self, Dtype, JsonJob, Matrix, Plan, PlanLimits};
+use crate::jobs::{self, Dtype, JsonJob, Plan, PlanLimits, Shape};
 use crate::npy;
 use crate::state::AppState;
 use crate::status::JobStatus;
 use crate::store::Part;
+use crate::upload::{self, Room, Writer};
 
 /// The JSON form of a submission, for small matrices: its body may be at most
 /// `MAX_JSON_BODY_BYTES` (4 MiB by default). Larger matrices go as `.npy` files.
@@ -76,14 +80,6 @@ pub struct Created {
     tasks_total: usize,
 }
 
-/// A submission, parsed and checked, before anything is stored.
-struct Submission {
-    name: String,
-    a: Matrix,
-    b: Matrix,
-    tile: Option<usize>,
-}
-
 /// Submits C = A·B, as JSON or as two `.npy` files. Nothing is stored when the input is bad.
 #[utoipa::path(post, path = "/api/jobs", tag = "jobs",
     request_body(content(
@@ -94,8 +90,9 @@ struct Submission {
         (status = 201, body = Created),
         (status = 400, body = ErrorBody, description = "malformed or inconsistent matrices, or a tile outside the range this job accepts (named in the message)"),
         (status = 401, body = ErrorBody, description = "API_TOKEN set and not given"),
-        (status = 413, body = ErrorBody, description = "body (JSON: MAX_JSON_BODY_BYTES, multipart: MAX_BODY_BYTES) or job over the configured limits"),
+        (status = 413, body = ErrorBody, description = "JSON body over MAX_JSON_BODY_BYTES, or job over MAX_JOB_BYTES, MAX_JOB_ELEMENTS or the other configured limits (named in the message)"),
         (status = 503, body = ErrorBody, description = "shutting down"),
+        (status = 507, body = ErrorBody, description = "storing the job would leave less than DISK_RESERVE_BYTES free on the server's disk (the message names the bytes needed and free)"),
     ),
     security((), ("bearer" = [])))]
 pub(super) async fn submit_job(
@@ -111,46 +108,12 @@ pub(super) async fn submit_job(
             return Err(refusal);
         }
     };
-    let limits = &state.config.limits;
-    let submission = match form {
-        Form::Multipart => {
-            let multipart = Multipart::from_request(request, &state)
-                .await
-                .map_err(|e| Error::BadRequest(e.body_text()))?;
-            read_multipart(multipart, limits.max_job_elements).await?
-        }
-        Form::Json => {
-            let body = read_json_body(
-                request.into_body(),
-                limits.max_json_body_bytes.min(state.config.max_body_bytes),
-                state.config.max_body_bytes,
-            )
-            .await?;
-            let max_elements = limits.max_job_elements;
-            // Parsing large JSON matrices is CPU work: keep it off the async workers.
-            tokio::task::spawn_blocking(move || read_json(&body, max_elements))
-                .await
-                .map_err(|e| Error::Internal(e.to_string()))??
-        }
-    };
-    let Submission { name, a, b, tile } = submission;
-    let plan = Plan::new(&a, &b, tile, &PlanLimits::from(limits))?;
     let id = uuid::Uuid::new_v4().to_string();
     let span = tracing::info_span!("job", job_id = %id);
-    let store = state.grid.inputs.store().clone();
-    let job_id = id.clone();
-    tokio::task::spawn_blocking(move || -> std::io::Result<()> {
-        let upload = store.begin(&job_id)?;
-        for (matrix, m) in [(Part::A, &a), (Part::B, &b)] {
-            let mut w = upload.matrix(matrix, m.dtype, m.rows, m.cols, false)?;
-            w.write(&m.data).map_err(std::io::Error::other)?;
-            w.finish().map_err(std::io::Error::other)?;
-        }
-        upload.finish(&plan)
-    })
-    .await
-    .map_err(|e| Error::Internal(e.to_string()))?
-    .map_err(|e| Error::Internal(format!("storing the inputs: {e}")))?;
+    let (name, plan) = match form {
+        Form::Multipart => receive_multipart(&state, &id, request).await?,
+        Form::Json => receive_json(&state, &id, request).await?,
+    };
     // Known before the job is stored: once its tasks are in the database a dispatch round may
     // claim one at any moment.
     state.grid.inputs.insert_plan(&id, plan);
@@ -191,6 +154,386 @@ pub(super) async fn submit_job(
     Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
+/// What a job may take of the disk, from the configuration.
+fn room(state: &AppState) -> Room {
+    Room {
+        max_job_bytes: state.config.limits.max_job_bytes,
+        reserve_bytes: state.config.disk_reserve_bytes,
+    }
+}
+
+/// Bytes free on the store's file system, measured off the async workers.
+async fn free_bytes(state: &AppState) -> Result<u64> {
+    let store = state.grid.inputs.store().clone();
+    tokio::task::spawn_blocking(move || store.available_bytes())
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))?
+        .map_err(|e| Error::Internal(format!("measuring the free disk space: {e}")))
+}
+
+/// A JSON submission: parsed in memory (its body is bounded by `MAX_JSON_BODY_BYTES`), then
+/// stored through the same writer as an upload.
+async fn receive_json(state: &AppState, id: &str, request: Request) -> Result<(String, Plan)> {
+    let limits = &state.config.limits;
+    let body = read_json_body(
+        request.into_body(),
+        limits.max_json_body_bytes,
+        usize::try_from(limits.max_job_bytes).unwrap_or(usize::MAX),
+    )
+    .await?;
+    let max_elements = limits.max_job_elements;
+    // Parsing large JSON matrices is CPU work: keep it off the async workers.
+    let job = tokio::task::spawn_blocking(move || JsonJob::parse(&body, max_elements))
+        .await
+        .map_err(|e| Error::Internal(e.to_string()))??;
+    let plan = Plan::new(&job.a, &job.b, job.tile, &PlanLimits::from(limits))?;
+    let needed = upload::job_bytes(plan.dtype, plan.m, plan.k, plan.n);
+    room(state).check(needed, true, free_bytes(state).await?)?;
+    let mut writer = Writer::start(state.grid.inputs.store().clone(), id.to_owned());
+    for (part, matrix) in [(Part::A, &job.a), (Part::B, &job.b)] {
+        writer.begin(part, matrix.shape(), false).await?;
+        writer.write(matrix.data.clone()).await?;
+        writer.end().await?;
+    }
+    writer.finish(plan).await?;
+    Ok((job.name, plan))
+}
+
+/// Bytes of a multipart submission that are not matrix data: boundaries, part headers, the
+/// two `.npy` headers and the small fields. A body announced longer than a job within
+/// `MAX_JOB_BYTES` plus this is refused unread.
+const NON_DATA_BYTES: u64 = 2 * npy::MAX_HEADER_BYTES as u64 + 64 * 1024;
+
+/// What the multipart parser may hold that it has not handed out. It reads a chunk of the
+/// body (hyper's, up to about half a MiB) before it looks for a part's end or headers in
+/// what it holds, so an honest upload keeps a chunk or two there; a body of endless part
+/// headers is cut at this bound instead of being held whole.
+const READ_AHEAD_BYTES: u64 = 4 << 20;
+
+/// Longest `tile`, `name` or `dtype` field read.
+const SMALL_FIELD_BYTES: usize = 4096;
+
+/// A multipart submission, streamed: each `.npy` header is judged as soon as it has come,
+/// alone and against the other operand's, and its data then goes to the job's files as it
+/// arrives. A refusal is answered at once; the rest of the body is read and dropped in the
+/// background (up to [`REFUSED_BODY_DRAIN_BYTES`]), so that a small client still sending
+/// gets to read the answer rather than a reset.
+async fn receive_multipart(state: &AppState, id: &str, request: Request) -> Result<(String, Plan)> {
+    let (parts, body) = request.into_parts();
+    let allowance = Arc::new(Allowance::new());
+    let body = Body::from_stream(metered(body, allowance.clone()));
+    let mut multipart = Multipart::from_request(Request::from_parts(parts, body), state)
+        .await
+        .map_err(|e| Error::BadRequest(e.body_text()))?;
+    let mut intake = Intake {
+        state,
+        id,
+        allowance: &allowance,
+        a: None,
+        b: None,
+        tile: None,
+        name: None,
+        free: None,
+        writer: None,
+    };
+    match intake.read(&mut multipart).await {
+        Ok(received) => Ok(received),
+        Err(refusal) => {
+            if let Some(writer) = intake.writer.take() {
+                writer.abort().await;
+            }
+            tokio::spawn(drain_fields(
+                multipart,
+                allowance,
+                REFUSED_BODY_DRAIN_BYTES,
+                REFUSED_BODY_DRAIN_TIME,
+            ));
+            Err(refusal)
+        }
+    }
+}
+
+/// What a multipart submission has said so far.
+struct Intake<'r> {
+    state: &'r AppState,
+    id: &'r str,
+    allowance: &'r Allowance,
+    a: Option<Shape>,
+    b: Option<Shape>,
+    tile: Option<usize>,
+    name: Option<String>,
+    /// Free bytes on the store's disk before anything of this job was written.
+    free: Option<u64>,
+    writer: Option<Writer>,
+}
+
+impl Intake<'_> {
+    async fn read(&mut self, multipart: &mut Multipart) -> Result<(String, Plan)> {
+        while let Some(mut field) = multipart
+            .next_field()
+            .await
+            .map_err(|e| self.multipart_error(e))?
+        {
+            let field_name = field.name().unwrap_or("").to_owned();
+            match field_name.as_str() {
+                "a" => self.matrix(Part::A, &mut field).await?,
+                "b" => self.matrix(Part::B, &mut field).await?,
+                "tile" => {
+                    let text = self.small(&field_name, &mut field).await?;
+                    let text = String::from_utf8_lossy(&text);
+                    self.tile = Some(text.trim().parse::<usize>().map_err(|_| {
+                        Error::BadRequest(format!("tile must be a positive integer, not {text:?}"))
+                    })?);
+                    self.plan()?;
+                }
+                "name" => {
+                    let text = self.small(&field_name, &mut field).await?;
+                    self.name = Some(
+                        String::from_utf8_lossy(&text)
+                            .chars()
+                            .take(jobs::MAX_NAME_CHARS)
+                            .collect(),
+                    );
+                }
+                "dtype" => {
+                    // Given by the .npy files themselves.
+                    self.small(&field_name, &mut field).await?;
+                }
+                other => {
+                    return Err(Error::BadRequest(format!(
+                        "unexpected field {other:?}; expected files a and b and optional tile, name"
+                    )))
+                }
+            }
+        }
+        let missing = |f: &str| Error::BadRequest(format!("missing file {f} (a .npy file)"));
+        self.a.ok_or_else(|| missing("a"))?;
+        self.b.ok_or_else(|| missing("b"))?;
+        let plan = self.plan()?.ok_or_else(|| missing("a"))?;
+        let writer = self
+            .writer
+            .take()
+            .ok_or_else(|| Error::Internal("an upload without a writer".into()))?;
+        writer.finish(plan).await?;
+        Ok((self.name.take().unwrap_or_default(), plan))
+    }
+
+    /// The plan, once both operands are known: every refusal that their shapes and the tile
+    /// decide, as early as they are known.
+    fn plan(&self) -> Result<Option<Plan>> {
+        let (Some(a), Some(b)) = (self.a, self.b) else {
+            return Ok(None);
+        };
+        let limits = PlanLimits::from(&self.state.config.limits);
+        Plan::for_operands(a, b, self.tile, &limits).map(Some)
+    }
+
+    /// One `.npy` file: its header, judged before its data is read, then its data, written
+    /// as it comes.
+    async fn matrix(&mut self, part: Part, field: &mut Field<'_>) -> Result<()> {
+        let label = if part == Part::A { "a" } else { "b" };
+        let slot = if part == Part::A { self.a } else { self.b };
+        if slot.is_some() {
+            return Err(Error::BadRequest(format!("file {label} is given twice")));
+        }
+        let max_elements = self.state.config.limits.max_job_elements;
+        let mut head = Vec::new();
+        let (header, rest) = loop {
+            let Some(chunk) = next_chunk(field, self.allowance)
+                .await
+                .map_err(|e| self.multipart_error(e))?
+            else {
+                // Ended within the header: the whole-file parser names what is missing.
+                let file = Bytes::from(head);
+                return Err(npy::parse(label, &file, max_elements)
+                    .err()
+                    .unwrap_or_else(|| Error::BadRequest(format!("{label}: truncated header"))));
+            };
+            head.extend_from_slice(&chunk);
+            if let Some(header) = npy::Header::parse(label, &head, max_elements)? {
+                let rest = Bytes::from(head.split_off(header.len));
+                break (header, rest);
+            }
+        };
+        self.accept(part, &header).await?;
+        let writer = self
+            .writer
+            .as_mut()
+            .ok_or_else(|| Error::Internal("an upload without a writer".into()))?;
+        let expected = header.data_bytes();
+        let mut got = 0u64;
+        let mut chunk = rest;
+        loop {
+            got += chunk.len() as u64;
+            if got > expected {
+                return Err(Error::BadRequest(format!(
+                    "{label}: not a valid .npy file: shape ({}, {}) {} needs {expected} data \
+                     bytes, the file has more",
+                    header.rows,
+                    header.cols,
+                    header.dtype.name()
+                )));
+            }
+            if !chunk.is_empty() {
+                writer.write(chunk).await?;
+            }
+            match next_chunk(field, self.allowance).await {
+                Ok(Some(next)) => chunk = next,
+                Ok(None) => break,
+                Err(e) => return Err(multipart_error(e, self.allowance)),
+            }
+        }
+        if got < expected {
+            return Err(Error::BadRequest(format!(
+                "{label}: not a valid .npy file: shape ({}, {}) {} needs {expected} data bytes, \
+                 the file has {got}",
+                header.rows,
+                header.cols,
+                header.dtype.name()
+            )));
+        }
+        writer.end().await
+    }
+
+    /// Takes an operand's header: refuses it if, with what is already known, the job cannot
+    /// be planned or stored; otherwise lets its data in and starts its file.
+    async fn accept(&mut self, part: Part, header: &npy::Header) -> Result<()> {
+        match part {
+            Part::A => self.a = Some(header.shape()),
+            _ => self.b = Some(header.shape()),
+        }
+        self.plan()?;
+        if let Some((needed, exact)) = upload::bytes_at_least(self.a, self.b) {
+            let free = match self.free {
+                Some(free) => free,
+                None => *self.free.insert(free_bytes(self.state).await?),
+            };
+            room(self.state).check(needed, exact, free)?;
+        }
+        let store = self.state.grid.inputs.store();
+        let writer = self
+            .writer
+            .get_or_insert_with(|| Writer::start(store.clone(), self.id.to_owned()));
+        writer.begin(part, header.shape(), header.big_endian).await
+    }
+
+    /// A small field's text, refused past [`SMALL_FIELD_BYTES`].
+    async fn small(&self, label: &str, field: &mut Field<'_>) -> Result<Vec<u8>> {
+        let mut text = Vec::new();
+        while let Some(chunk) = next_chunk(field, self.allowance)
+            .await
+            .map_err(|e| self.multipart_error(e))?
+        {
+            if text.len() + chunk.len() > SMALL_FIELD_BYTES {
+                return Err(Error::BadRequest(format!(
+                    "field {label} is longer than {SMALL_FIELD_BYTES} bytes"
+                )));
+            }
+            text.extend_from_slice(&chunk);
+        }
+        Ok(text)
+    }
+
+    fn multipart_error(&self, e: MultipartError) -> Error {
+        multipart_error(e, self.allowance)
+    }
+}
+
+/// How far the multipart parser may read ahead of the fields' contents it has handed out:
+/// [`READ_AHEAD_BYTES`], plus the one chunk that crosses the bound.
+struct Allowance {
+    /// Bytes read from the body.
+    pulled: AtomicU64,
+    /// Bytes of fields' contents handed out (and written, or dropped).
+    consumed: AtomicU64,
+    exceeded: AtomicBool,
+}
+
+impl Allowance {
+    fn new() -> Self {
+        Allowance {
+            pulled: AtomicU64::new(0),
+            consumed: AtomicU64::new(0),
+            exceeded: AtomicBool::new(false),
+        }
+    }
+
+    /// Counts `bytes` read from the body; false when the parser already holds its fill.
+    fn pull(&self, bytes: u64) -> bool {
+        let before = self.pulled.fetch_add(bytes, Ordering::Relaxed);
+        let within = before <= self.consumed.load(Ordering::Relaxed) + READ_AHEAD_BYTES;
+        if !within {
+            self.exceeded.store(true, Ordering::Relaxed);
+        }
+        within
+    }
+
+    fn consume(&self, bytes: usize) {
+        self.consumed.fetch_add(bytes as u64, Ordering::Relaxed);
+    }
+
+    fn exceeded(&self) -> bool {
+        self.exceeded.load(Ordering::Relaxed)
+    }
+}
+
+/// A field's next chunk, counted as handed out.
+async fn next_chunk(
+    field: &mut Field<'_>,
+    allowance: &Allowance,
+) -> std::result::Result<Option<Bytes>, MultipartError> {
+    let chunk = field.chunk().await?;
+    if let Some(chunk) = &chunk {
+        allowance.consume(chunk.len());
+    }
+    Ok(chunk)
+}
+
+/// Why a metered body was cut.
+#[derive(Debug, thiserror::Error)]
+#[error("the body holds more than its files' headers announce")]
+struct OverAllowance;
+
+/// `body`, cut once it brings more than `allowance` grants. The multipart parser buffers what
+/// it has not yet handed out (a part's headers, say), so without this a body of endless part
+/// headers would be held whole.
+fn metered(
+    body: Body,
+    allowance: Arc<Allowance>,
+) -> impl futures_util::Stream<Item = std::result::Result<Bytes, axum::Error>> {
+    use futures_util::StreamExt;
+    body.into_data_stream().map(move |chunk| {
+        let chunk = chunk?;
+        if allowance.pull(chunk.len() as u64) {
+            Ok(chunk)
+        } else {
+            Err(axum::Error::new(OverAllowance))
+        }
+    })
+}
+
+/// Reads and drops what is left of a refused multipart body, as [`drain`] does a raw one.
+async fn drain_fields(
+    mut multipart: Multipart,
+    allowance: Arc<Allowance>,
+    bound: u64,
+    time: Duration,
+) -> u64 {
+    let mut total = 0u64;
+    let read = async {
+        while let Ok(Some(mut field)) = multipart.next_field().await {
+            while let Ok(Some(chunk)) = next_chunk(&mut field, &allowance).await {
+                total = total.saturating_add(chunk.len() as u64);
+                if total > bound {
+                    return;
+                }
+            }
+        }
+    };
+    let _ = tokio::time::timeout(time, read).await;
+    total
+}
+
 /// The two forms a submission may take, told apart by its `Content-Type`.
 enum Form {
     Multipart,
@@ -198,8 +541,8 @@ enum Form {
 }
 
 /// Every refusal that the request's head alone decides, taken before a byte of its body is
-/// read: a client without the token, or one that announces more than `MAX_BODY_BYTES`, never
-/// gets the server to read its upload. (A JSON body's own, smaller limit is left to
+/// read: a client without the token, or one that announces a body longer than any job within
+/// `MAX_JOB_BYTES`, never gets the server to read its upload. (A JSON body's own, smaller limit is left to
 /// [`read_json_body`], whose answer points to `.npy` and needs the body read to arrive.)
 fn admit(state: &AppState, headers: &HeaderMap) -> Result<Form> {
     authorize(state, headers)?;
@@ -213,8 +556,15 @@ fn admit(state: &AppState, headers: &HeaderMap) -> Result<Form> {
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     if content_type.starts_with("multipart/form-data") {
-        if content_length(headers).is_some_and(|n| n > state.config.max_body_bytes as u64) {
-            return Err(too_large());
+        let max_job_bytes = state.config.limits.max_job_bytes;
+        if let Some(n) =
+            content_length(headers).filter(|&n| n > max_job_bytes.saturating_add(NON_DATA_BYTES))
+        {
+            // A and B are less than the whole job: no body this long holds a job within it.
+            return Err(Error::PayloadTooLarge(format!(
+                "request body of {n} bytes is larger than the configured limit: a job's A, B \
+                 and C may take at most {max_job_bytes} bytes (MAX_JOB_BYTES)"
+            )));
         }
         Ok(Form::Multipart)
     } else if content_type.starts_with("application/json") {
@@ -288,15 +638,14 @@ async fn drain(mut body: Body, bound: u64, time: Duration) -> u64 {
     total
 }
 
-fn too_large() -> Error {
-    Error::PayloadTooLarge("request body is larger than the configured limit".into())
-}
-
-fn body_error(status: StatusCode, text: String) -> Error {
-    if status == StatusCode::PAYLOAD_TOO_LARGE {
-        too_large()
+fn multipart_error(e: MultipartError, allowance: &Allowance) -> Error {
+    if allowance.exceeded() {
+        Error::PayloadTooLarge(format!(
+            "malformed multipart body: more than {READ_AHEAD_BYTES} bytes of part headers or \
+             boundaries at once"
+        ))
     } else {
-        Error::BadRequest(text)
+        Error::BadRequest(format!("malformed multipart body: {}", e.body_text()))
     }
 }
 
@@ -328,75 +677,6 @@ async fn read_json_body(mut body: Body, limit: usize, drain: usize) -> Result<By
         )));
     }
     Ok(Bytes::from(kept))
-}
-
-fn read_json(body: &[u8], max_elements: usize) -> Result<Submission> {
-    let job = JsonJob::parse(body, max_elements)?;
-    Ok(Submission {
-        name: job.name,
-        a: job.a,
-        b: job.b,
-        tile: job.tile,
-    })
-}
-
-async fn read_multipart(mut multipart: Multipart, max_elements: usize) -> Result<Submission> {
-    // Read the whole body before judging any part of it: answering early and closing the
-    // connection mid-upload makes clients see a broken pipe instead of our message.
-    let mut fields = Vec::new();
-    while let Some(field) = multipart.next_field().await.map_err(multipart_error)? {
-        let name = field.name().unwrap_or("").to_owned();
-        fields.push((name, field.bytes().await.map_err(multipart_error)?));
-    }
-    let (mut a, mut b, mut tile, mut name) = (None, None, None, String::new());
-    for (field_name, data) in fields {
-        match field_name.as_str() {
-            "a" | "b" => {
-                let label = field_name.clone();
-                let matrix =
-                    tokio::task::spawn_blocking(move || npy::parse(&label, &data, max_elements))
-                        .await
-                        .map_err(|e| Error::Internal(e.to_string()))??;
-                if field_name == "a" {
-                    a = Some(matrix);
-                } else {
-                    b = Some(matrix);
-                }
-            }
-            "tile" => {
-                let text = String::from_utf8_lossy(&data);
-                tile = Some(text.trim().parse::<usize>().map_err(|_| {
-                    Error::BadRequest(format!("tile must be a positive integer, not {text:?}"))
-                })?);
-            }
-            "name" => {
-                name = String::from_utf8_lossy(&data)
-                    .chars()
-                    .take(jobs::MAX_NAME_CHARS)
-                    .collect()
-            }
-            "dtype" => {} // Given by the .npy files themselves.
-            other => {
-                return Err(Error::BadRequest(format!(
-                    "unexpected field {other:?}; expected files a and b and optional tile, name"
-                )))
-            }
-        }
-    }
-    let missing = |f: &str| Error::BadRequest(format!("missing file {f} (a .npy file)"));
-    Ok(Submission {
-        a: a.ok_or_else(|| missing("a"))?,
-        b: b.ok_or_else(|| missing("b"))?,
-        tile,
-        name,
-    })
-}
-
-fn multipart_error(e: axum::extract::multipart::MultipartError) -> Error {
-    body_error(
-        e.status(),
-        format!("malformed multipart body: {}", e.body_text()),
-    )
 }
 
 /// Jobs, newest first.

@@ -36,7 +36,14 @@ pub fn router(state: AppState) -> Router {
         .route("/health", get(health::health))
         .route("/api/status", get(health::status))
         .route("/api/auth", get(auth::check))
-        .route("/api/jobs", get(jobs::list_jobs).post(jobs::submit_job))
+        .route(
+            "/api/jobs",
+            get(jobs::list_jobs)
+                .post(jobs::submit_job)
+                // A submission bounds itself: JSON by MAX_JSON_BODY_BYTES, an upload by its
+                // headers, MAX_JOB_BYTES and the disk (see `jobs::receive_multipart`).
+                .layer(DefaultBodyLimit::disable()),
+        )
         .route(
             "/api/jobs/{id}",
             get(jobs::get_job).delete(jobs::cancel_job),
@@ -48,7 +55,6 @@ pub fn router(state: AppState) -> Router {
         .route("/api/openapi.json", get(openapi::openapi_json))
         .route_service("/dashboard", ServeFile::new(web.join("dashboard.html")))
         .fallback_service(static_files)
-        .layer(DefaultBodyLimit::max(state.config.max_body_bytes))
         // A layer, not a route layer: requests no route matches are counted too (under one
         // label, see `metrics::track_http`).
         .layer(axum::middleware::from_fn_with_state(
