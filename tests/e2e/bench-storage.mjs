@@ -3,7 +3,7 @@
 // default target/release/brain-server), so that an old build can be measured the same way:
 //
 //   node bench-storage.mjs [--sizes 4096,8192]     (`make bench-storage`)
-//   node bench-storage.mjs --bigjob                (`make bench-bigjob`: 16384² f32 under 512 MB)
+//   node bench-storage.mjs --bigjob [--n 16384] [--limit-mb 512]   (`make bench-bigjob`)
 //
 // For each n×n f32 job (A and B written here straight to disk), on a fresh server:
 // - submission time and MB/s through the HTTP API (curl -F, which streams from disk), beside
@@ -33,7 +33,12 @@ import { MiB, diskBytes, downloadFile, mb, procStatus, rssSampler, run, submitFi
 
 const here = dirname(fileURLToPath(import.meta.url));
 const { values: opts } = parseArgs({
-  options: { sizes: { type: "string", default: "4096,8192" }, bigjob: { type: "boolean", default: false } },
+  options: {
+    sizes: { type: "string", default: "4096,8192" },
+    bigjob: { type: "boolean", default: false },
+    n: { type: "string", default: "16384" }, // --bigjob: the job's edge
+    "limit-mb": { type: "string", default: "512" }, // --bigjob: the memory limit
+  },
 });
 const BIN = resolve(process.env.BRAIN_SERVER_BIN ?? resolve(here, "../../target/release/brain-server"));
 const PANEL_CACHE = Number(process.env.PANEL_CACHE_BYTES ?? 64 * MiB);
@@ -95,14 +100,18 @@ async function measure(n) {
     const bPath = join(dir, "b.npy");
     const input = writeNpyF32(aPath, n, n, 1) + writeNpyF32(bPath, n, n, 2);
     out.input = input;
-    // The anchor: the same bytes copied on the same file system, to disk.
-    await run("sync", []);
-    const t0 = performance.now();
-    const cp = await run("sh", ["-c", `cp '${aPath}' '${aPath}.copy' && cp '${bPath}' '${bPath}.copy' && sync`]);
-    out.cpSeconds = (performance.now() - t0) / 1000;
-    if (cp.code !== 0) throw new Error(`cp: ${cp.stderr}`);
-    rmSync(`${aPath}.copy`);
-    rmSync(`${bPath}.copy`);
+    // The anchor: the same bytes copied on the same file system, to disk; the faster of two
+    // runs, as the disk is shared.
+    out.cpSeconds = Infinity;
+    for (let i = 0; i < 2; i++) {
+      await run("sync", []);
+      const t0 = performance.now();
+      const cp = await run("sh", ["-c", `cp '${aPath}' '${aPath}.copy' && cp '${bPath}' '${bPath}.copy' && sync`]);
+      out.cpSeconds = Math.min(out.cpSeconds, (performance.now() - t0) / 1000);
+      if (cp.code !== 0) throw new Error(`cp: ${cp.stderr}`);
+      rmSync(`${aPath}.copy`);
+      rmSync(`${bPath}.copy`);
+    }
     await run("sync", []);
 
     const server = await startServer(dir);
@@ -162,7 +171,7 @@ function report(n, r) {
   const cpRate = r.input / 1e6 / r.cpSeconds;
   const subRate = r.input / 1e6 / r.submitSeconds;
   console.log(`\n${n}² f32 (A and B ${mb(r.input)} MB in all; tile 128)`);
-  console.log(`  submission      ${r.submitSeconds.toFixed(1)} s, ${subRate.toFixed(0)} MB/s  | anchor cp+sync ${r.cpSeconds.toFixed(1)} s, ${cpRate.toFixed(0)} MB/s` +
+  console.log(`  submission      ${r.submitSeconds.toFixed(1)} s, ${subRate.toFixed(0)} MB/s  | anchor cp+sync (best of 2) ${r.cpSeconds.toFixed(1)} s, ${cpRate.toFixed(0)} MB/s` +
     `  -> ${((100 * subRate) / cpRate).toFixed(0)} % of cp (target ≥ 50 %: ${ok(subRate >= cpRate / 2)})`);
   const p = r.peaks;
   const worst = Math.max(p.submit, p.run, p["result-run"], p.download);
@@ -178,8 +187,8 @@ function report(n, r) {
 
 /** The issue's "done when", at full size, under a 512 MB memory cgroup. */
 async function bigjob() {
-  const n = 16384;
-  const limit = 512 * 1e6;
+  const n = Number(opts.n);
+  const limit = Number(opts["limit-mb"]) * 1e6;
   const panelCache = 128 * MiB;
   const dir = mkdtempSync(join(tmpdir(), "brain-bench-bigjob-"));
   const cgroup = memoryCgroup(limit, "brain-bench");
@@ -207,8 +216,13 @@ async function bigjob() {
       rss.phase("submit");
       const sub = await submitFiles(server.url, aPath, bPath, { tile: 64, name: "bigjob" });
       rss.phase("run");
-      if (!step(sub.status === 201, `accepted: HTTP ${sub.status || "no answer"} in ${sub.seconds.toFixed(1)} s (${rate(input, sub.seconds)} MB/s); peak RSS ${mb(rss.peak("submit"))} MB; ${state()}${sub.status === 201 ? "" : ` ${sub.text} ${sub.curlError}`}`))
+      if (sub.status !== 201) {
+        await Promise.race([server.exited, new Promise((r) => setTimeout(r, 2000))]);
+        step(false, `accepted: ${sub.status ? `HTTP ${sub.status} ${sub.text}` : `no answer (${sub.curlError})`} after ${sub.seconds.toFixed(1)} s; ` +
+          `peak RSS ${mb(rss.peak("submit"))} MB; ${state()}`);
         return failures;
+      }
+      step(true, `accepted in ${sub.seconds.toFixed(1)} s (${rate(input, sub.seconds)} MB/s); peak RSS ${mb(rss.peak("submit"))} MB; ${state()}`);
       const id = sub.json.id;
       const disk = diskBytes(join(dir, "server"));
       step(disk <= 1.1 * input, `stored: ${(disk / input).toFixed(2)}× the input on disk`);

@@ -90,7 +90,9 @@ export async function submitFiles(url, aPath, bPath, { tile, name = "bigjob", ti
   } catch {
     json = undefined;
   }
-  return { status: Number(code) || 0, json, text, seconds: Number(time) || r.ms / 1000, curlCode: r.code, curlError: r.stderr.trim() };
+  // A 100 (Continue) and nothing after it: the connection broke before an answer.
+  const status = Number(code) >= 200 ? Number(code) : 0;
+  return { status, json, text, seconds: Number(time) || r.ms / 1000, curlCode: r.code, curlError: r.stderr.trim() };
 }
 
 /** Downloads a job's result to `path` with curl; resolves `{ status, bytes, seconds }`. */
