@@ -5,8 +5,8 @@
 // The page cache of the files a process writes is charged to its group too, but the kernel
 // reclaims it under the limit instead of killing: `failcnt` counts those hits, so a kill is
 // read from the group's OOM-kill counter (and the process's SIGKILL), not from `failcnt`.
-import { existsSync, mkdirSync, readFileSync, rmdirSync, writeFileSync, chmodSync } from "node:fs";
-import { join } from "node:path";
+import { existsSync, mkdirSync, readFileSync, readdirSync, rmdirSync, writeFileSync, chmodSync } from "node:fs";
+import { dirname, join } from "node:path";
 
 const ROOT = "/sys/fs/cgroup";
 
@@ -41,10 +41,12 @@ export function memoryCgroup(limitBytes, prefix = "brain-test") {
     const sub = join(ROOT, "cgroup.subtree_control");
     if (!readFileSync(sub, "utf8").split(/\s+/).includes("memory")) writeFileSync(sub, "+memory");
   }
+  removeStale(dirname(dir), prefix);
   mkdirSync(dir);
   const file = (v1name, v2name) => join(dir, v1 ? v1name : v2name);
   writeFileSync(file("memory.limit_in_bytes", "memory.max"), String(limitBytes));
-  if (!v1) writeFileSync(join(dir, "memory.swap.max"), "0");
+  // v2 with swap accounting: no swap either, so the limit is a hard one (v1 has no swap here).
+  if (!v1 && existsSync(join(dir, "memory.swap.max"))) writeFileSync(join(dir, "memory.swap.max"), "0");
   const num = (path) => (existsSync(path) ? Number(readFileSync(path, "utf8").trim()) : NaN);
   const field = (path, key) => {
     if (!existsSync(path)) return NaN;
@@ -83,4 +85,18 @@ export function memoryCgroup(limitBytes, prefix = "brain-test") {
       throw new Error(`memory cgroup ${dir} still busy: remove it by hand (rmdir)`);
     },
   };
+}
+
+/** Removes groups `prefix-<pid>-…` left by a run that was killed before its clean-up (its pid
+ * gone, the group empty). */
+function removeStale(parent, prefix) {
+  for (const name of readdirSync(parent)) {
+    const m = name.match(new RegExp(`^${prefix}-(\\d+)-\\d+$`));
+    if (!m || existsSync(`/proc/${m[1]}`)) continue;
+    try {
+      rmdirSync(join(parent, name));
+    } catch {
+      // still has processes, or already gone: leave it
+    }
+  }
 }
