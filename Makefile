@@ -64,8 +64,9 @@ bench-storage: ## Jobs bigger than memory: submission MB/s against cp, server pe
 	cd tests/e2e && ( [ -d node_modules ] || npm ci --no-audit --no-fund ) && \
 	  BRAIN_SERVER_BIN=$${BRAIN_SERVER_BIN:-$(CURDIR)/target/release/brain-server} node bench-storage.mjs
 
-bench-bigjob: ## A 16384² f32 job (2 GiB) under a 512 MB memory cgroup (root): accepted, served, cancelled, space freed; a 256 MiB result downloaded
+bench-bigjob: setup ## Under a 512 MB memory cgroup (root): a 16384² f32 job (2 GiB) accepted, served, cancelled, space freed; an 8192² job computed (wasm) and downloaded
 	cargo build --release -p server --bin brain-server
+	[ -f worker-wasm/pkg-simd/worker_wasm_bg.wasm ] || scripts/build-wasm.sh
 	cd tests/e2e && ( [ -d node_modules ] || npm ci --no-audit --no-fund ) && \
 	  BRAIN_SERVER_BIN=$${BRAIN_SERVER_BIN:-$(CURDIR)/target/release/brain-server} node bench-storage.mjs --bigjob
 

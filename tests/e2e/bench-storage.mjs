@@ -3,7 +3,8 @@
 // default target/release/brain-server), so that an old build can be measured the same way:
 //
 //   node bench-storage.mjs [--sizes 4096,8192]     (`make bench-storage`)
-//   node bench-storage.mjs --bigjob [--n 16384] [--limit-mb 512]   (`make bench-bigjob`)
+//   node bench-storage.mjs --bigjob [--n 16384] [--compute-n 8192] [--limit-mb 512] [--pkg DIR]
+//                                                  (`make bench-bigjob`)
 //
 // For each n×n f32 job (A and B written here straight to disk), on a fresh server:
 // - submission time and MB/s through the HTTP API (curl -F, which streams from disk), beside
@@ -19,9 +20,10 @@
 //
 // --bigjob runs the issue's "done when" at full size with the server in a 512 MB memory
 // cgroup (root): a 16384² f32 job (2 GiB of input) is accepted, served to workers and
-// cancelled with its space freed, and a 256 MiB result (8192×1 · 1×8192) is downloaded in
-// full. Exits 1 when a step fails (e.g. the server is killed by the limit).
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync } from "node:fs";
+// cancelled with its space freed; then an 8192² f32 job is computed by two volunteers with the
+// real wasm kernel (worker-wasm/pkg-simd, or --pkg) and its result downloaded in full and
+// spot-checked. Exits 1 when a step fails (e.g. the server is killed by the limit).
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, statSync } from "node:fs";
 import { cpus, loadavg, tmpdir, totalmem } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -29,14 +31,16 @@ import { parseArgs } from "node:util";
 import { spawnServer } from "../support/server.mjs";
 import { memoryCgroup } from "../support/cgroup.mjs";
 import { startWorker } from "./helpers.mjs";
-import { MiB, diskBytes, downloadFile, mb, procStatus, rssSampler, run, submitFiles, waitGone, waitJob, writeNpyF32 } from "./bigjob.mjs";
+import { MiB, diskBytes, downloadFile, entryFromFiles, f32At, mb, npyOffset, procStatus, rssSampler, run, startWasmWorker, submitFiles, waitGone, waitJob, writeNpyF32 } from "./bigjob.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const { values: opts } = parseArgs({
   options: {
     sizes: { type: "string", default: "4096,8192" },
     bigjob: { type: "boolean", default: false },
-    n: { type: "string", default: "16384" }, // --bigjob: the job's edge
+    n: { type: "string", default: "16384" }, // --bigjob: the cancelled job's edge
+    "compute-n": { type: "string", default: "8192" }, // --bigjob: the computed job's edge
+    pkg: { type: "string", default: resolve(here, "../../worker-wasm/pkg-simd") }, // the wasm kernel
     "limit-mb": { type: "string", default: "512" }, // --bigjob: the memory limit
   },
 });
@@ -238,20 +242,44 @@ async function bigjob() {
       step(freed, `cancelled, folder ${freed ? "removed" : "NOT removed"}; disk now ${mb(diskBytes(join(dir, "server")))} MB`);
       rmSync(aPath);
       rmSync(bPath);
-      const [ta, tb] = thinInputs(dir, 8192);
-      rss.phase("result");
-      const thin = await submitFiles(server.url, ta, tb, { name: "bigjob result" });
-      if (!step(thin.status === 201, `8192×1 · 1×8192 submitted (HTTP ${thin.status})`)) return failures;
-      try {
-        await withWorkers(server.url, thin.json.id, (j) => j.status === "done", "done", 600000);
-      } catch (e) {
-        step(false, `8192×1 · 1×8192 computed: ${e.message}; ${state()}`);
+      // A full product computed by the real kernel, and its result downloaded and checked.
+      const cn = Number(opts["compute-n"]);
+      const [ca, cb] = [join(dir, "ca.npy"), join(dir, "cb.npy")];
+      const cInput = writeNpyF32(ca, cn, cn, 5) + writeNpyF32(cb, cn, cn, 6);
+      rss.phase("compute-submit");
+      const full = await submitFiles(server.url, ca, cb, { name: `bigjob ${cn}²` });
+      if (!step(full.status === 201, `${cn}² f32 accepted (${mb(cInput)} MB): ${full.status ? `HTTP ${full.status}` : "no answer"} in ${full.seconds.toFixed(1)} s; ` +
+        `peak RSS ${mb(rss.peak("compute-submit"))} MB; ${state()}`)) return failures;
+      if (!existsSync(join(opts.pkg, "worker_wasm_bg.wasm"))) {
+        step(false, `${cn}² computed: no wasm kernel at ${opts.pkg} (scripts/build-wasm.sh, or --pkg DIR)`);
         return failures;
       }
-      const dl = await downloadFile(server.url, thin.json.id, join(dir, "c.npy"));
-      const want = 128 + 8192 * 8192 * 4;
-      step(dl.status === 200 && dl.bytes === want, `256 MiB result downloaded in full: HTTP ${dl.status}, ${dl.bytes} of ${want} bytes, ` +
-        `${rate(dl.bytes, dl.seconds)} MB/s; peak RSS ${mb(rss.peak("result"))} MB; ${state()}`);
+      rss.phase("compute");
+      const t0c = performance.now();
+      const volunteers = [];
+      try {
+        for (const name of ["wasm-1", "wasm-2"]) volunteers.push(await startWasmWorker(server.url, { pkg: opts.pkg, name }));
+        const j = await waitJob(server.url, full.json.id, (j) => j.status === "done", { ms: 1800000, what: "done" });
+        step(true, `${cn}² computed by two wasm workers: ${j.tasks_total} tiles of ${j.tile} in ${((performance.now() - t0c) / 1000).toFixed(0)} s; ` +
+          `peak RSS ${mb(rss.peak("compute"))} MB; ${state()}`);
+      } catch (e) {
+        step(false, `${cn}² computed: ${e.message}; ${state()}`);
+        return failures;
+      } finally {
+        for (const v of volunteers) v.stop();
+      }
+      rss.phase("download");
+      const cPath = join(dir, "c.npy");
+      const dl = await downloadFile(server.url, full.json.id, cPath);
+      const want = dl.status === 200 ? npyOffset(cPath) + cn * cn * 4 : NaN;
+      const spots = dl.status === 200 ? [[0, 0], [cn - 1, cn - 1], [Math.floor(cn / 3), Math.floor((2 * cn) / 3)]] : [];
+      const wrong = spots.filter(([i, jj]) => {
+        const { sum, abs } = entryFromFiles(ca, cb, cn, cn, i, jj);
+        return !(Math.abs(f32At(cPath, i * cn + jj) - sum) <= 4 * cn * 1.2e-7 * abs + 1e-6);
+      });
+      step(dl.status === 200 && dl.bytes === want && wrong.length === 0, `${cn}² result downloaded in full: HTTP ${dl.status}, ${dl.bytes} of ${want} bytes, ` +
+        `${rate(dl.bytes, dl.seconds)} MB/s, ${spots.length - wrong.length} of ${spots.length} spot-checked entries right; ` +
+        `peak RSS ${mb(rss.peak("download"))} MB; ${state()}`);
       step(cgroup.stats().oomKills === 0, `never killed by the limit (${state()})`);
     } finally {
       rss.stop();

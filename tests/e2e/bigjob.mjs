@@ -4,8 +4,10 @@
 // through the real HTTP API with curl (which streams a file from disk, so the client never
 // holds it), the server's resident memory sampled from /proc, and disk usage as `du` counts it.
 import { spawn } from "node:child_process";
-import { closeSync, existsSync, openSync, readFileSync, readdirSync, statSync, writeSync } from "node:fs";
+import { closeSync, existsSync, openSync, readFileSync, readSync, readdirSync, statSync, writeSync } from "node:fs";
 import { join } from "node:path";
+import { Worker } from "node:worker_threads";
+import { connect, once } from "./helpers.mjs";
 
 export const MiB = 1024 * 1024;
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -174,3 +176,102 @@ export async function waitGone(path, ms = 30000) {
 }
 
 export const mb = (bytes) => (bytes / 1e6).toFixed(0);
+
+/**
+ * A volunteer that computes with the real worker-wasm kernel (the page's build in `pkg`) in a
+ * Node worker thread (compute-thread.mjs, the load harness's), keeping `inFlight` tasks
+ * requested, with a panel cache of `panelCache` bytes announced to the server. Fast enough for
+ * an 8192³ product here, which the test workers' JavaScript loop is not. `stop()` closes it.
+ */
+export async function startWasmWorker(url, { pkg, name = "wasm", inFlight = 2, panelCache = 64 * MiB }) {
+  const thread = new Worker(new URL("./compute-thread.mjs", import.meta.url), { workerData: { pkg } });
+  await new Promise((res, rej) => {
+    thread.once("message", res);
+    thread.once("error", rej);
+  });
+  const pending = new Map();
+  let seq = 0;
+  thread.on("message", ({ id, c }) => pending.get(id)?.(c));
+  const stats = { accepted: 0, refused: 0 };
+  const socket = connect(url);
+  socket.on("connect", () => socket.emit("register_worker", { name, threads: 1, panel_cache: { budget_bytes: panelCache } }));
+  socket.on("registration_ack", () => {
+    for (let i = 0; i < inFlight; i++) socket.emit("request_task");
+  });
+  socket.on("task_cancelled", () => socket.emit("request_task"));
+  socket.on("task_assigned", async (task) => {
+    const own = (x) => x && (x.byteOffset === 0 && x.byteLength === x.buffer.byteLength ? x : new Uint8Array(x));
+    const [a, b] = [own(task.a), own(task.b)];
+    const c = await new Promise((res) => {
+      const id = seq++;
+      pending.set(id, (c) => {
+        pending.delete(id);
+        res(c);
+      });
+      thread.postMessage(
+        { id, dtype: task.dtype, m: task.m, k: task.k, n: task.n, a, b, aKey: task.a_key, bKey: task.b_key, keep: true, evict: task.evict },
+        [...new Set([a, b].filter(Boolean).map((x) => x.buffer))],
+      );
+    });
+    socket.emit("task_result", { task_id: task.task_id, c: Buffer.from(c.buffer, c.byteOffset, c.byteLength), compute_ms: 1 });
+    socket.emit("request_task");
+  });
+  socket.on("result_ack", (ack) => (ack.accepted ? stats.accepted++ : stats.refused++));
+  await once(socket, "registration_ack", 30000);
+  return {
+    stats,
+    stop() {
+      socket.close();
+      thread.terminate();
+    },
+  };
+}
+
+/** Entry (i, j) of A·B (A m×k, B k×n) read from the `.npy` files, summed in f64, with the sum
+ * of its terms' magnitudes (for an f32 error bound): a spot check. */
+export function entryFromFiles(aPath, bPath, k, n, i, j) {
+  const fdA = openSync(aPath, "r");
+  const fdB = openSync(bPath, "r");
+  try {
+    const row = Buffer.alloc(k * 4);
+    readSync(fdA, row, 0, k * 4, npyOffset(aPath) + i * k * 4);
+    const x = new Float32Array(row.buffer, row.byteOffset, k);
+    const one = Buffer.alloc(4);
+    const offB = npyOffset(bPath);
+    let sum = 0;
+    let abs = 0;
+    for (let p = 0; p < k; p++) {
+      readSync(fdB, one, 0, 4, offB + (p * n + j) * 4);
+      sum += x[p] * one.readFloatLE(0);
+      abs += Math.abs(x[p] * one.readFloatLE(0));
+    }
+    return { sum, abs };
+  } finally {
+    closeSync(fdA);
+    closeSync(fdB);
+  }
+}
+
+/** The data's offset in a version 1 `.npy` file. */
+export function npyOffset(path) {
+  const fd = openSync(path, "r");
+  try {
+    const head = Buffer.alloc(10);
+    readSync(fd, head, 0, 10, 0);
+    return 10 + head.readUInt16LE(8);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** Element `index` of an f32 `.npy` file. */
+export function f32At(path, index) {
+  const fd = openSync(path, "r");
+  try {
+    const b = Buffer.alloc(4);
+    readSync(fd, b, 0, 4, npyOffset(path) + index * 4);
+    return b.readFloatLE(0);
+  } finally {
+    closeSync(fd);
+  }
+}
