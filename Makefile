@@ -4,7 +4,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: help dev run volunteer setup wasm web test test-rust test-kernel test-e2e test-api test-web test-release bench bench-kernel bench-verify bench-grid check fmt clean
+.PHONY: help dev run volunteer setup wasm web test test-rust test-kernel test-e2e test-api test-web test-release bench bench-kernel bench-verify bench-grid bench-storage bench-bigjob check fmt clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -48,7 +48,7 @@ test-api: ## Fuzz the HTTP API from its OpenAPI document with schemathesis
 test-web: web ## Page unit tests and browser tests in headless Chromium
 	@scripts/test-web.sh
 
-bench: bench-kernel bench-verify bench-grid ## Print the benchmark figures recorded in docs/benchmarks.md
+bench: bench-kernel bench-verify bench-grid bench-storage bench-bigjob ## Print the benchmark figures recorded in docs/benchmarks.md
 
 bench-kernel: setup ## Kernel GFLOP/s in Node (wasm) and natively
 	@scripts/bench-kernel.sh
@@ -58,6 +58,17 @@ bench-grid: setup ## The grid's four figures: throughput, connections, efficienc
 	[ -f worker-wasm/pkg-simd/worker_wasm_bg.wasm ] || scripts/build-wasm.sh
 	cd tests/e2e && ( [ -d node_modules ] || npm ci --no-audit --no-fund ) && \
 	  BRAIN_SERVER_BIN=$(CURDIR)/target/release/brain-server node load.mjs all
+
+bench-storage: ## Jobs bigger than memory: submission MB/s against cp, server peak RSS, disk per input byte, download MB/s (4096², 8192²)
+	cargo build --release -p server --bin brain-server
+	cd tests/e2e && ( [ -d node_modules ] || npm ci --no-audit --no-fund ) && \
+	  BRAIN_SERVER_BIN=$${BRAIN_SERVER_BIN:-$(CURDIR)/target/release/brain-server} node bench-storage.mjs
+
+bench-bigjob: setup ## Under a 512 MB memory cgroup (root): a 16384² f32 job (2 GiB) accepted, served, cancelled, space freed; an 8192² job computed (wasm) and downloaded
+	cargo build --release -p server --bin brain-server
+	[ -f worker-wasm/pkg-simd/worker_wasm_bg.wasm ] || scripts/build-wasm.sh
+	cd tests/e2e && ( [ -d node_modules ] || npm ci --no-audit --no-fund ) && \
+	  BRAIN_SERVER_BIN=$${BRAIN_SERVER_BIN:-$(CURDIR)/target/release/brain-server} node bench-storage.mjs --bigjob
 
 bench-verify: setup ## Verification: cost per tile, smallest refused error against k, 100,000-tile honest corpus from every kernel
 	@scripts/verify-corpus.sh
