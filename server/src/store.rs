@@ -289,11 +289,16 @@ impl Upload {
         big_endian: bool,
     ) -> io::Result<MatrixWriter> {
         let mut file = File::create(self.partial.join(matrix.file()))?;
+        // The whole file's blocks up front: the disk's space is taken (or refused) at once,
+        // and the file system allocates once instead of with every write (on ext4 the
+        // buffered writes of an upload ran several times faster so).
+        let expected = (rows * cols * dtype.size()) as u64;
+        fs4::fs_std::FileExt::allocate(&file, DATA_OFFSET + expected)?;
         file.write_all(&header(dtype, rows, cols))?;
         Ok(MatrixWriter {
             file: io::BufWriter::with_capacity(1 << 20, file),
             dtype,
-            expected: (rows * cols * dtype.size()) as u64,
+            expected,
             written: 0,
             swap: big_endian,
             carry: Vec::new(),
