@@ -382,3 +382,74 @@ async fn an_expired_lease_is_dropped_before_its_task_can_be_leased_again() {
         "the new lease stays"
     );
 }
+
+/// The server's modules import each other without a cycle (a top-level module, or a folder
+/// such as `grid/` or `http/`, counts as one): transports above the grid, the grid above
+/// the policies and storage, never back.
+#[test]
+fn the_server_modules_import_each_other_without_a_cycle() {
+    use std::collections::{BTreeMap, BTreeSet};
+    let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+    let mut imports: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut files = vec![src.clone()];
+    while let Some(path) = files.pop() {
+        if path.is_dir() {
+            for entry in std::fs::read_dir(&path).expect("a folder") {
+                files.push(entry.expect("an entry").path());
+            }
+            continue;
+        }
+        let Ok(rel) = path.strip_prefix(&src) else {
+            continue;
+        };
+        if path.file_name().is_some_and(|n| n == "tests.rs") {
+            continue; // a test module, as below
+        }
+        let module = rel
+            .components()
+            .next()
+            .and_then(|c| c.as_os_str().to_str())
+            .map(|m| m.trim_end_matches(".rs").to_owned())
+            .expect("a name");
+        let source = std::fs::read_to_string(&path).expect("readable");
+        // Tests may reach anywhere.
+        let code = source.split("#[cfg(test)]").next().unwrap_or_default();
+        for (at, _) in code.match_indices("crate::") {
+            let name: String = code[at + 7..]
+                .chars()
+                .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+                .collect();
+            if !name.is_empty() && name != module {
+                imports.entry(module.clone()).or_default().insert(name);
+            }
+        }
+    }
+    assert!(
+        imports.contains_key("grid") && imports.contains_key("socket"),
+        "{imports:?}"
+    );
+    // Depth-first search; a module met again while on the path closes a cycle.
+    fn visit(
+        module: &str,
+        imports: &BTreeMap<String, BTreeSet<String>>,
+        path: &mut Vec<String>,
+        done: &mut BTreeSet<String>,
+    ) {
+        if done.contains(module) {
+            return;
+        }
+        if let Some(at) = path.iter().position(|m| m == module) {
+            panic!("import cycle: {} -> {module}", path[at..].join(" -> "));
+        }
+        path.push(module.to_owned());
+        for next in imports.get(module).into_iter().flatten() {
+            visit(next, imports, path, done);
+        }
+        path.pop();
+        done.insert(module.to_owned());
+    }
+    let mut done = BTreeSet::new();
+    for module in imports.keys() {
+        visit(module, &imports, &mut Vec::new(), &mut done);
+    }
+}
