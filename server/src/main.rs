@@ -32,8 +32,25 @@ enum Command {
     },
 }
 
+/// Buffers of a megabyte or more (panels, results, upload batches) come from `mmap` and go
+/// back to the system when freed. By default glibc raises that threshold each time such a
+/// buffer is freed, up to 32 MiB, after which panels of a few MiB are carved from its
+/// per-thread arenas and stay there: with wasm volunteers on an 8192² job the server's peak
+/// RSS was 316 MB with the default and 192 MB with this (`make bench-bigjob`).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn return_large_buffers() {
+    // SAFETY: mallopt only sets a parameter of the allocator; any value is valid.
+    unsafe {
+        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 20);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn return_large_buffers() {}
+
 #[tokio::main]
 async fn main() {
+    return_large_buffers();
     // Before clap reads the environment. A missing .env is normal; a malformed one is the
     // operator's to see in the logs.
     let _ = dotenvy::dotenv();
