@@ -7,7 +7,8 @@
 //                                                  (`make bench-bigjob`)
 //
 // For each n×n f32 job (A and B written here straight to disk), on a fresh server:
-// - submission time and MB/s through the HTTP API (curl -F, which streams from disk), beside
+// - submission time and MB/s through the HTTP API (Node's HTTP client streaming the files from
+//   disk in 4 MiB reads; `curl -F` tops out below the disk here, and its ceiling is printed), beside
 //   the anchor: `cp` of the same two files on the same file system followed by `sync`;
 // - the server's peak RSS (VmRSS sampled every 50 ms: VmHWM covers the process's whole life)
 //   while idle, during the submission, and during a run where two workers compute a few tiles
@@ -31,7 +32,7 @@ import { parseArgs } from "node:util";
 import { spawnServer } from "../support/server.mjs";
 import { memoryCgroup } from "../support/cgroup.mjs";
 import { startWorker } from "./helpers.mjs";
-import { MiB, diskBytes, downloadFile, entryFromFiles, f32At, mb, npyOffset, procStatus, rssSampler, run, startWasmWorker, submitFiles, waitGone, waitJob, writeNpyF32 } from "./bigjob.mjs";
+import { MiB, diskBytes, downloadFile, entryFromFiles, f32At, mb, npyOffset, nullSink, procStatus, rssSampler, run, startWasmWorker, streamFiles, submitFiles, waitGone, waitJob, writeNpyF32 } from "./bigjob.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const { values: opts } = parseArgs({
@@ -117,6 +118,15 @@ async function measure(n) {
       rmSync(`${bPath}.copy`);
     }
     await run("sync", []);
+    // The clients' own ceilings: the same upload into a socket that only reads it.
+    const sink = await nullSink();
+    try {
+      out.clientSeconds = (await streamFiles(sink.url, aPath, bPath, { tile: 128 })).seconds;
+      out.curlSeconds = (await submitFiles(sink.url, aPath, bPath, { tile: 128 })).seconds;
+    } finally {
+      sink.close();
+    }
+    await run("sync", []);
 
     const server = await startServer(dir);
     const pid = server.proc.pid;
@@ -124,7 +134,7 @@ async function measure(n) {
     try {
       await new Promise((r) => setTimeout(r, 300));
       rss.phase("submit");
-      const sub = await submitFiles(server.url, aPath, bPath, { tile: 128, name: `bench ${n}` });
+      const sub = await streamFiles(server.url, aPath, bPath, { tile: 128, name: `bench ${n}` });
       rss.phase("after-submit");
       if (sub.status !== 201) throw new Error(`submit: ${sub.status || "no answer"} ${sub.text} ${sub.curlError}`);
       out.submitSeconds = sub.seconds;
@@ -177,6 +187,8 @@ function report(n, r) {
   console.log(`\n${n}² f32 (A and B ${mb(r.input)} MB in all; tile 128)`);
   console.log(`  submission      ${r.submitSeconds.toFixed(1)} s, ${subRate.toFixed(0)} MB/s  | anchor cp+sync (best of 2) ${r.cpSeconds.toFixed(1)} s, ${cpRate.toFixed(0)} MB/s` +
     `  -> ${((100 * subRate) / cpRate).toFixed(0)} % of cp (target ≥ 50 %: ${ok(subRate >= cpRate / 2)})`);
+  const rate = (s) => (r.input / 1e6 / s).toFixed(0);
+  console.log(`                  the client (Node, 4 MiB reads) into a socket that only reads: ${rate(r.clientSeconds)} MB/s; curl -F the same: ${rate(r.curlSeconds)} MB/s`);
   const p = r.peaks;
   const worst = Math.max(p.submit, p.run, p["result-run"], p.download);
   console.log(`  peak RSS        idle ${mb(p.start)} MB, submission ${mb(p.submit)} MB, run with workers (${r.runTiles} tiles, ${r.runSeconds.toFixed(0)} s) ${mb(p.run)} MB, ` +
