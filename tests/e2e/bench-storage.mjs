@@ -187,8 +187,8 @@ function report(n, r) {
   console.log(`\n${n}² f32 (A and B ${mb(r.input)} MB in all; tile 128)`);
   console.log(`  submission      ${r.submitSeconds.toFixed(1)} s, ${subRate.toFixed(0)} MB/s  | anchor cp+sync (best of 2) ${r.cpSeconds.toFixed(1)} s, ${cpRate.toFixed(0)} MB/s` +
     `  -> ${((100 * subRate) / cpRate).toFixed(0)} % of cp (target ≥ 50 %: ${ok(subRate >= cpRate / 2)})`);
-  const rate = (s) => (r.input / 1e6 / s).toFixed(0);
-  console.log(`                  the client (Node, 4 MiB reads) into a socket that only reads: ${rate(r.clientSeconds)} MB/s; curl -F the same: ${rate(r.curlSeconds)} MB/s`);
+  const inputRate = (s) => (r.input / 1e6 / s).toFixed(0);
+  console.log(`                  the client (Node, 4 MiB reads) into a socket that only reads: ${inputRate(r.clientSeconds)} MB/s; curl -F the same: ${inputRate(r.curlSeconds)} MB/s`);
   const p = r.peaks;
   const worst = Math.max(p.submit, p.run, p["result-run"], p.download);
   console.log(`  peak RSS        idle ${mb(p.start)} MB, submission ${mb(p.submit)} MB, run with workers (${r.runTiles} tiles, ${r.runSeconds.toFixed(0)} s) ${mb(p.run)} MB, ` +
