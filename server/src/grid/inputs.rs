@@ -2,7 +2,7 @@
 //! its panels read from the store through a cache of bounded size (`PANEL_CACHE_BYTES`).
 //! Nothing else of a job's inputs is ever in memory, whatever the job's size.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -25,11 +25,13 @@ pub struct Inputs {
     budget_bytes: usize,
 }
 
+/// Panels with the time each was last used: a hit only stamps its panel (every task touches
+/// two), and the least recently used is looked for only when the budget is passed.
 #[derive(Default)]
 struct Panels {
-    map: HashMap<Key, Bytes>,
-    /// Least recently used first.
-    order: VecDeque<Key>,
+    map: HashMap<Key, (Bytes, u64)>,
+    /// The last stamp given.
+    clock: u64,
     bytes: usize,
 }
 
@@ -123,13 +125,11 @@ impl Inputs {
 
     fn touch(&self, key: &Key) -> Option<Bytes> {
         let mut guard = self.panels.lock_or_recover();
-        let Panels { map, order, .. } = &mut *guard;
-        let hit = map.get(key).cloned()?;
-        if let Some(at) = order.iter().position(|k| k == key) {
-            order.remove(at);
-        }
-        order.push_back(key.clone());
-        Some(hit)
+        let p = &mut *guard;
+        p.clock += 1;
+        let (panel, used) = p.map.get_mut(key)?;
+        *used = p.clock;
+        Some(panel.clone())
     }
 
     /// Keeps a panel, dropping the least recently used past the budget (the newest always
@@ -137,17 +137,21 @@ impl Inputs {
     fn keep(&self, key: Key, panel: Bytes) {
         let mut guard = self.panels.lock_or_recover();
         let p = &mut *guard;
-        if let Some(old) = p.map.insert(key.clone(), panel.clone()) {
-            p.bytes -= old.len();
-            p.order.retain(|k| *k != key);
-        }
+        p.clock += 1;
         p.bytes += panel.len();
-        p.order.push_back(key);
-        while p.order.len() > 1 && p.bytes > self.budget_bytes {
-            if let Some(oldest) = p.order.pop_front() {
-                if let Some(gone) = p.map.remove(&oldest) {
-                    p.bytes -= gone.len();
-                }
+        if let Some((old, _)) = p.map.insert(key.clone(), (panel, p.clock)) {
+            p.bytes -= old.len();
+        }
+        while p.map.len() > 1 && p.bytes > self.budget_bytes {
+            let oldest = p
+                .map
+                .iter()
+                .filter(|(k, _)| **k != key)
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(k, _)| k.clone());
+            let Some(oldest) = oldest else { break };
+            if let Some((gone, _)) = p.map.remove(&oldest) {
+                p.bytes -= gone.len();
             }
         }
     }
@@ -162,9 +166,8 @@ impl Inputs {
         self.plans.lock_or_recover().remove(job_id);
         let mut guard = self.panels.lock_or_recover();
         let p = &mut *guard;
-        p.order.retain(|(job, _, _)| job != job_id);
         let mut freed = 0;
-        p.map.retain(|(job, _, _), panel| {
+        p.map.retain(|(job, _, _), (panel, _)| {
             let keep = job != job_id;
             if !keep {
                 freed += panel.len();
