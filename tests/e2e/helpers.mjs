@@ -15,10 +15,17 @@ const here = dirname(fileURLToPath(import.meta.url));
 export const SERVER_BIN =
   process.env.BRAIN_SERVER_BIN ?? resolve(here, "../../target/debug/brain-server");
 
-/** A fresh folder for one test's database; removed by `cleanup`. */
+/** A fresh folder for one test's database and jobs' files; removed when the test ends. */
 export function tempDir(t) {
   const dir = mkdtempSync(join(tmpdir(), "brain-e2e-"));
-  t?.after(() => rmSync(dir, { recursive: true, force: true }));
+  t?.after(async () => {
+    // This hook runs before the ones that stop the test's servers, and a server still
+    // running writes into its folder (its jobs' files): removing the folder under it fails
+    // with ENOTEMPTY. Stop the servers that live here first.
+    const here = [...servers.values()].filter((s) => s.dbPath.startsWith(dir));
+    await Promise.all(here.map((s) => s.kill()));
+    rmSync(dir, { recursive: true, force: true });
+  });
   return dir;
 }
 
