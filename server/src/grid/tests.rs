@@ -126,6 +126,13 @@ fn task_sent(sent: &[(ConnectionId, Message)], to: ConnectionId) -> Option<i64> 
     })
 }
 
+/// Has `worker` ask for a task, runs a dispatch round, and returns the task it was sent.
+async fn lease_one(grid: &Grid, sent: &Recorder, worker: &Standing) -> i64 {
+    grid.request_task(worker.clone()).expect("queued");
+    dispatch::dispatch(grid).await.expect("dispatched");
+    task_sent(&sent.take(), worker.connection).expect("a task")
+}
+
 #[tokio::test]
 async fn a_requested_task_is_sent_with_both_panels_and_its_right_answer_finishes_the_job() {
     let Setup { grid, sent, .. } = &setup().await;
@@ -163,9 +170,7 @@ async fn a_wrong_answer_is_refused_and_its_task_never_goes_back_to_the_liar() {
     let Setup { grid, sent, .. } = &setup().await;
     let mut c = one_tile_job(grid).await;
     let liar = volunteer(grid, [10, 0, 0, 1]).await;
-    grid.request_task(liar.clone()).expect("queued");
-    dispatch::dispatch(grid).await.expect("dispatched");
-    let task_id = task_sent(&sent.take(), liar.connection).expect("a task");
+    let task_id = lease_one(grid, sent, &liar).await;
     c[0] ^= 0x40;
     let ack = answer(grid, &liar, task_id, c).await;
     assert!(!ack.accepted);
@@ -199,9 +204,7 @@ async fn cancelling_a_job_tells_its_holder_to_stop_and_a_late_answer_is_refused(
     let Setup { grid, sent, .. } = &setup().await;
     let c = one_tile_job(grid).await;
     let worker = volunteer(grid, [10, 0, 0, 1]).await;
-    grid.request_task(worker.clone()).expect("queued");
-    dispatch::dispatch(grid).await.expect("dispatched");
-    let task_id = task_sent(&sent.take(), worker.connection).expect("a task");
+    let task_id = lease_one(grid, sent, &worker).await;
     grid.end_job("job", None).await.expect("cancelled");
     let told = sent.take();
     assert!(
@@ -219,9 +222,7 @@ async fn a_quarantined_worker_is_told_why_loses_its_leases_and_gets_no_more_work
     let Setup { grid, sent, .. } = &setup().await;
     one_tile_job(grid).await;
     let worker = volunteer(grid, [10, 0, 0, 1]).await;
-    grid.request_task(worker.clone()).expect("queued");
-    dispatch::dispatch(grid).await.expect("dispatched");
-    let task_id = task_sent(&sent.take(), worker.connection).expect("a task");
+    let task_id = lease_one(grid, sent, &worker).await;
     grid.quarantine(&worker.worker_id, "caught").await;
     let told = sent.take();
     assert!(
@@ -320,9 +321,7 @@ async fn a_failure_reported_after_the_lease_ran_out_still_keeps_the_task_from_it
     let Setup { grid, sent, .. } = &setup_with(&[("LEASE_MS", "100")]).await;
     one_tile_job(grid).await;
     let slow = volunteer(grid, [10, 0, 0, 1]).await;
-    grid.request_task(slow.clone()).expect("queued");
-    dispatch::dispatch(grid).await.expect("dispatched");
-    let task_id = task_sent(&sent.take(), slow.connection).expect("a task");
+    let task_id = lease_one(grid, sent, &slow).await;
     tokio::time::sleep(std::time::Duration::from_millis(150)).await;
     failures::expire(grid).await.expect("swept");
     assert!(grid.workers.holders(task_id).is_empty());
@@ -353,9 +352,7 @@ async fn an_expired_lease_is_dropped_before_its_task_can_be_leased_again() {
     let Setup { grid, sent, .. } = &setup_with(&[("LEASE_MS", "100")]).await;
     one_tile_job(grid).await;
     let worker = volunteer(grid, [10, 0, 0, 1]).await;
-    grid.request_task(worker.clone()).expect("queued");
-    dispatch::dispatch(grid).await.expect("dispatched");
-    let task_id = task_sent(&sent.take(), worker.connection).expect("a task");
+    let task_id = lease_one(grid, sent, &worker).await;
     tokio::time::sleep(std::time::Duration::from_millis(150)).await;
     // The worker asks again while its lease is being expired: the round that serves it must
     // wait for the expiry to be done, or the sweeper would drop the new lease with the old.
