@@ -716,6 +716,15 @@ mod tests {
         workers.deliver(id, task_id, lease(), a, b)
     }
 
+    /// A registry of one connection holding `leases` tasks, of a worker with no record.
+    fn one_connection(leases: usize) -> (Workers, ConnectionId) {
+        let workers = Workers::default();
+        let c = connection("w", [10, 0, 0, 1], leases);
+        let id = c.id;
+        workers.insert(c, Record::default());
+        (workers, id)
+    }
+
     fn connection(worker_id: &str, address: [u8; 4], leases: usize) -> Connection {
         let mut c = Connection::new(
             ConnectionId::fresh(),
@@ -805,10 +814,7 @@ mod tests {
 
     #[test]
     fn a_lease_is_answered_once_and_dropped_only_if_still_the_answered_one() {
-        let workers = Workers::default();
-        let c = connection("w", [10, 0, 0, 1], 0);
-        let id = c.id;
-        workers.insert(c, Record::default());
+        let (workers, id) = one_connection(0);
         assert_eq!(workers.request(id, 2), Ok(()));
         deliver(&workers, id, 7);
         assert_eq!(workers.held(id), 1);
@@ -831,10 +837,7 @@ mod tests {
 
     #[test]
     fn requests_and_holdings_never_pass_the_per_connection_limit() {
-        let workers = Workers::default();
-        let c = connection("w", [10, 0, 0, 1], 1);
-        let id = c.id;
-        workers.insert(c, Record::default());
+        let (workers, id) = one_connection(1);
         assert_eq!(workers.request(id, 3), Ok(()));
         assert_eq!(workers.request(id, 3), Ok(()));
         assert_eq!(workers.request(id, 3), Err(3), "one held and two awaited");
@@ -847,10 +850,7 @@ mod tests {
 
     #[test]
     fn a_lease_is_sent_again_a_bounded_number_of_times() {
-        let workers = Workers::default();
-        let c = connection("w", [10, 0, 0, 1], 1);
-        let id = c.id;
-        workers.insert(c, Record::default());
+        let (workers, id) = one_connection(1);
         for n in 1..=trust::MAX_REDELIVERIES {
             assert_eq!(workers.redeliver(id, 0).map(|l| l.redelivered), Ok(n));
         }

@@ -194,9 +194,7 @@ async fn a_wrong_answer_is_refused_and_its_task_never_goes_back_to_the_liar() {
     assert_eq!(task_sent(&sent.take(), liar.connection), None);
     assert_eq!(grid.waiting(), 1);
     let honest = volunteer(grid, [10, 0, 0, 2]).await;
-    grid.request_task(honest.clone()).expect("queued");
-    dispatch::dispatch(grid).await.expect("dispatched");
-    assert_eq!(task_sent(&sent.take(), honest.connection), Some(task_id));
+    assert_eq!(lease_one(grid, sent, &honest).await, task_id);
 }
 
 #[tokio::test]
@@ -342,9 +340,7 @@ async fn a_failure_reported_after_the_lease_ran_out_still_keeps_the_task_from_it
         "not offered again"
     );
     let other = volunteer(grid, [10, 0, 0, 2]).await;
-    grid.request_task(other.clone()).expect("queued");
-    dispatch::dispatch(grid).await.expect("dispatched");
-    assert_eq!(task_sent(&sent.take(), other.connection), Some(task_id));
+    assert_eq!(lease_one(grid, sent, &other).await, task_id);
 }
 
 #[tokio::test]
