@@ -3,9 +3,16 @@
 //! A result handler hands its verified result here and waits for the outcome; the committer
 //! takes whatever has queued up (at least one, at most [`MAX_BATCH`]) and stores it: the
 //! tasks are marked done in one transaction, the accepted tiles are written to their jobs'
-//! results and made durable, and only then is the transaction committed. Under load one
-//! commit serves many results; alone, a result waits for no one. Every `result_ack` is still
-//! sent only after its result is committed.
+//! results, and only then is the transaction committed. Under load one commit serves many
+//! results; alone, a result waits for no one. Every `result_ack` is still sent only after its
+//! result is committed.
+//!
+//! The tiles are written, not synced, before the commit: a commit in WAL mode with
+//! `synchronous = NORMAL` does not wait for the disk either, and a sync in every batch cost
+//! the grid a fifth of its efficiency (docs/benchmarks.md). A tile lost with the page cache
+//! (a crash of the machine, not of the process) is found by its checksum at the next start
+//! and computed again (`recovery`). A job's result is synced before the commit that marks the
+//! job done, since its inputs go then.
 
 use std::sync::Arc;
 
@@ -76,8 +83,8 @@ async fn run(pool: Pool, store: Arc<Store>, mut rx: mpsc::UnboundedReceiver<(Ver
     }
 }
 
-/// Marks a batch done, writes the accepted tiles, then commits; nothing is committed if the
-/// tiles could not be written.
+/// Marks a batch done, writes the accepted tiles (syncing the results of jobs this batch
+/// finishes), then commits; nothing is committed if the tiles could not be written.
 async fn store_batch(
     pool: &Pool,
     store: &Arc<Store>,
@@ -87,19 +94,24 @@ async fn store_batch(
     let completing = db::complete_tasks(pool, &tasks)
         .await
         .map_err(|e| e.to_string())?;
-    let accepted: Vec<Verified> = items
-        .into_iter()
-        .zip(completing.completions())
-        .filter(|(_, c)| matches!(c, Completion::Accepted { .. }))
-        .map(|(v, _)| v)
-        .collect();
+    let mut finished = Vec::new();
+    let mut accepted = Vec::new();
+    for (v, c) in items.into_iter().zip(completing.completions()) {
+        if let Completion::Accepted { job_finished, .. } = c {
+            if *job_finished {
+                finished.push(v.job_id.clone());
+            }
+            accepted.push(v);
+        }
+    }
     if !accepted.is_empty() {
         let store = store.clone();
         tokio::task::spawn_blocking(move || {
             let tiles = accepted
                 .iter()
                 .map(|v| (v.job_id.as_str(), &v.plan, &v.tile, &v.bytes[..]));
-            store.write_tiles(tiles)
+            store.write_tiles(tiles)?;
+            finished.iter().try_for_each(|job| store.sync_result(job))
         })
         .await
         .map_err(|e| e.to_string())?

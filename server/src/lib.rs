@@ -22,6 +22,7 @@ pub mod npy;
 pub mod panels;
 pub mod peer;
 pub mod protocol;
+pub mod recovery;
 pub mod socket;
 pub mod state;
 pub mod status;
@@ -97,6 +98,16 @@ pub async fn build(config: Config) -> Result<(Router, AppState), sqlx::Error> {
             return Err(sqlx::Error::Protocol(format!(
                 "moving jobs to DATA_DIR: {e}"
             )))
+        }
+    }
+    let clean = store.take_clean_mark().map_err(|e| {
+        sqlx::Error::Configuration(format!("DATA_DIR {}: {e}", config.data_dir.display()).into())
+    })?;
+    if !clean {
+        match recovery::requeue_lost_tiles(&db, &store).await {
+            Ok(0) => {}
+            Ok(n) => tracing::warn!(tiles = n, "re-queued tiles lost in an unclean stop"),
+            Err(e) => return Err(sqlx::Error::Protocol(format!("checking results: {e}"))),
         }
     }
     let state = AppState {
@@ -179,6 +190,13 @@ pub async fn run(
         Err(e) => tracing::error!(error = %e, "re-queuing leases at shutdown failed"),
     }
     state.db.close().await;
+    // Nothing can write a tile any more: sync the results and leave the clean mark.
+    let store = state.grid.store().clone();
+    match tokio::task::spawn_blocking(move || store.mark_clean()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => tracing::error!(error = %e, "syncing results at shutdown failed"),
+        Err(e) => tracing::error!(error = %e, "syncing results at shutdown failed"),
+    }
     tracing::info!("shut down");
     served
 }

@@ -26,6 +26,10 @@ pub const DATA_OFFSET: u64 = 128;
 /// removed at the next start.
 const PARTIAL: &str = ".partial-";
 
+/// A file whose presence says the server that last used the root stopped cleanly, with every
+/// result it had written on disk (see [`Store::take_clean_mark`]).
+const CLEAN: &str = ".clean";
+
 /// The parts of a job: its two inputs and its result.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part {
@@ -164,8 +168,9 @@ impl Store {
         self.read_block(job_id, Part::C, plan.dtype, plan.n, rows, cols)
     }
 
-    /// Writes tiles into their jobs' `c.npy` and makes them durable before returning: a tile
-    /// is marked done in the database only after this.
+    /// Writes tiles into their jobs' `c.npy`. They are not made durable here: a batch is
+    /// committed once written, and its checksums find a tile lost with the page cache after
+    /// an unclean stop (see `recovery`). [`Store::sync_result`] makes them durable.
     pub fn write_tiles<'a>(
         &self,
         tiles: impl IntoIterator<Item = (&'a str, &'a Plan, &'a Tile, &'a [u8])>,
@@ -192,10 +197,45 @@ impl Store {
                 file.write_all_at(row, DATA_OFFSET + at as u64)?;
             }
         }
-        for (_, file) in &open {
-            file.sync_data()?;
-        }
         Ok(())
+    }
+
+    /// Makes a job's result durable: before the job is marked done (its inputs are removed
+    /// then, so a lost tile could not be computed again), and at a clean stop.
+    pub fn sync_result(&self, job_id: &str) -> io::Result<()> {
+        match File::open(self.path(job_id, Part::C)?) {
+            Ok(file) => file.sync_data(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether the last server to use this root stopped cleanly; removes the mark, so that
+    /// a server that dies from now on leaves none.
+    pub fn take_clean_mark(&self) -> io::Result<bool> {
+        match fs::remove_file(self.root.join(CLEAN)) {
+            Ok(()) => {
+                File::open(&self.root)?.sync_all()?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// At a clean stop, once nothing can write any more: makes every result durable, then
+    /// leaves the mark [`Store::take_clean_mark`] finds.
+    pub fn mark_clean(&self) -> io::Result<()> {
+        for entry in fs::read_dir(&self.root)? {
+            let entry = entry?;
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if entry.file_type()?.is_dir() && !name.starts_with('.') {
+                self.sync_result(&name)?;
+            }
+        }
+        File::create(self.root.join(CLEAN))?.sync_all()?;
+        File::open(&self.root)?.sync_all()
     }
 
     /// Removes a job's inputs (once it is done its result no longer needs them).
@@ -233,7 +273,7 @@ impl Store {
     }
 
     /// Copies every job's folder into `dest` (a new folder), for a backup taken after the
-    /// database's: a tile the database copy calls done was durable before it was marked so,
+    /// database's: a tile the database copy calls done was written before it was marked so,
     /// and is in the copy. Inputs never change once written, so they are hard-linked where
     /// the file system allows. Returns the jobs copied.
     pub fn copy_to(&self, dest: &Path) -> io::Result<usize> {

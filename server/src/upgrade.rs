@@ -53,7 +53,8 @@ pub async fn move_blobs(db: &Pool, store: &std::sync::Arc<Store>) -> Result<usiz
                 tiles
                     .iter()
                     .map(|(t, bytes)| (id.as_str(), &plan, t, &bytes[..])),
-            )
+            )?;
+            store.sync_result(&id)
         })
         .await
         .map_err(|e| e.to_string())?

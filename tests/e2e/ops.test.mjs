@@ -3,7 +3,7 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import { execFile } from "node:child_process";
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, openSync, closeSync, fstatSync, readdirSync, writeSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { promisify } from "node:util";
 import {
@@ -74,6 +74,7 @@ test("SIGTERM: workers are told, the process exits cleanly, and a restart loses 
   await told;
   const { code } = await first.exited;
   assert.equal(code, 0, first.stderr());
+  assert.ok(existsSync(join(dirname(first.dbPath), "jobs", ".clean")), "a clean stop leaves its mark");
   const accepted = worker.stats.accepted;
 
   const second = await startServer(t, { dbPath: first.dbPath });
@@ -81,6 +82,29 @@ test("SIGTERM: workers are told, the process exits cleanly, and a restart loses 
   assert.ok(resumed.tasks_done >= accepted, `${resumed.tasks_done} >= ${accepted}`);
   const status = (await api(second.url, "/api/status")).json;
   assert.equal(status.tasks.leased, 0);
+  await startWorker(t, second.url, { name: "after" });
+  await waitForJob(second.url, job.id);
+  assertClose((await downloadNpy(second.url, job.id)).data, job.want, job.k);
+});
+
+test("a machine crash that loses written tiles: they are found at the next start and computed again", async (t) => {
+  const first = await startServer(t);
+  const job = await submitRandom(first.url, 40, 8, 40, 4, 4);
+  const worker = await startWorker(t, first.url, { name: "before", inFlight: 1, behaviour: { delayMs: 20 } });
+  while (worker.stats.accepted < 10) await new Promise((r) => setTimeout(r, 20));
+  first.proc.kill("SIGKILL");
+  await first.exited;
+  assert.ok(!existsSync(join(dirname(first.dbPath), "jobs", ".clean")), "no mark without a clean stop");
+  // The process died, so the kernel still had the tiles; a crash of the machine would have
+  // lost the ones not yet written back. Lose them all, as the page cache would.
+  const c = openSync(join(dirname(first.dbPath), "jobs", job.id, "c.npy"), "r+");
+  writeSync(c, Buffer.alloc(fstatSync(c).size - 128), 0, undefined, 128);
+  closeSync(c);
+
+  const second = await startServer(t, { dbPath: first.dbPath });
+  assert.match(second.log(), /re-queued tiles lost in an unclean stop/);
+  const resumed = (await api(second.url, `/api/jobs/${job.id}`)).json;
+  assert.equal(resumed.tasks_done, 0, "every done tile was lost, and is queued again");
   await startWorker(t, second.url, { name: "after" });
   await waitForJob(second.url, job.id);
   assertClose((await downloadNpy(second.url, job.id)).data, job.want, job.k);

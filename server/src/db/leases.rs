@@ -238,6 +238,9 @@ pub struct ToComplete {
     pub connection: String,
     pub worker_id: String,
     pub compute_ms: Option<f64>,
+    /// CRC-32 of the tile's bytes, kept to find a tile that did not reach the disk (see
+    /// `recovery`).
+    pub result_crc: u32,
     /// A copy of a slow worker's task handed to a faster one near the end of a job: it
     /// completes the task whoever holds the lease now.
     pub duplicate: bool,
@@ -275,7 +278,7 @@ pub async fn complete_tasks(pool: &Pool, items: &[ToComplete]) -> Result<Complet
     let mut stored: Vec<Result<(String, i64, i64), String>> = Vec::with_capacity(items.len());
     for item in items {
         let done = sqlx::query(
-            "UPDATE tasks SET state = 'done', compute_ms = ?1, completed_by = ?2, \
+            "UPDATE tasks SET state = 'done', compute_ms = ?1, completed_by = ?2, result_crc = ?7, \
                  lease_owner = NULL, lease_worker = NULL, lease_deadline = NULL, updated_at = ?3 \
              WHERE id = ?4 AND ((state = 'leased' AND lease_owner = ?5 AND lease_deadline >= ?3) \
                  OR (?6 AND state IN ('leased', 'queued'))) \
@@ -287,6 +290,7 @@ pub async fn complete_tasks(pool: &Pool, items: &[ToComplete]) -> Result<Complet
         .bind(item.task_id)
         .bind(&item.connection)
         .bind(item.duplicate)
+        .bind(item.result_crc)
         .fetch_optional(&mut *tx)
         .await?;
         stored.push(match done {
@@ -835,6 +839,53 @@ pub async fn requeue_all_leases(pool: &Pool) -> Result<u64, sqlx::Error> {
     .execute(pool)
     .await
     .map(|r| r.rows_affected())
+}
+
+/// A done tile of an unfinished job, with the checksum it was written with.
+#[derive(Debug, sqlx::FromRow)]
+pub struct WrittenTile {
+    pub task_id: i64,
+    pub job_id: String,
+    pub tile_row: i64,
+    pub tile_col: i64,
+    pub result_crc: i64,
+}
+
+/// The done tiles of jobs still running, in job order: the ones a crash of the machine may
+/// have lost (a finished job's result was synced before it was marked done).
+pub async fn written_tiles(pool: &Pool) -> Result<Vec<WrittenTile>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT t.id AS task_id, t.job_id, t.tile_row, t.tile_col, t.result_crc \
+         FROM tasks t JOIN jobs j ON j.id = t.job_id \
+         WHERE t.state = 'done' AND t.result_crc IS NOT NULL AND j.status IN ('queued', 'running') \
+         ORDER BY t.job_id, t.id",
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Puts done tiles whose bytes were lost back in the queue, and takes them off their jobs'
+/// counts, in one transaction.
+pub async fn requeue_lost(pool: &Pool, tiles: &[&WrittenTile]) -> Result<(), sqlx::Error> {
+    let now = now_ms();
+    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    for tile in tiles {
+        let done = sqlx::query(
+            "UPDATE tasks SET state = 'queued', result_crc = NULL, completed_by = NULL, \
+                 compute_ms = NULL, last_error = 'its result was lost in a crash', updated_at = ?1 \
+             WHERE id = ?2 AND state = 'done'",
+        )
+        .bind(now)
+        .bind(tile.task_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("UPDATE jobs SET tasks_done = tasks_done - ?1 WHERE id = ?2")
+            .bind(done.rows_affected() as i64)
+            .bind(&tile.job_id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    tx.commit().await
 }
 
 /// Puts a task leased to connection `connection` back in the queue with `reason` as its last

@@ -109,6 +109,11 @@ impl Grid {
         self.shutting_down.store(true, Ordering::SeqCst);
     }
 
+    /// The jobs' files, for the clean stop's last sync.
+    pub fn store(&self) -> &Arc<Store> {
+        self.inputs.store()
+    }
+
     pub fn is_shutting_down(&self) -> bool {
         self.shutting_down.load(Ordering::SeqCst)
     }

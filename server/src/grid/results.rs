@@ -107,6 +107,7 @@ impl Grid {
                     worker_id: from.worker_id.clone(),
                     compute_ms,
                     duplicate: lease.duplicate,
+                    result_crc: crc32fast::hash(&result.c),
                 },
                 job_id: lease.job_id.clone(),
                 tile: plan.tile(lease.tile_row, lease.tile_col),
