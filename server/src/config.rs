@@ -75,6 +75,9 @@ pub struct Config {
     /// soon as its shapes are known, before its data is written. The database, its WAL and
     /// the logs share the disk and must keep room to work.
     pub disk_reserve_bytes: u64,
+    /// How long a submission's body may send nothing (`UPLOAD_IDLE_SECS`): a stalled upload
+    /// holds a connection and the disk its files were given.
+    pub upload_idle: Duration,
     /// Trusted workers, at as many distinct addresses, that must fail the same task (report
     /// it failed, or let its lease expire) before its job fails (`MAX_TASK_FAILURES`). Reports
     /// from workers without a verified record never count (see `trust::task_fault`).
@@ -190,6 +193,10 @@ pub struct Settings {
     /// Largest JSON submission body; larger matrices go as .npy (at least 1024)
     #[arg(long, env, default_value = "4194304")]
     max_json_body_bytes: Setting,
+    /// Seconds a submission's body may send nothing before it is cut with 408 and what it
+    /// wrote removed (at least 1)
+    #[arg(long, env, default_value = "60")]
+    upload_idle_secs: Setting,
     /// Most tiles one job may be cut into; a smaller tile is refused with the smallest accepted
     #[arg(long, env, default_value = "100000")]
     max_tasks_per_job: Setting,
@@ -342,6 +349,7 @@ impl Config {
             lease: Duration::from_millis(lease_ms),
             heartbeat_interval: Duration::from_millis((lease_ms / 3).clamp(50, 10_000)),
             disk_reserve_bytes: s.disk_reserve_bytes.parse()?,
+            upload_idle: Duration::from_secs(s.upload_idle_secs.at_least(1)?),
             max_task_failures: s.max_task_failures.at_least(1)?,
             retired: s
                 .max_body_bytes

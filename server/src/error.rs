@@ -20,6 +20,9 @@ pub enum Error {
     PayloadTooLarge(String),
     #[error("{0}")]
     TooManyRequests(String),
+    /// The client stopped sending its request's body.
+    #[error("{0}")]
+    Timeout(String),
     #[error("{0}")]
     Unavailable(String),
     #[error("{0}")]
@@ -44,6 +47,7 @@ impl Error {
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Error::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            Error::Timeout(_) => StatusCode::REQUEST_TIMEOUT,
             Error::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
             Error::Gone(_) => StatusCode::GONE,
             Error::InsufficientStorage(_) => StatusCode::INSUFFICIENT_STORAGE,

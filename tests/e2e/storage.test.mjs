@@ -137,6 +137,19 @@ test("a bad header is refused with its message before the data is sent; nothing 
   assert.ok(await eventually(() => readdirSync(dataDir).length === 0), `left: ${readdirSync(dataDir)}`);
 });
 
+test("an upload that stops sending is cut after UPLOAD_IDLE_SECS with 408, and its preallocated files are removed", async (t) => {
+  const { server, dataDir } = await serverWithData(t, { UPLOAD_IDLE_SECS: "1" });
+  // A's header announces 4 MB, which the server allocates at once; 100 kB come, then nothing.
+  const start = Buffer.concat([filePart("a"), npyHeader({ shape: "(1000, 1000)" }), Buffer.alloc(100_000)]);
+  const sent = Date.now();
+  const res = await answerWithoutTheRest(server.url, start, start.length + 4_000_000);
+  assert.equal(res.status, 408, res.text);
+  assert.match(res.json.error, /the upload sent nothing for 1 s \(UPLOAD_IDLE_SECS\); nothing of it was kept/);
+  assert.ok(Date.now() - sent < 10_000, "cut within a few seconds of the stall");
+  assert.ok(await eventually(() => readdirSync(dataDir).length === 0), `left: ${readdirSync(dataDir)}`);
+  assert.deepEqual((await api(server.url, "/api/jobs")).json, []);
+});
+
 test("a job that would eat into DISK_RESERVE_BYTES gets 507 naming the bytes, before its data", async (t) => {
   const probe = tempDir(t);
   const free = Number(execFileSync("df", ["-B1", "--output=avail", probe], { encoding: "utf8" }).split("\n")[1]);

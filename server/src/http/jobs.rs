@@ -90,6 +90,7 @@ pub struct Created {
         (status = 201, body = Created),
         (status = 400, body = ErrorBody, description = "malformed or inconsistent matrices, or a tile outside the range this job accepts (named in the message)"),
         (status = 401, body = ErrorBody, description = "API_TOKEN set and not given"),
+        (status = 408, body = ErrorBody, description = "the body sent nothing for UPLOAD_IDLE_SECS; nothing of it was kept"),
         (status = 413, body = ErrorBody, description = "JSON body over MAX_JSON_BODY_BYTES, or job over MAX_JOB_BYTES, MAX_JOB_ELEMENTS or the other configured limits (named in the message)"),
         (status = 503, body = ErrorBody, description = "shutting down"),
         (status = 507, body = ErrorBody, description = "storing the job would leave less than DISK_RESERVE_BYTES free on the server's disk (the message names the bytes needed and free)"),
@@ -108,6 +109,8 @@ pub(super) async fn submit_job(
             return Err(refusal);
         }
     };
+    let idle = state.config.upload_idle;
+    let request = request.map(|body| Body::from_stream(cut_when_stalled(body, idle)));
     let id = uuid::Uuid::new_v4().to_string();
     let span = tracing::info_span!("job", job_id = %id);
     let (name, plan) = match form {
@@ -512,6 +515,45 @@ fn metered(
     })
 }
 
+/// Why a submission's body was cut.
+#[derive(Debug, thiserror::Error)]
+#[error("the body sent nothing for {} s", .0.as_secs())]
+struct Stalled(Duration);
+
+/// `body`, cut with [`Stalled`] once it sends nothing for `idle` while it is waited for. An
+/// upload's files are given their full size as soon as its headers are read, so a client
+/// that stops sending would otherwise hold that disk, and its connection, for ever. The
+/// clock runs only while the server waits for the client, never while it writes.
+fn cut_when_stalled(
+    body: Body,
+    idle: Duration,
+) -> impl futures_util::Stream<Item = std::result::Result<Bytes, axum::Error>> {
+    use futures_util::StreamExt;
+    futures_util::stream::unfold(Some(body.into_data_stream()), move |stream| async move {
+        let mut stream = stream?;
+        match tokio::time::timeout(idle, stream.next()).await {
+            Ok(Some(item)) => Some((item, Some(stream))),
+            Ok(None) => None,
+            Err(_) => Some((Err(axum::Error::new(Stalled(idle))), None)),
+        }
+    })
+}
+
+/// The refusal for a body cut by [`cut_when_stalled`], if that is what `e` comes from.
+fn stalled(e: &(dyn std::error::Error + 'static)) -> Option<Error> {
+    let mut cause = Some(e);
+    while let Some(e) = cause {
+        if let Some(Stalled(idle)) = e.downcast_ref::<Stalled>() {
+            return Some(Error::Timeout(format!(
+                "the upload sent nothing for {} s (UPLOAD_IDLE_SECS); nothing of it was kept",
+                idle.as_secs()
+            )));
+        }
+        cause = e.source();
+    }
+    None
+}
+
 /// Reads and drops what is left of a refused multipart body, as [`drain`] does a raw one.
 async fn drain_fields(
     mut multipart: Multipart,
@@ -639,7 +681,9 @@ async fn drain(mut body: Body, bound: u64, time: Duration) -> u64 {
 }
 
 fn multipart_error(e: MultipartError, allowance: &Allowance) -> Error {
-    if allowance.exceeded() {
+    if let Some(refusal) = stalled(&e) {
+        refusal
+    } else if allowance.exceeded() {
         Error::PayloadTooLarge(format!(
             "malformed multipart body: more than {READ_AHEAD_BYTES} bytes of part headers or \
              boundaries at once"
@@ -657,8 +701,10 @@ async fn read_json_body(mut body: Body, limit: usize, drain: usize) -> Result<By
     let mut kept = Vec::new();
     let mut total = 0usize;
     while let Some(frame) = std::future::poll_fn(|cx| Pin::new(&mut body).poll_frame(cx)).await {
-        let frame =
-            frame.map_err(|e| Error::BadRequest(format!("could not read the body: {e}")))?;
+        let frame = frame.map_err(|e| {
+            stalled(&e)
+                .unwrap_or_else(|| Error::BadRequest(format!("could not read the body: {e}")))
+        })?;
         let Ok(data) = frame.into_data() else {
             continue;
         };
