@@ -47,6 +47,7 @@ impl ClientLimits {
             ip,
             per_sec,
             bucket: Mutex::new((2.0 * per_sec, Instant::now())),
+            earned: Default::default(),
             closed: Default::default(),
         })
     }
@@ -137,6 +138,8 @@ pub struct Admission {
     per_sec: f64,
     /// Tokens left and when they were counted.
     bucket: Mutex<(f64, Instant)>,
+    /// Requests earned by answering tasks (see [`Admission::earn_request`]).
+    earned: std::sync::atomic::AtomicUsize,
     closed: std::sync::atomic::AtomicBool,
 }
 
@@ -156,6 +159,28 @@ impl Admission {
         } else {
             false
         }
+    }
+
+    /// Counts a request for the next task as earned, up to `max`: the worker answered a task
+    /// the server gave it. The result and the request after it are the server's own pace, not
+    /// the client's, so they cost no budget; without this a fast honest worker on small tiles
+    /// (hundreds of tasks a second) was disconnected as a flood. A client cannot earn more
+    /// than the tasks it is sent, and `max` (its tasks in flight) keeps it from saving up.
+    pub fn earn_request(&self, max: usize) {
+        use std::sync::atomic::Ordering;
+        let _ = self
+            .earned
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                Some((n + 1).min(max))
+            });
+    }
+
+    /// Spends an earned request, if there is one.
+    pub fn spend_earned(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        self.earned
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok()
     }
 
     /// Marks the connection ended and gives its share of the address's limit back (once).
@@ -241,6 +266,25 @@ mod tests {
         assert!(
             limits.per_ip.lock().expect("not poisoned").is_empty(),
             "a refusal leaves nothing behind"
+        );
+    }
+
+    #[test]
+    fn answering_tasks_earns_requests_up_to_the_tasks_in_flight_and_no_more() {
+        let limits = Arc::new(ClientLimits::default());
+        let admission = limits
+            .admit(IpAddr::from([10, 0, 0, 1]), 1, 10)
+            .expect("the first connection is admitted");
+        assert!(!admission.spend_earned(), "nothing earned yet");
+        for _ in 0..10 {
+            admission.earn_request(4);
+        }
+        let spent = (0..10).filter(|_| admission.spend_earned()).count();
+        assert_eq!(spent, 4, "saved up to the tasks in flight only");
+        let allowed = (0..100).filter(|_| admission.allow_event()).count();
+        assert!(
+            (20..=21).contains(&allowed),
+            "the budget is untouched: {allowed}"
         );
     }
 

@@ -127,7 +127,7 @@ fn register_handlers(socket: &SocketRef, state: AppState, ip: IpAddr, admission:
     socket.on("request_task", move |s: SocketRef| {
         let Conn { st, span, adm } = c.clone();
         async move {
-            if allowed(&adm, &st, &s) {
+            if adm.spend_earned() || allowed(&adm, &st, &s) {
                 request_task(&st, s, &adm);
             }
         }
@@ -139,7 +139,16 @@ fn register_handlers(socket: &SocketRef, state: AppState, ip: IpAddr, admission:
         move |s: SocketRef, data: TryData<TaskResult>| {
             let Conn { st, span, adm } = c.clone();
             async move {
-                if allowed(&adm, &st, &s) {
+                // A result for a task this connection holds is the server's pace, not the
+                // client's: it costs no budget, and earns the request for the next task.
+                let answers = data
+                    .0
+                    .as_ref()
+                    .is_ok_and(|r| st.grid.workers.awaits(connection(&s), r.task_id));
+                if answers {
+                    adm.earn_request(st.config.limits.max_tasks_per_worker);
+                }
+                if answers || allowed(&adm, &st, &s) {
                     task_result(st, s, data).await;
                 }
             }

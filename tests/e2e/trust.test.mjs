@@ -93,6 +93,30 @@ test("a mixed crowd and a SIGKILLed server still give the exact product", async 
   assert.ok(status.re_leases > 0, "abandoned and expired tasks were leased again");
 });
 
+test("a fast honest worker is never taken for a flood; results for tasks it does not hold still are", async (t) => {
+  // 10 events a second (bursts of 20): the worker below answers 256 tasks as fast as they
+  // come, more than 500 events in a second or two, all of them the server's own pace.
+  const server = await startServer(t, { env: { MAX_EVENTS_PER_SEC: "10" } });
+  const job = await submitRandom(server.url, 64, 4, 64, 4, 12); // 256 tiles
+  const errors = [];
+  const worker = await startWorker(t, server.url, { name: "fast", inFlight: 4 });
+  worker.socket.on("protocol_error", (e) => errors.push(e));
+  const started = Date.now();
+  await waitForJob(server.url, job.id, { ms: 60000 });
+  assertClose((await downloadNpy(server.url, job.id)).data, job.want, job.k);
+  assert.deepEqual(errors, []);
+  assert.ok(worker.socket.connected, "still connected");
+  t.diagnostic(`256 tasks in ${Date.now() - started} ms`);
+
+  // The same number of results for tasks it was never given: a flood, told and cut.
+  const { socket: flooder } = await registered(t, server.url, { name: "flooder" });
+  const limited = new Promise((res) => flooder.on("protocol_error", (e) => e.code === "rate_limited" && res(e)));
+  const gone = once(flooder, "disconnect", 5000);
+  for (let i = 0; i < 256; i++) flooder.emit("task_result", { task_id: 1e9 + i, c: Buffer.alloc(64) });
+  assert.match((await limited).message, /more than 10 events per second/);
+  await gone;
+});
+
 test("a worker that heartbeats but never answers is overtaken by a duplicate near the end", async (t) => {
   const server = await startServer(t, { env: { LEASE_MS: "60000" } });
   const job = await submitRandom(server.url, 8, 8, 8, 4, 21); // 4 tiles

@@ -529,6 +529,15 @@ impl Workers {
         }
     }
 
+    /// Whether the connection holds a lease on the task that no result has answered yet.
+    pub fn awaits(&self, id: ConnectionId, task_id: i64) -> bool {
+        self.lock()
+            .by_id
+            .get(&id)
+            .and_then(|c| c.leases.get(&task_id))
+            .is_some_and(|l| !l.answered)
+    }
+
     /// Marks a lease answered when a result for it arrives, and returns it; `None` when the
     /// connection does not hold it, or answered it already.
     pub fn answer(&self, id: ConnectionId, task_id: i64) -> Option<Lease> {
