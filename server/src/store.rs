@@ -328,15 +328,20 @@ impl Upload {
         cols: usize,
         big_endian: bool,
     ) -> io::Result<MatrixWriter> {
-        let mut file = File::create(self.partial.join(matrix.file()))?;
+        let path = self.partial.join(matrix.file());
+        let (file, direct) = open_direct(&path)?;
         // The whole file's blocks up front: the disk's space is taken (or refused) at once,
         // and the file system allocates once instead of with every write (on ext4 the
         // buffered writes of an upload ran several times faster so).
         let expected = (rows * cols * dtype.size()) as u64;
         fs4::fs_std::FileExt::allocate(&file, DATA_OFFSET + expected)?;
-        file.write_all(&header(dtype, rows, cols))?;
+        let mut block = Block::new();
+        block.put(&header(dtype, rows, cols));
         Ok(MatrixWriter {
-            file: io::BufWriter::with_capacity(1 << 20, file),
+            file,
+            direct,
+            block,
+            at: 0,
             dtype,
             expected,
             written: 0,
@@ -385,10 +390,21 @@ impl Drop for Upload {
     }
 }
 
-/// One input's data as it arrives, in chunks of any size.
+/// One input's data as it arrives, in chunks of any size. It is gathered into blocks of
+/// [`BLOCK_BYTES`] (checked, and swapped if big-endian, as it is copied in), and each full
+/// block is written with direct I/O where the file system allows it: the page cache is
+/// skipped, and with it the kernel's copy into fresh pages, which took most of the server's
+/// time in an upload (docs/benchmarks.md), and gigabytes of inputs no longer push everything
+/// else out of the cache.
 #[derive(Debug)]
 pub struct MatrixWriter {
-    file: io::BufWriter<File>,
+    file: File,
+    /// Whether `file` takes direct I/O (`O_DIRECT`).
+    direct: bool,
+    /// The block being filled; it starts with the header.
+    block: Block,
+    /// Where in the file the block goes.
+    at: u64,
     dtype: Dtype,
     expected: u64,
     written: u64,
@@ -436,53 +452,179 @@ impl MatrixWriter {
         Ok(())
     }
 
-    /// Writes whole elements.
-    fn put(&mut self, data: &[u8]) -> Result<(), WriteError> {
+    /// Copies whole elements into the block, checking each; writes every block it fills.
+    /// Elements never straddle two blocks: the header and a block are multiples of 8 bytes.
+    fn put(&mut self, mut data: &[u8]) -> Result<(), WriteError> {
         let e = self.dtype.size();
-        let mut buf;
-        let data = if self.swap {
-            buf = data.to_vec();
-            for element in buf.chunks_exact_mut(e) {
-                element.reverse();
+        while !data.is_empty() {
+            let take = self.block.room().min(data.len());
+            let first = self.written / e as u64;
+            let copied = self.block.put(&data[..take]);
+            if self.swap {
+                for element in copied.chunks_exact_mut(e) {
+                    element.reverse();
+                }
             }
-            &buf[..]
-        } else {
-            data
-        };
-        let first = self.written / e as u64;
-        let finite = match self.dtype {
-            Dtype::F32 => data
-                .chunks_exact(4)
-                .position(|x| !f32::from_le_bytes([x[0], x[1], x[2], x[3]]).is_finite()),
-            Dtype::F64 => data
-                .chunks_exact(8)
-                .position(|x| !f64::from_le_bytes(x.try_into().unwrap_or([0; 8])).is_finite()),
-        };
-        if let Some(i) = finite {
-            return Err(WriteError::NotFinite(first + i as u64));
-        }
-        self.file.write_all(data)?;
-        let before = self.written;
-        self.written += data.len() as u64;
-        if before / WRITEBACK_EVERY != self.written / WRITEBACK_EVERY {
-            start_writeback(self.file.get_ref());
+            if let Some(i) = first_not_finite(self.dtype, copied) {
+                return Err(WriteError::NotFinite(first + i as u64));
+            }
+            self.written += take as u64;
+            data = &data[take..];
+            if self.block.room() == 0 {
+                self.write_block()?;
+            }
         }
         Ok(())
     }
 
-    /// Checks that all the data came, and starts writing it to the disk without waiting:
-    /// the next input arrives meanwhile, and [`Upload::finish`] waits for both.
-    pub fn finish(self) -> Result<(), WriteError> {
+    /// Writes the block where it goes, and starts the next one.
+    fn write_block(&mut self) -> io::Result<()> {
+        let filled = self.block.filled();
+        if self.direct {
+            match self.file.write_all_at(filled, self.at) {
+                // A file system that took the flag at open but not the write.
+                Err(e) if e.raw_os_error() == Some(EINVAL) => {
+                    buffered(&self.file)?;
+                    self.direct = false;
+                }
+                other => other?,
+            }
+        }
+        if !self.direct {
+            self.file.write_all_at(filled, self.at)?;
+            if self.at / WRITEBACK_EVERY != (self.at + filled.len() as u64) / WRITEBACK_EVERY {
+                start_writeback(&self.file);
+            }
+        }
+        self.at += filled.len() as u64;
+        self.block.clear();
+        Ok(())
+    }
+
+    /// Checks that all the data came, and writes what is left. The last block is rarely a
+    /// whole number of sectors, so it goes through the page cache; [`Upload::finish`] syncs.
+    pub fn finish(mut self) -> Result<(), WriteError> {
         if self.written != self.expected || !self.carry.is_empty() {
             return Err(WriteError::TooShort {
                 got: self.written + self.carry.len() as u64,
                 expected: self.expected,
             });
         }
-        let file = self.file.into_inner().map_err(|e| e.into_error())?;
-        start_writeback(&file);
+        if self.direct {
+            buffered(&self.file)?;
+            self.direct = false;
+        }
+        self.write_block()?;
+        start_writeback(&self.file);
         Ok(())
     }
+}
+
+/// The index of the first element that is not finite.
+fn first_not_finite(dtype: Dtype, data: &[u8]) -> Option<usize> {
+    match dtype {
+        Dtype::F32 => data
+            .chunks_exact(4)
+            .position(|x| !f32::from_le_bytes([x[0], x[1], x[2], x[3]]).is_finite()),
+        Dtype::F64 => data
+            .chunks_exact(8)
+            .position(|x| !f64::from_le_bytes(x.try_into().unwrap_or([0; 8])).is_finite()),
+    }
+}
+
+/// Bytes an upload gathers before it writes them: one write per block.
+const BLOCK_BYTES: usize = 1 << 20;
+
+/// What direct I/O needs buffers, lengths and offsets aligned to (the largest logical sector
+/// size in use, and the page size).
+const DIRECT_ALIGN: usize = 4096;
+
+/// A buffer of [`BLOCK_BYTES`] aligned for direct I/O, carved out of a slightly larger
+/// vector so that no unsafe allocation is needed.
+#[derive(Debug)]
+struct Block {
+    memory: Vec<u8>,
+    start: usize,
+    len: usize,
+}
+
+impl Block {
+    fn new() -> Block {
+        let memory = vec![0; BLOCK_BYTES + DIRECT_ALIGN];
+        let start = memory.as_ptr().align_offset(DIRECT_ALIGN);
+        Block {
+            memory,
+            start,
+            len: 0,
+        }
+    }
+
+    fn room(&self) -> usize {
+        BLOCK_BYTES - self.len
+    }
+
+    /// Appends `data` (at most [`Block::room`] bytes), and returns it as copied.
+    fn put(&mut self, data: &[u8]) -> &mut [u8] {
+        let from = self.start + self.len;
+        self.len += data.len();
+        let copied = &mut self.memory[from..self.start + self.len];
+        copied.copy_from_slice(data);
+        copied
+    }
+
+    fn filled(&self) -> &[u8] {
+        &self.memory[self.start..self.start + self.len]
+    }
+
+    fn clear(&mut self) {
+        self.len = 0;
+    }
+}
+
+#[cfg(target_os = "linux")]
+const EINVAL: i32 = 22;
+#[cfg(not(target_os = "linux"))]
+const EINVAL: i32 = -1;
+
+/// Creates a file for direct I/O, or for buffered I/O where the file system refuses it
+/// (tmpfs); says which.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn open_direct(path: &Path) -> io::Result<(File, bool)> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut options = OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    match options.clone().custom_flags(libc::O_DIRECT).open(path) {
+        Ok(file) => Ok((file, true)),
+        Err(e) if e.raw_os_error() == Some(libc::EINVAL) => Ok((options.open(path)?, false)),
+        Err(e) => Err(e),
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn open_direct(path: &Path) -> io::Result<(File, bool)> {
+    Ok((File::create(path)?, false))
+}
+
+/// Turns direct I/O off for the rest of a file's writes.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn buffered(file: &File) -> io::Result<()> {
+    use std::os::fd::AsRawFd;
+    let fd = file.as_raw_fd();
+    // SAFETY: the descriptor is open for both calls; only the status flags change.
+    let done = unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        flags >= 0 && libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_DIRECT) == 0
+    };
+    if done {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn buffered(_: &File) -> io::Result<()> {
+    Ok(())
 }
 
 /// Bytes of an input written between two calls to [`start_writeback`].
@@ -616,6 +758,50 @@ mod tests {
         let store = Store::open(&root).expect("reopened");
         assert_eq!(std::fs::read_dir(store.root()).expect("root").count(), 0);
         let _ = std::fs::remove_dir_all(root);
+    }
+
+    /// Several blocks, in chunks that fall anywhere, both byte orders, whether the file
+    /// system takes direct I/O (ext4, where the checkout is) or not (tmpfs, /dev/shm).
+    #[test]
+    fn inputs_larger_than_a_block_read_back_whole_with_direct_io_or_without() {
+        let rows = 3 * BLOCK_BYTES / 8 / 100 + 1; // f64, 100 wide: a little over 3 blocks
+        let values: Vec<f64> = (0..rows * 100).map(|i| i as f64 * 0.5 - 7.0).collect();
+        let little: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let big: Vec<u8> = values.iter().flat_map(|v| v.to_be_bytes()).collect();
+        let shm =
+            std::path::Path::new("/dev/shm").join(format!("brain-store-{}", uuid::Uuid::new_v4()));
+        // Beside the build, on the checkout's file system (the temporary folder may be tmpfs).
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target")
+            .join(format!("brain-store-{}", uuid::Uuid::new_v4()));
+        let on_disk = Store::open(&root).expect("a store");
+        for (store, direct) in [(on_disk, true), (Store::open(&shm).expect("tmpfs"), false)] {
+            let upload = store.begin("job").expect("begun");
+            for (part, data, swap) in [(Part::A, &little, false), (Part::B, &big, true)] {
+                let mut w = upload
+                    .matrix(part, Dtype::F64, rows, 100, swap)
+                    .expect("file");
+                assert!(!direct || w.direct, "ext4 takes direct I/O");
+                for chunk in data.chunks(333_333) {
+                    w.write(chunk).expect("fits");
+                }
+                w.finish().expect("whole");
+            }
+            upload.finish(&plan(rows, 100, 100, 100)).expect("finished");
+            for part in [Part::A, Part::B] {
+                let back = store
+                    .read_rows("job", part, Dtype::F64, 100, 0, rows)
+                    .expect("read");
+                assert!(back == little, "{part:?} reads back as written");
+            }
+            let header = std::fs::read(store.path("job", Part::A).expect("path")).expect("a");
+            assert_eq!(
+                header[..DATA_OFFSET as usize],
+                self::header(Dtype::F64, rows, 100)
+            );
+        }
+        let _ = std::fs::remove_dir_all(root);
+        let _ = std::fs::remove_dir_all(shm);
     }
 
     #[test]
