@@ -139,6 +139,13 @@ impl Store {
     ) -> io::Result<Vec<u8>> {
         let file = File::open(self.path(job_id, matrix)?)?;
         let e = dtype.size();
+        if cols < n {
+            // The rows' pieces are spread over the whole span: have the kernel read the span
+            // ahead in one sequential pass, rather than one small read from the disk per row
+            // (inputs are written past the page cache, so a job's first panels come from disk).
+            let span = (DATA_OFFSET + (row0 * n * e) as u64, (rows * n * e) as u64);
+            will_need(&file, span);
+        }
         let mut out = vec![0; rows * cols * e];
         for (r, row) in out.chunks_exact_mut(cols * e).enumerate() {
             let at = ((row0 + r) * n + col0) * e;
@@ -604,6 +611,22 @@ fn open_direct(path: &Path) -> io::Result<(File, bool)> {
 fn open_direct(path: &Path) -> io::Result<(File, bool)> {
     Ok((File::create(path)?, false))
 }
+
+/// Asks the kernel to read `(offset, len)` of a file into the page cache, without waiting.
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn will_need(file: &File, (offset, len): (u64, u64)) {
+    use std::os::fd::AsRawFd;
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return;
+    };
+    // SAFETY: the descriptor is open for the whole call; the advice only starts reading.
+    unsafe {
+        libc::posix_fadvise(file.as_raw_fd(), offset, len, libc::POSIX_FADV_WILLNEED);
+    }
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn will_need(_: &File, _: (u64, u64)) {}
 
 /// Turns direct I/O off for the rest of a file's writes.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
