@@ -16,9 +16,25 @@ pub struct JobRow {
     pub tile: i64,
     pub tasks_total: i64,
     pub tasks_done: i64,
-    pub created_at: String,
-    pub finished_at: Option<String>,
+    #[schema(value_type = String, format = DateTime)]
+    pub created_at: Millis,
+    #[schema(value_type = Option<String>, format = DateTime)]
+    pub finished_at: Option<Millis>,
     pub error: Option<String>,
+}
+
+/// A time stored as milliseconds since the epoch and shown as RFC 3339 with milliseconds
+/// ("2026-12-02T05:21:52.042Z"), formatted here rather than in SQL, which each database
+/// engine spells its own way.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, sqlx::Type)]
+#[sqlx(transparent)]
+pub struct Millis(pub i64);
+
+impl Serialize for Millis {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let at = std::time::UNIX_EPOCH + std::time::Duration::from_millis(self.0.max(0) as u64);
+        s.collect_str(&humantime::format_rfc3339_millis(at))
+    }
 }
 
 impl JobRow {
@@ -34,9 +50,8 @@ impl JobRow {
     }
 }
 
-const JOB_COLUMNS: &str = "id, name, status, m, k, n, dtype, tile, tasks_total, tasks_done, \
-     strftime('%Y-%m-%dT%H:%M:%fZ', created_at / 1000.0, 'unixepoch') AS created_at, \
-     strftime('%Y-%m-%dT%H:%M:%fZ', finished_at / 1000.0, 'unixepoch') AS finished_at, error";
+const JOB_COLUMNS: &str =
+    "id, name, status, m, k, n, dtype, tile, tasks_total, tasks_done, created_at, finished_at, error";
 
 /// Task rows per INSERT statement in [`insert_job`]: 802 bound parameters, far below
 /// SQLite's limit of 32,766.
@@ -47,7 +62,7 @@ const TASK_BATCH: usize = 400;
 pub async fn insert_job(pool: &Pool, id: &str, name: &str, plan: &Plan) -> Result<(), sqlx::Error> {
     use std::fmt::Write as _;
     let now = now_ms();
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = begin_write(pool).await?;
     sqlx::query(
         "INSERT INTO jobs (id, name, status, m, k, n, dtype, tile, tasks_total, created_at) \
          VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
@@ -144,7 +159,7 @@ async fn end_job(
     reason: Option<&str>,
 ) -> Result<Vec<(i64, Option<String>)>, sqlx::Error> {
     let now = now_ms();
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = begin_write(pool).await?;
     let ended = sqlx::query(
         "UPDATE jobs SET status = ?1, error = ?2, finished_at = ?3 \
          WHERE id = ?4 AND status IN ('queued', 'running')",
@@ -241,7 +256,7 @@ pub async fn purged_at(pool: &Pool, job_id: &str) -> Result<Option<i64>, sqlx::E
 /// caller's to remove); the jobs themselves stay listed. Returns the purged jobs.
 pub async fn purge_finished(pool: &Pool, retention_ms: i64) -> Result<Vec<String>, sqlx::Error> {
     let now = now_ms();
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = begin_write(pool).await?;
     let ids: Vec<(String,)> = sqlx::query_as(
         "SELECT id FROM jobs WHERE status IN ('done', 'failed', 'cancelled') \
          AND purged_at IS NULL AND finished_at < ?",
@@ -266,6 +281,19 @@ pub async fn purge_finished(pool: &Pool, retention_ms: i64) -> Result<Vec<String
     }
     tx.commit().await?;
     Ok(ids.into_iter().map(|(id,)| id).collect())
+}
+
+#[cfg(test)]
+mod millis_tests {
+    use super::Millis;
+
+    #[test]
+    fn times_are_shown_as_rfc_3339_with_milliseconds_in_utc() {
+        let shown = serde_json::to_string(&Millis(1_796_189_516_541)).expect("serialised");
+        assert_eq!(shown, "\"2026-12-02T05:31:56.541Z\"");
+        let epoch = serde_json::to_string(&Millis(0)).expect("serialised");
+        assert_eq!(epoch, "\"1970-01-01T00:00:00.000Z\"");
+    }
 }
 
 #[cfg(test)]

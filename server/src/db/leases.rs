@@ -30,7 +30,7 @@ pub struct ClaimRound(sqlx::Transaction<'static, sqlx::Sqlite>);
 
 impl ClaimRound {
     pub async fn begin(pool: &Pool) -> Result<Self, sqlx::Error> {
-        pool.begin_with("BEGIN IMMEDIATE").await.map(ClaimRound)
+        begin_write(pool).await.map(ClaimRound)
     }
 
     /// Leases the oldest queued task this worker was not refused on, in one statement (no
@@ -200,7 +200,7 @@ pub async fn extend_leases(
     max_total_ms: i64,
 ) -> Result<u64, sqlx::Error> {
     sqlx::query(
-        "UPDATE tasks SET lease_deadline = MIN(?1, updated_at + ?2) \
+        "UPDATE tasks SET lease_deadline = CASE WHEN ?1 < updated_at + ?2 THEN ?1 ELSE updated_at + ?2 END \
          WHERE lease_owner = ?3 AND state = 'leased'",
     )
     .bind(now_ms() + lease_ms)
@@ -273,7 +273,7 @@ impl Completing {
 /// while the caller stores their bytes.
 pub async fn complete_tasks(pool: &Pool, items: &[ToComplete]) -> Result<Completing, sqlx::Error> {
     let now = now_ms();
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = begin_write(pool).await?;
     // (job id, tile row, tile col) of each stored result, or the refusal reason.
     let mut stored: Vec<Result<(String, i64, i64), String>> = Vec::with_capacity(items.len());
     for item in items {
@@ -433,7 +433,7 @@ pub async fn refuse_result(
     reason: &str,
 ) -> Result<(Option<Requeued>, Option<String>), sqlx::Error> {
     let now = now_ms();
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = begin_write(pool).await?;
     // A refused result is the worker's fault, not the task's: it does not count toward the
     // failures that would fail the job (a few liars must not sink an honest job).
     let requeued = give_back(&mut tx, task_id, holder.connection, reason, now).await?;
@@ -494,7 +494,7 @@ pub async fn reopen(
     reason: &str,
 ) -> Result<Vec<Requeued>, sqlx::Error> {
     let now = now_ms();
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = begin_write(pool).await?;
     let mut reopened = Vec::new();
     for &id in task_ids {
         let task: Option<Requeued> = sqlx::query_as(
@@ -519,7 +519,7 @@ pub async fn reopen(
         reopened.push(task);
     }
     sqlx::query(
-        "UPDATE workers SET refused = refused + ?1, tasks_done = MAX(tasks_done - ?1, 0), \
+        "UPDATE workers SET refused = refused + ?1, tasks_done = CASE WHEN tasks_done > ?1 THEN tasks_done - ?1 ELSE 0 END, \
              consecutive_verified = 0 WHERE id = ?2",
     )
     .bind(reopened.len() as i64)
@@ -580,7 +580,7 @@ pub struct Failure {
 /// connection, is never taken for the expired one and dropped with it.
 pub async fn expire_leases(pool: &Pool, needed: usize) -> Result<Expiring, sqlx::Error> {
     let now = now_ms();
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = begin_write(pool).await?;
     // Read before writing is safe here: BEGIN IMMEDIATE holds the write lock.
     let expired: Vec<ExpiredLease> = sqlx::query_as(
         "SELECT id, job_id, tile_row, tile_col, failures, lease_worker, lease_address \
@@ -677,7 +677,7 @@ pub async fn report_failure(
     needed: usize,
 ) -> Result<Option<Failure>, sqlx::Error> {
     let now = now_ms();
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = begin_write(pool).await?;
     let Some(task) = give_back(&mut tx, task_id, holder.connection, reason, now).await? else {
         // A report that comes after the worker's lease on the task ran out still means the
         // worker cannot compute it: it is not offered the task again. Nothing else changes
@@ -746,8 +746,8 @@ async fn record_failure(
 ) -> Result<(), sqlx::Error> {
     let task_id = failure.task.id;
     let first = sqlx::query(
-        "INSERT OR IGNORE INTO task_failures (task_id, worker_id, address, kind, reason, at) \
-         VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO task_failures (task_id, worker_id, address, kind, reason, at) \
+         VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
     )
     .bind(task_id)
     .bind(reporter.worker_id)
@@ -868,7 +868,7 @@ pub async fn written_tiles(pool: &Pool) -> Result<Vec<WrittenTile>, sqlx::Error>
 /// counts, in one transaction.
 pub async fn requeue_lost(pool: &Pool, tiles: &[&WrittenTile]) -> Result<(), sqlx::Error> {
     let now = now_ms();
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = begin_write(pool).await?;
     for tile in tiles {
         let done = sqlx::query(
             "UPDATE tasks SET state = 'queued', result_crc = NULL, completed_by = NULL, \
@@ -917,10 +917,12 @@ async fn exclude(
     task_id: i64,
     worker_id: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query("INSERT OR IGNORE INTO task_exclusions (task_id, worker_id) VALUES (?, ?)")
-        .bind(task_id)
-        .bind(worker_id)
-        .execute(conn)
-        .await
-        .map(|_| ())
+    sqlx::query(
+        "INSERT INTO task_exclusions (task_id, worker_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+    )
+    .bind(task_id)
+    .bind(worker_id)
+    .execute(conn)
+    .await
+    .map(|_| ())
 }

@@ -37,7 +37,7 @@ pub async fn results(pool: &Pool, job_id: &str) -> Result<Vec<(i64, i64, Vec<u8>
 
 /// Drops a job's blobs once the store holds them.
 pub async fn clear(pool: &Pool, job_id: &str) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+    let mut tx = begin_write(pool).await?;
     sqlx::query("DELETE FROM job_inputs WHERE job_id = ?")
         .bind(job_id)
         .execute(&mut *tx)

@@ -54,6 +54,13 @@ pub async fn connect(path: &Path) -> Result<Pool, sqlx::Error> {
     Ok(pool)
 }
 
+/// Starts a transaction that will write: it takes SQLite's write lock at once, so that it
+/// cannot fail with SQLITE_BUSY after reading. Every writing transaction starts here, the one
+/// place another engine's beginning goes.
+async fn begin_write(pool: &Pool) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+    pool.begin_with("BEGIN IMMEDIATE").await
+}
+
 pub async fn ping(pool: &Pool) -> Result<(), sqlx::Error> {
     sqlx::query("SELECT 1").execute(pool).await.map(|_| ())
 }
@@ -94,7 +101,7 @@ pub async fn totals(pool: &Pool) -> Result<(i64, i64), sqlx::Error> {
         .fetch_one(pool)
         .await?;
     let releases: (i64,) =
-        sqlx::query_as("SELECT COALESCE(SUM(MAX(attempts - 1, 0)), 0) FROM tasks")
+        sqlx::query_as("SELECT COALESCE(SUM(attempts - 1), 0) FROM tasks WHERE attempts > 1")
             .fetch_one(pool)
             .await?;
     Ok((refused.0, releases.0))
