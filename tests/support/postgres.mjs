@@ -115,7 +115,7 @@ function initdb(dir, data, ms) {
     }, ms);
     proc.once("error", (e) => {
       clearTimeout(timer);
-      rej(new Error(`initdb could not run: ${e.message}`));
+      rej(new Error(`initdb could not run in ${dir}: ${e.message}`));
     });
     proc.once("close", (code, sig) => {
       clearTimeout(timer);
