@@ -17,5 +17,6 @@ for dir in tests/e2e tools/volunteer; do
     (cd "$dir" && npm ci --no-audit --no-fund)
   fi
 done
+scripts/services.sh # PostgreSQL and Redis, for the tests that start private instances of them
 cd tests/e2e
 BRAIN_SERVER_BIN="$PWD/../../target/debug/brain-server" BRAIN_CLI_BIN="$PWD/../../target/debug/brain" node --test --test-concurrency=2 --test-reporter=spec

@@ -1,0 +1,19 @@
+// Free TCP ports for servers that cannot be told to bind port 0 and report what they got
+// (PostgreSQL, Redis). No dependencies, so any test package can import it.
+import { createServer } from "node:net";
+
+/**
+ * A port on 127.0.0.1 that was free a moment ago: the OS picks it for a probe, which then
+ * lets it go. Another process may take it before the server binds it, so callers retry with a
+ * new one when the server reports the address in use.
+ */
+export function freePort() {
+  return new Promise((res, rej) => {
+    const probe = createServer();
+    probe.once("error", rej);
+    probe.listen(0, "127.0.0.1", () => {
+      const { port } = probe.address();
+      probe.close(() => res(port));
+    });
+  });
+}
