@@ -4,9 +4,8 @@
 use serde::Serialize;
 
 /// Where a job is in its life.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
-#[sqlx(rename_all = "lowercase")]
 pub enum JobStatus {
     /// Submitted; no task leased yet.
     Queued,
@@ -52,9 +51,8 @@ impl std::fmt::Display for JobStatus {
 }
 
 /// Where one tile task is.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, sqlx::Type, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
-#[sqlx(rename_all = "lowercase")]
 pub enum TaskState {
     /// Waiting for a worker.
     Queued,
@@ -93,6 +91,43 @@ impl std::fmt::Display for TaskState {
         f.write_str(self.as_str())
     }
 }
+
+/// Stored as their names (text), through sqlx's `Any` driver, which serves both engines: its
+/// derive covers only one database at a time.
+macro_rules! stored_as_text {
+    ($state:ty) => {
+        impl sqlx::Type<sqlx::Any> for $state {
+            fn type_info() -> sqlx::any::AnyTypeInfo {
+                <&str as sqlx::Type<sqlx::Any>>::type_info()
+            }
+            fn compatible(ty: &sqlx::any::AnyTypeInfo) -> bool {
+                <&str as sqlx::Type<sqlx::Any>>::compatible(ty)
+            }
+        }
+
+        impl<'r> sqlx::Decode<'r, sqlx::Any> for $state {
+            fn decode(value: sqlx::any::AnyValueRef<'r>) -> Result<Self, sqlx::error::BoxDynError> {
+                let name = <&str as sqlx::Decode<sqlx::Any>>::decode(value)?;
+                <$state>::ALL
+                    .into_iter()
+                    .find(|s| s.as_str() == name)
+                    .ok_or_else(|| format!("unknown {} {name:?}", stringify!($state)).into())
+            }
+        }
+
+        impl<'q> sqlx::Encode<'q, sqlx::Any> for $state {
+            fn encode_by_ref(
+                &self,
+                buf: &mut <sqlx::Any as sqlx::Database>::ArgumentBuffer<'q>,
+            ) -> Result<sqlx::encode::IsNull, sqlx::error::BoxDynError> {
+                <&str as sqlx::Encode<sqlx::Any>>::encode(self.as_str(), buf)
+            }
+        }
+    };
+}
+
+stored_as_text!(JobStatus);
+stored_as_text!(TaskState);
 
 #[cfg(test)]
 mod tests {

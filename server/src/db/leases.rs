@@ -26,7 +26,7 @@ pub struct Holder<'a> {
 
 /// One dispatch round's claims, in one `BEGIN IMMEDIATE` transaction: one commit for the
 /// round rather than one per task. Nothing is leased unless [`ClaimRound::commit`] succeeds.
-pub struct ClaimRound(sqlx::Transaction<'static, sqlx::Sqlite>);
+pub struct ClaimRound(sqlx::Transaction<'static, sqlx::Any>);
 
 impl ClaimRound {
     pub async fn begin(pool: &Pool) -> Result<Self, sqlx::Error> {
@@ -249,7 +249,7 @@ pub struct ToComplete {
 /// Results marked done in a transaction not yet committed: the caller stores the accepted
 /// ones' bytes, then commits (or drops this, which rolls everything back).
 pub struct Completing {
-    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    tx: sqlx::Transaction<'static, sqlx::Any>,
     completions: Vec<Completion>,
 }
 
@@ -290,7 +290,7 @@ pub async fn complete_tasks(pool: &Pool, items: &[ToComplete]) -> Result<Complet
         .bind(item.task_id)
         .bind(&item.connection)
         .bind(item.duplicate)
-        .bind(item.result_crc)
+        .bind(i64::from(item.result_crc))
         .fetch_optional(&mut *tx)
         .await?;
         stored.push(match done {
@@ -382,7 +382,7 @@ pub async fn why_refused(
 }
 
 async fn refusal_reason(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut sqlx::AnyConnection,
     task_id: i64,
     connection: &str,
     now: i64,
@@ -641,7 +641,7 @@ pub async fn expire_leases(pool: &Pool, needed: usize) -> Result<Expiring, sqlx:
 
 /// Expired leases re-queued in a transaction not yet committed (see [`expire_leases`]).
 pub struct Expiring {
-    tx: sqlx::Transaction<'static, sqlx::Sqlite>,
+    tx: sqlx::Transaction<'static, sqlx::Any>,
     failures: Vec<Failure>,
 }
 
@@ -736,7 +736,7 @@ const MAX_REPORTS_READ: i64 = 256;
 /// record (and quarantines it when that was one failure too many), then decides from every
 /// report on the task whether the task itself is at fault, marking it failed if so.
 async fn record_failure(
-    tx: &mut sqlx::SqliteConnection,
+    tx: &mut sqlx::AnyConnection,
     failure: &mut Failure,
     reporter: Reporter<'_>,
     kind: FailureKind,
@@ -891,7 +891,7 @@ pub async fn requeue_lost(pool: &Pool, tiles: &[&WrittenTile]) -> Result<(), sql
 /// Puts a task leased to connection `connection` back in the queue with `reason` as its last
 /// error; `None` when it is not leased to that connection (any more).
 async fn give_back(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut sqlx::AnyConnection,
     task_id: i64,
     connection: &str,
     reason: &str,
@@ -913,7 +913,7 @@ async fn give_back(
 
 /// The worker is never given this task again.
 async fn exclude(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut sqlx::AnyConnection,
     task_id: i64,
     worker_id: &str,
 ) -> Result<(), sqlx::Error> {

@@ -6,16 +6,20 @@
 //! SQLITE_BUSY under concurrency whatever the timeout. Callers see functions named for what
 //! they do, never a transaction: this is the seam a second storage engine plugs into.
 //!
+//! The pool is sqlx's `Any` driver (today always opening SQLite) so that PostgreSQL (#18)
+//! arrives behind these same functions, with the SQL both engines speak written once and the
+//! few statements where they differ (claims, the start of a writing transaction, backups)
+//! chosen by engine here.
+//!
 //! By table group: `jobs` (jobs, their inputs and results), `leases` (tasks: claims, leases,
 //! results, failures) and `workers` (identities and records); the pool, backups and totals
 //! here.
 
 use std::path::Path;
-use std::time::Duration;
 
 use serde::Serialize;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{FromRow, Row, SqlitePool};
+use sqlx::any::AnyPoolOptions;
+use sqlx::{AnyPool, Executor, FromRow, Row};
 
 use crate::jobs::Plan;
 use crate::status::{JobStatus, TaskState};
@@ -30,25 +34,30 @@ pub use jobs::*;
 pub use leases::*;
 pub use workers::*;
 
-pub type Pool = SqlitePool;
+pub type Pool = AnyPool;
 
 /// Opens (creating when missing) the database file in WAL mode and applies migrations.
 pub async fn connect(path: &Path) -> Result<Pool, sqlx::Error> {
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
     }
-    let options = SqliteConnectOptions::new()
-        .filename(path)
-        .create_if_missing(true)
-        .journal_mode(SqliteJournalMode::Wal)
-        // In WAL mode NORMAL loses nothing when the process dies (kill -9 included); only a
-        // power cut can roll back the last commits. That is the durability the grid promises.
-        .synchronous(SqliteSynchronous::Normal)
-        .busy_timeout(Duration::from_secs(10))
-        .foreign_keys(true);
-    let pool = SqlitePoolOptions::new()
+    sqlx::any::install_default_drivers();
+    let url = format!("sqlite://{}?mode=rwc", path.display());
+    let pool = AnyPoolOptions::new()
         .max_connections(8)
-        .connect_with(options)
+        .after_connect(|conn, _| {
+            Box::pin(async move {
+                // In WAL mode NORMAL loses nothing when the process dies (kill -9 included);
+                // only a power cut can roll back the last commits.
+                conn.execute(
+                    "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+                     PRAGMA busy_timeout = 10000; PRAGMA foreign_keys = ON;",
+                )
+                .await
+                .map(|_| ())
+            })
+        })
+        .connect(&url)
         .await?;
     sqlx::migrate!("../migrations").run(&pool).await?;
     Ok(pool)
@@ -57,7 +66,7 @@ pub async fn connect(path: &Path) -> Result<Pool, sqlx::Error> {
 /// Starts a transaction that will write: it takes SQLite's write lock at once, so that it
 /// cannot fail with SQLITE_BUSY after reading. Every writing transaction starts here, the one
 /// place another engine's beginning goes.
-async fn begin_write(pool: &Pool) -> Result<sqlx::Transaction<'static, sqlx::Sqlite>, sqlx::Error> {
+async fn begin_write(pool: &Pool) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
     pool.begin_with("BEGIN IMMEDIATE").await
 }
 

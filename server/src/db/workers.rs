@@ -4,7 +4,7 @@
 use super::*;
 
 pub(super) async fn quarantine_worker(
-    conn: &mut sqlx::SqliteConnection,
+    conn: &mut sqlx::AnyConnection,
     worker_id: &str,
     reason: &str,
 ) -> Result<(), sqlx::Error> {
