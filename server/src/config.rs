@@ -54,6 +54,11 @@ pub struct Config {
     pub allowed_origins: AllowedOrigins,
     /// SQLite file (`DATABASE_PATH`); its folder is created when missing.
     pub database_path: PathBuf,
+    /// PostgreSQL's URL (`DATABASE_URL`); when set, the database instead of the SQLite file.
+    pub database_url: Option<String>,
+    /// Connections to PostgreSQL per instance (`DATABASE_MAX_CONNECTIONS`): Render's small
+    /// plans allow 100 in all.
+    pub database_max_connections: u32,
     /// When set, submitting, cancelling and downloading need `Authorization: Bearer <token>`.
     pub api_token: Option<String>,
     /// Folder of the built web page (`WEB_DIR`).
@@ -163,6 +168,13 @@ pub struct Settings {
     /// SQLite file; its folder and the file are created when missing
     #[arg(long, env, default_value = "./data/brain.db")]
     database_path: Setting,
+    /// PostgreSQL server (postgres://…): used instead of DATABASE_PATH when set, so that
+    /// several instances can share one grid
+    #[arg(long, env, hide_env_values = true)]
+    database_url: Option<Setting>,
+    /// Connections each instance keeps to PostgreSQL at most
+    #[arg(long, env, default_value = "10")]
+    database_max_connections: Setting,
     /// Bearer token for submitting, cancelling and downloading (unset = open; required when
     /// APP_ENV=production)
     #[arg(long, env, hide_env_values = true)]
@@ -336,6 +348,24 @@ impl Config {
             port: s.port.parse()?,
             allowed_origins: parse_origins(&s.allowed_origins)?,
             database_path: PathBuf::from(&s.database_path.text),
+            database_url: match s.database_url {
+                Some(url)
+                    if url.text.starts_with("postgres://")
+                        || url.text.starts_with("postgresql://") =>
+                {
+                    Some(url.text)
+                }
+                Some(url) if url.text.trim().is_empty() => None,
+                Some(url) => {
+                    return Err(ConfigError {
+                        var: url.var,
+                        value: "(not shown: it may hold a password)".into(),
+                        reason: "a postgres:// URL".into(),
+                    })
+                }
+                None => None,
+            },
+            database_max_connections: s.database_max_connections.at_least(1)?,
             api_token: s.api_token.map(|t| t.text).filter(|t| !t.trim().is_empty()),
             web_dir: PathBuf::from(s.web_dir.text),
             data_dir: match s.data_dir {
@@ -514,6 +544,20 @@ mod tests {
             c.allowed_origins,
             AllowedOrigins::List(vec!["https://a.org".into(), "http://b.org".into()])
         );
+    }
+
+    #[test]
+    fn database_url_selects_postgres_and_anything_else_is_refused_without_echoing_it() {
+        let c = config(&[]).expect("defaults");
+        assert_eq!((c.database_url, c.database_max_connections), (None, 10));
+        let url = "postgres://brain:secret@db.internal:5432/brain";
+        let c = config(&[("DATABASE_URL", url)]).expect("postgres");
+        assert_eq!(c.database_url.as_deref(), Some(url));
+        let e = config(&[("DATABASE_URL", "mysql://root:secret@db/x")]).expect_err("not postgres");
+        assert_eq!(e.var, "DATABASE_URL");
+        assert!(!e.to_string().contains("secret"), "{e}");
+        let e = config(&[("DATABASE_MAX_CONNECTIONS", "0")]).expect_err("at least one");
+        assert_eq!(e.var, "DATABASE_MAX_CONNECTIONS");
     }
 
     #[test]

@@ -57,7 +57,10 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTP routes, the Socket.io layer behind its handshake gate, and CORS, around one shared
 /// [`AppState`].
 pub async fn build(config: Config) -> Result<(Router, AppState), sqlx::Error> {
-    let db = db::connect(&config.database_path).await?;
+    let db = match &config.database_url {
+        Some(url) => db::connect_postgres(url, config.database_max_connections).await?,
+        None => db::connect(&config.database_path).await?,
+    };
     let requeued = db::requeue_all_leases(&db).await?;
     if requeued > 0 {
         tracing::info!(requeued, "re-queued tasks leased before the restart");

@@ -126,6 +126,13 @@ async fn shutdown_signal() {
 }
 
 async fn backup(config: &Config, dest: &std::path::Path) {
+    if config.database_url.is_some() {
+        eprintln!(
+            "brain-server: DATABASE_URL is PostgreSQL, which this command does not copy: back it \
+             up with pg_dump (or your provider's backups), and DATA_DIR beside it"
+        );
+        std::process::exit(1);
+    }
     if !config.database_path.exists() {
         eprintln!(
             "brain-server: no database at {}",

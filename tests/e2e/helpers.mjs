@@ -9,6 +9,7 @@ import { fileURLToPath } from "node:url";
 import { io } from "socket.io-client";
 import { randomMatrix, referenceProduct } from "../support/matrix.mjs";
 import { spawnServer } from "../support/server.mjs";
+import { createDatabase, startPostgres } from "../support/postgres.mjs";
 import { decodeNpy, encodeNpy } from "../../web/src/common/npy.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -35,6 +36,7 @@ export function tempDir(t) {
  */
 export async function startServer(t, { dbPath, port = 0, env = {} } = {}) {
   dbPath ??= join(tempDir(t), "brain.db");
+  if (ON_POSTGRES) env = { DATABASE_URL: await postgresDatabase(dbPath), ...env };
   const server = await spawnServer(SERVER_BIN, {
     dbPath,
     port,
@@ -43,6 +45,7 @@ export async function startServer(t, { dbPath, port = 0, env = {} } = {}) {
     webDir: join(tmpdir(), "brain-e2e-no-web"),
     startMs: 20000,
   });
+  server.databaseUrl = env.DATABASE_URL;
   servers.set(server.url, server);
   t?.after(() => {
     servers.delete(server.url);
@@ -50,6 +53,23 @@ export async function startServer(t, { dbPath, port = 0, env = {} } = {}) {
     return server.kill();
   });
   return server;
+}
+
+/**
+ * `BRAIN_TEST_DATABASE=postgres` runs the suite against PostgreSQL: one private instance per
+ * test file (each file is its own process), and a database of its own for each `dbPath` a
+ * test gives, so that a restart on the same path finds the same database. The jobs' files
+ * still go to DATA_DIR beside that path.
+ */
+export const ON_POSTGRES = process.env.BRAIN_TEST_DATABASE === "postgres";
+let postgres;
+const databases = new Map();
+async function postgresDatabase(dbPath) {
+  if (!databases.has(dbPath)) {
+    postgres ??= startPostgres();
+    databases.set(dbPath, createDatabase(await postgres));
+  }
+  return databases.get(dbPath);
 }
 
 /** Servers of running tests by URL, so a timed-out wait can quote its server's log. */

@@ -63,10 +63,10 @@ pub async fn insert_job(pool: &Pool, id: &str, name: &str, plan: &Plan) -> Resul
     use std::fmt::Write as _;
     let now = now_ms();
     let mut tx = begin_write(pool).await?;
-    sqlx::query(
+    sqlx::query(sql(
         "INSERT INTO jobs (id, name, status, m, k, n, dtype, tile, tasks_total, created_at) \
          VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
-    )
+    ))
     .bind(id)
     .bind(name)
     .bind(plan.m as i64)
@@ -101,6 +101,7 @@ pub async fn insert_job(pool: &Pool, id: &str, name: &str, plan: &Plan) -> Resul
                 4 + 2 * i
             );
         }
+        let sql = dialect(sql);
         let mut query = sqlx::query(&sql).bind(id).bind(now);
         for t in &batch {
             query = query.bind(t.tile_row as i64).bind(t.tile_col as i64);
@@ -111,27 +112,31 @@ pub async fn insert_job(pool: &Pool, id: &str, name: &str, plan: &Plan) -> Resul
 }
 
 pub async fn list_jobs(pool: &Pool) -> Result<Vec<JobRow>, sqlx::Error> {
-    sqlx::query_as(&format!(
+    sqlx::query_as(&dialect(format!(
         "SELECT {JOB_COLUMNS} FROM jobs ORDER BY created_at DESC, rowid DESC"
-    ))
+    )))
     .fetch_all(pool)
     .await
 }
 
 pub async fn get_job(pool: &Pool, id: &str) -> Result<Option<JobRow>, sqlx::Error> {
-    sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"))
-        .bind(id)
-        .fetch_optional(pool)
-        .await
+    sqlx::query_as(&dialect(format!(
+        "SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"
+    )))
+    .bind(id)
+    .fetch_optional(pool)
+    .await
 }
 
 /// Marks a job running once its first task is leased.
 pub async fn mark_running(pool: &Pool, job_id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE jobs SET status = 'running' WHERE id = ? AND status = 'queued'")
-        .bind(job_id)
-        .execute(pool)
-        .await
-        .map(|_| ())
+    sqlx::query(sql(
+        "UPDATE jobs SET status = 'running' WHERE id = ? AND status = 'queued'",
+    ))
+    .bind(job_id)
+    .execute(pool)
+    .await
+    .map(|_| ())
 }
 
 /// Fails a job for a reason and withdraws its open tasks; returns the workers that held
@@ -160,10 +165,10 @@ async fn end_job(
 ) -> Result<Vec<(i64, Option<String>)>, sqlx::Error> {
     let now = now_ms();
     let mut tx = begin_write(pool).await?;
-    let ended = sqlx::query(
+    let ended = sqlx::query(sql(
         "UPDATE jobs SET status = ?1, error = ?2, finished_at = ?3 \
          WHERE id = ?4 AND status IN ('queued', 'running')",
-    )
+    ))
     .bind(status)
     .bind(reason)
     .bind(now)
@@ -179,17 +184,17 @@ async fn end_job(
             TaskState::Cancelled
         };
         // Read the lease owners first: RETURNING would show the row after the update.
-        withdrawn = sqlx::query_as(
+        withdrawn = sqlx::query_as(sql(
             "SELECT id, lease_owner FROM tasks WHERE job_id = ? AND state = 'leased'",
-        )
+        ))
         .bind(job_id)
         .fetch_all(&mut *tx)
         .await?;
-        sqlx::query(
+        sqlx::query(sql(
             "UPDATE tasks SET state = ?1, lease_owner = NULL, lease_deadline = NULL, \
                  updated_at = ?2 \
              WHERE job_id = ?3 AND state IN ('queued', 'leased')",
-        )
+        ))
         .bind(task_state)
         .bind(now)
         .bind(job_id)
@@ -210,10 +215,10 @@ pub struct TileState {
 }
 
 pub async fn job_tiles(pool: &Pool, job_id: &str) -> Result<Vec<TileState>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as(sql(
         "SELECT id AS task_id, tile_row AS row, tile_col AS col, state FROM tasks \
          WHERE job_id = ? ORDER BY tile_row, tile_col",
-    )
+    ))
     .bind(job_id)
     .fetch_all(pool)
     .await
@@ -224,10 +229,10 @@ pub async fn job_tiles(pool: &Pool, job_id: &str) -> Result<Vec<TileState>, sqlx
 pub type Counts = (Vec<(JobStatus, i64)>, Vec<(TaskState, i64)>);
 
 pub async fn counts(pool: &Pool) -> Result<Counts, sqlx::Error> {
-    let jobs = sqlx::query_as("SELECT status, COUNT(*) FROM jobs GROUP BY status")
+    let jobs = sqlx::query_as(sql("SELECT status, COUNT(*) FROM jobs GROUP BY status"))
         .fetch_all(pool)
         .await?;
-    let tasks = sqlx::query_as("SELECT state, COUNT(*) FROM tasks GROUP BY state")
+    let tasks = sqlx::query_as(sql("SELECT state, COUNT(*) FROM tasks GROUP BY state"))
         .fetch_all(pool)
         .await?;
     Ok((jobs, tasks))
@@ -235,20 +240,23 @@ pub async fn counts(pool: &Pool) -> Result<Counts, sqlx::Error> {
 
 /// Notes the first download of a job's result.
 pub async fn mark_downloaded(pool: &Pool, job_id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("UPDATE jobs SET downloaded_at = ? WHERE id = ? AND downloaded_at IS NULL")
-        .bind(now_ms())
-        .bind(job_id)
-        .execute(pool)
-        .await
-        .map(|_| ())
+    sqlx::query(sql(
+        "UPDATE jobs SET downloaded_at = ? WHERE id = ? AND downloaded_at IS NULL",
+    ))
+    .bind(now_ms())
+    .bind(job_id)
+    .execute(pool)
+    .await
+    .map(|_| ())
 }
 
 /// When the job's data was removed by the retention policy, if it was.
 pub async fn purged_at(pool: &Pool, job_id: &str) -> Result<Option<i64>, sqlx::Error> {
-    let row: Option<(Option<i64>,)> = sqlx::query_as("SELECT purged_at FROM jobs WHERE id = ?")
-        .bind(job_id)
-        .fetch_optional(pool)
-        .await?;
+    let row: Option<(Option<i64>,)> =
+        sqlx::query_as(sql("SELECT purged_at FROM jobs WHERE id = ?"))
+            .bind(job_id)
+            .fetch_optional(pool)
+            .await?;
     Ok(row.and_then(|r| r.0))
 }
 
@@ -257,23 +265,25 @@ pub async fn purged_at(pool: &Pool, job_id: &str) -> Result<Option<i64>, sqlx::E
 pub async fn purge_finished(pool: &Pool, retention_ms: i64) -> Result<Vec<String>, sqlx::Error> {
     let now = now_ms();
     let mut tx = begin_write(pool).await?;
-    let ids: Vec<(String,)> = sqlx::query_as(
+    let ids: Vec<(String,)> = sqlx::query_as(sql(
         "SELECT id FROM jobs WHERE status IN ('done', 'failed', 'cancelled') \
          AND purged_at IS NULL AND finished_at < ?",
-    )
+    ))
     .bind(now - retention_ms)
     .fetch_all(&mut *tx)
     .await?;
     for (id,) in &ids {
-        sqlx::query("DELETE FROM job_inputs WHERE job_id = ?")
+        sqlx::query(sql("DELETE FROM job_inputs WHERE job_id = ?"))
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query("UPDATE tasks SET result = NULL WHERE job_id = ? AND result IS NOT NULL")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        sqlx::query("UPDATE jobs SET purged_at = ? WHERE id = ?")
+        sqlx::query(sql(
+            "UPDATE tasks SET result = NULL WHERE job_id = ? AND result IS NOT NULL",
+        ))
+        .bind(id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(sql("UPDATE jobs SET purged_at = ? WHERE id = ?"))
             .bind(now)
             .bind(id)
             .execute(&mut *tx)
@@ -318,10 +328,10 @@ mod insert_job_tests {
         let started = std::time::Instant::now();
         insert_job(&pool, "j", "cap", &plan).await.expect("stored");
         let took = started.elapsed();
-        let (count, distinct, max_row, max_col): (i64, i64, i64, i64) = sqlx::query_as(
+        let (count, distinct, max_row, max_col): (i64, i64, i64, i64) = sqlx::query_as(sql(
             "SELECT COUNT(*), COUNT(DISTINCT tile_row * 1000 + tile_col), MAX(tile_row), \
              MAX(tile_col) FROM tasks WHERE job_id = 'j' AND state = 'queued'",
-        )
+        ))
         .fetch_one(&pool)
         .await
         .expect("count");

@@ -42,14 +42,14 @@ impl ClaimRound {
     ) -> Result<Option<Claimed>, sqlx::Error> {
         let conn = &mut *self.0;
         let now = now_ms();
-        sqlx::query_as(
+        sqlx::query_as(sql(
             "UPDATE tasks SET state = 'leased', lease_owner = ?1, lease_worker = ?2, \
                  lease_deadline = ?3, attempts = attempts + 1, updated_at = ?4, lease_address = ?5 \
              WHERE id = (SELECT t.id FROM tasks t WHERE t.state = 'queued' AND NOT EXISTS \
                      (SELECT 1 FROM task_exclusions e WHERE e.task_id = t.id AND e.worker_id = ?2) \
                  ORDER BY t.id LIMIT 1) \
              RETURNING id, job_id, tile_row, tile_col",
-        )
+        ))
         .bind(holder.connection)
         .bind(holder.worker_id)
         .bind(now + lease_ms)
@@ -98,14 +98,15 @@ impl ClaimRound {
         };
         let held = list(held);
         let (rows, cols) = (list(rows), list(cols));
-        let sql = format!(
+        let text = format!(
             "SELECT t.id FROM tasks t WHERE t.job_id = ?1 AND t.state = 'queued' \
                  AND (t.tile_row IN ({rows}) OR t.tile_col IN ({cols})) AND NOT EXISTS \
                  (SELECT 1 FROM task_exclusions e WHERE e.task_id = t.id AND e.worker_id = ?2) \
-             ORDER BY (t.tile_row IN ({rows})) + (t.tile_col IN ({cols})) DESC, \
+             ORDER BY CAST(t.tile_row IN ({rows}) AS INTEGER) \
+                 + CAST(t.tile_col IN ({cols}) AS INTEGER) DESC, \
                  ({grow} IN ({held})) DESC, t.id LIMIT 1"
         );
-        let best: Option<(i64,)> = sqlx::query_as(&sql)
+        let best: Option<(i64,)> = sqlx::query_as(&dialect(text))
             .bind(job_id)
             .bind(holder.worker_id)
             .fetch_optional(&mut *conn)
@@ -114,11 +115,11 @@ impl ClaimRound {
             return Ok(None);
         };
         let now = now_ms();
-        sqlx::query_as(
+        sqlx::query_as(sql(
             "UPDATE tasks SET state = 'leased', lease_owner = ?1, lease_worker = ?2, \
                  lease_deadline = ?3, attempts = attempts + 1, updated_at = ?4, lease_address = ?6 \
              WHERE id = ?5 AND state = 'queued' RETURNING id, job_id, tile_row, tile_col",
-        )
+        ))
         .bind(holder.connection)
         .bind(holder.worker_id)
         .bind(now + lease_ms)
@@ -159,11 +160,11 @@ pub async fn slow_leases(
     page: i64,
 ) -> Result<Vec<SlowLease>, sqlx::Error> {
     sqlx::query_as(
-        "SELECT id, job_id, tile_row, tile_col, lease_owner AS connection, updated_at FROM tasks t \
+        sql("SELECT id, job_id, tile_row, tile_col, lease_owner AS connection, updated_at FROM tasks t \
          WHERE state = 'leased' AND lease_worker != ?1 AND updated_at < ?2 \
              AND (updated_at, id) > (?3, ?4) AND NOT EXISTS \
              (SELECT 1 FROM task_exclusions e WHERE e.task_id = t.id AND e.worker_id = ?1) \
-         ORDER BY updated_at, id LIMIT ?5",
+         ORDER BY updated_at, id LIMIT ?5"),
     )
     .bind(holder.worker_id)
     .bind(now_ms() - older_than_ms)
@@ -176,11 +177,11 @@ pub async fn slow_leases(
 
 /// Puts a task back in the queue (e.g. it could not be delivered).
 pub async fn unclaim_task(pool: &Pool, task_id: i64, connection: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query(sql(
         "UPDATE tasks SET state = 'queued', lease_owner = NULL, lease_worker = NULL, \
              lease_deadline = NULL, attempts = attempts - 1, updated_at = ? \
          WHERE id = ? AND state = 'leased' AND lease_owner = ?",
-    )
+    ))
     .bind(now_ms())
     .bind(task_id)
     .bind(connection)
@@ -200,8 +201,8 @@ pub async fn extend_leases(
     max_total_ms: i64,
 ) -> Result<u64, sqlx::Error> {
     sqlx::query(
-        "UPDATE tasks SET lease_deadline = CASE WHEN ?1 < updated_at + ?2 THEN ?1 ELSE updated_at + ?2 END \
-         WHERE lease_owner = ?3 AND state = 'leased'",
+        sql("UPDATE tasks SET lease_deadline = CASE WHEN ?1 < updated_at + ?2 THEN ?1 ELSE updated_at + ?2 END \
+         WHERE lease_owner = ?3 AND state = 'leased'"),
     )
     .bind(now_ms() + lease_ms)
     .bind(max_total_ms)
@@ -278,11 +279,11 @@ pub async fn complete_tasks(pool: &Pool, items: &[ToComplete]) -> Result<Complet
     let mut stored: Vec<Result<(String, i64, i64), String>> = Vec::with_capacity(items.len());
     for item in items {
         let done = sqlx::query(
-            "UPDATE tasks SET state = 'done', compute_ms = ?1, completed_by = ?2, result_crc = ?7, \
+            sql("UPDATE tasks SET state = 'done', compute_ms = ?1, completed_by = ?2, result_crc = ?7, \
                  lease_owner = NULL, lease_worker = NULL, lease_deadline = NULL, updated_at = ?3 \
              WHERE id = ?4 AND ((state = 'leased' AND lease_owner = ?5 AND lease_deadline >= ?3) \
                  OR (?6 AND state IN ('leased', 'queued'))) \
-             RETURNING job_id, tile_row, tile_col",
+             RETURNING job_id, tile_row, tile_col"),
         )
         .bind(item.compute_ms)
         .bind(&item.worker_id)
@@ -321,10 +322,10 @@ pub async fn complete_tasks(pool: &Pool, items: &[ToComplete]) -> Result<Complet
     let mut jobs = Vec::with_capacity(per_job.len());
     for (job_id, count, last) in &per_job {
         let row = sqlx::query(
-            "UPDATE jobs SET tasks_done = tasks_done + ?1, \
+            sql("UPDATE jobs SET tasks_done = tasks_done + ?1, \
                  status = CASE WHEN tasks_done + ?1 >= tasks_total THEN 'done' ELSE status END, \
                  finished_at = CASE WHEN tasks_done + ?1 >= tasks_total THEN ?2 ELSE finished_at END \
-             WHERE id = ?3 RETURNING tasks_done, tasks_total, status, created_at",
+             WHERE id = ?3 RETURNING tasks_done, tasks_total, status, created_at"),
         )
         .bind(count)
         .bind(now)
@@ -334,10 +335,10 @@ pub async fn complete_tasks(pool: &Pool, items: &[ToComplete]) -> Result<Complet
         jobs.push((job_id.clone(), *last, row));
     }
     for (worker_id, count) in &per_worker {
-        sqlx::query(
+        sqlx::query(sql(
             "UPDATE workers SET tasks_done = tasks_done + ?1, \
                  consecutive_verified = consecutive_verified + ?1, last_seen = ?2 WHERE id = ?3",
-        )
+        ))
         .bind(count)
         .bind(now)
         .bind(worker_id)
@@ -387,10 +388,10 @@ async fn refusal_reason(
     connection: &str,
     now: i64,
 ) -> Result<String, sqlx::Error> {
-    let row = sqlx::query(
+    let row = sqlx::query(sql(
         "SELECT t.state, t.lease_owner, t.lease_deadline, j.status AS job_status \
          FROM tasks t JOIN jobs j ON j.id = t.job_id WHERE t.id = ?",
-    )
+    ))
     .bind(task_id)
     .fetch_optional(&mut *tx)
     .await?;
@@ -438,10 +439,10 @@ pub async fn refuse_result(
     // failures that would fail the job (a few liars must not sink an honest job).
     let requeued = give_back(&mut tx, task_id, holder.connection, reason, now).await?;
     exclude(&mut tx, task_id, holder.worker_id).await?;
-    let worker: Option<WorkerRecord> = sqlx::query_as(&format!(
+    let worker: Option<WorkerRecord> = sqlx::query_as(&dialect(format!(
         "UPDATE workers SET refused = refused + 1, consecutive_verified = 0, last_seen = ?1 \
          WHERE id = ?2 RETURNING {WORKER_COLUMNS}"
-    ))
+    )))
     .bind(now)
     .bind(holder.worker_id)
     .fetch_optional(&mut *tx)
@@ -472,12 +473,12 @@ pub async fn accepted_in_running_jobs(
     worker_id: &str,
     since_ms: i64,
 ) -> Result<Vec<AcceptedTile>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as(sql(
         "SELECT t.id, t.job_id, t.tile_row, t.tile_col FROM tasks t \
          JOIN jobs j ON j.id = t.job_id \
          WHERE t.state = 'done' AND t.completed_by = ? AND t.updated_at >= ? \
              AND j.status = 'running'",
-    )
+    ))
     .bind(worker_id)
     .bind(since_ms)
     .fetch_all(pool)
@@ -497,13 +498,13 @@ pub async fn reopen(
     let mut tx = begin_write(pool).await?;
     let mut reopened = Vec::new();
     for &id in task_ids {
-        let task: Option<Requeued> = sqlx::query_as(
+        let task: Option<Requeued> = sqlx::query_as(sql(
             "UPDATE tasks SET state = 'queued', result = NULL, compute_ms = NULL, \
                  completed_by = NULL, last_error = ?1, updated_at = ?2 \
              WHERE id = ?3 AND state = 'done' AND completed_by = ?4 \
                  AND job_id IN (SELECT id FROM jobs WHERE status = 'running') \
              RETURNING id, job_id, tile_row, tile_col, failures",
-        )
+        ))
         .bind(reason)
         .bind(now)
         .bind(id)
@@ -512,15 +513,17 @@ pub async fn reopen(
         .await?;
         let Some(task) = task else { continue };
         exclude(&mut tx, id, worker_id).await?;
-        sqlx::query("UPDATE jobs SET tasks_done = tasks_done - 1 WHERE id = ?")
-            .bind(&task.job_id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(sql(
+            "UPDATE jobs SET tasks_done = tasks_done - 1 WHERE id = ?",
+        ))
+        .bind(&task.job_id)
+        .execute(&mut *tx)
+        .await?;
         reopened.push(task);
     }
     sqlx::query(
-        "UPDATE workers SET refused = refused + ?1, tasks_done = CASE WHEN tasks_done > ?1 THEN tasks_done - ?1 ELSE 0 END, \
-             consecutive_verified = 0 WHERE id = ?2",
+        sql("UPDATE workers SET refused = refused + ?1, tasks_done = CASE WHEN tasks_done > ?1 THEN tasks_done - ?1 ELSE 0 END, \
+             consecutive_verified = 0 WHERE id = ?2"),
     )
     .bind(reopened.len() as i64)
     .bind(worker_id)
@@ -536,21 +539,23 @@ pub async fn release_connection(
     pool: &Pool,
     holder: Holder<'_>,
 ) -> Result<Vec<Requeued>, sqlx::Error> {
-    let released: Vec<Requeued> = sqlx::query_as(
+    let released: Vec<Requeued> = sqlx::query_as(sql(
         "UPDATE tasks SET state = 'queued', lease_owner = NULL, lease_worker = NULL, \
              lease_deadline = NULL, updated_at = ? \
          WHERE lease_owner = ? AND state = 'leased' \
          RETURNING id, job_id, tile_row, tile_col, failures",
-    )
+    ))
     .bind(now_ms())
     .bind(holder.connection)
     .fetch_all(pool)
     .await?;
     if !released.is_empty() {
-        sqlx::query("UPDATE workers SET disconnected = disconnected + 1 WHERE id = ?")
-            .bind(holder.worker_id)
-            .execute(pool)
-            .await?;
+        sqlx::query(sql(
+            "UPDATE workers SET disconnected = disconnected + 1 WHERE id = ?",
+        ))
+        .bind(holder.worker_id)
+        .execute(pool)
+        .await?;
     }
     Ok(released)
 }
@@ -582,10 +587,10 @@ pub async fn expire_leases(pool: &Pool, needed: usize) -> Result<Expiring, sqlx:
     let now = now_ms();
     let mut tx = begin_write(pool).await?;
     // Read before writing is safe here: BEGIN IMMEDIATE holds the write lock.
-    let expired: Vec<ExpiredLease> = sqlx::query_as(
+    let expired: Vec<ExpiredLease> = sqlx::query_as(sql(
         "SELECT id, job_id, tile_row, tile_col, failures, lease_worker, lease_address \
              FROM tasks WHERE state = 'leased' AND lease_deadline < ?",
-    )
+    ))
     .bind(now)
     .fetch_all(&mut *tx)
     .await?;
@@ -595,12 +600,12 @@ pub async fn expire_leases(pool: &Pool, needed: usize) -> Result<Expiring, sqlx:
             failures: Vec::new(),
         });
     }
-    sqlx::query(
+    sqlx::query(sql(
         "UPDATE tasks SET state = 'queued', lease_owner = NULL, lease_worker = NULL, \
              lease_address = NULL, lease_deadline = NULL, last_error = 'lease expired', \
              updated_at = ?1 \
          WHERE state = 'leased' AND lease_deadline < ?1",
-    )
+    ))
     .bind(now)
     .execute(&mut *tx)
     .await?;
@@ -682,9 +687,9 @@ pub async fn report_failure(
         // A report that comes after the worker's lease on the task ran out still means the
         // worker cannot compute it: it is not offered the task again. Nothing else changes
         // (the expiry was counted already).
-        let expired: Option<(i64,)> = sqlx::query_as(
+        let expired: Option<(i64,)> = sqlx::query_as(sql(
             "SELECT task_id FROM task_failures WHERE task_id = ? AND worker_id = ? AND kind = ?",
-        )
+        ))
         .bind(task_id)
         .bind(holder.worker_id)
         .bind(FailureKind::Expired.as_str())
@@ -745,10 +750,10 @@ async fn record_failure(
     now: i64,
 ) -> Result<(), sqlx::Error> {
     let task_id = failure.task.id;
-    let first = sqlx::query(
+    let first = sqlx::query(sql(
         "INSERT INTO task_failures (task_id, worker_id, address, kind, reason, at) \
          VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING",
-    )
+    ))
     .bind(task_id)
     .bind(reporter.worker_id)
     .bind(reporter.address)
@@ -767,10 +772,10 @@ async fn record_failure(
         FailureKind::Reported => "tasks_failed",
         FailureKind::Expired => "timed_out",
     };
-    let worker: Option<WorkerRecord> = sqlx::query_as(&format!(
+    let worker: Option<WorkerRecord> = sqlx::query_as(&dialect(format!(
         "UPDATE workers SET {column} = {column} + 1, consecutive_verified = 0, last_seen = ?1 \
          WHERE id = ?2 RETURNING {WORKER_COLUMNS}"
-    ))
+    )))
     .bind(now)
     .bind(reporter.worker_id)
     .fetch_optional(&mut *tx)
@@ -782,11 +787,11 @@ async fn record_failure(
     if !first {
         return Ok(()); // the same reporter again: nothing new to count against the task
     }
-    let rows: Vec<FailureRow> = sqlx::query_as(&format!(
+    let rows: Vec<FailureRow> = sqlx::query_as(&dialect(format!(
         "SELECT f.worker_id, f.address, f.reason, {WORKER_COLUMNS_OF_W} \
          FROM task_failures f JOIN workers w ON w.id = f.worker_id WHERE f.task_id = ? \
          ORDER BY w.tasks_done DESC LIMIT {MAX_REPORTS_READ}"
-    ))
+    )))
     .bind(task_id)
     .fetch_all(&mut *tx)
     .await?;
@@ -806,11 +811,9 @@ async fn record_failure(
             failure.task.tile_row, failure.task.tile_col
         )
     });
-    sqlx::query(
-        "UPDATE tasks SET failures = ?1, \
+    sqlx::query(sql("UPDATE tasks SET failures = ?1, \
              state = CASE WHEN ?2 AND state = 'queued' THEN 'failed' ELSE state END \
-         WHERE id = ?3",
-    )
+         WHERE id = ?3"))
     .bind(counted)
     .bind(fault.is_some())
     .bind(task_id)
@@ -832,10 +835,10 @@ struct FailureRow {
 
 /// On start-up, every lease belongs to a connection that no longer exists.
 pub async fn requeue_all_leases(pool: &Pool) -> Result<u64, sqlx::Error> {
-    sqlx::query(
+    sqlx::query(sql(
         "UPDATE tasks SET state = 'queued', lease_owner = NULL, lease_deadline = NULL \
          WHERE state = 'leased'",
-    )
+    ))
     .execute(pool)
     .await
     .map(|r| r.rows_affected())
@@ -854,12 +857,12 @@ pub struct WrittenTile {
 /// The done tiles of jobs still running, in job order: the ones a crash of the machine may
 /// have lost (a finished job's result was synced before it was marked done).
 pub async fn written_tiles(pool: &Pool) -> Result<Vec<WrittenTile>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as(sql(
         "SELECT t.id AS task_id, t.job_id, t.tile_row, t.tile_col, t.result_crc \
          FROM tasks t JOIN jobs j ON j.id = t.job_id \
          WHERE t.state = 'done' AND t.result_crc IS NOT NULL AND j.status IN ('queued', 'running') \
          ORDER BY t.job_id, t.id",
-    )
+    ))
     .fetch_all(pool)
     .await
 }
@@ -870,20 +873,22 @@ pub async fn requeue_lost(pool: &Pool, tiles: &[&WrittenTile]) -> Result<(), sql
     let now = now_ms();
     let mut tx = begin_write(pool).await?;
     for tile in tiles {
-        let done = sqlx::query(
+        let done = sqlx::query(sql(
             "UPDATE tasks SET state = 'queued', result_crc = NULL, completed_by = NULL, \
                  compute_ms = NULL, last_error = 'its result was lost in a crash', updated_at = ?1 \
              WHERE id = ?2 AND state = 'done'",
-        )
+        ))
         .bind(now)
         .bind(tile.task_id)
         .execute(&mut *tx)
         .await?;
-        sqlx::query("UPDATE jobs SET tasks_done = tasks_done - ?1 WHERE id = ?2")
-            .bind(done.rows_affected() as i64)
-            .bind(&tile.job_id)
-            .execute(&mut *tx)
-            .await?;
+        sqlx::query(sql(
+            "UPDATE jobs SET tasks_done = tasks_done - ?1 WHERE id = ?2",
+        ))
+        .bind(done.rows_affected() as i64)
+        .bind(&tile.job_id)
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await
 }
@@ -897,12 +902,12 @@ async fn give_back(
     reason: &str,
     now: i64,
 ) -> Result<Option<Requeued>, sqlx::Error> {
-    sqlx::query_as(
+    sqlx::query_as(sql(
         "UPDATE tasks SET state = 'queued', lease_owner = NULL, lease_worker = NULL, \
              lease_address = NULL, lease_deadline = NULL, last_error = ?1, updated_at = ?2 \
          WHERE id = ?3 AND state = 'leased' AND lease_owner = ?4 \
          RETURNING id, job_id, tile_row, tile_col, failures",
-    )
+    ))
     .bind(reason)
     .bind(now)
     .bind(task_id)
@@ -917,9 +922,9 @@ async fn exclude(
     task_id: i64,
     worker_id: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query(sql(
         "INSERT INTO task_exclusions (task_id, worker_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
-    )
+    ))
     .bind(task_id)
     .bind(worker_id)
     .execute(conn)

@@ -15,7 +15,9 @@
 //! results, failures) and `workers` (identities and records); the pool, backups and totals
 //! here.
 
+use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Mutex, OnceLock};
 
 use serde::Serialize;
 use sqlx::any::AnyPoolOptions;
@@ -23,6 +25,7 @@ use sqlx::{AnyPool, Executor, FromRow, Row};
 
 use crate::jobs::Plan;
 use crate::status::{JobStatus, TaskState};
+use crate::sync::LockExt;
 use crate::trust::{self, FailureKind};
 
 mod jobs;
@@ -36,8 +39,85 @@ pub use workers::*;
 
 pub type Pool = AnyPool;
 
+/// The database engine this process talks to: one per process, set by the first connect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Engine {
+    /// The embedded default, a file at `DATABASE_PATH`.
+    Sqlite,
+    /// A server at `DATABASE_URL`, which several instances can share (#18).
+    Postgres,
+}
+
+static ENGINE: OnceLock<Engine> = OnceLock::new();
+
+fn set_engine(engine: Engine) -> Result<(), sqlx::Error> {
+    let set = *ENGINE.get_or_init(|| engine);
+    if set == engine {
+        Ok(())
+    } else {
+        Err(sqlx::Error::Configuration(
+            format!("this process already uses {set:?}; it cannot also open {engine:?}").into(),
+        ))
+    }
+}
+
+/// The engine of this process's database (SQLite until one is opened).
+pub fn engine() -> Engine {
+    ENGINE.get().copied().unwrap_or(Engine::Sqlite)
+}
+
+/// A statement in this process's engine's placeholders. Statements are written once, with
+/// SQLite's `?` and `?N`; PostgreSQL takes `$N`. Each distinct statement is translated once
+/// and kept (there are a few dozen, all literals of this module).
+fn sql(text: &'static str) -> &'static str {
+    if engine() == Engine::Sqlite {
+        return text;
+    }
+    static TRANSLATED: OnceLock<Mutex<HashMap<&'static str, &'static str>>> = OnceLock::new();
+    let mut translated = TRANSLATED.get_or_init(Default::default).lock_or_recover();
+    translated
+        .entry(text)
+        .or_insert_with(|| Box::leak(to_postgres(text).into_boxed_str()))
+}
+
+/// [`sql`] for a statement built at run time.
+fn dialect(text: String) -> String {
+    match engine() {
+        Engine::Sqlite => text,
+        Engine::Postgres => to_postgres(&text),
+    }
+}
+
+/// `?N` becomes `$N`, and a bare `?` the next number after the largest so far, as SQLite
+/// numbers it. Quoted text is left alone.
+fn to_postgres(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 8);
+    let (mut largest, mut quoted) = (0usize, false);
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\'' {
+            quoted = !quoted;
+        }
+        if c != '?' || quoted {
+            out.push(c);
+            continue;
+        }
+        let mut digits = String::new();
+        while let Some(d) = chars.peek().copied().filter(char::is_ascii_digit) {
+            digits.push(d);
+            chars.next();
+        }
+        let index = digits.parse().unwrap_or(largest + 1);
+        largest = largest.max(index);
+        out.push('$');
+        out.push_str(&index.to_string());
+    }
+    out
+}
+
 /// Opens (creating when missing) the database file in WAL mode and applies migrations.
 pub async fn connect(path: &Path) -> Result<Pool, sqlx::Error> {
+    set_engine(Engine::Sqlite)?;
     if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).map_err(sqlx::Error::Io)?;
     }
@@ -63,15 +143,31 @@ pub async fn connect(path: &Path) -> Result<Pool, sqlx::Error> {
     Ok(pool)
 }
 
-/// Starts a transaction that will write: it takes SQLite's write lock at once, so that it
-/// cannot fail with SQLITE_BUSY after reading. Every writing transaction starts here, the one
-/// place another engine's beginning goes.
+/// Connects to PostgreSQL at `url` (`DATABASE_URL`) and applies its migrations
+/// (`migrations/postgres`).
+pub async fn connect_postgres(url: &str, max_connections: u32) -> Result<Pool, sqlx::Error> {
+    set_engine(Engine::Postgres)?;
+    sqlx::any::install_default_drivers();
+    let pool = AnyPoolOptions::new()
+        .max_connections(max_connections)
+        .connect(url)
+        .await?;
+    sqlx::migrate!("../migrations/postgres").run(&pool).await?;
+    Ok(pool)
+}
+
+/// Starts a transaction that will write. On SQLite it takes the write lock at once, so that
+/// it cannot fail with SQLITE_BUSY after reading; PostgreSQL locks the rows each statement
+/// touches.
 async fn begin_write(pool: &Pool) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
-    pool.begin_with("BEGIN IMMEDIATE").await
+    match engine() {
+        Engine::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
+        Engine::Postgres => pool.begin().await,
+    }
 }
 
 pub async fn ping(pool: &Pool) -> Result<(), sqlx::Error> {
-    sqlx::query("SELECT 1").execute(pool).await.map(|_| ())
+    sqlx::query(sql("SELECT 1")).execute(pool).await.map(|_| ())
 }
 
 /// Milliseconds since the Unix epoch, the unit of every time column.
@@ -87,7 +183,10 @@ pub fn now_ms() -> i64 {
 /// first result commit that crosses SQLite's auto-checkpoint threshold, which would hold up
 /// the grid's first acknowledgements and task claims.
 pub async fn checkpoint(pool: &Pool) -> Result<(), sqlx::Error> {
-    sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+    if engine() == Engine::Postgres {
+        return Ok(()); // its own checkpointer runs in the background
+    }
+    sqlx::query(sql("PRAGMA wal_checkpoint(PASSIVE)"))
         .execute(pool)
         .await
         .map(|_| ())
@@ -96,7 +195,12 @@ pub async fn checkpoint(pool: &Pool) -> Result<(), sqlx::Error> {
 /// An online backup: a consistent copy of the database, taken while the server runs (WAL
 /// readers see one snapshot), written to `dest`, which must not exist.
 pub async fn backup(pool: &Pool, dest: &Path) -> Result<(), sqlx::Error> {
-    sqlx::query("VACUUM INTO ?")
+    if engine() == Engine::Postgres {
+        return Err(sqlx::Error::Configuration(
+            "backups of PostgreSQL are pg_dump's (docs/deploy.md)".into(),
+        ));
+    }
+    sqlx::query(sql("VACUUM INTO ?"))
         .bind(dest.to_string_lossy().as_ref())
         .execute(pool)
         .await
@@ -106,12 +210,34 @@ pub async fn backup(pool: &Pool, dest: &Path) -> Result<(), sqlx::Error> {
 /// Grid-wide totals: `(results refused, re-leases)`. A re-lease is a lease handed out for a
 /// tile beyond its first.
 pub async fn totals(pool: &Pool) -> Result<(i64, i64), sqlx::Error> {
-    let refused: (i64,) = sqlx::query_as("SELECT COALESCE(SUM(refused), 0) FROM workers")
-        .fetch_one(pool)
-        .await?;
-    let releases: (i64,) =
-        sqlx::query_as("SELECT COALESCE(SUM(attempts - 1), 0) FROM tasks WHERE attempts > 1")
-            .fetch_one(pool)
-            .await?;
+    let refused: (i64,) = sqlx::query_as(sql(
+        "SELECT CAST(COALESCE(SUM(refused), 0) AS BIGINT) FROM workers",
+    ))
+    .fetch_one(pool)
+    .await?;
+    let releases: (i64,) = sqlx::query_as(sql(
+        "SELECT CAST(COALESCE(SUM(attempts - 1), 0) AS BIGINT) FROM tasks WHERE attempts > 1",
+    ))
+    .fetch_one(pool)
+    .await?;
     Ok((refused.0, releases.0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::to_postgres;
+
+    #[test]
+    fn placeholders_are_numbered_as_sqlite_numbers_them_and_quoted_text_is_kept() {
+        assert_eq!(
+            to_postgres("UPDATE t SET a = ?1, b = ?7 WHERE c = ?3 AND d = ?1"),
+            "UPDATE t SET a = $1, b = $7 WHERE c = $3 AND d = $1"
+        );
+        assert_eq!(
+            to_postgres("INSERT INTO t VALUES (?, ?, 'what?', ?)"),
+            "INSERT INTO t VALUES ($1, $2, 'what?', $3)"
+        );
+        // A bare `?` takes the number after the largest so far.
+        assert_eq!(to_postgres("?2 ? ?1 ?"), "$2 $3 $1 $4");
+    }
 }

@@ -8,9 +8,9 @@ pub(super) async fn quarantine_worker(
     worker_id: &str,
     reason: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(
+    sqlx::query(sql(
         "UPDATE workers SET quarantine_reason = ? WHERE id = ? AND quarantine_reason IS NULL",
-    )
+    ))
     .bind(reason)
     .bind(worker_id)
     .execute(conn)
@@ -62,10 +62,10 @@ pub async fn register_worker(
     user_agent: &str,
 ) -> Result<WorkerRecord, sqlx::Error> {
     let now = now_ms();
-    let found: Option<WorkerRecord> = sqlx::query_as(&format!(
+    let found: Option<WorkerRecord> = sqlx::query_as(&dialect(format!(
         "UPDATE workers SET name = ?1, threads = ?2, user_agent = ?3, last_seen = ?4 \
          WHERE token_hash = ?5 RETURNING {WORKER_COLUMNS}"
-    ))
+    )))
     .bind(name)
     .bind(threads)
     .bind(user_agent)
@@ -76,10 +76,10 @@ pub async fn register_worker(
     if let Some(found) = found {
         return Ok(found);
     }
-    sqlx::query_as(&format!(
+    sqlx::query_as(&dialect(format!(
         "INSERT INTO workers (id, token_hash, name, threads, user_agent, first_seen, last_seen) \
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6) RETURNING {WORKER_COLUMNS}"
-    ))
+    )))
     .bind(uuid::Uuid::new_v4().to_string())
     .bind(token_hash)
     .bind(name)
@@ -91,9 +91,9 @@ pub async fn register_worker(
 }
 
 pub async fn worker(pool: &Pool, id: &str) -> Result<Option<WorkerRecord>, sqlx::Error> {
-    sqlx::query_as(&format!(
+    sqlx::query_as(&dialect(format!(
         "SELECT {WORKER_COLUMNS} FROM workers WHERE id = ?"
-    ))
+    )))
     .bind(id)
     .fetch_optional(pool)
     .await
