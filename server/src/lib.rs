@@ -28,6 +28,8 @@ pub mod state;
 pub mod status;
 pub mod store;
 pub mod sync;
+#[cfg(test)]
+mod testing;
 pub mod trust;
 pub mod upgrade;
 pub mod upload;

@@ -66,24 +66,13 @@ pub async fn requeue_lost_tiles(db: &Pool, store: &Arc<Store>) -> Result<usize, 
 mod tests {
     use super::*;
     use crate::commit::{Committer, Verified};
-    use crate::jobs::{Dtype, Plan};
     use crate::store::Part;
 
     #[tokio::test]
     async fn a_done_tile_that_did_not_reach_the_disk_is_queued_again_and_the_others_stay_done() {
-        let dir = std::env::temp_dir().join(format!("brain-recovery-{}", uuid::Uuid::new_v4()));
-        let pool = db::connect(&dir.join("brain.db"))
-            .await
-            .expect("a database");
-        let store = Arc::new(Store::open(&dir.join("jobs")).expect("a store"));
+        let (dir, pool, store) = crate::testing::database_and_store("recovery").await;
         // A 2×1·1×2 f32 job in tiles of 1: four tasks.
-        let plan = Plan {
-            dtype: Dtype::F32,
-            m: 2,
-            k: 1,
-            n: 2,
-            tile: 1,
-        };
+        let plan = crate::testing::f32_plan(2, 1, 2, 1);
         db::insert_job(&pool, "job", "crash", &plan)
             .await
             .expect("a job");

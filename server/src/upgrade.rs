@@ -68,24 +68,12 @@ pub async fn move_blobs(db: &Pool, store: &std::sync::Arc<Store>) -> Result<usiz
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::jobs::{Dtype, Plan};
-    use std::sync::Arc;
 
     #[tokio::test]
     async fn a_job_stored_as_blobs_is_moved_to_the_store_with_its_done_tiles() {
-        let dir = std::env::temp_dir().join(format!("brain-upgrade-{}", uuid::Uuid::new_v4()));
-        let pool = db::connect(&dir.join("brain.db"))
-            .await
-            .expect("a database");
-        let store = Arc::new(Store::open(&dir.join("jobs")).expect("a store"));
+        let (dir, pool, store) = crate::testing::database_and_store("upgrade").await;
         // A 2×2·2×3 f32 job in tiles of 2: B's panels are columns 0–1 and column 2.
-        let plan = Plan {
-            dtype: Dtype::F32,
-            m: 2,
-            k: 2,
-            n: 3,
-            tile: 2,
-        };
+        let plan = crate::testing::f32_plan(2, 2, 3, 2);
         let f32s = |v: &[f32]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
         let a = f32s(&[1.0, 2.0, 3.0, 4.0]);
         let b = f32s(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);

@@ -17,3 +17,20 @@ export function freePort() {
     });
   });
 }
+
+/**
+ * Waits until `isReady()` (sync or async) says yes for a spawned server `{ proc, exited }`:
+ * "ready", "exited" (it died first, or could not be spawned), or "timeout" after `ms`.
+ */
+export async function untilReady(server, isReady, ms) {
+  if (server.proc.pid === undefined) return "exited";
+  let exited = false;
+  server.exited.then(() => (exited = true));
+  const until = Date.now() + ms;
+  while (Date.now() < until) {
+    if (exited) return "exited";
+    if (await isReady()) return "ready";
+    await new Promise((res) => setTimeout(res, 25));
+  }
+  return "timeout";
+}

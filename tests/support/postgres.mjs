@@ -10,7 +10,7 @@ import { execFile, execFileSync, spawn } from "node:child_process";
 import { chownSync, closeSync, existsSync, mkdtempSync, openSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { freePort } from "./ports.mjs";
+import { freePort, untilReady } from "./ports.mjs";
 
 /** The superuser initdb creates, and the database every instance starts with. */
 const USER = "brain";
@@ -159,22 +159,15 @@ function spawnPostmaster(dir, log, args) {
  * Waits until the postmaster reports itself ready in its lock file (`postmaster.pid`, whose
  * eighth line pg_ctl reads the same way): "ready", "exited", or "timeout".
  */
-async function ready(server, data, ms) {
-  if (server.proc.pid === undefined) return "exited";
-  let exited = false;
-  server.exited.then(() => (exited = true));
-  const until = Date.now() + ms;
-  while (Date.now() < until) {
-    if (exited) return "exited";
+function ready(server, data, ms) {
+  return untilReady(server, () => {
     try {
       const lines = readFileSync(join(data, "postmaster.pid"), "utf8").split("\n");
-      if (Number(lines[0]) === server.proc.pid && lines[7]?.trim() === "ready") return "ready";
+      return Number(lines[0]) === server.proc.pid && lines[7]?.trim() === "ready";
     } catch {
-      // Not written yet.
+      return false; // not written yet
     }
-    await new Promise((res) => setTimeout(res, 25));
-  }
-  return "timeout";
+  }, ms);
 }
 
 /**

@@ -5,7 +5,7 @@
 import { spawn } from "node:child_process";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
-import { freePort } from "./ports.mjs";
+import { freePort, untilReady } from "./ports.mjs";
 
 /** Starts retried when another process took the probed port before Redis bound it. */
 const PORT_ATTEMPTS = 5;
@@ -86,17 +86,8 @@ function spawnRedis(port) {
 }
 
 /** Waits until the server answers PING: "ready", "exited", or "timeout". */
-async function ready(server, port, ms) {
-  if (server.proc.pid === undefined) return "exited";
-  let exited = false;
-  server.exited.then(() => (exited = true));
-  const until = Date.now() + ms;
-  while (Date.now() < until) {
-    if (exited) return "exited";
-    if (await ping(port)) return "ready";
-    await new Promise((res) => setTimeout(res, 25));
-  }
-  return "timeout";
+function ready(server, port, ms) {
+  return untilReady(server, () => ping(port), ms);
 }
 
 /** Whether a Redis server on `port` answers an inline PING with +PONG. */
