@@ -34,7 +34,9 @@ impl ClaimRound {
     }
 
     /// Leases the oldest queued task this worker was not refused on, in one statement (no
-    /// read-then-write race).
+    /// read-then-write race). On PostgreSQL, where instances claim side by side, the task is
+    /// locked as it is chosen and tasks another claim has locked are passed over (`SKIP
+    /// LOCKED`): two instances never lease the same task, nor wait for each other.
     pub async fn claim(
         &mut self,
         holder: Holder<'_>,
@@ -42,21 +44,34 @@ impl ClaimRound {
     ) -> Result<Option<Claimed>, sqlx::Error> {
         let conn = &mut *self.0;
         let now = now_ms();
-        sqlx::query_as(sql(
-            "UPDATE tasks SET state = 'leased', lease_owner = ?1, lease_worker = ?2, \
-                 lease_deadline = ?3, attempts = attempts + 1, updated_at = ?4, lease_address = ?5 \
-             WHERE id = (SELECT t.id FROM tasks t WHERE t.state = 'queued' AND NOT EXISTS \
+        let statement = match engine() {
+            Engine::Sqlite => sql(
+                "UPDATE tasks SET state = 'leased', lease_owner = ?1, lease_worker = ?2, \
+                     lease_deadline = ?3, attempts = attempts + 1, updated_at = ?4, \
+                     lease_address = ?5 \
+                 WHERE id = (SELECT t.id FROM tasks t WHERE t.state = 'queued' AND NOT EXISTS \
                      (SELECT 1 FROM task_exclusions e WHERE e.task_id = t.id AND e.worker_id = ?2) \
-                 ORDER BY t.id LIMIT 1) \
-             RETURNING id, job_id, tile_row, tile_col",
-        ))
-        .bind(holder.connection)
-        .bind(holder.worker_id)
-        .bind(now + lease_ms)
-        .bind(now)
-        .bind(holder.address.to_string())
-        .fetch_optional(conn)
-        .await
+                     ORDER BY t.id LIMIT 1) \
+                 RETURNING id, job_id, tile_row, tile_col",
+            ),
+            Engine::Postgres => sql(
+                "UPDATE tasks SET state = 'leased', lease_owner = ?1, lease_worker = ?2, \
+                     lease_deadline = ?3, attempts = attempts + 1, updated_at = ?4, \
+                     lease_address = ?5 \
+                 WHERE id = (SELECT t.id FROM tasks t WHERE t.state = 'queued' AND NOT EXISTS \
+                     (SELECT 1 FROM task_exclusions e WHERE e.task_id = t.id AND e.worker_id = ?2) \
+                     ORDER BY t.id LIMIT 1 FOR UPDATE SKIP LOCKED) AND state = 'queued' \
+                 RETURNING id, job_id, tile_row, tile_col",
+            ),
+        };
+        sqlx::query_as(statement)
+            .bind(holder.connection)
+            .bind(holder.worker_id)
+            .bind(now + lease_ms)
+            .bind(now)
+            .bind(holder.address.to_string())
+            .fetch_optional(conn)
+            .await
     }
 
     /// Leases, among the oldest queued tasks of `job_id` in tile rows `rows` or columns `cols`,
@@ -104,7 +119,11 @@ impl ClaimRound {
                  (SELECT 1 FROM task_exclusions e WHERE e.task_id = t.id AND e.worker_id = ?2) \
              ORDER BY CAST(t.tile_row IN ({rows}) AS INTEGER) \
                  + CAST(t.tile_col IN ({cols}) AS INTEGER) DESC, \
-                 ({grow} IN ({held})) DESC, t.id LIMIT 1"
+                 ({grow} IN ({held})) DESC, t.id LIMIT 1{lock}",
+            lock = match engine() {
+                Engine::Sqlite => "",
+                Engine::Postgres => " FOR UPDATE OF t SKIP LOCKED",
+            }
         );
         let best: Option<(i64,)> = sqlx::query_as(&dialect(text))
             .bind(job_id)

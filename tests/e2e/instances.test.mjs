@@ -1,0 +1,32 @@
+// Several orchestrators on one PostgreSQL (#18): they share the grid's state through the
+// database. The jobs' files are on a folder both reach here (one machine); the store that
+// needs no shared disk comes later.
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { createDatabase, startPostgres } from "../support/postgres.mjs";
+import { assertClose, downloadNpy, startServer, startWorker, submitRandom, tempDir, waitForJob } from "./helpers.mjs";
+
+test("two instances on one PostgreSQL share a job: every tile is leased once, across both, and the product is exact", async (t) => {
+  const pg = await startPostgres({ t });
+  const dir = tempDir(t);
+  const env = { DATABASE_URL: await createDatabase(pg), DATA_DIR: join(dir, "jobs") };
+  const one = await startServer(t, { dbPath: join(dir, "one.db"), env });
+  const two = await startServer(t, { dbPath: join(dir, "two.db"), env });
+  const job = await submitRandom(one.url, 80, 8, 80, 4, 21); // 400 tiles, submitted to one
+  // Workers on both, asking for several tasks at once: the instances claim side by side.
+  const workers = [];
+  for (const server of [one, two, one, two]) workers.push(await startWorker(t, server.url, { inFlight: 3 }));
+  await waitForJob(two.url, job.id, { ms: 60000 });
+  assertClose((await downloadNpy(two.url, job.id)).data, job.want, job.k);
+  const holders = new Map();
+  workers.forEach((w, i) => w.stats.tasks.forEach((task) => holders.set(task, [...(holders.get(task) ?? []), i])));
+  const twice = [...holders].filter(([, who]) => who.length > 1);
+  assert.deepEqual(twice, [], "no task handed to two workers");
+  assert.equal(holders.size, 400);
+  for (const [i, w] of workers.entries()) {
+    assert.ok(w.stats.accepted > 0, `worker ${i} (on instance ${i % 2 ? "two" : "one"}) was served`);
+    assert.equal(w.stats.refused, 0);
+  }
+});
