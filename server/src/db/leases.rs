@@ -605,11 +605,20 @@ pub struct Failure {
 pub async fn expire_leases(pool: &Pool, needed: usize) -> Result<Expiring, sqlx::Error> {
     let now = now_ms();
     let mut tx = begin_write(pool).await?;
-    // Read before writing is safe here: BEGIN IMMEDIATE holds the write lock.
-    let expired: Vec<ExpiredLease> = sqlx::query_as(sql(
-        "SELECT id, job_id, tile_row, tile_col, failures, lease_worker, lease_address \
-             FROM tasks WHERE state = 'leased' AND lease_deadline < ?",
-    ))
+    // Read before writing is safe here: on SQLite BEGIN IMMEDIATE holds the write lock; on
+    // PostgreSQL, where every instance sweeps, the rows read are locked, and rows another
+    // instance's sweep holds are left to it, so that no expiry is counted twice.
+    let expired: Vec<ExpiredLease> = sqlx::query_as(match engine() {
+        Engine::Sqlite => sql(
+            "SELECT id, job_id, tile_row, tile_col, failures, lease_worker, lease_address \
+                 FROM tasks WHERE state = 'leased' AND lease_deadline < ?",
+        ),
+        Engine::Postgres => sql(
+            "SELECT id, job_id, tile_row, tile_col, failures, lease_worker, lease_address \
+                 FROM tasks WHERE state = 'leased' AND lease_deadline < ? \
+                 FOR UPDATE SKIP LOCKED",
+        ),
+    })
     .bind(now)
     .fetch_all(&mut *tx)
     .await?;
