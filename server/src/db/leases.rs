@@ -44,25 +44,24 @@ impl ClaimRound {
     ) -> Result<Option<Claimed>, sqlx::Error> {
         let conn = &mut *self.0;
         let now = now_ms();
+        macro_rules! claim {
+            ($lock:literal) => {
+                concat!(
+                    "UPDATE tasks SET state = 'leased', lease_owner = ?1, lease_worker = ?2, \
+                         lease_deadline = ?3, attempts = attempts + 1, updated_at = ?4, \
+                         lease_address = ?5 \
+                     WHERE id = (SELECT t.id FROM tasks t WHERE t.state = 'queued' \
+                         AND NOT EXISTS (SELECT 1 FROM task_exclusions e \
+                             WHERE e.task_id = t.id AND e.worker_id = ?2) \
+                         ORDER BY t.id LIMIT 1",
+                    $lock,
+                    ") AND state = 'queued' RETURNING id, job_id, tile_row, tile_col"
+                )
+            };
+        }
         let statement = match engine() {
-            Engine::Sqlite => sql(
-                "UPDATE tasks SET state = 'leased', lease_owner = ?1, lease_worker = ?2, \
-                     lease_deadline = ?3, attempts = attempts + 1, updated_at = ?4, \
-                     lease_address = ?5 \
-                 WHERE id = (SELECT t.id FROM tasks t WHERE t.state = 'queued' AND NOT EXISTS \
-                     (SELECT 1 FROM task_exclusions e WHERE e.task_id = t.id AND e.worker_id = ?2) \
-                     ORDER BY t.id LIMIT 1) \
-                 RETURNING id, job_id, tile_row, tile_col",
-            ),
-            Engine::Postgres => sql(
-                "UPDATE tasks SET state = 'leased', lease_owner = ?1, lease_worker = ?2, \
-                     lease_deadline = ?3, attempts = attempts + 1, updated_at = ?4, \
-                     lease_address = ?5 \
-                 WHERE id = (SELECT t.id FROM tasks t WHERE t.state = 'queued' AND NOT EXISTS \
-                     (SELECT 1 FROM task_exclusions e WHERE e.task_id = t.id AND e.worker_id = ?2) \
-                     ORDER BY t.id LIMIT 1 FOR UPDATE SKIP LOCKED) AND state = 'queued' \
-                 RETURNING id, job_id, tile_row, tile_col",
-            ),
+            Engine::Sqlite => sql(claim!("")),
+            Engine::Postgres => sql(claim!(" FOR UPDATE SKIP LOCKED")),
         };
         sqlx::query_as(statement)
             .bind(holder.connection)
@@ -608,16 +607,18 @@ pub async fn expire_leases(pool: &Pool, needed: usize) -> Result<Expiring, sqlx:
     // Read before writing is safe here: on SQLite BEGIN IMMEDIATE holds the write lock; on
     // PostgreSQL, where every instance sweeps, the rows read are locked, and rows another
     // instance's sweep holds are left to it, so that no expiry is counted twice.
+    macro_rules! expired {
+        ($lock:literal) => {
+            concat!(
+                "SELECT id, job_id, tile_row, tile_col, failures, lease_worker, lease_address \
+                     FROM tasks WHERE state = 'leased' AND lease_deadline < ?",
+                $lock
+            )
+        };
+    }
     let expired: Vec<ExpiredLease> = sqlx::query_as(match engine() {
-        Engine::Sqlite => sql(
-            "SELECT id, job_id, tile_row, tile_col, failures, lease_worker, lease_address \
-                 FROM tasks WHERE state = 'leased' AND lease_deadline < ?",
-        ),
-        Engine::Postgres => sql(
-            "SELECT id, job_id, tile_row, tile_col, failures, lease_worker, lease_address \
-                 FROM tasks WHERE state = 'leased' AND lease_deadline < ? \
-                 FOR UPDATE SKIP LOCKED",
-        ),
+        Engine::Sqlite => sql(expired!("")),
+        Engine::Postgres => sql(expired!(" FOR UPDATE SKIP LOCKED")),
     })
     .bind(now)
     .fetch_all(&mut *tx)
