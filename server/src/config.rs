@@ -59,6 +59,8 @@ pub struct Config {
     /// Connections to PostgreSQL per instance (`DATABASE_MAX_CONNECTIONS`): Render's small
     /// plans allow 100 in all.
     pub database_max_connections: u32,
+    /// This instance's name (`INSTANCE_ID`), recorded with its leases.
+    pub instance_id: Option<String>,
     /// When set, submitting, cancelling and downloading need `Authorization: Bearer <token>`.
     pub api_token: Option<String>,
     /// Folder of the built web page (`WEB_DIR`).
@@ -175,6 +177,11 @@ pub struct Settings {
     /// Connections each instance keeps to PostgreSQL at most
     #[arg(long, env, default_value = "10")]
     database_max_connections: Setting,
+    /// This instance's name among those sharing a database (letters, digits, . _ -; at most
+    /// 64): a restart under the same name takes back the leases it left (default: a new
+    /// random name at each start)
+    #[arg(long, env)]
+    instance_id: Option<Setting>,
     /// Bearer token for submitting, cancelling and downloading (unset = open; required when
     /// APP_ENV=production)
     #[arg(long, env, hide_env_values = true)]
@@ -366,6 +373,18 @@ impl Config {
                 None => None,
             },
             database_max_connections: s.database_max_connections.at_least(1)?,
+            instance_id: match s.instance_id {
+                Some(id) if id.text.trim().is_empty() => None,
+                Some(id) => Some(id.parse_if(
+                    |v: &String| {
+                        v.len() <= 64
+                            && v.bytes()
+                                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+                    },
+                    "letters, digits, '.', '_' or '-', at most 64",
+                )?),
+                None => None,
+            },
             api_token: s.api_token.map(|t| t.text).filter(|t| !t.trim().is_empty()),
             web_dir: PathBuf::from(s.web_dir.text),
             data_dir: match s.data_dir {
@@ -558,6 +577,17 @@ mod tests {
         assert!(!e.to_string().contains("secret"), "{e}");
         let e = config(&[("DATABASE_MAX_CONNECTIONS", "0")]).expect_err("at least one");
         assert_eq!(e.var, "DATABASE_MAX_CONNECTIONS");
+    }
+
+    #[test]
+    fn an_instance_id_is_a_short_plain_name() {
+        assert_eq!(config(&[]).expect("defaults").instance_id, None);
+        let c = config(&[("INSTANCE_ID", "srv-1.eu_west")]).expect("plain");
+        assert_eq!(c.instance_id.as_deref(), Some("srv-1.eu_west"));
+        for bad in ["a b", "x/../y", "é", &"n".repeat(65)] {
+            let e = config(&[("INSTANCE_ID", bad)]).expect_err(bad);
+            assert_eq!(e.var, "INSTANCE_ID");
+        }
     }
 
     #[test]

@@ -59,11 +59,14 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// HTTP routes, the Socket.io layer behind its handshake gate, and CORS, around one shared
 /// [`AppState`].
 pub async fn build(config: Config) -> Result<(Router, AppState), sqlx::Error> {
+    if let Some(id) = &config.instance_id {
+        db::set_instance(id)?;
+    }
     let db = match &config.database_url {
         Some(url) => db::connect_postgres(url, config.database_max_connections).await?,
         None => db::connect(&config.database_path).await?,
     };
-    let requeued = db::requeue_all_leases(&db).await?;
+    let requeued = db::requeue_own_leases(&db).await?;
     if requeued > 0 {
         tracing::info!(requeued, "re-queued tasks leased before the restart");
     }
@@ -189,7 +192,7 @@ pub async fn run(
         task.abort();
     }
     // Whatever was still leased goes back to the queue now rather than at the next start.
-    match db::requeue_all_leases(&state.db).await {
+    match db::requeue_own_leases(&state.db).await {
         Ok(n) if n > 0 => tracing::info!(requeued = n, "leases returned to the queue"),
         Ok(_) => {}
         Err(e) => tracing::error!(error = %e, "re-queuing leases at shutdown failed"),

@@ -36,7 +36,8 @@ export function tempDir(t) {
  */
 export async function startServer(t, { dbPath, port = 0, env = {} } = {}) {
   dbPath ??= join(tempDir(t), "brain.db");
-  if (ON_POSTGRES) env = { DATABASE_URL: await postgresDatabase(dbPath), ...env };
+  // A restart on the same path is the same instance, and takes back the leases it left.
+  if (ON_POSTGRES) env = { DATABASE_URL: await postgresDatabase(dbPath), INSTANCE_ID: instanceName(dbPath), ...env };
   const server = await spawnServer(SERVER_BIN, {
     dbPath,
     port,
@@ -71,6 +72,9 @@ async function postgresDatabase(dbPath) {
   }
   return databases.get(dbPath);
 }
+
+/** An `INSTANCE_ID` for the server of `dbPath`: its folder and file, as the id's characters allow. */
+const instanceName = (dbPath) => dbPath.split("/").slice(-2).join(".").replace(/[^A-Za-z0-9._-]/g, "_").slice(-64);
 
 /** Servers of running tests by URL, so a timed-out wait can quote its server's log. */
 const servers = new Map();

@@ -6,7 +6,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { createDatabase, startPostgres } from "../support/postgres.mjs";
-import { assertClose, downloadNpy, startServer, startWorker, submitRandom, tempDir, waitForJob } from "./helpers.mjs";
+import { api, assertClose, downloadNpy, startServer, startWorker, submitRandom, tempDir, waitForJob } from "./helpers.mjs";
 
 test("two instances on one PostgreSQL share a job: every tile is leased once, across both, and the product is exact", async (t) => {
   const pg = await startPostgres({ t });
@@ -29,4 +29,27 @@ test("two instances on one PostgreSQL share a job: every tile is leased once, ac
     assert.ok(w.stats.accepted > 0, `worker ${i} (on instance ${i % 2 ? "two" : "one"}) was served`);
     assert.equal(w.stats.refused, 0);
   }
+});
+
+test("an instance that starts or stops puts back only its own leases, never another instance's", async (t) => {
+  const pg = await startPostgres({ t });
+  const dir = tempDir(t);
+  const env = { DATABASE_URL: await createDatabase(pg), DATA_DIR: join(dir, "jobs") };
+  const one = await startServer(t, { dbPath: join(dir, "one.db"), env });
+  const two = await startServer(t, { dbPath: join(dir, "two.db"), env });
+  const job = await submitRandom(one.url, 8, 4, 8, 4, 22); // 4 tiles
+  // A worker on two takes a task and keeps it, heartbeating: its lease is alive.
+  const holder = await startWorker(t, two.url, { inFlight: 1, behaviour: { holdFirst: true } });
+  const deadline = Date.now() + 20000;
+  while (holder.held.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
+  const held = holder.held[0].task_id;
+  const state = async () => (await api(two.url, `/api/jobs/${job.id}/tiles`)).json.tiles.find((tile) => tile.task_id === held).state;
+  assert.equal(await state(), "leased");
+  // A third instance starts (as a deploy brings one up), and the first stops cleanly.
+  await startServer(t, { dbPath: join(dir, "three.db"), env });
+  assert.equal(await state(), "leased", "a starting instance left it alone");
+  one.proc.kill("SIGTERM");
+  assert.equal((await one.exited).code, 0);
+  assert.equal(await state(), "leased", "a stopping instance left it alone");
+  assert.deepEqual(holder.stats.cancelled, [], "the worker was never told to drop it");
 });

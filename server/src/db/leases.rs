@@ -49,7 +49,7 @@ impl ClaimRound {
                 concat!(
                     "UPDATE tasks SET state = 'leased', lease_owner = ?1, lease_worker = ?2, \
                          lease_deadline = ?3, attempts = attempts + 1, updated_at = ?4, \
-                         lease_address = ?5 \
+                         lease_address = ?5, lease_instance = ?6 \
                      WHERE id = (SELECT t.id FROM tasks t WHERE t.state = 'queued' \
                          AND NOT EXISTS (SELECT 1 FROM task_exclusions e \
                              WHERE e.task_id = t.id AND e.worker_id = ?2) \
@@ -69,6 +69,7 @@ impl ClaimRound {
             .bind(now + lease_ms)
             .bind(now)
             .bind(holder.address.to_string())
+            .bind(instance())
             .fetch_optional(conn)
             .await
     }
@@ -135,7 +136,8 @@ impl ClaimRound {
         let now = now_ms();
         sqlx::query_as(sql(
             "UPDATE tasks SET state = 'leased', lease_owner = ?1, lease_worker = ?2, \
-                 lease_deadline = ?3, attempts = attempts + 1, updated_at = ?4, lease_address = ?6 \
+                 lease_deadline = ?3, attempts = attempts + 1, updated_at = ?4, lease_address = ?6, \
+                 lease_instance = ?7 \
              WHERE id = ?5 AND state = 'queued' RETURNING id, job_id, tile_row, tile_col",
         ))
         .bind(holder.connection)
@@ -144,6 +146,7 @@ impl ClaimRound {
         .bind(now)
         .bind(id)
         .bind(holder.address.to_string())
+        .bind(instance())
         .fetch_optional(conn)
         .await
     }
@@ -862,15 +865,31 @@ struct FailureRow {
     record: WorkerRecord,
 }
 
-/// On start-up, every lease belongs to a connection that no longer exists.
-pub async fn requeue_all_leases(pool: &Pool) -> Result<u64, sqlx::Error> {
-    sqlx::query(sql(
-        "UPDATE tasks SET state = 'queued', lease_owner = NULL, lease_deadline = NULL \
-         WHERE state = 'leased'",
-    ))
-    .execute(pool)
-    .await
-    .map(|r| r.rows_affected())
+/// Puts this instance's leases back in the queue: at a clean stop, its connections are
+/// closing. On SQLite, the only instance, at start-up too: every lease then belongs to a
+/// connection that no longer exists. On PostgreSQL other instances' leases are theirs: an
+/// instance starting or stopping must not take their workers' tasks.
+pub async fn requeue_own_leases(pool: &Pool) -> Result<u64, sqlx::Error> {
+    let done = match engine() {
+        Engine::Sqlite => {
+            sqlx::query(sql(
+                "UPDATE tasks SET state = 'queued', lease_owner = NULL, lease_deadline = NULL \
+                 WHERE state = 'leased'",
+            ))
+            .execute(pool)
+            .await?
+        }
+        Engine::Postgres => {
+            sqlx::query(sql(
+                "UPDATE tasks SET state = 'queued', lease_owner = NULL, lease_deadline = NULL \
+                 WHERE state = 'leased' AND lease_instance = ?",
+            ))
+            .bind(instance())
+            .execute(pool)
+            .await?
+        }
+    };
+    Ok(done.rows_affected())
 }
 
 /// A done tile of an unfinished job, with the checksum it was written with.

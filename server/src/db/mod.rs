@@ -61,6 +61,27 @@ fn set_engine(engine: Engine) -> Result<(), sqlx::Error> {
     }
 }
 
+static INSTANCE: OnceLock<String> = OnceLock::new();
+
+/// This process's name among the instances sharing a database, recorded with each lease it
+/// hands out: `INSTANCE_ID`, or a new random one.
+pub fn instance() -> &'static str {
+    INSTANCE.get_or_init(|| uuid::Uuid::new_v4().to_string())
+}
+
+/// Names this process (`INSTANCE_ID`), before it hands out any lease: a restart under the
+/// same name takes back the leases the last run left.
+pub fn set_instance(id: &str) -> Result<(), sqlx::Error> {
+    let set = INSTANCE.get_or_init(|| id.to_owned());
+    if set == id {
+        Ok(())
+    } else {
+        Err(sqlx::Error::Configuration(
+            format!("this process is already instance {set}").into(),
+        ))
+    }
+}
+
 /// The engine of this process's database (SQLite until one is opened).
 pub fn engine() -> Engine {
     ENGINE.get().copied().unwrap_or(Engine::Sqlite)
