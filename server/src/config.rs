@@ -59,6 +59,9 @@ pub struct Config {
     /// Connections to PostgreSQL per instance (`DATABASE_MAX_CONNECTIONS`): Render's small
     /// plans allow 100 in all.
     pub database_max_connections: u32,
+    /// How long an instance sharing PostgreSQL may be silent before others take back its
+    /// leases (`INSTANCE_TIMEOUT_MS`); instances say they are alive every second.
+    pub instance_timeout: Duration,
     /// This instance's name (`INSTANCE_ID`), recorded with its leases.
     pub instance_id: Option<String>,
     /// When set, submitting, cancelling and downloading need `Authorization: Bearer <token>`.
@@ -177,6 +180,10 @@ pub struct Settings {
     /// Connections each instance keeps to PostgreSQL at most
     #[arg(long, env, default_value = "10")]
     database_max_connections: Setting,
+    /// Milliseconds an instance sharing PostgreSQL may stay silent before the others put its
+    /// leases back in the queue (at least 1000)
+    #[arg(long, env, default_value = "15000")]
+    instance_timeout_ms: Setting,
     /// This instance's name among those sharing a database (letters, digits, . _ -; at most
     /// 64): a restart under the same name takes back the leases it left (default: a new
     /// random name at each start)
@@ -373,6 +380,7 @@ impl Config {
                 None => None,
             },
             database_max_connections: s.database_max_connections.at_least(1)?,
+            instance_timeout: Duration::from_millis(s.instance_timeout_ms.at_least(1000)?),
             instance_id: match s.instance_id {
                 Some(id) if id.text.trim().is_empty() => None,
                 Some(id) => Some(id.parse_if(
@@ -588,6 +596,10 @@ mod tests {
             let e = config(&[("INSTANCE_ID", bad)]).expect_err(bad);
             assert_eq!(e.var, "INSTANCE_ID");
         }
+        let c = config(&[]).expect("defaults");
+        assert_eq!(c.instance_timeout, Duration::from_secs(15));
+        let e = config(&[("INSTANCE_TIMEOUT_MS", "999")]).expect_err("under a second");
+        assert_eq!(e.var, "INSTANCE_TIMEOUT_MS");
     }
 
     #[test]

@@ -6,7 +6,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { createDatabase, startPostgres } from "../support/postgres.mjs";
-import { api, assertClose, downloadNpy, startServer, startWorker, submitRandom, tempDir, waitForJob } from "./helpers.mjs";
+import { api, assertClose, downloadNpy, registered, startServer, startWorker, submitRandom, tempDir, waitForJob } from "./helpers.mjs";
 
 test("two instances on one PostgreSQL share a job: every tile is leased once, across both, and the product is exact", async (t) => {
   const pg = await startPostgres({ t });
@@ -52,4 +52,32 @@ test("an instance that starts or stops puts back only its own leases, never anot
   assert.equal((await one.exited).code, 0);
   assert.equal(await state(), "leased", "a stopping instance left it alone");
   assert.deepEqual(holder.stats.cancelled, [], "the worker was never told to drop it");
+});
+
+test("an instance killed with SIGKILL: another puts its leases back at once, counted against nobody, and the job finishes", async (t) => {
+  const pg = await startPostgres({ t });
+  const dir = tempDir(t);
+  // Leases far longer than the test: only the instance's silence can free the held task.
+  const env = {
+    DATABASE_URL: await createDatabase(pg), DATA_DIR: join(dir, "jobs"),
+    LEASE_MS: "120000", INSTANCE_TIMEOUT_MS: "2000",
+  };
+  const one = await startServer(t, { dbPath: join(dir, "one.db"), env });
+  const two = await startServer(t, { dbPath: join(dir, "two.db"), env });
+  const job = await submitRandom(one.url, 8, 4, 8, 4, 23); // 4 tiles
+  const holder = await startWorker(t, two.url, { inFlight: 1, behaviour: { holdFirst: true } });
+  const deadline = Date.now() + 20000;
+  while (holder.held.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
+  assert.equal(holder.held.length, 1, "the worker on two holds a task");
+  two.proc.kill("SIGKILL");
+  await two.exited;
+  await startWorker(t, one.url, { name: "after" });
+  await waitForJob(one.url, job.id, { ms: 30000 });
+  assertClose((await downloadNpy(one.url, job.id)).data, job.want, job.k);
+  // The holder comes back to the surviving instance with its token: its record is clean.
+  const back = await registered(t, one.url, { name: "holder", token: holder.token });
+  assert.equal(back.ack.worker_id, holder.workerId);
+  const record = (await api(one.url, "/api/workers")).json.find((w) => w.worker_id === holder.workerId);
+  assert.ok(record, "the holder is listed again");
+  assert.deepEqual([record.reputation.timed_out, record.reputation.disconnected_mid_task], [0, 0], "nothing was counted against its worker");
 });

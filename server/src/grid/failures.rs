@@ -142,5 +142,23 @@ pub async fn sweep(grid: Arc<Grid>) {
         if let Err(e) = expire(&grid).await {
             tracing::error!(error = %e, "sweeping leases failed");
         }
+        if let Err(e) = instances(&grid).await {
+            tracing::error!(error = %e, "sweeping instances failed");
+        }
     }
+}
+
+/// Says this instance is alive, and takes back the leases of instances that no longer do.
+async fn instances(grid: &Arc<Grid>) -> Result<(), sqlx::Error> {
+    db::instance_alive(&grid.db).await?;
+    let timeout = grid.config.instance_timeout.as_millis() as i64;
+    let requeued = db::requeue_silent_instances(&grid.db, timeout).await?;
+    if requeued > 0 {
+        tracing::warn!(
+            requeued,
+            "leases of a silent instance went back to the queue"
+        );
+        grid.wake();
+    }
+    Ok(())
 }
