@@ -8,12 +8,29 @@ import { join } from "node:path";
 import { createDatabase, startPostgres } from "../support/postgres.mjs";
 import { api, assertClose, downloadNpy, registered, startServer, startWorker, submitRandom, tempDir, waitForJob } from "./helpers.mjs";
 
-test("two instances on one PostgreSQL share a job: every tile is leased once, across both, and the product is exact", async (t) => {
+/**
+ * A private PostgreSQL and two servers on it, `one` and `two`, sharing a jobs' folder; `start`
+ * brings up another under `name`. `env` adds to the servers' settings.
+ */
+async function twoInstances(t, env = {}) {
   const pg = await startPostgres({ t });
   const dir = tempDir(t);
-  const env = { DATABASE_URL: await createDatabase(pg), DATA_DIR: join(dir, "jobs") };
-  const one = await startServer(t, { dbPath: join(dir, "one.db"), env });
-  const two = await startServer(t, { dbPath: join(dir, "two.db"), env });
+  env = { DATABASE_URL: await createDatabase(pg), DATA_DIR: join(dir, "jobs"), ...env };
+  const start = (name) => startServer(t, { dbPath: join(dir, `${name}.db`), env });
+  return { one: await start("one"), two: await start("two"), start };
+}
+
+/** A worker on `server` that takes one task and keeps it (heartbeating), once it has it. */
+async function holderOn(t, server) {
+  const holder = await startWorker(t, server.url, { inFlight: 1, behaviour: { holdFirst: true } });
+  const deadline = Date.now() + 20000;
+  while (holder.held.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
+  assert.equal(holder.held.length, 1, "the worker holds a task");
+  return holder;
+}
+
+test("two instances on one PostgreSQL share a job: every tile is leased once, across both, and the product is exact", async (t) => {
+  const { one, two } = await twoInstances(t);
   const job = await submitRandom(one.url, 80, 8, 80, 4, 21); // 400 tiles, submitted to one
   // Workers on both, asking for several tasks at once: the instances claim side by side.
   const workers = [];
@@ -32,21 +49,15 @@ test("two instances on one PostgreSQL share a job: every tile is leased once, ac
 });
 
 test("an instance that starts or stops puts back only its own leases, never another instance's", async (t) => {
-  const pg = await startPostgres({ t });
-  const dir = tempDir(t);
-  const env = { DATABASE_URL: await createDatabase(pg), DATA_DIR: join(dir, "jobs") };
-  const one = await startServer(t, { dbPath: join(dir, "one.db"), env });
-  const two = await startServer(t, { dbPath: join(dir, "two.db"), env });
+  const { one, two, start } = await twoInstances(t);
   const job = await submitRandom(one.url, 8, 4, 8, 4, 22); // 4 tiles
   // A worker on two takes a task and keeps it, heartbeating: its lease is alive.
-  const holder = await startWorker(t, two.url, { inFlight: 1, behaviour: { holdFirst: true } });
-  const deadline = Date.now() + 20000;
-  while (holder.held.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
+  const holder = await holderOn(t, two);
   const held = holder.held[0].task_id;
   const state = async () => (await api(two.url, `/api/jobs/${job.id}/tiles`)).json.tiles.find((tile) => tile.task_id === held).state;
   assert.equal(await state(), "leased");
   // A third instance starts (as a deploy brings one up), and the first stops cleanly.
-  await startServer(t, { dbPath: join(dir, "three.db"), env });
+  await start("three");
   assert.equal(await state(), "leased", "a starting instance left it alone");
   one.proc.kill("SIGTERM");
   assert.equal((await one.exited).code, 0);
@@ -55,20 +66,10 @@ test("an instance that starts or stops puts back only its own leases, never anot
 });
 
 test("an instance killed with SIGKILL: another puts its leases back at once, counted against nobody, and the job finishes", async (t) => {
-  const pg = await startPostgres({ t });
-  const dir = tempDir(t);
   // Leases far longer than the test: only the instance's silence can free the held task.
-  const env = {
-    DATABASE_URL: await createDatabase(pg), DATA_DIR: join(dir, "jobs"),
-    LEASE_MS: "120000", INSTANCE_TIMEOUT_MS: "2000",
-  };
-  const one = await startServer(t, { dbPath: join(dir, "one.db"), env });
-  const two = await startServer(t, { dbPath: join(dir, "two.db"), env });
+  const { one, two } = await twoInstances(t, { LEASE_MS: "120000", INSTANCE_TIMEOUT_MS: "2000" });
   const job = await submitRandom(one.url, 8, 4, 8, 4, 23); // 4 tiles
-  const holder = await startWorker(t, two.url, { inFlight: 1, behaviour: { holdFirst: true } });
-  const deadline = Date.now() + 20000;
-  while (holder.held.length === 0 && Date.now() < deadline) await new Promise((r) => setTimeout(r, 25));
-  assert.equal(holder.held.length, 1, "the worker on two holds a task");
+  const holder = await holderOn(t, two);
   two.proc.kill("SIGKILL");
   await two.exited;
   await startWorker(t, one.url, { name: "after" });
