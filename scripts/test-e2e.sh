@@ -22,7 +22,7 @@ cd tests/e2e
 BRAIN_SERVER_BIN="$PWD/../../target/debug/brain-server" BRAIN_CLI_BIN="$PWD/../../target/debug/brain" node --test --test-concurrency=2 --test-reporter=spec
 # The same suite against PostgreSQL (#18): each test file starts a private instance, and each
 # server gets a database of its own (tests/e2e/helpers.mjs). Not twice: the check of the
-# instances themselves, the instances test (PostgreSQL already) and the memory-limited big
-# job, whose server is SQLite's.
+# instances themselves, the instances and cluster tests (PostgreSQL already) and the
+# memory-limited big job, whose server is SQLite's.
 BRAIN_TEST_DATABASE=postgres BRAIN_SERVER_BIN="$PWD/../../target/debug/brain-server" BRAIN_CLI_BIN="$PWD/../../target/debug/brain" \
-  node --test --test-concurrency=2 --test-reporter=spec $(ls *.test.mjs | grep -v -e '^services\.' -e '^instances\.' -e '^bigjob\.')
+  node --test --test-concurrency=2 --test-reporter=spec $(ls *.test.mjs | grep -v -e '^services\.' -e '^instances\.' -e '^cluster\.' -e '^bigjob\.')

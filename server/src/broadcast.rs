@@ -24,9 +24,10 @@ pub async fn broadcast_loop(state: AppState) {
         ticker.tick().await;
         ticks += 1;
         let (tiles, dirty) = state.grid.progress.take();
-        let watchers = state.io.to(DASHBOARD_ROOM);
-        let watched = !watchers.sockets().is_empty();
-        if watched {
+        // Progress made here goes to dashboards on every instance (through Redis when set):
+        // worth sending when any instance has one.
+        let load = state.grid.load();
+        if load.dashboards > 0 {
             for t in &tiles {
                 let update = TileUpdate {
                     job_id: &t.job_id,
@@ -52,7 +53,6 @@ pub async fn broadcast_loop(state: AppState) {
             }
         }
         if ticks.is_multiple_of(8) {
-            let (tasks_per_sec, gflops) = state.grid.metrics.throughput();
             let jobs_running = match db::counts(&state.db).await {
                 Ok((jobs, _)) => jobs
                     .iter()
@@ -62,13 +62,14 @@ pub async fn broadcast_loop(state: AppState) {
                 Err(_) => 0,
             };
             let stats = GridStats {
-                workers_online: state.grid.workers.len(),
-                tasks_per_sec,
-                gflops,
+                workers_online: load.workers as usize,
+                tasks_per_sec: load.tasks_per_sec,
+                gflops: load.gflops,
                 jobs_running,
                 server_time: db::now_ms(),
             };
-            let _ = state.io.emit("grid_stats", &stats).await;
+            // The whole grid's figures, which every instance sends its own sockets.
+            let _ = state.io.local().emit("grid_stats", &stats).await;
         }
     }
 }

@@ -64,6 +64,8 @@ pub struct Config {
     pub instance_timeout: Duration,
     /// This instance's name (`INSTANCE_ID`), recorded with its leases.
     pub instance_id: Option<String>,
+    /// Redis or Valkey (`REDIS_URL`) carrying broadcasts between instances (see `bus`).
+    pub redis_url: Option<String>,
     /// When set, submitting, cancelling and downloading need `Authorization: Bearer <token>`.
     pub api_token: Option<String>,
     /// Folder of the built web page (`WEB_DIR`).
@@ -189,6 +191,10 @@ pub struct Settings {
     /// random name at each start)
     #[arg(long, env)]
     instance_id: Option<Setting>,
+    /// Redis ≥ 7 or Valkey (redis://…) through which instances sharing DATABASE_URL reach one
+    /// another's sockets (dashboards); unset, each instance's broadcasts stay its own
+    #[arg(long, env, hide_env_values = true)]
+    redis_url: Option<Setting>,
     /// Bearer token for submitting, cancelling and downloading (unset = open; required when
     /// APP_ENV=production)
     #[arg(long, env, hide_env_values = true)]
@@ -357,6 +363,10 @@ impl Config {
         let retention_hours: f64 = s
             .retention_hours
             .parse_if(|h: &f64| h.is_finite() && *h >= 0.0, "hours ≥ 0")?;
+        let shared = s
+            .database_url
+            .as_ref()
+            .is_some_and(|u| !u.text.trim().is_empty());
         let config = Config {
             host: s.host.parse()?,
             port: s.port.parse()?,
@@ -391,6 +401,29 @@ impl Config {
                     },
                     "letters, digits, '.', '_' or '-', at most 64",
                 )?),
+                None => None,
+            },
+            redis_url: match s.redis_url {
+                Some(url) if url.text.trim().is_empty() => None,
+                Some(url) if !url.text.starts_with("redis://") => {
+                    return Err(ConfigError {
+                        var: url.var,
+                        value: "(not shown: it may hold a password)".into(),
+                        reason: "a redis:// URL (TLS is not built in: use the private network's \
+                                 address)"
+                            .into(),
+                    })
+                }
+                Some(url) if !shared => {
+                    return Err(ConfigError {
+                        var: url.var,
+                        value: "(not shown: it may hold a password)".into(),
+                        reason: "DATABASE_URL as well: instances share a grid only through \
+                                 PostgreSQL"
+                            .into(),
+                    })
+                }
+                Some(url) => Some(url.text),
                 None => None,
             },
             api_token: s.api_token.map(|t| t.text).filter(|t| !t.trim().is_empty()),
@@ -585,6 +618,24 @@ mod tests {
         assert!(!e.to_string().contains("secret"), "{e}");
         let e = config(&[("DATABASE_MAX_CONNECTIONS", "0")]).expect_err("at least one");
         assert_eq!(e.var, "DATABASE_MAX_CONNECTIONS");
+    }
+
+    #[test]
+    fn redis_joins_instances_sharing_postgres_and_its_url_is_never_echoed() {
+        assert_eq!(config(&[]).expect("defaults").redis_url, None);
+        let pg = ("DATABASE_URL", "postgres://db/brain");
+        let url = "redis://:secret@kv.internal:6379";
+        let c = config(&[pg, ("REDIS_URL", url)]).expect("redis");
+        assert_eq!(c.redis_url.as_deref(), Some(url));
+        for (env, why) in [
+            (vec![("REDIS_URL", url)], "without PostgreSQL"),
+            (vec![pg, ("REDIS_URL", "rediss://:secret@kv:6379")], "TLS"),
+            (vec![pg, ("REDIS_URL", "http://:secret@kv")], "not redis"),
+        ] {
+            let e = config(&env).expect_err(why);
+            assert_eq!(e.var, "REDIS_URL", "{why}");
+            assert!(!e.to_string().contains("secret"), "{e}");
+        }
     }
 
     #[test]

@@ -9,6 +9,7 @@
 pub mod address;
 pub mod admission;
 pub mod broadcast;
+pub mod bus;
 pub mod commit;
 pub mod config;
 pub mod db;
@@ -70,8 +71,15 @@ pub async fn build(config: Config) -> Result<(Router, AppState), sqlx::Error> {
     if requeued > 0 {
         tracing::info!(requeued, "re-queued tasks leased before the restart");
     }
+    let bus = match &config.redis_url {
+        Some(url) => bus::Bus::connect(url)
+            .await
+            .map_err(|e| sqlx::Error::Configuration(format!("REDIS_URL: {e}").into()))?,
+        None => bus::Bus::Alone,
+    };
     let max_message = config.limits.max_message_bytes;
     let (socket_layer, io) = SocketIo::builder()
+        .with_adapter::<bus::Adapter>(bus.adapter())
         .req_path(gate::SOCKET_IO_PATH)
         // An Engine.IO session that has not connected to Socket.io by then is closed: a
         // client sends its CONNECT right after the handshake, and a session refused at the
@@ -131,9 +139,13 @@ pub async fn build(config: Config) -> Result<(Router, AppState), sqlx::Error> {
     let admit_state = state.clone();
     // Everything happens in the middleware, before the client is told it is connected (see
     // `socket::admit`); the connect handler has nothing left to do.
-    let handler = |_: SocketRef| std::future::ready(());
-    let middleware = move |s: SocketRef| std::future::ready(socket::admit(&s, &admit_state));
-    io.ns("/", handler.with(middleware));
+    let handler = |_: SocketRef<bus::Adapter>| std::future::ready(());
+    let middleware =
+        move |s: SocketRef<bus::Adapter>| std::future::ready(socket::admit(&s, &admit_state));
+    // With Redis, this subscribes to the other instances' messages.
+    io.ns("/", handler.with(middleware))
+        .await
+        .map_err(|e| sqlx::Error::Configuration(format!("REDIS_URL: {e}").into()))?;
     let cors = cors_layer(&state.config.allowed_origins);
     // The gate runs before the Socket.io layer, so that a handshake is counted against its
     // address before socketioxide creates the session.
@@ -175,8 +187,10 @@ pub async fn run(
         // results already being verified and committed finish, then close every socket.
         st.grid.shut_down();
         tracing::info!("shutting down: notifying workers");
+        // Only this instance's sockets: with Redis, `emit` would reach every instance's.
         let _ = st
             .io
+            .local()
             .emit(
                 "server_shutdown",
                 &serde_json::json!({ "reconnect_ms": 1000 }),

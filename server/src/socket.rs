@@ -18,6 +18,7 @@ use tracing::Instrument;
 
 use crate::admission::Admission;
 use crate::broadcast::DASHBOARD_ROOM;
+use crate::bus::Adapter;
 use crate::db;
 use crate::grid::registry::{NotRedelivered, Standing};
 use crate::grid::workers::Refusal;
@@ -35,7 +36,7 @@ use crate::state::AppState;
 /// it is told. The connect handler proper runs only after the connect packet has gone out,
 /// and an event that arrives before its handler exists is dropped without a word; at server
 /// start, when every page reconnects at once, that lost registrations.
-pub fn admit(socket: &SocketRef, state: &AppState) -> Result<(), crate::gate::Refused> {
+pub fn admit(socket: &SocketRef<Adapter>, state: &AppState) -> Result<(), crate::gate::Refused> {
     let ip = client_ip(socket, state.config.limits.trust_proxy);
     let origins = &state.config.allowed_origins;
     if let Err(refused) = crate::gate::check_origin(origins, &socket.req_parts().headers) {
@@ -70,7 +71,12 @@ struct Conn {
     adm: Arc<Admission>,
 }
 
-fn register_handlers(socket: &SocketRef, state: AppState, ip: IpAddr, admission: Arc<Admission>) {
+fn register_handlers(
+    socket: &SocketRef<Adapter>,
+    state: AppState,
+    ip: IpAddr,
+    admission: Arc<Admission>,
+) {
     let span =
         tracing::info_span!("connection", sid = %socket.id, %ip, worker_id = tracing::field::Empty);
     tracing::debug!(sid = %socket.id, %ip, "socket admitted");
@@ -82,7 +88,7 @@ fn register_handlers(socket: &SocketRef, state: AppState, ip: IpAddr, admission:
     let c = conn.clone();
     socket.on(
         "register_worker",
-        move |s: SocketRef, data: TryData<RegisterWorker>, ack: AckSender| {
+        move |s: SocketRef<Adapter>, data: TryData<RegisterWorker>, ack: AckSender<Adapter>| {
             let Conn { st, span, adm } = c.clone();
             async move {
                 if allowed(&adm, &st, &s) {
@@ -93,19 +99,22 @@ fn register_handlers(socket: &SocketRef, state: AppState, ip: IpAddr, admission:
         },
     );
     let c = conn.clone();
-    socket.on("heartbeat", move |s: SocketRef, ack: AckSender| {
-        let Conn { st, span, adm } = c.clone();
-        async move {
-            if allowed(&adm, &st, &s) {
-                heartbeat(st, s, ack).await;
+    socket.on(
+        "heartbeat",
+        move |s: SocketRef<Adapter>, ack: AckSender<Adapter>| {
+            let Conn { st, span, adm } = c.clone();
+            async move {
+                if allowed(&adm, &st, &s) {
+                    heartbeat(st, s, ack).await;
+                }
             }
-        }
-        .instrument(span)
-    });
+            .instrument(span)
+        },
+    );
     let c = conn.clone();
     socket.on(
         "worker_status",
-        move |s: SocketRef, data: TryData<WorkerStatus>| {
+        move |s: SocketRef<Adapter>, data: TryData<WorkerStatus>| {
             let Conn { st, span, adm } = c.clone();
             async move {
                 if !allowed(&adm, &st, &s) || registered(&st, &s).is_none() {
@@ -124,7 +133,7 @@ fn register_handlers(socket: &SocketRef, state: AppState, ip: IpAddr, admission:
         },
     );
     let c = conn.clone();
-    socket.on("request_task", move |s: SocketRef| {
+    socket.on("request_task", move |s: SocketRef<Adapter>| {
         let Conn { st, span, adm } = c.clone();
         async move {
             if adm.spend_earned() || allowed(&adm, &st, &s) {
@@ -136,7 +145,7 @@ fn register_handlers(socket: &SocketRef, state: AppState, ip: IpAddr, admission:
     let c = conn.clone();
     socket.on(
         "task_result",
-        move |s: SocketRef, data: TryData<TaskResult>| {
+        move |s: SocketRef<Adapter>, data: TryData<TaskResult>| {
             let Conn { st, span, adm } = c.clone();
             async move {
                 // A result for a task this connection holds is the server's pace, not the
@@ -158,7 +167,7 @@ fn register_handlers(socket: &SocketRef, state: AppState, ip: IpAddr, admission:
     let c = conn.clone();
     socket.on(
         "task_failed",
-        move |s: SocketRef, data: TryData<TaskFailed>| {
+        move |s: SocketRef<Adapter>, data: TryData<TaskFailed>| {
             let Conn { st, span, adm } = c.clone();
             async move {
                 if allowed(&adm, &st, &s) {
@@ -171,7 +180,7 @@ fn register_handlers(socket: &SocketRef, state: AppState, ip: IpAddr, admission:
     let c = conn.clone();
     socket.on(
         "panel_missing",
-        move |s: SocketRef, data: TryData<PanelMissing>| {
+        move |s: SocketRef<Adapter>, data: TryData<PanelMissing>| {
             let Conn { st, span, adm } = c.clone();
             async move {
                 if allowed(&adm, &st, &s) {
@@ -182,7 +191,7 @@ fn register_handlers(socket: &SocketRef, state: AppState, ip: IpAddr, admission:
         },
     );
     let c = conn.clone();
-    socket.on("subscribe_dashboard", move |s: SocketRef| {
+    socket.on("subscribe_dashboard", move |s: SocketRef<Adapter>| {
         let Conn { st, span, adm } = c.clone();
         async move {
             if allowed(&adm, &st, &s) {
@@ -192,17 +201,19 @@ fn register_handlers(socket: &SocketRef, state: AppState, ip: IpAddr, admission:
         .instrument(span)
     });
     let c = conn.clone();
-    socket.on_fallback(move |s: SocketRef, event: socketioxide::extract::Event| {
-        let Conn { st, span, adm } = c.clone();
-        async move {
-            if allowed(&adm, &st, &s) {
-                protocol_error(&s, "unknown_event", format!("unknown event {:?}", &*event));
+    socket.on_fallback(
+        move |s: SocketRef<Adapter>, event: socketioxide::extract::Event| {
+            let Conn { st, span, adm } = c.clone();
+            async move {
+                if allowed(&adm, &st, &s) {
+                    protocol_error(&s, "unknown_event", format!("unknown event {:?}", &*event));
+                }
             }
-        }
-        .instrument(span)
-    });
+            .instrument(span)
+        },
+    );
     let c = conn;
-    socket.on_disconnect(move |s: SocketRef, reason: DisconnectReason| {
+    socket.on_disconnect(move |s: SocketRef<Adapter>, reason: DisconnectReason| {
         let Conn { st, span, adm } = c.clone();
         async move {
             adm.close();
@@ -214,13 +225,13 @@ fn register_handlers(socket: &SocketRef, state: AppState, ip: IpAddr, admission:
 
 /// The client's address group, which its per-address limits count (see `address`): from the
 /// handshake request, which the Engine.IO session keeps.
-fn client_ip(socket: &SocketRef, trust_proxy: crate::address::TrustProxy) -> IpAddr {
+fn client_ip(socket: &SocketRef<Adapter>, trust_proxy: crate::address::TrustProxy) -> IpAddr {
     let parts = socket.req_parts();
     crate::address::client_key(&parts.headers, &parts.extensions, trust_proxy)
 }
 
 /// The per-connection event budget: a flooding client is told once and disconnected.
-fn allowed(admission: &Admission, state: &AppState, socket: &SocketRef) -> bool {
+fn allowed(admission: &Admission, state: &AppState, socket: &SocketRef<Adapter>) -> bool {
     if admission.allow_event() {
         return true;
     }
@@ -241,12 +252,12 @@ fn allowed(admission: &Admission, state: &AppState, socket: &SocketRef) -> bool 
     false
 }
 
-fn protocol_error(socket: &SocketRef, code: &'static str, message: String) {
+fn protocol_error(socket: &SocketRef<Adapter>, code: &'static str, message: String) {
     // A full buffer or a closed socket: the peer is gone or flooding; nothing more to do.
     let _ = socket.emit("protocol_error", &ProtocolError { code, message });
 }
 
-fn bad_payload(socket: &SocketRef, event: &str, error: &impl std::fmt::Display) {
+fn bad_payload(socket: &SocketRef<Adapter>, event: &str, error: &impl std::fmt::Display) {
     protocol_error(
         socket,
         "bad_payload",
@@ -255,7 +266,7 @@ fn bad_payload(socket: &SocketRef, event: &str, error: &impl std::fmt::Display) 
 }
 
 /// The grid's id for a socket.
-fn connection(socket: &SocketRef) -> ConnectionId {
+fn connection(socket: &SocketRef<Adapter>) -> ConnectionId {
     // Socket.io session ids are 16 url-safe characters, as connection ids are.
     ConnectionId::parse(socket.id.as_str())
         .unwrap_or_else(|| unreachable!("socketioxide session ids are 16 url-safe characters"))
@@ -263,7 +274,7 @@ fn connection(socket: &SocketRef) -> ConnectionId {
 
 /// Sends a refusal as `protocol_error` (and `quarantined` too, for a quarantined worker, so
 /// that the page shows why it gets nothing).
-fn refuse(socket: &SocketRef, refusal: Refusal) {
+fn refuse(socket: &SocketRef<Adapter>, refusal: Refusal) {
     if let Refusal::Quarantined(reason) = &refusal {
         let _ = socket.emit(
             "quarantined",
@@ -276,7 +287,7 @@ fn refuse(socket: &SocketRef, refusal: Refusal) {
 }
 
 /// The worker behind a registered socket; tells an unregistered one to register first.
-fn registered(state: &AppState, socket: &SocketRef) -> Option<Standing> {
+fn registered(state: &AppState, socket: &SocketRef<Adapter>) -> Option<Standing> {
     state
         .grid
         .standing(connection(socket))
@@ -286,9 +297,9 @@ fn registered(state: &AppState, socket: &SocketRef) -> Option<Standing> {
 
 async fn register(
     state: AppState,
-    socket: SocketRef,
+    socket: SocketRef<Adapter>,
     data: TryData<RegisterWorker>,
-    ack: AckSender,
+    ack: AckSender<Adapter>,
     admission: &Admission,
     address: IpAddr,
 ) {
@@ -320,7 +331,7 @@ fn is_missing_payload(e: &impl std::fmt::Display) -> bool {
     e.to_string().contains("first element not found")
 }
 
-async fn heartbeat(state: AppState, socket: SocketRef, ack: AckSender) {
+async fn heartbeat(state: AppState, socket: SocketRef<Adapter>, ack: AckSender<Adapter>) {
     let Some(worker) = registered(&state, &socket) else {
         return;
     };
@@ -332,7 +343,7 @@ async fn heartbeat(state: AppState, socket: SocketRef, ack: AckSender) {
     let _ = ack.send(&reply);
 }
 
-fn request_task(state: &AppState, socket: SocketRef, admission: &Admission) {
+fn request_task(state: &AppState, socket: SocketRef<Adapter>, admission: &Admission) {
     let Some(worker) = registered(state, &socket) else {
         return;
     };
@@ -345,7 +356,7 @@ fn request_task(state: &AppState, socket: SocketRef, admission: &Admission) {
     }
 }
 
-async fn task_result(state: AppState, socket: SocketRef, data: TryData<TaskResult>) {
+async fn task_result(state: AppState, socket: SocketRef<Adapter>, data: TryData<TaskResult>) {
     let Some(worker) = registered(&state, &socket) else {
         return;
     };
@@ -359,7 +370,7 @@ async fn task_result(state: AppState, socket: SocketRef, data: TryData<TaskResul
     state.grid.take_result(&worker, result, reply).await;
 }
 
-async fn panel_missing(state: AppState, socket: SocketRef, data: TryData<PanelMissing>) {
+async fn panel_missing(state: AppState, socket: SocketRef<Adapter>, data: TryData<PanelMissing>) {
     let Some(worker) = registered(&state, &socket) else {
         return;
     };
@@ -382,7 +393,7 @@ async fn panel_missing(state: AppState, socket: SocketRef, data: TryData<PanelMi
     refuse(&socket, refusal);
 }
 
-async fn task_failed(state: AppState, socket: SocketRef, data: TryData<TaskFailed>) {
+async fn task_failed(state: AppState, socket: SocketRef<Adapter>, data: TryData<TaskFailed>) {
     let Some(worker) = registered(&state, &socket) else {
         return;
     };
@@ -395,16 +406,16 @@ async fn task_failed(state: AppState, socket: SocketRef, data: TryData<TaskFaile
     }
 }
 
-async fn handle_disconnect(state: AppState, socket: SocketRef, reason: DisconnectReason) {
+async fn handle_disconnect(state: AppState, socket: SocketRef<Adapter>, reason: DisconnectReason) {
     let reason = format!("{reason:?}");
     state.grid.disconnect(connection(&socket), &reason).await;
 }
 
 /// The grid's outbox over Socket.io: a message to a connection is an event on its socket.
-pub struct SocketOutbox(pub SocketIo);
+pub struct SocketOutbox(pub SocketIo<Adapter>);
 
 impl SocketOutbox {
-    fn socket(&self, to: ConnectionId) -> Option<SocketRef> {
+    fn socket(&self, to: ConnectionId) -> Option<SocketRef<Adapter>> {
         let sid = Sid::from_str(to.as_str()).ok()?;
         self.0.get_socket(sid)
     }
@@ -426,5 +437,10 @@ impl Outbox for SocketOutbox {
 
     fn is_open(&self, connection: ConnectionId) -> bool {
         self.socket(connection).is_some_and(|s| s.connected())
+    }
+
+    fn watchers(&self) -> usize {
+        // This instance's sockets only: the others report their own.
+        self.0.to(DASHBOARD_ROOM).sockets().len()
     }
 }

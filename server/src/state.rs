@@ -7,6 +7,7 @@ use std::time::Instant;
 use socketioxide::SocketIo;
 
 use crate::admission::ClientLimits;
+use crate::bus::Adapter;
 use crate::config::Config;
 use crate::db::Pool;
 use crate::grid::Grid;
@@ -17,7 +18,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub db: Pool,
     /// Emits broadcasts (dashboards, grid statistics) from outside any handler.
-    pub io: SocketIo,
+    pub io: SocketIo<Adapter>,
     pub grid: Arc<Grid>,
     /// Connection and event-rate limits per client.
     pub limits: Arc<ClientLimits>,

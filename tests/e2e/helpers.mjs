@@ -252,9 +252,18 @@ export async function downloadNpy(url, id, headers = {}) {
  */
 export async function startWorker(t, url, { name = "w", inFlight = 2, behaviour = {}, reconnection = false, panelCache, headers } = {}) {
   const socket = connect(url, {
-    reconnection, reconnectionDelay: 200, reconnectionDelayMax: 1000,
+    reconnection: Boolean(reconnection), reconnectionDelay: 200, reconnectionDelayMax: 1000,
     ...(headers ? { extraHeaders: headers } : {}),
   });
+  // `reconnection: "as the page"` also comes back after the server closed the connection on
+  // purpose (its shutdown), which socket.io does not retry by itself, and drops the tasks of
+  // the connection that ended rather than answer them on the next; the page does both.
+  let connection = 0;
+  if (reconnection === "as the page")
+    socket.on("disconnect", (reason) => {
+      connection++;
+      if (reason === "io server disconnect") setTimeout(() => socket.connect(), 200);
+    });
   const stats = {
     assigned: 0, accepted: 0, refused: 0, reasons: [], tasks: [], cancelled: [], quarantined: null,
     registrations: 0, bytesIn: 0, fullTasks: 0, evicted: 0, missing: 0,
@@ -299,7 +308,9 @@ export async function startWorker(t, url, { name = "w", inFlight = 2, behaviour 
       socket.emit("request_task");
       return;
     }
+    const from = connection;
     if (behaviour.delayMs) await new Promise((r) => setTimeout(r, behaviour.delayMs));
+    if (from !== connection) return;
     if (stats.cancelled.includes(task.task_id)) return socket.emit("request_task");
     stats.bytesIn += (task.a?.length ?? 0) + (task.b?.length ?? 0);
     if (task.a && task.b) stats.fullTasks++;

@@ -892,52 +892,6 @@ pub async fn requeue_own_leases(pool: &Pool) -> Result<u64, sqlx::Error> {
     Ok(done.rows_affected())
 }
 
-/// Says this instance is alive (PostgreSQL; SQLite has one instance and nothing to say).
-pub async fn instance_alive(pool: &Pool) -> Result<(), sqlx::Error> {
-    if engine() == Engine::Sqlite {
-        return Ok(());
-    }
-    sqlx::query(sql("INSERT INTO instances (id, seen_at) VALUES (?1, ?2) \
-         ON CONFLICT (id) DO UPDATE SET seen_at = ?2"))
-    .bind(instance())
-    .bind(now_ms())
-    .execute(pool)
-    .await
-    .map(|_| ())
-}
-
-/// Puts back in the queue the leases of instances silent for `timeout_ms`, and forgets them:
-/// such an instance was killed or cut off, and its workers have lost their connection to it.
-/// The leases are not counted against their workers, who did nothing wrong. Any instance may
-/// run this, and two at once do the same work harmlessly.
-pub async fn requeue_silent_instances(pool: &Pool, timeout_ms: i64) -> Result<u64, sqlx::Error> {
-    if engine() == Engine::Sqlite {
-        return Ok(0);
-    }
-    let now = now_ms();
-    let mut tx = begin_write(pool).await?;
-    let requeued = sqlx::query(sql(
-        "UPDATE tasks SET state = 'queued', lease_owner = NULL, lease_worker = NULL, \
-             lease_address = NULL, lease_deadline = NULL, \
-             last_error = 'its instance stopped answering', updated_at = ?1 \
-         WHERE state = 'leased' AND lease_instance IN \
-             (SELECT id FROM instances WHERE seen_at < ?2 AND id <> ?3)",
-    ))
-    .bind(now)
-    .bind(now - timeout_ms)
-    .bind(instance())
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
-    sqlx::query(sql("DELETE FROM instances WHERE seen_at < ? AND id <> ?"))
-        .bind(now - timeout_ms)
-        .bind(instance())
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    Ok(requeued)
-}
-
 /// A done tile of an unfinished job, with the checksum it was written with.
 #[derive(Debug, sqlx::FromRow)]
 pub struct WrittenTile {

@@ -28,11 +28,13 @@ use crate::status::{JobStatus, TaskState};
 use crate::sync::LockExt;
 use crate::trust::{self, FailureKind};
 
+mod instances;
 mod jobs;
 mod leases;
 pub mod legacy;
 mod workers;
 
+pub use instances::*;
 pub use jobs::*;
 pub use leases::*;
 pub use workers::*;

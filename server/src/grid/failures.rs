@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use crate::db;
 use crate::error::Result;
 use crate::protocol::{Quarantined, TaskFailed};
+use crate::sync::LockExt;
 use crate::trust;
 
 use super::registry::Standing;
@@ -148,10 +149,13 @@ pub async fn sweep(grid: Arc<Grid>) {
     }
 }
 
-/// Says this instance is alive, and takes back the leases of instances that no longer do.
+/// Says this instance is alive and what it carries, hears what the others carry, and takes
+/// back the leases of instances that no longer say anything.
 async fn instances(grid: &Arc<Grid>) -> Result<(), sqlx::Error> {
-    db::instance_alive(&grid.db).await?;
+    db::instance_alive(&grid.db, grid.own_load()).await?;
     let timeout = grid.config.instance_timeout.as_millis() as i64;
+    *grid.others.lock_or_recover() = db::others_load(&grid.db, timeout).await?;
+    grid.withdraw_ended().await?;
     let requeued = db::requeue_silent_instances(&grid.db, timeout).await?;
     if requeued > 0 {
         tracing::warn!(

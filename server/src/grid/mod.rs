@@ -66,6 +66,9 @@ pub struct Grid {
     /// epoch): a later refusal re-checks only what was accepted since (see
     /// `results::audit`).
     audited: Mutex<HashMap<String, i64>>,
+    /// What the other instances sharing the database carried when last heard from (see
+    /// [`Grid::load`]).
+    others: Mutex<db::Load>,
     /// Set on SIGTERM/SIGINT: no new work is handed out or accepted.
     shutting_down: AtomicBool,
     outbox: Box<dyn Outbox>,
@@ -91,6 +94,7 @@ impl Grid {
             queue: Default::default(),
             running_jobs: Default::default(),
             audited: Default::default(),
+            others: Default::default(),
             shutting_down: Default::default(),
             outbox,
         })
@@ -104,7 +108,8 @@ impl Grid {
         ]
     }
 
-    /// Stops handing out and accepting work (the process is shutting down).
+    /// Stops handing out work (the process is shutting down); results still arriving for
+    /// tasks already out are taken until the sockets close.
     pub fn shut_down(&self) {
         self.shutting_down.store(true, Ordering::SeqCst);
     }
@@ -121,6 +126,23 @@ impl Grid {
     /// Something may be claimable now (a new job, a task back in the queue).
     pub fn wake(&self) {
         self.queue.wake();
+    }
+
+    /// What this instance carries now.
+    pub fn own_load(&self) -> db::Load {
+        let (tasks_per_sec, gflops) = self.metrics.throughput();
+        db::Load {
+            workers: self.workers.len() as i64,
+            dashboards: self.outbox.watchers() as i64,
+            tasks_per_sec,
+            gflops,
+        }
+    }
+
+    /// The whole grid's figures: this instance's now, and the others' as they last said (at
+    /// most a second or two old). With SQLite, this instance's alone.
+    pub fn load(&self) -> db::Load {
+        self.own_load() + *self.others.lock_or_recover()
     }
 
     /// Requests waiting for a task.
@@ -145,6 +167,35 @@ impl Grid {
         }
         self.forget_job(job_id, Leaving::Everything).await;
         self.progress.job(job_id);
+        Ok(())
+    }
+
+    /// Takes back the leases of jobs another instance ended (cancelled, failed, or finished
+    /// while a copy of a slow task was out here): the instance that ended a job tells only
+    /// its own connections, and every instance checks its leases' jobs each second.
+    pub async fn withdraw_ended(&self) -> std::result::Result<(), sqlx::Error> {
+        if db::engine() == db::Engine::Sqlite {
+            return Ok(());
+        }
+        let jobs = self.workers.leased_jobs();
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        for job_id in db::ended_jobs(&self.db, &jobs).await? {
+            let withdrawn = self.workers.withdraw_job(&job_id);
+            tracing::info!(
+                job_id,
+                leases = withdrawn.len(),
+                "job ended elsewhere: leases withdrawn"
+            );
+            for (to, task_id) in withdrawn {
+                let _ = self
+                    .outbox
+                    .send(to, Message::Cancelled(TaskCancelled { task_id }));
+            }
+            self.inputs.remove(&job_id);
+            self.forget_running(&job_id);
+        }
         Ok(())
     }
 

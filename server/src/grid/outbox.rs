@@ -36,4 +36,8 @@ pub trait Outbox: Send + Sync + 'static {
     /// Whether the connection is still open: a request from one that is not is dropped
     /// before a task is claimed for it.
     fn is_open(&self, connection: ConnectionId) -> bool;
+
+    /// Connections here watching the grid's progress (dashboards): the instance reports them,
+    /// so that any instance knows whether progress is worth sending at all.
+    fn watchers(&self) -> usize;
 }

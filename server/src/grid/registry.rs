@@ -582,6 +582,35 @@ impl Workers {
         from
     }
 
+    /// The jobs of the tasks leased here.
+    pub fn leased_jobs(&self) -> Vec<String> {
+        let reg = self.lock();
+        let mut jobs: Vec<String> = reg
+            .by_id
+            .values()
+            .flat_map(|c| c.leases.values().map(|l| l.job_id.clone()))
+            .collect();
+        jobs.sort_unstable();
+        jobs.dedup();
+        jobs
+    }
+
+    /// Takes back every lease of a job: the connections and tasks they held.
+    pub fn withdraw_job(&self, job_id: &str) -> Vec<(ConnectionId, i64)> {
+        let mut reg = self.lock();
+        let mut from = Vec::new();
+        for (id, c) in reg.by_id.iter_mut() {
+            c.leases.retain(|task_id, lease| {
+                let keep = lease.job_id != job_id;
+                if !keep {
+                    from.push((*id, *task_id));
+                }
+                keep
+            });
+        }
+        from
+    }
+
     /// Drops every lease of a connection; whether it had any.
     pub fn drop_all(&self, id: ConnectionId) -> bool {
         self.lock()
@@ -747,6 +776,30 @@ mod tests {
         );
         c.leases = (0..leases as i64).map(|id| (id, lease())).collect();
         c
+    }
+
+    #[test]
+    fn a_job_ended_elsewhere_is_withdrawn_from_every_connection_here_and_only_it() {
+        let workers = Workers::default();
+        let (mut one, mut two) = (
+            connection("w1", [10, 0, 0, 1], 0),
+            connection("w2", [10, 0, 0, 2], 0),
+        );
+        let of = |job: &str| Lease {
+            job_id: job.into(),
+            ..lease()
+        };
+        one.leases = [(1, of("ended")), (2, of("running"))].into_iter().collect();
+        two.leases = [(3, of("ended"))].into_iter().collect();
+        let (one_id, two_id) = (one.id, two.id);
+        workers.insert(one, Record::default());
+        workers.insert(two, Record::default());
+        assert_eq!(workers.leased_jobs(), ["ended", "running"]);
+        let mut withdrawn = workers.withdraw_job("ended");
+        withdrawn.sort_by_key(|(_, task)| *task);
+        assert_eq!(withdrawn, [(one_id, 1), (two_id, 3)]);
+        assert_eq!(workers.leased_jobs(), ["running"]);
+        assert!(workers.withdraw_job("ended").is_empty());
     }
 
     #[test]

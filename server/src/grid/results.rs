@@ -46,11 +46,9 @@ impl Grid {
             })
         };
         Metrics::add(&self.metrics.bytes_received, result.c.len() as u64);
-        if self.is_shutting_down() {
-            // Not stored: the lease stays re-queueable and the page retries after reconnecting.
-            let reason = "the server is shutting down; the task will be re-queued";
-            return ack(false, Some(reason.to_owned()));
-        }
+        // A result that arrives while the server shuts down is still taken: the work is done,
+        // a check and a commit take milliseconds, and the page, told `server_shutdown`, would
+        // otherwise show a refusal for a deploy. Only new tasks stop (see `request_task`).
         let Some(lease) = self.workers.answer(from.connection, task_id) else {
             // Not ours: unknown, finished, another worker's, or a lease that ended. Nothing is
             // stored and nobody's reputation changes: late answers are normal churn.

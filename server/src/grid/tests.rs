@@ -27,6 +27,10 @@ impl Outbox for Arc<Recorder> {
     fn is_open(&self, _: ConnectionId) -> bool {
         true
     }
+
+    fn watchers(&self) -> usize {
+        0
+    }
 }
 
 impl Recorder {

@@ -49,10 +49,13 @@ pub struct Status {
     name: &'static str,
     version: &'static str,
     uptime_s: f64,
+    /// Registered workers on every instance sharing the database (the others' as they last
+    /// said, at most a second or two ago); the figures below without this note are this
+    /// instance's own.
     workers_online: usize,
     /// `request_task`s waiting for a task.
     requests_waiting: usize,
-    /// Verified completions per second over the last ten seconds.
+    /// Verified completions per second over the last ten seconds, on every instance.
     tasks_per_sec: f64,
     gflops: f64,
     results_refused: i64,
@@ -76,17 +79,17 @@ pub(super) async fn status(State(state): State<AppState>) -> Result<Json<Status>
         map.extend(pairs.into_iter().map(|(s, n)| (s.to_string(), n)));
         map
     }
-    let (tasks_per_sec, gflops) = state.grid.metrics.throughput();
+    let load = state.grid.load();
     let (refused, re_leases) = db::totals(&state.db).await?;
     let (checked, verify_time) = state.grid.metrics.verifications();
     Ok(Json(Status {
         name: "distributed-brain",
         version: env!("CARGO_PKG_VERSION"),
         uptime_s: state.started.elapsed().as_secs_f64(),
-        workers_online: state.grid.workers.len(),
+        workers_online: load.workers as usize,
         requests_waiting: state.grid.waiting(),
-        tasks_per_sec,
-        gflops,
+        tasks_per_sec: load.tasks_per_sec,
+        gflops: load.gflops,
         results_refused: refused,
         re_leases,
         duplicates: state.grid.metrics.duplicates(),

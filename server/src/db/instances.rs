@@ -1,0 +1,128 @@
+//! The instances sharing a PostgreSQL database: each says every second that it is alive and
+//! what it carries, so that the others can take back the leases of one that went silent, and
+//! every instance can show the whole grid's figures. SQLite has one instance, and nothing here
+//! touches its database.
+
+use super::*;
+
+/// What one instance carries; summed over the live instances for the grid's figures.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct Load {
+    /// Registered workers connected to it.
+    pub workers: i64,
+    /// Connections watching progress (dashboards).
+    pub dashboards: i64,
+    /// Verified completions per second, recently.
+    pub tasks_per_sec: f64,
+    pub gflops: f64,
+}
+
+impl std::ops::Add for Load {
+    type Output = Load;
+
+    fn add(self, o: Load) -> Load {
+        Load {
+            workers: self.workers + o.workers,
+            dashboards: self.dashboards + o.dashboards,
+            tasks_per_sec: self.tasks_per_sec + o.tasks_per_sec,
+            gflops: self.gflops + o.gflops,
+        }
+    }
+}
+
+/// Says this instance is alive, carrying `load`.
+pub async fn instance_alive(pool: &Pool, load: Load) -> Result<(), sqlx::Error> {
+    if engine() == Engine::Sqlite {
+        return Ok(());
+    }
+    sqlx::query(sql(
+        "INSERT INTO instances (id, seen_at, workers, dashboards, tasks_per_sec, gflops) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6) \
+         ON CONFLICT (id) DO UPDATE SET seen_at = ?2, workers = ?3, dashboards = ?4, \
+             tasks_per_sec = ?5, gflops = ?6",
+    ))
+    .bind(instance())
+    .bind(now_ms())
+    .bind(load.workers)
+    .bind(load.dashboards)
+    .bind(load.tasks_per_sec)
+    .bind(load.gflops)
+    .execute(pool)
+    .await
+    .map(|_| ())
+}
+
+/// What the other instances heard from in the last `timeout_ms` carry, together.
+pub async fn others_load(pool: &Pool, timeout_ms: i64) -> Result<Load, sqlx::Error> {
+    if engine() == Engine::Sqlite {
+        return Ok(Load::default());
+    }
+    let (workers, dashboards, tasks_per_sec, gflops): (i64, i64, f64, f64) =
+        sqlx::query_as(sql("SELECT CAST(COALESCE(SUM(workers), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(dashboards), 0) AS BIGINT), \
+             CAST(COALESCE(SUM(tasks_per_sec), 0) AS DOUBLE PRECISION), \
+             CAST(COALESCE(SUM(gflops), 0) AS DOUBLE PRECISION) \
+         FROM instances WHERE id <> ?1 AND seen_at >= ?2"))
+        .bind(instance())
+        .bind(now_ms() - timeout_ms)
+        .fetch_one(pool)
+        .await?;
+    Ok(Load {
+        workers,
+        dashboards,
+        tasks_per_sec,
+        gflops,
+    })
+}
+
+/// Which of `job_ids` have ended (done, failed or cancelled): on PostgreSQL, maybe on another
+/// instance, whose connections are not this one's to tell.
+pub async fn ended_jobs(pool: &Pool, job_ids: &[String]) -> Result<Vec<String>, sqlx::Error> {
+    let mut ended = Vec::new();
+    // Bounded statements: the jobs of every lease an instance holds can be many.
+    for ids in job_ids.chunks(100) {
+        let marks = vec!["?"; ids.len()].join(", ");
+        let statement = dialect(format!(
+            "SELECT id FROM jobs WHERE status IN ('done', 'failed', 'cancelled') \
+             AND id IN ({marks})"
+        ));
+        let mut query = sqlx::query_as::<_, (String,)>(&statement);
+        for id in ids {
+            query = query.bind(id);
+        }
+        ended.extend(query.fetch_all(pool).await?.into_iter().map(|(id,)| id));
+    }
+    Ok(ended)
+}
+
+/// Puts back in the queue the leases of instances silent for `timeout_ms`, and forgets them:
+/// such an instance was killed or cut off, and its workers have lost their connection to it.
+/// The leases are not counted against their workers, who did nothing wrong. Any instance may
+/// run this, and two at once do the same work harmlessly.
+pub async fn requeue_silent_instances(pool: &Pool, timeout_ms: i64) -> Result<u64, sqlx::Error> {
+    if engine() == Engine::Sqlite {
+        return Ok(0);
+    }
+    let now = now_ms();
+    let mut tx = begin_write(pool).await?;
+    let requeued = sqlx::query(sql(
+        "UPDATE tasks SET state = 'queued', lease_owner = NULL, lease_worker = NULL, \
+             lease_address = NULL, lease_deadline = NULL, \
+             last_error = 'its instance stopped answering', updated_at = ?1 \
+         WHERE state = 'leased' AND lease_instance IN \
+             (SELECT id FROM instances WHERE seen_at < ?2 AND id <> ?3)",
+    ))
+    .bind(now)
+    .bind(now - timeout_ms)
+    .bind(instance())
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    sqlx::query(sql("DELETE FROM instances WHERE seen_at < ? AND id <> ?"))
+        .bind(now - timeout_ms)
+        .bind(instance())
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(requeued)
+}
