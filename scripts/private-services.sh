@@ -109,8 +109,10 @@ start_private_redis() {
   at_exit "rm -rf '$dir'"
   for ((attempt = 1; ; attempt++)); do
     port=$(free_port)
-    # Nothing is saved (no snapshots, no append-only file); --dir is where it would write.
-    redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \
+    # Nothing is saved (no snapshots, no append-only file); --dir is where it would write. Its
+    # own session, as pg_ctl gives PostgreSQL: Ctrl-C in a terminal must not stop it before the
+    # servers that use it.
+    setsid redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --dir "$dir" \
       > "$dir/redis.log" 2>&1 &
     pid=$!
     for _ in $(seq 200); do
