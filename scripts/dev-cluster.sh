@@ -101,7 +101,8 @@ done
 echo
 echo "dev-cluster: ${#ports[@]} instances share one grid (Ctrl-C stops everything)"
 for i in "${!ports[@]}"; do
-  echo "  ${names[i]}: http://localhost:${ports[i]}/  (dashboard: http://localhost:${ports[i]}/dashboard)"
+  printf '  %-6s http://localhost:%s/  dashboard: http://localhost:%s/dashboard  (pid %s)\n' \
+    "${names[i]}" "${ports[i]}" "${ports[i]}" "${pids[i]}"
 done
 echo "  PostgreSQL: $postgres_url  (psql $postgres_url)"
 echo "  Redis:      $redis_url"
