@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the shell scripts that start servers: `at_exit COMMAND` runs COMMAND when the
 # script ends, normally, on an error (set -e) or on Ctrl-C/SIGTERM. Commands run newest first,
 # so that servers stop before the databases they use. One EXIT trap for all: a second

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # sets variables for the script that sources it
 # Sourced by the shell scripts that need PostgreSQL or Redis (test-api.sh, dev-cluster.sh):
 # private, throwaway instances on 127.0.0.1 at ephemeral ports, in a folder of their own, and
 # stopped when the calling script exits (at-exit.sh). The same approach as
@@ -80,7 +81,6 @@ start_private_postgres() {
   # Registered after the folder's removal, so it runs before it.
   at_exit "as_postgres '$dir' '$bin/pg_ctl' -D '$dir/data' -m fast stop > /dev/null"
   as_postgres "$dir" "$bin/createdb" -h 127.0.0.1 -p "$port" -U brain brain
-  postgres_port=$port
   postgres_url="postgres://brain@127.0.0.1:$port/brain"
 }
 
@@ -133,6 +133,5 @@ start_private_redis() {
     return 1
   done
   at_exit "kill $pid 2> /dev/null; wait $pid 2> /dev/null"
-  redis_port=$port
   redis_url="redis://127.0.0.1:$port"
 }

@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Sourced by the shell tests: `start_test_server BIN WEB_DIR [VAR=value ...]` starts BIN on
 # 127.0.0.1 with an ephemeral port and a temporary database, sets $url once it listens, and
 # stops it (and removes its folder) when the calling script exits, or earlier with
