@@ -4,7 +4,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: help dev run volunteer setup wasm web test test-rust test-kernel test-e2e test-api test-web test-release bench bench-kernel bench-verify bench-grid bench-storage bench-bigjob check fmt clean
+.PHONY: help dev dev-cluster run volunteer setup wasm web test test-rust test-kernel test-e2e test-api test-web test-release bench bench-kernel bench-verify bench-grid bench-storage bench-bigjob check fmt clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -20,6 +20,9 @@ web: wasm ## Build web/dist (the volunteer page and the dashboard)
 
 dev: web ## Run the local stack: server on :3000 with data/brain.db, rebuilt on change
 	@scripts/dev.sh
+
+dev-cluster: web ## Three instances on one grid: private PostgreSQL and Redis, servers on :3001-3003 (docs/deploy.md); Ctrl-C stops all
+	@scripts/dev-cluster.sh
 
 run: ## Run the server once (no watching)
 	cargo run -p server --bin brain-server
