@@ -22,6 +22,7 @@ if [ ! -x "$CHROMIUM_BIN" ]; then
   $SUDO apt-get install -y chromium chromium-driver
 fi
 cargo build -p server --bin brain-server
+scripts/services.sh # PostgreSQL and Redis, for the rolling-deploy test (test/e2e/cluster.test.mjs)
 [ -f web/dist/index.html ] && [ -f web/dist/wasm-manifest.json ] || scripts/build-web.sh
 mkdir -p test-output/web
 cd web

@@ -12,7 +12,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import {
-  api, assertClose, connect, downloadNpy, once, startServer, startWorker, submitRandom, tempDir, waitForJob,
+  api, assertClose, connect, downloadNpy, once, registered, startServer, startWorker, submitRandom, tempDir, waitForJob,
 } from "./helpers.mjs";
 import { createDatabase, startPostgres } from "../support/postgres.mjs";
 import { startRedis } from "../support/redis.mjs";
@@ -83,6 +83,17 @@ test("a job cancelled on one instance is withdrawn from the worker holding its t
   const next = await submitRandom(a.url, 8, 4, 8, 4, 33);
   await waitForJob(a.url, next.id, { ms: 30000 });
   assert.ok(holder.stats.accepted > 0, "the worker computed the next job");
+});
+
+test("a worker quarantined on one instance is quarantined on another, where its second tab is connected", async (t) => {
+  const { a, b } = await cluster(t, ["a", "b"]);
+  await submitRandom(a.url, 32, 4, 32, 4, 36); // 64 tiles
+  const liar = await startWorker(t, a.url, { name: "twin", behaviour: { lie: "zeros" } });
+  // The same volunteer in a second tab, which the balancer sent to b: idle, but connected.
+  const { socket: tab } = await registered(t, b.url, { name: "twin", token: liar.token });
+  const told = once(tab, "quarantined", 20000);
+  await until(() => liar.stats.quarantined, "the liar quarantined on a");
+  assert.equal((await told).reason, liar.stats.quarantined, "told the same reason");
 });
 
 test("a rolling deploy: the SIGTERMed instance's volunteers come back through the balancer to the others, and nobody is refused", async (t) => {

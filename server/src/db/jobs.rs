@@ -265,13 +265,25 @@ pub async fn purged_at(pool: &Pool, job_id: &str) -> Result<Option<i64>, sqlx::E
 pub async fn purge_finished(pool: &Pool, retention_ms: i64) -> Result<Vec<String>, sqlx::Error> {
     let now = now_ms();
     let mut tx = begin_write(pool).await?;
-    let ids: Vec<(String,)> = sqlx::query_as(sql(
-        "SELECT id FROM jobs WHERE status IN ('done', 'failed', 'cancelled') \
-         AND purged_at IS NULL AND finished_at < ?",
-    ))
-    .bind(now - retention_ms)
-    .fetch_all(&mut *tx)
-    .await?;
+    // On PostgreSQL every instance sweeps: the jobs one is purging are locked, and the others
+    // pass them by rather than wait to purge them again.
+    macro_rules! purgeable {
+        ($lock:literal) => {
+            concat!(
+                "SELECT id FROM jobs WHERE status IN ('done', 'failed', 'cancelled') \
+                 AND purged_at IS NULL AND finished_at < ?",
+                $lock
+            )
+        };
+    }
+    let statement = match engine() {
+        Engine::Sqlite => sql(purgeable!("")),
+        Engine::Postgres => sql(purgeable!(" FOR UPDATE SKIP LOCKED")),
+    };
+    let ids: Vec<(String,)> = sqlx::query_as(statement)
+        .bind(now - retention_ms)
+        .fetch_all(&mut *tx)
+        .await?;
     for (id,) in &ids {
         sqlx::query(sql("DELETE FROM job_inputs WHERE job_id = ?"))
             .bind(id)

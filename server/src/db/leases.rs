@@ -172,7 +172,9 @@ pub struct SlowLease {
 /// One page of the leases held by other workers that this worker may be given a duplicate
 /// of (never a task it was refused on), oldest first, after `after` (`(updated_at, id)` of
 /// the last lease of the previous page). Paged so that every lease is looked at: a fixed
-/// window of the oldest let a hoarder's first leases hide all the others.
+/// window of the oldest let a hoarder's first leases hide all the others. Only this
+/// instance's leases: it alone knows their holders' speed, and instances sharing PostgreSQL
+/// never copy the same lease twice.
 pub async fn slow_leases(
     pool: &Pool,
     holder: Holder<'_>,
@@ -183,7 +185,7 @@ pub async fn slow_leases(
     sqlx::query_as(
         sql("SELECT id, job_id, tile_row, tile_col, lease_owner AS connection, updated_at FROM tasks t \
          WHERE state = 'leased' AND lease_worker != ?1 AND updated_at < ?2 \
-             AND (updated_at, id) > (?3, ?4) AND NOT EXISTS \
+             AND lease_instance = ?6 AND (updated_at, id) > (?3, ?4) AND NOT EXISTS \
              (SELECT 1 FROM task_exclusions e WHERE e.task_id = t.id AND e.worker_id = ?1) \
          ORDER BY updated_at, id LIMIT ?5"),
     )
@@ -192,6 +194,7 @@ pub async fn slow_leases(
     .bind(after.0)
     .bind(after.1)
     .bind(page)
+    .bind(instance())
     .fetch_all(pool)
     .await
 }

@@ -9,13 +9,31 @@ pub(super) async fn quarantine_worker(
     reason: &str,
 ) -> Result<(), sqlx::Error> {
     sqlx::query(sql(
-        "UPDATE workers SET quarantine_reason = ? WHERE id = ? AND quarantine_reason IS NULL",
+        "UPDATE workers SET quarantine_reason = ?, quarantined_at = ? \
+         WHERE id = ? AND quarantine_reason IS NULL",
     ))
     .bind(reason)
+    .bind(now_ms())
     .bind(worker_id)
     .execute(conn)
     .await
     .map(|_| ())
+}
+
+/// Workers quarantined at `since` or later (ms since the epoch), with the reason and when: on
+/// PostgreSQL, maybe by another instance, while a connection of theirs is on this one.
+pub async fn quarantined_since(
+    pool: &Pool,
+    since: i64,
+) -> Result<Vec<(String, String, i64)>, sqlx::Error> {
+    sqlx::query_as(sql(
+        "SELECT id, quarantine_reason, quarantined_at FROM workers \
+         WHERE quarantined_at >= ? AND quarantine_reason IS NOT NULL \
+         ORDER BY quarantined_at LIMIT 1000",
+    ))
+    .bind(since)
+    .fetch_all(pool)
+    .await
 }
 
 /// A worker's identity and reputation.

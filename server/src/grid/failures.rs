@@ -15,6 +15,9 @@ use super::registry::Standing;
 use super::workers::Refusal;
 use super::{Grid, Message};
 
+/// How far back each look for quarantines decided elsewhere reaches before the latest seen.
+const QUARANTINE_LAG_MS: i64 = 5_000;
+
 /// Longest reason kept from a worker's failure report.
 const MAX_REASON: usize = 500;
 
@@ -65,6 +68,29 @@ impl Grid {
 
     /// Stops giving work to a quarantined worker, on every connection it has here: its leases
     /// go back to the queue (not counted against their tasks) and each connection is told why.
+    /// Quarantines decided on another instance sharing PostgreSQL, applied to this one's
+    /// connections of the same workers (a volunteer's second tab may be on another instance).
+    /// Asks for those of the last few seconds each time, as commits and clocks lag a little.
+    pub async fn follow_quarantines(&self) -> std::result::Result<(), sqlx::Error> {
+        if db::engine() == db::Engine::Sqlite {
+            return Ok(());
+        }
+        let since = *self.quarantines_seen.lock_or_recover() - QUARANTINE_LAG_MS;
+        for (worker_id, reason, at) in db::quarantined_since(&self.db, since).await? {
+            {
+                let mut seen = self.quarantines_seen.lock_or_recover();
+                *seen = (*seen).max(at);
+            }
+            let here = self
+                .workers
+                .with_record(&worker_id, |r| r.quarantined.is_none());
+            if here == Some(true) {
+                self.quarantine(&worker_id, &reason).await;
+            }
+        }
+        Ok(())
+    }
+
     pub async fn quarantine(&self, worker_id: &str, reason: &str) {
         tracing::warn!(%worker_id, reason, "worker quarantined");
         self.workers
@@ -156,6 +182,7 @@ async fn instances(grid: &Arc<Grid>) -> Result<(), sqlx::Error> {
     let timeout = grid.config.instance_timeout.as_millis() as i64;
     *grid.others.lock_or_recover() = db::others_load(&grid.db, timeout).await?;
     grid.withdraw_ended().await?;
+    grid.follow_quarantines().await?;
     let requeued = db::requeue_silent_instances(&grid.db, timeout).await?;
     if requeued > 0 {
         tracing::warn!(

@@ -69,6 +69,8 @@ pub struct Grid {
     /// What the other instances sharing the database carried when last heard from (see
     /// [`Grid::load`]).
     others: Mutex<db::Load>,
+    /// The time of the latest quarantine seen (see `Grid::follow_quarantines`).
+    quarantines_seen: Mutex<i64>,
     /// Set on SIGTERM/SIGINT: no new work is handed out or accepted.
     shutting_down: AtomicBool,
     outbox: Box<dyn Outbox>,
@@ -95,6 +97,7 @@ impl Grid {
             running_jobs: Default::default(),
             audited: Default::default(),
             others: Default::default(),
+            quarantines_seen: Mutex::new(db::now_ms()),
             shutting_down: Default::default(),
             outbox,
         })

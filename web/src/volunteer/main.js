@@ -162,6 +162,9 @@ function tokenKey() {
   return `token.${settings.server}`;
 }
 
+/** Set by `server_shutdown`: the pause before coming back, in ms (0: not restarting). */
+let restartingMs = 0;
+
 function connect() {
   socket?.removeAllListeners();
   socket?.io.removeAllListeners();
@@ -177,6 +180,7 @@ function connect() {
     randomizationFactor: 0.5,
   });
   socket.on("connect", () => {
+    restartingMs = 0;
     ui.connection = "connected";
     pipeline.connected();
     // The server models this page's cache per connection, starting empty.
@@ -248,8 +252,11 @@ function connect() {
     log(`the server stopped sending work: ${reason}`);
     scheduleRender();
   });
-  socket.on("server_shutdown", () => {
-    ui.connection = "server restarting";
+  // A deploy or a scale-down: this server is going, and another (behind the same address)
+  // takes the page back. Not an error: the page says so and comes back by itself.
+  socket.on("server_shutdown", ({ reconnect_ms } = {}) => {
+    restartingMs = Math.min(Math.max(Number(reconnect_ms) || 1000, 100), 30_000);
+    ui.connection = "server restarting; reconnecting";
     scheduleRender();
   });
   socket.on("disconnect", (reason) => {
@@ -257,11 +264,15 @@ function connect() {
     pipeline.disconnected();
     panels.clear();
     if (releasing) return;
-    ui.connection = "disconnected";
     // The server closing the connection on purpose stops socket.io's automatic retries;
-    // a volunteer still wants to come back, after a pause with jitter.
+    // a volunteer still wants to come back, after a pause with jitter: the server's own
+    // figure when it said it was restarting (spread over twice that, so that its pages do
+    // not all arrive at once), else 2–5 s.
+    const restarting = restartingMs;
+    ui.connection = restarting ? "server restarting; reconnecting" : "disconnected";
     if (reason === "io server disconnect") {
-      setTimeout(() => socket && !socket.connected && socket.connect(), 2000 + Math.random() * 3000);
+      const pause = restarting ? restarting * (1 + Math.random()) : 2000 + Math.random() * 3000;
+      setTimeout(() => socket && !socket.connected && socket.connect(), pause);
     }
     scheduleRender();
   });
@@ -270,7 +281,7 @@ function connect() {
     scheduleRender();
   });
   socket.on("connect_error", (err) => {
-    ui.connection = `cannot reach the server (${err.message}); retrying`;
+    ui.connection = restartingMs ? "server restarting; reconnecting" : `cannot reach the server (${err.message}); retrying`;
     scheduleRender();
   });
 }
