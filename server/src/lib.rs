@@ -68,6 +68,7 @@ pub async fn build(config: Config) -> Result<(Router, AppState), sqlx::Error> {
         None => db::connect(&config.database_path).await?,
     };
     let requeued = db::requeue_own_leases(&db).await?;
+    db::forget_connections(&db).await?;
     if requeued > 0 {
         tracing::info!(requeued, "re-queued tasks leased before the restart");
     }
@@ -206,6 +207,9 @@ pub async fn run(
         task.abort();
     }
     // Whatever was still leased goes back to the queue now rather than at the next start.
+    if let Err(e) = db::forget_connections(&state.db).await {
+        tracing::error!(error = %e, "removing the published connections at shutdown failed");
+    }
     match db::requeue_own_leases(&state.db).await {
         Ok(n) if n > 0 => tracing::info!(requeued = n, "leases returned to the queue"),
         Ok(_) => {}

@@ -69,6 +69,12 @@ test("a dashboard on one instance sees the tiles workers on another finish, and 
   for (const server of [a, b, c]) await until(async () => (await workersOnline(server)) === 4, `${server.url} counts 4 workers`);
   await until(() => stats.some((s) => s.workers_online === 4), "grid_stats on a counts the workers of every instance");
   assert.ok(stats.every((s) => s.workers_online <= 4), "no instance's figures are counted twice");
+  // The dashboard's worker table, from any instance, lists every instance's workers once.
+  const names = async (server) => (await api(server.url, "/api/workers")).json.map((w) => w.name).sort();
+  for (const server of [a, b, c])
+    await until(async () => (await names(server)).join() === "c-1,c-2,idle-a,idle-b", `${server.url} lists every worker`);
+  const onC = (await api(a.url, "/api/workers")).json.filter((w) => w.name.startsWith("c-"));
+  assert.ok(onC.every((w) => w.reputation.verified > 0), "with their records");
 });
 
 test("a job cancelled on one instance is withdrawn from the worker holding its task on another", async (t) => {
@@ -117,8 +123,8 @@ test("a rolling deploy: the SIGTERMed instance's volunteers come back through th
   assert.equal(balancer.connections[1], 2, "nothing more went to the stopped instance");
   assert.ok(balancer.connections[0] + balancer.connections[2] >= 6, "b's volunteers went to a and c");
   for (const w of workers) assert.equal(w.stats.refused, 0, `${w.workerId} had a result refused: ${w.stats.reasons}`);
-  // Each instance lists the workers connected to it.
-  const listed = [...(await api(a.url, "/api/workers")).json, ...(await api(c.url, "/api/workers")).json];
+  await until(async () => (await api(a.url, "/api/workers")).json.length === 6, "a lists the six volunteers, wherever they are");
+  const listed = (await api(a.url, "/api/workers")).json;
   for (const w of workers) {
     const record = listed.find((r) => r.worker_id === w.workerId);
     assert.ok(record, `${w.workerId} is listed`);

@@ -118,6 +118,12 @@ pub async fn requeue_silent_instances(pool: &Pool, timeout_ms: i64) -> Result<u6
     .execute(&mut *tx)
     .await?
     .rows_affected();
+    sqlx::query(sql("DELETE FROM connections WHERE instance IN \
+             (SELECT id FROM instances WHERE seen_at < ? AND id <> ?)"))
+    .bind(now - timeout_ms)
+    .bind(instance())
+    .execute(&mut *tx)
+    .await?;
     sqlx::query(sql("DELETE FROM instances WHERE seen_at < ? AND id <> ?"))
         .bind(now - timeout_ms)
         .bind(instance())
@@ -125,4 +131,114 @@ pub async fn requeue_silent_instances(pool: &Pool, timeout_ms: i64) -> Result<u6
         .await?;
     tx.commit().await?;
     Ok(requeued)
+}
+
+/// A worker's connection as its instance publishes it for the others to list.
+#[derive(Debug, Clone, PartialEq, FromRow)]
+pub struct Listed {
+    pub id: String,
+    pub worker_id: String,
+    pub name: String,
+    pub threads: i64,
+    pub user_agent: String,
+    pub connected_at: String,
+    pub gflops: f64,
+    /// 1 or 0 (stored as integers on both engines).
+    pub visible: i64,
+    pub on_battery: i64,
+}
+
+/// A connection on another instance, with the tasks it holds.
+#[derive(Debug, Clone, FromRow)]
+pub struct Remote {
+    #[sqlx(flatten)]
+    pub listed: Listed,
+    pub tasks_leased: i64,
+}
+
+/// Publishes this instance's connections: `changed` ones (new, or with new figures) are
+/// written, `gone` ones removed; one transaction.
+pub async fn publish_connections(
+    pool: &Pool,
+    changed: &[Listed],
+    gone: &[String],
+) -> Result<(), sqlx::Error> {
+    if engine() == Engine::Sqlite || (changed.is_empty() && gone.is_empty()) {
+        return Ok(());
+    }
+    let mut tx = begin_write(pool).await?;
+    for id in gone {
+        sqlx::query(sql("DELETE FROM connections WHERE id = ?"))
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+    }
+    for c in changed {
+        sqlx::query(sql(
+            "INSERT INTO connections (id, instance, worker_id, name, threads, user_agent, \
+                 connected_at, gflops, visible, on_battery) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) \
+             ON CONFLICT (id) DO UPDATE SET gflops = ?8, visible = ?9, on_battery = ?10",
+        ))
+        .bind(&c.id)
+        .bind(instance())
+        .bind(&c.worker_id)
+        .bind(&c.name)
+        .bind(c.threads)
+        .bind(&c.user_agent)
+        .bind(&c.connected_at)
+        .bind(c.gflops)
+        .bind(c.visible)
+        .bind(c.on_battery)
+        .execute(&mut *tx)
+        .await?;
+    }
+    tx.commit().await
+}
+
+/// Removes this instance's published connections: at start (a restart under the same name
+/// has none of them any more) and at a clean stop.
+pub async fn forget_connections(pool: &Pool) -> Result<(), sqlx::Error> {
+    if engine() == Engine::Sqlite {
+        return Ok(());
+    }
+    sqlx::query(sql("DELETE FROM connections WHERE instance = ?"))
+        .bind(instance())
+        .execute(pool)
+        .await
+        .map(|_| ())
+}
+
+/// The connections of the other instances heard from in the last `timeout_ms`, with their
+/// workers' records.
+pub async fn others_connections(
+    pool: &Pool,
+    timeout_ms: i64,
+) -> Result<(Vec<Remote>, Vec<WorkerRecord>), sqlx::Error> {
+    if engine() == Engine::Sqlite {
+        return Ok((Vec::new(), Vec::new()));
+    }
+    let since = now_ms() - timeout_ms;
+    let remote = sqlx::query_as(sql(
+        "SELECT c.id, c.worker_id, c.name, c.threads, c.user_agent, c.connected_at, c.gflops, \
+             c.visible, c.on_battery, \
+             (SELECT COUNT(*) FROM tasks t WHERE t.state = 'leased' AND t.lease_owner = c.id) \
+                 AS tasks_leased \
+         FROM connections c JOIN instances i ON i.id = c.instance \
+         WHERE c.instance <> ?1 AND i.seen_at >= ?2 ORDER BY c.connected_at, c.id",
+    ))
+    .bind(instance())
+    .bind(since)
+    .fetch_all(pool)
+    .await?;
+    let records = sqlx::query_as(&dialect(format!(
+        "SELECT {WORKER_COLUMNS} FROM workers WHERE id IN \
+             (SELECT c.worker_id FROM connections c JOIN instances i ON i.id = c.instance \
+              WHERE c.instance <> ?1 AND i.seen_at >= ?2)"
+    )))
+    .bind(instance())
+    .bind(since)
+    .fetch_all(pool)
+    .await?;
+    Ok((remote, records))
 }

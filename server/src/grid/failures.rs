@@ -183,6 +183,7 @@ async fn instances(grid: &Arc<Grid>) -> Result<(), sqlx::Error> {
     *grid.others.lock_or_recover() = db::others_load(&grid.db, timeout).await?;
     grid.withdraw_ended().await?;
     grid.follow_quarantines().await?;
+    grid.publish_roster().await?;
     let requeued = db::requeue_silent_instances(&grid.db, timeout).await?;
     if requeued > 0 {
         tracing::warn!(

@@ -11,7 +11,8 @@
 //! - [`results`]: a result's verification, commit and acknowledgement, refusals and audits;
 //! - [`failures`]: failed and expired tasks, quarantine, and the sweeper;
 //! - [`inputs`]: the operands of running jobs, cached;
-//! - [`progress`]: changes waiting to be shown to dashboards.
+//! - [`progress`]: changes waiting to be shown to dashboards;
+//! - [`roster`]: this instance's connections, as the others sharing PostgreSQL list them.
 //!
 //! The policies they apply are pure functions elsewhere: `trust` (reputation, quarantine,
 //! audits), `verify` (the check), `panels` (cache models), `jobs` (tiling).
@@ -23,6 +24,7 @@ pub mod outbox;
 pub mod progress;
 pub mod registry;
 pub mod results;
+pub mod roster;
 pub mod workers;
 
 use std::collections::{HashMap, HashSet};
@@ -69,6 +71,8 @@ pub struct Grid {
     /// What the other instances sharing the database carried when last heard from (see
     /// [`Grid::load`]).
     others: Mutex<db::Load>,
+    /// What this instance last published of its connections (see [`roster`]).
+    roster: Mutex<roster::Published>,
     /// The time of the latest quarantine seen (see `Grid::follow_quarantines`).
     quarantines_seen: Mutex<i64>,
     /// Set on SIGTERM/SIGINT: no new work is handed out or accepted.
@@ -97,6 +101,7 @@ impl Grid {
             running_jobs: Default::default(),
             audited: Default::default(),
             others: Default::default(),
+            roster: Default::default(),
             quarantines_seen: Mutex::new(db::now_ms()),
             shutting_down: Default::default(),
             outbox,

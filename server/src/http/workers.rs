@@ -1,4 +1,6 @@
-//! `GET /api/workers`: the connected workers with their records.
+//! `GET /api/workers`: the connected workers with their records, on every instance.
+
+use std::collections::HashMap;
 
 use axum::extract::State;
 use axum::Json;
@@ -40,7 +42,8 @@ pub struct Reputation {
     quarantine_reason: Option<String>,
 }
 
-/// Connected workers with their counts, speed and reputation.
+/// Connected workers with their counts, speed and reputation, on every instance sharing the
+/// database (the others' as they last published them, at most a second or two ago).
 #[utoipa::path(get, path = "/api/workers", tag = "grid",
     responses((status = 200, body = Vec<WorkerView>), (status = 500, body = ErrorBody)))]
 pub(super) async fn workers(State(state): State<AppState>) -> Result<Json<Vec<WorkerView>>> {
@@ -56,12 +59,57 @@ pub(super) async fn workers(State(state): State<AppState>) -> Result<Json<Vec<Wo
             threads: w.threads,
             user_agent: w.user_agent,
             connected_at: w.connected_at,
-            tasks_done: record.tasks_done,
-            tasks_failed: record.tasks_failed,
             tasks_leased,
             gflops: w.gflops,
             visible: w.visible,
             on_battery: w.on_battery,
+            ..WorkerView::of(record)
+        });
+    }
+    // The other instances' connections, as they last published them (see `grid::roster`).
+    let timeout = state.config.instance_timeout.as_millis() as i64;
+    let (remote, records) = db::others_connections(&state.db, timeout).await?;
+    let records: HashMap<String, db::WorkerRecord> =
+        records.into_iter().map(|r| (r.id.clone(), r)).collect();
+    for db::Remote {
+        listed: c,
+        tasks_leased,
+    } in remote
+    {
+        let Some(record) = records.get(&c.worker_id) else {
+            continue;
+        };
+        out.push(WorkerView {
+            worker_id: c.worker_id,
+            name: c.name,
+            threads: u32::try_from(c.threads).unwrap_or(u32::MAX),
+            user_agent: c.user_agent,
+            connected_at: c.connected_at,
+            tasks_leased: usize::try_from(tasks_leased).unwrap_or(0),
+            gflops: c.gflops,
+            visible: c.visible != 0,
+            on_battery: c.on_battery != 0,
+            ..WorkerView::of(record.clone())
+        });
+    }
+    Ok(Json(out))
+}
+
+impl WorkerView {
+    /// A view of a worker's record; the connection's own fields left empty.
+    fn of(record: db::WorkerRecord) -> Self {
+        WorkerView {
+            worker_id: String::new(),
+            name: String::new(),
+            threads: 0,
+            user_agent: String::new(),
+            connected_at: String::new(),
+            tasks_done: record.tasks_done,
+            tasks_failed: record.tasks_failed,
+            tasks_leased: 0,
+            gflops: 0.0,
+            visible: false,
+            on_battery: false,
             reputation: Reputation {
                 verified: record.tasks_done,
                 refused: record.refused,
@@ -71,7 +119,6 @@ pub(super) async fn workers(State(state): State<AppState>) -> Result<Json<Vec<Wo
                 quarantined: record.quarantine_reason.is_some(),
                 quarantine_reason: record.quarantine_reason,
             },
-        });
+        }
     }
-    Ok(Json(out))
 }
