@@ -15,7 +15,7 @@ import {
   api, assertClose, connect, downloadNpy, once, registered, startServer, startWorker, submitRandom, tempDir, waitForJob,
 } from "./helpers.mjs";
 import { createDatabase, startPostgres } from "../support/postgres.mjs";
-import { startRedis } from "../support/redis.mjs";
+import { redisCommand, startRedis } from "../support/redis.mjs";
 import { startBalancer } from "../support/balancer.mjs";
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -40,7 +40,7 @@ async function cluster(t, names = ["a", "b", "c"], env = {}) {
   const start = (name, port = 0) => startServer(t, { dbPath: join(dir, `${name}.db`), port, env });
   const servers = {};
   for (const name of names) servers[name] = await start(name);
-  return { ...servers, start };
+  return { ...servers, start, redis };
 }
 
 const workersOnline = async (server) => (await api(server.url, "/api/status")).json.workers_online;
@@ -75,6 +75,32 @@ test("a dashboard on one instance sees the tiles workers on another finish, and 
     await until(async () => (await names(server)).join() === "c-1,c-2,idle-a,idle-b", `${server.url} lists every worker`);
   const onC = (await api(a.url, "/api/workers")).json.filter((w) => w.name.startsWith("c-"));
   assert.ok(onC.every((w) => w.reputation.verified > 0), "with their records");
+});
+
+test("Redis going away stops no work, and once it is back dashboards see the other instances' progress again", async (t) => {
+  const { a, b, redis } = await cluster(t, ["a", "b"]);
+  const dashboard = connect(a.url);
+  t.after(() => dashboard.close());
+  await once(dashboard, "connect");
+  const done = new Set();
+  dashboard.on("tile_update", (u) => u.state === "done" && done.add(u.task_id));
+  dashboard.emit("subscribe_dashboard");
+  await startWorker(t, a.url, { name: "idle-a", inFlight: 0 });
+  await until(async () => (await workersOnline(b)) === 1, "b counts the worker on a");
+  await redis.stop();
+  await startWorker(t, b.url, { name: "b" });
+  const during = await submitRandom(a.url, 16, 4, 16, 4, 37); // 16 tiles
+  await waitForJob(a.url, during.id, { ms: 30000 });
+  assertClose((await downloadNpy(a.url, during.id)).data, during.want, during.k);
+  const back = await startRedis({ t, port: redis.port });
+  // Both instances are listening again (a Redis subscription does not survive the restart;
+  // the server subscribes anew): what is published from now on reaches them.
+  const listening = async () => (await redisCommand(back, "PUBSUB", "NUMSUB", "brain-request#/#"))[1] === 2;
+  await until(listening, "both instances subscribed again");
+  const after = await submitRandom(a.url, 16, 4, 16, 4, 38);
+  await waitForJob(a.url, after.id, { ms: 30000 });
+  const tiles = (await api(a.url, `/api/jobs/${after.id}/tiles`)).json.tiles.map((tile) => tile.task_id);
+  await until(() => tiles.every((id) => done.has(id)), "the dashboard on a saw the tiles b finished after Redis came back");
 });
 
 test("a job cancelled on one instance is withdrawn from the worker holding its task on another", async (t) => {

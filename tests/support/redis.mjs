@@ -22,13 +22,14 @@ process.on("exit", () => {
 /**
  * Starts a redis-server and resolves to `{ url, port, stop() }` once it answers PING: `url`
  * is `redis://127.0.0.1:PORT`. Nothing is saved (no RDB snapshots, no append-only file).
+ * `port` asks for a given port (a restart in the same place), else a free one is picked.
  * `stop()` shuts it down and resolves once it has exited; it is idempotent and registered
  * with `t.after` when a node:test context `t` is given. Rejects with the server's log when it
  * does not answer within `startMs`.
  */
-export async function startRedis({ t, startMs = 20000 } = {}) {
+export async function startRedis({ t, startMs = 20000, port: wanted } = {}) {
   for (let attempt = 1; ; attempt++) {
-    const port = await freePort();
+    const port = wanted ?? (await freePort());
     const server = spawnRedis(port);
     const outcome = await ready(server, port, startMs);
     if (outcome === "ready") {
