@@ -679,6 +679,11 @@ impl Workers {
         all
     }
 
+    /// `f` of every connection, without copying the connections.
+    pub fn map<T>(&self, f: impl Fn(&Connection) -> T) -> Vec<T> {
+        self.lock().by_id.values().map(f).collect()
+    }
+
     /// The connections of one worker (a browser may open several).
     pub fn connections_of(&self, worker_id: &str) -> Vec<ConnectionId> {
         self.lock()

@@ -25,7 +25,7 @@ impl Grid {
         if db::engine() == db::Engine::Sqlite {
             return Ok(());
         }
-        let current: Vec<Listed> = self.workers.snapshot().iter().map(listed).collect();
+        let current = self.workers.map(listed);
         let now = Instant::now();
         let (changed, gone) = changes(&self.roster.lock_or_recover(), current, now);
         db::publish_connections(&self.db, &changed, &gone).await?;
