@@ -12,7 +12,8 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import {
-  api, assertClose, connect, downloadNpy, once, registered, startServer, startWorker, submitRandom, tempDir, waitForJob,
+  api, assertClose, connect, downloadNpy, once, registered, startQuitter, startServer, startWorker, submitRandom, tempDir,
+  waitForJob,
 } from "./helpers.mjs";
 import { createDatabase, startPostgres } from "../support/postgres.mjs";
 import { redisCommand, startRedis } from "../support/redis.mjs";
@@ -43,16 +44,22 @@ async function cluster(t, names = ["a", "b", "c"], env = {}) {
   return { ...servers, start, redis };
 }
 
-const workersOnline = async (server) => (await api(server.url, "/api/status")).json.workers_online;
-
-test("a dashboard on one instance sees the tiles workers on another finish, and every instance counts every worker", async (t) => {
-  const { a, b, c } = await cluster(t);
-  const dashboard = connect(a.url);
+/** A dashboard on `server`, and the tasks it has seen done. */
+async function watch(t, server) {
+  const dashboard = connect(server.url);
   t.after(() => dashboard.close());
   await once(dashboard, "connect");
   const done = new Set();
   dashboard.on("tile_update", (u) => u.state === "done" && done.add(u.task_id));
   dashboard.emit("subscribe_dashboard");
+  return { dashboard, done };
+}
+
+const workersOnline = async (server) => (await api(server.url, "/api/status")).json.workers_online;
+
+test("a dashboard on one instance sees the tiles workers on another finish, and every instance counts every worker", async (t) => {
+  const { a, b, c } = await cluster(t);
+  const { dashboard, done } = await watch(t, a);
   // An idle worker on a, registered after the dashboard joined: once c counts it, c has read
   // what a said after its dashboard joined, so c knows its progress is watched.
   await startWorker(t, a.url, { name: "idle-a", inFlight: 0 });
@@ -79,12 +86,7 @@ test("a dashboard on one instance sees the tiles workers on another finish, and 
 
 test("Redis going away stops no work, and once it is back dashboards see the other instances' progress again", async (t) => {
   const { a, b, redis } = await cluster(t, ["a", "b"]);
-  const dashboard = connect(a.url);
-  t.after(() => dashboard.close());
-  await once(dashboard, "connect");
-  const done = new Set();
-  dashboard.on("tile_update", (u) => u.state === "done" && done.add(u.task_id));
-  dashboard.emit("subscribe_dashboard");
+  const { done } = await watch(t, a);
   await startWorker(t, a.url, { name: "idle-a", inFlight: 0 });
   await until(async () => (await workersOnline(b)) === 1, "b counts the worker on a");
   await redis.stop();
@@ -172,33 +174,13 @@ test("the trust tests' crowd spread over three instances, one SIGKILLed mid-job 
   }
   const silent = await startWorker(t, c.url, opts("silent", { holdAll: true }));
   // A worker that takes a task and leaves, over and over, on each instance in turn.
-  let quitting = true;
-  const quitters = (async () => {
-    let left = 0;
-    for (let i = 0; quitting; i++) {
-      const s = connect(on[i % 3].url);
-      try {
-        await once(s, "connect", 3000);
-        s.emit("register_worker", { name: "quitter" });
-        await once(s, "registration_ack", 3000);
-        s.emit("request_task");
-        await once(s, "task_assigned", 3000);
-        left++;
-      } catch {
-        // b may be down for its restart.
-      }
-      s.close();
-      await sleep(100);
-    }
-    return left;
-  })();
+  const quitter = startQuitter(() => on.map((server) => server.url));
   while ((await api(a.url, `/api/jobs/${job.id}`)).json.tasks_done < 130) await sleep(50);
   b.proc.kill("SIGKILL");
   await b.exited;
   on[1] = b = await start("b", b.port);
   const done = await waitForJob(a.url, job.id, { ms: 90000 });
-  quitting = false;
-  await quitters;
+  await quitter.stop();
   assert.equal(done.tasks_done, 400);
   assertClose((await downloadNpy(b.url, job.id)).data, job.want, job.k);
   for (const liar of liars) await until(() => liar.stats.quarantined, `${liar.workerId} quarantined`, 10000);

@@ -355,3 +355,38 @@ export async function startWorker(t, url, { name = "w", inFlight = 2, behaviour 
   await once(socket, "registration_ack");
   return w;
 }
+
+/**
+ * A worker that takes a task and leaves, over and over, until `stop()`, which resolves to the
+ * number of leases it abandoned. Each round connects to `urls()` (a function: the servers may
+ * change as they restart) in turn; a server that is down for a restart is tried again.
+ */
+export function startQuitter(urls) {
+  let quitting = true;
+  const rounds = (async () => {
+    let left = 0;
+    for (let i = 0; quitting; i++) {
+      const all = urls();
+      const s = connect(all[i % all.length]);
+      try {
+        await once(s, "connect", 3000);
+        s.emit("register_worker", { name: "quitter" });
+        await once(s, "registration_ack", 3000);
+        s.emit("request_task");
+        await once(s, "task_assigned", 3000);
+        left++;
+      } catch {
+        // The server may be down for its restart; try again.
+      }
+      s.close();
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return left;
+  })();
+  return {
+    stop: () => {
+      quitting = false;
+      return rounds;
+    },
+  };
+}

@@ -5,7 +5,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import {
   api, assertClose, connect, downloadNpy, fromBytes, referenceProduct, once, randomMatrix, registered, rowsOf,
-  startServer, startWorker, toBytes, waitForJob, submitRandom,
+  startQuitter, startServer, startWorker, toBytes, waitForJob, submitRandom,
 } from "./helpers.mjs";
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -27,26 +27,7 @@ test("a mixed crowd and a SIGKILLed server still give the exact product", async 
   const silent = await startWorker(t, server.url, opts("silent", { holdAll: true }));
 
   // A worker that takes a task and leaves, over and over.
-  let quitting = true;
-  const quitters = (async () => {
-    let left = 0;
-    while (quitting) {
-      const s = connect(`http://127.0.0.1:${port}`);
-      try {
-        await once(s, "connect", 3000);
-        s.emit("register_worker", { name: "quitter" });
-        await once(s, "registration_ack", 3000);
-        s.emit("request_task");
-        await once(s, "task_assigned", 3000);
-        left++;
-      } catch {
-        // The server may be down for its restart; try again.
-      }
-      s.close();
-      await sleep(100);
-    }
-    return left;
-  })();
+  const quitter = startQuitter(() => [`http://127.0.0.1:${port}`]);
 
   // A worker that floods the server with events: told, then disconnected.
   const { socket: flooder } = await registered(t, server.url, { name: "flooder" });
@@ -64,8 +45,7 @@ test("a mixed crowd and a SIGKILLed server still give the exact product", async 
   assert.ok(afterRestart.tasks_done >= 130, "accepted results survived the kill");
 
   const done = await waitForJob(server.url, job.id, { ms: 90000 });
-  quitting = false;
-  const quitterTasks = await quitters;
+  const quitterTasks = await quitter.stop();
   assert.equal(done.tasks_done, 400);
   assertClose((await downloadNpy(server.url, job.id)).data, job.want, job.k);
 
