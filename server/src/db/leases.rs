@@ -151,6 +151,113 @@ impl ClaimRound {
         .await
     }
 
+    /// PostgreSQL: leases the oldest queued tasks to `holders` (each with its lease length), in
+    /// order, the first task to the first holder: one statement for all of them, where
+    /// [`ClaimRound::claim`] is a round trip each. Holders refused on some task claim one by
+    /// one, as they must pass over the tasks they may not take. `None` for a holder left
+    /// without a task (the queue ran dry). Rows other claims hold are passed over (`SKIP
+    /// LOCKED`), as in `claim`.
+    pub async fn claim_together(
+        &mut self,
+        holders: &[(Holder<'_>, i64)],
+    ) -> Result<Vec<Option<Claimed>>, sqlx::Error> {
+        let mut out: Vec<Option<Claimed>> = vec![None; holders.len()];
+        if holders.is_empty() {
+            return Ok(out);
+        }
+        let refused = self.refused_somewhere(holders).await?;
+        let (alone, together): (Vec<usize>, Vec<usize>) =
+            (0..holders.len()).partition(|&i| refused.contains(holders[i].0.worker_id));
+        if !together.is_empty() {
+            // The queued tasks are locked and listed in id order, and each takes its holder
+            // from the arrays at its place in that list: one index probe per task. (Pairing
+            // them by joining a list of holders made PostgreSQL read the whole table.)
+            let now = now_ms();
+            let marks = vec!["?"; together.len()].join(", ");
+            let text = format!(
+                "WITH p AS (SELECT ARRAY(SELECT id FROM tasks WHERE state = 'queued' \
+                     ORDER BY id LIMIT {} FOR UPDATE SKIP LOCKED) AS ids, \
+                     ARRAY[{marks}] AS owners, ARRAY[{marks}] AS workers, \
+                     ARRAY[{marks}] AS deadlines, ARRAY[{marks}] AS addresses) \
+                 UPDATE tasks t SET state = 'leased', \
+                     lease_owner = p.owners[array_position(p.ids, t.id)], \
+                     lease_worker = p.workers[array_position(p.ids, t.id)], \
+                     lease_deadline = p.deadlines[array_position(p.ids, t.id)], \
+                     lease_address = p.addresses[array_position(p.ids, t.id)], \
+                     attempts = t.attempts + 1, updated_at = ?, lease_instance = ? \
+                 FROM p WHERE t.id = ANY(p.ids) AND t.state = 'queued' \
+                 RETURNING CAST(array_position(p.ids, t.id) AS BIGINT), t.id, t.job_id, \
+                     t.tile_row, t.tile_col",
+                together.len()
+            );
+            let statement = dialect(text);
+            let mut query = sqlx::query_as::<_, (i64, i64, String, i64, i64)>(&statement);
+            let of = |i: &usize| &holders[*i];
+            for (holder, _) in together.iter().map(of) {
+                query = query.bind(holder.connection);
+            }
+            for (holder, _) in together.iter().map(of) {
+                query = query.bind(holder.worker_id);
+            }
+            for (_, lease_ms) in together.iter().map(of) {
+                query = query.bind(now + lease_ms);
+            }
+            for (holder, _) in together.iter().map(of) {
+                query = query.bind(holder.address.to_string());
+            }
+            let leased = query
+                .bind(now)
+                .bind(instance())
+                .fetch_all(&mut *self.0)
+                .await?;
+            for (n, id, job_id, tile_row, tile_col) in leased {
+                let Some(&i) = usize::try_from(n - 1).ok().and_then(|k| together.get(k)) else {
+                    continue;
+                };
+                out[i] = Some(Claimed {
+                    id,
+                    job_id,
+                    tile_row,
+                    tile_col,
+                });
+            }
+        }
+        for i in alone {
+            let (holder, lease_ms) = holders[i];
+            out[i] = self.claim(holder, lease_ms).await?;
+        }
+        Ok(out)
+    }
+
+    /// Which of the holders' workers were refused on some task.
+    async fn refused_somewhere(
+        &mut self,
+        holders: &[(Holder<'_>, i64)],
+    ) -> Result<std::collections::HashSet<String>, sqlx::Error> {
+        let mut workers: Vec<&str> = holders.iter().map(|(h, _)| h.worker_id).collect();
+        workers.sort_unstable();
+        workers.dedup();
+        let mut refused = std::collections::HashSet::new();
+        for chunk in workers.chunks(100) {
+            let marks = vec!["?"; chunk.len()].join(", ");
+            let statement = dialect(format!(
+                "SELECT DISTINCT worker_id FROM task_exclusions WHERE worker_id IN ({marks})"
+            ));
+            let mut query = sqlx::query_as::<_, (String,)>(&statement);
+            for w in chunk {
+                query = query.bind(*w);
+            }
+            refused.extend(
+                query
+                    .fetch_all(&mut *self.0)
+                    .await?
+                    .into_iter()
+                    .map(|(w,)| w),
+            );
+        }
+        Ok(refused)
+    }
+
     pub async fn commit(self) -> Result<(), sqlx::Error> {
         self.0.commit().await
     }

@@ -176,6 +176,11 @@ async fn serve(grid: &Grid, waiting: Vec<Waiter>, unserved: &mut Vec<Waiter>) ->
     let mut empty_handed: Vec<Waiter> = Vec::new();
     let mut starved: Vec<String> = Vec::new();
     let mut held_back: Vec<Waiter> = Vec::new();
+    // PostgreSQL: the round's plain claims (no panels to prefer), made together at its end in
+    // one statement (see `db::ClaimRound::claim_together`), with their lease lengths. Each
+    // is counted against its worker's allowance as it is decided, its panels' bytes once known.
+    let together_ok = db::engine() == db::Engine::Postgres;
+    let mut together: Vec<(Waiter, i64)> = Vec::new();
     let round = async {
         let mut round = db::ClaimRound::begin(&grid.db).await?;
         for waiter in waiting {
@@ -188,7 +193,8 @@ async fn serve(grid: &Grid, waiting: Vec<Waiter>, unserved: &mut Vec<Waiter>) ->
             }
             let id = waiter.connection;
             let mut so_far = Claimed::default();
-            for (w, _, bytes) in &claimed {
+            let pending = together.iter().map(|(w, _)| (w, 0));
+            for (w, bytes) in claimed.iter().map(|(w, _, b)| (w, *b)).chain(pending) {
                 if w.connection == id {
                     so_far.tasks += 1;
                     so_far.bytes += bytes;
@@ -222,16 +228,13 @@ async fn serve(grid: &Grid, waiting: Vec<Waiter>, unserved: &mut Vec<Waiter>) ->
                     .cached_panels(id, earlier.first().map(|t| t.job_id.as_str())),
                 &earlier,
             );
+            if together_ok && preferred.is_none() {
+                together.push((waiter, lease_ms));
+                continue;
+            }
             match claim(&mut round, &waiter, lease_ms, preferred).await {
                 Ok(Some(task)) => {
-                    let bytes = match grid.inputs.plan(&grid.db, &task.job_id).await {
-                        Ok(plan) => {
-                            let tile = plan.tile(task.tile_row as usize, task.tile_col as usize);
-                            plan.panel_bytes(&tile) as u64
-                        }
-                        // Its delivery will fail and say why.
-                        Err(_) => 0,
-                    };
+                    let bytes = panel_bytes(grid, &task).await;
                     claimed.push((waiter, task, bytes));
                 }
                 Ok(None) => {
@@ -244,11 +247,26 @@ async fn serve(grid: &Grid, waiting: Vec<Waiter>, unserved: &mut Vec<Waiter>) ->
                 }
             }
         }
+        if !together.is_empty() {
+            let holders: Vec<_> = together.iter().map(|(w, ms)| (w.holder(), *ms)).collect();
+            let leased = round.claim_together(&holders).await?;
+            drop(holders);
+            for ((waiter, _), task) in together.drain(..).zip(leased) {
+                match task {
+                    Some(task) => {
+                        let bytes = panel_bytes(grid, &task).await;
+                        claimed.push((waiter, task, bytes));
+                    }
+                    None => empty_handed.push(waiter),
+                }
+            }
+        }
         round.commit().await
     };
     if let Err(e) = round.await {
         // Nothing was leased: everyone waits for the next round.
         unserved.extend(claimed.into_iter().map(|(w, _, _)| w));
+        unserved.extend(together.into_iter().map(|(w, _)| w));
         unserved.extend(empty_handed);
         unserved.extend(held_back);
         return Err(e.into());
@@ -304,6 +322,17 @@ async fn serve(grid: &Grid, waiting: Vec<Waiter>, unserved: &mut Vec<Waiter>) ->
         }
     }
     outcome
+}
+
+/// The bytes of a claimed task's panels in full (0 when its job's plan cannot be read: its
+/// delivery will fail and say why).
+async fn panel_bytes(grid: &Grid, task: &db::Claimed) -> u64 {
+    match grid.inputs.plan(&grid.db, &task.job_id).await {
+        Ok(plan) => {
+            plan.panel_bytes(&plan.tile(task.tile_row as usize, task.tile_col as usize)) as u64
+        }
+        Err(_) => 0,
+    }
 }
 
 /// Claims a task for a waiter: one with the `preferred` panels first, when there are any.

@@ -133,6 +133,11 @@ impl Grid {
     /// call for (see [`dispatch::lease_ms`]), never past [`dispatch::MAX_LEASE_FACTOR`]
     /// leases in all.
     pub async fn heartbeat(&self, from: &Standing) {
+        // Most heartbeats come from workers between tasks: nothing to extend, and no
+        // statement for the database (thousands of connections beat every few seconds).
+        if self.workers.held(from.connection) == 0 {
+            return;
+        }
         let lease = self.config.lease;
         let max_total_ms = lease.as_millis() as i64 * dispatch::MAX_LEASE_FACTOR;
         let lease_ms = dispatch::lease_ms(lease, from.gflops, from.visible);
