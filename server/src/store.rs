@@ -917,6 +917,114 @@ mod tests {
         plan
     }
 
+    /// The result of `plan` as the database store sends it: every byte located in its piece,
+    /// each piece assembled from the tiles' slices, equals the file the folder store writes.
+    #[test]
+    fn pieces_of_rows_assembled_from_tiles_make_the_result_file() {
+        use layout::{assemble, Rows, Segment};
+        for (m, n, tile, piece) in [
+            (5, 7, 2, 1),
+            (37, 29, 8, 100),
+            (37, 29, 8, 4096),
+            (4, 4, 4, 1 << 20),
+            (9, 1, 3, 8),
+        ] {
+            let plan = plan(m, 3, n, tile);
+            let c: Vec<f32> = (0..m * n).map(|i| i as f32).collect();
+            let mut file = header(Dtype::F32, m, n);
+            file.extend(f32s(c.iter().copied()));
+            assert_eq!(file.len() as u64, layout::file_len(&plan, Part::C));
+            // Each tile's bytes, as a worker returns them.
+            let tile_bytes =
+                |tr: usize, tc: usize| {
+                    let t = plan.tile(tr, tc);
+                    f32s((t.row0..t.row0 + t.rows).flat_map(|r| {
+                        (t.col0..t.col0 + t.cols).map(move |col| (r * n + col) as f32)
+                    }))
+                };
+            let rows = Rows::new(&plan, piece);
+            let mut at = 0u64;
+            let mut rebuilt = Vec::new();
+            while at < file.len() as u64 {
+                let (segment, start, end) = rows.locate(at);
+                assert_eq!(start, at, "pieces follow each other");
+                let bytes = match segment {
+                    Segment::Header => header(Dtype::F32, m, n),
+                    Segment::Rows {
+                        tile_row,
+                        row0,
+                        rows: count,
+                    } => {
+                        let widths = rows.widths();
+                        let tiles: Vec<Vec<u8>> = (0..widths.len())
+                            .map(|tc| tile_bytes(tile_row, tc))
+                            .collect();
+                        let slices: Vec<&[u8]> = tiles
+                            .iter()
+                            .zip(&widths)
+                            .map(|(t, w)| &t[row0 * w..(row0 + count) * w])
+                            .collect();
+                        assert!(
+                            count * n * 4 <= piece.max(n * 4),
+                            "a piece keeps to its size"
+                        );
+                        assemble(count, &widths, &slices).expect("whole")
+                    }
+                };
+                assert_eq!(bytes.len() as u64, end - start);
+                // A byte in the middle of the piece locates the same piece.
+                assert_eq!(rows.locate(start + (end - start) / 2).1, start);
+                rebuilt.extend(bytes);
+                at = end;
+            }
+            assert_eq!(
+                rebuilt, file,
+                "{m}×{n} in tiles of {tile}, pieces of {piece} bytes"
+            );
+        }
+        assert_eq!(
+            layout::assemble(1, &[4, 4], &[&[0; 4]]),
+            None,
+            "a tile missing"
+        );
+        assert_eq!(layout::assemble(1, &[4], &[&[0; 3]]), None, "a tile short");
+    }
+
+    #[test]
+    fn inputs_are_cut_into_whole_chunks_with_a_short_last_one() {
+        let plan = plan(3, 2, 5, 2);
+        assert_eq!(layout::file_len(&plan, Part::A), DATA_OFFSET + 24);
+        assert_eq!(layout::file_len(&plan, Part::B), DATA_OFFSET + 40);
+        assert_eq!(layout::chunk_count(152, 152), 1);
+        assert_eq!(layout::chunk_count(153, 152), 2);
+        assert_eq!(layout::chunk_count(1, 1 << 20), 1);
+        assert_eq!(layout::chunk_count(3 << 20, 1 << 20), 3);
+    }
+
+    #[test]
+    fn a_replica_takes_its_name_only_when_whole() {
+        let (store, root) = temp();
+        let mut copy = store.replica("job", Part::A).expect("begun");
+        copy.write(b"abc").expect("written");
+        assert!(
+            !store.has("job", Part::A).expect("looked"),
+            "not before it is whole"
+        );
+        let short = copy.finish(4).expect_err("a byte is missing");
+        assert_eq!(short.kind(), io::ErrorKind::NotFound);
+        assert!(!store.has("job", Part::A).expect("looked"));
+        let mut copy = store.replica("job", Part::A).expect("again");
+        copy.write(b"abcd").expect("written");
+        copy.finish(4).expect("whole");
+        assert!(store.has("job", Part::A).expect("looked"));
+        assert_eq!(
+            std::fs::read(store.path("job", Part::A).expect("path")).expect("read"),
+            b"abcd"
+        );
+        assert_eq!(store.jobs().expect("listed"), vec!["job".to_owned()]);
+        let _ = std::fs::remove_dir_all(root);
+    }
+
     #[test]
     fn headers_are_valid_npy_of_fixed_length() {
         let longest = header(Dtype::F64, usize::MAX, usize::MAX);

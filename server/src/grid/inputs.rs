@@ -24,12 +24,13 @@ use crate::sync::LockExt;
 /// How often an instance on PostgreSQL looks for copies of jobs that ended elsewhere.
 const SWEEP_EVERY: Duration = Duration::from_secs(10);
 
-/// Chunks fetched per statement when copying a job's inputs in: 8 MiB in memory at most.
-const FETCH_CHUNKS: i64 = chunks::CHUNKS_PER_INSERT as i64;
+/// Chunks fetched per statement when copying a job's inputs in: 4 MiB, held twice (the rows
+/// as read, then as written).
+const FETCH_CHUNKS: i64 = 4;
 
 /// Whether this instance holds a job's inputs in its store: `true` once checked or copied.
 /// Readers hold it shared while they read, so a copy being made or removed is never read.
-type Copy = Arc<RwLock<bool>>;
+type LocalCopy = Arc<RwLock<bool>>;
 
 /// A panel's key: its job, its operand, and its tile row (A) or column (B).
 type Key = (String, Operand, usize);
@@ -41,7 +42,7 @@ pub struct Inputs {
     panels: Mutex<Panels>,
     budget_bytes: usize,
     /// On PostgreSQL: the jobs whose inputs this instance has copied in, or is copying.
-    copies: Mutex<HashMap<String, Copy>>,
+    copies: Mutex<HashMap<String, LocalCopy>>,
     /// On PostgreSQL: jobs being submitted here, whose folder exists before their row does.
     submitting: Mutex<HashSet<String>>,
     /// When [`Inputs::sweep_copies`] last ran.
@@ -177,14 +178,16 @@ impl Inputs {
         let mut made = copy.write_owned().await;
         if !*made {
             for part in [Part::A, Part::B] {
-                self.fetch(db, job_id, plan, part)
-                    .await
-                    .map_err(|e| match e {
+                if let Err(e) = self.fetch(db, job_id, plan, part).await {
+                    // The next reader tries afresh; a job that ended leaves no entry behind.
+                    self.copies.lock_or_recover().remove(job_id);
+                    return Err(match e {
                         Error::NotFound(why) => {
                             Error::Gone(format!("its inputs are missing from the database ({why})"))
                         }
                         e => e,
-                    })?;
+                    });
+                }
             }
             *made = true;
         }
