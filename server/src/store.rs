@@ -9,6 +9,10 @@
 //!   memory does not grow with the job;
 //! - the result is its own download: `c.npy` is served as it lies, with `Range`.
 //!
+//! On PostgreSQL the database holds the bytes too (`db::chunks`), and this store holds each
+//! instance's copy of running jobs' inputs ([`Store::replica`]); [`layout`] says where the
+//! bytes of the files fall in the database's pieces.
+//!
 //! Every function here blocks: callers run them with `spawn_blocking`.
 
 use std::fs::{self, File, OpenOptions};

@@ -105,6 +105,8 @@ test("a job submitted to one, computed on two only, is downloaded whole and in r
   for (let i = 0; i < 2; i++) workers.push(await startWorker(t, two.url, { name: `on-two-${i}` }));
   await waitForJob(two.url, job.id, { ms: 60000 });
   assert.equal(workers.reduce((sum, w) => sum + w.stats.accepted, 0), job.tasks, "two's workers did every tile");
+  const copied = two.log().replace(/\x1b\[[0-9;]*m/g, "").match(/copied a job's input from the database/g) ?? [];
+  assert.equal(copied.length, 2, "two copied A and B in once each, whatever asked for them");
   // Its inputs leave the database once it is done.
   assert.ok(await eventually(async () => (await sql(`SELECT count(*) FROM job_chunks WHERE job_id = '${job.id}'`)).trim() === "0"));
   const three = await start("three");

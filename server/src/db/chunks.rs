@@ -1,7 +1,7 @@
 //! Jobs' matrices in PostgreSQL (#18), so that instances need no shared `DATA_DIR`: each
 //! input's `.npy` file cut into chunks of [`CHUNK_BYTES`] (`job_chunks`), and each done
 //! tile's bytes in its task's `result`. docs/storage.md gives the design; the arithmetic of
-//! chunks and bands is in `store::chunks`, with its tests. Never called on SQLite, whose
+//! chunks and bands is in `store::layout`, with its tests. Never called on SQLite, whose
 //! jobs keep their files in `DATA_DIR` alone.
 
 // The parent holds the imports every table group shares.

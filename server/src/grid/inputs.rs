@@ -47,6 +47,10 @@ pub struct Inputs {
     submitting: Mutex<HashSet<String>>,
     /// When [`Inputs::sweep_copies`] last ran.
     swept: Mutex<Option<Instant>>,
+    /// On PostgreSQL: jobs forgotten lately, and when. A task claimed just before its job
+    /// ended may still ask for its panels; no copy is made for it (the job's folder would
+    /// come back after its removal). Kept a minute.
+    ended: Mutex<HashMap<String, Instant>>,
 }
 
 /// Panels with the time each was last used: a hit only stamps its panel (every task touches
@@ -69,6 +73,7 @@ impl Inputs {
             copies: Mutex::default(),
             submitting: Mutex::default(),
             swept: Mutex::default(),
+            ended: Mutex::default(),
         }
     }
 
@@ -164,6 +169,13 @@ impl Inputs {
         job_id: &str,
         plan: &Plan,
     ) -> Result<OwnedRwLockReadGuard<bool>> {
+        let ended = || {
+            let ended = self.ended.lock_or_recover().contains_key(job_id);
+            ended.then(|| Error::Gone("the job has ended".into()))
+        };
+        if let Some(e) = ended() {
+            return Err(e);
+        }
         let copy = self
             .copies
             .lock_or_recover()
@@ -177,16 +189,23 @@ impl Inputs {
         drop(held);
         let mut made = copy.write_owned().await;
         if !*made {
+            if let Some(e) = ended() {
+                return Err(e);
+            }
             for part in [Part::A, Part::B] {
                 if let Err(e) = self.fetch(db, job_id, plan, part).await {
                     // The next reader tries afresh; a job that ended leaves no entry behind.
                     self.copies.lock_or_recover().remove(job_id);
-                    return Err(match e {
-                        Error::NotFound(why) => {
-                            Error::Gone(format!("its inputs are missing from the database ({why})"))
-                        }
-                        e => e,
-                    });
+                    let Error::NotFound(why) = e else {
+                        return Err(e);
+                    };
+                    // Its inputs are gone from the database: the job ended. Nothing of the
+                    // copy begun here stays.
+                    let (store, job) = (self.store.clone(), job_id.to_owned());
+                    let _ = tokio::task::spawn_blocking(move || store.remove(&job)).await;
+                    return Err(Error::Gone(format!(
+                        "its inputs are missing from the database ({why})"
+                    )));
                 }
             }
             *made = true;
@@ -257,6 +276,16 @@ impl Inputs {
         Ok(())
     }
 
+    /// On PostgreSQL: waits until no copy of a job's inputs is being made or read here, and
+    /// keeps it so while the caller removes the job's files (see `Grid::forget_job`).
+    pub async fn hold(&self, job_id: &str) -> Option<tokio::sync::OwnedRwLockWriteGuard<bool>> {
+        if db::engine() != Engine::Postgres {
+            return None;
+        }
+        let copy = self.copies.lock_or_recover().get(job_id).cloned()?;
+        Some(copy.write_owned().await)
+    }
+
     /// Notes a job being submitted here (PostgreSQL), until [`Inputs::submitted`]: its
     /// folder exists before its row, and the sweep must not take it for an ended job's.
     pub fn submitting(&self, job_id: &str) {
@@ -282,6 +311,9 @@ impl Inputs {
             }
             *swept = Some(Instant::now());
         }
+        self.ended
+            .lock_or_recover()
+            .retain(|_, at| at.elapsed() < Duration::from_secs(60));
         match chunks::drop_ended_inputs(db).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(
@@ -368,7 +400,11 @@ impl Inputs {
     /// Forgets a job that ended: its plan, its panels, and whether its inputs are copied here.
     pub fn remove(&self, job_id: &str) {
         self.plans.lock_or_recover().remove(job_id);
-        self.copies.lock_or_recover().remove(job_id);
+        if db::engine() == Engine::Postgres {
+            self.copies.lock_or_recover().remove(job_id);
+            let now = Instant::now();
+            self.ended.lock_or_recover().insert(job_id.to_owned(), now);
+        }
         let mut guard = self.panels.lock_or_recover();
         let p = &mut *guard;
         let mut freed = 0;

@@ -4,6 +4,10 @@
 //! `Range` (one range; see `ranges`) so an interrupted download can resume. `?format=json`
 //! is encoded from the same file as it is sent. Either way a download holds a few chunks of
 //! [`CHUNK`] bytes, whatever the product's size.
+//!
+//! On PostgreSQL there is no `c.npy`: the tiles are in the database (see `commit`), and the
+//! same bytes are assembled as they are sent, a piece of rows of one band of tiles at a time
+//! ([`PIECE_BYTES`]), ranges included.
 
 use std::fs::File;
 use std::io;
