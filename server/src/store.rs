@@ -9,6 +9,10 @@
 //!   memory does not grow with the job;
 //! - the result is its own download: `c.npy` is served as it lies, with `Range`.
 //!
+//! On PostgreSQL the database holds the bytes too (`db::chunks`), and this store holds each
+//! instance's copy of running jobs' inputs ([`Store::replica`]); [`layout`] says where the
+//! bytes of the files fall in the database's pieces.
+//!
 //! Every function here blocks: callers run them with `spawn_blocking`.
 
 use std::fs::{self, File, OpenOptions};
@@ -311,6 +315,46 @@ impl Store {
         Ok(jobs)
     }
 
+    /// Whether this store holds a job's input `part`.
+    pub fn has(&self, job_id: &str, part: Part) -> io::Result<bool> {
+        match fs::metadata(self.path(job_id, part)?) {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Starts a copy of a job's input `part` fetched from elsewhere (on PostgreSQL, from the
+    /// database: see `grid::inputs`). It is written aside and takes the input's name only
+    /// once complete, so a reader finds the whole file or none. The caller makes sure only
+    /// one copy of a part is written at a time.
+    pub fn replica(&self, job_id: &str, part: Part) -> io::Result<Replica> {
+        let dir = self.dir(job_id)?;
+        fs::create_dir_all(&dir)?;
+        let path = dir.join(part.file());
+        let aside = dir.join(format!(".{}.fetching", part.file()));
+        let file = File::create(&aside)?;
+        Ok(Replica {
+            file,
+            aside,
+            path,
+            written: 0,
+        })
+    }
+
+    /// The jobs that have a folder here (inputs being written aside: not yet).
+    pub fn jobs(&self) -> io::Result<Vec<String>> {
+        let mut jobs = Vec::new();
+        for entry in fs::read_dir(&self.root)? {
+            let entry = entry?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.starts_with('.') && entry.file_type()?.is_dir() {
+                jobs.push(name);
+            }
+        }
+        Ok(jobs)
+    }
+
     /// Bytes free for the server on the root's file system.
     pub fn available_bytes(&self) -> io::Result<u64> {
         fs4::available_space(&self.root)
@@ -389,11 +433,161 @@ impl Upload {
     }
 }
 
+impl Upload {
+    /// [`Upload::finish`] without the empty result: on PostgreSQL, where results live in the
+    /// database and the folder is this instance's copy of the inputs (see `db::chunks`).
+    pub fn finish_inputs(mut self) -> io::Result<()> {
+        for part in [Part::A, Part::B] {
+            File::open(self.partial.join(part.file()))?.sync_data()?;
+        }
+        fs::rename(&self.partial, &self.dir)?;
+        if let Some(root) = self.dir.parent() {
+            File::open(root)?.sync_all()?;
+        }
+        self.finished = true;
+        Ok(())
+    }
+}
+
 impl Drop for Upload {
     fn drop(&mut self) {
         if !self.finished {
             let _ = fs::remove_dir_all(&self.partial);
         }
+    }
+}
+
+/// A job's input being copied in (see [`Store::replica`]); dropped unfinished, it leaves a
+/// file aside that the next copy overwrites and the job's end removes.
+#[derive(Debug)]
+pub struct Replica {
+    file: File,
+    aside: PathBuf,
+    path: PathBuf,
+    written: u64,
+}
+
+impl Replica {
+    pub fn write(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.file.write_all(bytes)?;
+        self.written += bytes.len() as u64;
+        Ok(())
+    }
+
+    /// Checks that `len` bytes came, makes them durable (a machine crash must not leave a
+    /// torn file under the input's name), and gives the file its name.
+    pub fn finish(self, len: u64) -> io::Result<()> {
+        if self.written != len {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("{} of {len} bytes of the input came", self.written),
+            ));
+        }
+        self.file.sync_data()?;
+        fs::rename(&self.aside, &self.path)
+    }
+}
+
+/// Where the bytes of a job's files fall, for the stores that keep them elsewhere than in
+/// one file (on PostgreSQL: the inputs cut into chunks, the result in tiles; see
+/// `db::chunks`). Pure arithmetic, tested below.
+pub mod layout {
+    use super::{Part, DATA_OFFSET};
+    use crate::jobs::Plan;
+
+    /// Bytes of a job's `.npy` file for `part`, header included.
+    pub fn file_len(plan: &Plan, part: Part) -> u64 {
+        let (rows, cols) = match part {
+            Part::A => (plan.m, plan.k),
+            Part::B => (plan.k, plan.n),
+            Part::C => (plan.m, plan.n),
+        };
+        DATA_OFFSET + (rows * cols * plan.dtype.size()) as u64
+    }
+
+    /// Chunks of `chunk` bytes that a file of `len` bytes is cut into (the last may be short).
+    pub fn chunk_count(len: u64, chunk: usize) -> u64 {
+        len.div_ceil(chunk as u64)
+    }
+
+    /// A stretch of the result's `.npy` file that one read produces.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Segment {
+        /// The header, bytes `0..DATA_OFFSET`.
+        Header,
+        /// Rows `row0..row0+rows` of tile row `tile_row` (counted within its band), every
+        /// tile of that row contributing its slice.
+        Rows {
+            tile_row: usize,
+            row0: usize,
+            rows: usize,
+        },
+    }
+
+    /// The result cut into pieces of at most about `piece_bytes` (a whole row at least), each
+    /// within one band of tiles, so that a piece is one read of one slice of each tile in a
+    /// tile row.
+    #[derive(Debug, Clone, Copy)]
+    pub struct Rows {
+        plan: Plan,
+        /// Rows per piece: at most a band's.
+        rows: usize,
+    }
+
+    impl Rows {
+        pub fn new(plan: &Plan, piece_bytes: usize) -> Rows {
+            let row_bytes = (plan.n * plan.dtype.size()).max(1);
+            Rows {
+                plan: *plan,
+                rows: (piece_bytes / row_bytes).clamp(1, plan.tile.max(1)),
+            }
+        }
+
+        /// The piece holding byte `at` of the file, with where it starts and ends.
+        pub fn locate(&self, at: u64) -> (Segment, u64, u64) {
+            if at < DATA_OFFSET {
+                return (Segment::Header, 0, DATA_OFFSET);
+            }
+            let p = &self.plan;
+            let row_bytes = (p.n * p.dtype.size()) as u64;
+            let row = ((at - DATA_OFFSET) / row_bytes) as usize;
+            let tile_row = row / p.tile;
+            let band_rows = p.tile.min(p.m - tile_row * p.tile);
+            let row0 = (row % p.tile) / self.rows * self.rows;
+            let rows = self.rows.min(band_rows - row0);
+            let start = DATA_OFFSET + ((tile_row * p.tile + row0) as u64) * row_bytes;
+            let segment = Segment::Rows {
+                tile_row,
+                row0,
+                rows,
+            };
+            (segment, start, start + rows as u64 * row_bytes)
+        }
+
+        /// The widths in bytes of the tiles of a tile row, in column order.
+        pub fn widths(&self) -> Vec<usize> {
+            let p = &self.plan;
+            (0..p.n.div_ceil(p.tile))
+                .map(|col| p.tile.min(p.n - col * p.tile) * p.dtype.size())
+                .collect()
+        }
+    }
+
+    /// `rows` rows, row-major, from each tile's slice of those rows (in column order, `widths`
+    /// bytes to a row); `None` if a slice is missing or of the wrong length.
+    pub fn assemble(rows: usize, widths: &[usize], slices: &[&[u8]]) -> Option<Vec<u8>> {
+        if slices.len() != widths.len()
+            || slices.iter().zip(widths).any(|(s, w)| s.len() != rows * w)
+        {
+            return None;
+        }
+        let mut out = Vec::with_capacity(rows * widths.iter().sum::<usize>());
+        for r in 0..rows {
+            for (slice, w) in slices.iter().zip(widths) {
+                out.extend_from_slice(&slice[r * w..(r + 1) * w]);
+            }
+        }
+        Some(out)
     }
 }
 
@@ -725,6 +919,114 @@ mod tests {
         }
         upload.finish(&plan).expect("finished");
         plan
+    }
+
+    /// The result of `plan` as the database store sends it: every byte located in its piece,
+    /// each piece assembled from the tiles' slices, equals the file the folder store writes.
+    #[test]
+    fn pieces_of_rows_assembled_from_tiles_make_the_result_file() {
+        use layout::{assemble, Rows, Segment};
+        for (m, n, tile, piece) in [
+            (5, 7, 2, 1),
+            (37, 29, 8, 100),
+            (37, 29, 8, 4096),
+            (4, 4, 4, 1 << 20),
+            (9, 1, 3, 8),
+        ] {
+            let plan = plan(m, 3, n, tile);
+            let c: Vec<f32> = (0..m * n).map(|i| i as f32).collect();
+            let mut file = header(Dtype::F32, m, n);
+            file.extend(f32s(c.iter().copied()));
+            assert_eq!(file.len() as u64, layout::file_len(&plan, Part::C));
+            // Each tile's bytes, as a worker returns them.
+            let tile_bytes =
+                |tr: usize, tc: usize| {
+                    let t = plan.tile(tr, tc);
+                    f32s((t.row0..t.row0 + t.rows).flat_map(|r| {
+                        (t.col0..t.col0 + t.cols).map(move |col| (r * n + col) as f32)
+                    }))
+                };
+            let rows = Rows::new(&plan, piece);
+            let mut at = 0u64;
+            let mut rebuilt = Vec::new();
+            while at < file.len() as u64 {
+                let (segment, start, end) = rows.locate(at);
+                assert_eq!(start, at, "pieces follow each other");
+                let bytes = match segment {
+                    Segment::Header => header(Dtype::F32, m, n),
+                    Segment::Rows {
+                        tile_row,
+                        row0,
+                        rows: count,
+                    } => {
+                        let widths = rows.widths();
+                        let tiles: Vec<Vec<u8>> = (0..widths.len())
+                            .map(|tc| tile_bytes(tile_row, tc))
+                            .collect();
+                        let slices: Vec<&[u8]> = tiles
+                            .iter()
+                            .zip(&widths)
+                            .map(|(t, w)| &t[row0 * w..(row0 + count) * w])
+                            .collect();
+                        assert!(
+                            count * n * 4 <= piece.max(n * 4),
+                            "a piece keeps to its size"
+                        );
+                        assemble(count, &widths, &slices).expect("whole")
+                    }
+                };
+                assert_eq!(bytes.len() as u64, end - start);
+                // A byte in the middle of the piece locates the same piece.
+                assert_eq!(rows.locate(start + (end - start) / 2).1, start);
+                rebuilt.extend(bytes);
+                at = end;
+            }
+            assert_eq!(
+                rebuilt, file,
+                "{m}×{n} in tiles of {tile}, pieces of {piece} bytes"
+            );
+        }
+        assert_eq!(
+            layout::assemble(1, &[4, 4], &[&[0; 4]]),
+            None,
+            "a tile missing"
+        );
+        assert_eq!(layout::assemble(1, &[4], &[&[0; 3]]), None, "a tile short");
+    }
+
+    #[test]
+    fn inputs_are_cut_into_whole_chunks_with_a_short_last_one() {
+        let plan = plan(3, 2, 5, 2);
+        assert_eq!(layout::file_len(&plan, Part::A), DATA_OFFSET + 24);
+        assert_eq!(layout::file_len(&plan, Part::B), DATA_OFFSET + 40);
+        assert_eq!(layout::chunk_count(152, 152), 1);
+        assert_eq!(layout::chunk_count(153, 152), 2);
+        assert_eq!(layout::chunk_count(1, 1 << 20), 1);
+        assert_eq!(layout::chunk_count(3 << 20, 1 << 20), 3);
+    }
+
+    #[test]
+    fn a_replica_takes_its_name_only_when_whole() {
+        let (store, root) = temp();
+        let mut copy = store.replica("job", Part::A).expect("begun");
+        copy.write(b"abc").expect("written");
+        assert!(
+            !store.has("job", Part::A).expect("looked"),
+            "not before it is whole"
+        );
+        let short = copy.finish(4).expect_err("a byte is missing");
+        assert_eq!(short.kind(), io::ErrorKind::NotFound);
+        assert!(!store.has("job", Part::A).expect("looked"));
+        let mut copy = store.replica("job", Part::A).expect("again");
+        copy.write(b"abcd").expect("written");
+        copy.finish(4).expect("whole");
+        assert!(store.has("job", Part::A).expect("looked"));
+        assert_eq!(
+            std::fs::read(store.path("job", Part::A).expect("path")).expect("read"),
+            b"abcd"
+        );
+        assert_eq!(store.jobs().expect("listed"), vec!["job".to_owned()]);
+        let _ = std::fs::remove_dir_all(root);
     }
 
     #[test]

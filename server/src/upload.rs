@@ -285,6 +285,60 @@ impl Failure {
     }
 }
 
+/// On PostgreSQL: inserts a job whose inputs the store holds (as [`Writer::finish`] left
+/// them), with its inputs copied into the database in chunks, in one transaction (see
+/// `db::chunks::NewJob`): once this returns, every instance can serve the job's panels, and
+/// none could before. The files are read a batch of chunks at a time, the next batch while
+/// the last is sent, so memory holds two batches whatever the job's size.
+pub async fn insert_with_inputs(
+    db: &crate::db::Pool,
+    store: &Arc<Store>,
+    id: &str,
+    name: &str,
+    plan: &Plan,
+) -> Result<()> {
+    use crate::db::chunks::{NewJob, CHUNKS_PER_INSERT, CHUNK_BYTES};
+    use crate::store::layout;
+    use std::os::unix::fs::FileExt;
+    let mut job = NewJob::begin(db, id, name, plan).await?;
+    for (part, label) in [(Part::A, "a"), (Part::B, "b")] {
+        let path = store.path(id, part).map_err(io_error)?;
+        let file = Arc::new(std::fs::File::open(path).map_err(io_error)?);
+        let len = layout::file_len(plan, part);
+        let count = layout::chunk_count(len, CHUNK_BYTES);
+        let read = |first: u64| {
+            let file = file.clone();
+            tokio::task::spawn_blocking(move || -> io::Result<Vec<Bytes>> {
+                let last = (first + CHUNKS_PER_INSERT as u64).min(count);
+                (first..last)
+                    .map(|seq| {
+                        let at = seq * CHUNK_BYTES as u64;
+                        let mut chunk = vec![0; (len - at).min(CHUNK_BYTES as u64) as usize];
+                        file.read_exact_at(&mut chunk, at)?;
+                        Ok(Bytes::from(chunk))
+                    })
+                    .collect()
+            })
+        };
+        let mut next = Some(read(0));
+        let mut seq = 0;
+        while let Some(reading) = next.take() {
+            let batch = reading
+                .await
+                .map_err(|e| Error::Internal(e.to_string()))?
+                .map_err(io_error)?;
+            let after = seq + batch.len() as u64;
+            if after < count {
+                next = Some(read(after));
+            }
+            job.chunks(label, seq as i64, &batch).await?;
+            seq = after;
+        }
+    }
+    job.commit().await?;
+    Ok(())
+}
+
 fn io_error(e: io::Error) -> Error {
     if e.kind() == io::ErrorKind::StorageFull {
         Error::InsufficientStorage(
@@ -344,7 +398,12 @@ fn apply(mut files: Files, piece: Piece) -> Result<Option<Files>, Failure> {
             if files.current.is_some() {
                 return Err(Failure::Order);
             }
-            files.upload.finish(&plan).map_err(Failure::Io)?;
+            let finished = match crate::db::engine() {
+                crate::db::Engine::Sqlite => files.upload.finish(&plan),
+                // The results live in the database (see `db::chunks`).
+                crate::db::Engine::Postgres => files.upload.finish_inputs(),
+            };
+            finished.map_err(Failure::Io)?;
             return Ok(None);
         }
     }

@@ -60,9 +60,21 @@ const TASK_BATCH: usize = 400;
 /// Stores a job and all its tasks in one transaction: a job is either fully there or not at
 /// all. Its matrices are in the store already.
 pub async fn insert_job(pool: &Pool, id: &str, name: &str, plan: &Plan) -> Result<(), sqlx::Error> {
+    let mut tx = begin_write(pool).await?;
+    insert_job_rows(&mut tx, id, name, plan).await?;
+    tx.commit().await
+}
+
+/// The job's row and its tasks' rows, in the caller's transaction (see [`insert_job`]; on
+/// PostgreSQL the job's inputs go in the same transaction, `chunks`).
+pub(super) async fn insert_job_rows(
+    tx: &mut sqlx::AnyConnection,
+    id: &str,
+    name: &str,
+    plan: &Plan,
+) -> Result<(), sqlx::Error> {
     use std::fmt::Write as _;
     let now = now_ms();
-    let mut tx = begin_write(pool).await?;
     sqlx::query(sql(
         "INSERT INTO jobs (id, name, status, m, k, n, dtype, tile, tasks_total, created_at) \
          VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
@@ -108,7 +120,7 @@ pub async fn insert_job(pool: &Pool, id: &str, name: &str, plan: &Plan) -> Resul
         }
         query.execute(&mut *tx).await?;
     }
-    tx.commit().await
+    Ok(())
 }
 
 pub async fn list_jobs(pool: &Pool) -> Result<Vec<JobRow>, sqlx::Error> {
@@ -200,6 +212,10 @@ async fn end_job(
         .bind(job_id)
         .execute(&mut *tx)
         .await?;
+        if engine() == Engine::Postgres {
+            // Nothing of a job without a result stays: its inputs and the tiles it had.
+            super::chunks::drop_bytes(&mut tx, job_id, true).await?;
+        }
     }
     tx.commit().await?;
     Ok(withdrawn)
@@ -295,6 +311,9 @@ pub async fn purge_finished(pool: &Pool, retention_ms: i64) -> Result<Vec<String
         .bind(id)
         .execute(&mut *tx)
         .await?;
+        if engine() == Engine::Postgres {
+            super::chunks::drop_bytes(&mut tx, id, false).await?;
+        }
         sqlx::query(sql("UPDATE jobs SET purged_at = ? WHERE id = ?"))
             .bind(now)
             .bind(id)

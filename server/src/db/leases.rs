@@ -404,27 +404,60 @@ impl Completing {
 /// transaction holds the write lock until [`Completing::commit`], so nothing changes the tasks
 /// while the caller stores their bytes.
 pub async fn complete_tasks(pool: &Pool, items: &[ToComplete]) -> Result<Completing, sqlx::Error> {
+    complete(pool, items, None).await
+}
+
+/// [`complete_tasks`] storing each accepted result's bytes (`results`, in the order of
+/// `items`) in its task's row, in the same statement: on PostgreSQL, where the database holds
+/// the results (see `chunks`).
+pub async fn complete_tasks_with_results(
+    pool: &Pool,
+    items: &[ToComplete],
+    results: &[&[u8]],
+) -> Result<Completing, sqlx::Error> {
+    complete(pool, items, Some(results)).await
+}
+
+async fn complete(
+    pool: &Pool,
+    items: &[ToComplete],
+    results: Option<&[&[u8]]>,
+) -> Result<Completing, sqlx::Error> {
     let now = now_ms();
     let mut tx = begin_write(pool).await?;
     // (job id, tile row, tile col) of each stored result, or the refusal reason.
     let mut stored: Vec<Result<(String, i64, i64), String>> = Vec::with_capacity(items.len());
-    for item in items {
-        let done = sqlx::query(
+    for (i, item) in items.iter().enumerate() {
+        let query = match results {
+            None => sqlx::query(
             sql("UPDATE tasks SET state = 'done', compute_ms = ?1, completed_by = ?2, result_crc = ?7, \
                  lease_owner = NULL, lease_worker = NULL, lease_deadline = NULL, updated_at = ?3 \
              WHERE id = ?4 AND ((state = 'leased' AND lease_owner = ?5 AND lease_deadline >= ?3) \
                  OR (?6 AND state IN ('leased', 'queued'))) \
              RETURNING job_id, tile_row, tile_col"),
-        )
-        .bind(item.compute_ms)
-        .bind(&item.worker_id)
-        .bind(now)
-        .bind(item.task_id)
-        .bind(&item.connection)
-        .bind(item.duplicate)
-        .bind(i64::from(item.result_crc))
-        .fetch_optional(&mut *tx)
-        .await?;
+            ),
+            Some(_) => sqlx::query(
+            sql("UPDATE tasks SET state = 'done', compute_ms = ?1, completed_by = ?2, result_crc = ?7, \
+                 result = ?8, \
+                 lease_owner = NULL, lease_worker = NULL, lease_deadline = NULL, updated_at = ?3 \
+             WHERE id = ?4 AND ((state = 'leased' AND lease_owner = ?5 AND lease_deadline >= ?3) \
+                 OR (?6 AND state IN ('leased', 'queued'))) \
+             RETURNING job_id, tile_row, tile_col"),
+            ),
+        };
+        let query = query
+            .bind(item.compute_ms)
+            .bind(&item.worker_id)
+            .bind(now)
+            .bind(item.task_id)
+            .bind(&item.connection)
+            .bind(item.duplicate)
+            .bind(i64::from(item.result_crc));
+        let query = match results {
+            Some(results) => query.bind(results[i]),
+            None => query,
+        };
+        let done = query.fetch_optional(&mut *tx).await?;
         stored.push(match done {
             Some(row) => Ok((row.get("job_id"), row.get("tile_row"), row.get("tile_col"))),
             None => Err(refusal_reason(&mut tx, item.task_id, &item.connection, now).await?),

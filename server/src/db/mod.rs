@@ -28,6 +28,7 @@ use crate::status::{JobStatus, TaskState};
 use crate::sync::LockExt;
 use crate::trust::{self, FailureKind};
 
+pub mod chunks;
 mod instances;
 mod jobs;
 mod leases;

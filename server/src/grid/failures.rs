@@ -172,6 +172,8 @@ pub async fn sweep(grid: Arc<Grid>) {
         if let Err(e) = instances(&grid).await {
             tracing::error!(error = %e, "sweeping instances failed");
         }
+        // On PostgreSQL: copies of inputs of jobs that ended elsewhere (rate-limited inside).
+        grid.inputs.sweep_copies(&grid.db).await;
     }
 }
 

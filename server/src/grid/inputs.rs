@@ -1,18 +1,36 @@
 //! The inputs of running jobs as dispatch and verification need them: each job's plan, and
 //! its panels read from the store through a cache of bounded size (`PANEL_CACHE_BYTES`).
 //! Nothing else of a job's inputs is ever in memory, whatever the job's size.
+//!
+//! On PostgreSQL the inputs' home is the database (`db::chunks`), and the store in
+//! `DATA_DIR` is this instance's copy of them: made the first time a panel of the job is
+//! needed here, one fetch per job however many ask at once, and removed once the job has
+//! ended (see [`Inputs::sweep_copies`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use tokio::sync::{OwnedRwLockReadGuard, RwLock};
 
-use crate::db::{self, Pool};
+use crate::db::{self, chunks, Engine, Pool};
 use crate::error::{Error, Result};
 use crate::jobs::{Plan, Tile};
 use crate::panels::Operand;
-use crate::store::{Part, Store};
+use crate::store::{layout, Part, Store};
 use crate::sync::LockExt;
+
+/// How often an instance on PostgreSQL looks for copies of jobs that ended elsewhere.
+const SWEEP_EVERY: Duration = Duration::from_secs(10);
+
+/// Chunks fetched per statement when copying a job's inputs in: 4 MiB, held twice (the rows
+/// as read, then as written).
+const FETCH_CHUNKS: i64 = 4;
+
+/// Whether this instance holds a job's inputs in its store: `true` once checked or copied.
+/// Readers hold it shared while they read, so a copy being made or removed is never read.
+type LocalCopy = Arc<RwLock<bool>>;
 
 /// A panel's key: its job, its operand, and its tile row (A) or column (B).
 type Key = (String, Operand, usize);
@@ -23,6 +41,16 @@ pub struct Inputs {
     plans: Mutex<HashMap<String, Plan>>,
     panels: Mutex<Panels>,
     budget_bytes: usize,
+    /// On PostgreSQL: the jobs whose inputs this instance has copied in, or is copying.
+    copies: Mutex<HashMap<String, LocalCopy>>,
+    /// On PostgreSQL: jobs being submitted here, whose folder exists before their row does.
+    submitting: Mutex<HashSet<String>>,
+    /// When [`Inputs::sweep_copies`] last ran.
+    swept: Mutex<Option<Instant>>,
+    /// On PostgreSQL: jobs forgotten lately, and when. A task claimed just before its job
+    /// ended may still ask for its panels; no copy is made for it (the job's folder would
+    /// come back after its removal). Kept a minute.
+    ended: Mutex<HashMap<String, Instant>>,
 }
 
 /// Panels with the time each was last used: a hit only stamps its panel (every task touches
@@ -42,6 +70,10 @@ impl Inputs {
             plans: Mutex::default(),
             panels: Mutex::default(),
             budget_bytes,
+            copies: Mutex::default(),
+            submitting: Mutex::default(),
+            swept: Mutex::default(),
+            ended: Mutex::default(),
         }
     }
 
@@ -77,13 +109,14 @@ impl Inputs {
     ) -> Result<(Plan, Tile, Bytes, Bytes)> {
         let plan = self.plan(db, job_id).await?;
         let tile = plan.tile(tile_row, tile_col);
-        let a = self.panel(job_id, &plan, &tile, Operand::A).await?;
-        let b = self.panel(job_id, &plan, &tile, Operand::B).await?;
+        let a = self.panel(db, job_id, &plan, &tile, Operand::A).await?;
+        let b = self.panel(db, job_id, &plan, &tile, Operand::B).await?;
         Ok((plan, tile, a, b))
     }
 
     async fn panel(
         &self,
+        db: &Pool,
         job_id: &str,
         plan: &Plan,
         tile: &Tile,
@@ -97,6 +130,11 @@ impl Inputs {
         if let Some(hit) = self.touch(&key) {
             return Ok(hit);
         }
+        // On PostgreSQL: the inputs copied in, and kept while they are read.
+        let _copy = match db::engine() {
+            Engine::Sqlite => None,
+            Engine::Postgres => Some(self.copy(db, job_id, plan).await?),
+        };
         let (store, job, plan, tile) = (self.store.clone(), job_id.to_owned(), *plan, *tile);
         let read = tokio::task::spawn_blocking(move || match operand {
             Operand::A => store.read_rows(&job, Part::A, plan.dtype, plan.k, tile.row0, tile.rows),
@@ -121,6 +159,204 @@ impl Inputs {
         let panel = Bytes::from(read);
         self.keep(key, panel.clone());
         Ok(panel)
+    }
+
+    /// This instance's copy of a job's inputs (PostgreSQL), made now if it has none: one
+    /// fetch at a time per job; whoever asks meanwhile waits for it. Held shared while read.
+    async fn copy(
+        &self,
+        db: &Pool,
+        job_id: &str,
+        plan: &Plan,
+    ) -> Result<OwnedRwLockReadGuard<bool>> {
+        let ended = || {
+            let ended = self.ended.lock_or_recover().contains_key(job_id);
+            ended.then(|| Error::Gone("the job has ended".into()))
+        };
+        if let Some(e) = ended() {
+            return Err(e);
+        }
+        let copy = self
+            .copies
+            .lock_or_recover()
+            .entry(job_id.to_owned())
+            .or_default()
+            .clone();
+        let held = copy.clone().read_owned().await;
+        if *held {
+            return Ok(held);
+        }
+        drop(held);
+        let mut made = copy.write_owned().await;
+        if !*made {
+            if let Some(e) = ended() {
+                return Err(e);
+            }
+            for part in [Part::A, Part::B] {
+                if let Err(e) = self.fetch(db, job_id, plan, part).await {
+                    // The next reader tries afresh; a job that ended leaves no entry behind.
+                    self.copies.lock_or_recover().remove(job_id);
+                    let Error::NotFound(why) = e else {
+                        return Err(e);
+                    };
+                    // Its inputs are gone from the database: the job ended. Nothing of the
+                    // copy begun here stays.
+                    let (store, job) = (self.store.clone(), job_id.to_owned());
+                    let _ = tokio::task::spawn_blocking(move || store.remove(&job)).await;
+                    return Err(Error::Gone(format!(
+                        "its inputs are missing from the database ({why})"
+                    )));
+                }
+            }
+            *made = true;
+        }
+        Ok(made.downgrade())
+    }
+
+    /// Copies one input from the database into the store, unless it is there already.
+    async fn fetch(&self, db: &Pool, job_id: &str, plan: &Plan, part: Part) -> Result<()> {
+        let (store, job) = (self.store.clone(), job_id.to_owned());
+        let blocking = |e: tokio::task::JoinError| Error::Internal(e.to_string());
+        let io =
+            |e: std::io::Error| Error::Internal(format!("copying the inputs of job {job_id}: {e}"));
+        let there = tokio::task::spawn_blocking(move || store.has(&job, part))
+            .await
+            .map_err(blocking)?
+            .map_err(io)?;
+        if there {
+            return Ok(());
+        }
+        let started = Instant::now();
+        let len = layout::file_len(plan, part);
+        let count = layout::chunk_count(len, chunks::CHUNK_BYTES) as i64;
+        let name = if part == Part::A { "a" } else { "b" };
+        let (store, job) = (self.store.clone(), job_id.to_owned());
+        let mut replica = tokio::task::spawn_blocking(move || store.replica(&job, part))
+            .await
+            .map_err(blocking)?
+            .map_err(io)?;
+        let mut seq = 0;
+        while seq < count {
+            let batch =
+                chunks::read_chunks(db, job_id, name, seq, FETCH_CHUNKS.min(count - seq)).await?;
+            let expected = FETCH_CHUNKS.min(count - seq);
+            if batch.len() as i64 != expected
+                || batch
+                    .iter()
+                    .enumerate()
+                    .any(|(i, (s, _))| *s != seq + i as i64)
+            {
+                return Err(Error::NotFound(format!("chunk {seq} of {name} is missing")));
+            }
+            replica = tokio::task::spawn_blocking(move || {
+                batch
+                    .iter()
+                    .try_for_each(|(_, bytes)| replica.write(bytes))
+                    .map(|()| replica)
+            })
+            .await
+            .map_err(blocking)?
+            .map_err(io)?;
+            seq += expected;
+        }
+        tokio::task::spawn_blocking(move || replica.finish(len))
+            .await
+            .map_err(blocking)?
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Error::NotFound(e.to_string()),
+                _ => io(e),
+            })?;
+        tracing::info!(
+            job_id,
+            input = name,
+            bytes = len,
+            ms = started.elapsed().as_millis() as u64,
+            "copied a job's input from the database"
+        );
+        Ok(())
+    }
+
+    /// On PostgreSQL: waits until no copy of a job's inputs is being made or read here, and
+    /// keeps it so while the caller removes the job's files (see `Grid::forget_job`).
+    pub async fn hold(&self, job_id: &str) -> Option<tokio::sync::OwnedRwLockWriteGuard<bool>> {
+        if db::engine() != Engine::Postgres {
+            return None;
+        }
+        let copy = self.copies.lock_or_recover().get(job_id).cloned()?;
+        Some(copy.write_owned().await)
+    }
+
+    /// Notes a job being submitted here (PostgreSQL), until [`Inputs::submitted`]: its
+    /// folder exists before its row, and the sweep must not take it for an ended job's.
+    pub fn submitting(&self, job_id: &str) {
+        self.submitting.lock_or_recover().insert(job_id.to_owned());
+    }
+
+    pub fn submitted(&self, job_id: &str) {
+        self.submitting.lock_or_recover().remove(job_id);
+    }
+
+    /// On PostgreSQL, every [`SWEEP_EVERY`] (and at the first call): removes this instance's
+    /// copies of jobs that ended, here or on another instance, and the inputs in the database
+    /// of ended jobs that an instance left behind (it died between a job's end and their
+    /// deletion). Bounded by the jobs with a folder here.
+    pub async fn sweep_copies(&self, db: &Pool) {
+        if db::engine() != Engine::Postgres {
+            return;
+        }
+        {
+            let mut swept = self.swept.lock_or_recover();
+            if swept.is_some_and(|at| at.elapsed() < SWEEP_EVERY) {
+                return;
+            }
+            *swept = Some(Instant::now());
+        }
+        self.ended
+            .lock_or_recover()
+            .retain(|_, at| at.elapsed() < Duration::from_secs(60));
+        match chunks::drop_ended_inputs(db).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(
+                chunks = n,
+                "deleted the inputs that ended jobs left in the database"
+            ),
+            Err(e) => tracing::error!(error = %e, "deleting ended jobs' inputs failed"),
+        }
+        // In this order: a folder listed here whose job was not being submitted when the
+        // list of those was taken has its row already, if it ever will.
+        let store = self.store.clone();
+        let Ok(Ok(here)) = tokio::task::spawn_blocking(move || store.jobs()).await else {
+            return;
+        };
+        let submitting = self.submitting.lock_or_recover().clone();
+        let open: HashSet<String> = match chunks::open_jobs(db).await {
+            Ok(open) => open.into_iter().collect(),
+            Err(e) => return tracing::error!(error = %e, "listing open jobs failed"),
+        };
+        for job_id in here {
+            if open.contains(&job_id) || submitting.contains(&job_id) {
+                continue;
+            }
+            self.drop_copy(&job_id).await;
+        }
+    }
+
+    /// Removes this instance's copy of a job's inputs, and forgets the job, once no reader
+    /// holds it.
+    async fn drop_copy(&self, job_id: &str) {
+        let copy = self.copies.lock_or_recover().get(job_id).cloned();
+        let held = match copy {
+            Some(copy) => Some(copy.write_owned().await),
+            None => None,
+        };
+        self.remove(job_id);
+        let (store, job) = (self.store.clone(), job_id.to_owned());
+        match tokio::task::spawn_blocking(move || store.remove(&job)).await {
+            Ok(Ok(())) => tracing::info!(job_id, "removed the copy of an ended job's inputs"),
+            Ok(Err(e)) => tracing::error!(job_id, error = %e, "removing a job's inputs failed"),
+            Err(_) => {}
+        }
+        drop(held);
     }
 
     fn touch(&self, key: &Key) -> Option<Bytes> {
@@ -161,9 +397,14 @@ impl Inputs {
         self.panels.lock_or_recover().bytes
     }
 
-    /// Forgets a job that ended: its plan and its panels.
+    /// Forgets a job that ended: its plan, its panels, and whether its inputs are copied here.
     pub fn remove(&self, job_id: &str) {
         self.plans.lock_or_recover().remove(job_id);
+        if db::engine() == Engine::Postgres {
+            self.copies.lock_or_recover().remove(job_id);
+            let now = Instant::now();
+            self.ended.lock_or_recover().insert(job_id.to_owned(), now);
+        }
         let mut guard = self.panels.lock_or_recover();
         let p = &mut *guard;
         let mut freed = 0;

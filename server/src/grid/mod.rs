@@ -211,6 +211,8 @@ impl Grid {
     /// for a job that failed or was cancelled: it has no result to download; only its inputs
     /// for a job that is done), and its place among the running jobs.
     async fn forget_job(&self, job_id: &str, leaving: Leaving) {
+        // On PostgreSQL, a copy of its inputs being made here is waited for (#18).
+        let _copy = self.inputs.hold(job_id).await;
         self.inputs.remove(job_id);
         self.forget_running(job_id);
         let (store, job) = (self.inputs.store().clone(), job_id.to_owned());

@@ -238,10 +238,24 @@ impl Grid {
             else {
                 continue; // the job ended meanwhile
             };
-            let (store, job_id) = (self.inputs.store().clone(), tile.job_id.clone());
-            let read = tokio::task::spawn_blocking(move || store.read_tile(&job_id, &plan, &t));
-            let Ok(Ok(c)) = read.await else {
-                continue; // the job ended meanwhile
+            let c = match db::engine() {
+                db::Engine::Sqlite => {
+                    let (store, job_id) = (self.inputs.store().clone(), tile.job_id.clone());
+                    let read =
+                        tokio::task::spawn_blocking(move || store.read_tile(&job_id, &plan, &t));
+                    match read.await {
+                        Ok(Ok(c)) => c,
+                        _ => continue, // the job ended meanwhile
+                    }
+                }
+                // Results live in the database there (see `commit`).
+                db::Engine::Postgres => {
+                    let (job_id, row, col) = (&tile.job_id, tile.tile_row, tile.tile_col);
+                    match db::chunks::read_result(&self.db, job_id, row, col).await {
+                        Ok(Some(c)) => c,
+                        _ => continue, // taken back or ended meanwhile
+                    }
+                }
             };
             let failed = tokio::task::spawn_blocking(move || {
                 let per_check = trust::AUDIT_VECTORS_PER_CHECK;

@@ -113,6 +113,7 @@ pub(super) async fn submit_job(
     let request = request.map(|body| Body::from_stream(cut_when_stalled(body, idle)));
     let id = uuid::Uuid::new_v4().to_string();
     let span = tracing::info_span!("job", job_id = %id);
+    let _submitting = Submitting::new(&state, &id);
     let (name, plan) = match form {
         Form::Multipart => receive_multipart(&state, &id, request).await?,
         Form::Json => receive_json(&state, &id, request).await?,
@@ -120,13 +121,23 @@ pub(super) async fn submit_job(
     // Known before the job is stored: once its tasks are in the database a dispatch round may
     // claim one at any moment.
     state.grid.inputs.insert_plan(&id, plan);
-    if let Err(e) = db::insert_job(&state.db, &id, &name, &plan)
-        .instrument(span.clone())
-        .await
-    {
+    let inserted = match db::engine() {
+        db::Engine::Sqlite => db::insert_job(&state.db, &id, &name, &plan)
+            .instrument(span.clone())
+            .await
+            .map_err(Error::from),
+        // The inputs go into the database with the job, for every instance (`db::chunks`).
+        db::Engine::Postgres => {
+            let store = state.grid.inputs.store();
+            upload::insert_with_inputs(&state.db, store, &id, &name, &plan)
+                .instrument(span.clone())
+                .await
+        }
+    };
+    if let Err(e) = inserted {
         state.grid.inputs.remove(&id);
         let _ = state.grid.inputs.store().remove(&id);
-        return Err(e.into());
+        return Err(e);
     }
     if let Err(e) = db::checkpoint(&state.db).await {
         // Only a matter of speed: SQLite checkpoints by itself later.
@@ -155,6 +166,32 @@ pub(super) async fn submit_job(
         tasks_total: plan.tasks_total(),
     };
     Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+/// On PostgreSQL, marks a job as being submitted here for as long as the submission runs
+/// (see `Inputs::submitting`).
+struct Submitting {
+    grid: Arc<crate::grid::Grid>,
+    id: String,
+}
+
+impl Submitting {
+    fn new(state: &AppState, id: &str) -> Option<Self> {
+        if db::engine() != db::Engine::Postgres {
+            return None;
+        }
+        state.grid.inputs.submitting(id);
+        Some(Submitting {
+            grid: state.grid.clone(),
+            id: id.to_owned(),
+        })
+    }
+}
+
+impl Drop for Submitting {
+    fn drop(&mut self) {
+        self.grid.inputs.submitted(&self.id);
+    }
 }
 
 /// What a job may take of the disk, from the configuration.

@@ -33,7 +33,8 @@ pub struct Validators {
 impl Validators {
     /// From a file's length, modification time and inode. A result file is written in full
     /// before its job is done and never again, and a file put in its place (a restored
-    /// backup, say) has another inode or time, so the tag is strong.
+    /// backup, say) has another inode or time, so the tag is strong. (On PostgreSQL, where a
+    /// result is no file, its job's end and a hash of its id stand for the time and inode.)
     pub fn of(len: u64, modified: SystemTime, inode: u64) -> Validators {
         let since = modified.duration_since(UNIX_EPOCH).unwrap_or_default();
         Validators {

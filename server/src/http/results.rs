@@ -4,6 +4,10 @@
 //! `Range` (one range; see `ranges`) so an interrupted download can resume. `?format=json`
 //! is encoded from the same file as it is sent. Either way a download holds a few chunks of
 //! [`CHUNK`] bytes, whatever the product's size.
+//!
+//! On PostgreSQL there is no `c.npy`: the tiles are in the database (see `commit`), and the
+//! same bytes are assembled as they are sent, a piece of rows of one band of tiles at a time
+//! ([`PIECE_BYTES`]), ranges included.
 
 use std::fs::File;
 use std::io;
@@ -25,7 +29,7 @@ use crate::error::{Error, Result};
 use crate::jobs::{self, Plan};
 use crate::state::AppState;
 use crate::status::JobStatus;
-use crate::store::{self, Part};
+use crate::store::{self, layout, Part};
 
 /// Bytes of the file read per piece of a response: large enough that a piece costs little
 /// more than its copy, small enough that the pieces a slow client leaves queued stay small.
@@ -127,38 +131,27 @@ pub(super) async fn job_result(
         return Err(gone());
     }
     db::mark_downloaded(&state.db, &id).await?;
-    let path = state
-        .grid
-        .inputs
-        .store()
-        .path(&id, Part::C)
-        .map_err(|e| Error::Internal(e.to_string()))?;
-    // Opened once: the validators, the length and the bytes sent all come from this one file,
-    // even if retention removes its name meanwhile.
-    let opened = tokio::task::spawn_blocking(move || -> io::Result<(File, std::fs::Metadata)> {
-        let file = File::open(&path)?;
-        let meta = file.metadata()?;
-        Ok((file, meta))
-    })
-    .await
-    .map_err(|e| Error::Internal(e.to_string()))?;
-    let (file, meta) = match opened {
-        Ok(opened) => opened,
-        // Only retention removes a done job's result; it did so after the check above.
-        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(gone()),
-        Err(e) => return Err(Error::Internal(format!("opening the result: {e}"))),
+    let (source, len, validators) = match db::engine() {
+        db::Engine::Sqlite => open_file(&state, &id, &plan, gone).await?,
+        db::Engine::Postgres => {
+            // The tiles are in the database (see `commit`): the file is assembled as it is
+            // sent. A done job's result never changes, so its end names it.
+            let len = layout::file_len(&plan, Part::C);
+            let finished = job.finished_at.map_or(0, |at| at.0.max(0) as u64);
+            let modified = std::time::UNIX_EPOCH + std::time::Duration::from_millis(finished);
+            let tag = u64::from(crc32fast::hash(id.as_bytes()));
+            let source = Source::Database {
+                pool: state.db.clone(),
+                job_id: Arc::from(id.as_str()),
+                plan,
+                rows: layout::Rows::new(&plan, PIECE_BYTES),
+            };
+            (source, len, Validators::of(len, modified, tag))
+        }
     };
-    let len = meta.len();
-    if len != store::DATA_OFFSET + (plan.m * plan.n * plan.dtype.size()) as u64 {
-        return Err(Error::Internal(format!(
-            "the stored result of job {id} has {len} bytes, not its shape's"
-        )));
-    }
-    let file = Arc::new(file);
     if json {
-        return Ok(json_response(file, &plan));
+        return Ok(json_response(source, &plan));
     }
-    let validators = Validators::of(len, meta.modified().map_err(io_error)?, meta.ino());
     // Range handling is defined for GET only (RFC 9110 §14.2); HEAD answers as a plain GET.
     let slice = if method == Method::GET {
         let value = |name| {
@@ -194,7 +187,7 @@ pub(super) async fn job_result(
                 .into_response());
         }
     };
-    let mut response = Response::new(file_body(file, start, end + 1));
+    let mut response = Response::new(file_body(source, start, end + 1));
     *response.status_mut() = status;
     let headers = response.headers_mut();
     let text = |s: String| HeaderValue::try_from(s).map_err(|e| Error::Internal(e.to_string()));
@@ -219,28 +212,81 @@ pub(super) async fn job_result(
     Ok(response)
 }
 
+/// The job's `c.npy`, with its length and validators (SQLite: results live in files).
+async fn open_file(
+    state: &AppState,
+    id: &str,
+    plan: &Plan,
+    gone: impl Fn() -> Error,
+) -> Result<(Source, u64, Validators)> {
+    let path = state
+        .grid
+        .inputs
+        .store()
+        .path(id, Part::C)
+        .map_err(|e| Error::Internal(e.to_string()))?;
+    // Opened once: the validators, the length and the bytes sent all come from this one file,
+    // even if retention removes its name meanwhile.
+    let opened = tokio::task::spawn_blocking(move || -> io::Result<(File, std::fs::Metadata)> {
+        let file = File::open(&path)?;
+        let meta = file.metadata()?;
+        Ok((file, meta))
+    })
+    .await
+    .map_err(|e| Error::Internal(e.to_string()))?;
+    let (file, meta) = match opened {
+        Ok(opened) => opened,
+        // Only retention removes a done job's result; it did so after the check above.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Err(gone()),
+        Err(e) => return Err(Error::Internal(format!("opening the result: {e}"))),
+    };
+    let len = meta.len();
+    if len != store::DATA_OFFSET + (plan.m * plan.n * plan.dtype.size()) as u64 {
+        return Err(Error::Internal(format!(
+            "the stored result of job {id} has {len} bytes, not its shape's"
+        )));
+    }
+    let validators = Validators::of(len, meta.modified().map_err(io_error)?, meta.ino());
+    Ok((Source::File(Arc::new(file)), len, validators))
+}
+
 fn io_error(e: io::Error) -> Error {
     Error::Internal(format!("reading the result: {e}"))
+}
+
+/// Where a result's bytes come from.
+#[derive(Clone)]
+enum Source {
+    /// Its `c.npy` (SQLite).
+    File(Arc<File>),
+    /// Its tiles in the database (PostgreSQL), read a piece of rows at a time.
+    Database {
+        pool: db::Pool,
+        job_id: Arc<str>,
+        plan: Plan,
+        rows: layout::Rows,
+    },
 }
 
 /// Bytes `from..to` of the file, read a [`CHUNK`] at a time as the client takes them. A read
 /// error ends the body early, which the client sees as a broken transfer (its length was
 /// promised in `Content-Length`).
-fn file_body(file: Arc<File>, from: u64, to: u64) -> Body {
-    Body::from_stream(pieces(file, from, to, |bytes| Ok(Bytes::from(bytes))))
+fn file_body(source: Source, from: u64, to: u64) -> Body {
+    Body::from_stream(pieces(source, from, to, |bytes| Ok(Bytes::from(bytes))))
 }
 
 /// The result as `{"c": [[...], ...]}`, encoded a [`CHUNK`] of the file at a time. The
 /// numbers are written as `serde_json` writes an `f64`, as the whole-matrix answer that came
 /// before this one did.
-fn json_response(file: Arc<File>, plan: &Plan) -> Response {
+fn json_response(source: Source, plan: &Plan) -> Response {
     let dtype = plan.dtype;
     let e = dtype.size() as u64;
     let data = store::DATA_OFFSET;
     let to = data + (plan.m * plan.n) as u64 * e;
     let encoder = std::sync::Mutex::new(JsonRows::new(plan.m * plan.n, plan.n));
-    // Pieces are whole elements: CHUNK is a multiple of every element size.
-    let body = pieces(file, data, to, move |bytes| {
+    // Pieces are whole elements: CHUNK is a multiple of every element size, and the
+    // database's pieces are whole rows.
+    let body = pieces(source, data, to, move |bytes| {
         let mut text = Vec::with_capacity(bytes.len() * 6);
         let mut encoder = encoder
             .lock()
@@ -255,10 +301,15 @@ fn json_response(file: Arc<File>, plan: &Plan) -> Response {
         .into_response()
 }
 
-/// The file's bytes `from..to` in pieces of at most [`CHUNK`], each read (and passed through
-/// `map`) on the blocking pool when the client is ready for it.
+/// Bytes of the result assembled per read on PostgreSQL: rows of every tile of a tile row,
+/// one statement; memory holds about this much per download, whatever the product's size.
+const PIECE_BYTES: usize = 1 << 20;
+
+/// The bytes `from..to` in pieces (of at most [`CHUNK`] from a file; of whole rows within one
+/// band of tiles, about [`PIECE_BYTES`], from the database), each read (and passed through
+/// `map`) when the client is ready for it.
 fn pieces<F>(
-    file: Arc<File>,
+    source: Source,
     from: u64,
     to: u64,
     map: F,
@@ -268,24 +319,83 @@ where
 {
     let map = Arc::new(map);
     futures_util::stream::unfold(from, move |at| {
-        let (file, map) = (file.clone(), map.clone());
+        let (source, map) = (source.clone(), map.clone());
         async move {
             if at >= to {
                 return None;
             }
-            let n = CHUNK.min(to - at);
-            let read = tokio::task::spawn_blocking(move || {
-                let mut buf = vec![0; n as usize];
-                file.read_exact_at(&mut buf, at)?;
-                map(buf)
-            })
-            .await
-            .unwrap_or_else(|e| Err(io::Error::other(e)));
+            let read = match source {
+                Source::File(file) => {
+                    let n = CHUNK.min(to - at);
+                    tokio::task::spawn_blocking(move || {
+                        let mut buf = vec![0; n as usize];
+                        file.read_exact_at(&mut buf, at)?;
+                        map(buf).map(|bytes| (bytes, at + n))
+                    })
+                    .await
+                    .unwrap_or_else(|e| Err(io::Error::other(e)))
+                }
+                Source::Database {
+                    pool,
+                    job_id,
+                    plan,
+                    rows,
+                } => match read_piece(&pool, &job_id, &plan, &rows, at).await {
+                    Ok((piece, start)) => {
+                        let end = (start + piece.len() as u64).min(to);
+                        let wanted = piece[(at - start) as usize..(end - start) as usize].to_vec();
+                        tokio::task::spawn_blocking(move || map(wanted).map(|bytes| (bytes, end)))
+                            .await
+                            .unwrap_or_else(|e| Err(io::Error::other(e)))
+                    }
+                    Err(e) => Err(e),
+                },
+            };
             // After an error the stream ends: nothing more is read.
-            let next = if read.is_ok() { at + n } else { to };
-            Some((read, next))
+            match read {
+                Ok((bytes, next)) => Some((Ok(bytes), next)),
+                Err(e) => Some((Err(e), to)),
+            }
         }
     })
+}
+
+/// The piece of a result in the database that holds byte `at` of its `.npy`, and where the
+/// piece starts: the header, or rows of one tile row gathered from its tiles.
+async fn read_piece(
+    pool: &db::Pool,
+    job_id: &str,
+    plan: &Plan,
+    rows: &layout::Rows,
+    at: u64,
+) -> io::Result<(Vec<u8>, u64)> {
+    let (segment, start, _) = rows.locate(at);
+    let (tile_row, row0, count) = match segment {
+        layout::Segment::Header => return Ok((store::header(plan.dtype, plan.m, plan.n), start)),
+        layout::Segment::Rows {
+            tile_row,
+            row0,
+            rows,
+        } => (tile_row, row0, rows),
+    };
+    let shape = (plan.tile as i64, plan.n as i64, plan.dtype.size() as i64);
+    let slices = db::chunks::read_band(
+        pool,
+        job_id,
+        tile_row as i64,
+        (row0 as i64, count as i64),
+        shape,
+    )
+    .await
+    .map_err(io::Error::other)?;
+    let slices: Vec<&[u8]> = slices.iter().map(|(_, bytes)| &bytes[..]).collect();
+    let piece = layout::assemble(count, &rows.widths(), &slices).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("tile row {tile_row} of job {job_id} is not all in the database"),
+        )
+    })?;
+    Ok((piece, start))
 }
 
 /// Writes a matrix of `total` values, `cols` to a row, as the JSON `{"c": [[...], ...]}`,
