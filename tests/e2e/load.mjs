@@ -130,6 +130,10 @@ function redisPid(port) {
 /** PostgreSQL's durable defaults, as a managed PostgreSQL runs, over the tests' fast settings. */
 const PG_SETTINGS = { fsync: "on", full_page_writes: "on", synchronous_commit: opts["pg-commit"] };
 
+/** The private PostgreSQL of the scale-out runs: started once (initdb takes seconds), stopped at the end. */
+let postgres;
+const privatePostgres = () => (postgres ??= startPostgres({ settings: PG_SETTINGS }));
+
 /** A counter from the server's /metrics. */
 async function metric(url, name) {
   const text = (await api(url, "/metrics")).text;
@@ -301,7 +305,10 @@ async function withServer(env, fn) {
   return withServers([env], ([server]) => fn(server));
 }
 
-/** One server per entry of `envs` (each with its own temporary folder), stopped when `fn` ends. */
+/**
+ * One server per entry of `envs`, each in a temporary folder of its own; stopped, and their
+ * folders removed, when `fn` ends.
+ */
 async function withServers(envs, fn) {
   const servers = [];
   try {
@@ -318,6 +325,7 @@ async function withServers(envs, fn) {
     return await fn(servers);
   } finally {
     await Promise.all(servers.map((server) => server.kill("SIGTERM")));
+    for (const server of servers) rmSync(dirname(server.dbPath), { recursive: true, force: true });
   }
 }
 
@@ -381,32 +389,27 @@ async function scaleoutThroughput(compute = opts.compute ?? "none") {
     { name: "PostgreSQL, 2 instances", instances: 2 },
   ];
   const results = ways.map(() => []);
-  const pg = await startPostgres({ settings: PG_SETTINGS });
-  let version;
-  try {
-    version = (await psql(pg, "postgres", "SHOW server_version")).trim().split(" ")[0];
-    // The three ways in turn, so that a slower stretch of this shared machine falls on all.
-    for (let round = 0; round < rounds; round++)
-      for (const [w, way] of ways.entries()) {
-        const database = `bench_throughput_${round}_${way.instances}`;
-        const url = way.instances ? await createDatabase(pg, database) : "";
-        const jobs = url && sharedDataDir();
-        // DATABASE_URL and REDIS_URL set, empty for SQLite, so that the shell's never leak in.
-        const envs = Array.from({ length: Math.max(1, way.instances) }, (_, i) => ({
-          MAX_CONNECTIONS_PER_IP: "100000", DATABASE_URL: url, REDIS_URL: "",
-          ...(url && { INSTANCE_ID: `bench-${"ab"[i]}`, DATA_DIR: jobs }),
-        }));
-        const postmaster = way.instances ? pg.pid : undefined;
-        try {
-          results[w].push(await withServers(envs, (servers) => throughputJob(servers, { compute, W, N, postmaster })));
-        } finally {
-          if (jobs) rmSync(jobs, { recursive: true, force: true });
-        }
-        if (url) await psql(pg, "postgres", `DROP DATABASE ${database} WITH (FORCE)`);
+  const pg = await privatePostgres();
+  const version = (await psql(pg, "postgres", "SHOW server_version")).trim().split(" ")[0];
+  // The three ways in turn, so that a slower stretch of this shared machine falls on all.
+  for (let round = 0; round < rounds; round++)
+    for (const [w, way] of ways.entries()) {
+      const database = `bench_throughput_${round}_${way.instances}`;
+      const url = way.instances ? await createDatabase(pg, database) : "";
+      const jobs = url && sharedDataDir();
+      // DATABASE_URL and REDIS_URL set, empty for SQLite, so that the shell's never leak in.
+      const envs = Array.from({ length: Math.max(1, way.instances) }, (_, i) => ({
+        MAX_CONNECTIONS_PER_IP: "100000", DATABASE_URL: url, REDIS_URL: "",
+        ...(url && { INSTANCE_ID: `bench-${"ab"[i]}`, DATA_DIR: jobs }),
+      }));
+      const postmaster = way.instances ? pg.pid : undefined;
+      try {
+        results[w].push(await withServers(envs, (servers) => throughputJob(servers, { compute, W, N, postmaster })));
+      } finally {
+        if (jobs) rmSync(jobs, { recursive: true, force: true });
       }
-  } finally {
-    await pg.stop();
-  }
+      if (url) await psql(pg, "postgres", `DROP DATABASE ${database} WITH (FORCE)`);
+    }
   const tasks = results[0][0].tasks;
   const rates = results.map((runs) => runs.map((r) => r.tasks / r.secs));
   const median = rates.map((r) => quantile(r, 0.5));
@@ -570,7 +573,7 @@ async function connectionsRun(servers, { postmaster, redis } = {}) {
 // --- 2 over two instances on PostgreSQL and Redis ------------------------------------------
 
 async function scaleoutConnections() {
-  const [pg, redis] = await Promise.all([startPostgres({ settings: PG_SETTINGS }), startRedis()]);
+  const [pg, redis] = await Promise.all([privatePostgres(), startRedis()]);
   try {
     const url = await createDatabase(pg, "bench_connections");
     const jobs = sharedDataDir();
@@ -604,7 +607,7 @@ async function scaleoutConnections() {
         `per heartbeat: instances ${steady.servers.map(perBeat).join(" + ")} µs, PostgreSQL ${perBeat(steady.postgres)} µs, Redis ${perBeat(steady.redis)} µs`,
     );
   } finally {
-    await Promise.all([pg.stop(), redis.stop()]);
+    await redis.stop();
   }
 }
 
@@ -700,5 +703,9 @@ async function bytes(compute = opts.compute ?? "wasm") {
 }
 
 const byName = { throughput, connections, efficiency, bytes, "scaleout-throughput": scaleoutThroughput, "scaleout-connections": scaleoutConnections };
-for (const r of runs) await byName[r]();
+try {
+  for (const r of runs) await byName[r]();
+} finally {
+  await (await postgres)?.stop();
+}
 process.exit(0);
