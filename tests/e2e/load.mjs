@@ -7,7 +7,7 @@
 //   node load.mjs [throughput|connections|efficiency|bytes|all]... [--compute none|wasm] [--quick]
 //                 [--tile N] [--in-flight N]      (efficiency: tile width, tasks per volunteer)
 //   node load.mjs [scaleout|scaleout-throughput|scaleout-connections]... [--quick] [--rounds N]
-//                 [--pg-commit on|off]
+//                 [--pg-commit on|off] [--pg-statements] [--ways sqlite,pg1,pg2]
 //   LOAD_TRACE=1  prints every volunteer's events, and the efficiency run's time window on
 //                 CLOCK_MONOTONIC for `perf report --time` against `perf record -k mono`
 //
@@ -32,6 +32,10 @@
 //                         PostgreSQL and one Redis: heartbeat round trips, each instance's RSS,
 //                         and the CPU per heartbeat of the instances, PostgreSQL and Redis.
 //   scaleout              both.
+//   --pg-statements       (a profile) PostgreSQL's statements by time in each way's last
+//                         round, with calls per 1,000 tasks (pg_stat_statements).
+//   --ways                (a profile) some of the three ways only, e.g. `--ways pg1` under
+//                         `perf record`.
 import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
@@ -53,6 +57,8 @@ const { values: opts, positionals } = parseArgs({
     "in-flight": { type: "string" },
     rounds: { type: "string" },
     "pg-commit": { type: "string", default: "on" },
+    "pg-statements": { type: "boolean", default: false },
+    ways: { type: "string", default: "sqlite,pg1,pg2" },
   },
 });
 const QUICK = opts.quick;
@@ -128,7 +134,10 @@ function redisPid(port) {
 }
 
 /** PostgreSQL's durable defaults, as a managed PostgreSQL runs, over the tests' fast settings. */
-const PG_SETTINGS = { fsync: "on", full_page_writes: "on", synchronous_commit: opts["pg-commit"] };
+const PG_SETTINGS = {
+  fsync: "on", full_page_writes: "on", synchronous_commit: opts["pg-commit"],
+  ...(opts["pg-statements"] && { shared_preload_libraries: "pg_stat_statements", "pg_stat_statements.track": "all" }),
+};
 
 /** The private PostgreSQL of the scale-out runs: started once (initdb takes seconds), stopped at the end. */
 let postgres;
@@ -355,19 +364,23 @@ async function throughputJob(servers, { compute, W, N, postmaster }) {
   const b = randomMatrix(1, N, "f64", 2);
   const serversCpu = () => servers.reduce((sum, server) => sum + cpuSeconds(server.proc.pid), 0);
   const postgresCpu = () => (postmaster ? treeCpuSeconds(postmaster) : 0);
-  const [cpu0, pg0] = [serversCpu(), postgresCpu()];
+  const harnessCpu = () => {
+    const { user, system } = process.cpuUsage();
+    return (user + system) / 1e6;
+  };
+  const [cpu0, pg0, harness0] = [serversCpu(), postgresCpu(), harnessCpu()];
   const t0 = performance.now();
   const res = await api(servers[0].url, "/api/jobs", { method: "POST", body: { a: rowsOf(a, N, 1), b: rowsOf(b, 1, N), tile: 1 } });
   const job = await waitForJob(servers[0].url, res.json.id, { ms: 300000 });
   const secs = (performance.now() - t0) / 1000;
-  const [serverCpu, pgCpu] = [serversCpu() - cpu0, postgresCpu() - pg0];
+  const [serverCpu, pgCpu, harness] = [serversCpu() - cpu0, postgresCpu() - pg0, harnessCpu() - harness0];
   const got = (await api(servers.at(-1).url, `/api/jobs/${job.id}/result?format=json`)).json.c;
   for (let i = 0; i < N; i++)
     for (let j = 0; j < N; j++)
       if (Math.abs(got[i][j] - Math.fround(a[i]) * Math.fround(b[j])) > 1e-6) throw new Error(`C[${i}][${j}] is wrong`);
   for (const v of vols) v.stop();
   const through = servers.map((_, s) => vols.filter((_, i) => i % servers.length === s).reduce((sum, v) => sum + v.stats.accepted, 0));
-  return { tasks: job.tasks_total, secs, serverCpu, pgCpu, through };
+  return { tasks: job.tasks_total, secs, serverCpu, pgCpu, harness, through };
 }
 
 // --- 1 on PostgreSQL, with one instance and with two ---------------------------------------
@@ -383,14 +396,18 @@ async function scaleoutThroughput(compute = opts.compute ?? "none") {
   const [W, N] = QUICK ? [10, 30] : [100, 142];
   const rounds = Number(opts.rounds ?? (QUICK ? 1 : 3));
   if (!(Number.isInteger(rounds) && rounds >= 1)) throw new Error(`--rounds: a whole number ≥ 1, not ${opts.rounds}`);
+  const chosen = opts.ways.split(",");
   const ways = [
-    { name: "SQLite", instances: 0 },
-    { name: "PostgreSQL, 1 instance", instances: 1 },
-    { name: "PostgreSQL, 2 instances", instances: 2 },
-  ];
+    { key: "sqlite", name: "SQLite", instances: 0 },
+    { key: "pg1", name: "PostgreSQL, 1 instance", instances: 1 },
+    { key: "pg2", name: "PostgreSQL, 2 instances", instances: 2 },
+  ].filter((way) => chosen.includes(way.key));
+  if (ways.length !== chosen.length) throw new Error(`--ways: some of sqlite, pg1, pg2, not ${opts.ways}`);
   const results = ways.map(() => []);
   const pg = await privatePostgres();
   const version = (await psql(pg, "postgres", "SHOW server_version")).trim().split(" ")[0];
+  const statements = [];
+  if (opts["pg-statements"]) await psql(pg, "postgres", "CREATE EXTENSION IF NOT EXISTS pg_stat_statements");
   // The three ways in turn, so that a slower stretch of this shared machine falls on all.
   for (let round = 0; round < rounds; round++)
     for (const [w, way] of ways.entries()) {
@@ -403,8 +420,16 @@ async function scaleoutThroughput(compute = opts.compute ?? "none") {
         ...(url && { INSTANCE_ID: `bench-${"ab"[i]}`, DATA_DIR: jobs }),
       }));
       const postmaster = way.instances ? pg.pid : undefined;
+      const profile = url && opts["pg-statements"] && round === rounds - 1;
       try {
-        results[w].push(await withServers(envs, (servers) => throughputJob(servers, { compute, W, N, postmaster })));
+        results[w].push(
+          await withServers(envs, async (servers) => {
+            if (profile) await psql(pg, "postgres", "SELECT pg_stat_statements_reset()");
+            const run = await throughputJob(servers, { compute, W, N, postmaster });
+            if (profile) statements.push([way.name, run.tasks, await topStatements(pg, database)]);
+            return run;
+          }),
+        );
       } finally {
         if (jobs) rmSync(jobs, { recursive: true, force: true });
       }
@@ -415,10 +440,10 @@ async function scaleoutThroughput(compute = opts.compute ?? "none") {
   const median = rates.map((r) => quantile(r, 0.5));
   // CPU per 1,000 tasks over all rounds together: a few ticks' rounding per run weighs less.
   const per1000 = (runs, key) => (1000 * runs.reduce((s, r) => s + r[key], 0)) / runs.reduce((s, r) => s + r.tasks, 0);
-  const through = results[2].reduce((sum, r) => sum.map((x, i) => x + r.through[i]), [0, 0]);
+  const through = (runs) => runs.reduce((sum, r) => sum.map((x, i) => x + r.through[i]), [0, 0]);
   console.log(
     `\n1. scheduler throughput on SQLite and PostgreSQL (${compute} compute): ${fmt(tasks)} tasks of 1×1, ${W} workers, ` +
-      `${rounds} round${rounds > 1 ? "s" : ""} of the three ways in turn, every product checked`,
+      `${rounds} round${rounds > 1 ? "s" : ""} of ${ways.length === 3 ? "the three ways in turn" : ways.map((w) => w.key).join(" and ")}, every product checked`,
   );
   console.log(
     `   PostgreSQL ${version}, private, fsync on, synchronous_commit ${opts["pg-commit"]}; SQLite in WAL, synchronous = NORMAL; ` +
@@ -426,19 +451,45 @@ async function scaleoutThroughput(compute = opts.compute ?? "none") {
   );
   for (const [w, way] of ways.entries()) {
     const pgCpu = way.instances ? `, PostgreSQL ${per1000(results[w], "pgCpu").toFixed(3)} s` : "";
-    const split = way.instances === 2 ? `; results through each instance ${through.map((x) => fmt(x)).join(" + ")}` : "";
+    const split = way.instances === 2 ? `; results through each instance ${through(results[w]).map((x) => fmt(x)).join(" + ")}` : "";
     console.log(
       `   ${(way.name + ":").padEnd(24)} ${fmt(median[w]).padStart(6)} verified, committed completions/s` +
         `${rounds > 1 ? ` (median of ${rates[w].map((r) => fmt(r)).join(", ")})` : ""}; ` +
         `CPU per 1,000 tasks: server${way.instances === 2 ? "s" : ""} ${per1000(results[w], "serverCpu").toFixed(3)} s${pgCpu}${split}`,
     );
   }
-  console.log(`   PostgreSQL with one instance / SQLite: ${((100 * median[1]) / median[0]).toFixed(0)} %   (target ≥ 80 %)`);
-  console.log(`   PostgreSQL with two instances / with one: ${((100 * median[2]) / median[1]).toFixed(0)} %   (target ≥ 100 %)`);
+  const busy = (runs) => runs.reduce((s, r) => s + r.serverCpu + r.pgCpu + r.harness, 0) / runs.reduce((s, r) => s + r.secs, 0);
+  console.log(
+    `   the harness's CPU per 1,000 tasks: ${ways.map((way, w) => `${way.name} ${per1000(results[w], "harness").toFixed(3)} s`).join(", ")}; ` +
+      `cores busy with the servers, PostgreSQL and the harness: ${ways.map((_, w) => busy(results[w]).toFixed(2)).join(", ")} of 2`,
+  );
+  const rate = Object.fromEntries(ways.map((way, w) => [way.key, median[w]]));
+  if (rate.sqlite && rate.pg1) console.log(`   PostgreSQL with one instance / SQLite: ${((100 * rate.pg1) / rate.sqlite).toFixed(0)} %   (target ≥ 80 %)`);
+  if (rate.pg1 && rate.pg2) console.log(`   PostgreSQL with two instances / with one: ${((100 * rate.pg2) / rate.pg1).toFixed(0)} %   (target ≥ 100 %)`);
   console.log(
     `   anchors for a PostgreSQL-backed queue: awa (Rust, sqlx) ~14,000 jobs/s on 4 CPUs; River ~46,000 on 8; ` +
       `here the instances, PostgreSQL and the ${W} volunteers' one Node process share 2 cores`,
   );
+  for (const [name, tasks, rows] of statements) {
+    console.log(`   ${name}, its last round: PostgreSQL's statements by execution time (pg_stat_statements)`);
+    console.log(`     ${"calls/1,000 tasks".padStart(17)} ${"mean µs".padStart(8)} ${"total ms".padStart(9)}  statement`);
+    for (const [calls, total, query] of rows)
+      console.log(`     ${fmt((1000 * calls) / tasks, 1).padStart(17)} ${fmt((1000 * total) / calls, 1).padStart(8)} ${fmt(total).padStart(9)}  ${query}`);
+  }
+}
+
+/** The statements run on `database` since the last reset, by execution time: [calls, total ms, text]. */
+async function topStatements(pg, database) {
+  const out = await psql(
+    pg,
+    "postgres",
+    `SELECT calls, total_exec_time, regexp_replace(left(query, 160), '\\s+', ' ', 'g') FROM pg_stat_statements ` +
+      `WHERE dbid = (SELECT oid FROM pg_database WHERE datname = '${database}') ORDER BY total_exec_time DESC LIMIT 15`,
+  );
+  return out.trim().split("\n").filter(Boolean).map((line) => {
+    const [calls, total, ...query] = line.split("|");
+    return [Number(calls), Number(total), query.join("|")];
+  });
 }
 
 // --- 2. connections -------------------------------------------------------------------------
