@@ -10,6 +10,8 @@
 //                 [--pg-commit on|off] [--pg-statements] [--ways sqlite,pg1,pg2]
 //   LOAD_TRACE=1  prints every volunteer's events, and the efficiency run's time window on
 //                 CLOCK_MONOTONIC for `perf report --time` against `perf record -k mono`
+//   LOAD_PG_SETTINGS='{"log_min_duration_statement": 0}'  more settings for the scale-out
+//                 runs' PostgreSQL (a profile); LOAD_PG_LOG=FILE copies its log there at the end
 //
 // Compute: `none` answers each task with a plain JavaScript loop (instant for the tiny tiles of
 // the throughput run, to load the scheduler alone); `wasm` runs the real worker-wasm module
@@ -36,7 +38,7 @@
 //                         round, with calls per 1,000 tasks (pg_stat_statements).
 //   --ways                (a profile) some of the three ways only, e.g. `--ways pg1` under
 //                         `perf record`.
-import { mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { copyFileSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -137,6 +139,7 @@ function redisPid(port) {
 const PG_SETTINGS = {
   fsync: "on", full_page_writes: "on", synchronous_commit: opts["pg-commit"],
   ...(opts["pg-statements"] && { shared_preload_libraries: "pg_stat_statements", "pg_stat_statements.track": "all" }),
+  ...JSON.parse(process.env.LOAD_PG_SETTINGS ?? "{}"),
 };
 
 /** The private PostgreSQL of the scale-out runs: started once (initdb takes seconds), stopped at the end. */
@@ -757,6 +760,8 @@ const byName = { throughput, connections, efficiency, bytes, "scaleout-throughpu
 try {
   for (const r of runs) await byName[r]();
 } finally {
-  await (await postgres)?.stop();
+  const pg = await postgres;
+  if (pg && process.env.LOAD_PG_LOG) copyFileSync(join(pg.dir, "postgres.log"), process.env.LOAD_PG_LOG);
+  await pg?.stop();
 }
 process.exit(0);
