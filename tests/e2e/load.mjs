@@ -357,8 +357,7 @@ async function throughput(compute = opts.compute ?? "none") {
  * One job of N×N tiles of 1×1 on W volunteers that take turns between `servers`: submitted to
  * the first, its product downloaded from the last and checked exactly. Resolves to its tasks,
  * the seconds from submission to done, the CPU seconds over that time of the servers (summed)
- * and of the process tree of `postmaster` (when given), and the results accepted through each
- * server.
+ * and of the process tree of `postmaster` (when given), and the results each server stored.
  */
 async function throughputJob(servers, { compute, W, N, postmaster }) {
   const vols = [];
@@ -382,7 +381,16 @@ async function throughputJob(servers, { compute, W, N, postmaster }) {
     for (let j = 0; j < N; j++)
       if (Math.abs(got[i][j] - Math.fround(a[i]) * Math.fround(b[j])) > 1e-6) throw new Error(`C[${i}][${j}] is wrong`);
   for (const v of vols) v.stop();
-  const through = servers.map((_, s) => vols.filter((_, i) => i % servers.length === s).reduce((sum, v) => sum + v.stats.accepted, 0));
+  // The results each instance verified and stored, from its own counter (a worker's last acks
+  // may still be on their way when the job is done). An instance counts a result just after its
+  // commit, so the sum may lag the job's status by a moment.
+  let through = [job.tasks_total];
+  if (servers.length > 1)
+    for (const deadline = Date.now() + 30000; ; await sleep(100)) {
+      through = await Promise.all(servers.map((server) => metric(server.url, "brain_tasks_completed_total")));
+      if (through.reduce((a, b) => a + b, 0) >= job.tasks_total) break;
+      if (Date.now() > deadline) throw new Error(`the instances stored ${through.join(" + ")} results of ${job.tasks_total} tasks`);
+    }
   return { tasks: job.tasks_total, secs, serverCpu, pgCpu, harness, through };
 }
 
@@ -454,7 +462,7 @@ async function scaleoutThroughput(compute = opts.compute ?? "none") {
   );
   for (const [w, way] of ways.entries()) {
     const pgCpu = way.instances ? `, PostgreSQL ${per1000(results[w], "pgCpu").toFixed(3)} s` : "";
-    const split = way.instances === 2 ? `; results through each instance ${through(results[w]).map((x) => fmt(x)).join(" + ")}` : "";
+    const split = way.instances === 2 ? `; results stored by each instance ${through(results[w]).map((x) => fmt(x)).join(" + ")}` : "";
     console.log(
       `   ${(way.name + ":").padEnd(24)} ${fmt(median[w]).padStart(6)} verified, committed completions/s` +
         `${rounds > 1 ? ` (median of ${rates[w].map((r) => fmt(r)).join(", ")})` : ""}; ` +
