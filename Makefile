@@ -56,11 +56,12 @@ bench: bench-kernel bench-verify bench-grid bench-storage bench-bigjob ## Print 
 bench-kernel: setup ## Kernel GFLOP/s in Node (wasm) and natively
 	@scripts/bench-kernel.sh
 
-bench-grid: setup ## The grid's four figures: throughput, connections, efficiency, bytes (load harness)
+bench-grid: setup ## The grid's four figures: throughput, connections, efficiency, bytes (load harness); then throughput on SQLite against PostgreSQL with 1 and 2 instances, connections over 2 instances
 	cargo build --release -p server --bin brain-server
 	[ -f worker-wasm/pkg-simd/worker_wasm_bg.wasm ] || scripts/build-wasm.sh
+	scripts/services.sh >/dev/null
 	cd tests/e2e && ( [ -d node_modules ] || npm ci --no-audit --no-fund ) && \
-	  BRAIN_SERVER_BIN=$(CURDIR)/target/release/brain-server node load.mjs all
+	  BRAIN_SERVER_BIN=$(CURDIR)/target/release/brain-server node load.mjs all scaleout
 
 bench-storage: ## Jobs bigger than memory: submission MB/s against cp, server peak RSS, disk per input byte, download MB/s (4096², 8192²)
 	cargo build --release -p server --bin brain-server

@@ -6,20 +6,47 @@
 //
 //   node load.mjs [throughput|connections|efficiency|bytes|all]... [--compute none|wasm] [--quick]
 //                 [--tile N] [--in-flight N]      (efficiency: tile width, tasks per volunteer)
+//   node load.mjs [scaleout|scaleout-throughput|scaleout-connections]... [--quick] [--rounds N]
+//                 [--pg-commit on|off] [--pg-statements] [--ways sqlite,pg1,pg2]
 //   LOAD_TRACE=1  prints every volunteer's events, and the efficiency run's time window on
 //                 CLOCK_MONOTONIC for `perf report --time` against `perf record -k mono`
+//   LOAD_PG_SETTINGS='{"log_min_duration_statement": 0}'  more settings for the scale-out
+//                 runs' PostgreSQL (a profile); LOAD_PG_LOG=FILE copies its log there at the end
 //
 // Compute: `none` answers each task with a plain JavaScript loop (instant for the tiny tiles of
 // the throughput run, to load the scheduler alone); `wasm` runs the real worker-wasm module
 // (worker-wasm/pkg-simd, the page's build) in one Node worker thread per volunteer, so the
 // sockets' event loop never waits on a kernel. Bounded: every wait has a deadline, and
 // `--quick` shrinks every run to a few seconds (the test suite runs it that way).
-import { readFileSync } from "node:fs";
-import { dirname, resolve } from "node:path";
+//
+// Scale-out (#18; `all` leaves it out, `make bench-grid` asks for it): a private PostgreSQL
+// and Redis (tests/support), started here on ephemeral ports and stopped at the end.
+//   scaleout-throughput   figure 1 three ways, alternated `--rounds` times (3; 1 with --quick):
+//                         SQLite, PostgreSQL with one instance, PostgreSQL with two instances
+//                         sharing one database (volunteers alternate between them, the job is
+//                         submitted to the first, its product downloaded from the last). Each
+//                         way: completions/s, the instances' CPU and PostgreSQL's (the
+//                         postmaster and its children) per 1,000 tasks, the ratios to the targets.
+//                         PostgreSQL keeps its durable defaults (fsync on; `--pg-commit off`
+//                         turns synchronous_commit off, the nearest to SQLite's WAL at
+//                         synchronous = NORMAL, which the server uses).
+//   scaleout-connections  figure 2 with the volunteers alternating between two instances on one
+//                         PostgreSQL and one Redis: heartbeat round trips, each instance's RSS,
+//                         and the CPU per heartbeat of the instances, PostgreSQL and Redis.
+//   scaleout              both.
+//   --pg-statements       (a profile) PostgreSQL's statements by time in each way's last
+//                         round, with calls per 1,000 tasks (pg_stat_statements).
+//   --ways                (a profile) some of the three ways only, e.g. `--ways pg1` under
+//                         `perf record`.
+import { copyFileSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { Worker } from "node:worker_threads";
 import { api, connect, referenceProduct, npyEncode, once, randomMatrix, rowsOf, startServer, toBytes, waitForJob, fromBytes, downloadNpy } from "./helpers.mjs";
+import { createDatabase, psql, startPostgres } from "../support/postgres.mjs";
+import { startRedis } from "../support/redis.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const { values: opts, positionals } = parseArgs({
@@ -30,12 +57,21 @@ const { values: opts, positionals } = parseArgs({
     pkg: { type: "string", default: resolve(here, "../../worker-wasm/pkg-simd") },
     tile: { type: "string" },
     "in-flight": { type: "string" },
+    rounds: { type: "string" },
+    "pg-commit": { type: "string", default: "on" },
+    "pg-statements": { type: "boolean", default: false },
+    ways: { type: "string", default: "sqlite,pg1,pg2" },
   },
 });
 const QUICK = opts.quick;
-const runs = positionals.length === 0 || positionals.includes("all") ? ["throughput", "connections", "efficiency", "bytes"] : positionals;
-for (const r of runs)
-  if (!["throughput", "connections", "efficiency", "bytes"].includes(r)) throw new Error(`unknown run ${r}`);
+const GROUPS = {
+  all: ["throughput", "connections", "efficiency", "bytes"],
+  scaleout: ["scaleout-throughput", "scaleout-connections"],
+};
+const RUNS = [...GROUPS.all, ...GROUPS.scaleout];
+const runs = [...new Set((positionals.length === 0 ? ["all"] : positionals).flatMap((r) => GROUPS[r] ?? [r]))];
+for (const r of runs) if (!RUNS.includes(r)) throw new Error(`unknown run ${r}`);
+if (!["on", "off"].includes(opts["pg-commit"])) throw new Error(`--pg-commit on|off, not ${opts["pg-commit"]}`);
 
 // --- measurements ---------------------------------------------------------------------------
 
@@ -56,6 +92,59 @@ const threadCpuSeconds = () => cpuSeconds(`${process.pid}/task/${process.pid}`);
 /** The server process's resident memory, in MiB. */
 const rssMiB = (pid) => Number(readFileSync(`/proc/${pid}/status`, "utf8").match(/VmRSS:\s+(\d+)/)[1]) / 1024;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+/** The processes whose parent is `ppid`: pid, name, and their /proc stat fields after the name. */
+function children(ppid) {
+  const found = [];
+  for (const entry of readdirSync("/proc")) {
+    if (!/^\d+$/.test(entry)) continue;
+    try {
+      const stat = readFileSync(`/proc/${entry}/stat`, "utf8");
+      const end = stat.lastIndexOf(") ");
+      const fields = stat.slice(end + 2).split(" ");
+      if (Number(fields[1]) === ppid) found.push({ pid: Number(entry), name: stat.slice(stat.indexOf("(") + 1, end), fields });
+    } catch {
+      // Exited between the listing and the read.
+    }
+  }
+  return found;
+}
+
+/**
+ * The CPU time of a process and of its children, in seconds: its own, its reaped children's,
+ * and its live children's (PostgreSQL: the postmaster, its backends and helpers). A backend
+ * that exits during a run moves its time into the postmaster's reaped children's, so a
+ * difference over the run counts it either way.
+ */
+function treeCpuSeconds(pid) {
+  const ticks = (f) => Number(f[11]) + Number(f[12]) + Number(f[13]) + Number(f[14]);
+  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+  const own = ticks(stat.slice(stat.lastIndexOf(") ") + 2).split(" "));
+  return (own + children(pid).reduce((sum, c) => sum + ticks(c.fields), 0)) / 100;
+}
+
+/**
+ * The pid of the redis-server this process started on `port` (tests/support/redis.mjs), which
+ * names itself `redis-server 127.0.0.1:PORT` once running.
+ */
+function redisPid(port) {
+  const found = children(process.pid).find(
+    (c) => c.name === "redis-server" && readFileSync(`/proc/${c.pid}/cmdline`, "utf8").split("\0")[0].endsWith(`:${port}`),
+  );
+  if (!found) throw new Error(`no redis-server on port ${port} among this process's children`);
+  return found.pid;
+}
+
+/** PostgreSQL's durable defaults, as a managed PostgreSQL runs, over the tests' fast settings. */
+const PG_SETTINGS = {
+  fsync: "on", full_page_writes: "on", synchronous_commit: opts["pg-commit"],
+  ...(opts["pg-statements"] && { shared_preload_libraries: "pg_stat_statements", "pg_stat_statements.track": "all" }),
+  ...JSON.parse(process.env.LOAD_PG_SETTINGS ?? "{}"),
+};
+
+/** The private PostgreSQL of the scale-out runs: started once (initdb takes seconds), stopped at the end. */
+let postgres;
+const privatePostgres = () => (postgres ??= startPostgres({ settings: PG_SETTINGS }));
 
 /** A counter from the server's /metrics. */
 async function metric(url, name) {
@@ -225,17 +314,30 @@ async function volunteer(url, { name, compute, inFlight = 2, panelCache }) {
 }
 
 async function withServer(env, fn) {
-  // Every simulated volunteer connects from 127.0.0.1: the per-address caps would make them one.
-  const server = await startServer(null, {
-    env: {
-      RUST_LOG: "warn", MAX_EVENTS_PER_SEC: "100000", MAX_LEASES_PER_ADDRESS: "1000000",
-      MAX_SEND_BYTES_PER_SEC: String(2 ** 40), ...env,
-    },
-  });
+  return withServers([env], ([server]) => fn(server));
+}
+
+/**
+ * One server per entry of `envs`, each in a temporary folder of its own; stopped, and their
+ * folders removed, when `fn` ends.
+ */
+async function withServers(envs, fn) {
+  const servers = [];
   try {
-    return await fn(server);
+    // Every simulated volunteer connects from 127.0.0.1: the per-address caps would make them one.
+    for (const env of envs)
+      servers.push(
+        await startServer(null, {
+          env: {
+            RUST_LOG: "warn", MAX_EVENTS_PER_SEC: "100000", MAX_LEASES_PER_ADDRESS: "1000000",
+            MAX_SEND_BYTES_PER_SEC: String(2 ** 40), ...env,
+          },
+        }),
+      );
+    return await fn(servers);
   } finally {
-    await server.kill("SIGTERM");
+    await Promise.all(servers.map((server) => server.kill("SIGTERM")));
+    for (const server of servers) rmSync(dirname(server.dbPath), { recursive: true, force: true });
   }
 }
 
@@ -244,108 +346,331 @@ async function withServer(env, fn) {
 async function throughput(compute = opts.compute ?? "none") {
   const [W, N] = QUICK ? [10, 30] : [100, 142]; // 142² = 20,164 tasks
   await withServer({ MAX_CONNECTIONS_PER_IP: "100000" }, async (server) => {
-    const vols = [];
-    for (let i = 0; i < W; i++) vols.push(await volunteer(server.url, { name: `w${i}`, compute, inFlight: 4 }));
-    const a = randomMatrix(N, 1, "f64", 1);
-    const b = randomMatrix(1, N, "f64", 2);
-    const cpu0 = cpuSeconds(server.proc.pid);
-    const t0 = performance.now();
-    const res = await api(server.url, "/api/jobs", { method: "POST", body: { a: rowsOf(a, N, 1), b: rowsOf(b, 1, N), tile: 1 } });
-    const job = await waitForJob(server.url, res.json.id, { ms: 300000 });
-    const secs = (performance.now() - t0) / 1000;
-    const serverCpu = cpuSeconds(server.proc.pid) - cpu0;
-    const got = (await api(server.url, `/api/jobs/${job.id}/result?format=json`)).json.c;
-    for (let i = 0; i < N; i++)
-      for (let j = 0; j < N; j++)
-        if (Math.abs(got[i][j] - Math.fround(a[i]) * Math.fround(b[j])) > 1e-6) throw new Error(`C[${i}][${j}] is wrong`);
-    for (const v of vols) v.stop();
-    console.log(`\n1. scheduler throughput (${compute} compute): ${fmt(job.tasks_total)} tasks of 1×1, ${W} workers, ${secs.toFixed(2)} s, product checked`);
-    console.log(`   ${fmt(job.tasks_total / secs)} verified, committed completions/s   (target ≥ 5,000; Dask ~1,000/s at ~1 ms per task; one BOINC server ~100/s)`);
-    console.log(`   server CPU ${fmt((serverCpu * 1e6) / job.tasks_total)} µs per task   (the load generator shares this 2-core machine)`);
+    const { tasks, secs, serverCpu } = await throughputJob([server], { compute, W, N });
+    console.log(`\n1. scheduler throughput (${compute} compute): ${fmt(tasks)} tasks of 1×1, ${W} workers, ${secs.toFixed(2)} s, product checked`);
+    console.log(`   ${fmt(tasks / secs)} verified, committed completions/s   (target ≥ 5,000; Dask ~1,000/s at ~1 ms per task; one BOINC server ~100/s)`);
+    console.log(`   server CPU ${fmt((serverCpu * 1e6) / tasks)} µs per task   (the load generator shares this 2-core machine)`);
+  });
+}
+
+/**
+ * One job of N×N tiles of 1×1 on W volunteers that take turns between `servers`: submitted to
+ * the first, its product downloaded from the last and checked exactly. Resolves to its tasks,
+ * the seconds from submission to done, the CPU seconds over that time of the servers (summed)
+ * and of the process tree of `postmaster` (when given), and the results each server stored.
+ */
+async function throughputJob(servers, { compute, W, N, postmaster }) {
+  const vols = [];
+  for (let i = 0; i < W; i++) vols.push(await volunteer(servers[i % servers.length].url, { name: `w${i}`, compute, inFlight: 4 }));
+  const a = randomMatrix(N, 1, "f64", 1);
+  const b = randomMatrix(1, N, "f64", 2);
+  const serversCpu = () => servers.reduce((sum, server) => sum + cpuSeconds(server.proc.pid), 0);
+  const postgresCpu = () => (postmaster ? treeCpuSeconds(postmaster) : 0);
+  const harnessCpu = () => {
+    const { user, system } = process.cpuUsage();
+    return (user + system) / 1e6;
+  };
+  const [cpu0, pg0, harness0] = [serversCpu(), postgresCpu(), harnessCpu()];
+  const t0 = performance.now();
+  const res = await api(servers[0].url, "/api/jobs", { method: "POST", body: { a: rowsOf(a, N, 1), b: rowsOf(b, 1, N), tile: 1 } });
+  const job = await waitForJob(servers[0].url, res.json.id, { ms: 300000 });
+  const secs = (performance.now() - t0) / 1000;
+  const [serverCpu, pgCpu, harness] = [serversCpu() - cpu0, postgresCpu() - pg0, harnessCpu() - harness0];
+  const got = (await api(servers.at(-1).url, `/api/jobs/${job.id}/result?format=json`)).json.c;
+  for (let i = 0; i < N; i++)
+    for (let j = 0; j < N; j++)
+      if (Math.abs(got[i][j] - Math.fround(a[i]) * Math.fround(b[j])) > 1e-6) throw new Error(`C[${i}][${j}] is wrong`);
+  for (const v of vols) v.stop();
+  // The results each instance verified and stored, from its own counter (a worker's last acks
+  // may still be on their way when the job is done). An instance counts a result just after its
+  // commit, so the sum may lag the job's status by a moment.
+  let through = [job.tasks_total];
+  if (servers.length > 1)
+    for (const deadline = Date.now() + 30000; ; await sleep(100)) {
+      through = await Promise.all(servers.map((server) => metric(server.url, "brain_tasks_completed_total")));
+      if (through.reduce((a, b) => a + b, 0) >= job.tasks_total) break;
+      if (Date.now() > deadline) throw new Error(`the instances stored ${through.join(" + ")} results of ${job.tasks_total} tasks`);
+    }
+  return { tasks: job.tasks_total, secs, serverCpu, pgCpu, harness, through };
+}
+
+// --- 1 on PostgreSQL, with one instance and with two ---------------------------------------
+
+/**
+ * One jobs' folder for the instances of a run: on this server a job's matrices are files in
+ * DATA_DIR, which the instances sharing a database must then share too (as
+ * tests/e2e/cluster.test.mjs does). Once they live in PostgreSQL, each instance can have its own.
+ */
+const sharedDataDir = () => mkdtempSync(join(tmpdir(), "brain-bench-jobs-"));
+
+async function scaleoutThroughput(compute = opts.compute ?? "none") {
+  const [W, N] = QUICK ? [10, 30] : [100, 142];
+  const rounds = Number(opts.rounds ?? (QUICK ? 1 : 3));
+  if (!(Number.isInteger(rounds) && rounds >= 1)) throw new Error(`--rounds: a whole number ≥ 1, not ${opts.rounds}`);
+  const chosen = opts.ways.split(",");
+  const ways = [
+    { key: "sqlite", name: "SQLite", instances: 0 },
+    { key: "pg1", name: "PostgreSQL, 1 instance", instances: 1 },
+    { key: "pg2", name: "PostgreSQL, 2 instances", instances: 2 },
+  ].filter((way) => chosen.includes(way.key));
+  if (ways.length !== chosen.length) throw new Error(`--ways: some of sqlite, pg1, pg2, not ${opts.ways}`);
+  const results = ways.map(() => []);
+  const pg = await privatePostgres();
+  const version = (await psql(pg, "postgres", "SHOW server_version")).trim().split(" ")[0];
+  const statements = [];
+  if (opts["pg-statements"]) await psql(pg, "postgres", "CREATE EXTENSION IF NOT EXISTS pg_stat_statements");
+  // The three ways in turn, so that a slower stretch of this shared machine falls on all.
+  for (let round = 0; round < rounds; round++)
+    for (const [w, way] of ways.entries()) {
+      const database = `bench_throughput_${round}_${way.instances}`;
+      const url = way.instances ? await createDatabase(pg, database) : "";
+      const jobs = url && sharedDataDir();
+      // DATABASE_URL and REDIS_URL set, empty for SQLite, so that the shell's never leak in.
+      const envs = Array.from({ length: Math.max(1, way.instances) }, (_, i) => ({
+        MAX_CONNECTIONS_PER_IP: "100000", DATABASE_URL: url, REDIS_URL: "",
+        ...(url && { INSTANCE_ID: `bench-${"ab"[i]}`, DATA_DIR: jobs }),
+      }));
+      const postmaster = way.instances ? pg.pid : undefined;
+      const profile = url && opts["pg-statements"] && round === rounds - 1;
+      try {
+        results[w].push(
+          await withServers(envs, async (servers) => {
+            if (profile) await psql(pg, "postgres", "SELECT pg_stat_statements_reset()");
+            const run = await throughputJob(servers, { compute, W, N, postmaster });
+            if (profile) statements.push([way.name, run.tasks, await topStatements(pg, database)]);
+            return run;
+          }),
+        );
+      } finally {
+        if (jobs) rmSync(jobs, { recursive: true, force: true });
+      }
+      if (url) await psql(pg, "postgres", `DROP DATABASE ${database} WITH (FORCE)`);
+    }
+  const tasks = results[0][0].tasks;
+  const rates = results.map((runs) => runs.map((r) => r.tasks / r.secs));
+  const median = rates.map((r) => quantile(r, 0.5));
+  // CPU per 1,000 tasks over all rounds together: a few ticks' rounding per run weighs less.
+  const per1000 = (runs, key) => (1000 * runs.reduce((s, r) => s + r[key], 0)) / runs.reduce((s, r) => s + r.tasks, 0);
+  const through = (runs) => runs.reduce((sum, r) => sum.map((x, i) => x + r.through[i]), [0, 0]);
+  console.log(
+    `\n1. scheduler throughput on SQLite and PostgreSQL (${compute} compute): ${fmt(tasks)} tasks of 1×1, ${W} workers, ` +
+      `${rounds} round${rounds > 1 ? "s" : ""} of ${ways.length === 3 ? "the three ways in turn" : ways.map((w) => w.key).join(" and ")}, every product checked`,
+  );
+  console.log(
+    `   PostgreSQL ${version}, private, fsync on, synchronous_commit ${opts["pg-commit"]}; SQLite in WAL, synchronous = NORMAL; ` +
+      `two instances: workers alternate between them, the job submitted to one; no Redis (no dashboards here)`,
+  );
+  for (const [w, way] of ways.entries()) {
+    const pgCpu = way.instances ? `, PostgreSQL ${per1000(results[w], "pgCpu").toFixed(3)} s` : "";
+    const split = way.instances === 2 ? `; results stored by each instance ${through(results[w]).map((x) => fmt(x)).join(" + ")}` : "";
+    console.log(
+      `   ${(way.name + ":").padEnd(24)} ${fmt(median[w]).padStart(6)} verified, committed completions/s` +
+        `${rounds > 1 ? ` (median of ${rates[w].map((r) => fmt(r)).join(", ")})` : ""}; ` +
+        `CPU per 1,000 tasks: server${way.instances === 2 ? "s" : ""} ${per1000(results[w], "serverCpu").toFixed(3)} s${pgCpu}${split}`,
+    );
+  }
+  const busy = (runs) => runs.reduce((s, r) => s + r.serverCpu + r.pgCpu + r.harness, 0) / runs.reduce((s, r) => s + r.secs, 0);
+  console.log(
+    `   the harness's CPU per 1,000 tasks: ${ways.map((way, w) => `${way.name} ${per1000(results[w], "harness").toFixed(3)} s`).join(", ")}; ` +
+      `cores busy with the servers, PostgreSQL and the harness: ${ways.map((_, w) => busy(results[w]).toFixed(2)).join(", ")} of 2`,
+  );
+  const rate = Object.fromEntries(ways.map((way, w) => [way.key, median[w]]));
+  if (rate.sqlite && rate.pg1) console.log(`   PostgreSQL with one instance / SQLite: ${((100 * rate.pg1) / rate.sqlite).toFixed(0)} %   (target ≥ 80 %)`);
+  if (rate.pg1 && rate.pg2) console.log(`   PostgreSQL with two instances / with one: ${((100 * rate.pg2) / rate.pg1).toFixed(0)} %   (target ≥ 100 %)`);
+  console.log(
+    `   anchors for a PostgreSQL-backed queue: awa (Rust, sqlx) ~14,000 jobs/s on 4 CPUs; River ~46,000 on 8; ` +
+      `here the instances, PostgreSQL and the ${W} volunteers' one Node process share 2 cores`,
+  );
+  for (const [name, tasks, rows] of statements) {
+    console.log(`   ${name}, its last round: PostgreSQL's statements by execution time (pg_stat_statements)`);
+    console.log(`     ${"calls/1,000 tasks".padStart(17)} ${"mean µs".padStart(8)} ${"total ms".padStart(9)}  statement`);
+    for (const [calls, total, query] of rows)
+      console.log(`     ${fmt((1000 * calls) / tasks, 1).padStart(17)} ${fmt((1000 * total) / calls, 1).padStart(8)} ${fmt(total).padStart(9)}  ${query}`);
+  }
+}
+
+/** The statements run on `database` since the last reset, by execution time: [calls, total ms, text]. */
+async function topStatements(pg, database) {
+  const out = await psql(
+    pg,
+    "postgres",
+    `SELECT calls, total_exec_time, regexp_replace(left(query, 160), '\\s+', ' ', 'g') FROM pg_stat_statements ` +
+      `WHERE dbid = (SELECT oid FROM pg_database WHERE datname = '${database}') ORDER BY total_exec_time DESC LIMIT 15`,
+  );
+  return out.trim().split("\n").filter(Boolean).map((line) => {
+    const [calls, total, ...query] = line.split("|");
+    return [Number(calls), Number(total), query.join("|")];
   });
 }
 
 // --- 2. connections -------------------------------------------------------------------------
 
 async function connections() {
-  const [N, wave, waves, steadyMs] = QUICK ? [200, 50, 2, 2000] : [5000, 1000, 3, 20000];
   // Heartbeats every 2 s (LEASE_MS / 3), five times the default rate, to load the server.
   await withServer({ MAX_CONNECTIONS_PER_IP: "100000", LEASE_MS: "6000" }, async (server) => {
-    const pid = server.proc.pid;
-    const rss0 = rssMiB(pid);
-    const rtts = [];
-    const http = [];
-    let probing = true;
-    const prober = (async () => {
-      for (let i = 0; probing; i++) {
-        const t0 = performance.now();
-        const res = await api(server.url, i % 2 ? "/api/status" : "/health");
-        if (res.status !== 200) throw new Error(`HTTP ${res.status} while under load`);
-        http.push(performance.now() - t0);
-        await sleep(100);
-      }
-    })();
-    let live = new Set();
-    const open = async (i) => {
-      const socket = connect(server.url);
-      let beat, sentAt = 0;
-      socket.on("heartbeat_ack", () => {
-        if (sentAt) rtts.push(performance.now() - sentAt);
-        sentAt = 0;
-      });
-      const acked = once(socket, "registration_ack", 60000);
-      socket.emit("register_worker", { name: `c${i}`, threads: 1 });
-      const ack = await acked;
-      // Start each heartbeat clock at a random phase, as real volunteers would be.
-      const interval = ack.heartbeat_interval_ms;
-      const first = setTimeout(() => {
-        beat = setInterval(() => {
-          sentAt = performance.now();
-          socket.emit("heartbeat");
-        }, interval);
-      }, Math.random() * interval);
-      const conn = { socket, close: () => (clearTimeout(first), clearInterval(beat), socket.close()) };
-      live.add(conn);
-      return conn;
-    };
-    const openMany = async (count, from) => {
-      const batch = 250;
-      for (let i = 0; i < count; i += batch)
-        await Promise.all(Array.from({ length: Math.min(batch, count - i) }, (_, j) => open(from + i + j)));
-    };
-    const online = async () => (await api(server.url, "/api/status")).json.workers_online;
-    const t0 = performance.now();
-    await openMany(N, 0);
-    const connectSecs = (performance.now() - t0) / 1000;
-    await sleep(500);
-    if ((await online()) !== N) throw new Error(`server counts ${await online()} workers online, not ${N}`);
-    await sleep(steadyMs);
-    const rssPeak = rssMiB(pid);
-    const steadyRtts = rtts.length;
-    let next = N;
-    for (let w = 0; w < waves; w++) {
-      const leaving = [...live].slice(0, wave);
-      for (const c of leaving) {
-        c.close();
-        live.delete(c);
-      }
-      await openMany(wave, next);
-      next += wave;
-      await sleep(1000);
-    }
-    await sleep(1000);
-    const after = await online();
-    if (after !== N) throw new Error(`after ${waves} waves the server counts ${after} workers online, not ${N}`);
-    probing = false;
-    await prober;
-    const rssEnd = rssMiB(pid);
-    for (const c of live) c.close();
+    const r = await connectionsRun([server]);
+    const [rss0, rssPeak, rssEnd] = [r.rss0[0], r.rssPeak[0], r.rssEnd[0]];
+    const rtts = r.rtts.flat();
+    const { N, wave, waves, http } = r;
     console.log(`\n2. connections: ${fmt(N)} registered workers heartbeating every 2 s, then ${waves} waves of ${fmt(wave)} leaving and ${fmt(wave)} joining`);
-    console.log(`   connected and registered in ${connectSecs.toFixed(1)} s; the server counted ${fmt(N)} online before and after the waves`);
+    console.log(`   connected and registered in ${r.connectSecs.toFixed(1)} s; the server counted ${fmt(N)} online before and after the waves`);
     console.log(`   server RSS ${fmt(rss0)} MiB idle, ${fmt(rssPeak)} MiB with ${fmt(N)} connected, ${fmt(rssEnd)} MiB after the waves (${fmt(((rssPeak - rss0) * 1024) / N, 1)} KiB per connection)`);
-    console.log(`   heartbeat round trip over ${fmt(rtts.length)} beats (${fmt(steadyRtts)} steady): p50 ${quantile(rtts, 0.5).toFixed(1)} ms, p99 ${quantile(rtts, 0.99).toFixed(1)} ms, max ${Math.max(...rtts).toFixed(1)} ms`);
+    console.log(`   heartbeat round trip over ${fmt(rtts.length)} beats (${fmt(r.steadyRtts)} steady): p50 ${quantile(rtts, 0.5).toFixed(1)} ms, p99 ${quantile(rtts, 0.99).toFixed(1)} ms, max ${Math.max(...rtts).toFixed(1)} ms`);
     console.log(`   HTTP /health and /api/status during it all (${http.length} requests): p50 ${quantile(http, 0.5).toFixed(1)} ms, p99 ${quantile(http, 0.99).toFixed(1)} ms, max ${Math.max(...http).toFixed(1)} ms   (target: 5,000 connected, responsive)`);
   });
+}
+
+/**
+ * The connections run on `servers`: the workers take turns between them, and the HTTP probe
+ * too. Resolves to per-server RSS (idle, peak, end) and heartbeat round trips, the HTTP
+ * timings, and the CPU seconds, over the steady phase, of each server, of the process tree of
+ * `postmaster` and of the process `redis` (when given), with the heartbeats sent meanwhile.
+ */
+async function connectionsRun(servers, { postmaster, redis } = {}) {
+  const [N, wave, waves, steadyMs] = QUICK ? [200, 50, 2, 2000] : [5000, 1000, 3, 20000];
+  const pids = servers.map((server) => server.proc.pid);
+  const rss0 = pids.map(rssMiB);
+  const rtts = servers.map(() => []);
+  const http = [];
+  let probing = true;
+  const prober = (async () => {
+    for (let i = 0; probing; i++) {
+      const t0 = performance.now();
+      const res = await api(servers[Math.floor(i / 2) % servers.length].url, i % 2 ? "/api/status" : "/health");
+      if (res.status !== 200) throw new Error(`HTTP ${res.status} while under load`);
+      http.push(performance.now() - t0);
+      await sleep(100);
+    }
+  })();
+  let live = new Set();
+  let beats = 0;
+  const open = async (i) => {
+    const at = i % servers.length;
+    const socket = connect(servers[at].url);
+    let beat, sentAt = 0;
+    socket.on("heartbeat_ack", () => {
+      if (sentAt) rtts[at].push(performance.now() - sentAt);
+      sentAt = 0;
+    });
+    const acked = once(socket, "registration_ack", 60000);
+    socket.emit("register_worker", { name: `c${i}`, threads: 1 });
+    const ack = await acked;
+    // Start each heartbeat clock at a random phase, as real volunteers would be.
+    const interval = ack.heartbeat_interval_ms;
+    const first = setTimeout(() => {
+      beat = setInterval(() => {
+        sentAt = performance.now();
+        beats++;
+        socket.emit("heartbeat");
+      }, interval);
+    }, Math.random() * interval);
+    const conn = { socket, close: () => (clearTimeout(first), clearInterval(beat), socket.close()) };
+    live.add(conn);
+    return conn;
+  };
+  const openMany = async (count, from) => {
+    const batch = 250;
+    for (let i = 0; i < count; i += batch)
+      await Promise.all(Array.from({ length: Math.min(batch, count - i) }, (_, j) => open(from + i + j)));
+  };
+  const online = async (server) => (await api(server.url, "/api/status")).json.workers_online;
+  // One server counts its own at once; instances sharing a database learn the others' counts
+  // within a second or two (their instances table), so those are asked until they agree.
+  const countsAll = async (what) => {
+    if (servers.length === 1) {
+      const n = await online(servers[0]);
+      if (n !== N) throw new Error(what(n));
+      return;
+    }
+    const deadline = Date.now() + 30000;
+    for (;;) {
+      const counts = await Promise.all(servers.map(online));
+      if (counts.every((n) => n === N)) return;
+      if (Date.now() > deadline) throw new Error(what(counts.join(" and ")));
+      await sleep(250);
+    }
+  };
+  const t0 = performance.now();
+  await openMany(N, 0);
+  const connectSecs = (performance.now() - t0) / 1000;
+  await sleep(500);
+  await countsAll((n) => `server counts ${n} workers online, not ${N}`);
+  const cpu = () => ({
+    servers: pids.map(cpuSeconds),
+    postgres: postmaster ? treeCpuSeconds(postmaster) : 0,
+    redis: redis ? cpuSeconds(redis) : 0,
+    beats,
+  });
+  const before = cpu();
+  await sleep(steadyMs);
+  const after = cpu();
+  const steady = {
+    servers: after.servers.map((x, i) => x - before.servers[i]),
+    postgres: after.postgres - before.postgres,
+    redis: after.redis - before.redis,
+    beats: after.beats - before.beats,
+  };
+  const rssPeak = pids.map(rssMiB);
+  const steadyRtts = rtts.flat().length;
+  let next = N;
+  for (let w = 0; w < waves; w++) {
+    const leaving = [...live].slice(0, wave);
+    for (const c of leaving) {
+      c.close();
+      live.delete(c);
+    }
+    await openMany(wave, next);
+    next += wave;
+    await sleep(1000);
+  }
+  await sleep(1000);
+  await countsAll((n) => `after ${waves} waves the server counts ${n} workers online, not ${N}`);
+  probing = false;
+  await prober;
+  const rssEnd = pids.map(rssMiB);
+  for (const c of live) c.close();
+  return { N, wave, waves, steadyMs, connectSecs, rss0, rssPeak, rssEnd, rtts, steadyRtts, http, steady };
+}
+
+// --- 2 over two instances on PostgreSQL and Redis ------------------------------------------
+
+async function scaleoutConnections() {
+  const [pg, redis] = await Promise.all([privatePostgres(), startRedis()]);
+  try {
+    const url = await createDatabase(pg, "bench_connections");
+    const jobs = sharedDataDir();
+    const envs = ["a", "b"].map((id) => ({
+      MAX_CONNECTIONS_PER_IP: "100000", LEASE_MS: "6000", DATABASE_URL: url, REDIS_URL: redis.url, INSTANCE_ID: `bench-${id}`, DATA_DIR: jobs,
+    }));
+    let r;
+    try {
+      r = await withServers(envs, (servers) => connectionsRun(servers, { postmaster: pg.pid, redis: redisPid(redis.port) }));
+    } finally {
+      rmSync(jobs, { recursive: true, force: true });
+    }
+    const { N, wave, waves, http, steady } = r;
+    const rtts = r.rtts.flat();
+    const each = N / 2;
+    console.log(
+      `\n2. connections over two instances on one PostgreSQL and one Redis: ${fmt(N)} registered workers (${fmt(each)} on each) ` +
+        `heartbeating every 2 s, then ${waves} waves of ${fmt(wave)} leaving and ${fmt(wave)} joining`,
+    );
+    console.log(`   connected and registered in ${r.connectSecs.toFixed(1)} s; each instance counted ${fmt(N)} online (the whole grid) before and after the waves`);
+    for (const [i, id] of ["a", "b"].entries())
+      console.log(
+        `   instance ${id} RSS ${fmt(r.rss0[i])} MiB idle, ${fmt(r.rssPeak[i])} MiB with ${fmt(each)} connected, ${fmt(r.rssEnd[i])} MiB after the waves ` +
+          `(${fmt(((r.rssPeak[i] - r.rss0[i]) * 1024) / each, 1)} KiB per connection); heartbeat p99 ${quantile(r.rtts[i], 0.99).toFixed(1)} ms`,
+      );
+    console.log(`   heartbeat round trip over ${fmt(rtts.length)} beats (${fmt(r.steadyRtts)} steady): p50 ${quantile(rtts, 0.5).toFixed(1)} ms, p99 ${quantile(rtts, 0.99).toFixed(1)} ms, max ${Math.max(...rtts).toFixed(1)} ms`);
+    console.log(`   HTTP /health and /api/status of both during it all (${http.length} requests): p50 ${quantile(http, 0.5).toFixed(1)} ms, p99 ${quantile(http, 0.99).toFixed(1)} ms, max ${Math.max(...http).toFixed(1)} ms   (target: 5,000 connected, responsive)`);
+    const perBeat = (secs) => fmt((secs * 1e6) / steady.beats, 1);
+    console.log(
+      `   CPU over the ${fmt(r.steadyMs / 1000)} s steady phase (${fmt(steady.beats)} heartbeats, ${fmt((steady.beats * 1000) / r.steadyMs)}/s; the HTTP probe and the instances' own sweeps included), ` +
+        `per heartbeat: instances ${steady.servers.map(perBeat).join(" + ")} µs, PostgreSQL ${perBeat(steady.postgres)} µs, Redis ${perBeat(steady.redis)} µs`,
+    );
+  } finally {
+    await redis.stop();
+  }
 }
 
 // --- 3. end-to-end efficiency ---------------------------------------------------------------
@@ -439,5 +764,12 @@ async function bytes(compute = opts.compute ?? "wasm") {
   console.log(`   ${(100 * (1 - cached.sent / naive)).toFixed(1)} % fewer input bytes than naive   (target ≥ 40 %)`);
 }
 
-for (const r of runs) await { throughput, connections, efficiency, bytes }[r]();
+const byName = { throughput, connections, efficiency, bytes, "scaleout-throughput": scaleoutThroughput, "scaleout-connections": scaleoutConnections };
+try {
+  for (const r of runs) await byName[r]();
+} finally {
+  const pg = await postgres;
+  if (pg && process.env.LOAD_PG_LOG) copyFileSync(join(pg.dir, "postgres.log"), process.env.LOAD_PG_LOG);
+  await pg?.stop();
+}
 process.exit(0);

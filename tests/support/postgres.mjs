@@ -38,10 +38,11 @@ process.on("exit", () => {
 });
 
 /**
- * Starts a new PostgreSQL cluster and resolves to `{ url, port, dir, stop() }` once it
+ * Starts a new PostgreSQL cluster and resolves to `{ url, port, dir, pid, stop() }` once it
  * accepts connections: `url` is `postgres://brain@127.0.0.1:PORT/brain` (trust auth, no
  * password), `dir` the temporary folder holding the cluster (`dir/data`), its log
- * (`dir/postgres.log`) and its unix socket. `stop()` shuts it down and removes the folder;
+ * (`dir/postgres.log`) and its unix socket, `pid` the postmaster's (the load harness sums
+ * the CPU of it and its children). `stop()` shuts it down and removes the folder;
  * it is idempotent and registered with `t.after` when a node:test context `t` is given.
  * `settings` adds or overrides server settings (`{ max_connections: 300 }`). Rejects with
  * the server's log when it does not start within `startMs`.
@@ -74,7 +75,7 @@ export async function startPostgres({ t, settings = {}, startMs = 60000 } = {}) 
       const outcome = await ready(server, data, startMs);
       if (outcome === "ready") {
         const url = `postgres://${USER}@127.0.0.1:${port}/${USER}`;
-        const pg = { url, port, dir, stop };
+        const pg = { url, port, dir, pid: server.proc.pid, stop };
         t?.after(stop);
         await createDatabase(pg, USER);
         return pg;
