@@ -37,8 +37,10 @@ async function until(check, what, ms = 20000) {
 async function cluster(t, names = ["a", "b", "c"], env = {}) {
   const [pg, redis] = await Promise.all([startPostgres({ t }), startRedis({ t })]);
   const dir = tempDir(t);
-  env = { DATABASE_URL: await createDatabase(pg), REDIS_URL: redis.url, DATA_DIR: join(dir, "jobs"), ...env };
-  const start = (name, port = 0) => startServer(t, { dbPath: join(dir, `${name}.db`), port, env });
+  env = { DATABASE_URL: await createDatabase(pg), REDIS_URL: redis.url, ...env };
+  // Each its own DATA_DIR: the jobs' matrices are in PostgreSQL, and each keeps its copies.
+  const start = (name, port = 0) =>
+    startServer(t, { dbPath: join(dir, `${name}.db`), port, env: { DATA_DIR: join(dir, `${name}-jobs`), ...env } });
   const servers = {};
   for (const name of names) servers[name] = await start(name);
   return { ...servers, start, redis };

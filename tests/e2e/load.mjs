@@ -397,11 +397,10 @@ async function throughputJob(servers, { compute, W, N, postmaster }) {
 // --- 1 on PostgreSQL, with one instance and with two ---------------------------------------
 
 /**
- * One jobs' folder for the instances of a run: on this server a job's matrices are files in
- * DATA_DIR, which the instances sharing a database must then share too (as
- * tests/e2e/cluster.test.mjs does). Once they live in PostgreSQL, each instance can have its own.
+ * The folder of a run's instances' DATA_DIRs, one each (`<folder>/<instance>`): on PostgreSQL
+ * the jobs' matrices live in the database, and each instance keeps its own copies.
  */
-const sharedDataDir = () => mkdtempSync(join(tmpdir(), "brain-bench-jobs-"));
+const jobsFolder = () => mkdtempSync(join(tmpdir(), "brain-bench-jobs-"));
 
 async function scaleoutThroughput(compute = opts.compute ?? "none") {
   const [W, N] = QUICK ? [10, 30] : [100, 142];
@@ -424,11 +423,11 @@ async function scaleoutThroughput(compute = opts.compute ?? "none") {
     for (const [w, way] of ways.entries()) {
       const database = `bench_throughput_${round}_${way.instances}`;
       const url = way.instances ? await createDatabase(pg, database) : "";
-      const jobs = url && sharedDataDir();
+      const jobs = url && jobsFolder();
       // DATABASE_URL and REDIS_URL set, empty for SQLite, so that the shell's never leak in.
       const envs = Array.from({ length: Math.max(1, way.instances) }, (_, i) => ({
         MAX_CONNECTIONS_PER_IP: "100000", DATABASE_URL: url, REDIS_URL: "",
-        ...(url && { INSTANCE_ID: `bench-${"ab"[i]}`, DATA_DIR: jobs }),
+        ...(url && { INSTANCE_ID: `bench-${"ab"[i]}`, DATA_DIR: join(jobs, "ab"[i]) }),
       }));
       const postmaster = way.instances ? pg.pid : undefined;
       const profile = url && opts["pg-statements"] && round === rounds - 1;
@@ -638,9 +637,9 @@ async function scaleoutConnections() {
   const [pg, redis] = await Promise.all([privatePostgres(), startRedis()]);
   try {
     const url = await createDatabase(pg, "bench_connections");
-    const jobs = sharedDataDir();
+    const jobs = jobsFolder();
     const envs = ["a", "b"].map((id) => ({
-      MAX_CONNECTIONS_PER_IP: "100000", LEASE_MS: "6000", DATABASE_URL: url, REDIS_URL: redis.url, INSTANCE_ID: `bench-${id}`, DATA_DIR: jobs,
+      MAX_CONNECTIONS_PER_IP: "100000", LEASE_MS: "6000", DATABASE_URL: url, REDIS_URL: redis.url, INSTANCE_ID: `bench-${id}`, DATA_DIR: join(jobs, id),
     }));
     let r;
     try {

@@ -20,10 +20,10 @@ test("a rolling deploy: the page comes back through the balancer to the other in
   const dir = tempDir();
   t.after(() => cleanup(dir));
   const [pg, redis] = await Promise.all([startPostgres({ t }), startRedis({ t })]);
-  const env = { DATABASE_URL: await createDatabase(pg), REDIS_URL: redis.url, DATA_DIR: join(dir, "jobs") };
+  const env = { DATABASE_URL: await createDatabase(pg), REDIS_URL: redis.url };
   const servers = {};
   for (const name of ["a", "b"]) {
-    servers[name] = await startServer({ dbPath: join(dir, `${name}.db`), env });
+    servers[name] = await startServer({ dbPath: join(dir, `${name}.db`), env: { ...env, DATA_DIR: join(dir, `${name}-jobs`) } });
     t.after(() => servers[name].kill());
   }
   const balancer = await startBalancer({ t, ports: [servers.a.port, servers.b.port] });
