@@ -35,7 +35,8 @@ test("a lease that passes its deadline without a heartbeat goes back to the queu
   const server = await startServer(t, { env: { LEASE_MS: "400" } });
   const job = await submitRandom(server.url, 16, 8, 16, 8, 3);
   const silent = await startWorker(t, server.url, { name: "silent", inFlight: 1, behaviour: { holdFirst: true } });
-  await new Promise((r) => setTimeout(r, 200));
+  // Until its task arrives (a loaded machine may take longer than a lease).
+  for (const end = Date.now() + 10000; silent.held.length === 0 && Date.now() < end; ) await new Promise((r) => setTimeout(r, 20));
   assert.equal(silent.held.length, 1);
   const held = silent.held[0];
   const honest = await startWorker(t, server.url, { name: "honest" });
