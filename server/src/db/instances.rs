@@ -242,3 +242,40 @@ pub async fn others_connections(
     .await?;
     Ok((remote, records))
 }
+
+/// The channel on which instances sharing PostgreSQL tell one another there is new work.
+const WORK_CHANNEL: &str = "brain_work";
+
+/// Tells the other instances sharing PostgreSQL that there is new work (a job was submitted),
+/// so that the requests waiting on them are served now rather than at their next sweep.
+pub async fn announce_work(pool: &Pool) -> Result<(), sqlx::Error> {
+    if engine() == Engine::Sqlite {
+        return Ok(());
+    }
+    sqlx::query(sql("SELECT pg_notify(?, '')"))
+        .bind(WORK_CHANNEL)
+        .execute(pool)
+        .await
+        .map(|_| ())
+}
+
+/// Calls `work` whenever an instance announces work, until the process ends. Its own
+/// connection to PostgreSQL at `url` (a listener holds one), taken again after a loss; what
+/// is announced while it is away is picked up by the sweeps meanwhile.
+pub async fn listen_for_work(url: String, work: impl Fn()) {
+    loop {
+        let listening = async {
+            let mut listener = sqlx::postgres::PgListener::connect(&url).await?;
+            listener.listen(WORK_CHANNEL).await?;
+            loop {
+                listener.recv().await?;
+                work();
+            }
+        };
+        let stopped: Result<(), sqlx::Error> = listening.await;
+        if let Err(e) = stopped {
+            tracing::warn!(error = %e, "listening for other instances' work failed; again in 1 s");
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+    }
+}

@@ -110,10 +110,25 @@ impl Grid {
 
     /// The dispatcher and the sweeper, until aborted.
     pub fn spawn_loops(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
-        vec![
+        let mut loops = vec![
             tokio::spawn(dispatch::run(self.clone())),
             tokio::spawn(failures::sweep(self.clone())),
-        ]
+        ];
+        if let Some(url) = self.config.database_url.clone() {
+            let grid = self.clone();
+            loops.push(tokio::spawn(db::listen_for_work(url, move || grid.wake())));
+        }
+        loops
+    }
+
+    /// A job was added: waiting requests here are served now, and on the other instances
+    /// sharing PostgreSQL as soon as they hear of it.
+    pub async fn work_added(&self) {
+        self.wake();
+        if let Err(e) = db::announce_work(&self.db).await {
+            // They find it at their next sweep, within a second.
+            tracing::warn!(error = %e, "telling the other instances of new work failed");
+        }
     }
 
     /// Stops handing out work (the process is shutting down); results still arriving for

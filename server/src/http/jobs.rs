@@ -154,7 +154,7 @@ pub(super) async fn submit_job(
         );
     });
     state.grid.progress.job(&id);
-    state.grid.wake();
+    state.grid.work_added().await;
     let body = Created {
         id,
         status: JobStatus::Queued,
