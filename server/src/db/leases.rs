@@ -426,8 +426,21 @@ async fn complete(
     let now = now_ms();
     let mut tx = begin_write(pool).await?;
     // (job id, tile row, tile col) of each stored result, or the refusal reason.
+    let mut ids: Vec<i64> = items.iter().map(|i| i.task_id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    let together = engine() == Engine::Postgres && ids.len() == items.len() && items.len() > 1;
     let mut stored: Vec<Result<(String, i64, i64), String>> = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
+    if together {
+        let mut done = complete_together(&mut tx, items, results, now).await?;
+        for item in items {
+            stored.push(match done.remove(&item.task_id) {
+                Some(place) => Ok(place),
+                None => Err(refusal_reason(&mut tx, item.task_id, &item.connection, now).await?),
+            });
+        }
+    }
+    for (i, item) in items.iter().enumerate().filter(|_| !together) {
         let query = match results {
             None => sqlx::query(
             sql("UPDATE tasks SET state = 'done', compute_ms = ?1, completed_by = ?2, result_crc = ?7, \
@@ -534,6 +547,76 @@ async fn complete(
         })
         .collect();
     Ok(Completing { tx, completions })
+}
+
+/// PostgreSQL: [`complete`]'s statements for a batch of distinct tasks in one, where they were
+/// a round trip each: each task takes its values from arrays at its id's place. The tasks
+/// stored, by id, with their place in the job.
+async fn complete_together(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    items: &[ToComplete],
+    results: Option<&[&[u8]]>,
+    now: i64,
+) -> Result<std::collections::HashMap<i64, (String, i64, i64)>, sqlx::Error> {
+    let marks = |cast: &str| vec![format!("CAST(? AS {cast})"); items.len()].join(", ");
+    let (results_array, result_column) = match results {
+        Some(_) => (
+            format!(", ARRAY[{}] AS results", marks("BYTEA")),
+            ", result = p.results[array_position(p.ids, t.id)]",
+        ),
+        None => (String::new(), ""),
+    };
+    let text = format!(
+        "WITH p AS (SELECT ARRAY[{ids}] AS ids, ARRAY[{owners}] AS owners, \
+             ARRAY[{copies}] AS copies, ARRAY[{workers}] AS workers, ARRAY[{times}] AS times, \
+             ARRAY[{crcs}] AS crcs{results_array}) \
+         UPDATE tasks t SET state = 'done', \
+             compute_ms = p.times[array_position(p.ids, t.id)], \
+             completed_by = p.workers[array_position(p.ids, t.id)], \
+             result_crc = p.crcs[array_position(p.ids, t.id)]{result_column}, \
+             lease_owner = NULL, lease_worker = NULL, lease_deadline = NULL, updated_at = ? \
+         FROM p WHERE t.id = ANY(p.ids) AND ((t.state = 'leased' \
+                 AND t.lease_owner = p.owners[array_position(p.ids, t.id)] \
+                 AND t.lease_deadline >= ?) \
+             OR (p.copies[array_position(p.ids, t.id)] AND t.state IN ('leased', 'queued'))) \
+         RETURNING t.id, t.job_id, t.tile_row, t.tile_col",
+        ids = marks("BIGINT"),
+        owners = marks("TEXT"),
+        copies = marks("BOOLEAN"),
+        workers = marks("TEXT"),
+        times = marks("DOUBLE PRECISION"),
+        crcs = marks("BIGINT"),
+    );
+    let statement = dialect(text);
+    let mut query = sqlx::query_as::<_, (i64, String, i64, i64)>(&statement);
+    for item in items {
+        query = query.bind(item.task_id);
+    }
+    for item in items {
+        query = query.bind(&item.connection);
+    }
+    for item in items {
+        query = query.bind(item.duplicate);
+    }
+    for item in items {
+        query = query.bind(&item.worker_id);
+    }
+    for item in items {
+        query = query.bind(item.compute_ms);
+    }
+    for item in items {
+        query = query.bind(i64::from(item.result_crc));
+    }
+    if let Some(results) = results {
+        for result in results {
+            query = query.bind(*result);
+        }
+    }
+    let rows = query.bind(now).bind(now).fetch_all(&mut **tx).await?;
+    Ok(rows
+        .into_iter()
+        .map(|(id, job_id, row, col)| (id, (job_id, row, col)))
+        .collect())
 }
 
 /// Why a result for `task_id` from this connection cannot be accepted (read only).
