@@ -155,8 +155,9 @@ impl ClaimRound {
     /// order, the first task to the first holder: one statement for all of them, where
     /// [`ClaimRound::claim`] is a round trip each. Holders refused on some task claim one by
     /// one, as they must pass over the tasks they may not take. `None` for a holder left
-    /// without a task (the queue ran dry). Rows other claims hold are passed over (`SKIP
-    /// LOCKED`), as in `claim`.
+    /// without a task (the queue ran dry, or the task paired with it is one it was refused on
+    /// since it was asked: the statement checks again, and the task stays queued). Rows other
+    /// claims hold are passed over (`SKIP LOCKED`), as in `claim`.
     pub async fn claim_together(
         &mut self,
         holders: &[(Holder<'_>, i64)],
@@ -186,6 +187,8 @@ impl ClaimRound {
                      lease_address = p.addresses[array_position(p.ids, t.id)], \
                      attempts = t.attempts + 1, updated_at = ?, lease_instance = ? \
                  FROM p WHERE t.id = ANY(p.ids) AND t.state = 'queued' \
+                     AND NOT EXISTS (SELECT 1 FROM task_exclusions e WHERE e.task_id = t.id \
+                         AND e.worker_id = p.workers[array_position(p.ids, t.id)]) \
                  RETURNING CAST(array_position(p.ids, t.id) AS BIGINT), t.id, t.job_id, \
                      t.tile_row, t.tile_col",
                 together.len()
@@ -227,6 +230,20 @@ impl ClaimRound {
             out[i] = self.claim(holder, lease_ms).await?;
         }
         Ok(out)
+    }
+
+    /// Puts back a task claimed in this round, as if it had not been.
+    pub async fn give_back(&mut self, task_id: i64) -> Result<(), sqlx::Error> {
+        sqlx::query(sql(
+            "UPDATE tasks SET state = 'queued', lease_owner = NULL, lease_worker = NULL, \
+                 lease_deadline = NULL, lease_address = NULL, lease_instance = NULL, \
+                 attempts = attempts - 1 \
+             WHERE id = ? AND state = 'leased'",
+        ))
+        .bind(task_id)
+        .execute(&mut *self.0)
+        .await
+        .map(|_| ())
     }
 
     /// Which of the holders' workers were refused on some task.

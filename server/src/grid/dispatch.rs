@@ -252,13 +252,35 @@ async fn serve(grid: &Grid, waiting: Vec<Waiter>, unserved: &mut Vec<Waiter>) ->
             let leased = round.claim_together(&holders).await?;
             drop(holders);
             for ((waiter, _), task) in together.drain(..).zip(leased) {
-                match task {
-                    Some(task) => {
-                        let bytes = panel_bytes(grid, &task).await;
-                        claimed.push((waiter, task, bytes));
+                let Some(task) = task else {
+                    empty_handed.push(waiter);
+                    continue;
+                };
+                // Counted at no bytes while the round was decided: checked again now that its
+                // panels' size is known, and given back if the connection's budget is spent.
+                let mut so_far = Claimed::default();
+                for (w, _, bytes) in &claimed {
+                    if w.connection == waiter.connection {
+                        so_far.tasks += 1;
+                        so_far.bytes += bytes;
                     }
-                    None => empty_handed.push(waiter),
+                    if w.address == waiter.address {
+                        so_far.at_address += 1;
+                    }
                 }
+                let limits = &grid.config.limits;
+                let (per_worker, per_address) =
+                    (limits.max_tasks_per_worker, limits.max_leases_per_address);
+                if !grid
+                    .workers
+                    .may_lease(waiter.connection, per_worker, per_address, so_far)
+                {
+                    round.give_back(task.id).await?;
+                    held_back.push(waiter);
+                    continue;
+                }
+                let bytes = panel_bytes(grid, &task).await;
+                claimed.push((waiter, task, bytes));
             }
         }
         round.commit().await
