@@ -192,21 +192,9 @@ async fn serve(grid: &Grid, waiting: Vec<Waiter>, unserved: &mut Vec<Waiter>) ->
                 continue;
             }
             let id = waiter.connection;
-            let mut so_far = Claimed::default();
             let pending = together.iter().map(|(w, _)| (w, 0));
-            for (w, bytes) in claimed.iter().map(|(w, _, b)| (w, *b)).chain(pending) {
-                if w.connection == id {
-                    so_far.tasks += 1;
-                    so_far.bytes += bytes;
-                }
-                if w.address == waiter.address {
-                    so_far.at_address += 1;
-                }
-            }
-            let limits = &grid.config.limits;
-            let (per_worker, per_address) =
-                (limits.max_tasks_per_worker, limits.max_leases_per_address);
-            if !grid.workers.may_lease(id, per_worker, per_address, so_far) {
+            let earlier = claimed.iter().map(|(w, _, b)| (w, *b)).chain(pending);
+            if !may_lease(grid, &waiter, earlier) {
                 // Past its allowance, its address's cap or its send budget: it keeps its
                 // place and is served when a lease ends or the budget refills.
                 held_back.push(waiter);
@@ -258,23 +246,7 @@ async fn serve(grid: &Grid, waiting: Vec<Waiter>, unserved: &mut Vec<Waiter>) ->
                 };
                 // Counted at no bytes while the round was decided: checked again now that its
                 // panels' size is known, and given back if the connection's budget is spent.
-                let mut so_far = Claimed::default();
-                for (w, _, bytes) in &claimed {
-                    if w.connection == waiter.connection {
-                        so_far.tasks += 1;
-                        so_far.bytes += bytes;
-                    }
-                    if w.address == waiter.address {
-                        so_far.at_address += 1;
-                    }
-                }
-                let limits = &grid.config.limits;
-                let (per_worker, per_address) =
-                    (limits.max_tasks_per_worker, limits.max_leases_per_address);
-                if !grid
-                    .workers
-                    .may_lease(waiter.connection, per_worker, per_address, so_far)
-                {
+                if !may_lease(grid, &waiter, claimed.iter().map(|(w, _, b)| (w, *b))) {
                     round.give_back(task.id).await?;
                     held_back.push(waiter);
                     continue;
@@ -344,6 +316,30 @@ async fn serve(grid: &Grid, waiting: Vec<Waiter>, unserved: &mut Vec<Waiter>) ->
         }
     }
     outcome
+}
+
+/// Whether `waiter` may be given one more task this round, after the claims made so far
+/// (`earlier`: each with the bytes of its panels): within its allowance, its address's cap and
+/// its send budget.
+fn may_lease<'a>(
+    grid: &Grid,
+    waiter: &Waiter,
+    earlier: impl Iterator<Item = (&'a Waiter, u64)>,
+) -> bool {
+    let mut so_far = Claimed::default();
+    for (w, bytes) in earlier {
+        if w.connection == waiter.connection {
+            so_far.tasks += 1;
+            so_far.bytes += bytes;
+        }
+        if w.address == waiter.address {
+            so_far.at_address += 1;
+        }
+    }
+    let limits = &grid.config.limits;
+    let (per_worker, per_address) = (limits.max_tasks_per_worker, limits.max_leases_per_address);
+    grid.workers
+        .may_lease(waiter.connection, per_worker, per_address, so_far)
 }
 
 /// The bytes of a claimed task's panels in full (0 when its job's plan cannot be read: its
