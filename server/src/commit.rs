@@ -123,7 +123,7 @@ async fn store_batch(
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("writing results: {e}"))?;
     }
-    completing.commit().await.map_err(|e| e.to_string())
+    completing.commit(pool).await.map_err(|e| e.to_string())
 }
 
 /// On PostgreSQL: each accepted tile's bytes go into its task's row in the statement that
@@ -140,7 +140,7 @@ async fn store_batch_in_database(
     let completions = db::complete_tasks_with_results(pool, &tasks, &results)
         .await
         .map_err(|e| e.to_string())?
-        .commit()
+        .commit(pool)
         .await
         .map_err(|e| e.to_string())?;
     for c in &completions {

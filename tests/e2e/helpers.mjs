@@ -202,6 +202,13 @@ export async function api(url, path, { method = "GET", body, headers = {}, raw =
   return { status: res.status, json, text };
 }
 
+/** A series without labels from the server's /metrics (NaN when absent). */
+export async function metric(url, name) {
+  const text = (await api(url, "/metrics")).text;
+  const line = text.split("\n").find((l) => l.startsWith(`${name} `));
+  return line ? Number(line.split(" ")[1]) : NaN;
+}
+
 /**
  * Submits A·B of deterministic random matrices as JSON and returns the job id with the
  * product computed here, for comparison with what the grid returns.

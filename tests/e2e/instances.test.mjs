@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { createDatabase, psql, startPostgres } from "../support/postgres.mjs";
-import { api, assertClose, downloadNpy, npyDecode, registered, startServer, startWorker, submitRandom, tempDir, waitForJob } from "./helpers.mjs";
+import { api, assertClose, downloadNpy, metric, npyDecode, registered, startServer, startWorker, submitRandom, tempDir, waitForJob } from "./helpers.mjs";
 
 /**
  * A private PostgreSQL and two servers on it, `one` and `two`, each with its own DATA_DIR
@@ -42,8 +42,8 @@ async function holderOn(t, server) {
   return holder;
 }
 
-test("two instances on one PostgreSQL share a job: every tile is leased once, across both, and the product is exact", async (t) => {
-  const { one, two } = await twoInstances(t);
+test("two instances on one PostgreSQL share a job: every tile is leased once, across both, the product is exact, and exactly one instance finishes the job", async (t) => {
+  const { one, two, sql } = await twoInstances(t);
   const job = await submitRandom(one.url, 80, 8, 80, 4, 21); // 400 tiles, submitted to one
   // Workers on both, asking for several tasks at once: the instances claim side by side.
   const workers = [];
@@ -59,6 +59,20 @@ test("two instances on one PostgreSQL share a job: every tile is leased once, ac
     assert.ok(w.stats.accepted > 0, `worker ${i} (on instance ${i % 2 ? "two" : "one"}) was served`);
     assert.equal(w.stats.refused, 0);
   }
+  // Each instance counts its own results (job_progress); the job's count is their sum, on both.
+  const counted = (await sql(`SELECT done FROM job_progress WHERE job_id = '${job.id}'`)).trim().split("\n").map(Number);
+  assert.equal(counted.length, 2, "both instances counted results");
+  assert.equal(counted[0] + counted[1], 400);
+  for (const server of [one, two]) assert.equal((await api(server.url, `/api/jobs/${job.id}`)).json.tasks_done, 400);
+  // The batch that finished the job, or the settling after its commit, said so on exactly one
+  // instance: not on none (left to the sweep), not on both.
+  const finishes = async () => (await metric(one.url, "brain_job_duration_seconds_count")) + (await metric(two.url, "brain_job_duration_seconds_count"));
+  assert.equal(await finishes(), 1);
+  // An instance that died after committing a job's last results, before settling the job:
+  // another's sweep marks it done, within a second or so.
+  await sql(`UPDATE jobs SET status = 'running', finished_at = NULL WHERE id = '${job.id}'`);
+  assert.equal((await api(one.url, `/api/jobs/${job.id}`)).json.status, "running");
+  assert.ok(await eventually(async () => (await api(one.url, `/api/jobs/${job.id}`)).json.status === "done", 10000), "the sweep settled the job");
 });
 
 test("an instance that starts or stops puts back only its own leases, never another instance's", async (t) => {

@@ -44,7 +44,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { Worker } from "node:worker_threads";
-import { api, connect, referenceProduct, npyEncode, once, randomMatrix, rowsOf, startServer, toBytes, waitForJob, fromBytes, downloadNpy } from "./helpers.mjs";
+import { api, connect, metric, referenceProduct, npyEncode, once, randomMatrix, rowsOf, startServer, toBytes, waitForJob, fromBytes, downloadNpy } from "./helpers.mjs";
 import { createDatabase, psql, startPostgres } from "../support/postgres.mjs";
 import { startRedis } from "../support/redis.mjs";
 
@@ -145,13 +145,6 @@ const PG_SETTINGS = {
 /** The private PostgreSQL of the scale-out runs: started once (initdb takes seconds), stopped at the end. */
 let postgres;
 const privatePostgres = () => (postgres ??= startPostgres({ settings: PG_SETTINGS }));
-
-/** A counter from the server's /metrics. */
-async function metric(url, name) {
-  const text = (await api(url, "/metrics")).text;
-  const line = text.split("\n").find((l) => l.startsWith(`${name} `));
-  return line ? Number(line.split(" ")[1]) : NaN;
-}
 
 // --- independent checks --------------------------------------------------------------------
 

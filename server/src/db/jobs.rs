@@ -50,8 +50,22 @@ impl JobRow {
     }
 }
 
-const JOB_COLUMNS: &str =
-    "id, name, status, m, k, n, dtype, tile, tasks_total, tasks_done, created_at, finished_at, error";
+/// A job's columns as the API shows them. On PostgreSQL its count is the job's own (refusals
+/// and audits take results off it) plus what each instance counted (`job_progress`).
+fn job_columns() -> &'static str {
+    match engine() {
+        Engine::Sqlite => {
+            "id, name, status, m, k, n, dtype, tile, tasks_total, tasks_done, created_at, \
+             finished_at, error"
+        }
+        Engine::Postgres => {
+            "id, name, status, m, k, n, dtype, tile, tasks_total, \
+             CAST(tasks_done + COALESCE((SELECT SUM(p.done) FROM job_progress p \
+                 WHERE p.job_id = jobs.id), 0) AS BIGINT) AS tasks_done, \
+             created_at, finished_at, error"
+        }
+    }
+}
 
 /// Task rows per INSERT statement in [`insert_job`]: 802 bound parameters, far below
 /// SQLite's limit of 32,766.
@@ -125,7 +139,8 @@ pub(super) async fn insert_job_rows(
 
 pub async fn list_jobs(pool: &Pool) -> Result<Vec<JobRow>, sqlx::Error> {
     sqlx::query_as(&dialect(format!(
-        "SELECT {JOB_COLUMNS} FROM jobs ORDER BY created_at DESC, rowid DESC"
+        "SELECT {} FROM jobs ORDER BY created_at DESC, rowid DESC",
+        job_columns()
     )))
     .fetch_all(pool)
     .await
@@ -133,7 +148,8 @@ pub async fn list_jobs(pool: &Pool) -> Result<Vec<JobRow>, sqlx::Error> {
 
 pub async fn get_job(pool: &Pool, id: &str) -> Result<Option<JobRow>, sqlx::Error> {
     sqlx::query_as(&dialect(format!(
-        "SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"
+        "SELECT {} FROM jobs WHERE id = ?",
+        job_columns()
     )))
     .bind(id)
     .fetch_optional(pool)

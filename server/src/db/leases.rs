@@ -400,6 +400,10 @@ pub struct ToComplete {
 pub struct Completing {
     tx: sqlx::Transaction<'static, sqlx::Any>,
     completions: Vec<Completion>,
+    /// PostgreSQL: jobs still open after this batch, with the place of the batch's last
+    /// result of each: another instance's batch committed at the same time may have counted
+    /// the rest, unseen by this transaction.
+    unsettled: Vec<(String, usize)>,
 }
 
 impl Completing {
@@ -408,9 +412,34 @@ impl Completing {
         &self.completions
     }
 
-    pub async fn commit(self) -> Result<Vec<Completion>, sqlx::Error> {
-        self.tx.commit().await?;
-        Ok(self.completions)
+    /// Commits, then settles the jobs the batch left open: of two batches that finish a job
+    /// together, each blind to the other, the later to commit sees both once committed, and
+    /// marks the job done. A settling lost to a crash is done by the sweep
+    /// ([`finish_counted_jobs`]).
+    pub async fn commit(self, pool: &Pool) -> Result<Vec<Completion>, sqlx::Error> {
+        let Completing {
+            tx,
+            mut completions,
+            unsettled,
+        } = self;
+        tx.commit().await?;
+        for (job, last) in unsettled {
+            if finish_job(pool, &job, now_ms()).await? {
+                if let Completion::Accepted {
+                    tasks_done,
+                    tasks_total,
+                    job_status,
+                    job_finished,
+                    ..
+                } = &mut completions[last]
+                {
+                    *tasks_done = *tasks_total;
+                    *job_status = JobStatus::Done;
+                    *job_finished = true;
+                }
+            }
+        }
+        Ok(completions)
     }
 }
 
@@ -514,19 +543,19 @@ async fn complete(
         }
     }
     let mut jobs = Vec::with_capacity(per_job.len());
+    let mut unsettled = Vec::new();
     for (job_id, count, last) in &per_job {
-        let row = sqlx::query(
-            sql("UPDATE jobs SET tasks_done = tasks_done + ?1, \
-                 status = CASE WHEN tasks_done + ?1 >= tasks_total THEN 'done' ELSE status END, \
-                 finished_at = CASE WHEN tasks_done + ?1 >= tasks_total THEN ?2 ELSE finished_at END \
-             WHERE id = ?3 RETURNING tasks_done, tasks_total, status, created_at"),
-        )
-        .bind(count)
-        .bind(now)
-        .bind(job_id)
-        .fetch_one(&mut *tx)
-        .await?;
-        jobs.push((job_id.clone(), *last, row));
+        let counted = match engine() {
+            Engine::Sqlite => count_on_job(&mut tx, job_id, *count, now).await?,
+            Engine::Postgres => {
+                let counted = count_by_instance(&mut tx, job_id, *count, now).await?;
+                if counted.status.is_open() {
+                    unsettled.push((job_id.clone(), *last));
+                }
+                counted
+            }
+        };
+        jobs.push((job_id.clone(), *last, counted));
     }
     for (worker_id, count) in &per_worker {
         sqlx::query(sql(
@@ -545,25 +574,134 @@ async fn complete(
         .map(|(i, outcome)| match outcome {
             Err(reason) => Completion::Refused(reason),
             Ok((job_id, tile_row, tile_col)) => {
-                let (_, last, row) = jobs
+                let (_, last, counted) = jobs
                     .iter()
                     .find(|(j, _, _)| *j == job_id)
                     .expect("every stored result's job was counted");
-                let status: JobStatus = row.get("status");
                 Completion::Accepted {
                     tile_row,
                     tile_col,
-                    tasks_done: row.get("tasks_done"),
-                    tasks_total: row.get("tasks_total"),
-                    job_finished: i == *last && status == JobStatus::Done,
-                    job_status: status,
-                    job_age_s: (now - row.get::<i64, _>("created_at")) as f64 / 1000.0,
+                    tasks_done: counted.tasks_done,
+                    tasks_total: counted.tasks_total,
+                    job_finished: i == *last && counted.finished,
+                    job_status: counted.status,
+                    job_age_s: (now - counted.created_at) as f64 / 1000.0,
                     job_id,
                 }
             }
         })
         .collect();
-    Ok(Completing { tx, completions })
+    Ok(Completing {
+        tx,
+        completions,
+        unsettled,
+    })
+}
+
+/// A job's count after a batch of its results, as the batch's transaction sees it.
+#[derive(Debug, FromRow)]
+struct Counted {
+    tasks_done: i64,
+    tasks_total: i64,
+    status: JobStatus,
+    created_at: i64,
+    /// This batch moved the job to done.
+    #[sqlx(default)]
+    finished: bool,
+}
+
+/// SQLite (one instance, one writer): the count lives on the job's row, and the batch that
+/// reaches the total marks the job done.
+async fn count_on_job(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    job_id: &str,
+    count: i64,
+    now: i64,
+) -> Result<Counted, sqlx::Error> {
+    let mut counted: Counted =
+        sqlx::query_as(sql("UPDATE jobs SET tasks_done = tasks_done + ?1, \
+             status = CASE WHEN tasks_done + ?1 >= tasks_total THEN 'done' ELSE status END, \
+             finished_at = CASE WHEN tasks_done + ?1 >= tasks_total THEN ?2 ELSE finished_at END \
+         WHERE id = ?3 RETURNING tasks_done, tasks_total, status, created_at"))
+        .bind(count)
+        .bind(now)
+        .bind(job_id)
+        .fetch_one(&mut **tx)
+        .await?;
+    counted.finished = counted.status == JobStatus::Done;
+    Ok(counted)
+}
+
+/// PostgreSQL: this instance's own counter for the job grows (`job_progress`), and the job's
+/// row is only locked by the batch that finishes it, so the instances' batches do not wait for
+/// one another's commit. The count read here misses the batches other instances have not
+/// committed yet; a job two concurrent batches finish together is settled after the commit
+/// ([`Completing::commit`]).
+async fn count_by_instance(
+    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    job_id: &str,
+    count: i64,
+    now: i64,
+) -> Result<Counted, sqlx::Error> {
+    // The outer query sees the snapshot from before the insert: this instance's new count
+    // comes from the insert's RETURNING, the others' from the table.
+    let mut counted: Counted = sqlx::query_as(sql(
+        "WITH mine AS (INSERT INTO job_progress (job_id, instance, done) VALUES (?1, ?2, ?3) \
+             ON CONFLICT (job_id, instance) DO UPDATE SET done = job_progress.done + EXCLUDED.done \
+             RETURNING done) \
+         SELECT CAST(j.tasks_done + (SELECT done FROM mine) + COALESCE((SELECT SUM(p.done) \
+                 FROM job_progress p WHERE p.job_id = j.id AND p.instance <> ?2), 0) \
+                 AS BIGINT) AS tasks_done, \
+             j.tasks_total, j.status, j.created_at \
+         FROM jobs j WHERE j.id = ?1",
+    ))
+    .bind(job_id)
+    .bind(instance())
+    .bind(count)
+    .fetch_one(&mut **tx)
+    .await?;
+    if counted.status.is_open() && counted.tasks_done >= counted.tasks_total {
+        counted.finished = finish_job(&mut **tx, job_id, now).await?;
+        if counted.finished {
+            counted.status = JobStatus::Done;
+        }
+    }
+    Ok(counted)
+}
+
+/// Marks a job done if every task is counted (PostgreSQL); true if this call did.
+async fn finish_job<'e, E>(executor: E, job_id: &str, now: i64) -> Result<bool, sqlx::Error>
+where
+    E: sqlx::Executor<'e, Database = sqlx::Any>,
+{
+    let done = sqlx::query(sql("UPDATE jobs SET status = 'done', finished_at = ?1 \
+         WHERE id = ?2 AND status IN ('queued', 'running') \
+             AND tasks_done + COALESCE((SELECT SUM(p.done) FROM job_progress p \
+                 WHERE p.job_id = ?2), 0) >= tasks_total"))
+    .bind(now)
+    .bind(job_id)
+    .execute(executor)
+    .await?;
+    Ok(done.rows_affected() > 0)
+}
+
+/// PostgreSQL: marks done every open job whose tasks are all counted, should an instance have
+/// died between committing a job's last results and settling it (see [`Completing::commit`]).
+/// Returns the jobs it finished.
+pub async fn finish_counted_jobs(pool: &Pool) -> Result<Vec<String>, sqlx::Error> {
+    if engine() == Engine::Sqlite {
+        return Ok(Vec::new());
+    }
+    let rows: Vec<(String,)> =
+        sqlx::query_as(sql("UPDATE jobs j SET status = 'done', finished_at = ?1 \
+         WHERE j.status IN ('queued', 'running') \
+             AND j.tasks_done + COALESCE((SELECT SUM(p.done) FROM job_progress p \
+                 WHERE p.job_id = j.id), 0) >= j.tasks_total \
+         RETURNING j.id"))
+        .bind(now_ms())
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.into_iter().map(|(id,)| id).collect())
 }
 
 /// PostgreSQL: [`complete`]'s statements for a batch of distinct tasks in one, where they were

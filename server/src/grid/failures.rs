@@ -183,6 +183,10 @@ async fn instances(grid: &Arc<Grid>) -> Result<(), sqlx::Error> {
     db::instance_alive(&grid.db, grid.own_load()).await?;
     let timeout = grid.config.instance_timeout.as_millis() as i64;
     *grid.others.lock_or_recover() = db::others_load(&grid.db, timeout).await?;
+    let finished = db::finish_counted_jobs(&grid.db).await?;
+    if !finished.is_empty() {
+        tracing::warn!(jobs = ?finished, "done jobs left open by a crash were settled");
+    }
     grid.withdraw_ended().await?;
     grid.follow_quarantines().await?;
     grid.publish_roster().await?;
