@@ -138,7 +138,11 @@ function redisPid(port) {
 /** PostgreSQL's durable defaults, as a managed PostgreSQL runs, over the tests' fast settings. */
 const PG_SETTINGS = {
   fsync: "on", full_page_writes: "on", synchronous_commit: opts["pg-commit"],
-  ...(opts["pg-statements"] && { shared_preload_libraries: "pg_stat_statements", "pg_stat_statements.track": "all" }),
+  ...(opts["pg-statements"] && {
+    shared_preload_libraries: "pg_stat_statements",
+    "pg_stat_statements.track": "all",
+    "pg_stat_statements.track_planning": "on",
+  }),
   ...JSON.parse(process.env.LOAD_PG_SETTINGS ?? "{}"),
 };
 
@@ -475,23 +479,34 @@ async function scaleoutThroughput(compute = opts.compute ?? "none") {
   );
   for (const [name, tasks, rows] of statements) {
     console.log(`   ${name}, its last round: PostgreSQL's statements by execution time (pg_stat_statements)`);
-    console.log(`     ${"calls/1,000 tasks".padStart(17)} ${"mean µs".padStart(8)} ${"total ms".padStart(9)}  statement`);
-    for (const [calls, total, query] of rows)
-      console.log(`     ${fmt((1000 * calls) / tasks, 1).padStart(17)} ${fmt((1000 * total) / calls, 1).padStart(8)} ${fmt(total).padStart(9)}  ${query}`);
+    console.log(`     ${"calls/1,000 tasks".padStart(17)} ${"mean µs".padStart(8)} ${"total ms".padStart(9)} ${"planning ms".padStart(11)}  statement`);
+    for (const [calls, total, plan, query] of rows)
+      console.log(
+        `     ${fmt((1000 * calls) / tasks, 1).padStart(17)} ${fmt((1000 * total) / calls, 1).padStart(8)} ${fmt(total).padStart(9)} ${fmt(plan).padStart(11)}  ${query}`,
+      );
   }
 }
 
-/** The statements run on `database` since the last reset, by execution time: [calls, total ms, text]. */
+/**
+ * The statements run on `database` since the last reset, by execution time: [calls, total ms,
+ * text]. The forms of one statement for lists of different lengths (`ARRAY[$1, …, $n]`) are
+ * counted as one; the first row is every statement together.
+ */
 async function topStatements(pg, database) {
+  const form =
+    "left(regexp_replace(regexp_replace(regexp_replace(query, '\\s+', ' ', 'g'), " +
+    "'(CAST\\(\\$\\d+ AS [A-Z ]+\\)(, )?)+', 'CAST($… AS …)', 'g'), '(\\$\\d+(, )?)+', '$…', 'g'), 160)";
   const out = await psql(
     pg,
     "postgres",
-    `SELECT calls, total_exec_time, regexp_replace(left(query, 160), '\\s+', ' ', 'g') FROM pg_stat_statements ` +
-      `WHERE dbid = (SELECT oid FROM pg_database WHERE datname = '${database}') ORDER BY total_exec_time DESC LIMIT 15`,
+    `WITH s AS (SELECT calls, total_exec_time, total_plan_time, ${form} AS form FROM pg_stat_statements ` +
+      `WHERE dbid = (SELECT oid FROM pg_database WHERE datname = '${database}')) ` +
+      `(SELECT SUM(calls), SUM(total_exec_time), SUM(total_plan_time), '(every statement)' FROM s) UNION ALL ` +
+      `(SELECT SUM(calls), SUM(total_exec_time), SUM(total_plan_time), form FROM s GROUP BY form ORDER BY 2 DESC LIMIT 15)`,
   );
   return out.trim().split("\n").filter(Boolean).map((line) => {
-    const [calls, total, ...query] = line.split("|");
-    return [Number(calls), Number(total), query.join("|")];
+    const [calls, total, plan, ...query] = line.split("|");
+    return [Number(calls), Number(total), Number(plan), query.join("|")];
   });
 }
 

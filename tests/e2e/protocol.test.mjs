@@ -137,6 +137,29 @@ test("task_assigned carries binary panels; wrong, foreign and repeated results a
   assert.equal(rep.other.quarantined, false);
 });
 
+test("a result that does not say how long it took is stored, and so are the ones after it that do", async (t) => {
+  // One database connection: on PostgreSQL every result then goes through the statement the
+  // first one prepared, whose time parameter must keep its type when the first had none.
+  const server = await startServer(t, { env: { DATABASE_MAX_CONNECTIONS: "1" } });
+  const created = await api(server.url, "/api/jobs", {
+    method: "POST",
+    body: { a: [[1, 2, 3], [4, 5, 6], [7, 8, 9]], b: [[1], [0], [1]], tile: 1 },
+  });
+  const { socket } = await registered(t, server.url, { name: "untimed" });
+  for (const computeMs of [undefined, undefined, 2.5]) {
+    const assigned = once(socket, "task_assigned");
+    socket.emit("request_task");
+    const task = await assigned;
+    const a = new Float32Array(task.a.buffer.slice(task.a.byteOffset, task.a.byteOffset + 12));
+    const b = new Float32Array(task.b.buffer.slice(task.b.byteOffset, task.b.byteOffset + 12));
+    const ack = once(socket, "result_ack");
+    socket.emit("task_result", { task_id: task.task_id, c: toBytes("f32", [a[0] * b[0] + a[1] * b[1] + a[2] * b[2]]), compute_ms: computeMs });
+    assert.deepEqual(await ack, { task_id: task.task_id, accepted: true }, `the result with compute_ms ${computeMs}`);
+  }
+  const job = await waitForJob(server.url, created.json.id);
+  assert.equal(job.tasks_done, 3);
+});
+
 test("a request waits until a job arrives, then is answered without polling", async (t) => {
   const server = await startServer(t);
   const { socket } = await registered(t, server.url);

@@ -24,6 +24,16 @@ pub struct Holder<'a> {
     pub address: std::net::IpAddr,
 }
 
+/// A time that may be unknown, bound as NaN for unknown and stored as NULL (`NULLIF(?,
+/// 'NaN')`; SQLite stores NaN as NULL by itself). A NULL bound through sqlx's `Any` driver is
+/// typed `real` on PostgreSQL where a `double precision` was meant (sqlx 0.8.6 swaps the two
+/// for nulls), and the statement prepared from it then refuses every later 8-byte value
+/// ("incorrect binary data format"): one result without a time broke its connection's
+/// result statement for good.
+fn unknown_as_nan(ms: Option<f64>) -> f64 {
+    ms.unwrap_or(f64::NAN)
+}
+
 /// One dispatch round's claims, in one `BEGIN IMMEDIATE` transaction: one commit for the
 /// round rather than one per task. Nothing is leased unless [`ClaimRound::commit`] succeeds.
 pub struct ClaimRound(sqlx::Transaction<'static, sqlx::Any>);
@@ -489,14 +499,14 @@ async fn complete(
     for (i, item) in items.iter().enumerate().filter(|_| !together) {
         let query = match results {
             None => sqlx::query(
-            sql("UPDATE tasks SET state = 'done', compute_ms = ?1, completed_by = ?2, result_crc = ?7, \
+            sql("UPDATE tasks SET state = 'done', compute_ms = NULLIF(?1, 'NaN'), completed_by = ?2, result_crc = ?7, \
                  lease_owner = NULL, lease_worker = NULL, lease_deadline = NULL, updated_at = ?3 \
              WHERE id = ?4 AND ((state = 'leased' AND lease_owner = ?5 AND lease_deadline >= ?3) \
                  OR (?6 AND state IN ('leased', 'queued'))) \
              RETURNING job_id, tile_row, tile_col"),
             ),
             Some(_) => sqlx::query(
-            sql("UPDATE tasks SET state = 'done', compute_ms = ?1, completed_by = ?2, result_crc = ?7, \
+            sql("UPDATE tasks SET state = 'done', compute_ms = NULLIF(?1, 'NaN'), completed_by = ?2, result_crc = ?7, \
                  result = ?8, \
                  lease_owner = NULL, lease_worker = NULL, lease_deadline = NULL, updated_at = ?3 \
              WHERE id = ?4 AND ((state = 'leased' AND lease_owner = ?5 AND lease_deadline >= ?3) \
@@ -505,7 +515,7 @@ async fn complete(
             ),
         };
         let query = query
-            .bind(item.compute_ms)
+            .bind(unknown_as_nan(item.compute_ms))
             .bind(&item.worker_id)
             .bind(now)
             .bind(item.task_id)
@@ -726,7 +736,7 @@ async fn complete_together(
              ARRAY[{copies}] AS copies, ARRAY[{workers}] AS workers, ARRAY[{times}] AS times, \
              ARRAY[{crcs}] AS crcs{results_array}) \
          UPDATE tasks t SET state = 'done', \
-             compute_ms = p.times[array_position(p.ids, t.id)], \
+             compute_ms = NULLIF(p.times[array_position(p.ids, t.id)], 'NaN'), \
              completed_by = p.workers[array_position(p.ids, t.id)], \
              result_crc = p.crcs[array_position(p.ids, t.id)]{result_column}, \
              lease_owner = NULL, lease_worker = NULL, lease_deadline = NULL, updated_at = ? \
@@ -757,7 +767,7 @@ async fn complete_together(
         query = query.bind(&item.worker_id);
     }
     for item in items {
-        query = query.bind(item.compute_ms);
+        query = query.bind(unknown_as_nan(item.compute_ms));
     }
     for item in items {
         query = query.bind(i64::from(item.result_crc));
