@@ -3,12 +3,24 @@
 // injected (`emit`, `dispatch`), so it is unit-tested in Node with fakes.
 //
 // Invariant: while running and registered, open requests + queued + computing tasks stay at
-// `want()` = 2 per ready thread (one computing, one on its way or waiting), capped by what
-// the server allows a connection to hold. So a thread that finishes finds its next task
-// already here and never idles on a network round trip.
+// `want()` = `perThread()` per ready thread, capped by what the server allows a connection to
+// hold. `perThread()` is one computing plus enough on their way to cover a request's round
+// trip: a task asked for when a thread starts one must arrive before that thread finishes,
+// or the thread idles. So the depth follows the measured round trip (request to
+// `task_assigned`, panels included) over the measured compute time of a task: two when the
+// network is quick against the kernel, more on a slow link or with quick tiles.
 
-/** Tasks (leased or requested) per ready thread: one computing plus one in flight. */
+/** Tasks (leased or requested) per ready thread at least: one computing plus one in flight. */
 export const PER_THREAD = 2;
+/** At most: each task waiting here holds its panels, and the server caps a connection anyway. */
+export const MAX_PER_THREAD = 6;
+/**
+ * A request answered later than this waited for work to exist, not for the network: it says
+ * nothing of the round trip.
+ */
+export const WAITED_FOR_WORK_MS = 1000;
+/** Weight of a new sample in the round-trip and compute-time averages. */
+const ALPHA = 0.3;
 /** The server's default `MAX_TASKS_PER_WORKER`; lowered if the server says less. */
 export const DEFAULT_CAP = 16;
 
@@ -18,11 +30,15 @@ export class TaskPipeline {
    * dispatch(thread, task): hand `task` to the Web Worker `thread`.
    * onChange(): something shown on the page changed.
    */
-  constructor({ emit, dispatch, onChange = () => {}, cap = DEFAULT_CAP }) {
+  constructor({ emit, dispatch, onChange = () => {}, cap = DEFAULT_CAP, now = () => performance.now() }) {
     this.emit = emit;
     this.dispatch = dispatch;
     this.onChange = onChange;
     this.cap = cap;
+    this.now = now;
+    this.asked = []; // send times of the open requests, oldest first (answered in order)
+    this.roundTripMs = 0; // average request-to-task time (0: not measured yet)
+    this.computeMs = 0; // average compute time of a task (0: not measured yet)
     this.paused = true;
     this.registered = false;
     this.epoch = 0; // bumped per connection: results of an older one are stale
@@ -40,9 +56,16 @@ export class TaskPipeline {
     return n;
   }
 
+  /** Tasks to keep requested or in hand per thread (see the invariant above). */
+  perThread() {
+    if (!(this.roundTripMs > 0 && this.computeMs > 0)) return PER_THREAD;
+    const onTheWay = Math.ceil(this.roundTripMs / this.computeMs);
+    return Math.min(MAX_PER_THREAD, Math.max(PER_THREAD, 1 + onTheWay));
+  }
+
   want() {
     if (this.paused || !this.registered) return 0;
-    return Math.min(this.cap, PER_THREAD * this.readyThreads());
+    return Math.min(this.cap, this.perThread() * this.readyThreads());
   }
 
   outstanding() {
@@ -103,6 +126,7 @@ export class TaskPipeline {
     this.registered = false;
     this.epoch += 1;
     this.pending = 0;
+    this.asked = [];
     this.queue = [];
     this.awaitingAck.clear();
     this.onChange();
@@ -110,6 +134,9 @@ export class TaskPipeline {
 
   taskAssigned(task) {
     this.pending = Math.max(0, this.pending - 1);
+    const asked = this.asked.shift();
+    const roundTrip = asked === undefined ? NaN : this.now() - asked;
+    if (roundTrip >= 0 && roundTrip < WAITED_FOR_WORK_MS) this.roundTripMs = average(this.roundTripMs, roundTrip);
     this.queue.push(task);
     this.pump();
   }
@@ -117,6 +144,7 @@ export class TaskPipeline {
   /** The server refused a request (`too_many_tasks`): it allows fewer; remember the limit. */
   requestRefused() {
     this.pending = Math.max(0, this.pending - 1);
+    this.asked.shift();
     this.cap = Math.max(1, Math.min(this.cap, this.outstanding()));
     this.onChange();
   }
@@ -137,6 +165,7 @@ export class TaskPipeline {
     this.running.delete(taskId);
     this.freeThread(thread);
     let outcome = "dropped";
+    if (c && computeMs > 0) this.computeMs = average(this.computeMs, computeMs);
     if (r && !r.cancelled && r.epoch === this.epoch && this.registered) {
       this.emit("task_result", { task_id: taskId, c, compute_ms: computeMs });
       this.awaitingAck.set(taskId, flops);
@@ -190,8 +219,14 @@ export class TaskPipeline {
     }
     while (this.outstanding() < this.want()) {
       this.pending += 1;
+      this.asked.push(this.now());
       this.emit("request_task");
     }
     this.onChange();
   }
+}
+
+/** An exponentially weighted average; the first sample is taken as it is. */
+function average(current, sample) {
+  return current > 0 ? (1 - ALPHA) * current + ALPHA * sample : sample;
 }

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { TaskPipeline, DEFAULT_CAP } from "../../src/volunteer/pipeline.js";
+import { TaskPipeline, DEFAULT_CAP, MAX_PER_THREAD, PER_THREAD, WAITED_FOR_WORK_MS } from "../../src/volunteer/pipeline.js";
 
 function setup(opts = {}) {
   const sent = [];
@@ -61,6 +61,52 @@ test("a finished thread takes the next waiting task without a round trip", () =>
   assert.equal(result.compute_ms, 5);
   assert.ok(result.c instanceof ArrayBuffer);
   assert.equal(p.resultAck(1), 2);
+});
+
+/** One thread on a fake clock (`clock.t`, ms). */
+function timed() {
+  const clock = { t: 0 };
+  const s = setup({ now: () => clock.t });
+  s.p.addThread(0);
+  s.p.connected();
+  s.p.registeredNow();
+  s.p.setPaused(false);
+  return { ...s, clock };
+}
+
+test("a slow round trip against a quick tile keeps more tasks on their way, up to a bound", () => {
+  const { p, requests, clock } = timed();
+  assert.equal(requests(), PER_THREAD);
+  clock.t = 100; // both requests answered after 100 ms: the round trip
+  p.taskAssigned(task(1));
+  p.taskAssigned(task(2));
+  p.taskDone(0, 1, new ArrayBuffer(4), 40, 2); // a 40 ms tile: 1 + ceil(100 / 40) = 4
+  assert.equal(p.perThread(), 4);
+  assert.equal(p.outstanding(), 4);
+  assert.equal(requests(), 5, "the two first, then three to replace the one done and deepen");
+  // Slower still against the kernel: the depth stops at its bound.
+  for (let i = 3; i <= 30; i++) {
+    clock.t += 500;
+    p.taskAssigned(task(i));
+    p.taskDone(0, i - 1, new ArrayBuffer(4), 1, 2);
+  }
+  assert.equal(p.perThread(), MAX_PER_THREAD);
+  assert.equal(p.outstanding(), MAX_PER_THREAD);
+});
+
+test("a quick round trip keeps two per thread, and a request that waited for work measures nothing", () => {
+  const { p, requests, clock } = timed();
+  clock.t = 5;
+  p.taskAssigned(task(1));
+  p.taskDone(0, 1, new ArrayBuffer(4), 40, 2);
+  assert.equal(p.perThread(), PER_THREAD, "5 ms of round trip against 40 ms of tile");
+  assert.equal(p.roundTripMs, 5);
+  // A request that stayed open while no job had work: answered late, not slowly.
+  clock.t += WAITED_FOR_WORK_MS + 4000;
+  p.taskAssigned(task(2));
+  assert.equal(p.roundTripMs, 5);
+  assert.equal(p.perThread(), PER_THREAD);
+  assert.equal(requests(), 3);
 });
 
 test("the server's limit caps the requests", () => {
