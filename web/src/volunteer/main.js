@@ -3,8 +3,9 @@
 // heartbeats on time; N dedicated Web Workers compute, each with its own worker-wasm
 // instance, and receive a copy of the task's panels (the page's panel cache keeps the
 // originals for later tiles). The pipeline keeps enough tasks per thread requested or in hand
-// to cover the measured round trip (pipeline.js), so no thread waits on the network. A server named by the link (`?server=`) is used only
-// once the person confirms it: until then the page cannot start (see common/server-prompt.js).
+// to cover the measured round trip (pipeline.js), so no thread waits on the network. A
+// server named by the link (`?server=`) is used only once the person confirms it: until then
+// the page cannot start (see common/server-prompt.js).
 
 import { io } from "socket.io-client";
 import { detectFeatures, pickVariant, VARIANT_LABELS } from "./features.js";
