@@ -4,7 +4,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: help dev dev-cluster run volunteer setup wasm web test test-rust test-kernel test-e2e test-api test-web test-release bench bench-kernel bench-verify bench-grid bench-storage bench-bigjob check fmt clean
+.PHONY: help dev dev-cluster run volunteer setup wasm web test test-rust test-kernel test-e2e test-api test-web test-release bench bench-kernel bench-page bench-verify bench-grid bench-storage bench-bigjob check fmt clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -51,10 +51,16 @@ test-api: ## Fuzz the HTTP API from its OpenAPI document with schemathesis
 test-web: web ## Page unit tests and browser tests in headless Chromium
 	@scripts/test-web.sh
 
-bench: bench-kernel bench-verify bench-grid bench-storage bench-bigjob ## Print the benchmark figures recorded in docs/benchmarks.md
+bench: bench-kernel bench-page bench-verify bench-grid bench-storage bench-bigjob ## Print the benchmark figures recorded in docs/benchmarks.md
 
 bench-kernel: setup ## Kernel GFLOP/s in Node (wasm) and natively
 	@scripts/bench-kernel.sh
+
+bench-page: setup ## The volunteer page (web/dist) in headless Chromium against a release server: end-to-end GFLOP/s beside the page's own kernel speed and the same build in Node, 1 and 2 threads, three job shapes (#17); ARGS="--quick", "--trace", "--cases 2048,wide,thin", "--threads 1,2"
+	cargo build --release -p server --bin brain-server
+	[ -f worker-wasm/pkg-relaxed/worker_wasm_bg.wasm ] || scripts/build-wasm.sh
+	scripts/build-web.sh
+	node web/bench/page.mjs $(ARGS)
 
 bench-grid: setup ## The grid's four figures: throughput, connections, efficiency, bytes (load harness); then throughput on SQLite against PostgreSQL with 1 and 2 instances, connections over 2 instances
 	cargo build --release -p server --bin brain-server

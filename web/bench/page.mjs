@@ -1,0 +1,578 @@
+#!/usr/bin/env node
+// The volunteer page in a real browser (`make bench-page`, issue #17): end-to-end GFLOP/s of
+// the page in web/dist, in Debian's headless Chromium, against a release server on loopback,
+// beside the kernel's own speed measured in the same page and the same build's kernel in Node.
+// Asserts no timings; every product is checked (Freivalds) against the inputs.
+//
+//   node web/bench/page.mjs [--quick] [--cases 2048,wide,thin,MxKxN[/tile]] [--threads 1,2]
+//                           [--trace] [--trace-case CASE/THREADS] [--no-anchor]
+//
+// Per case (a job shape at a thread count): a fresh server (127.0.0.1, port 0, temporary
+// DATABASE_PATH, its jobs beside it), a fresh browser context with the thread count preset in
+// localStorage as the page's own setting (`brain.threads`), the start button pressed, then a
+// wait until every thread has warmed up and the page sits idle with its requests open. Only
+// then is the job submitted (two .npy files, encoded beforehand), and the wall time runs from
+// the submission's first byte to the first poll that sees the job `done`.
+//
+//   end-to-end   2·m·k·n / wall
+//   kernel       per thread, Σ flops / Σ compute_ms of the job's tiles as the compute threads
+//                reported them (compute_ms covers copying the panels into wasm memory and C
+//                out of it, see worker-wasm/src/thread.rs); "page shows" is the page's own
+//                "speed per thread" (an exponential average) at the end
+//   efficiency   end-to-end / (kernel × threads)
+//   kernel busy  Σ compute_ms / (wall × threads)
+//
+// The compute threads' `done` messages are observed by a listener this script adds to each
+// Worker the page creates (an init script wraps the page's Worker constructor): the page's
+// code is not changed, and its own `onmessage` still runs as before.
+//
+// --trace records one more run of one case (--trace-case; default: the first case at 1 thread) with Chrome's
+// tracing through the DevTools protocol, and prints where each thread's time went inside the
+// job's window: busy and idle, and the events by self time, grouped (script, GC, wasm,
+// messages, socket, rendering). The breakdown and the raw trace go to test-output/bench-page/.
+//
+// Needs: target/release/brain-server (cargo build --release -p server), web/dist
+// (scripts/build-web.sh), playwright-core (web/node_modules) and /usr/bin/chromium.
+import { spawn, spawnSync } from "node:child_process";
+import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { parseArgs } from "node:util";
+
+const { values: opts } = parseArgs({
+  options: {
+    quick: { type: "boolean", default: false },
+    cases: { type: "string" },
+    threads: { type: "string" },
+    trace: { type: "boolean", default: false },
+    "trace-case": { type: "string" },
+    "no-anchor": { type: "boolean", default: false },
+    driver: { type: "string", default: "cdp" },
+  },
+  allowPositionals: false,
+  strict: true,
+});
+
+// The release server unless told otherwise; set before importing the helpers, which read it.
+process.env.BRAIN_SERVER_BIN ??= new URL("../../target/release/brain-server", import.meta.url).pathname;
+const { ROOT, SERVER_BIN, WEB_DIR, CHROMIUM, startServer, launchBrowser, tempDir, cleanup, waitFor, getJson, randomMatrix } =
+  await import("../test/e2e/helpers.mjs");
+const { encodeNpy, decodeNpy } = await import("../src/common/npy.js");
+
+const OUT = join(ROOT, "test-output/bench-page");
+const missing = [
+  [SERVER_BIN, "the release server: cargo build --release -p server"],
+  [join(WEB_DIR, "volunteer.js"), "the page: scripts/build-web.sh (make web)"],
+  [CHROMIUM, "Chromium: apt-get install -y chromium"],
+].filter(([path]) => !existsSync(path));
+if (missing.length) {
+  for (const [path, how] of missing) console.error(`bench-page: missing ${path} (${how})`);
+  process.exit(2);
+}
+
+// --- cases ----------------------------------------------------------------------------------
+
+const NAMED = {
+  2048: { m: 2048, k: 2048, n: 2048, tile: 256, label: "2048² tile 256" },
+  wide: { m: 4096, k: 1024, n: 4096, tile: 256, label: "4096×1024×4096 tile 256" },
+  thin: { m: 4096, k: 64, n: 4096, tile: 256, label: "thin k 4096×64×4096 tile 256" },
+  1024: { m: 1024, k: 1024, n: 1024, tile: 256, label: "1024² tile 256" },
+};
+
+function parseCase(text) {
+  if (NAMED[text]) return { name: text, ...NAMED[text] };
+  const match = text.match(/^(\d+)x(\d+)x(\d+)(?:\/(\d+))?$/);
+  if (!match) throw new Error(`--cases: ${text} is neither ${Object.keys(NAMED).join(", ")} nor MxKxN[/tile]`);
+  const [m, k, n, tile] = match.slice(1).map(Number);
+  return { name: text, m, k, n, tile: tile || 256, label: `${m}×${k}×${n} tile ${tile || 256}` };
+}
+
+const shapes = (opts.cases ?? (opts.quick ? "1024" : "2048,wide,thin")).split(",").map(parseCase);
+const threadCounts = (opts.threads ?? (opts.quick ? "1" : "1,2")).split(",").map(Number);
+for (const t of threadCounts) if (!(Number.isInteger(t) && t >= 1)) throw new Error(`--threads: ${t} is not a thread count`);
+
+// --- the page -------------------------------------------------------------------------------
+
+/**
+ * Runs in the page before its own scripts: counts each compute thread's `done` messages with a
+ * listener of its own beside the page's `onmessage`. `__benchThreads[i]`: the i-th Worker made.
+ */
+function observeWorkers() {
+  const Native = globalThis.Worker;
+  const threads = [];
+  globalThis.__benchThreads = threads;
+  globalThis.__benchReset = () => {
+    for (const t of threads) Object.assign(t, { tiles: 0, flops: 0, computeMs: 0, first: null, last: null });
+  };
+  globalThis.Worker = class extends Native {
+    constructor(...args) {
+      super(...args);
+      const t = { tiles: 0, flops: 0, computeMs: 0, first: null, last: null, warmGflops: 0 };
+      threads.push(t);
+      this.addEventListener("message", (event) => {
+        const msg = event.data;
+        if (msg?.type === "ready") t.warmGflops = msg.gflops;
+        if (msg?.type !== "done" || !msg.c) return;
+        const now = performance.now();
+        t.tiles += 1;
+        t.flops += msg.flops;
+        t.computeMs += msg.compute_ms;
+        t.first ??= now - msg.compute_ms;
+        t.last = now;
+      });
+    }
+  };
+}
+
+/**
+ * Two ways to drive Chromium, behind one small interface (`evaluate(expression)`, `cdp` with
+ * `send`/`once`, `close`):
+ *
+ * - `cdp` (default): Chromium started here with a DevTools port, one browser-level CDP
+ *   connection, and per case a fresh browser context whose page gets only what this script
+ *   asks (an init script, `Runtime.evaluate`). Nothing else watches the page.
+ * - `playwright`: playwright-core's `chromium.launch`. Playwright enables the Network domain
+ *   on every page, so Chromium reports each WebSocket frame, payload included, over the
+ *   DevTools pipe: with megabyte panels that costs the browser real time (see
+ *   docs/benchmarks.md), so it is kept only for comparison.
+ */
+async function launch(driver) {
+  if (driver === "playwright") {
+    const browser = await launchBrowser();
+    return {
+      version: browser.version(),
+      async open(init) {
+        const context = await browser.newContext();
+        await context.addInitScript({ content: `(${init})()` });
+        const page = await context.newPage();
+        const errors = [];
+        page.on("pageerror", (e) => errors.push(e.message));
+        const cdp = await context.newCDPSession(page);
+        return {
+          errors,
+          goto: (url) => page.goto(url),
+          evaluate: (expression) => page.evaluate(expression),
+          cdp: { send: (m, p) => cdp.send(m, p), once: (e) => new Promise((r) => cdp.once(e, r)) },
+          close: () => context.close(),
+        };
+      },
+      close: () => browser.close(),
+    };
+  }
+  return launchCdp();
+}
+
+/** A minimal Chrome DevTools Protocol client over one WebSocket, with flattened sessions. */
+async function launchCdp() {
+  const WebSocketImpl = globalThis.WebSocket ?? (await import("ws")).WebSocket;
+  const profile = tempDir();
+  const proc = spawn(CHROMIUM, [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--no-default-browser-check",
+    "--remote-debugging-port=0", `--user-data-dir=${profile}`, "about:blank",
+  ], { stdio: ["ignore", "ignore", "pipe"] });
+  const wsUrl = await new Promise((resolve, reject) => {
+    let err = "";
+    const timer = setTimeout(() => reject(new Error(`chromium did not start:\n${err}`)), 60_000);
+    proc.stderr.on("data", (d) => {
+      err += d;
+      const m = err.match(/DevTools listening on (ws:\/\/\S+)/);
+      if (m) {
+        clearTimeout(timer);
+        resolve(m[1]);
+      }
+    });
+    proc.once("exit", (code) => reject(new Error(`chromium exited with ${code}:\n${err}`)));
+  });
+  const ws = new WebSocketImpl(wsUrl);
+  await new Promise((resolve, reject) => {
+    ws.onopen = resolve;
+    ws.onerror = () => reject(new Error(`cannot connect to ${wsUrl}`));
+  });
+  let nextId = 1;
+  const calls = new Map();
+  const listeners = new Set();
+  ws.onmessage = (event) => {
+    const msg = JSON.parse(typeof event.data === "string" ? event.data : event.data.toString());
+    if (msg.id !== undefined) {
+      const call = calls.get(msg.id);
+      calls.delete(msg.id);
+      if (msg.error) call?.reject(new Error(`${call.method}: ${msg.error.message}`));
+      else call?.resolve(msg.result);
+    } else {
+      for (const l of listeners) l(msg);
+    }
+  };
+  const send = (method, params = {}, sessionId) =>
+    new Promise((resolve, reject) => {
+      const id = nextId++;
+      calls.set(id, { resolve, reject, method });
+      ws.send(JSON.stringify({ id, method, params, ...(sessionId && { sessionId }) }));
+    });
+  const { product } = await send("Browser.getVersion");
+  return {
+    version: product,
+    async open(init) {
+      const { browserContextId } = await send("Target.createBrowserContext");
+      const { targetId } = await send("Target.createTarget", { url: "about:blank", browserContextId });
+      const { sessionId } = await send("Target.attachToTarget", { targetId, flatten: true });
+      const call = (method, params) => send(method, params, sessionId);
+      const errors = [];
+      const onError = (msg) => {
+        if (msg.sessionId === sessionId && msg.method === "Runtime.exceptionThrown")
+          errors.push(msg.params.exceptionDetails.exception?.description ?? msg.params.exceptionDetails.text);
+      };
+      listeners.add(onError);
+      await call("Runtime.enable");
+      await call("Page.enable");
+      await call("Page.addScriptToEvaluateOnNewDocument", { source: `(${init})()` });
+      const evaluate = async (expression) => {
+        const r = await call("Runtime.evaluate", { expression, returnByValue: true, awaitPromise: true });
+        if (r.exceptionDetails) throw new Error(r.exceptionDetails.exception?.description ?? r.exceptionDetails.text);
+        return r.result.value;
+      };
+      return {
+        errors,
+        async goto(url) {
+          await call("Page.navigate", { url });
+          await waitFor(() => evaluate("document.readyState === 'complete' && Boolean(globalThis.brainVolunteer)"), "the page to load", 30_000, 50);
+        },
+        evaluate,
+        cdp: {
+          send: call,
+          once: (event) =>
+            new Promise((resolve) => {
+              const l = (msg) => {
+                if (msg.sessionId === sessionId && msg.method === event) {
+                  listeners.delete(l);
+                  resolve(msg.params);
+                }
+              };
+              listeners.add(l);
+            }),
+        },
+        async close() {
+          listeners.delete(onError);
+          await send("Target.disposeBrowserContext", { browserContextId });
+        },
+      };
+    },
+    async close() {
+      await send("Browser.close").catch(() => {});
+      ws.close();
+      await new Promise((r) => (proc.exitCode === null ? proc.once("exit", r) : r()));
+      cleanup(profile);
+    },
+  };
+}
+
+/** Opens the page with `threads` threads, presses start, waits until it is warm and idle. */
+async function openPage(browser, url, threads) {
+  const page = await browser.open(`() => {
+    localStorage.setItem("brain.threads", ${JSON.stringify(String(threads))});
+    (${observeWorkers})();
+  }`);
+  await page.goto(url);
+  await page.evaluate("document.getElementById('start').click()");
+  const snap = () => page.evaluate("globalThis.brainVolunteer.snapshot()");
+  await waitFor(async () => {
+    const s = await snap();
+    if (s.phase === "error") throw new Error(`the page stopped: ${await page.evaluate("document.getElementById('log').textContent")}`);
+    return s.phase === "running" && s.registered && s.threads === threads && s.pending > 0 && s.computing === 0;
+  }, `the page to warm up ${threads} thread(s)`, 60_000, 100);
+  // Let the warm-up's garbage and the first renders settle: the job must meet an idle page.
+  await new Promise((r) => setTimeout(r, 1000));
+  const s = await snap();
+  if (s.threads !== threads) throw new Error(`the page runs ${s.threads} threads, not ${threads} (hardwareConcurrency?)`);
+  return { ...page, snap };
+}
+
+// --- the job --------------------------------------------------------------------------------
+
+/** The two .npy files of a case, encoded before any timing starts. */
+function inputs({ m, k, n }, seed) {
+  const a = randomMatrix(m, k, "f32", seed);
+  const b = randomMatrix(k, n, "f32", seed + 1);
+  return { a, b, aNpy: encodeNpy(a, m, k), bNpy: encodeNpy(b, k, n) };
+}
+
+async function submit(url, job, data) {
+  const form = new FormData();
+  form.append("a", new Blob([data.aNpy]), "a.npy");
+  form.append("b", new Blob([data.bNpy]), "b.npy");
+  form.append("tile", String(job.tile));
+  form.append("name", `bench-page ${job.label}`);
+  const res = await fetch(`${url}/api/jobs`, { method: "POST", body: form });
+  if (res.status !== 201) throw new Error(`submit: ${res.status} ${await res.text()}`);
+  return res.json();
+}
+
+async function waitDone(url, id, ms) {
+  const deadline = performance.now() + ms;
+  for (;;) {
+    const job = await getJson(`${url}/api/jobs/${id}`);
+    if (job.status === "done") return job;
+    if (job.status === "failed" || job.status === "cancelled") throw new Error(`job ${job.status}: ${job.error}`);
+    if (performance.now() > deadline) throw new Error(`job not done in ${ms} ms: ${job.tasks_done}/${job.tasks_total}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/**
+ * Freivalds' check in f64 (as tests/e2e/load.mjs does): C·x against A·(B·x) for three random
+ * vectors, each row within a bound on f32 accumulation error. O(mk + kn + mn).
+ */
+function checkProduct(a, b, c, m, k, n) {
+  const eps = 1.2e-7;
+  for (let round = 0; round < 3; round++) {
+    const x = Float64Array.from({ length: n }, () => Math.random() * 2 - 1);
+    const bx = new Float64Array(k), absBx = new Float64Array(k);
+    for (let p = 0; p < k; p++)
+      for (let j = 0; j < n; j++) {
+        bx[p] += b[p * n + j] * x[j];
+        absBx[p] += Math.abs(b[p * n + j] * x[j]);
+      }
+    for (let i = 0; i < m; i++) {
+      let want = 0, scale = 0, got = 0;
+      for (let p = 0; p < k; p++) {
+        want += a[i * k + p] * bx[p];
+        scale += Math.abs(a[i * k + p]) * absBx[p];
+      }
+      for (let j = 0; j < n; j++) got += c[i * n + j] * x[j];
+      if (!(Math.abs(got - want) <= 4 * k * eps * scale + 1e-9))
+        throw new Error(`product check failed at row ${i}: C·x = ${got}, A·(B·x) = ${want}`);
+    }
+  }
+}
+
+// --- one case -------------------------------------------------------------------------------
+
+async function runCase(browser, job, threads, { trace = false } = {}) {
+  const dir = tempDir();
+  const server = await startServer({ dbPath: join(dir, "brain.db") });
+  let opened;
+  try {
+    const data = inputs(job, 17);
+    opened = await openPage(browser, `${server.url}/`, threads);
+    const { snap } = opened;
+    const tracer = trace ? await startTrace(opened.cdp) : null;
+    await opened.evaluate("globalThis.__benchReset(); performance.mark('bench-submit'); 0");
+    const t0 = performance.now();
+    const created = await submit(server.url, job, data);
+    const tSubmitted = performance.now();
+    await waitDone(server.url, created.id, 600_000);
+    const wall = (performance.now() - t0) / 1000;
+    await opened.evaluate("performance.mark('bench-done'); 0");
+    const traced = tracer ? await tracer.stop() : null;
+    const threadsSeen = (await opened.evaluate("globalThis.__benchThreads")).filter((t) => t.tiles > 0);
+    const { gflopsPerThread: shown, variant } = await snap();
+
+    const result = await fetch(`${server.url}/api/jobs/${created.id}/result`);
+    if (result.status !== 200) throw new Error(`result: ${result.status}`);
+    const c = decodeNpy(new Uint8Array(await result.arrayBuffer()));
+    if (c.rows !== job.m || c.cols !== job.n) throw new Error(`result is ${c.rows}×${c.cols}`);
+    checkProduct(data.a, data.b, c.data, job.m, job.k, job.n);
+    if (opened.errors.length) throw new Error(`page errors: ${opened.errors.join("; ")}`);
+
+    const flops = 2 * job.m * job.k * job.n;
+    const tiles = threadsSeen.reduce((s, t) => s + t.tiles, 0);
+    const computeMs = threadsSeen.reduce((s, t) => s + t.computeMs, 0);
+    const perThread = threadsSeen.map((t) => t.flops / t.computeMs / 1e6);
+    const kernel = perThread.reduce((s, g) => s + g, 0) / perThread.length;
+    const e2e = flops / wall / 1e9;
+    return {
+      case: job.name, label: job.label, variant, m: job.m, k: job.k, n: job.n, tile: job.tile, threads,
+      tasks: created.tasks_total, tiles, wall_s: wall, submit_s: (tSubmitted - t0) / 1000,
+      e2e_gflops: e2e, kernel_gflops_per_thread: kernel, kernel_gflops_each: perThread,
+      page_shows_gflops_per_thread: shown, efficiency: e2e / (kernel * threads),
+      kernel_busy: computeMs / (wall * 1000 * threads), threads_used: threadsSeen.length,
+      trace: traced,
+    };
+  } finally {
+    await opened?.close().catch(() => {});
+    await server.kill();
+    cleanup(dir);
+  }
+}
+
+// --- tracing --------------------------------------------------------------------------------
+
+const TRACE_CATEGORIES = [
+  "toplevel", "devtools.timeline", "disabled-by-default-devtools.timeline", "blink.user_timing",
+  "v8", "v8.execute", "v8.wasm", "disabled-by-default-v8.gc", "blink", "net", "loading",
+];
+
+/**
+ * Starts Chrome's tracing on the page's browser. The events are kept in the browser until
+ * `stop()` and then read as one stream (IO.read): streaming them during the run
+ * (`ReportEvents`) would keep the DevTools pipe busy, a third of a core here, in the window.
+ */
+async function startTrace(cdp) {
+  const complete = cdp.once("Tracing.tracingComplete");
+  await cdp.send("Tracing.start", {
+    transferMode: "ReturnAsStream",
+    streamFormat: "json",
+    traceConfig: { includedCategories: TRACE_CATEGORIES, recordMode: "recordAsMuchAsPossible" },
+  });
+  return {
+    async stop() {
+      await cdp.send("Tracing.end");
+      const { stream } = await complete;
+      const chunks = [];
+      for (;;) {
+        const { data, eof, base64Encoded } = await cdp.send("IO.read", { handle: stream, size: 1 << 22 });
+        chunks.push(base64Encoded ? Buffer.from(data, "base64").toString("utf8") : data);
+        if (eof) break;
+      }
+      await cdp.send("IO.close", { handle: stream });
+      const parsed = JSON.parse(chunks.join(""));
+      return Array.isArray(parsed) ? parsed : parsed.traceEvents;
+    },
+  };
+}
+
+/** Which group an event's name belongs to, for the summary. */
+function groupOf(name) {
+  if (/GC|Scavenge|MarkCompact|Sweep|Marking|Heap/i.test(name)) return "GC";
+  if (/wasm/i.test(name)) return "wasm (compile, calls)";
+  if (/Message|postMessage|Serialize|Deserialize|Clone/i.test(name)) return "messages between threads";
+  if (/WebSocket|Socket|Resource|Network|Receive|Frame(?!Start)|DataReceived/i.test(name)) return "network";
+  if (/Paint|Layout|Style|Layer|Composite|Animation|BeginFrame|UpdateLayoutTree|Commit|Raster|PrePaint/i.test(name)) return "rendering";
+  if (/FunctionCall|EvaluateScript|v8\.|V8\.|Compile|Parse|Script|TimerFire|FireAnimationFrame|EventDispatch|Microtask|RunMicrotasks/i.test(name)) return "script";
+  if (/^(RunTask|ThreadControllerImpl::RunTask|ThreadPool_RunTask)$/.test(name)) return "untraced work in a task";
+  return "other";
+}
+
+/**
+ * Per thread of the renderer: busy time (the union of top-level events) inside the job's
+ * window, and self time by event name and by group. B/E pairs are turned into spans first.
+ */
+function breakdown(events) {
+  const names = new Map(); // "pid:tid" -> thread name
+  for (const e of events) if (e.ph === "M" && e.name === "thread_name") names.set(`${e.pid}:${e.tid}`, e.args?.name ?? "?");
+  const mark = (name) => events.find((e) => e.name === name && e.cat?.includes("blink.user_timing"))?.ts;
+  const from = mark("bench-submit"), to = mark("bench-done");
+  if (from === undefined || to === undefined) throw new Error("the trace lacks the bench-submit/bench-done marks");
+
+  const spans = new Map(); // key -> [{name, ts, end}]
+  const open = new Map(); // key -> stack of B events
+  for (const e of events) {
+    const key = `${e.pid}:${e.tid}`;
+    if (e.ph === "X" && e.dur > 0) (spans.get(key) ?? spans.set(key, []).get(key)).push({ name: e.name, ts: e.ts, end: e.ts + e.dur });
+    else if (e.ph === "B") (open.get(key) ?? open.set(key, []).get(key)).push(e);
+    else if (e.ph === "E") {
+      const b = open.get(key)?.pop();
+      if (b) (spans.get(key) ?? spans.set(key, []).get(key)).push({ name: b.name, ts: b.ts, end: e.ts });
+    }
+  }
+  const windowUs = to - from;
+  const threads = [];
+  for (const [key, list] of spans) {
+    const clipped = list
+      .map((s) => ({ ...s, ts: Math.max(s.ts, from), end: Math.min(s.end, to) }))
+      .filter((s) => s.end > s.ts)
+      .sort((x, y) => x.ts - y.ts || y.end - x.end);
+    if (clipped.length === 0) continue;
+    const self = new Map();
+    const stack = [];
+    let busy = 0;
+    for (const s of clipped) {
+      while (stack.length && stack.at(-1).end <= s.ts) stack.pop();
+      const parent = stack.at(-1);
+      if (parent && s.end <= parent.end) parent.child += s.end - s.ts;
+      else if (!parent) busy += s.end - s.ts;
+      else continue; // overlaps its parent's end without nesting: an async slice, left out
+      s.child = 0;
+      stack.push(s);
+    }
+    for (const s of clipped) if (s.child !== undefined) self.set(s.name, (self.get(s.name) ?? 0) + (s.end - s.ts - s.child));
+    const groups = new Map();
+    for (const [name, us] of self) groups.set(groupOf(name), (groups.get(groupOf(name)) ?? 0) + us);
+    const top = [...self].sort((x, y) => y[1] - x[1]).slice(0, 12).map(([name, us]) => ({ name, ms: us / 1000 }));
+    threads.push({
+      thread: names.get(key) ?? key, key, busy_ms: busy / 1000, busy_share: busy / windowUs,
+      groups: Object.fromEntries([...groups].sort((x, y) => y[1] - x[1]).map(([g, us]) => [g, us / 1000])),
+      top,
+    });
+  }
+  threads.sort((x, y) => y.busy_ms - x.busy_ms);
+  return { window_ms: windowUs / 1000, threads: threads.filter((t) => t.busy_ms >= 1) };
+}
+
+// --- the anchor -----------------------------------------------------------------------------
+
+/** The same kernel build in Node, on each tile shape of the run (kernel-anchor.mjs). */
+function anchor(variant, tileShapes) {
+  const pkg = join(ROOT, `worker-wasm/pkg-${variant}`);
+  if (!existsSync(join(pkg, "worker_wasm_bg.wasm"))) return { error: `no ${pkg} (make wasm)` };
+  const run = spawnSync(process.execPath, ["--experimental-wasm-relaxed-simd", join(ROOT, "web/bench/kernel-anchor.mjs"), pkg, ...tileShapes], { encoding: "utf8" });
+  if (run.status !== 0) return { error: run.stderr.trim() };
+  return JSON.parse(run.stdout.trim().split("\n").at(-1));
+}
+
+// --- main -----------------------------------------------------------------------------------
+
+const f1 = (x) => x.toFixed(1);
+const pct = (x) => `${Math.round(x * 100)} %`;
+const rev = spawnSync("git", ["-C", ROOT, "rev-parse", "--short", "HEAD"], { encoding: "utf8" }).stdout.trim();
+const dirty = spawnSync("git", ["-C", ROOT, "status", "--porcelain", "--untracked-files=no"], { encoding: "utf8" }).stdout.trim() ? "+changes" : "";
+const load = spawnSync("cat", ["/proc/loadavg"], { encoding: "utf8" }).stdout.split(" ").slice(0, 3).join(" ");
+console.log(`bench-page: build ${rev}${dirty}, ${new Date().toISOString()}, load ${load}, server ${SERVER_BIN.replace(ROOT + "/", "")}`);
+
+const browser = await launch(opts.driver);
+const version = browser.version;
+const results = [];
+try {
+  for (const job of shapes) {
+    for (const threads of threadCounts) {
+      const r = await runCase(browser, job, threads);
+      results.push(r);
+      console.log(
+        `page, ${threads} thread${threads > 1 ? "s" : ""}, ${r.label}: end-to-end ${f1(r.e2e_gflops)} GFLOP/s, ` +
+          `kernel ${f1(r.kernel_gflops_per_thread)} GFLOP/s per thread, efficiency ${pct(r.efficiency)} ` +
+          `(wall ${r.wall_s.toFixed(2)} s incl. upload ${r.submit_s.toFixed(2)} s, kernel busy ${pct(r.kernel_busy)}, ` +
+          `${r.tiles} tiles, page shows ${f1(r.page_shows_gflops_per_thread)} GFLOP/s per thread)`,
+      );
+    }
+  }
+  if (opts.trace || opts["trace-case"]) {
+    const [name, t] = (opts["trace-case"] ?? `${shapes[0].name}/1`).split("/");
+    const job = parseCase(name);
+    const threads = Number(t || 1);
+    const r = await runCase(browser, job, threads, { trace: true });
+    const b = breakdown(r.trace);
+    mkdirSync(OUT, { recursive: true });
+    const stamp = `${job.name}-${threads}t`;
+    writeFileSync(join(OUT, `trace-${stamp}.json`), JSON.stringify({ traceEvents: r.trace }));
+    writeFileSync(join(OUT, `breakdown-${stamp}.json`), JSON.stringify({ ...r, trace: undefined, breakdown: b }, null, 2) + "\n");
+    console.log(
+      `\ntraced: ${threads} thread(s), ${job.label}: end-to-end ${f1(r.e2e_gflops)} GFLOP/s under tracing ` +
+        `(wall ${r.wall_s.toFixed(2)} s, kernel busy ${pct(r.kernel_busy)}); window ${(b.window_ms / 1000).toFixed(2)} s`,
+    );
+    for (const th of b.threads.slice(0, 8)) {
+      const groups = Object.entries(th.groups).map(([g, ms]) => `${g} ${Math.round(ms)}`).join(", ");
+      console.log(`  ${th.thread.padEnd(24)} busy ${pct(th.busy_share).padStart(5)} (${Math.round(th.busy_ms)} ms), idle ${pct(1 - th.busy_share)}; ms by group: ${groups}`);
+      console.log(`    top: ${th.top.slice(0, 6).map((e) => `${e.name} ${Math.round(e.ms)}`).join(", ")}`);
+    }
+    console.log(`  written: ${join(OUT, `breakdown-${stamp}.json`).replace(ROOT + "/", "")} and trace-${stamp}.json (chrome://tracing, Perfetto)`);
+  }
+} finally {
+  await browser.close();
+}
+
+if (!opts["no-anchor"]) {
+  // The page picks the fastest build Chromium validates; the anchor times that same file.
+  const pageVariant = results[0]?.variant ?? "relaxed";
+  const tileShapes = [...new Set(shapes.map((j) => `${j.tile}x${j.k}x${j.tile}`))];
+  const a = anchor(pageVariant, tileShapes);
+  if (a.error) console.log(`anchor: ${a.error}`);
+  else {
+    for (const t of a.tiles) {
+      const inPage = results.filter((r) => r.k === t.k && r.tile === t.m);
+      const shares = inPage.map((r) => `${r.threads} thr ${pct(r.kernel_gflops_per_thread / t.gflops)}`).join(", ");
+      console.log(`anchor: Node ${process.version}, ${a.variant} build, one tile ${t.m}×${t.k}·${t.k}×${t.n}: ${f1(t.gflops)} GFLOP/s; page kernel per thread as a share of it: ${shares}`);
+    }
+  }
+  results.anchor = a;
+}
+mkdirSync(OUT, { recursive: true });
+writeFileSync(join(OUT, "results.json"), JSON.stringify({ rev: rev + dirty, chromium: version, when: new Date().toISOString(), load, results: results.map((r) => ({ ...r, trace: undefined })), anchor: results.anchor }, null, 2) + "\n");
