@@ -5,14 +5,21 @@
 // Asserts no timings; every product is checked (Freivalds) against the inputs.
 //
 //   node web/bench/page.mjs [--quick] [--cases 2048,wide,thin,MxKxN[/tile]] [--threads 1,2]
-//                           [--trace] [--trace-case CASE/THREADS] [--no-anchor]
+//                           [--repeat N] [--trace] [--trace-case CASE/THREADS] [--no-anchor]
+//                           [--driver cdp|playwright]
+//
+// Chromium is driven through the DevTools protocol directly (`--driver cdp`, the default), not
+// through Playwright, whose instrumentation of every page costs the page's WebSocket real time
+// (see `launch` below); `--driver playwright` measures with it, for comparison.
 //
 // Per case (a job shape at a thread count): a fresh server (127.0.0.1, port 0, temporary
 // DATABASE_PATH, its jobs beside it), a fresh browser context with the thread count preset in
 // localStorage as the page's own setting (`brain.threads`), the start button pressed, then a
 // wait until every thread has warmed up and the page sits idle with its requests open. Only
 // then is the job submitted (two .npy files, encoded beforehand), and the wall time runs from
-// the submission's first byte to the first poll that sees the job `done`.
+// the submission's first byte to the first poll (every 20 ms) that sees the job `done`. Each
+// case runs `--repeat` times (3; 1 with --quick) and the run with the median wall time is
+// printed, with the range of the end-to-end figure.
 //
 //   end-to-end   2·m·k·n / wall
 //   kernel       per thread, Σ flops / Σ compute_ms of the job's tiles as the compute threads
@@ -26,13 +33,17 @@
 // Worker the page creates (an init script wraps the page's Worker constructor): the page's
 // code is not changed, and its own `onmessage` still runs as before.
 //
-// --trace records one more run of one case (--trace-case; default: the first case at 1 thread) with Chrome's
-// tracing through the DevTools protocol, and prints where each thread's time went inside the
-// job's window: busy and idle, and the events by self time, grouped (script, GC, wasm,
-// messages, socket, rendering). The breakdown and the raw trace go to test-output/bench-page/.
+// --trace records one more run of one case (--trace-case, default the first case at 1 thread)
+// with Chrome's tracing through the DevTools protocol, and prints where each thread's time went
+// inside the job's window: busy and idle, and the events by self time, grouped (script, GC,
+// wasm, messages between threads, network, rendering). A compute thread's kernel shows as
+// `FunctionCall` self time (wasm frames have no events of their own); Σ compute_ms is printed
+// beside it. The breakdown and the raw trace (Perfetto, chrome://tracing) go to
+// test-output/bench-page/.
 //
 // Needs: target/release/brain-server (cargo build --release -p server), web/dist
-// (scripts/build-web.sh), playwright-core (web/node_modules) and /usr/bin/chromium.
+// (scripts/build-web.sh), web/node_modules (npm ci there: playwright-core, and `ws` on Node
+// older than 22) and /usr/bin/chromium (CHROMIUM_BIN).
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -47,6 +58,7 @@ const { values: opts } = parseArgs({
     "trace-case": { type: "string" },
     "no-anchor": { type: "boolean", default: false },
     driver: { type: "string", default: "cdp" },
+    repeat: { type: "string" },
   },
   allowPositionals: false,
   strict: true,
@@ -88,6 +100,9 @@ function parseCase(text) {
 
 const shapes = (opts.cases ?? (opts.quick ? "1024" : "2048,wide,thin")).split(",").map(parseCase);
 const threadCounts = (opts.threads ?? (opts.quick ? "1" : "1,2")).split(",").map(Number);
+if (!["cdp", "playwright"].includes(opts.driver)) throw new Error(`--driver cdp|playwright, not ${opts.driver}`);
+const repeat = Number(opts.repeat ?? (opts.quick ? 1 : 3));
+if (!(Number.isInteger(repeat) && repeat >= 1)) throw new Error(`--repeat: ${opts.repeat} is not a count`);
 for (const t of threadCounts) if (!(Number.isInteger(t) && t >= 1)) throw new Error(`--threads: ${t} is not a thread count`);
 
 // --- the page -------------------------------------------------------------------------------
@@ -516,7 +531,7 @@ const pct = (x) => `${Math.round(x * 100)} %`;
 const rev = spawnSync("git", ["-C", ROOT, "rev-parse", "--short", "HEAD"], { encoding: "utf8" }).stdout.trim();
 const dirty = spawnSync("git", ["-C", ROOT, "status", "--porcelain", "--untracked-files=no"], { encoding: "utf8" }).stdout.trim() ? "+changes" : "";
 const load = spawnSync("cat", ["/proc/loadavg"], { encoding: "utf8" }).stdout.split(" ").slice(0, 3).join(" ");
-console.log(`bench-page: build ${rev}${dirty}, ${new Date().toISOString()}, load ${load}, server ${SERVER_BIN.replace(ROOT + "/", "")}`);
+console.log(`bench-page: build ${rev}${dirty}, ${new Date().toISOString()}, load ${load}, server ${SERVER_BIN.replace(ROOT + "/", "")}, driver ${opts.driver}`);
 
 const browser = await launch(opts.driver);
 const version = browser.version;
@@ -524,13 +539,18 @@ const results = [];
 try {
   for (const job of shapes) {
     for (const threads of threadCounts) {
-      const r = await runCase(browser, job, threads);
+      const runs = [];
+      for (let i = 0; i < repeat; i++) runs.push(await runCase(browser, job, threads));
+      // The run with the median wall time stands for the case; the others give the spread.
+      runs.sort((x, y) => x.wall_s - y.wall_s);
+      const r = { ...runs[Math.floor((runs.length - 1) / 2)], runs: runs.length, e2e_range: [runs.at(-1).e2e_gflops, runs[0].e2e_gflops] };
       results.push(r);
+      const spread = runs.length > 1 ? `, median of ${runs.length}: end-to-end ${f1(r.e2e_range[0])}–${f1(r.e2e_range[1])}` : "";
       console.log(
         `page, ${threads} thread${threads > 1 ? "s" : ""}, ${r.label}: end-to-end ${f1(r.e2e_gflops)} GFLOP/s, ` +
           `kernel ${f1(r.kernel_gflops_per_thread)} GFLOP/s per thread, efficiency ${pct(r.efficiency)} ` +
           `(wall ${r.wall_s.toFixed(2)} s incl. upload ${r.submit_s.toFixed(2)} s, kernel busy ${pct(r.kernel_busy)}, ` +
-          `${r.tiles} tiles, page shows ${f1(r.page_shows_gflops_per_thread)} GFLOP/s per thread)`,
+          `${r.tiles} tiles, page shows ${f1(r.page_shows_gflops_per_thread)} GFLOP/s per thread${spread})`,
       );
     }
   }
@@ -546,7 +566,8 @@ try {
     writeFileSync(join(OUT, `breakdown-${stamp}.json`), JSON.stringify({ ...r, trace: undefined, breakdown: b }, null, 2) + "\n");
     console.log(
       `\ntraced: ${threads} thread(s), ${job.label}: end-to-end ${f1(r.e2e_gflops)} GFLOP/s under tracing ` +
-        `(wall ${r.wall_s.toFixed(2)} s, kernel busy ${pct(r.kernel_busy)}); window ${(b.window_ms / 1000).toFixed(2)} s`,
+        `(wall ${r.wall_s.toFixed(2)} s, kernel busy ${pct(r.kernel_busy)}, Σ compute_ms ${Math.round(r.kernel_busy * r.wall_s * 1000 * threads)} ms); ` +
+        `window ${(b.window_ms / 1000).toFixed(2)} s`,
     );
     for (const th of b.threads.slice(0, 8)) {
       const groups = Object.entries(th.groups).map(([g, ms]) => `${g} ${Math.round(ms)}`).join(", ");
