@@ -28,6 +28,9 @@
 //                "speed per thread" (an exponential average) at the end
 //   efficiency   end-to-end / (kernel × threads)
 //   kernel busy  Σ compute_ms / (wall × threads)
+//   idle kernel  before the job, one more compute thread of the page's own on the idle page,
+//                fed synthetic tiles of the job's tile shape by postMessage (no network):
+//                the kernel in this browser without the job's traffic around it
 //
 // The compute threads' `done` messages are observed by a listener this script adds to each
 // Worker the page creates (an init script wraps the page's Worker constructor): the page's
@@ -301,6 +304,35 @@ async function openPage(browser, url, threads) {
   return { ...page, snap };
 }
 
+/**
+ * The kernel alone in this browser: a compute thread of the page's own (compute-worker.js, the
+ * build the page chose), started beside the idle page and handed `tasks` synthetic tiles of the
+ * job's shape straight by postMessage, no network. GFLOP/s from its compute_ms, the median of
+ * the last two thirds. Run in the page before the job is submitted.
+ */
+const IDLE_KERNEL = `async ({ m, k, n, tasks }) => {
+  const manifest = await (await fetch("wasm-manifest.json")).json();
+  const variant = globalThis.brainVolunteer.snapshot().variant;
+  const module = await WebAssembly.compileStreaming(fetch(manifest.variants[variant].file));
+  const worker = new Worker(new URL("compute-worker.js", document.baseURI));
+  const next = () => new Promise((resolve) => worker.addEventListener("message", (e) => resolve(e.data), { once: true }));
+  worker.postMessage({ type: "init", variant, module, duty: 1, thread: 99 });
+  const ready = await next();
+  if (ready.type !== "ready") throw new Error("idle kernel: " + JSON.stringify(ready));
+  const fill = (len) => Float32Array.from({ length: len }, (_, i) => ((i * 7919) % 2001) / 1000 - 1).buffer;
+  const a = fill(m * k), b = fill(k * n);
+  const gflops = [];
+  for (let i = 0; i < tasks; i++) {
+    worker.postMessage({ type: "task", task: { task_id: "idle-" + i, dtype: "f32", m, k, n, a, b } });
+    const done = await next();
+    if (done.type !== "done") throw new Error("idle kernel: " + JSON.stringify(done));
+    gflops.push(done.flops / done.compute_ms / 1e6);
+  }
+  worker.terminate();
+  const tail = gflops.slice(Math.floor(tasks / 3)).sort((x, y) => x - y);
+  return tail[Math.floor(tail.length / 2)];
+}`;
+
 // --- the job --------------------------------------------------------------------------------
 
 /** The two .npy files of a case, encoded before any timing starts. */
@@ -369,6 +401,8 @@ async function runCase(browser, job, threads, { trace = false } = {}) {
     const data = inputs(job, 17);
     opened = await openPage(browser, `${server.url}/`, threads);
     const { snap } = opened;
+    const idleKernel = await opened.evaluate(`(${IDLE_KERNEL})(${JSON.stringify({ m: job.tile, k: job.k, n: job.tile, tasks: 12 })})`);
+    await new Promise((r) => setTimeout(r, 300));
     const tracer = trace ? await startTrace(opened.cdp) : null;
     await opened.evaluate("globalThis.__benchReset(); performance.mark('bench-submit'); 0");
     const t0 = performance.now();
@@ -398,7 +432,7 @@ async function runCase(browser, job, threads, { trace = false } = {}) {
       case: job.name, label: job.label, variant, m: job.m, k: job.k, n: job.n, tile: job.tile, threads,
       tasks: created.tasks_total, tiles, wall_s: wall, submit_s: (tSubmitted - t0) / 1000,
       e2e_gflops: e2e, kernel_gflops_per_thread: kernel, kernel_gflops_each: perThread,
-      page_shows_gflops_per_thread: shown, efficiency: e2e / (kernel * threads),
+      page_shows_gflops_per_thread: shown, idle_page_kernel_gflops: idleKernel, efficiency: e2e / (kernel * threads),
       kernel_busy: computeMs / (wall * 1000 * threads), threads_used: threadsSeen.length,
       trace: traced,
     };
@@ -550,7 +584,7 @@ try {
         `page, ${threads} thread${threads > 1 ? "s" : ""}, ${r.label}: end-to-end ${f1(r.e2e_gflops)} GFLOP/s, ` +
           `kernel ${f1(r.kernel_gflops_per_thread)} GFLOP/s per thread, efficiency ${pct(r.efficiency)} ` +
           `(wall ${r.wall_s.toFixed(2)} s incl. upload ${r.submit_s.toFixed(2)} s, kernel busy ${pct(r.kernel_busy)}, ` +
-          `${r.tiles} tiles, page shows ${f1(r.page_shows_gflops_per_thread)} GFLOP/s per thread${spread})`,
+          `${r.tiles} tiles, page shows ${f1(r.page_shows_gflops_per_thread)}, idle kernel ${f1(r.idle_page_kernel_gflops)} GFLOP/s${spread})`,
       );
     }
   }
@@ -589,8 +623,12 @@ if (!opts["no-anchor"]) {
   else {
     for (const t of a.tiles) {
       const inPage = results.filter((r) => r.k === t.k && r.tile === t.m);
-      const shares = inPage.map((r) => `${r.threads} thr ${pct(r.kernel_gflops_per_thread / t.gflops)}`).join(", ");
-      console.log(`anchor: Node ${process.version}, ${a.variant} build, one tile ${t.m}×${t.k}·${t.k}×${t.n}: ${f1(t.gflops)} GFLOP/s; page kernel per thread as a share of it: ${shares}`);
+      const during = inPage.map((r) => `${r.threads} thr ${pct(r.kernel_gflops_per_thread / t.gflops)}`).join(", ");
+      const idle = inPage.map((r) => pct(r.idle_page_kernel_gflops / t.gflops)).join(", ");
+      console.log(
+        `anchor: Node ${process.version}, ${a.variant} build, one tile ${t.m}×${t.k}·${t.k}×${t.n}: ${f1(t.gflops)} GFLOP/s; ` +
+          `the page's kernel as a share of it: during the job ${during}; alone on the idle page ${idle}`,
+      );
     }
   }
   results.anchor = a;
