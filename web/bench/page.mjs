@@ -28,6 +28,8 @@
 //                "speed per thread" (an exponential average) at the end
 //   efficiency   end-to-end / (kernel × threads)
 //   kernel busy  Σ compute_ms / (wall × threads)
+//   cores busy   CPU seconds / wall over the job, from /proc: the server's, and Chromium's
+//                (every process it started; cdp driver only)
 //   idle kernel  before the job, one more compute thread of the page's own on the idle page,
 //                fed synthetic tiles of the job's tile shape by postMessage (no network):
 //                the kernel in this browser without the job's traffic around it
@@ -36,9 +38,9 @@
 // Worker the page creates (an init script wraps the page's Worker constructor): the page's
 // code is not changed, and its own `onmessage` still runs as before.
 //
-// --trace records one more run of one case (--trace-case, default the first case at 1 thread)
-// with Chrome's tracing through the DevTools protocol, and prints where each thread's time went
-// inside the job's window: busy and idle, and the events by self time, grouped (script, GC,
+// --trace records one more run of a case (--trace-case CASE/THREADS[,…]: several; default the
+// first case at 1 thread) with Chrome's tracing through the DevTools protocol, and prints where
+// each thread's time went inside the job's window: busy and idle, and the events by self time, grouped (script, GC,
 // wasm, messages between threads, network, rendering). A compute thread's kernel shows as
 // `FunctionCall` self time (wasm frames have no events of their own); Σ compute_ms is printed
 // beside it. The breakdown and the raw trace (Perfetto, chrome://tracing) go to
@@ -48,7 +50,7 @@
 // (scripts/build-web.sh), web/node_modules (npm ci there: playwright-core, and `ws` on Node
 // older than 22) and /usr/bin/chromium (CHROMIUM_BIN).
 import { spawn, spawnSync } from "node:child_process";
-import { existsSync, mkdirSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 
@@ -228,6 +230,7 @@ async function launchCdp() {
     });
   const { product } = await send("Browser.getVersion");
   return {
+    pid: proc.pid,
     version: product,
     async open(init) {
       const { browserContextId } = await send("Target.createBrowserContext");
@@ -391,6 +394,32 @@ function checkProduct(a, b, c, m, k, n) {
   }
 }
 
+// --- CPU from /proc -------------------------------------------------------------------------
+
+/** CPU seconds (user + system) of `pid` and, with `tree`, of its live descendants. */
+function cpuSeconds(pid, tree = false) {
+  const stat = (p) => {
+    try {
+      const text = readFileSync(`/proc/${p}/stat`, "utf8");
+      return text.slice(text.lastIndexOf(") ") + 2).split(" ");
+    } catch {
+      return null; // exited meanwhile
+    }
+  };
+  const ticks = (f) => (f ? Number(f[11]) + Number(f[12]) : 0);
+  let total = ticks(stat(pid));
+  if (tree) {
+    const parents = new Map();
+    for (const entry of readdirSync("/proc")) if (/^\d+$/.test(entry)) parents.set(Number(entry), Number(stat(entry)?.[1]));
+    const inTree = (p) => {
+      for (let q = parents.get(p); q; q = parents.get(q)) if (q === pid) return true;
+      return false;
+    };
+    for (const p of parents.keys()) if (p !== pid && inTree(p)) total += ticks(stat(p));
+  }
+  return total / 100;
+}
+
 // --- one case -------------------------------------------------------------------------------
 
 async function runCase(browser, job, threads, { trace = false } = {}) {
@@ -405,11 +434,16 @@ async function runCase(browser, job, threads, { trace = false } = {}) {
     await new Promise((r) => setTimeout(r, 300));
     const tracer = trace ? await startTrace(opened.cdp) : null;
     await opened.evaluate("globalThis.__benchReset(); performance.mark('bench-submit'); 0");
+    const cpu0 = { server: cpuSeconds(server.proc.pid), browser: browser.pid ? cpuSeconds(browser.pid, true) : NaN };
     const t0 = performance.now();
     const created = await submit(server.url, job, data);
     const tSubmitted = performance.now();
     await waitDone(server.url, created.id, 600_000);
     const wall = (performance.now() - t0) / 1000;
+    const cpu = {
+      server: (cpuSeconds(server.proc.pid) - cpu0.server) / wall,
+      browser: browser.pid ? (cpuSeconds(browser.pid, true) - cpu0.browser) / wall : NaN,
+    };
     await opened.evaluate("performance.mark('bench-done'); 0");
     const traced = tracer ? await tracer.stop() : null;
     const threadsSeen = (await opened.evaluate("globalThis.__benchThreads")).filter((t) => t.tiles > 0);
@@ -434,6 +468,7 @@ async function runCase(browser, job, threads, { trace = false } = {}) {
       e2e_gflops: e2e, kernel_gflops_per_thread: kernel, kernel_gflops_each: perThread,
       page_shows_gflops_per_thread: shown, idle_page_kernel_gflops: idleKernel, efficiency: e2e / (kernel * threads),
       kernel_busy: computeMs / (wall * 1000 * threads), threads_used: threadsSeen.length,
+      cores_server: cpu.server, cores_browser: cpu.browser,
       trace: traced,
     };
   } finally {
@@ -547,6 +582,31 @@ function breakdown(events) {
   return { window_ms: windowUs / 1000, threads: threads.filter((t) => t.busy_ms >= 1) };
 }
 
+/** One more run of `job` under tracing: prints and writes the breakdown. */
+async function traced(browser, job, threads) {
+  const r = await runCase(browser, job, threads, { trace: true });
+  const b = breakdown(r.trace);
+  mkdirSync(OUT, { recursive: true });
+  const stamp = `${job.name}-${threads}t`;
+  writeFileSync(join(OUT, `trace-${stamp}.json`), JSON.stringify({ traceEvents: r.trace }));
+  writeFileSync(join(OUT, `breakdown-${stamp}.json`), JSON.stringify({ ...r, trace: undefined, breakdown: b }, null, 2) + "\n");
+  const computeMs = r.kernel_busy * r.wall_s * 1000 * threads;
+  const main = b.threads.find((th) => th.thread === "CrRendererMain");
+  const workers = b.threads.filter((th) => th.thread === "DedicatedWorker thread");
+  console.log(
+    `\ntraced: ${threads} thread${threads > 1 ? "s" : ""}, ${job.label}: end-to-end ${f1(r.e2e_gflops)} GFLOP/s under tracing ` +
+      `(wall ${r.wall_s.toFixed(2)} s); in the job's window of ${(b.window_ms / 1000).toFixed(2)} s: ` +
+      `main thread busy ${pct(main?.busy_share ?? 0)}, compute threads busy ${workers.map((w) => pct(w.busy_share)).join(" and ")} ` +
+      `of which the kernel (Σ compute_ms ${Math.round(computeMs)} ms) ${pct(computeMs / b.window_ms / threads)}`,
+  );
+  for (const th of b.threads.slice(0, 6)) {
+    const groups = Object.entries(th.groups).map(([g, ms]) => `${g} ${Math.round(ms)}`).join(", ");
+    console.log(`  ${th.thread.padEnd(26)} busy ${pct(th.busy_share).padStart(5)} (${Math.round(th.busy_ms)} ms); ms by group: ${groups}`);
+    console.log(`    top (self ms): ${th.top.slice(0, 6).map((e) => `${e.name} ${Math.round(e.ms)}`).join(", ")}`);
+  }
+  console.log(`  written: ${join(OUT, `breakdown-${stamp}.json`).replace(ROOT + "/", "")} and trace-${stamp}.json (Perfetto, chrome://tracing)`);
+}
+
 // --- the anchor -----------------------------------------------------------------------------
 
 /** The same kernel build in Node, on each tile shape of the run (kernel-anchor.mjs). */
@@ -584,31 +644,16 @@ try {
         `page, ${threads} thread${threads > 1 ? "s" : ""}, ${r.label}: end-to-end ${f1(r.e2e_gflops)} GFLOP/s, ` +
           `kernel ${f1(r.kernel_gflops_per_thread)} GFLOP/s per thread, efficiency ${pct(r.efficiency)} ` +
           `(wall ${r.wall_s.toFixed(2)} s incl. upload ${r.submit_s.toFixed(2)} s, kernel busy ${pct(r.kernel_busy)}, ` +
-          `${r.tiles} tiles, page shows ${f1(r.page_shows_gflops_per_thread)}, idle kernel ${f1(r.idle_page_kernel_gflops)} GFLOP/s${spread})`,
+          `${r.tiles} tiles, page shows ${f1(r.page_shows_gflops_per_thread)}, idle kernel ${f1(r.idle_page_kernel_gflops)} GFLOP/s, ` +
+          `cores busy: browser ${Number.isNaN(r.cores_browser) ? "?" : r.cores_browser.toFixed(2)}, server ${r.cores_server.toFixed(2)}${spread})`,
       );
     }
   }
   if (opts.trace || opts["trace-case"]) {
-    const [name, t] = (opts["trace-case"] ?? `${shapes[0].name}/1`).split("/");
-    const job = parseCase(name);
-    const threads = Number(t || 1);
-    const r = await runCase(browser, job, threads, { trace: true });
-    const b = breakdown(r.trace);
-    mkdirSync(OUT, { recursive: true });
-    const stamp = `${job.name}-${threads}t`;
-    writeFileSync(join(OUT, `trace-${stamp}.json`), JSON.stringify({ traceEvents: r.trace }));
-    writeFileSync(join(OUT, `breakdown-${stamp}.json`), JSON.stringify({ ...r, trace: undefined, breakdown: b }, null, 2) + "\n");
-    console.log(
-      `\ntraced: ${threads} thread(s), ${job.label}: end-to-end ${f1(r.e2e_gflops)} GFLOP/s under tracing ` +
-        `(wall ${r.wall_s.toFixed(2)} s, kernel busy ${pct(r.kernel_busy)}, Σ compute_ms ${Math.round(r.kernel_busy * r.wall_s * 1000 * threads)} ms); ` +
-        `window ${(b.window_ms / 1000).toFixed(2)} s`,
-    );
-    for (const th of b.threads.slice(0, 8)) {
-      const groups = Object.entries(th.groups).map(([g, ms]) => `${g} ${Math.round(ms)}`).join(", ");
-      console.log(`  ${th.thread.padEnd(24)} busy ${pct(th.busy_share).padStart(5)} (${Math.round(th.busy_ms)} ms), idle ${pct(1 - th.busy_share)}; ms by group: ${groups}`);
-      console.log(`    top: ${th.top.slice(0, 6).map((e) => `${e.name} ${Math.round(e.ms)}`).join(", ")}`);
+    for (const spec of (opts["trace-case"] ?? `${shapes[0].name}/1`).split(",")) {
+      const [name, t] = spec.split("/");
+      await traced(browser, parseCase(name), Number(t || 1));
     }
-    console.log(`  written: ${join(OUT, `breakdown-${stamp}.json`).replace(ROOT + "/", "")} and trace-${stamp}.json (chrome://tracing, Perfetto)`);
   }
 } finally {
   await browser.close();
