@@ -40,10 +40,10 @@
 //
 // --trace records one more run of a case (--trace-case CASE/THREADS[,…]: several; default the
 // first case at 1 thread) with Chrome's tracing through the DevTools protocol, and prints where
-// each thread's time went inside the job's window: busy and idle, and the events by self time, grouped (script, GC,
-// wasm, messages between threads, network, rendering). A compute thread's kernel shows as
-// `FunctionCall` self time (wasm frames have no events of their own); Σ compute_ms is printed
-// beside it. The breakdown and the raw trace (Perfetto, chrome://tracing) go to
+// each thread's time went inside the job's window: busy and idle, and the events by self time,
+// grouped (script, GC, wasm, messages between threads, network, rendering). A compute thread's
+// kernel shows as `FunctionCall` self time (wasm frames have no events of their own); Σ
+// compute_ms is printed beside it. The breakdown and the raw trace (Perfetto, chrome://tracing) go to
 // test-output/bench-page/.
 //
 // Needs: target/release/brain-server (cargo build --release -p server), web/dist
