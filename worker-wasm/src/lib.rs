@@ -42,6 +42,10 @@ pub enum KernelError {
     /// A task's m, k or n is not a whole number of rows or columns (JavaScript's `String` of it).
     #[error("{name} = {value} is not a matrix dimension")]
     NotADimension { name: &'static str, value: String },
+    /// A task names a panel the compute thread was to keep, and it does not hold it (or holds
+    /// it with another shape): the page re-queues the task.
+    #[error("panel {0} is not held by this thread")]
+    PanelNotHeld(String),
 }
 
 /// Element type of the byte-level entry point.

@@ -7,6 +7,14 @@
 //!
 //! Messages in:  `{type:"init", variant, module, duty, thread}` (read by the loader, then here)
 //!               · `{type:"task", task}` · `{type:"duty", duty}` · `{type:"cancel", task_id}`
+//!               · `{type:"forget", keys}` · `{type:"forget_all"}`
+//!
+//! Panels stay in this thread's wasm memory between tasks: a task's `a` (or `b`) sent with
+//! `a_key` and `a_keep: true` is kept under that key, and a later task that names the key
+//! without sending `a` uses the kept one. The page mirrors its own panel cache here (it sends
+//! `forget` for every key it drops), so a panel crosses from the UI thread, and is copied into
+//! wasm memory, once per thread rather than once per task: the page's trace showed the UI
+//! thread spending a third of its time cloning panels for this thread (docs/benchmarks.md).
 //! Messages out: `{type:"ready", info, gflops}`
 //!               · `{type:"done", task_id, c, compute_ms, flops, gflops}` (`c: null` if cancelled)
 //!               · `{type:"error", task_id, error}`
@@ -14,7 +22,7 @@
 //!                 [`run_compute_thread`]'s errors included)
 
 use std::cell::{Cell, RefCell};
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 use js_sys::futures::{spawn_local, JsFuture};
@@ -57,6 +65,7 @@ pub fn run_compute_thread(init: JsValue, early: Array) -> Result<(), JsError> {
         cancelled: js_sys::Set::new(&JsValue::UNDEFINED),
         queue: RefCell::new(VecDeque::new()),
         draining: Cell::new(false),
+        panels: RefCell::new(HashMap::new()),
     });
     let handler = {
         let thread = Rc::clone(&thread);
@@ -101,6 +110,14 @@ struct Thread {
     queue: RefCell<VecDeque<JsValue>>,
     /// Whether a future is draining `queue`; a task that arrives then waits its turn.
     draining: Cell<bool>,
+    /// Panels kept between tasks, by the server's key (see the module's doc).
+    panels: RefCell<HashMap<String, Panel>>,
+}
+
+/// A panel kept in wasm memory, shared with the tasks that use it.
+enum Panel {
+    F32(Rc<Vec<f32>>),
+    F64(Rc<Vec<f64>>),
 }
 
 /// A task's product, ready to transfer.
@@ -127,6 +144,18 @@ impl Thread {
             Some("cancel") => {
                 self.cancelled.add(&field(msg, "task_id"));
             }
+            Some("forget") => {
+                let keys = field(msg, "keys");
+                if Array::is_array(&keys) {
+                    let mut panels = self.panels.borrow_mut();
+                    for key in Array::from(&keys).iter() {
+                        if let Some(key) = key.as_string() {
+                            panels.remove(&key);
+                        }
+                    }
+                }
+            }
+            Some("forget_all") => self.panels.borrow_mut().clear(),
             _ => {}
         }
     }
@@ -190,20 +219,22 @@ impl Thread {
         let m = dimension("m", &field(task, "m"))?;
         let k = dimension("k", &field(task, "k"))?;
         let n = dimension("n", &field(task, "n"))?;
-        // `new Uint8Array(x)`: a view of an ArrayBuffer (what the page sends), a copy otherwise.
-        let a = Uint8Array::new(&field(task, "a"));
-        let b = Uint8Array::new(&field(task, "b"));
-        // The size is checked before the dtype, as the page's own loop did.
+        // The size is checked before the dtype, as the page's own loop did; a panel this
+        // thread holds is checked when it is looked up.
         let size: u64 = if dtype.as_string().as_deref() == Some("f64") {
             8
         } else {
             4
         };
         let (expected_a, expected_b) = (bytes(m, k, size), bytes(k, n, size));
-        if u64::from(a.length()) != expected_a || u64::from(b.length()) != expected_b {
+        let (got_a, got_b) = (
+            sent_bytes(task, "a").unwrap_or(expected_a),
+            sent_bytes(task, "b").unwrap_or(expected_b),
+        );
+        if got_a != expected_a || got_b != expected_b {
             return Err(KernelError::OperandBytes {
-                a: a.length().into(),
-                b: b.length().into(),
+                a: got_a,
+                b: got_b,
                 expected_a,
                 expected_b,
             });
@@ -216,9 +247,39 @@ impl Thread {
             return Err(KernelError::ZeroDimension { m, k, n });
         }
         match dtype {
-            Dtype::F32 => self.bands::<f32>(id, &a, &b, m, k, n).await,
-            Dtype::F64 => self.bands::<f64>(id, &a, &b, m, k, n).await,
+            Dtype::F32 => self.bands::<f32>(id, task, m, k, n).await,
+            Dtype::F64 => self.bands::<f64>(id, task, m, k, n).await,
         }
+    }
+
+    /// Operand `name` ("a" or "b") of `task`, of `len` elements: the one sent (copied into
+    /// wasm memory, and kept if the page says so), else the one kept under its key.
+    fn operand<T: Element>(
+        &self,
+        task: &JsValue,
+        name: &str,
+        len: usize,
+    ) -> Result<Rc<Vec<T>>, KernelError> {
+        let key = field(task, &format!("{name}_key")).as_string();
+        let sent = field(task, name);
+        if !sent.is_undefined() && !sent.is_null() {
+            // `new Uint8Array(x)`: a view of an ArrayBuffer (what the page sends).
+            let values = Rc::new(T::read(&Uint8Array::new(&sent)));
+            if let (Some(key), Some(true)) = (key, field(task, &format!("{name}_keep")).as_bool())
+            {
+                self.panels
+                    .borrow_mut()
+                    .insert(key, T::keep(Rc::clone(&values)));
+            }
+            return Ok(values);
+        }
+        let key = key.unwrap_or_default();
+        self.panels
+            .borrow()
+            .get(&key)
+            .and_then(T::held)
+            .filter(|values| values.len() == len)
+            .ok_or(KernelError::PanelNotHeld(key))
     }
 
     /// Computes C = A·B (m×k by k×n, checked) band by band, resting after each band for as
@@ -228,14 +289,14 @@ impl Thread {
     async fn bands<T: Element>(
         &self,
         id: &JsValue,
-        a: &Uint8Array,
-        b: &Uint8Array,
+        task: &JsValue,
         m: usize,
         k: usize,
         n: usize,
     ) -> Result<Option<Product>, KernelError> {
         let mut start = self.clock.now();
-        let (a, b) = (T::read(a), T::read(b));
+        let a = self.operand::<T>(task, "a", m.saturating_mul(k))?;
+        let b = self.operand::<T>(task, "b", k.saturating_mul(n))?;
         let mut c = vec![T::default(); m.saturating_mul(n)];
         let (mut row, mut busy) = (0, 0.0);
         loop {
@@ -343,6 +404,10 @@ impl Thread {
 trait Element: Copy + Default + 'static {
     /// `bytes` (a whole number of elements, native = little-endian order) in wasm memory.
     fn read(bytes: &Uint8Array) -> Vec<Self>;
+    /// `values` as a kept panel.
+    fn keep(values: Rc<Vec<Self>>) -> Panel;
+    /// A kept panel's values, if it holds this type.
+    fn held(panel: &Panel) -> Option<Rc<Vec<Self>>>;
     /// `values` in a new JavaScript buffer.
     fn write(values: &[Self]) -> ArrayBuffer;
     /// `c = a·b`, checked.
@@ -357,12 +422,21 @@ trait Element: Copy + Default + 'static {
 }
 
 macro_rules! impl_element {
-    ($t:ty, $array:ty, $into:path) => {
+    ($t:ty, $array:ty, $into:path, $panel:ident) => {
         impl Element for $t {
             fn read(bytes: &Uint8Array) -> Vec<Self> {
                 let len = bytes.length() / std::mem::size_of::<$t>() as u32;
                 <$array>::new_with_byte_offset_and_length(&bytes.buffer(), bytes.byte_offset(), len)
                     .to_vec()
+            }
+            fn keep(values: Rc<Vec<Self>>) -> Panel {
+                Panel::$panel(values)
+            }
+            fn held(panel: &Panel) -> Option<Rc<Vec<Self>>> {
+                match panel {
+                    Panel::$panel(values) => Some(Rc::clone(values)),
+                    _ => None,
+                }
             }
             fn write(values: &[Self]) -> ArrayBuffer {
                 let out = <$array>::new_with_length(values.len() as u32);
@@ -382,8 +456,14 @@ macro_rules! impl_element {
         }
     };
 }
-impl_element!(f32, Float32Array, crate::matmul_f32_into);
-impl_element!(f64, Float64Array, crate::matmul_f64_into);
+impl_element!(f32, Float32Array, crate::matmul_f32_into, F32);
+impl_element!(f64, Float64Array, crate::matmul_f64_into, F64);
+
+/// The byte length of operand `name` if the task carries it (`None` when it names a kept one).
+fn sent_bytes(task: &JsValue, name: &str) -> Option<u64> {
+    let sent = field(task, name);
+    (!sent.is_undefined() && !sent.is_null()).then(|| Uint8Array::new(&sent).length().into())
+}
 
 /// `obj[key]`, or `undefined` when `obj` has no properties to read.
 fn field(obj: &JsValue, key: &str) -> JsValue {

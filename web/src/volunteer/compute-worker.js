@@ -1,13 +1,15 @@
 // One compute thread: a dedicated Web Worker with its own instance of the worker-wasm
 // module. It never touches the network; the page's single Socket.io connection (on the UI
 // thread, which never computes and so always answers pings) hands it tasks with a copy of
-// their panels (the page's panel cache keeps the originals), and it transfers the product back.
+// the panels it does not keep yet (it keeps those the page's cache holds, until the page says
+// to forget them), and it transfers the product back.
 //
 // This file only loads the kernel build the page chose and hands the worker to its loop in
 // Rust (worker-wasm/src/thread.rs: tasks, duty cycle, cancellation, timing, results).
 //
 // Messages in:  {type:"init", variant, module, duty, thread} · {type:"task", task} ·
-//               {type:"duty", duty} · {type:"cancel", task_id}
+//               {type:"duty", duty} · {type:"cancel", task_id} · {type:"forget", keys} ·
+//               {type:"forget_all"}
 // Messages out: {type:"ready", info, gflops} · {type:"done", task_id, c, compute_ms, flops} ·
 //               {type:"error", task_id, error} · {type:"fatal", error}
 

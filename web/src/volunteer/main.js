@@ -1,10 +1,10 @@
 // The volunteer page. Design (one connection per page): a single Socket.io connection lives
 // on this UI thread, which never computes, so it always answers the server's pings and
 // heartbeats on time; N dedicated Web Workers compute, each with its own worker-wasm
-// instance, and receive a copy of the task's panels (the page's panel cache keeps the
-// originals for later tiles). The pipeline keeps enough tasks per thread requested or in hand
-// to cover the measured round trip (pipeline.js), so no thread waits on the network. A
-// server named by the link (`?server=`) is used only once the person confirms it: until then
+// instance, and each keeps in it the panels it was sent, so a panel crosses to a thread once,
+// not once per tile (the page's panel cache keeps the originals). The pipeline keeps enough
+// tasks per thread requested or in hand to cover the measured round trip (pipeline.js), so no
+// thread waits on the network. A server named by the link (`?server=`) is used only once the person confirms it: until then
 // the page cannot start (see common/server-prompt.js).
 
 import { io } from "socket.io-client";
@@ -67,7 +67,46 @@ let heartbeatTimer = null;
 let wasm = null; // {variant, module}
 const workers = []; // index -> Worker
 let releasing = false;
-const panels = new PanelCache(PANEL_CACHE_BYTES);
+/** Per thread, the panel keys that thread keeps in its wasm memory (worker-wasm/src/thread.rs). */
+const threadPanels = [];
+const panels = new PanelCache(PANEL_CACHE_BYTES, { onDrop: forgetPanels });
+
+/**
+ * What the page's cache drops, each thread drops too: a thread keeps only panels this cache
+ * holds, so its copies stay within the same budget.
+ */
+function forgetPanels(keys) {
+  for (const [thread, held] of threadPanels.entries()) {
+    if (!held?.size || !workers[thread]) continue;
+    if (keys === null) {
+      held.clear();
+      workers[thread].postMessage({ type: "forget_all" });
+      continue;
+    }
+    const gone = keys.filter((key) => held.delete(key));
+    if (gone.length) workers[thread].postMessage({ type: "forget", keys: gone });
+  }
+}
+
+/**
+ * The message that hands `task` to `thread`: a panel this page's cache holds goes to a thread
+ * once, to be kept there (`a_keep`), and later tasks only name it. Other panels are cloned,
+ * not transferred: a transfer would detach buffers the cache or a later tile still holds.
+ */
+function taskMessage(thread, task) {
+  const held = threadPanels[thread] ?? (threadPanels[thread] = new Set());
+  const message = { ...task };
+  for (const operand of ["a", "b"]) {
+    const key = task[`${operand}_key`];
+    if (key === undefined || !panels.has(key)) continue;
+    if (held.has(key)) message[operand] = undefined;
+    else {
+      held.add(key);
+      message[`${operand}_keep`] = true;
+    }
+  }
+  return { type: "task", task: message };
+}
 
 const pipeline = new TaskPipeline({
   emit: (event, payload) => {
@@ -76,9 +115,7 @@ const pipeline = new TaskPipeline({
     if (payload === undefined) socket.emit(event);
     else socket.emit(event, payload);
   },
-  // Cloned, not transferred: a transfer would detach the buffers the panel cache and later
-  // tiles still hold. The copy is (m + n)·k values against m·k·n multiply-adds.
-  dispatch: (thread, task) => workers[thread].postMessage({ type: "task", task }),
+  dispatch: (thread, task) => workers[thread].postMessage(taskMessage(thread, task)),
   onChange: () => scheduleRender(),
 });
 pipeline.retire = (thread) => terminate(thread);
@@ -101,6 +138,7 @@ async function ensureWasm() {
 function spawn(thread) {
   const worker = new Worker(new URL("./compute-worker.js", document.baseURI));
   workers[thread] = worker;
+  threadPanels[thread] = new Set();
   worker.onmessage = (event) => onWorkerMessage(thread, event.data);
   worker.onerror = (event) => {
     log(`thread ${thread + 1} crashed: ${event.message ?? "unknown error"}`);
@@ -112,6 +150,7 @@ function spawn(thread) {
 function terminate(thread) {
   workers[thread]?.terminate();
   workers[thread] = undefined;
+  threadPanels[thread] = undefined;
   stats.forgetThread(thread);
   pipeline.removeThread(thread);
   scheduleRender();
@@ -443,13 +482,25 @@ async function refreshJob() {
 }
 
 let renderQueued = false;
+/**
+ * Redraws at most every RENDER_MS: the figures change with every task, and redrawing on each
+ * animation frame took a sixth of the UI thread's time during a job (docs/benchmarks.md, the
+ * page's trace), time the thread that receives the panels and sends the results lacked.
+ */
+const RENDER_MS = 250;
+let lastRender = -Infinity;
+
 function scheduleRender() {
   if (renderQueued) return;
   renderQueued = true;
-  requestAnimationFrame(() => {
-    renderQueued = false;
-    render();
-  });
+  const wait = Math.max(0, lastRender + RENDER_MS - performance.now());
+  setTimeout(() => {
+    requestAnimationFrame(() => {
+      renderQueued = false;
+      lastRender = performance.now();
+      render();
+    });
+  }, wait);
 }
 
 function render() {

@@ -11,9 +11,14 @@
 
 /** Panels kept across tasks, addressed by the server's keys (`<job>:a:<row>`, `<job>:b:<col>`). */
 export class PanelCache {
-  /** `budgetBytes`: what the page announces at `register_worker`. */
-  constructor(budgetBytes) {
+  /**
+   * `budgetBytes`: what the page announces at `register_worker`. `onDrop(keys)` hears of every
+   * key that leaves (`null`: all of them), so that copies kept elsewhere (the compute threads')
+   * can follow.
+   */
+  constructor(budgetBytes, { onDrop = () => {} } = {}) {
     this.budget = budgetBytes;
+    this.onDrop = onDrop;
     this.used = 0;
     // Least recently used first (a Map iterates in insertion order), as the server orders its
     // model; only consulted if the two ever disagree about what fits (see `trim`).
@@ -50,6 +55,7 @@ export class PanelCache {
   clear() {
     this.panels.clear();
     this.used = 0;
+    this.onDrop(null);
   }
 
   /** The panel that came with the task, else the cached one; a hit becomes most recently used. */
@@ -76,6 +82,7 @@ export class PanelCache {
     if (!held) return;
     this.panels.delete(key);
     this.used -= held.byteLength;
+    this.onDrop([key]);
   }
 
   /**

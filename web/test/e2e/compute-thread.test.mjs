@@ -98,6 +98,27 @@ describe("the compute thread in Chromium", { timeout: 4 * 60_000 }, () => {
             const d = await next();
             out.small.push({ type: d.type, task_id: d.task_id, error: d.error, c: d.c ? Array.from(new Float32Array(d.c)) : d.c });
           }
+
+          // Panels kept by key: sent once with `_keep`, then only named; forgotten on demand.
+          const twos = new Float32Array(6).fill(2).buffer;
+          const shape = { dtype: "f32", m: 2, k: 3, n: 2, a_key: "j:a:0", b_key: "j:b:0" };
+          out.kept = [];
+          for (const msg of [
+            { type: "task", task: { ...shape, task_id: "keep", a: ones, b: twos, a_keep: true, b_keep: true } },
+            { type: "task", task: { ...shape, task_id: "held" } },
+            { type: "task", task: { ...shape, task_id: "sent beside", a: new Float32Array(6).fill(3).buffer } },
+            { type: "forget", keys: ["j:a:0"] },
+            { type: "task", task: { ...shape, task_id: "forgotten" } },
+            { type: "forget_all" },
+            { type: "task", task: { ...shape, task_id: "cleared", a: ones } },
+            { type: "task", task: { ...shape, task_id: "b kept", a: ones, b: twos, b_keep: true } },
+            { type: "task", task: { ...shape, task_id: "other shape", k: 1, a: ones.slice(0, 8) } },
+          ]) {
+            worker.postMessage(msg);
+            if (msg.type !== "task") continue;
+            const d = await next();
+            out.kept.push({ type: d.type, task_id: d.task_id, error: d.error, c: d.c ? Array.from(new Float32Array(d.c)) : d.c });
+          }
         } finally {
           worker.terminate();
         }
@@ -119,6 +140,15 @@ describe("the compute thread in Chromium", { timeout: 4 * 60_000 }, () => {
         { type: "error", task_id: "short", error: "f32 2x3x2: operands have 24 and 8 bytes, expected 24 and 24", c: undefined },
         { type: "error", task_id: "dtype", error: 'f16 2x3x2: dtype must be "f32" or "f64", not "f16"', c: undefined },
         { type: "done", task_id: "ok", error: undefined, c: [3, 3, 3, 3] },
+      ]);
+      assert.deepEqual(r.kept, [
+        { type: "done", task_id: "keep", error: undefined, c: [6, 6, 6, 6] },
+        { type: "done", task_id: "held", error: undefined, c: [6, 6, 6, 6] },
+        { type: "done", task_id: "sent beside", error: undefined, c: [18, 18, 18, 18] },
+        { type: "error", task_id: "forgotten", error: "f32 2x3x2: panel j:a:0 is not held by this thread", c: undefined },
+        { type: "error", task_id: "cleared", error: "f32 2x3x2: panel j:b:0 is not held by this thread", c: undefined },
+        { type: "done", task_id: "b kept", error: undefined, c: [6, 6, 6, 6] },
+        { type: "error", task_id: "other shape", error: "f32 2x1x2: panel j:b:0 is not held by this thread", c: undefined },
       ]);
     });
   }

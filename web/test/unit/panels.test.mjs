@@ -88,3 +88,16 @@ test("a server without panel reuse (no keys) works as before", () => {
   assert.equal(t.a, a);
   assert.equal(cache.size, 0);
 });
+
+test("every key that leaves, by evict, by the budget or by clear, is told to onDrop (the compute threads' copies follow it)", () => {
+  const dropped = [];
+  const cache = new PanelCache(30, { onDrop: (keys) => dropped.push(keys) });
+  cache.resolve(task(1, { a: panel(10), b: panel(10) }));
+  cache.resolve(task(2, { b: panel(10), bKey: "j:b:1", evict: ["j:b:0"] }));
+  assert.deepEqual(dropped, [["j:b:0"]]);
+  // Out of step with the server: the budget drops the oldest, and says so.
+  cache.resolve(task(3, { a: panel(20), aKey: "j:a:1", bKey: "j:b:1" }));
+  assert.deepEqual(dropped.slice(1), [["j:a:0"]]);
+  cache.clear();
+  assert.deepEqual(dropped.at(-1), null);
+});
