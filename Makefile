@@ -58,7 +58,7 @@ bench-kernel: setup ## Kernel GFLOP/s in Node (wasm) and natively
 
 bench-page: setup ## The volunteer page (web/dist) in headless Chromium against a release server: end-to-end GFLOP/s beside the page's own kernel speed and the same build in Node, 1 and 2 threads, three job shapes (#17); ARGS="--quick", "--trace", "--cases 2048,wide,thin", "--threads 1,2"
 	cargo build --release -p server --bin brain-server
-	[ -f worker-wasm/pkg-relaxed/worker_wasm_bg.wasm ] || scripts/build-wasm.sh
+	scripts/build-wasm.sh
 	scripts/build-web.sh
 	node web/bench/page.mjs $(ARGS)
 

@@ -265,8 +265,7 @@ impl Thread {
         if !sent.is_undefined() && !sent.is_null() {
             // `new Uint8Array(x)`: a view of an ArrayBuffer (what the page sends).
             let values = Rc::new(T::read(&Uint8Array::new(&sent)));
-            if let (Some(key), Some(true)) = (key, field(task, &format!("{name}_keep")).as_bool())
-            {
+            if let (Some(key), Some(true)) = (key, field(task, &format!("{name}_keep")).as_bool()) {
                 self.panels
                     .borrow_mut()
                     .insert(key, T::keep(Rc::clone(&values)));
