@@ -44,6 +44,7 @@ import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 import { Worker } from "node:worker_threads";
+import { checkProduct } from "../support/matrix.mjs";
 import { api, connect, metric, referenceProduct, npyEncode, once, randomMatrix, rowsOf, startServer, toBytes, waitForJob, fromBytes, downloadNpy } from "./helpers.mjs";
 import { createDatabase, psql, startPostgres } from "../support/postgres.mjs";
 import { startRedis } from "../support/redis.mjs";
@@ -151,34 +152,6 @@ let postgres;
 const privatePostgres = () => (postgres ??= startPostgres({ settings: PG_SETTINGS }));
 
 // --- independent checks --------------------------------------------------------------------
-
-/**
- * Freivalds' check, done here in f64: C·x against A·(B·x) for three random vectors, each entry
- * within a bound on f32 accumulation error (4·k·ε·(|A|·(|B|·|x|))). O(n²), so it scales to the
- * big jobs where a full reference product in JavaScript would take minutes.
- */
-function checkProduct(a, b, c, m, k, n, dtype = "f32") {
-  const eps = dtype === "f32" ? 1.2e-7 : 2.3e-16;
-  for (let round = 0; round < 3; round++) {
-    const x = Float64Array.from({ length: n }, () => Math.random() * 2 - 1);
-    const bx = new Float64Array(k), absBx = new Float64Array(k);
-    for (let p = 0; p < k; p++)
-      for (let j = 0; j < n; j++) {
-        bx[p] += b[p * n + j] * x[j];
-        absBx[p] += Math.abs(b[p * n + j] * x[j]);
-      }
-    for (let i = 0; i < m; i++) {
-      let want = 0, scale = 0, got = 0;
-      for (let p = 0; p < k; p++) {
-        want += a[i * k + p] * bx[p];
-        scale += Math.abs(a[i * k + p]) * absBx[p];
-      }
-      for (let j = 0; j < n; j++) got += c[i * n + j] * x[j];
-      if (!(Math.abs(got - want) <= 4 * k * eps * scale + 1e-9))
-        throw new Error(`product check failed at row ${i}: C·x = ${got}, A·(B·x) = ${want}`);
-    }
-  }
-}
 
 /** Straight into a Float32Array: a plain array of millions of numbers would leave the
  * measured run a garbage collector's worth of the harness's own setup to sweep. */

@@ -8,6 +8,7 @@
 import { readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
+import { time } from "../../worker-wasm/bench/timing.mjs";
 
 const [dirArg, ...shapes] = process.argv.slice(2);
 const dir = resolve(dirArg);
@@ -20,29 +21,12 @@ const fill = (len) => {
   return new Uint8Array(x.buffer);
 };
 
-/** Milliseconds per call: the median of five rounds of at least 150 ms (a shared machine). */
-function time(fn, rounds = 5, minMs = 150) {
-  const perCall = [];
-  for (let r = 0; r < rounds; r++) {
-    let reps = 0;
-    const t0 = performance.now();
-    let t;
-    do {
-      fn();
-      reps++;
-      t = performance.now() - t0;
-    } while (t < minMs);
-    perCall.push(t / reps);
-  }
-  return perCall.sort((x, y) => x - y)[Math.floor(rounds / 2)];
-}
-
 mod.warmUp(300);
 const tiles = [];
 for (const shape of shapes) {
   const [m, k, n] = shape.split("x").map(Number);
   const a = fill(m * k), b = fill(k * n);
-  const ms = time(() => mod.runTask("f32", a, b, m, k, n));
+  const ms = time(() => mod.runTask("f32", a, b, m, k, n), 5, 150);
   tiles.push({ m, k, n, gflops: (2 * m * k * n) / ms / 1e6 });
 }
 console.log(JSON.stringify({ variant: mod.kernelInfo().variant, tiles }));

@@ -74,6 +74,7 @@ process.env.BRAIN_SERVER_BIN ??= new URL("../../target/release/brain-server", im
 const { ROOT, SERVER_BIN, WEB_DIR, CHROMIUM, startServer, launchBrowser, tempDir, cleanup, waitFor, getJson, randomMatrix } =
   await import("../test/e2e/helpers.mjs");
 const { encodeNpy, decodeNpy } = await import("../src/common/npy.js");
+const { checkProduct } = await import("../../tests/support/matrix.mjs");
 
 const OUT = join(ROOT, "test-output/bench-page");
 const missing = [
@@ -364,33 +365,6 @@ async function waitDone(url, id, ms) {
     if (job.status === "failed" || job.status === "cancelled") throw new Error(`job ${job.status}: ${job.error}`);
     if (performance.now() > deadline) throw new Error(`job not done in ${ms} ms: ${job.tasks_done}/${job.tasks_total}`);
     await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-/**
- * Freivalds' check in f64 (as tests/e2e/load.mjs does): C·x against A·(B·x) for three random
- * vectors, each row within a bound on f32 accumulation error. O(mk + kn + mn).
- */
-function checkProduct(a, b, c, m, k, n) {
-  const eps = 1.2e-7;
-  for (let round = 0; round < 3; round++) {
-    const x = Float64Array.from({ length: n }, () => Math.random() * 2 - 1);
-    const bx = new Float64Array(k), absBx = new Float64Array(k);
-    for (let p = 0; p < k; p++)
-      for (let j = 0; j < n; j++) {
-        bx[p] += b[p * n + j] * x[j];
-        absBx[p] += Math.abs(b[p * n + j] * x[j]);
-      }
-    for (let i = 0; i < m; i++) {
-      let want = 0, scale = 0, got = 0;
-      for (let p = 0; p < k; p++) {
-        want += a[i * k + p] * bx[p];
-        scale += Math.abs(a[i * k + p]) * absBx[p];
-      }
-      for (let j = 0; j < n; j++) got += c[i * n + j] * x[j];
-      if (!(Math.abs(got - want) <= 4 * k * eps * scale + 1e-9))
-        throw new Error(`product check failed at row ${i}: C·x = ${got}, A·(B·x) = ${want}`);
-    }
   }
 }
 

@@ -4,6 +4,7 @@
 import { readFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import { pathToFileURL } from "node:url";
+import { time } from "./timing.mjs";
 
 const dir = resolve(process.argv[2] ?? "../pkg-simd");
 const mod = await import(pathToFileURL(join(dir, "worker_wasm.js")));
@@ -16,24 +17,6 @@ const fill = (T, len) => {
   return x;
 };
 const gflops = (m, k, n, ms) => (2 * m * k * n) / ms / 1e6;
-
-/** Milliseconds per call: the median of five rounds of at least 100 ms each, so that one
- * disturbed round (this is a shared virtual machine) does not set the figure. */
-function time(fn, rounds = 5, minMs = 100) {
-  const perCall = [];
-  for (let r = 0; r < rounds; r++) {
-    let reps = 0;
-    const t0 = performance.now();
-    let t;
-    do {
-      fn();
-      reps++;
-      t = performance.now() - t0;
-    } while (t < minMs);
-    perCall.push(t / reps);
-  }
-  return perCall.sort((x, y) => x - y)[Math.floor(rounds / 2)];
-}
 
 const rows = [];
 // First call: V8's baseline tier, before the optimising compiler has taken over.
