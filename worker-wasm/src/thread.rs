@@ -135,7 +135,9 @@ impl Thread {
     fn receive(self: &Rc<Self>, msg: &JsValue) {
         match field(msg, "type").as_string().as_deref() {
             Some("task") => {
-                self.queue.borrow_mut().push_back(field(msg, "task"));
+                let task = field(msg, "task");
+                self.keep_panels(&task);
+                self.queue.borrow_mut().push_back(task);
                 if !self.draining.replace(true) {
                     spawn_local(Rc::clone(self).drain());
                 }
@@ -252,27 +254,50 @@ impl Thread {
         }
     }
 
+    /// Keeps the panels `task` carries with `_keep`, as it arrives: the page counts them as
+    /// kept from the moment it sends them, whatever becomes of the task (cancelled before it
+    /// starts, or refused).
+    fn keep_panels(&self, task: &JsValue) {
+        for name in ["a", "b"] {
+            if field(task, &format!("{name}_keep")).as_bool() != Some(true) {
+                continue;
+            }
+            let (Some(key), sent) = (
+                field(task, &format!("{name}_key")).as_string(),
+                field(task, name),
+            ) else {
+                continue;
+            };
+            if sent.is_undefined() || sent.is_null() {
+                continue;
+            }
+            // `new Uint8Array(x)`: a view of an ArrayBuffer (what the page sends).
+            let bytes = Uint8Array::new(&sent);
+            let panel = match field(task, "dtype").as_string().as_deref() {
+                Some("f32") => f32::keep(Rc::new(f32::read(&bytes))),
+                Some("f64") => f64::keep(Rc::new(f64::read(&bytes))),
+                _ => continue,
+            };
+            self.panels.borrow_mut().insert(key, panel);
+        }
+    }
+
     /// Operand `name` ("a" or "b") of `task`, of `len` elements: the one sent (copied into
-    /// wasm memory, and kept if the page says so), else the one kept under its key.
+    /// wasm memory), else the one kept under its key (kept on arrival if sent with `_keep`).
     fn operand<T: Element>(
         &self,
         task: &JsValue,
         name: &str,
         len: usize,
     ) -> Result<Rc<Vec<T>>, KernelError> {
-        let key = field(task, &format!("{name}_key")).as_string();
         let sent = field(task, name);
-        if !sent.is_undefined() && !sent.is_null() {
-            // `new Uint8Array(x)`: a view of an ArrayBuffer (what the page sends).
-            let values = Rc::new(T::read(&Uint8Array::new(&sent)));
-            if let (Some(key), Some(true)) = (key, field(task, &format!("{name}_keep")).as_bool()) {
-                self.panels
-                    .borrow_mut()
-                    .insert(key, T::keep(Rc::clone(&values)));
-            }
-            return Ok(values);
+        let kept = field(task, &format!("{name}_keep")).as_bool() == Some(true);
+        if !sent.is_undefined() && !sent.is_null() && !kept {
+            return Ok(Rc::new(T::read(&Uint8Array::new(&sent))));
         }
-        let key = key.unwrap_or_default();
+        let key = field(task, &format!("{name}_key"))
+            .as_string()
+            .unwrap_or_default();
         self.panels
             .borrow()
             .get(&key)

@@ -112,6 +112,10 @@ describe("the compute thread in Chromium", { timeout: 4 * 60_000 }, () => {
             { type: "forget_all" },
             { type: "task", task: { ...shape, task_id: "cleared", a: ones } },
             { type: "task", task: { ...shape, task_id: "b kept", a: ones, b: twos, b_keep: true } },
+            // Cancelled before it starts: what it carried to keep is kept all the same.
+            { type: "cancel", task_id: "kept, cancelled" },
+            { type: "task", task: { ...shape, task_id: "kept, cancelled", a: ones, a_keep: true } },
+            { type: "task", task: { ...shape, task_id: "both held" } },
             { type: "task", task: { ...shape, task_id: "other shape", k: 1, a: ones.slice(0, 8) } },
           ]) {
             worker.postMessage(msg);
@@ -148,6 +152,8 @@ describe("the compute thread in Chromium", { timeout: 4 * 60_000 }, () => {
         { type: "error", task_id: "forgotten", error: "f32 2x3x2: panel j:a:0 is not held by this thread", c: undefined },
         { type: "error", task_id: "cleared", error: "f32 2x3x2: panel j:b:0 is not held by this thread", c: undefined },
         { type: "done", task_id: "b kept", error: undefined, c: [6, 6, 6, 6] },
+        { type: "done", task_id: "kept, cancelled", error: undefined, c: null },
+        { type: "done", task_id: "both held", error: undefined, c: [6, 6, 6, 6] },
         { type: "error", task_id: "other shape", error: "f32 2x1x2: panel j:b:0 is not held by this thread", c: undefined },
       ]);
     });
