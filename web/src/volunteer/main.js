@@ -116,6 +116,7 @@ const pipeline = new TaskPipeline({
     else socket.emit(event, payload);
   },
   dispatch: (thread, task) => workers[thread].postMessage(taskMessage(thread, task)),
+  cancel: (thread, taskId) => workers[thread]?.postMessage({ type: "cancel", task_id: taskId }),
   onChange: () => scheduleRender(),
 });
 pipeline.retire = (thread) => terminate(thread);
@@ -274,8 +275,6 @@ function connect() {
     releaseIfPaused();
   });
   socket.on("task_cancelled", ({ task_id }) => {
-    const running = pipeline.running.get(task_id);
-    if (running) workers[running.thread]?.postMessage({ type: "cancel", task_id });
     pipeline.taskCancelled(task_id);
   });
   socket.on("grid_stats", (g) => {

@@ -8,7 +8,15 @@
 // trip: a task asked for when a thread starts one must arrive before that thread finishes,
 // or the thread idles. So the depth follows the measured round trip (request to
 // `task_assigned`, panels included) over the measured compute time of a task: two when the
-// network is quick against the kernel, more on a slow link or with quick tiles.
+// network is quick against the kernel, more on a slow link or with quick tiles. The round
+// trip that counts is the slow kind, not the average: most tasks come without panels (the
+// page holds them) and one in a few brings a new one, megabytes long, and it is behind that
+// one that a thread runs dry.
+//
+// A thread is handed up to THREAD_DEPTH tasks at once: it queues them itself and starts the
+// next the moment one ends, rather than waiting for its `done` to reach this (UI) thread and
+// the next task to come back, a wait the page's trace showed whenever the UI thread was busy
+// receiving panels (docs/benchmarks.md).
 
 /** Tasks (leased or requested) per ready thread at least: one computing plus one in flight. */
 export const PER_THREAD = 2;
@@ -19,8 +27,16 @@ export const MAX_PER_THREAD = 6;
  * nothing of the round trip.
  */
 export const WAITED_FOR_WORK_MS = 1000;
-/** Weight of a new sample in the round-trip and compute-time averages. */
+/** Weight of a new sample in the compute-time average. */
 const ALPHA = 0.3;
+/**
+ * Per sample, how much of the slowest recent round trip is still remembered: with a new
+ * panel every fourth task the peak stays within a third of that task's trip, and a link that
+ * got quicker is believed after a few dozen tasks.
+ */
+export const PEAK_DECAY = 0.9;
+/** Tasks handed to one compute thread at once: the one it computes and the one it starts next. */
+export const THREAD_DEPTH = 2;
 /** The server's default `MAX_TASKS_PER_WORKER`; lowered if the server says less. */
 export const DEFAULT_CAP = 16;
 
@@ -28,16 +44,18 @@ export class TaskPipeline {
   /**
    * emit(event, payload): send on the socket.
    * dispatch(thread, task): hand `task` to the Web Worker `thread`.
+   * cancel(thread, taskId): tell the Web Worker `thread` to drop `taskId`.
    * onChange(): something shown on the page changed.
    */
-  constructor({ emit, dispatch, onChange = () => {}, cap = DEFAULT_CAP, now = () => performance.now() }) {
+  constructor({ emit, dispatch, cancel = () => {}, onChange = () => {}, cap = DEFAULT_CAP, now = () => performance.now() }) {
     this.emit = emit;
     this.dispatch = dispatch;
+    this.cancel = cancel;
     this.onChange = onChange;
     this.cap = cap;
     this.now = now;
     this.asked = []; // send times of the open requests, oldest first (answered in order)
-    this.roundTripMs = 0; // average request-to-task time (0: not measured yet)
+    this.roundTripMs = 0; // recent peak request-to-task time, decaying (0: not measured yet)
     this.computeMs = 0; // average compute time of a task (0: not measured yet)
     this.paused = true;
     this.registered = false;
@@ -46,13 +64,13 @@ export class TaskPipeline {
     this.queue = []; // tasks received, waiting for a thread
     this.running = new Map(); // task_id -> {thread, task, epoch, cancelled}
     this.awaitingAck = new Map(); // task_id -> flops
-    this.threads = new Map(); // thread index -> "idle" | "busy" | "retiring"
+    this.threads = new Map(); // thread index -> {retiring, tasks: handed to it and not done}
     this.currentJob = null;
   }
 
   readyThreads() {
     let n = 0;
-    for (const s of this.threads.values()) if (s !== "retiring") n += 1;
+    for (const s of this.threads.values()) if (!s.retiring) n += 1;
     return n;
   }
 
@@ -76,19 +94,19 @@ export class TaskPipeline {
 
   /** A Web Worker finished warming up and can take tasks. */
   addThread(i) {
-    this.threads.set(i, "idle");
+    this.threads.set(i, { retiring: false, tasks: 0 });
     this.pump();
   }
 
   /**
    * Stop using thread `i`. Returns true when it can be terminated now; otherwise it is
-   * retired (the caller is told through `retire`) once its current task is done.
+   * retired (the caller is told through `retire`) once the tasks it holds are done.
    */
   removeThread(i) {
     const state = this.threads.get(i);
     if (state === undefined) return true;
-    if (state === "busy") {
-      this.threads.set(i, "retiring");
+    if (state.tasks > 0) {
+      state.retiring = true;
       return false;
     }
     this.threads.delete(i);
@@ -121,8 +139,17 @@ export class TaskPipeline {
     this.pump();
   }
 
-  /** The connection is gone: the server releases its leases and forgets its requests. */
+  /**
+   * The connection is gone: the server releases its leases and forgets its requests. What the
+   * threads hold for it is dropped unstarted (a result could no longer be sent).
+   */
   disconnected() {
+    for (const [taskId, r] of this.running) {
+      if (r.epoch === this.epoch && !r.cancelled) {
+        r.cancelled = true;
+        this.cancel(r.thread, taskId);
+      }
+    }
     this.registered = false;
     this.epoch += 1;
     this.pending = 0;
@@ -136,7 +163,7 @@ export class TaskPipeline {
     this.pending = Math.max(0, this.pending - 1);
     const asked = this.asked.shift();
     const roundTrip = asked === undefined ? NaN : this.now() - asked;
-    if (roundTrip >= 0 && roundTrip < WAITED_FOR_WORK_MS) this.roundTripMs = average(this.roundTripMs, roundTrip);
+    if (roundTrip >= 0 && roundTrip < WAITED_FOR_WORK_MS) this.roundTripMs = Math.max(roundTrip, this.roundTripMs * PEAK_DECAY);
     this.queue.push(task);
     this.pump();
   }
@@ -152,7 +179,10 @@ export class TaskPipeline {
   taskCancelled(taskId) {
     this.queue = this.queue.filter((t) => t.task_id !== taskId);
     const r = this.running.get(taskId);
-    if (r) r.cancelled = true;
+    if (r && !r.cancelled) {
+      r.cancelled = true;
+      this.cancel(r.thread, taskId);
+    }
     this.pump();
   }
 
@@ -196,26 +226,37 @@ export class TaskPipeline {
 
   freeThread(thread) {
     const state = this.threads.get(thread);
-    if (state === "retiring") {
+    if (!state) return;
+    state.tasks = Math.max(0, state.tasks - 1);
+    if (state.retiring && state.tasks === 0) {
       this.threads.delete(thread);
       this.retire?.(thread);
-    } else if (state === "busy") {
-      this.threads.set(thread, "idle");
     }
   }
 
-  /** Hands queued tasks to idle threads, then tops up the open requests. */
+  /** The ready thread holding the fewest tasks, if it can take one more. */
+  leastBusy() {
+    let best = null;
+    for (const [i, s] of this.threads) {
+      if (s.retiring || s.tasks >= THREAD_DEPTH) continue;
+      if (best === null || s.tasks < this.threads.get(best).tasks) best = i;
+    }
+    return best;
+  }
+
+  /**
+   * Hands queued tasks to the threads, the least busy first (so every thread computes before
+   * any has one waiting), then tops up the open requests.
+   */
   pump() {
-    if (!this.paused) {
-      for (const [i, state] of this.threads) {
-        if (state !== "idle") continue;
-        const task = this.queue.shift();
-        if (!task) break;
-        this.threads.set(i, "busy");
-        this.running.set(task.task_id, { thread: i, task, epoch: this.epoch, cancelled: false });
-        this.currentJob = task.job_id;
-        this.dispatch(i, task);
-      }
+    while (!this.paused && this.queue.length > 0) {
+      const i = this.leastBusy();
+      if (i === null) break;
+      const task = this.queue.shift();
+      this.threads.get(i).tasks += 1;
+      this.running.set(task.task_id, { thread: i, task, epoch: this.epoch, cancelled: false });
+      this.currentJob = task.job_id;
+      this.dispatch(i, task);
     }
     while (this.outstanding() < this.want()) {
       this.pending += 1;

@@ -1,17 +1,19 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { TaskPipeline, DEFAULT_CAP, MAX_PER_THREAD, PER_THREAD, WAITED_FOR_WORK_MS } from "../../src/volunteer/pipeline.js";
+import { TaskPipeline, DEFAULT_CAP, MAX_PER_THREAD, PEAK_DECAY, PER_THREAD, THREAD_DEPTH, WAITED_FOR_WORK_MS } from "../../src/volunteer/pipeline.js";
 
 function setup(opts = {}) {
   const sent = [];
   const dispatched = [];
+  const cancelled = [];
   const p = new TaskPipeline({
     emit: (event, payload) => sent.push([event, payload]),
     dispatch: (thread, task) => dispatched.push([thread, task.task_id]),
+    cancel: (thread, taskId) => cancelled.push([thread, taskId]),
     ...opts,
   });
   const requests = () => sent.filter(([e]) => e === "request_task").length;
-  return { p, sent, dispatched, requests };
+  return { p, sent, dispatched, cancelled, requests };
 }
 
 const task = (id, job = "j1") => ({ task_id: id, job_id: job, dtype: "f32", m: 1, k: 1, n: 1 });
@@ -48,19 +50,46 @@ test("two tasks per thread stay requested or in hand", () => {
   assert.equal(p.outstanding(), 6);
 });
 
-test("a finished thread takes the next waiting task without a round trip", () => {
+test("a thread holds its next task, so it starts it without a round trip through the page", () => {
   const { p, dispatched, sent } = running(1);
   p.taskAssigned(task(1));
   p.taskAssigned(task(2));
-  assert.deepEqual(dispatched, [[0, 1]]);
-  assert.equal(p.queue.length, 1);
+  assert.equal(THREAD_DEPTH, 2);
+  assert.deepEqual(dispatched, [[0, 1], [0, 2]], "the second goes to the thread at once");
+  assert.equal(p.queue.length, 0);
   assert.equal(p.taskDone(0, 1, new ArrayBuffer(4), 5, 2), "sent");
-  assert.deepEqual(dispatched, [[0, 1], [0, 2]]);
   const result = sent.find(([e]) => e === "task_result")[1];
   assert.equal(result.task_id, 1);
   assert.equal(result.compute_ms, 5);
   assert.ok(result.c instanceof ArrayBuffer);
   assert.equal(p.resultAck(1), 2);
+});
+
+test("no thread holds more than its depth, and every thread computes before any holds two", () => {
+  const { p, dispatched } = running(2);
+  p.cap = 16;
+  p.perThread = () => 4;
+  p.pump();
+  for (let id = 1; id <= 5; id++) p.taskAssigned(task(id));
+  assert.deepEqual(dispatched, [[0, 1], [1, 2], [0, 3], [1, 4]]);
+  assert.equal(p.queue.length, 1, "the fifth waits here for a thread");
+  p.taskDone(1, 2, new ArrayBuffer(4), 5, 2);
+  assert.deepEqual(dispatched.at(-1), [1, 5]);
+});
+
+test("a cancelled or stale task a thread holds is cancelled in the thread", () => {
+  const { p, cancelled } = running(1);
+  p.taskAssigned(task(1));
+  p.taskAssigned(task(2));
+  p.taskCancelled(2);
+  assert.deepEqual(cancelled, [[0, 2]]);
+  p.taskCancelled(2);
+  assert.deepEqual(cancelled, [[0, 2]], "once");
+  p.disconnected();
+  assert.deepEqual(cancelled, [[0, 2], [0, 1]], "the connection's results could not be sent");
+  assert.equal(p.taskDone(0, 1, null, 0, 0), "dropped");
+  assert.equal(p.taskDone(0, 2, null, 0, 0), "dropped");
+  assert.equal(p.quiescent(), true);
 });
 
 /** One thread on a fake clock (`clock.t`, ms). */
@@ -107,6 +136,27 @@ test("a quick round trip keeps two per thread, and a request that waited for wor
   assert.equal(p.roundTripMs, 5);
   assert.equal(p.perThread(), PER_THREAD);
   assert.equal(requests(), 3);
+});
+
+test("the depth covers the slow trips that bring panels, not the average, and forgets them slowly", () => {
+  const { p, clock } = timed();
+  p.computeMs = 8; // as a 2048-deep tile of 256 at 33 GFLOP/s
+  const trip = (ms) => {
+    const asked = clock.t;
+    p.asked = [asked];
+    p.pending = 1;
+    clock.t += ms;
+    p.taskAssigned(task(clock.t));
+  };
+  // Three quick trips (panels held), then one bringing a new 2 MiB panel: again and again.
+  for (let round = 0; round < 5; round++) for (const ms of [5, 5, 5, 25]) trip(ms);
+  assert.ok(p.roundTripMs >= 25 * PEAK_DECAY ** 3 - 1e-9, `${p.roundTripMs}`);
+  assert.equal(p.perThread(), 1 + Math.ceil(p.roundTripMs / 8));
+  assert.ok(p.perThread() >= 4, "an average (about 10 ms) would have said 3");
+  // The link got quick for good: the peak decays back.
+  for (let i = 0; i < 40; i++) trip(5);
+  assert.equal(p.roundTripMs, 5);
+  assert.equal(p.perThread(), PER_THREAD);
 });
 
 test("the server's limit caps the requests", () => {
@@ -171,16 +221,23 @@ test("a task that fails in the kernel is reported for re-queuing", () => {
   assert.deepEqual(sent.find(([e]) => e === "task_failed")[1], { task_id: 9, error: "bad shape" });
 });
 
-test("fewer threads: an idle one goes now, a busy one after its task", () => {
+test("fewer threads: an idle one goes now, a busy one after the tasks it holds", () => {
   const { p, requests } = running(2);
   const retired = [];
   p.retire = (i) => retired.push(i);
   p.taskAssigned(task(1)); // to thread 0
-  assert.equal(p.removeThread(1), true);
+  p.taskAssigned(task(2)); // to thread 1
+  p.taskAssigned(task(3)); // to thread 0, after task 1
+  assert.equal(p.removeThread(1), false);
   assert.equal(p.removeThread(0), false);
   assert.equal(p.readyThreads(), 0);
   assert.equal(p.want(), 0);
+  p.taskDone(1, 2, new ArrayBuffer(4), 1, 1);
+  assert.deepEqual(retired, [1]);
   p.taskDone(0, 1, new ArrayBuffer(4), 1, 1);
-  assert.deepEqual(retired, [0]);
+  assert.deepEqual(retired, [1], "thread 0 still holds task 3");
+  p.taskDone(0, 3, new ArrayBuffer(4), 1, 1);
+  assert.deepEqual(retired, [1, 0]);
   assert.equal(requests(), 4, "no requests beyond what was asked before");
+  assert.equal(p.removeThread(5), true, "a thread never added");
 });
