@@ -17,7 +17,7 @@
 // localStorage as the page's own setting (`brain.threads`), the start button pressed, then a
 // wait until every thread has warmed up and the page sits idle with its requests open. Only
 // then is the job submitted (two .npy files, encoded beforehand), and the wall time runs from
-// the submission's first byte to the first poll (every 20 ms) that sees the job `done`. Each
+// the submission's first byte to the first poll (every 5 ms) that sees the job `done`. Each
 // case runs `--repeat` times (3; 1 with --quick) and the run with the median wall time is
 // printed, with the range of the end-to-end figure.
 //
@@ -116,34 +116,69 @@ for (const t of threadCounts) if (!(Number.isInteger(t) && t >= 1)) throw new Er
 
 /**
  * Runs in the page before its own scripts: counts each compute thread's `done` messages with a
- * listener of its own beside the page's `onmessage`. `__benchThreads[i]`: the i-th Worker made.
+ * listener of its own beside the page's `onmessage`, and notes when the page handed each task
+ * over (`postMessage`) and when the thread started and ended it (the `started_at`/`ended_at`
+ * it reports, on the clock the page and its threads share). `__benchThreads[i]`: the i-th
+ * Worker made.
  */
 function observeWorkers() {
   const Native = globalThis.Worker;
   const threads = [];
+  const fresh = () => ({ tiles: 0, flops: 0, computeMs: 0, first: null, last: null, handed: {}, spans: [] });
   globalThis.__benchThreads = threads;
   globalThis.__benchReset = () => {
     globalThis.__benchT0 = performance.now();
-    for (const t of threads) Object.assign(t, { tiles: 0, flops: 0, computeMs: 0, first: null, last: null });
+    for (const t of threads) Object.assign(t, fresh());
   };
+  const post = Native.prototype.postMessage;
   globalThis.Worker = class extends Native {
     constructor(...args) {
       super(...args);
-      const t = { tiles: 0, flops: 0, computeMs: 0, first: null, last: null, warmGflops: 0 };
+      const t = { ...fresh(), warmGflops: 0 };
       threads.push(t);
+      this.postMessage = (msg, ...rest) => {
+        if (msg?.type === "task") {
+          const bytes = (msg.task.a?.byteLength ?? 0) + (msg.task.b?.byteLength ?? 0);
+          t.handed[msg.task.task_id] = [performance.now(), bytes];
+        }
+        return post.call(this, msg, ...rest);
+      };
       this.addEventListener("message", (event) => {
         const msg = event.data;
         if (msg?.type === "ready") t.warmGflops = msg.gflops;
         if (msg?.type !== "done" || !msg.c) return;
-        const now = performance.now();
+        const start = msg.started_at - performance.timeOrigin;
+        const end = msg.ended_at - performance.timeOrigin;
         t.tiles += 1;
         t.flops += msg.flops;
         t.computeMs += msg.compute_ms;
-        t.first ??= now - msg.compute_ms;
-        t.last = now;
+        t.first ??= start;
+        t.last = end;
+        const [handed, bytes] = t.handed[msg.task_id] ?? [NaN, 0];
+        t.spans.push([handed, start, end, bytes]);
       });
     }
   };
+}
+
+/**
+ * Where a thread's time between its first tile's start and its last tile's end went, in
+ * seconds: computing, waiting for a task to reach the page (the thread had ended its last one
+ * before the page handed it the next), and the handing over itself (from the page's
+ * `postMessage` to the thread starting: the message, the panels copied into wasm memory, and
+ * the thread's own queue).
+ */
+function betweenTiles(spans) {
+  const out = { computing: 0, waiting_for_work: 0, handing_over: 0 };
+  spans.sort((x, y) => x[1] - y[1]);
+  for (const [i, [handed, start, end]] of spans.entries()) {
+    out.computing += (end - start) / 1000;
+    if (i === 0) continue;
+    const free = spans[i - 1][2];
+    out.waiting_for_work += Math.max(0, Math.min(handed, start) - free) / 1000;
+    out.handing_over += Math.max(0, start - Math.max(handed, free)) / 1000;
+  }
+  return out;
 }
 
 /**
@@ -390,7 +425,8 @@ async function waitDone(url, id, ms) {
     if (job.status === "done") return job;
     if (job.status === "failed" || job.status === "cancelled") throw new Error(`job ${job.status}: ${job.error}`);
     if (performance.now() > deadline) throw new Error(`job not done in ${ms} ms: ${job.tasks_done}/${job.tasks_total}`);
-    await new Promise((r) => setTimeout(r, 20));
+    // Often, so that the poll adds little to the wall (2.5 ms on average).
+    await new Promise((r) => setTimeout(r, 5));
   }
 }
 
@@ -452,6 +488,9 @@ async function runCase(browser, job, threads, { trace = false } = {}) {
     const pageT0 = await opened.evaluate("globalThis.__benchT0");
     const firstTile = (Math.min(...threadsSeen.map((t) => t.first)) - pageT0) / 1000;
     const lastTile = (Math.max(...threadsSeen.map((t) => t.last)) - pageT0) / 1000;
+    const firstHanded = (Math.min(...threadsSeen.flatMap((t) => t.spans.map((span) => span[0]))) - pageT0) / 1000;
+    const gaps = threadsSeen.map((t) => betweenTiles(t.spans));
+    const gapsMean = Object.fromEntries(Object.keys(gaps[0]).map((key) => [key, gaps.reduce((sum, g) => sum + g[key], 0) / gaps.length]));
     const { gflopsPerThread: shown, variant } = await snap();
 
     const result = await fetch(`${server.url}/api/jobs/${created.id}/result`);
@@ -473,7 +512,7 @@ async function runCase(browser, job, threads, { trace = false } = {}) {
     return {
       case: job.name, label: job.label, variant, m: job.m, k: job.k, n: job.n, tile: job.tile, threads,
       tasks: created.tasks_total, tiles, wall_s: wall, submit_s: (tSubmitted - t0) / 1000,
-      first_tile_s: firstTile, last_tile_s: lastTile,
+      first_handed_s: firstHanded, first_tile_s: firstTile, last_tile_s: lastTile, between_tiles_s: gapsMean,
       e2e_gflops: e2e, kernel_gflops_per_thread: kernel, kernel_gflops_each: perThread,
       page_shows_gflops_per_thread: shown, idle_page_kernel_gflops: idleKernel, efficiency: e2e / (kernel * threads),
       job_gflops: onJob, job_efficiency: onJob / (kernel * threads),
@@ -654,8 +693,10 @@ try {
         `page, ${threads} thread${threads > 1 ? "s" : ""}, ${r.label}: end-to-end ${f1(r.e2e_gflops)} GFLOP/s, ` +
           `kernel ${f1(r.kernel_gflops_per_thread)} GFLOP/s per thread, efficiency ${pct(r.efficiency)}; ` +
           `from the job's acceptance ${f1(r.job_gflops)} GFLOP/s, efficiency ${pct(r.job_efficiency)} ` +
-          `(wall ${r.wall_s.toFixed(2)} s: upload ${r.submit_s.toFixed(2)}, to the first kernel ${(r.first_tile_s - r.submit_s).toFixed(2)}, ` +
-          `tiles ${(r.last_tile_s - r.first_tile_s).toFixed(2)}, after the last tile ${(r.wall_s - r.last_tile_s).toFixed(2)}; kernel busy ${pct(r.kernel_busy)}, ` +
+          `(wall ${r.wall_s.toFixed(2)} s: upload ${r.submit_s.toFixed(2)}, to the first kernel ${(r.first_tile_s - r.submit_s).toFixed(2)} ` +
+          `(the first task reaches the page ${(r.first_handed_s - r.submit_s).toFixed(3)}, its thread ${(r.first_tile_s - r.first_handed_s).toFixed(3)}), ` +
+          `tiles ${(r.last_tile_s - r.first_tile_s).toFixed(2)} (per thread: computing ${r.between_tiles_s.computing.toFixed(2)}, ` +
+          `waiting for work ${r.between_tiles_s.waiting_for_work.toFixed(2)}, handing over ${r.between_tiles_s.handing_over.toFixed(2)}), after the last tile ${(r.wall_s - r.last_tile_s).toFixed(2)}; kernel busy ${pct(r.kernel_busy)}, ` +
           `${r.tiles} tiles, page shows ${f1(r.page_shows_gflops_per_thread)}, idle kernel ${f1(r.idle_page_kernel_gflops)} GFLOP/s, ` +
           `cores busy: browser ${Number.isNaN(r.cores_browser) ? "?" : r.cores_browser.toFixed(2)}, server ${r.cores_server.toFixed(2)}${spread})`,
       );

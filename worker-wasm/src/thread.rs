@@ -16,7 +16,10 @@
 //! wasm memory, once per thread rather than once per task: the page's trace showed the UI
 //! thread spending a third of its time cloning panels for this thread (docs/benchmarks.md).
 //! Messages out: `{type:"ready", info, gflops}`
-//!               · `{type:"done", task_id, c, compute_ms, flops, gflops}` (`c: null` if cancelled)
+//!               · `{type:"done", task_id, c, compute_ms, flops, gflops, started_at, ended_at}`
+//!                 (`c: null` if cancelled; the two times in ms since the epoch, on the clock
+//!                 every thread of the page shares, `performance.timeOrigin + now()`, so a
+//!                 benchmark can line a thread's tasks up with the page's own events)
 //!               · `{type:"error", task_id, error}`
 //!               · `{type:"fatal", error}` (posted by the loader when the thread cannot start,
 //!                 [`run_compute_thread`]'s errors included)
@@ -175,6 +178,7 @@ impl Thread {
 
     async fn run(&self, task: &JsValue) {
         let id = field(task, "task_id");
+        let started_at = self.epoch_ms();
         match self.compute(task, &id).await {
             Ok(Some(product)) => {
                 self.post(
@@ -185,6 +189,8 @@ impl Thread {
                         ("compute_ms", product.ms.into()),
                         ("flops", product.flops.into()),
                         ("gflops", self.speed.borrow().gflops().into()),
+                        ("started_at", started_at.into()),
+                        ("ended_at", self.epoch_ms().into()),
                     ],
                     Some(&product.buffer),
                 );
@@ -385,6 +391,11 @@ impl Thread {
         let flops = f64::from(REPS) * task_flops(SIZE, SIZE, SIZE);
         self.speed.borrow_mut().add(flops, ms);
         Ok(())
+    }
+
+    /// Now, in ms since the epoch on the clock the page and all its threads share.
+    fn epoch_ms(&self) -> f64 {
+        self.clock.time_origin() + self.clock.now()
     }
 
     /// Resolves after `ms` (truncated to whole milliseconds, as `setTimeout` does), letting

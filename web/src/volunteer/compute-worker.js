@@ -10,7 +10,8 @@
 // Messages in:  {type:"init", variant, module, duty, thread} · {type:"task", task} ·
 //               {type:"duty", duty} · {type:"cancel", task_id} · {type:"forget", keys} ·
 //               {type:"forget_all"}
-// Messages out: {type:"ready", info, gflops} · {type:"done", task_id, c, compute_ms, flops} ·
+// Messages out: {type:"ready", info, gflops} ·
+//               {type:"done", task_id, c, compute_ms, flops, gflops, started_at, ended_at} ·
 //               {type:"error", task_id, error} · {type:"fatal", error}
 
 import { variants } from "brain:wasm-variants";

@@ -67,8 +67,11 @@ describe("the compute thread in Chromium", { timeout: 4 * 60_000 }, () => {
             type: "task",
             task: { task_id, dtype: "f64", m, k, n, a: a.buffer.slice(0), b: b.buffer.slice(0), ...extra },
           });
+          const clock = () => performance.timeOrigin + performance.now();
+          const posted = clock();
           worker.postMessage(task("banded"));
           const done = await next();
+          out.clock = { posted, started: done.started_at, ended: done.ended_at, received: clock() };
           const c = new Float64Array(done.c);
           let worst = 0;
           for (const [i, j] of [[0, 0], [1, 1023], [700, 17], [1500, 600], [2047, 1023]]) {
@@ -137,6 +140,13 @@ describe("the compute thread in Chromium", { timeout: 4 * 60_000 }, () => {
         { type: "done", task_id: "banded", bytes: 2048 * 1024 * 8, flops: 2 * 2048 * 1024 * 1024, ms: undefined, worst: undefined },
       );
       assert.ok(r.banded.ms > 0);
+      // The task's start and end, on the clock the page and its threads share: within the
+      // page's own view of the task, and at least its compute time apart (duty 0.2 rests).
+      // A millisecond either way: each context's clock is coarsened on its own (100 µs).
+      const { posted, started, ended, received } = r.clock;
+      const ok = posted - 1 <= started && started < ended && ended <= received + 1;
+      assert.ok(ok, JSON.stringify(r.clock));
+      assert.ok(ended - started >= r.banded.ms, `${ended - started} ms against compute ${r.banded.ms}`);
       assert.ok(r.banded.worst < 1e-12, `largest relative error ${r.banded.worst}`);
       assert.deepEqual(r.cancelledFirst, { type: "done", task_id: 41, c: null, compute_ms: 0, flops: 0 });
       assert.deepEqual(r.cancelledBetween, { type: "done", task_id: 42, c: null, compute_ms: 0, flops: 0 });
