@@ -110,14 +110,24 @@ struct Thread {
     /// checked between bands, and cleared once the task is finished.
     cancelled: js_sys::Set,
     /// Tasks received and not yet started: one runs at a time.
-    queue: RefCell<VecDeque<JsValue>>,
+    queue: RefCell<VecDeque<Queued>>,
     /// Whether a future is draining `queue`; a task that arrives then waits its turn.
     draining: Cell<bool>,
     /// Panels kept between tasks, by the server's key (see the module's doc).
     panels: RefCell<HashMap<String, Panel>>,
 }
 
+/// A task waiting its turn, with the kept panels it names as they were when it arrived: the
+/// page may say to forget a panel (its cache dropped it, or started afresh) while a task that
+/// was handed over with it still waits here, and that task must still find it.
+struct Queued {
+    task: JsValue,
+    a: Option<Panel>,
+    b: Option<Panel>,
+}
+
 /// A panel kept in wasm memory, shared with the tasks that use it.
+#[derive(Clone)]
 enum Panel {
     F32(Rc<Vec<f32>>),
     F64(Rc<Vec<f64>>),
@@ -140,7 +150,8 @@ impl Thread {
             Some("task") => {
                 let task = field(msg, "task");
                 self.keep_panels(&task);
-                self.queue.borrow_mut().push_back(task);
+                let (a, b) = (self.held(&task, "a"), self.held(&task, "b"));
+                self.queue.borrow_mut().push_back(Queued { task, a, b });
                 if !self.draining.replace(true) {
                     spawn_local(Rc::clone(self).drain());
                 }
@@ -170,16 +181,17 @@ impl Thread {
     async fn drain(self: Rc<Self>) {
         loop {
             let next = self.queue.borrow_mut().pop_front();
-            let Some(task) = next else { break };
-            self.run(&task).await;
+            let Some(queued) = next else { break };
+            self.run(&queued).await;
         }
         self.draining.set(false);
     }
 
-    async fn run(&self, task: &JsValue) {
+    async fn run(&self, queued: &Queued) {
+        let task = &queued.task;
         let id = field(task, "task_id");
         let started_at = self.epoch_ms();
-        match self.compute(task, &id).await {
+        match self.compute(queued, &id).await {
             Ok(Some(product)) => {
                 self.post(
                     &[
@@ -222,7 +234,8 @@ impl Thread {
     }
 
     /// C for one task; `None` if it was cancelled before it finished.
-    async fn compute(&self, task: &JsValue, id: &JsValue) -> Result<Option<Product>, KernelError> {
+    async fn compute(&self, queued: &Queued, id: &JsValue) -> Result<Option<Product>, KernelError> {
+        let task = &queued.task;
         let dtype = field(task, "dtype");
         let m = dimension("m", &field(task, "m"))?;
         let k = dimension("k", &field(task, "k"))?;
@@ -255,8 +268,8 @@ impl Thread {
             return Err(KernelError::ZeroDimension { m, k, n });
         }
         match dtype {
-            Dtype::F32 => self.bands::<f32>(id, task, m, k, n).await,
-            Dtype::F64 => self.bands::<f64>(id, task, m, k, n).await,
+            Dtype::F32 => self.bands::<f32>(id, queued, m, k, n).await,
+            Dtype::F64 => self.bands::<f64>(id, queued, m, k, n).await,
         }
     }
 
@@ -288,28 +301,33 @@ impl Thread {
         }
     }
 
-    /// Operand `name` ("a" or "b") of `task`, of `len` elements: the one sent (copied into
-    /// wasm memory), else the one kept under its key (kept on arrival if sent with `_keep`).
+    /// The kept panel operand `name` ("a" or "b") of `task` names, as this thread holds it
+    /// now (kept already, or kept on this task's arrival if it came with `_keep`).
+    fn held(&self, task: &JsValue, name: &str) -> Option<Panel> {
+        let key = field(task, &format!("{name}_key")).as_string()?;
+        self.panels.borrow().get(&key).cloned()
+    }
+
+    /// Operand `name` ("a" or "b") of a task, of `len` elements: the one sent (copied into
+    /// wasm memory), else the kept one it named when it arrived (`held`).
     fn operand<T: Element>(
         &self,
         task: &JsValue,
         name: &str,
         len: usize,
+        held: Option<&Panel>,
     ) -> Result<Rc<Vec<T>>, KernelError> {
         let sent = field(task, name);
         let kept = field(task, &format!("{name}_keep")).as_bool() == Some(true);
         if !sent.is_undefined() && !sent.is_null() && !kept {
             return Ok(Rc::new(T::read(&Uint8Array::new(&sent))));
         }
-        let key = field(task, &format!("{name}_key"))
-            .as_string()
-            .unwrap_or_default();
-        self.panels
-            .borrow()
-            .get(&key)
-            .and_then(T::held)
+        held.and_then(T::held)
             .filter(|values| values.len() == len)
-            .ok_or(KernelError::PanelNotHeld(key))
+            .ok_or_else(|| {
+                let key = field(task, &format!("{name}_key"));
+                KernelError::PanelNotHeld(key.as_string().unwrap_or_default())
+            })
     }
 
     /// Computes C = A·B (m×k by k×n, checked) band by band, resting after each band for as
@@ -319,14 +337,15 @@ impl Thread {
     async fn bands<T: Element>(
         &self,
         id: &JsValue,
-        task: &JsValue,
+        queued: &Queued,
         m: usize,
         k: usize,
         n: usize,
     ) -> Result<Option<Product>, KernelError> {
         let mut start = self.clock.now();
-        let a = self.operand::<T>(task, "a", m.saturating_mul(k))?;
-        let b = self.operand::<T>(task, "b", k.saturating_mul(n))?;
+        let task = &queued.task;
+        let a = self.operand::<T>(task, "a", m.saturating_mul(k), queued.a.as_ref())?;
+        let b = self.operand::<T>(task, "b", k.saturating_mul(n), queued.b.as_ref())?;
         let mut c = vec![T::default(); m.saturating_mul(n)];
         let (mut row, mut busy) = (0, 0.0);
         loop {

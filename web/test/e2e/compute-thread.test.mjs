@@ -126,6 +126,25 @@ describe("the compute thread in Chromium", { timeout: 4 * 60_000 }, () => {
             const d = await next();
             out.kept.push({ type: d.type, task_id: d.task_id, error: d.error, c: d.c ? Array.from(new Float32Array(d.c)) : d.c });
           }
+
+          // A task waiting behind another keeps the panels it named when it was handed over,
+          // even if the page then says to forget them (its cache started afresh). The first
+          // task rests between bands (duty 0.2), so the two messages after it arrive while it
+          // runs and the second task waits its turn.
+          worker.postMessage({ type: "duty", duty: 0.2 });
+          const rows = 256;
+          worker.postMessage({ type: "task", task: { task_id: "ahead", dtype: "f64", m: rows, k, n, a: a.buffer.slice(0, rows * k * 8), b: b.buffer.slice(0) } });
+          worker.postMessage({ type: "task", task: { ...shape, task_id: "waiting" } });
+          worker.postMessage({ type: "forget_all" });
+          out.queued = [];
+          for (let i = 0; i < 2; i++) {
+            const d = await next();
+            out.queued.push({ type: d.type, task_id: d.task_id, error: d.error, c: d.c && d.task_id === "waiting" ? Array.from(new Float32Array(d.c)) : undefined });
+          }
+          worker.postMessage({ type: "duty", duty: 1 });
+          worker.postMessage({ type: "task", task: { ...shape, task_id: "after" } });
+          const after = await next();
+          out.queued.push({ type: after.type, task_id: after.task_id, error: after.error });
         } finally {
           worker.terminate();
         }
@@ -165,6 +184,11 @@ describe("the compute thread in Chromium", { timeout: 4 * 60_000 }, () => {
         { type: "done", task_id: "kept, cancelled", error: undefined, c: null },
         { type: "done", task_id: "both held", error: undefined, c: [6, 6, 6, 6] },
         { type: "error", task_id: "other shape", error: "f32 2x1x2: panel j:b:0 is not held by this thread", c: undefined },
+      ]);
+      assert.deepEqual(r.queued, [
+        { type: "done", task_id: "ahead", error: undefined, c: undefined },
+        { type: "done", task_id: "waiting", error: undefined, c: [6, 6, 6, 6] },
+        { type: "error", task_id: "after", error: "f32 2x3x2: panel j:a:0 is not held by this thread" },
       ]);
     });
   }
