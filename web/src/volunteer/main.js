@@ -89,23 +89,45 @@ function forgetPanels(keys) {
 }
 
 /**
- * The message that hands `task` to `thread`: a panel this page's cache holds goes to a thread
- * once, to be kept there (`a_keep`), and later tasks only name it. Other panels are cloned,
- * not transferred: a transfer would detach buffers the cache or a later tile still holds.
+ * Hands `task` to `thread`. A panel this page's cache holds goes to a thread once, to be kept
+ * there (`a_keep`), and later tasks only name it. It is copied (cloned) while other threads
+ * may still need it, and moved (transferred: no copy on either side) to the last thread that
+ * lacks it, after which the page keeps only its key: handing a thread a 2 MiB panel cost it
+ * 2.5–4 ms, most of it the clone (docs/benchmarks.md). A panel not cached here is cloned: a
+ * later tile of the same task (after `panel_missing`) may still need it.
  */
-function taskMessage(thread, task) {
+function handTask(thread, task) {
   const held = threadPanels[thread] ?? (threadPanels[thread] = new Set());
   const message = { ...task };
+  const transfer = [];
   for (const operand of ["a", "b"]) {
     const key = task[`${operand}_key`];
     if (key === undefined || !panels.has(key)) continue;
-    if (held.has(key)) message[operand] = undefined;
-    else {
-      held.add(key);
-      message[`${operand}_keep`] = true;
+    if (held.has(key)) {
+      message[operand] = undefined;
+      continue;
     }
+    held.add(key);
+    message[`${operand}_keep`] = true;
+    const othersKeep = workers.every((w, other) => !w || other === thread || threadPanels[other]?.has(key));
+    if (othersKeep && !panels.detached(key)) transfer.push(message[operand]);
   }
-  return { type: "task", task: message };
+  workers[thread].postMessage({ type: "task", task: message }, transfer);
+}
+
+/**
+ * A panel the page moved to a thread cannot be handed to a new one. So before a thread joins,
+ * the page's cache starts afresh (the threads forget theirs too; tasks they hold keep what
+ * they named), and the tasks waiting here that relied on a moved panel are asked for again
+ * with their panels (`panel_missing`); later tasks that name a panel the page no longer has
+ * do the same as they arrive, and the server resets its model of this cache.
+ */
+function startPanelsAfresh() {
+  const moved = pipeline.queue.filter((t) => [t.a, t.b].some((p) => p instanceof ArrayBuffer && p.byteLength === 0));
+  panels.clear();
+  for (const task of moved) {
+    if (pipeline.resend(task.task_id)) socket?.emit("panel_missing", { task_id: task.task_id });
+  }
 }
 
 const pipeline = new TaskPipeline({
@@ -115,7 +137,7 @@ const pipeline = new TaskPipeline({
     if (payload === undefined) socket.emit(event);
     else socket.emit(event, payload);
   },
-  dispatch: (thread, task) => workers[thread].postMessage(taskMessage(thread, task)),
+  dispatch: (thread, task) => handTask(thread, task),
   cancel: (thread, taskId) => workers[thread]?.postMessage({ type: "cancel", task_id: taskId }),
   onChange: () => scheduleRender(),
 });
@@ -137,6 +159,7 @@ async function ensureWasm() {
 }
 
 function spawn(thread) {
+  if (panels.detachedCount() > 0) startPanelsAfresh();
   const worker = new Worker(new URL("./compute-worker.js", document.baseURI));
   workers[thread] = worker;
   threadPanels[thread] = new Set();
@@ -592,6 +615,7 @@ globalThis.brainVolunteer = {
     threads: pipeline.readyThreads(),
     requestsSent: ui.requestsSent,
     cachedPanels: panels.size,
+    movedPanels: panels.detachedCount(),
     pending: pipeline.pending,
     queued: pipeline.queue.length,
     computing: pipeline.running.size,

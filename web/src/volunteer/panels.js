@@ -20,6 +20,11 @@ export class PanelCache {
     this.budget = budgetBytes;
     this.onDrop = onDrop;
     this.used = 0;
+    /**
+     * Each panel's size as it came: a buffer the page has since moved to a compute thread
+     * (see `detached`) reads as empty, and the budget still counts it, as the server does.
+     */
+    this.sizes = new Map();
     // Least recently used first (a Map iterates in insertion order), as the server orders its
     // model; only consulted if the two ever disagree about what fits (see `trim`).
     this.panels = new Map();
@@ -34,11 +39,29 @@ export class PanelCache {
   }
 
   /**
+   * Whether the page gave this panel's own buffer away (moved it to the compute thread that
+   * needed it last): still cached, as far as the server and the threads are concerned, but
+   * the page can no longer send it to a thread that lacks it.
+   */
+  detached(key) {
+    const held = this.panels.get(key);
+    return held !== undefined && held.byteLength === 0 && this.sizes.get(key) > 0;
+  }
+
+  /** How many panels are `detached`. */
+  detachedCount() {
+    let n = 0;
+    for (const key of this.panels.keys()) if (this.detached(key)) n += 1;
+    return n;
+  }
+
+  /**
    * Returns `task` with both `a` and `b` as ArrayBuffers, or null when a panel it omits is not
    * here: the caller then answers `panel_missing` and the server sends the task again in
    * full. Order matters and follows the server: this task's panels are looked up first, then
    * the ones that came are stored, then `evict` applies, so a key evicted by this very task
-   * still serves it. Buffers are shared with the cache: whoever uses them must not detach them.
+   * still serves it. Buffers are shared with the cache: whoever detaches one (moves it to a
+   * compute thread) must no longer need the cache to hold its bytes (see `detached`).
    */
   resolve(task) {
     const a = this.take(task.a, task.a_key);
@@ -54,6 +77,7 @@ export class PanelCache {
   /** Forgets everything: the server starts a new model per connection and after `panel_missing`. */
   clear() {
     this.panels.clear();
+    this.sizes.clear();
     this.used = 0;
     this.onDrop(null);
   }
@@ -74,14 +98,15 @@ export class PanelCache {
     if (key === undefined || buffer.byteLength > this.budget) return;
     this.drop(key);
     this.panels.set(key, buffer);
+    this.sizes.set(key, buffer.byteLength);
     this.used += buffer.byteLength;
   }
 
   drop(key) {
-    const held = this.panels.get(key);
-    if (!held) return;
+    if (!this.panels.has(key)) return;
     this.panels.delete(key);
-    this.used -= held.byteLength;
+    this.used -= this.sizes.get(key) ?? 0;
+    this.sizes.delete(key);
     this.onDrop([key]);
   }
 

@@ -168,6 +168,22 @@ export class TaskPipeline {
     this.pump();
   }
 
+  /**
+   * Takes back a task waiting here that can no longer be handed to a thread as it came (a
+   * panel it relies on is gone from the page): the caller asks the server for it again
+   * (`panel_missing`), and its new `task_assigned` answers that as it would a request.
+   */
+  resend(taskId) {
+    const before = this.queue.length;
+    this.queue = this.queue.filter((t) => t.task_id !== taskId);
+    if (this.queue.length === before) return false;
+    this.pending += 1;
+    // Answered at once (the server resends it as it hears of it), ahead of requests waiting
+    // for work, and not a round trip worth measuring.
+    this.asked.unshift(NaN);
+    return true;
+  }
+
   /** The server refused a request (`too_many_tasks`): it allows fewer; remember the limit. */
   requestRefused() {
     this.pending = Math.max(0, this.pending - 1);

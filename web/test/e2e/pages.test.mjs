@@ -158,6 +158,33 @@ describe("volunteer page and dashboard in Chromium", { timeout: 7 * 60_000 }, ()
     console.log(`# shared-panels job: ${sent} of ${naive} panel bytes sent`);
   });
 
+  test("with one thread panels are moved to it, not copied; a thread that joins starts the cache afresh", T, async () => {
+    const sharedJob = async (seed, name) => {
+      const [m, k, n, tile] = [48, 40, 48, 16];
+      const [a, b] = [matrixJson(m, k, seed), matrixJson(k, n, seed + 1)];
+      const created = await submitJson({ a, b, dtype: "f64", tile, name });
+      await waitFor(async () => (await job(created.id)).status === "done", `the ${name} job to finish`, 60_000);
+    };
+    await volunteer.selectOption("#threads", "1");
+    await waitFor(async () => (await snapshot()).threads === 1, "one thread", 10_000);
+    const before = await snapshot();
+    await sharedJob(31, "moved-panels");
+    const one = await snapshot();
+    // The job's 3 A and 3 B panels: the only thread was given their own buffers.
+    assert.ok(one.movedPanels - before.movedPanels >= 6, `moved: ${before.movedPanels} → ${one.movedPanels}`);
+    // A second thread could not be handed the moved panels: the page starts afresh, and
+    // tiles keep coming, from both threads, with nothing refused or failed.
+    await volunteer.selectOption("#threads", "2");
+    await waitFor(async () => (await snapshot()).threads === 2, "two threads", 20_000);
+    const two = await snapshot();
+    assert.equal(two.movedPanels, 0);
+    await sharedJob(33, "after-a-thread-joined");
+    const after = await snapshot();
+    assert.equal(after.refused - before.refused, 0);
+    assert.equal(after.failed - before.failed, 0);
+    assert.ok(after.accepted - before.accepted >= 18, `both jobs' tiles computed here (${after.accepted - before.accepted})`);
+  });
+
   test("pause stops requesting work; resume picks it up", T, async () => {
     await volunteer.bringToFront(); // a background tab does not repaint
     await volunteer.click("#start"); // Pause

@@ -101,3 +101,27 @@ test("every key that leaves, by evict, by the budget or by clear, is told to onD
   cache.clear();
   assert.deepEqual(dropped.at(-1), null);
 });
+
+test("a panel moved to a compute thread stays cached, counted at its size, and is known to be gone from here", () => {
+  const dropped = [];
+  const cache = new PanelCache(100, { onDrop: (keys) => dropped.push(keys) });
+  const [a, b] = [panel(40, 1), panel(40, 2)];
+  cache.resolve(task(1, { a, b }));
+  assert.equal(cache.detached("j:a:0"), false);
+  structuredClone(a, { transfer: [a] }); // as postMessage with a transfer list does
+  assert.equal(a.byteLength, 0);
+  assert.ok(cache.has("j:a:0"), "the server still counts on it: a thread keeps it");
+  assert.equal(cache.detached("j:a:0"), true);
+  assert.equal(cache.detachedCount(), 1);
+  assert.equal(cache.used, 80, "counted at the size it came with");
+  // A later task names it; the page resolves it (the thread that keeps it needs no bytes).
+  assert.ok(cache.resolve(task(2, { bKey: "j:b:0" })));
+  // Past the budget, the oldest goes, at its real size, and the threads hear of it.
+  cache.resolve(task(3, { a: panel(40, 3), aKey: "j:a:1" }));
+  assert.ok(!cache.has("j:a:0"));
+  assert.equal(cache.used, 80);
+  assert.deepEqual(dropped, [["j:a:0"]]);
+  assert.equal(cache.detachedCount(), 0);
+  cache.clear();
+  assert.equal(cache.used, 0);
+});

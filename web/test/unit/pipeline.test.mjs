@@ -241,3 +241,27 @@ test("fewer threads: an idle one goes now, a busy one after the tasks it holds",
   assert.equal(requests(), 4, "no requests beyond what was asked before");
   assert.equal(p.removeThread(5), true, "a thread never added");
 });
+
+test("a waiting task taken back to be sent again counts as a request until it comes back", () => {
+  const { p, requests, dispatched } = running(1);
+  p.taskAssigned(task(1)); // to the thread
+  p.taskAssigned(task(2)); // held by the thread too
+  p.cap = 16;
+  p.perThread = () => 3;
+  p.pump();
+  assert.equal(requests(), 3);
+  p.taskAssigned(task(3)); // waits here: the thread holds two
+  assert.equal(p.queue.length, 1);
+  assert.equal(p.resend(3), true);
+  assert.equal(p.resend(3), false, "once");
+  assert.equal(p.queue.length, 0);
+  assert.equal(p.outstanding(), 3, "still counted, as an open request");
+  assert.equal(requests(), 3, "no extra request for it");
+  const before = p.roundTripMs;
+  p.taskAssigned(task(3)); // the server sends it again, with its panels
+  assert.equal(p.pending, 0);
+  assert.equal(p.roundTripMs, before, "a resend is not a round trip");
+  assert.equal(p.asked.length, 0);
+  p.taskDone(0, 1, new ArrayBuffer(4), 5, 2);
+  assert.deepEqual(dispatched.at(-1), [0, 3]);
+});
