@@ -1,6 +1,7 @@
 //! The shaper's configuration: command-line flags (`brain-shaper --help`) read once into a
 //! typed `Config`. A profile names a link; each of its fields can be overridden.
 
+use std::fmt;
 use std::net::SocketAddr;
 use std::time::Duration;
 
@@ -74,6 +75,29 @@ impl Shape {
             rate: self.up,
             one_way: self.rtt / 2,
             jitter: self.jitter,
+        }
+    }
+}
+
+/// As the log states it: `down 10 Mbit/s, up 2 Mbit/s, rtt 80 ms, jitter 10 ms, reset every 180 s`.
+impl fmt::Display for Shape {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let rate = |r: Option<Rate>| match r {
+            Some(r) => format!("{} Mbit/s", r.bytes_per_s() * 8.0 / 1e6),
+            None => "unlimited".to_owned(),
+        };
+        let ms = |d: Duration| d.as_secs_f64() * 1000.0;
+        write!(
+            f,
+            "down {}, up {}, rtt {} ms, jitter {} ms",
+            rate(self.down),
+            rate(self.up),
+            ms(self.rtt),
+            ms(self.jitter)
+        )?;
+        match self.reset_every {
+            Some(mean) => write!(f, ", reset every {} s on average", mean.as_secs_f64()),
+            None => write!(f, ", no resets"),
         }
     }
 }
@@ -267,6 +291,10 @@ mod tests {
         assert_eq!(c.shape.up_link().one_way, Duration::from_millis(15));
         let never = config(&["--profile", "mobile", "--reset-every-s", "0"])?;
         assert_eq!(never.shape.reset_every, None);
+        assert_eq!(
+            c.shape.to_string(),
+            "down 10 Mbit/s, up unlimited, rtt 30 ms, jitter 10 ms, reset every 1 s on average"
+        );
         Ok(())
     }
 

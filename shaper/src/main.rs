@@ -1,7 +1,7 @@
 //! `brain-shaper`: reads its flags, listens, prints `listening ADDR` on stdout, forwards until
 //! a stop condition, and prints a one-line JSON summary on stderr. See `brain-shaper --help`.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::process::ExitCode;
 
 use clap::Parser;
@@ -19,6 +19,7 @@ async fn main() -> ExitCode {
             EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
         )
         .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
         .init();
     match serve(config).await {
         Ok(()) => ExitCode::SUCCESS,
@@ -40,7 +41,12 @@ async fn serve(config: Config) -> Result<(), Error> {
         addr: config.listen,
         source,
     })?;
-    tracing::info!(upstream = %config.upstream, profile = ?config.profile, shape = ?config.shape, "shaping");
+    tracing::info!(
+        "shaping {addr} → {}: {:?}, {}",
+        config.upstream,
+        config.profile,
+        config.shape
+    );
     let mut stdout = std::io::stdout().lock();
     writeln!(stdout, "listening {addr}")
         .and_then(|()| stdout.flush())
