@@ -6,7 +6,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 export PATH="$HOME/.cargo/bin:$PATH"
-cargo build -p server --bin brain-server -p brain-cli --bin brain
+# The network shaper too (tests/support/shaper.mjs), in the same build: seconds, not minutes.
+cargo build -p server --bin brain-server -p brain-cli --bin brain -p shaper --bin brain-shaper
 [ -f worker-wasm/pkg-simd/worker_wasm_bg.wasm ] || scripts/build-wasm.sh
 if ! python3 -c 'import numpy, requests' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check "numpy==2.3.5" "requests==2.32.5"
