@@ -83,7 +83,8 @@ pub async fn run(
             () = &mut shutdown => break,
             Some(_) = live.join_next(), if !live.is_empty() => {}
             accepted = listener.accept() => match accepted {
-                Ok((client, peer)) if live.len() >= config.max_connections => {
+                // Connections that ended but were not yet reaped do not count.
+                Ok((client, peer)) if reap(&mut live) >= config.max_connections => {
                     counters.refused.fetch_add(1, Ordering::Relaxed);
                     warn!(%peer, max = config.max_connections, "refused: too many connections");
                     reset(&client);
@@ -116,6 +117,12 @@ pub async fn run(
         bytes_up: count(&counters.bytes_up),
         bytes_down: count(&counters.bytes_down),
     }
+}
+
+/// Forgets the connections that have ended; returns how many are open.
+fn reap(live: &mut JoinSet<()>) -> usize {
+    while live.try_join_next().is_some() {}
+    live.len()
 }
 
 /// How a connection ended.
