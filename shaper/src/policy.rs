@@ -49,7 +49,9 @@ pub fn burst_for(rate: Rate) -> usize {
 /// of length T the link passes at most `burst + rate·T` bytes.
 #[derive(Debug)]
 pub struct TokenBucket {
+    /// Refill rate.
     rate: Rate,
+    /// Most tokens (bytes) the bucket holds: what may pass at once after an idle spell.
     burst: f64,
     /// Tokens (bytes) at `at`; negative while chunks already accepted are still passing.
     tokens: f64,
@@ -90,6 +92,7 @@ impl TokenBucket {
 /// late chunk holds back the ones behind it, as on a real path).
 #[derive(Debug)]
 pub struct DelayLine {
+    /// Added to every chunk.
     one_way: Duration,
     /// The release time of the chunk before, the earliest the next may go.
     last: Moment,
@@ -150,9 +153,13 @@ impl LinkShape {
 /// run is repeatable.
 #[derive(Debug)]
 pub struct Link {
+    /// The rate, if the link has one.
     bucket: Option<TokenBucket>,
+    /// Delay and order.
     line: DelayLine,
+    /// Most extra delay a chunk draws.
     jitter: Duration,
+    /// The jitter draws, seeded per connection and direction.
     rng: StdRng,
 }
 

@@ -47,13 +47,21 @@ struct Counters {
 /// The one-line report printed on stderr at exit, for tests and benchmarks.
 #[derive(Debug, serde::Serialize)]
 pub struct Summary {
+    /// The profile named on the command line (its fields may have been overridden).
     pub profile: Profile,
+    /// How long the shaper ran.
     pub seconds: f64,
+    /// Connections accepted and forwarded.
     pub connections: u64,
+    /// Connections refused at --max-connections.
     pub refused: u64,
+    /// Connections the upstream did not accept.
     pub upstream_failures: u64,
+    /// Connections reset by the profile.
     pub resets: u64,
+    /// Bytes written to the upstream.
     pub bytes_up: u64,
+    /// Bytes written to clients.
     pub bytes_down: u64,
 }
 
