@@ -33,6 +33,11 @@ impl axum::serve::Listener for Listener {
 
     async fn accept(&mut self) -> (Self::Io, Self::Addr) {
         let (stream, addr) = axum::serve::Listener::accept(&mut self.0).await;
+        // Socket.io sends a binary event as two WebSocket frames, a small header then the
+        // data, and a worker's requests and acknowledgements are small: with Nagle's algorithm
+        // the second of two small writes waits for the peer's (possibly delayed) ACK of the
+        // first. Best effort: a socket that refuses it still works, only slower.
+        let _ = stream.set_nodelay(true);
         let connection = Connection {
             stream,
             places: Arc::new(Places::default()),
@@ -174,5 +179,15 @@ mod tests {
         assert_eq!(limits.sessions(ip), 0);
         assert!(!Peer::detached(SocketAddr::new(ip, 1))
             .hold(limits.open_session(ip, 2).expect("a place")));
+    }
+
+    #[tokio::test]
+    async fn accepted_connections_send_small_writes_at_once() {
+        let mut listener = Listener(TcpListener::bind("127.0.0.1:0").await.expect("a port"));
+        let addr = axum::serve::Listener::local_addr(&listener).expect("its address");
+        let client = TcpStream::connect(addr).await.expect("connected");
+        let (connection, _) = axum::serve::Listener::accept(&mut listener).await;
+        assert!(connection.stream.nodelay().expect("readable"), "Nagle is off");
+        drop(client);
     }
 }

@@ -669,7 +669,7 @@ function anchor(variant, tileShapes) {
 
 // --- main -----------------------------------------------------------------------------------
 
-const f1 = (x) => x.toFixed(1);
+const f1 = (x) => (Number.isFinite(x) ? x.toFixed(1) : String(x));
 const pct = (x) => `${Math.round(x * 100)} %`;
 const rev = spawnSync("git", ["-C", ROOT, "rev-parse", "--short", "HEAD"], { encoding: "utf8" }).stdout.trim();
 const dirty = spawnSync("git", ["-C", ROOT, "status", "--porcelain", "--untracked-files=no"], { encoding: "utf8" }).stdout.trim() ? "+changes" : "";
