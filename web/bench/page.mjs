@@ -491,7 +491,7 @@ async function runCase(browser, job, threads, { trace = false } = {}) {
     const firstHanded = (Math.min(...threadsSeen.flatMap((t) => t.spans.map((span) => span[0]))) - pageT0) / 1000;
     const gaps = threadsSeen.map((t) => betweenTiles(t.spans));
     const gapsMean = Object.fromEntries(Object.keys(gaps[0]).map((key) => [key, gaps.reduce((sum, g) => sum + g[key], 0) / gaps.length]));
-    const { gflopsPerThread: shown, variant } = await snap();
+    const { gflopsPerThread: shown, effectiveGflops: shownEffective, variant } = await snap();
 
     const result = await fetch(`${server.url}/api/jobs/${created.id}/result`);
     if (result.status !== 200) throw new Error(`result: ${result.status}`);
@@ -514,7 +514,7 @@ async function runCase(browser, job, threads, { trace = false } = {}) {
       tasks: created.tasks_total, tiles, wall_s: wall, submit_s: (tSubmitted - t0) / 1000,
       first_handed_s: firstHanded, first_tile_s: firstTile, last_tile_s: lastTile, between_tiles_s: gapsMean,
       e2e_gflops: e2e, kernel_gflops_per_thread: kernel, kernel_gflops_each: perThread,
-      page_shows_gflops_per_thread: shown, idle_page_kernel_gflops: idleKernel, efficiency: e2e / (kernel * threads),
+      page_shows_gflops_per_thread: shown, page_shows_effective_gflops: shownEffective, idle_page_kernel_gflops: idleKernel, efficiency: e2e / (kernel * threads),
       job_gflops: onJob, job_efficiency: onJob / (kernel * threads),
       kernel_busy: computeMs / (wall * 1000 * threads), threads_used: threadsSeen.length,
       cores_server: cpu.server, cores_browser: cpu.browser,
@@ -697,7 +697,7 @@ try {
           `(the first task reaches the page ${(r.first_handed_s - r.submit_s).toFixed(3)}, its thread ${(r.first_tile_s - r.first_handed_s).toFixed(3)}), ` +
           `tiles ${(r.last_tile_s - r.first_tile_s).toFixed(2)} (per thread: computing ${r.between_tiles_s.computing.toFixed(2)}, ` +
           `waiting for work ${r.between_tiles_s.waiting_for_work.toFixed(2)}, handing over ${r.between_tiles_s.handing_over.toFixed(2)}), after the last tile ${(r.wall_s - r.last_tile_s).toFixed(2)}; kernel busy ${pct(r.kernel_busy)}, ` +
-          `${r.tiles} tiles, page shows ${f1(r.page_shows_gflops_per_thread)}, idle kernel ${f1(r.idle_page_kernel_gflops)} GFLOP/s, ` +
+          `${r.tiles} tiles, page shows ${f1(r.page_shows_gflops_per_thread)} per thread and ${f1(r.page_shows_effective_gflops)} effective, idle kernel ${f1(r.idle_page_kernel_gflops)} GFLOP/s, ` +
           `cores busy: browser ${Number.isNaN(r.cores_browser) ? "?" : r.cores_browser.toFixed(2)}, server ${r.cores_server.toFixed(2)}${spread})`,
       );
     }

@@ -386,6 +386,7 @@ async function start() {
   if (ui.phase === "loading" || ui.serverPending) return;
   if (ui.phase === "running") {
     ui.phase = "paused";
+    stats.contributing(null);
     pipeline.setPaused(true);
     releaseIfPaused();
     return;
@@ -395,11 +396,13 @@ async function start() {
     scheduleRender();
     await ensureWasm();
     ui.phase = "running";
+    stats.contributing(performance.now());
     applyThreads();
     if (!socket) connect();
     pipeline.setPaused(Boolean(ui.quarantined));
   } catch (e) {
     ui.phase = "error";
+    stats.contributing(null);
     log(String(e?.message ?? e));
   }
   scheduleRender();
@@ -554,6 +557,9 @@ function render() {
   $("speed-thread").textContent = formatGflops(per);
   $("speed-thread").dataset.gflops = per.toFixed(3);
   $("speed-total").textContent = formatGflops(per * pipeline.readyThreads() * settings.duty);
+  const effective = stats.effectiveGflops();
+  $("speed-effective").textContent = stats.since === null ? "–" : effective > 0 ? formatGflops(effective) : "0 GFLOP/s";
+  $("speed-effective").dataset.gflops = effective.toFixed(3);
   $("pipeline").textContent = `${pipeline.running.size} computing · ${pipeline.queue.length} waiting · ${pipeline.pending} requested`;
   const job = ui.job;
   $("job").textContent = job ? `${job.name || job.id.slice(0, 8)} · ${job.m}×${job.k}·${job.k}×${job.n} ${job.dtype} · ${job.tasks_done}/${job.tasks_total} tiles` : "none yet";
@@ -623,6 +629,7 @@ globalThis.brainVolunteer = {
     refused: stats.refused,
     failed: stats.failed,
     gflopsPerThread: stats.perThreadGflops(),
+    effectiveGflops: stats.effectiveGflops(),
     server: settings.server,
     serverPending: ui.serverPending,
   }),

@@ -1,5 +1,10 @@
-// Speed measured by this browser: an exponentially weighted GFLOP/s per thread, and the
-// total over threads. Pure, so it is unit-tested in Node.
+// Speed measured by this browser: an exponentially weighted GFLOP/s per thread (the kernel's
+// own speed), the total over threads, and the effective speed: the verified work this page
+// actually delivered per second of late, waits for work and transfers included. Pure, so it
+// is unit-tested in Node.
+
+/** The window the effective speed is measured over, in ms. */
+export const EFFECTIVE_WINDOW_MS = 10_000;
 
 export class SpeedMeter {
   /** `alpha`: weight of the newest sample. */
@@ -27,6 +32,16 @@ export class VolunteerStats {
     this.failed = 0;
     this.flops = 0;
     this.perThread = new Map(); // thread index -> SpeedMeter
+    /** [time, flops] of the results accepted within the window, oldest first. */
+    this.recent = [];
+    /** Since when the page has been contributing (running), or null. */
+    this.since = null;
+  }
+
+  /** The page started (or stopped: `null`) contributing; the effective speed counts from here. */
+  contributing(now) {
+    this.since = now;
+    if (now === null) this.recent = [];
   }
 
   recordCompute(thread, flops, ms) {
@@ -34,10 +49,12 @@ export class VolunteerStats {
     this.perThread.get(thread).add(flops, ms);
   }
 
-  recordAck(accepted, flops) {
+  recordAck(accepted, flops, now = performance.now()) {
     if (accepted) {
       this.accepted += 1;
       this.flops += flops;
+      this.recent.push([now, flops]);
+      this.prune(now);
     } else {
       this.refused += 1;
     }
@@ -52,6 +69,26 @@ export class VolunteerStats {
   /** What `threads` threads give at full duty. */
   totalGflops(threads) {
     return this.perThreadGflops() * threads;
+  }
+
+  /**
+   * GFLOP/s of accepted results over the last EFFECTIVE_WINDOW_MS, or over the time since the
+   * page started contributing when that is shorter: what the volunteer gives, as the server
+   * counts it, not what the kernel could.
+   */
+  effectiveGflops(now = performance.now()) {
+    this.prune(now);
+    if (this.since === null) return 0;
+    const span = Math.min(EFFECTIVE_WINDOW_MS, now - this.since);
+    if (!(span > 0)) return 0;
+    const flops = this.recent.reduce((sum, [, f]) => sum + f, 0);
+    return flops / span / 1e6;
+  }
+
+  prune(now) {
+    let old = 0;
+    while (old < this.recent.length && this.recent[old][0] < now - EFFECTIVE_WINDOW_MS) old += 1;
+    if (old) this.recent.splice(0, old);
   }
 
   forgetThread(thread) {

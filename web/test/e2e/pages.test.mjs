@@ -183,6 +183,9 @@ describe("volunteer page and dashboard in Chromium", { timeout: 7 * 60_000 }, ()
     assert.equal(after.refused - before.refused, 0);
     assert.equal(after.failed - before.failed, 0);
     assert.ok(after.accepted - before.accepted >= 18, `both jobs' tiles computed here (${after.accepted - before.accepted})`);
+    // What the page delivered, beside what its kernel can: the verified work of late.
+    assert.ok(after.effectiveGflops > 0, `effective speed ${after.effectiveGflops}`);
+    await waitFor(async () => /GFLOP\/s|MFLOP\/s/.test(await volunteer.textContent("#speed-effective")), "the effective speed shown", 5000);
   });
 
   test("pause stops requesting work; resume picks it up", T, async () => {

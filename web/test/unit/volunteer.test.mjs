@@ -2,7 +2,7 @@ import { test } from "node:test";
 import assert from "node:assert/strict";
 import { parseDuty } from "../../src/volunteer/duty.js";
 import { detectFeatures, pickVariant } from "../../src/volunteer/features.js";
-import { SpeedMeter, VolunteerStats } from "../../src/volunteer/stats.js";
+import { EFFECTIVE_WINDOW_MS, SpeedMeter, VolunteerStats } from "../../src/volunteer/stats.js";
 import { verifySha256, toBase64, toHex } from "../../src/volunteer/wasm-loader.js";
 import { createHash } from "node:crypto";
 
@@ -47,6 +47,26 @@ test("speed meter: first sample, then an exponential average", () => {
   assert.equal(s.accepted, 1);
   assert.equal(s.refused, 1);
   assert.equal(s.flops, 10);
+});
+
+test("effective speed: verified work per second of contributing, over a window", () => {
+  const s = new VolunteerStats();
+  s.recordCompute(0, 40e9, 1000); // the kernel: 40 GFLOP/s
+  assert.equal(s.effectiveGflops(0), 0, "not contributing yet");
+  s.contributing(1000);
+  s.recordAck(true, 4e9, 2000);
+  s.recordAck(false, 4e9, 2500); // refused: not given
+  s.recordAck(true, 4e9, 3000);
+  // 8 GFLOP verified in the 2 s since start: 4 GFLOP/s, a tenth of the kernel's speed.
+  assert.equal(s.effectiveGflops(3000), 4);
+  assert.equal(s.perThreadGflops(), 40, "the kernel's figure is not touched");
+  // Later on only the window counts: the first result has left it.
+  s.recordAck(true, 2e9, 12_500);
+  assert.equal(s.effectiveGflops(1000 + EFFECTIVE_WINDOW_MS + 1500), (4e9 + 2e9) / EFFECTIVE_WINDOW_MS / 1e6);
+  assert.equal(s.recent.length, 2, "what left the window is dropped");
+  s.contributing(null); // paused
+  assert.equal(s.effectiveGflops(13_000), 0);
+  assert.equal(s.recent.length, 0);
 });
 
 test("integrity: the digest must match the manifest", async () => {
