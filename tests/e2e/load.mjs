@@ -8,6 +8,11 @@
 //                 [--tile N] [--in-flight N]      (efficiency: tile width, tasks per volunteer)
 //   node load.mjs [scaleout|scaleout-throughput|scaleout-connections]... [--quick] [--rounds N]
 //                 [--pg-commit on|off] [--pg-statements] [--ways sqlite,pg1,pg2]
+//   node load.mjs network [--profiles campus,home,mobile] [--quick] [--size N] [--tile N]
+//                 [--volunteers N] [--cache-mib N] [--in-flight N] [--deadline S]
+//                 figure 5 (#14): the same job on unshaped loopback, then with every volunteer
+//                 behind its own brain-shaper with each profile; delivered GFLOP/s beside the
+//                 bound from the kernels' speed, the links and the I/O lower bound
 //   LOAD_TRACE=1  prints every volunteer's events, and the efficiency run's time window on
 //                 CLOCK_MONOTONIC for `perf report --time` against `perf record -k mono`
 //   LOAD_PG_SETTINGS='{"log_min_duration_statement": 0}'  more settings for the scale-out
@@ -38,8 +43,9 @@
 //                         round, with calls per 1,000 tasks (pg_stat_statements).
 //   --ways                (a profile) some of the three ways only, e.g. `--ways pg1` under
 //                         `perf record`.
-import { copyFileSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { spawnSync } from "node:child_process";
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
@@ -48,6 +54,7 @@ import { checkProduct } from "../support/matrix.mjs";
 import { api, connect, metric, referenceProduct, npyEncode, once, randomMatrix, rowsOf, startServer, toBytes, waitForJob, fromBytes, downloadNpy } from "./helpers.mjs";
 import { createDatabase, psql, startPostgres } from "../support/postgres.mjs";
 import { startRedis } from "../support/redis.mjs";
+import { startShaper } from "../support/shaper.mjs";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const { values: opts, positionals } = parseArgs({
@@ -62,6 +69,11 @@ const { values: opts, positionals } = parseArgs({
     "pg-commit": { type: "string", default: "on" },
     "pg-statements": { type: "boolean", default: false },
     ways: { type: "string", default: "sqlite,pg1,pg2" },
+    profiles: { type: "string", default: "campus,home,mobile" },
+    size: { type: "string" },
+    volunteers: { type: "string" },
+    "cache-mib": { type: "string" },
+    deadline: { type: "string" },
   },
 });
 const QUICK = opts.quick;
@@ -69,7 +81,7 @@ const GROUPS = {
   all: ["throughput", "connections", "efficiency", "bytes"],
   scaleout: ["scaleout-throughput", "scaleout-connections"],
 };
-const RUNS = [...GROUPS.all, ...GROUPS.scaleout];
+const RUNS = [...GROUPS.all, ...GROUPS.scaleout, "network"];
 const runs = [...new Set((positionals.length === 0 ? ["all"] : positionals).flatMap((r) => GROUPS[r] ?? [r]))];
 for (const r of runs) if (!RUNS.includes(r)) throw new Error(`unknown run ${r}`);
 if (!["on", "off"].includes(opts["pg-commit"])) throw new Error(`--pg-commit on|off, not ${opts["pg-commit"]}`);
@@ -174,9 +186,15 @@ async function submitNpy(url, a, b, m, k, n, tile, name) {
  * One volunteer: a Socket.io connection that registers, keeps `inFlight` tasks requested or
  * computing (so the next task is on its way while one computes), and answers with `compute`. With a
  * `panelCache` budget it announces the cache and keeps panels by the keys the server gives.
+ * With `reconnect` it behaves as the page on a real link: it heartbeats, comes back after a
+ * reset with its token, starts its cache afresh (the server's model of it does), and drops the
+ * tasks of the connection that ended rather than answer them on the next.
  */
-async function volunteer(url, { name, compute, inFlight = 2, panelCache }) {
-  const stats = { accepted: 0, refused: 0, kernelMs: 0, kernelCpuMs: 0, bytesIn: 0, tasks: 0, firstTask: Infinity, lastAck: 0, events: [] };
+async function volunteer(url, { name, compute, inFlight = 2, panelCache, reconnect = false }) {
+  const stats = {
+    accepted: 0, refused: 0, kernelMs: 0, kernelCpuMs: 0, bytesIn: 0, tasks: 0, firstTask: Infinity, lastAck: 0, events: [],
+    flops: 0, lastAccepted: 0, resets: 0, dropped: 0,
+  };
   const note = (what) => process.env.LOAD_TRACE && stats.events.push([performance.now(), what]);
   // The panels this volunteer holds, by key: the bytes themselves for `none` compute; for `wasm`
   // the bytes live in the compute thread and this only mirrors its keys (the thread takes
@@ -194,7 +212,21 @@ async function volunteer(url, { name, compute, inFlight = 2, panelCache }) {
     thread.on("message", ({ id, ...done }) => pending.get(id)(done));
   }
   // Connect only once the kernel is ready, so the handlers below see the first `connect`.
-  const socket = connect(url);
+  const socket = connect(url, reconnect ? { reconnection: true, reconnectionDelay: 200, reconnectionDelayMax: 1000 } : {});
+  // The flops of each task in hand, counted once its result is accepted.
+  const flopsOf = new Map();
+  let token, beat;
+  // Which connection a task came on: a result computed for an ended one is not sent.
+  let connection = 0;
+  if (reconnect)
+    socket.on("disconnect", () => {
+      clearInterval(beat);
+      connection++;
+      stats.resets++;
+      flopsOf.clear();
+      cache.clear();
+      thread?.postMessage({ forget: true });
+    });
   const run = (task, a, b) => {
     if (compute === "wasm")
       return new Promise((res) => {
@@ -219,7 +251,7 @@ async function volunteer(url, { name, compute, inFlight = 2, panelCache }) {
     return { c, ms, cpuMs: ms };
   };
   socket.on("connect", () => {
-    const info = { name, threads: 1 };
+    const info = { name, threads: 1, ...(token && { token }) };
     if (panelCache) info.panel_cache = { budget_bytes: panelCache };
     socket.emit("register_worker", info);
   });
@@ -228,7 +260,12 @@ async function volunteer(url, { name, compute, inFlight = 2, panelCache }) {
     if (process.env.LOAD_TRACE) console.error(`${name}: protocol_error ${code}: ${message}`);
   });
   socket.on("task_cancelled", () => socket.emit("request_task"));
-  socket.on("registration_ack", () => {
+  socket.on("registration_ack", (ack) => {
+    token = ack.token;
+    if (reconnect) {
+      clearInterval(beat);
+      beat = setInterval(() => socket.emit("heartbeat"), ack.heartbeat_interval_ms);
+    }
     for (let i = 0; i < inFlight; i++) socket.emit("request_task");
   });
   socket.on("task_assigned", async (task) => {
@@ -244,8 +281,13 @@ async function volunteer(url, { name, compute, inFlight = 2, panelCache }) {
         if (bytes) cache.set(key, compute === "wasm" ? true : bytes);
       for (const key of task.evict ?? []) cache.delete(key);
     }
+    const from = connection;
+    flopsOf.set(task.task_id, 2 * task.m * task.k * task.n);
     const { c, ms, cpuMs } = await run(task, a, b);
     note(`computed ${task.task_id} in ${ms.toFixed(1)} ms`);
+    // The connection it came on ended: the server put the task back, and the new connection
+    // asked for work afresh when it registered.
+    if (from !== connection) return stats.dropped++;
     stats.kernelMs += ms;
     stats.kernelCpuMs += cpuMs;
     socket.emit("task_result", { task_id: task.task_id, c, compute_ms: Math.round(ms) });
@@ -255,28 +297,38 @@ async function volunteer(url, { name, compute, inFlight = 2, panelCache }) {
   });
   socket.on("result_ack", (ack) => {
     note(`ack ${ack.task_id}`);
-    if (ack.accepted) stats.accepted++;
-    else stats.refused++;
+    if (ack.accepted) {
+      stats.accepted++;
+      stats.flops += flopsOf.get(ack.task_id) ?? 0;
+      stats.lastAccepted = performance.now();
+    } else stats.refused++;
+    flopsOf.delete(ack.task_id);
     stats.lastAck = performance.now();
   });
   await once(socket, "registration_ack", 30000);
   return {
     stats,
-    /** This volunteer's kernel on an m×k·k×n f32 tile with the machine otherwise idle, in ms. */
-    alone: (m, k, n) =>
+    /**
+     * This volunteer's kernel on an m×k·k×n f32 tile with the machine otherwise idle, in ms
+     * (median of `reps`); with `forMs`, the mean of as many as fit in that time.
+     */
+    alone: (m, k, n, reps = 5, forMs = 0) =>
       new Promise((res) => {
         const id = seq++;
         pending.set(id, ({ ms }) => {
           pending.delete(id);
           res(ms);
         });
-        thread.postMessage({ id, m, k, n, alone: 5 });
+        thread.postMessage({ id, m, k, n, alone: reps, forMs });
       }),
     /** Starts this volunteer's figures afresh, for the next job. */
     restart() {
-      Object.assign(stats, { kernelMs: 0, kernelCpuMs: 0, bytesIn: 0, tasks: 0, firstTask: Infinity, lastAck: 0, events: [] });
+      Object.assign(stats, {
+        kernelMs: 0, kernelCpuMs: 0, bytesIn: 0, tasks: 0, firstTask: Infinity, lastAck: 0, events: [], flops: 0, lastAccepted: 0, resets: 0, dropped: 0,
+      });
     },
     stop() {
+      clearInterval(beat);
       socket.close();
       thread?.terminate();
     },
@@ -744,7 +796,190 @@ async function bytes(compute = opts.compute ?? "wasm") {
   console.log(`   ${(100 * (1 - cached.sent / naive)).toFixed(1)} % fewer input bytes than naive   (target ≥ 40 %)`);
 }
 
-const byName = { throughput, connections, efficiency, bytes, "scaleout-throughput": scaleoutThroughput, "scaleout-connections": scaleoutConnections };
+// --- 5. the grid over shaped links ----------------------------------------------------------
+
+/**
+ * Figure 5 (#14): the same f32 job on `--volunteers` wasm volunteers, first straight over
+ * loopback (the same-run anchor), then with each volunteer behind its own brain-shaper with
+ * each profile of `--profiles`. Per run: delivered GFLOP/s for the grid and per volunteer,
+ * beside the bound min(Σ kernel speed, Σ downlink × the I/O lower bound's intensity for the
+ * announced caches), and the bytes moved per flop against the lower bound's.
+ */
+async function network() {
+  const profiles = opts.profiles.split(",").filter(Boolean);
+  for (const p of profiles) if (!["campus", "home", "mobile"].includes(p)) throw new Error(`--profiles: some of campus, home, mobile, not ${p}`);
+  const S = Number(opts.size ?? (QUICK ? 1024 : 4096));
+  const tile = Number(opts.tile ?? (QUICK ? 128 : 256));
+  const W = Number(opts.volunteers ?? 8);
+  const budget = Number(opts["cache-mib"] ?? 64) * 2 ** 20;
+  // Two tasks requested or in hand: more queue whole panels on a slow downlink ahead of the
+  // server's pings (10 s interval, 10 s timeout), and a ping late by more than that ends the
+  // connection.
+  const inFlight = Number(opts["in-flight"] ?? 2);
+  const deadlineS = Number(opts.deadline ?? (QUICK ? 60 : 170));
+  if (!(S % tile === 0 && W >= 1 && budget > 0 && inFlight >= 1 && deadlineS > 0)) throw new Error("--size a multiple of --tile; --volunteers, --cache-mib, --in-flight, --deadline positive");
+  // Release shaper: the debug build caps at a few hundred Mbit/s, below the campus link.
+  process.env.BRAIN_SHAPER_BIN ??= releaseShaper();
+
+  const flops = 2 * S ** 3;
+  const elements = budget / 4;
+  // Smith, Lowery, Langou & van de Geijn, "A tight I/O lower bound for matrix multiplication"
+  // (arXiv 1702.02017): with a fast memory of S elements, C += A·B (mnk FMAs, 2mnk flops)
+  // reads at least 2mnk/√S elements (leading term). So at most √S flops per element received,
+  // √S/4 per f32 byte.
+  const intensity = Math.sqrt(elements) / 4;
+  // This job's own bound, whatever the cache: a volunteer that computes c elements of C with
+  // the whole of k (tiles, as the server cuts jobs today) receives at least 2k√c elements
+  // (rows and columns of A and B), so with mn shared equally among W no schedule beats
+  // √(mn/W) flops per element.
+  const jobIntensity = Math.sqrt((S * S) / W) / 4;
+  const a = randomF32(S * S, 51);
+  const b = randomF32(S * S, 52);
+  const MiB = (x) => `${fmt(x / 2 ** 20)} MiB`;
+  const g = (x) => fmt(x / 1e9, 1);
+  const perKflop = (bytes, fl) => fmt((1000 * bytes) / fl, 2);
+  console.log(
+    `\n5. the grid over shaped links: ${S}×${S}·${S}×${S} f32 (${g(flops)} GFLOP) in ${tile}-wide tiles, ${W} volunteers ` +
+      `(the wasm kernel, one Node worker thread each) announcing ${MiB(budget)} panel caches, ${inFlight} tasks requested or in hand each; ` +
+      `each volunteer through its own brain-shaper (release) with the profile, or straight to the server (loopback); every product checked (Freivalds)`,
+  );
+  console.log(
+    `   bound = min(Σ kernel speed, Σ downlink × √S/4 flop/byte): S = ${MiB(budget)}/4 B = ${fmt(elements)} elements; at least 2mnk/√S elements ` +
+      `are read for 2mnk flops (Smith, Lowery, Langou & van de Geijn, "A tight I/O lower bound for matrix multiplication", arXiv 1702.02017, ` +
+      `leading term), so ≤ √S = ${fmt(Math.sqrt(elements))} flop per element, ${fmt(intensity)} flop/byte, ${perKflop(1, intensity)} B per kflop. ` +
+      `Panels travel server → volunteer: the downlink is the link.`,
+  );
+  console.log(
+    `   Σ kernel speed: each volunteer's kernel on ${tile}×${S}·${S}×${tile} tiles, timed before the job for 2 s all ${W} at once ` +
+      `(the ${W} share this machine's ${availableParallelism()} cores; alone, one after another, in brackets)`,
+  );
+  console.log(
+    `   this job's own bound, whatever the cache: with whole-k tiles, ${W} volunteers sharing C equally receive ≥ 2k√(mn/${W}) elements each, ` +
+      `≤ ${fmt(jobIntensity)} flop/byte (${perKflop(1, jobIntensity)} B per kflop); at ${S}² the job, not the ${MiB(budget)} caches, ` +
+      `${jobIntensity < intensity ? "binds" : "does not bind"}`,
+  );
+  console.log(`   anchors: BOINC and Pando publish no figure under shaped links; the same job on unshaped loopback, in this run, is the anchor`);
+  const ctx = { S, tile, W, budget, inFlight, deadlineS, flops, intensity, jobIntensity, a, b };
+  for (const profile of [null, ...profiles]) await networkRun(profile, ctx);
+}
+
+/** `target/release/brain-shaper`, built when missing. */
+function releaseShaper() {
+  const root = resolve(here, "../..");
+  const bin = join(root, "target/release/brain-shaper");
+  if (!existsSync(bin)) {
+    const built = spawnSync("cargo", ["build", "--release", "-p", "shaper", "--bin", "brain-shaper"], { cwd: root, stdio: ["ignore", "ignore", "inherit"] });
+    if (built.status !== 0) throw new Error(`cargo build --release -p shaper failed (status ${built.status})`);
+  }
+  return bin;
+}
+
+/** The link a shaper states in its log: `down 50 Mbit/s, up 10 Mbit/s, rtt 20 ms, …`. */
+function shaperLink(log) {
+  const m = log.match(/(down [^,]+, up [^,]+, rtt [^,]+, jitter [^,]+, [^\n]+?)\s*$/m);
+  if (!m) throw new Error(`the shaper's log does not state its link (RUST_LOG=info shows it):\n${log.slice(0, 2000)}`);
+  const mbps = (dir) => Number(m[1].match(new RegExp(`${dir} ([\\d.]+) Mbit/s`))?.[1] ?? Infinity);
+  return { words: m[1].replace(/\x1b\[[0-9;]*m/g, ""), down: (mbps("down") * 1e6) / 8, up: (mbps("up") * 1e6) / 8 };
+}
+
+/** One run of figure 5: `profile` null is straight over loopback. */
+async function networkRun(profile, { S, tile, W, budget, inFlight, deadlineS, flops, intensity, jobIntensity, a, b }) {
+  await withServer({}, async (server) => {
+    const shapers = [];
+    const vols = [];
+    try {
+      for (let i = 0; i < W; i++) {
+        // A seed per volunteer: each link draws its own jitter and resets.
+        const shaper = profile && (await startShaper({ upstream: server.url, profile, seed: 1 + i, maxSeconds: deadlineS + 120 }));
+        shapers.push(shaper);
+        vols.push(await volunteer(shaper ? shaper.url : server.url, { name: `${profile ?? "loopback"}-${i}`, compute: "wasm", inFlight, panelCache: budget, reconnect: true }));
+      }
+      // Flop/s, as every rate below.
+      const tileFlops = 2 * tile * S * tile;
+      const alone = [];
+      for (const v of vols) alone.push(tileFlops / ((await v.alone(tile, S, tile, 3)) / 1000));
+      const together = (await Promise.all(vols.map((v) => v.alone(tile, S, tile, 3, 2000)))).map((ms) => tileFlops / (ms / 1000));
+      for (const v of vols) v.restart();
+      const [server0, load0] = [cpuSeconds(server.proc.pid), loadavg()[0]];
+      const job = await submitNpy(server.url, a, b, S, S, S, tile, `network ${profile ?? "loopback"}`);
+      const t0 = Math.min(performance.now(), ...vols.map((v) => v.stats.firstTask));
+      let done = true;
+      try {
+        await waitForJob(server.url, job.id, { ms: deadlineS * 1000 });
+      } catch (e) {
+        if (!/ not done in /.test(e.message)) throw e;
+        done = false;
+      }
+      // To the moment the server said done (polled every 50 ms): on a slow link the last
+      // result_ack reaches its volunteer later, and that is not the job's time.
+      const wall = performance.now() - t0;
+      const serverCpu = cpuSeconds(server.proc.pid) - server0;
+      const status = (await api(server.url, `/api/jobs/${job.id}`)).json;
+      // The last acks, for the per-volunteer counts.
+      for (const until = Date.now() + 5000; done && Date.now() < until; await sleep(50))
+        if (vols.reduce((n, v) => n + v.stats.accepted, 0) >= job.tasks_total) break;
+      if (done) checkProduct(a, b, (await downloadNpy(server.url, job.id)).data, S, S, S);
+      // Before the volunteers stop: closing counts as a disconnect.
+      const reconnections = vols.reduce((n, v) => n + v.stats.resets, 0);
+      for (const v of vols) v.stop();
+      const summaries = await Promise.all(shapers.map((s) => s?.stop()));
+      const link = profile ? shaperLink(shapers[0].log()) : null;
+      report({ profile, link, vols, summaries, alone, together, wall, done, status, job, serverCpu, load0, reconnections });
+    } finally {
+      for (const v of vols) v.stop();
+      await Promise.all(shapers.map((s) => s?.stop()));
+    }
+  });
+
+  function report({ profile, link, vols, summaries, alone, together, wall, done, status, job, serverCpu, load0, reconnections }) {
+    const secs = wall / 1000;
+    const sum = (xs) => xs.reduce((s, x) => s + x, 0);
+    const kernels = sum(together);
+    const links = link ? W * link.down * intensity : Infinity;
+    const bound = Math.min(kernels, links);
+    const jobBound = Math.min(kernels, link ? W * link.down * jobIntensity : Infinity);
+    const verified = sum(vols.map((v) => v.stats.flops));
+    const delivered = (done ? flops : verified) / secs;
+    const down = summaries.map((s, i) => s?.bytes_down ?? vols[i].stats.bytesIn);
+    const up = summaries.map((s) => s?.bytes_up ?? NaN);
+    const panels = vols.map((v) => v.stats.bytesIn);
+    const g = (x) => fmt(x / 1e9, 1);
+    const pct = (x, y) => `${fmt((100 * x) / y)} %`;
+    const perKflop = (bytes, fl) => fmt((1000 * bytes) / fl, 2);
+    const name = profile ? `${profile} (${link.words})` : "loopback (no shaper, no proxy)";
+    const resets = profile ? sum(summaries.map((s) => s?.resets ?? 0)) : 0;
+    const tiles = sum(vols.map((v) => v.stats.accepted));
+    console.log(
+      `\n   ${name}: ${done ? `done in ${fmt(secs, 1)} s, product checked` : `did not finish in ${deadlineS} s: ${status?.tasks_done ?? "?"} of ${job.tasks_total} tiles`}; ` +
+        `${tiles} results accepted for ${job.tasks_total} tiles; ${resets} resets by the shapers, ${reconnections} reconnections, ` +
+        `${sum(vols.map((v) => v.stats.dropped))} results dropped with their connection; load average ${fmt(load0, 2)} at the start`,
+    );
+    console.log(
+      `     grid: ${g(delivered)} GFLOP/s delivered${done ? "" : " (verified flops so far / time)"}; bound ${g(bound)} GFLOP/s = min(Σ kernels ${g(kernels)} ` +
+        `[alone ${g(sum(alone))}], Σ downlink × ${fmt(intensity)} flop/byte ${link ? `${W} × ${fmt((link.down * 8) / 1e6)} Mbit/s → ${g(links)}` : "unlimited"}); ` +
+        `${pct(delivered, bound)} of the bound${link ? `; of this job's own bound (${fmt(jobIntensity)} flop/byte → ${g(jobBound)}): ${pct(delivered, jobBound)}` : ""}`,
+    );
+    console.log(
+      `     bytes per kflop: down ${perKflop(sum(down), flops)} B (panels ${perKflop(sum(panels), flops)}), up ${profile ? perKflop(sum(up), flops) : "–"} B; ` +
+        `lower bound down ${perKflop(1, intensity)} B (${fmt(sum(down) / flops / (1 / intensity), 1)}×), this job's ${perKflop(1, jobIntensity)} B ` +
+        `(${fmt(sum(down) / flops / (1 / jobIntensity), 1)}×)`,
+    );
+    const busy = (bytes, rate) => (link ? pct(bytes / rate, secs) : "–");
+    console.log(
+      `     busy over the wall (mean per volunteer): downlink ${busy(sum(down) / W, link?.down)}, uplink ${busy(sum(up) / W, link?.up)}, ` +
+        `kernel ${pct(sum(vols.map((v) => v.stats.kernelMs)) / W / 1000, secs)}; server CPU ${fmt(serverCpu, 1)} s (${pct(serverCpu, secs)} of a core)`,
+    );
+    console.log(`     per volunteer: GFLOP/s delivered (tiles), kernel speed with all ${W} at once [alone], MiB down/up, B per kflop down`);
+    for (const [i, v] of vols.entries())
+      console.log(
+        `       ${String(i).padStart(2)}: ${g(v.stats.flops / secs).padStart(5)} (${String(v.stats.accepted).padStart(3)}), ` +
+          `${g(together[i]).padStart(5)} [${g(alone[i])}], ${fmt(down[i] / 2 ** 20).padStart(4)}/${profile ? fmt(up[i] / 2 ** 20) : "–"}, ` +
+          `${v.stats.flops ? perKflop(down[i], v.stats.flops) : "–"}`,
+      );
+  }
+}
+
+const byName = { network, throughput, connections, efficiency, bytes, "scaleout-throughput": scaleoutThroughput, "scaleout-connections": scaleoutConnections };
 try {
   for (const r of runs) await byName[r]();
 } finally {
