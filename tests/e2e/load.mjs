@@ -860,7 +860,17 @@ async function network() {
   );
   console.log(`   anchors: BOINC and Pando publish no figure under shaped links; the same job on unshaped loopback, in this run, is the anchor`);
   const ctx = { S, tile, W, budget, inFlight, deadlineS, flops, intensity, jobIntensity, a, b };
-  for (const profile of [null, ...profiles]) await networkRun(profile, ctx);
+  const rows = [];
+  for (const profile of [null, ...profiles]) rows.push(await networkRun(profile, ctx));
+  console.log(`\n   figure 5 in short (${S}², ${W} volunteers, ${MiB(budget)} caches; bound = min(Σ kernels, Σ downlink × ${fmt(intensity)} flop/byte), its smaller term named):`);
+  console.log(`   ${"run".padEnd(9)} ${"wall s".padStart(7)} ${"GFLOP/s".padStart(8)} ${"bound".padStart(14)} ${"share".padStart(6)} ${"of job's".padStart(9)} ${"B/kflop down".padStart(13)} ${"× bound".padStart(8)} ${"downlink busy".padStart(14)} resets`);
+  for (const r of rows)
+    console.log(
+      `   ${r.name.padEnd(9)} ${(r.done ? fmt(r.secs, 1) : `>${deadlineS}`).padStart(7)} ${fmt(r.delivered / 1e9, 1).padStart(8)} ` +
+        `${`${fmt(r.bound / 1e9, 1)} ${r.limit}`.padStart(14)} ${`${fmt((100 * r.delivered) / r.bound)} %`.padStart(6)} ` +
+        `${`${fmt((100 * r.delivered) / r.jobBound)} %`.padStart(9)} ${fmt(r.down, 2).padStart(13)} ${`${fmt(r.down / (1000 / intensity), 1)}×`.padStart(8)} ` +
+        `${(Number.isNaN(r.busyDown) ? "–" : `${fmt(100 * r.busyDown)} %`).padStart(14)} ${r.resets}`,
+    );
 }
 
 /** `target/release/brain-shaper`, built when missing. */
@@ -884,7 +894,7 @@ function shaperLink(log) {
 
 /** One run of figure 5: `profile` null is straight over loopback. */
 async function networkRun(profile, { S, tile, W, budget, inFlight, deadlineS, flops, intensity, jobIntensity, a, b }) {
-  await withServer({}, async (server) => {
+  return withServer({}, async (server) => {
     const shapers = [];
     const vols = [];
     try {
@@ -924,7 +934,7 @@ async function networkRun(profile, { S, tile, W, budget, inFlight, deadlineS, fl
       for (const v of vols) v.stop();
       const summaries = await Promise.all(shapers.map((s) => s?.stop()));
       const link = profile ? shaperLink(shapers[0].log()) : null;
-      report({ profile, link, vols, summaries, alone, together, wall, done, status, job, serverCpu, load0, reconnections });
+      return report({ profile, link, vols, summaries, alone, together, wall, done, status, job, serverCpu, load0, reconnections });
     } finally {
       for (const v of vols) v.stop();
       await Promise.all(shapers.map((s) => s?.stop()));
@@ -967,15 +977,25 @@ async function networkRun(profile, { S, tile, W, budget, inFlight, deadlineS, fl
     const busy = (bytes, rate) => (link ? pct(bytes / rate, secs) : "–");
     console.log(
       `     busy over the wall (mean per volunteer): downlink ${busy(sum(down) / W, link?.down)}, uplink ${busy(sum(up) / W, link?.up)}, ` +
-        `kernel ${pct(sum(vols.map((v) => v.stats.kernelMs)) / W / 1000, secs)}; server CPU ${fmt(serverCpu, 1)} s (${pct(serverCpu, secs)} of a core)`,
+        `in the kernel ${pct(sum(vols.map((v) => v.stats.kernelMs)) / W / 1000, secs)} (wall time, the cores shared); server CPU ${fmt(serverCpu, 1)} s (${pct(serverCpu, secs)} of a core)`,
     );
-    console.log(`     per volunteer: GFLOP/s delivered (tiles), kernel speed with all ${W} at once [alone], MiB down/up, B per kflop down`);
-    for (const [i, v] of vols.entries())
+    console.log(
+      `     per volunteer: GFLOP/s delivered (tiles) / its bound min(kernel with all ${W} at once [alone], downlink × ${fmt(intensity)} flop/byte), ` +
+        `MiB down/up, B per kflop down, resets`,
+    );
+    const g2 = (x) => fmt(x / 1e9, 2);
+    for (const [i, v] of vols.entries()) {
+      const own = Math.min(together[i], link ? link.down * intensity : Infinity);
       console.log(
-        `       ${String(i).padStart(2)}: ${g(v.stats.flops / secs).padStart(5)} (${String(v.stats.accepted).padStart(3)}), ` +
-          `${g(together[i]).padStart(5)} [${g(alone[i])}], ${fmt(down[i] / 2 ** 20).padStart(4)}/${profile ? fmt(up[i] / 2 ** 20) : "–"}, ` +
-          `${v.stats.flops ? perKflop(down[i], v.stats.flops) : "–"}`,
+        `       ${String(i).padStart(2)}: ${g2(v.stats.flops / secs).padStart(5)} (${String(v.stats.accepted).padStart(3)}) / ${g2(own)} = ${pct(v.stats.flops / secs, own).padStart(4)}; ` +
+          `kernel ${g2(together[i])} [${g(alone[i])}], ${fmt(down[i] / 2 ** 20).padStart(4)}/${profile ? fmt(up[i] / 2 ** 20) : "–"} MiB, ` +
+          `${v.stats.flops ? perKflop(down[i], v.stats.flops) : "–"} B/kflop, ${summaries[i]?.resets ?? 0} resets`,
       );
+    }
+    return {
+      name: profile ?? "loopback", done, secs, delivered, bound, jobBound, limit: kernels <= links ? "kernels" : "links",
+      down: (1000 * sum(down)) / flops, busyDown: link ? sum(down) / W / link.down / secs : NaN, resets,
+    };
   }
 }
 
