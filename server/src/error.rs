@@ -12,6 +12,9 @@ pub enum Error {
     BadRequest(String),
     #[error("missing or wrong API token (send Authorization: Bearer <token>)")]
     Unauthorized,
+    /// A volunteer's own request without the worker token its page was given.
+    #[error("missing or unknown worker token (send Authorization: Bearer <the token from registration_ack>)")]
+    UnknownWorker,
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -42,7 +45,7 @@ impl Error {
     pub fn status(&self) -> StatusCode {
         match self {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
-            Error::Unauthorized => StatusCode::UNAUTHORIZED,
+            Error::Unauthorized | Error::UnknownWorker => StatusCode::UNAUTHORIZED,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,

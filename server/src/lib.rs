@@ -12,6 +12,7 @@ pub mod broadcast;
 pub mod bus;
 pub mod commit;
 pub mod config;
+pub mod credit;
 pub mod db;
 pub mod error;
 pub mod gate;
@@ -134,6 +135,7 @@ pub async fn build(config: Config) -> Result<(Router, AppState), sqlx::Error> {
         io: io.clone(),
         limits: Default::default(),
         started: Instant::now(),
+        stats_export: Default::default(),
     };
     // The namespace handler captures the state rather than using socketioxide's `with_state`:
     // the state holds the `SocketIo` handle for broadcasts, which exists only once built.

@@ -103,6 +103,7 @@ mod tests {
                 compute_ms: None,
                 duplicate: true,
                 result_crc: crc32fast::hash(&bytes),
+                flops: 2,
             };
             let tile = plan.tile(t.row as usize, t.col as usize);
             let verified = Verified {

@@ -23,4 +23,6 @@ pub struct AppState {
     /// Connection and event-rate limits per client.
     pub limits: Arc<ClientLimits>,
     pub started: Instant,
+    /// Today's statistics export, built once per UTC day (see `http::credit`).
+    pub stats_export: Arc<crate::credit::DailyExport>,
 }

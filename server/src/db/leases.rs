@@ -403,6 +403,18 @@ pub struct ToComplete {
     /// A copy of a slow worker's task handed to a faster one near the end of a job: it
     /// completes the task whoever holds the lease now.
     pub duplicate: bool,
+    /// The tile's flops (`credit::tile_flops`): the credit its result earns once committed.
+    pub flops: i64,
+}
+
+/// A result the commit's transaction stored: its place, and the credit granted with it.
+struct Stored {
+    job_id: String,
+    tile_row: i64,
+    tile_col: i64,
+    /// `None`: nothing granted (the worker was quarantined).
+    credit_flops: Option<i64>,
+    credit_team: Option<String>,
 }
 
 /// Results marked done in a transaction not yet committed: the caller stores the accepted
@@ -486,9 +498,10 @@ async fn complete(
     ids.sort_unstable();
     ids.dedup();
     let together = engine() == Engine::Postgres && ids.len() == items.len() && items.len() > 1;
-    let mut stored: Vec<Result<(String, i64, i64), String>> = Vec::with_capacity(items.len());
+    let day = crate::credit::day_of(now);
+    let mut stored: Vec<Result<Stored, String>> = Vec::with_capacity(items.len());
     if together {
-        let mut done = complete_together(&mut tx, items, results, now).await?;
+        let mut done = complete_together(&mut tx, items, results, now, day).await?;
         for item in items {
             stored.push(match done.remove(&item.task_id) {
                 Some(place) => Ok(place),
@@ -500,18 +513,24 @@ async fn complete(
         let query = match results {
             None => sqlx::query(
             sql("UPDATE tasks SET state = 'done', compute_ms = NULLIF(?1, 'NaN'), completed_by = ?2, result_crc = ?7, \
-                 lease_owner = NULL, lease_worker = NULL, lease_deadline = NULL, updated_at = ?3 \
+                 lease_owner = NULL, lease_worker = NULL, lease_deadline = NULL, updated_at = ?3, \
+                 credit_ms = ?8, credit_day = ?10, \
+                 credit_flops = (SELECT CAST(?9 AS BIGINT) FROM workers WHERE id = ?2 AND quarantine_reason IS NULL), \
+                 credit_team = (SELECT team_id FROM workers WHERE id = ?2) \
              WHERE id = ?4 AND ((state = 'leased' AND lease_owner = ?5 AND lease_deadline >= ?3) \
                  OR (?6 AND state IN ('leased', 'queued'))) \
-             RETURNING job_id, tile_row, tile_col"),
+             RETURNING job_id, tile_row, tile_col, credit_flops, credit_team"),
             ),
             Some(_) => sqlx::query(
             sql("UPDATE tasks SET state = 'done', compute_ms = NULLIF(?1, 'NaN'), completed_by = ?2, result_crc = ?7, \
-                 result = ?8, \
-                 lease_owner = NULL, lease_worker = NULL, lease_deadline = NULL, updated_at = ?3 \
+                 result = ?11, \
+                 lease_owner = NULL, lease_worker = NULL, lease_deadline = NULL, updated_at = ?3, \
+                 credit_ms = ?8, credit_day = ?10, \
+                 credit_flops = (SELECT CAST(?9 AS BIGINT) FROM workers WHERE id = ?2 AND quarantine_reason IS NULL), \
+                 credit_team = (SELECT team_id FROM workers WHERE id = ?2) \
              WHERE id = ?4 AND ((state = 'leased' AND lease_owner = ?5 AND lease_deadline >= ?3) \
                  OR (?6 AND state IN ('leased', 'queued'))) \
-             RETURNING job_id, tile_row, tile_col"),
+             RETURNING job_id, tile_row, tile_col, credit_flops, credit_team"),
             ),
         };
         let query = query
@@ -521,23 +540,53 @@ async fn complete(
             .bind(item.task_id)
             .bind(&item.connection)
             .bind(item.duplicate)
-            .bind(i64::from(item.result_crc));
+            .bind(i64::from(item.result_crc))
+            .bind(crate::credit::credited_ms(item.compute_ms))
+            .bind(item.flops)
+            .bind(day);
         let query = match results {
             Some(results) => query.bind(results[i]),
             None => query,
         };
         let done = query.fetch_optional(&mut *tx).await?;
         stored.push(match done {
-            Some(row) => Ok((row.get("job_id"), row.get("tile_row"), row.get("tile_col"))),
+            Some(row) => Ok(Stored {
+                job_id: row.get("job_id"),
+                tile_row: row.get("tile_row"),
+                tile_col: row.get("tile_col"),
+                credit_flops: row.get("credit_flops"),
+                credit_team: row.get("credit_team"),
+            }),
             None => Err(refusal_reason(&mut tx, item.task_id, &item.connection, now).await?),
         });
+    }
+    // Credit, in this transaction: what the results just stored earned, to their volunteers,
+    // teams and day (see `credit`).
+    let earned: Vec<crate::credit::ResultCredit> = items
+        .iter()
+        .zip(&stored)
+        .filter_map(|(item, outcome)| {
+            let stored = outcome.as_ref().ok()?;
+            Some(crate::credit::ResultCredit {
+                holder: crate::credit::Holder {
+                    worker_id: item.worker_id.clone(),
+                    team_id: stored.credit_team.clone(),
+                    day,
+                },
+                flops: stored.credit_flops,
+                compute_ms: crate::credit::credited_ms(item.compute_ms),
+            })
+        })
+        .collect();
+    for (holder, amount) in crate::credit::tally(&earned) {
+        super::credit::grant(&mut tx, &holder, amount).await?;
     }
     // Count per job and per worker; the last stored result of a job in this batch is the one
     // that reports the job finishing.
     let mut per_job: Vec<(String, i64, usize)> = Vec::new();
     let mut per_worker: Vec<(String, i64)> = Vec::new();
     for (i, (item, outcome)) in items.iter().zip(&stored).enumerate() {
-        let Ok((job_id, _, _)) = outcome else {
+        let Ok(Stored { job_id, .. }) = outcome else {
             continue;
         };
         match per_job.iter_mut().find(|(j, _, _)| j == job_id) {
@@ -583,7 +632,12 @@ async fn complete(
         .enumerate()
         .map(|(i, outcome)| match outcome {
             Err(reason) => Completion::Refused(reason),
-            Ok((job_id, tile_row, tile_col)) => {
+            Ok(Stored {
+                job_id,
+                tile_row,
+                tile_col,
+                ..
+            }) => {
                 let (_, last, counted) = jobs
                     .iter()
                     .find(|(j, _, _)| *j == job_id)
@@ -722,7 +776,8 @@ async fn complete_together(
     items: &[ToComplete],
     results: Option<&[&[u8]]>,
     now: i64,
-) -> Result<std::collections::HashMap<i64, (String, i64, i64)>, sqlx::Error> {
+    day: i64,
+) -> Result<std::collections::HashMap<i64, Stored>, sqlx::Error> {
     let marks = |cast: &str| vec![format!("CAST(? AS {cast})"); items.len()].join(", ");
     let (results_array, result_column) = match results {
         Some(_) => (
@@ -734,26 +789,33 @@ async fn complete_together(
     let text = format!(
         "WITH p AS (SELECT ARRAY[{ids}] AS ids, ARRAY[{owners}] AS owners, \
              ARRAY[{copies}] AS copies, ARRAY[{workers}] AS workers, ARRAY[{times}] AS times, \
-             ARRAY[{crcs}] AS crcs{results_array}) \
+             ARRAY[{crcs}] AS crcs, ARRAY[{flops}] AS flops, ARRAY[{ms}] AS ms{results_array}) \
          UPDATE tasks t SET state = 'done', \
              compute_ms = NULLIF(p.times[array_position(p.ids, t.id)], 'NaN'), \
              completed_by = p.workers[array_position(p.ids, t.id)], \
              result_crc = p.crcs[array_position(p.ids, t.id)]{result_column}, \
-             lease_owner = NULL, lease_worker = NULL, lease_deadline = NULL, updated_at = ? \
+             lease_owner = NULL, lease_worker = NULL, lease_deadline = NULL, updated_at = ?, \
+             credit_ms = p.ms[array_position(p.ids, t.id)], credit_day = ?, \
+             credit_flops = (SELECT p.flops[array_position(p.ids, t.id)] FROM workers w \
+                 WHERE w.id = p.workers[array_position(p.ids, t.id)] AND w.quarantine_reason IS NULL), \
+             credit_team = (SELECT w.team_id FROM workers w \
+                 WHERE w.id = p.workers[array_position(p.ids, t.id)]) \
          FROM p WHERE t.id = ANY(p.ids) AND ((t.state = 'leased' \
                  AND t.lease_owner = p.owners[array_position(p.ids, t.id)] \
                  AND t.lease_deadline >= ?) \
              OR (p.copies[array_position(p.ids, t.id)] AND t.state IN ('leased', 'queued'))) \
-         RETURNING t.id, t.job_id, t.tile_row, t.tile_col",
+         RETURNING t.id, t.job_id, t.tile_row, t.tile_col, t.credit_flops, t.credit_team",
         ids = marks("BIGINT"),
         owners = marks("TEXT"),
         copies = marks("BOOLEAN"),
         workers = marks("TEXT"),
         times = marks("DOUBLE PRECISION"),
         crcs = marks("BIGINT"),
+        flops = marks("BIGINT"),
+        ms = marks("BIGINT"),
     );
     let statement = dialect(text);
-    let mut query = sqlx::query_as::<_, (i64, String, i64, i64)>(&statement);
+    let mut query = sqlx::query(&statement);
     for item in items {
         query = query.bind(item.task_id);
     }
@@ -772,15 +834,35 @@ async fn complete_together(
     for item in items {
         query = query.bind(i64::from(item.result_crc));
     }
+    for item in items {
+        query = query.bind(item.flops);
+    }
+    for item in items {
+        query = query.bind(crate::credit::credited_ms(item.compute_ms));
+    }
     if let Some(results) = results {
         for result in results {
             query = query.bind(*result);
         }
     }
-    let rows = query.bind(now).bind(now).fetch_all(&mut **tx).await?;
+    let rows = query
+        .bind(now)
+        .bind(day)
+        .bind(now)
+        .fetch_all(&mut **tx)
+        .await?;
     Ok(rows
         .into_iter()
-        .map(|(id, job_id, row, col)| (id, (job_id, row, col)))
+        .map(|row| {
+            let stored = Stored {
+                job_id: row.get("job_id"),
+                tile_row: row.get("tile_row"),
+                tile_col: row.get("tile_col"),
+                credit_flops: row.get("credit_flops"),
+                credit_team: row.get("credit_team"),
+            };
+            (row.get("id"), stored)
+        })
         .collect())
 }
 
@@ -870,6 +952,17 @@ pub async fn refuse_result(
     Ok((requeued, quarantined))
 }
 
+/// A result taken back, with the credit it was granted.
+#[derive(FromRow)]
+struct Reopened {
+    #[sqlx(flatten)]
+    task: Requeued,
+    credit_flops: Option<i64>,
+    credit_ms: Option<i64>,
+    credit_day: Option<i64>,
+    credit_team: Option<String>,
+}
+
 /// A result a worker got accepted, read back to be checked again (see `grid::results`).
 #[derive(Debug, FromRow)]
 pub struct AcceptedTile {
@@ -909,13 +1002,16 @@ pub async fn reopen(
     let now = now_ms();
     let mut tx = begin_write(pool).await?;
     let mut reopened = Vec::new();
+    let mut withdrawn = Vec::new();
     for &id in task_ids {
-        let task: Option<Requeued> = sqlx::query_as(sql(
+        // The credit columns are left as they are, so RETURNING reads what was granted.
+        let task: Option<Reopened> = sqlx::query_as(sql(
             "UPDATE tasks SET state = 'queued', result = NULL, compute_ms = NULL, \
                  completed_by = NULL, last_error = ?1, updated_at = ?2 \
              WHERE id = ?3 AND state = 'done' AND completed_by = ?4 \
                  AND job_id IN (SELECT id FROM jobs WHERE status = 'running') \
-             RETURNING id, job_id, tile_row, tile_col, failures",
+             RETURNING id, job_id, tile_row, tile_col, failures, \
+                 credit_flops, credit_ms, credit_day, credit_team",
         ))
         .bind(reason)
         .bind(now)
@@ -923,7 +1019,25 @@ pub async fn reopen(
         .bind(worker_id)
         .fetch_optional(&mut *tx)
         .await?;
-        let Some(task) = task else { continue };
+        let Some(Reopened {
+            task,
+            credit_flops,
+            credit_ms,
+            credit_day,
+            credit_team,
+        }) = task
+        else {
+            continue;
+        };
+        withdrawn.push(crate::credit::ResultCredit {
+            holder: crate::credit::Holder {
+                worker_id: worker_id.to_owned(),
+                team_id: credit_team,
+                day: credit_day.unwrap_or(0),
+            },
+            flops: credit_flops,
+            compute_ms: credit_ms.unwrap_or(0),
+        });
         exclude(&mut tx, id, worker_id).await?;
         sqlx::query(sql(
             "UPDATE jobs SET tasks_done = tasks_done - 1 WHERE id = ?",
@@ -941,6 +1055,10 @@ pub async fn reopen(
     .bind(worker_id)
     .execute(&mut *tx)
     .await?;
+    // What those results were granted is withdrawn in the same transaction.
+    for (holder, amount) in crate::credit::tally(&withdrawn) {
+        super::credit::withdraw(&mut tx, &holder, amount).await?;
+    }
     tx.commit().await?;
     Ok(reopened)
 }

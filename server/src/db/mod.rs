@@ -29,6 +29,7 @@ use crate::sync::LockExt;
 use crate::trust::{self, FailureKind};
 
 pub mod chunks;
+pub mod credit;
 mod instances;
 mod jobs;
 mod leases;

@@ -15,9 +15,10 @@ pub(super) async fn quarantine_worker(
     .bind(reason)
     .bind(now_ms())
     .bind(worker_id)
-    .execute(conn)
-    .await
-    .map(|_| ())
+    .execute(&mut *conn)
+    .await?;
+    // A quarantined volunteer vanishes from the boards in the same transaction.
+    super::credit::unlist(conn, worker_id).await
 }
 
 /// Workers quarantined at `since` or later (ms since the epoch), with the reason and when: on

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 
 use crate::commit::Verified;
+use crate::credit;
 use crate::db;
 use crate::metrics::Metrics;
 use crate::protocol::{ResultAck, TaskResult};
@@ -96,6 +97,7 @@ impl Grid {
             // The job ended while the result was being checked.
             return ack(false, Some("the task's job has ended".into()));
         };
+        let tile = plan.tile(lease.tile_row, lease.tile_col);
         let outcome = self
             .committer
             .complete(Verified {
@@ -106,9 +108,10 @@ impl Grid {
                     compute_ms,
                     duplicate: lease.duplicate,
                     result_crc: crc32fast::hash(&result.c),
+                    flops: credit::tile_flops(tile.rows, plan.k, tile.cols),
                 },
                 job_id: lease.job_id.clone(),
-                tile: plan.tile(lease.tile_row, lease.tile_col),
+                tile,
                 plan,
                 bytes: result.c,
             })

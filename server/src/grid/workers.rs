@@ -54,7 +54,9 @@ fn label(value: Option<String>) -> String {
     value.unwrap_or_default().chars().take(MAX_LABEL).collect()
 }
 
-fn hash_token(token: &str) -> String {
+/// How a worker token is kept: only its hash is stored, and a token is looked up by it (the
+/// registration here, and `PUT /api/me`).
+pub(crate) fn hash_token(token: &str) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(token.as_bytes())
         .iter()

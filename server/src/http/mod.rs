@@ -1,11 +1,13 @@
 //! HTTP routes, one module per resource: `auth` (checking the API token), `health` (health and
 //! status), `jobs` (submission, listing, cancelling, tiles), `results` (the product's
 //! download, with `ranges` deciding which bytes of it a request gets), `workers`, `metrics`
-//! (`/metrics` and the request timing behind it) and `openapi` (the document). This module
+//! (`/metrics` and the request timing behind it), `credit` (boards, profiles, names, the
+//! statistics export) and `openapi` (the document). This module
 //! holds the router and what several resources share: the API token check, looking a job
 //! up, and the error body.
 
 mod auth;
+mod credit;
 mod health;
 mod jobs;
 mod metrics;
@@ -16,7 +18,7 @@ mod workers;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderMap};
-use axum::routing::get;
+use axum::routing::{get, put};
 use axum::Router;
 use serde::Serialize;
 use tower_http::services::{ServeDir, ServeFile};
@@ -51,6 +53,10 @@ pub fn router(state: AppState) -> Router {
         .route("/api/jobs/{id}/result", get(results::job_result))
         .route("/api/jobs/{id}/tiles", get(jobs::job_tiles))
         .route("/api/workers", get(workers::workers))
+        .route("/api/leaderboard", get(credit::leaderboard))
+        .route("/api/volunteers/{id}", get(credit::volunteer))
+        .route("/api/me", put(credit::set_me))
+        .route("/api/stats/export", get(credit::export))
         .route("/metrics", get(metrics::render))
         .route("/api/openapi.json", get(openapi::openapi_json))
         .route_service("/dashboard", ServeFile::new(web.join("dashboard.html")))

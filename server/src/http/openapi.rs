@@ -6,14 +6,14 @@
 use axum::Json;
 use utoipa::OpenApi;
 
-use super::{auth, health, jobs, metrics, results, workers};
+use super::{auth, credit, health, jobs, metrics, results, workers};
 use crate::jobs::Dtype;
 
 /// The OpenAPI document, generated from the handlers' annotations.
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Distributed Brain orchestrator", description = "Submit matrix products, watch them computed by volunteers' browsers, download the result."),
-    paths(health::health, health::status, auth::check, jobs::submit_job, jobs::list_jobs, jobs::get_job, jobs::cancel_job, results::job_result, jobs::job_tiles, workers::workers, metrics::render, openapi_json),
+    paths(health::health, health::status, auth::check, jobs::submit_job, jobs::list_jobs, jobs::get_job, jobs::cancel_job, results::job_result, jobs::job_tiles, workers::workers, credit::leaderboard, credit::volunteer, credit::set_me, credit::export, metrics::render, openapi_json),
     components(schemas(Dtype)),
     modifiers(&BearerAuth),
 )]
@@ -57,6 +57,10 @@ mod tests {
             "/api/jobs/{id}/result",
             "/api/jobs/{id}/tiles",
             "/api/workers",
+            "/api/leaderboard",
+            "/api/volunteers/{id}",
+            "/api/me",
+            "/api/stats/export",
             "/metrics",
             "/api/openapi.json",
         ];

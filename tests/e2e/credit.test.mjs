@@ -1,0 +1,267 @@
+// Credit (#15, docs/credit.md): earned only for verified tiles, taken back with them, kept
+// with the worker's token; boards without liars or quarantined workers; names checked on the
+// server; every query parameter bounded. Each worker here counts what the server accepted
+// from it (2·m·k·n flops per accepted tile, from its own acks) and the server must agree.
+
+import { test } from "node:test";
+import assert from "node:assert/strict";
+import { gunzipSync } from "node:zlib";
+import {
+  api, fromBytes, referenceProduct, registered, startServer, startWorker, submitRandom, toBytes, waitForJob,
+} from "./helpers.mjs";
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const flopsOf = (task) => 2 * task.m * task.k * task.n;
+/** GFLOP as the API shows it, back to the exact integer the server counts. */
+const flopsFromCredit = (gflop) => Math.round(gflop * 1e9);
+
+/**
+ * A worker that answers what it is told to, one step at a time, and keeps its own count of
+ * the flops the server accepted from it. `plan(task, index)` says how to answer the index-th
+ * task: "honest", "pair" (errors that cancel in pairs within a row: two random vectors miss
+ * them a quarter of the time), "gross" (always caught), or "twice" (honest, sent twice).
+ */
+async function tracked(t, url, name, token) {
+  const { socket, ack } = await registered(t, url, { name, token });
+  const beat = setInterval(() => socket.emit("heartbeat"), ack.heartbeat_interval_ms);
+  t.after(() => clearInterval(beat));
+  const w = { socket, ack, id: ack.worker_id, token: ack.token, accepted: 0, tiles: 0, slipped: 0, refused: 0 };
+  const assigned = [];
+  const acks = new Map();
+  socket.on("task_assigned", (task) => assigned.push(task));
+  // Every ack of each task: a result sent twice is answered twice, the copy (refused at once)
+  // often before the original (verified, then committed).
+  socket.on("result_ack", (a) => acks.set(a.task_id, [...(acks.get(a.task_id) ?? []), a]));
+  const until = async (what, ok) => {
+    for (const end = Date.now() + 20000; !ok(); await sleep(5))
+      if (Date.now() > end) throw new Error(`${name}: timed out waiting for ${what}`);
+  };
+  /** Takes `n` tasks and answers each as `how`; resolves with whether each was accepted. */
+  w.round = async (n, how = "honest") => {
+    const from = assigned.length;
+    for (let i = 0; i < n; i++) socket.emit("request_task");
+    await until(`${n} tasks`, () => assigned.length >= from + n);
+    const tasks = assigned.slice(from, from + n);
+    for (const task of tasks) {
+      const c = referenceProduct(fromBytes(task.dtype, task.a), fromBytes(task.dtype, task.b), task.m, task.k, task.n);
+      if (how === "pair") [c[0], c[1]] = [c[0] + 0.5, c[1] - 0.5];
+      if (how === "gross") c[0] += 1e6;
+      const result = { task_id: task.task_id, c: toBytes(task.dtype, c), compute_ms: 4 };
+      socket.emit("task_result", result);
+      if (how === "twice") socket.emit("task_result", result);
+    }
+    const answers = how === "twice" ? 2 : 1;
+    await until("acks", () => tasks.every((x) => acks.get(x.task_id)?.length === answers));
+    return tasks.map((task) => {
+      const ok = acks.get(task.task_id).some((a) => a.accepted);
+      w.refused += acks.get(task.task_id).filter((a) => !a.accepted).length;
+      if (ok && how === "pair") w.slipped += flopsOf(task);
+      else if (ok && how !== "gross") {
+        w.accepted += flopsOf(task);
+        w.tiles++;
+      }
+      return ok;
+    });
+  };
+  return w;
+}
+
+const profile = async (url, id) => api(url, `/api/volunteers/${id}`);
+const board = async (url, query = "") => (await api(url, `/api/leaderboard?per_page=100${query}`)).json;
+
+test("credit follows verification exactly: liars, duplicates and audits earn nothing", async (t) => {
+  const server = await startServer(t, { env: { LEASE_MS: "60000", MAX_LEASES_PER_ADDRESS: "1000" } });
+  // 600 tiles of 2×2 with k = 3 (24 flops each).
+  const job = await submitRandom(server.url, 40, 3, 60, 2, 41);
+
+  // Patient cheaters: 32 honest tiles (past the 20 that bring their checks down to two
+  // vectors), a lie that may slip through, then a lie that is always caught, which sets off
+  // an audit of everything they delivered: a lie that slipped is taken back with its credit.
+  const cheater = async (i) => {
+    const w = await tracked(t, server.url, `patient-${i}`);
+    for (let round = 0; round < 16; round++) assert.ok((await w.round(2)).every(Boolean));
+    await w.round(1, "pair");
+    assert.deepEqual(await w.round(1, "gross"), [false]);
+    return w;
+  };
+  const doubler = async () => {
+    const w = await tracked(t, server.url, "doubler");
+    for (let round = 0; round < 10; round++) await w.round(2, "twice");
+    return w;
+  };
+  const [cheaters, twice] = await Promise.all([Promise.all([0, 1, 2, 3, 4, 5].map(cheater)), doubler()]);
+  assert.equal(twice.refused, 20, "every second copy of a result is refused");
+  assert.equal(twice.tiles, 20, "and the first accepted");
+  const slipped = cheaters.filter((w) => w.slipped > 0).length;
+  t.diagnostic(`${slipped} of 6 paired-error tiles passed their first check`);
+
+  // A liar that never delivers a right tile: refused, quarantined, never credited.
+  const liar = await startWorker(t, server.url, { name: "liar", behaviour: { lie: "zeros" } });
+  for (const end = Date.now() + 10000; !liar.stats.quarantined; await sleep(20))
+    assert.ok(Date.now() < end, "the liar is quarantined");
+
+  // The audits are done once the job counts only what survived them.
+  const delivered = [...cheaters, twice].reduce((n, w) => n + w.tiles, 0);
+  for (const end = Date.now() + 10000; ; await sleep(50)) {
+    const { tasks_done } = (await api(server.url, `/api/jobs/${job.id}`)).json;
+    if (tasks_done === delivered) break;
+    assert.ok(Date.now() < end, `the job counts ${tasks_done} tiles, not ${delivered}`);
+  }
+  const finisher = await tracked(t, server.url, "finisher");
+  // In rounds as large as its lease allowance (two, one more per tile verified in a row).
+  for (let left; (left = 600 - (await api(server.url, `/api/jobs/${job.id}`)).json.tasks_done) > 0; )
+    await finisher.round(Math.min(left, 2 + finisher.tiles, 8));
+  await waitForJob(server.url, job.id);
+
+  // Each volunteer's credit is what it got verified, nothing more: slipped lies taken back.
+  for (const w of [...cheaters, twice, finisher]) {
+    const { status, json: p } = await profile(server.url, w.id);
+    assert.equal(status, 200);
+    assert.equal(flopsFromCredit(p.credit_all_time), w.accepted, `${w.id}: all time`);
+    assert.equal(flopsFromCredit(p.credit_today), w.accepted, "today");
+    assert.equal(flopsFromCredit(p.credit_week), w.accepted, "this week");
+    assert.equal(p.tiles, w.tiles);
+    assert.equal(p.history.length, 30);
+    assert.equal(flopsFromCredit(p.history.at(-1).credit), w.accepted, "today is the last day of the history");
+    assert.ok(p.compute_s > 0);
+    assert.equal(p.anonymous, true);
+    assert.match(p.name, /^volunteer #[0-9a-f]{8}$/);
+  }
+  const total = [...cheaters, twice, finisher].reduce((n, w) => n + w.accepted, 0);
+  assert.equal(total, 600 * 24, "the crowd's credit is the job's flops, exactly");
+
+  // The boards: every credited volunteer ranked by credit, the liar nowhere.
+  for (const period of ["all", "24h"]) {
+    const b = await board(server.url, `&period=${period}`);
+    assert.equal(b.total, 8);
+    assert.deepEqual(b.entries.map((e) => e.rank), [1, 2, 3, 4, 5, 6, 7, 8]);
+    const credits = b.entries.map((e) => e.credit);
+    assert.deepEqual(credits, [...credits].sort((x, y) => y - x));
+    assert.ok(!b.entries.some((e) => e.id === liar.workerId), "a liar never ranks");
+    for (const e of b.entries) assert.deepEqual(Object.keys(e).sort(), ["anonymous", "credit", "id", "members", "name", "rank", "team", "tiles"]);
+  }
+  assert.equal((await profile(server.url, liar.workerId)).status, 404, "a quarantined volunteer has no public profile");
+  const me = (await profile(server.url, finisher.id)).json;
+  const top = (await board(server.url)).entries.find((e) => e.id === finisher.id);
+  assert.equal(me.rank, top.rank, "a profile's rank is its place on the board");
+});
+
+test("a volunteer that turns liar vanishes from the boards; one that comes back keeps its credit", async (t) => {
+  const server = await startServer(t, { env: { LEASE_MS: "60000", MAX_LEASES_PER_ADDRESS: "1000" } });
+  await submitRandom(server.url, 20, 4, 20, 2, 7); // 100 tiles
+
+  const turncoat = await tracked(t, server.url, "turncoat");
+  await turncoat.round(2);
+  const loyal = await tracked(t, server.url, "loyal");
+  await loyal.round(2);
+  assert.equal((await board(server.url)).total, 2);
+  // Three caught lies quarantine it: it vanishes though it had earned credit.
+  for (let i = 0; i < 3; i++) await turncoat.round(1, "gross");
+  for (const end = Date.now() + 5000; ; await sleep(20)) {
+    const b = await board(server.url);
+    if (b.total === 1) {
+      assert.deepEqual(b.entries.map((e) => e.id), [loyal.id]);
+      break;
+    }
+    assert.ok(Date.now() < end, "the quarantined volunteer is still on the board");
+  }
+  assert.equal((await board(server.url, "&period=24h")).total, 1);
+  assert.equal((await profile(server.url, turncoat.id)).status, 404);
+
+  // The loyal volunteer closes the tab and comes back with its token: same identity, same
+  // credit, and what it does next adds to it.
+  const before = (await profile(server.url, loyal.id)).json;
+  loyal.socket.close();
+  const back = await tracked(t, server.url, "loyal", loyal.token);
+  assert.equal(back.id, loyal.id);
+  assert.equal((await profile(server.url, loyal.id)).json.credit_all_time, before.credit_all_time);
+  await back.round(2);
+  assert.equal(flopsFromCredit((await profile(server.url, loyal.id)).json.credit_all_time), loyal.accepted + back.accepted);
+});
+
+test("names and teams are opt-in, checked on the server, and boards and the export show them", async (t) => {
+  const server = await startServer(t, { env: { LEASE_MS: "60000", MAX_LEASES_PER_ADDRESS: "1000" } });
+  await submitRandom(server.url, 20, 4, 20, 2, 9);
+  const ada = await tracked(t, server.url, "a");
+  await ada.round(2);
+  const bob = await tracked(t, server.url, "b");
+  await bob.round(1);
+  const put = (token, body) =>
+    api(server.url, "/api/me", { method: "PUT", body, headers: token ? { authorization: `Bearer ${token}` } : {} });
+
+  // Hostile names: refused with the reason, nothing stored.
+  const hostile = [
+    ["<img src=x onerror=alert(1)>", /only letters, digits/],
+    ["a\u202Egnp.exe", /bidirectional/],
+    ["x".repeat(10240), /longer than 32/],
+    ["bell\u0007", /control character/],
+    ["rocket 🚀", /only letters, digits/],
+    ["   ", /empty/],
+  ];
+  for (const [name, reason] of hostile) {
+    const res = await put(ada.token, { name });
+    assert.equal(res.status, 400, JSON.stringify(name));
+    assert.match(res.json.error, reason);
+    const team = await put(ada.token, { name: "ok", team: name });
+    assert.equal(team.status, 400);
+    assert.match(team.json.error, /^team: /);
+  }
+  assert.equal((await profile(server.url, ada.id)).json.anonymous, true, "nothing stored");
+  assert.equal((await put(undefined, { name: "x" })).status, 401);
+  assert.equal((await put("f".repeat(48), { name: "x" })).status, 401, "a token never issued");
+  assert.equal((await put(ada.token, "{not json")).status, 400);
+
+  // Accepted: trimmed; a team is created by the first to join its name, in any case.
+  const set = await put(ada.token, { name: "  Ada Lovelace ", team: "Analytical Engines" });
+  assert.equal(set.status, 200, set.text);
+  assert.equal(set.json.name, "Ada Lovelace");
+  assert.equal(set.json.team, "Analytical Engines");
+  assert.equal((await put(bob.token, { name: "Bob", team: "analytical ENGINES" })).json.team, "Analytical Engines");
+  // Credit earned while in the team counts for the team.
+  await ada.round(2);
+  await bob.round(1);
+  const teams = await board(server.url, "&board=teams");
+  assert.equal(teams.total, 1);
+  assert.equal(teams.entries[0].name, "Analytical Engines");
+  assert.equal(teams.entries[0].members, 2);
+  const sinceJoining = 3 * 2 * 2 * 4 * 2; // three tiles of 2×2, k = 4
+  assert.equal(flopsFromCredit(teams.entries[0].credit), sinceJoining);
+  assert.equal((await board(server.url, "&board=teams&period=24h")).total, 1);
+  const vols = await board(server.url);
+  assert.deepEqual(vols.entries.map((e) => [e.name, e.team, e.anonymous]), [["Ada Lovelace", "Analytical Engines", false], ["Bob", "Analytical Engines", false]]);
+  assert.ok(!JSON.stringify(vols).match(/127\.0\.0\.1|node|user_agent|address/i), "no address or user agent");
+
+  // Pagination: bounded, and unknown values refused with the reason.
+  const page2 = (await api(server.url, "/api/leaderboard?per_page=1&page=2")).json;
+  assert.deepEqual([page2.entries.length, page2.entries[0].rank, page2.total], [1, 2, 2]);
+  assert.equal((await api(server.url, "/api/leaderboard?page=3&per_page=1")).json.entries.length, 0);
+  for (const [query, reason] of [
+    ["per_page=101", /per_page must be a whole number from 1 to 100/],
+    ["per_page=0", /per_page/],
+    ["page=0", /page must be/],
+    ["page=10001", /from 1 to 10000/],
+    ["page=99999999999999999999", /page must be/],
+    ["page=1.5", /page must be/],
+    ["board=bots", /board must be volunteers or teams/],
+    ["period=week", /period must be 24h or all/],
+  ]) {
+    const res = await api(server.url, `/api/leaderboard?${query}`);
+    assert.equal(res.status, 400, query);
+    assert.match(res.json.error, reason);
+  }
+  assert.equal((await profile(server.url, "no-such-volunteer")).status, 404);
+
+  // The export: gzipped JSON with every listed volunteer and team, the same bytes all day.
+  const res = await api(server.url, "/api/stats/export", { raw: true });
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get("content-type"), "application/gzip");
+  const gz = Buffer.from(await res.arrayBuffer());
+  const dump = JSON.parse(gunzipSync(gz).toString("utf8"));
+  assert.equal(dump.unit, "GFLOP");
+  assert.equal(dump.gflop_per_cobblestone, 432);
+  assert.deepEqual(dump.volunteers.map((v) => v.name).sort(), ["Ada Lovelace", "Bob"]);
+  assert.deepEqual(dump.teams.map((x) => [x.name, x.members]), [["Analytical Engines", 2]]);
+  await ada.round(2);
+  const again = Buffer.from(await (await api(server.url, "/api/stats/export", { raw: true })).arrayBuffer());
+  assert.ok(again.equals(gz), "made once per UTC day");
+});
