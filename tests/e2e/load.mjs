@@ -961,7 +961,7 @@ async function networkRun(profile, { S, tile, W, budget, inFlight, deadlineS, fl
     const tiles = sum(vols.map((v) => v.stats.accepted));
     console.log(
       `\n   ${name}: ${done ? `done in ${fmt(secs, 1)} s, product checked` : `did not finish in ${deadlineS} s: ${status?.tasks_done ?? "?"} of ${job.tasks_total} tiles`}; ` +
-        `${tiles} results accepted for ${job.tasks_total} tiles; ${resets} resets by the shapers, ${reconnections} reconnections, ` +
+        `${tiles} results acked as accepted for ${job.tasks_total} tiles${done && tiles < job.tasks_total ? ` (${job.tasks_total - tiles} acks lost with their connection: the server stored every tile)` : ""}; ${resets} resets by the shapers, ${reconnections} reconnections, ` +
         `${sum(vols.map((v) => v.stats.dropped))} results dropped with their connection; load average ${fmt(load0, 2)} at the start`,
     );
     console.log(
@@ -969,6 +969,11 @@ async function networkRun(profile, { S, tile, W, budget, inFlight, deadlineS, fl
         `[alone ${g(sum(alone))}], Σ downlink × ${fmt(intensity)} flop/byte ${link ? `${W} × ${fmt((link.down * 8) / 1e6)} Mbit/s → ${g(links)}` : "unlimited"}); ` +
         `${pct(delivered, bound)} of the bound${link ? `; of this job's own bound (${fmt(jobIntensity)} flop/byte → ${g(jobBound)}): ${pct(delivered, jobBound)}` : ""}`,
     );
+    if (link)
+      console.log(
+        `     at the bytes per flop moved, the downlinks carry at most ${g((W * link.down * flops) / sum(down))} GFLOP/s: delivered is ` +
+          `${pct(delivered, (W * link.down * flops) / sum(down))} of that`,
+      );
     console.log(
       `     bytes per kflop: down ${perKflop(sum(down), flops)} B (panels ${perKflop(sum(panels), flops)}), up ${profile ? perKflop(sum(up), flops) : "–"} B; ` +
         `lower bound down ${perKflop(1, intensity)} B (${fmt(sum(down) / flops / (1 / intensity), 1)}×), this job's ${perKflop(1, jobIntensity)} B ` +
