@@ -14,7 +14,7 @@ use crate::jobs::Dtype;
 #[openapi(
     info(title = "Distributed Brain orchestrator", description = "Submit matrix products, watch them computed by volunteers' browsers, download the result."),
     paths(health::health, health::status, auth::check, jobs::submit_job, jobs::list_jobs, jobs::get_job, jobs::cancel_job, results::job_result, jobs::job_tiles, workers::workers, credit::leaderboard, credit::volunteer, credit::set_me, credit::export, metrics::render, openapi_json),
-    components(schemas(Dtype)),
+    components(schemas(Dtype, credit::BoardName, credit::PeriodName)),
     modifiers(&BearerAuth),
 )]
 pub struct ApiDoc;
