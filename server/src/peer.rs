@@ -187,7 +187,10 @@ mod tests {
         let addr = axum::serve::Listener::local_addr(&listener).expect("its address");
         let client = TcpStream::connect(addr).await.expect("connected");
         let (connection, _) = axum::serve::Listener::accept(&mut listener).await;
-        assert!(connection.stream.nodelay().expect("readable"), "Nagle is off");
+        assert!(
+            connection.stream.nodelay().expect("readable"),
+            "Nagle is off"
+        );
         drop(client);
     }
 }
