@@ -7,70 +7,45 @@ use super::*;
 
 use crate::credit::{Amount, Board, BoardQuery, Holder, Period};
 
+/// An aggregate a grant or a withdrawal moves: a volunteer's or its team's credit, all time
+/// or per day.
+struct Aggregate {
+    table: &'static str,
+    /// The column the row is kept under: the volunteer's or the team's id.
+    key: &'static str,
+    daily: bool,
+}
+
+const AGGREGATES: [Aggregate; 4] = [
+    Aggregate {
+        table: "volunteer_credit",
+        key: "worker_id",
+        daily: false,
+    },
+    Aggregate {
+        table: "volunteer_credit_daily",
+        key: "worker_id",
+        daily: true,
+    },
+    Aggregate {
+        table: "team_credit",
+        key: "team_id",
+        daily: false,
+    },
+    Aggregate {
+        table: "team_credit_daily",
+        key: "team_id",
+        daily: true,
+    },
+];
+
 /// Adds a batch's credit to a volunteer's totals and day, and to its team's.
 pub(super) async fn grant(
     conn: &mut sqlx::AnyConnection,
     holder: &Holder,
     amount: Amount,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(sql(
-        "INSERT INTO volunteer_credit (worker_id, flops, tiles, compute_ms) VALUES (?1, ?2, ?3, ?4) \
-         ON CONFLICT (worker_id) DO UPDATE SET flops = volunteer_credit.flops + excluded.flops, \
-             tiles = volunteer_credit.tiles + excluded.tiles, \
-             compute_ms = volunteer_credit.compute_ms + excluded.compute_ms",
-    ))
-    .bind(&holder.worker_id)
-    .bind(amount.flops)
-    .bind(amount.tiles)
-    .bind(amount.compute_ms)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(sql(
-        "INSERT INTO volunteer_credit_daily (worker_id, day, flops, tiles, compute_ms) \
-         VALUES (?1, ?2, ?3, ?4, ?5) \
-         ON CONFLICT (worker_id, day) DO UPDATE SET \
-             flops = volunteer_credit_daily.flops + excluded.flops, \
-             tiles = volunteer_credit_daily.tiles + excluded.tiles, \
-             compute_ms = volunteer_credit_daily.compute_ms + excluded.compute_ms",
-    ))
-    .bind(&holder.worker_id)
-    .bind(holder.day)
-    .bind(amount.flops)
-    .bind(amount.tiles)
-    .bind(amount.compute_ms)
-    .execute(&mut *conn)
-    .await?;
-    let Some(team) = &holder.team_id else {
-        return Ok(());
-    };
-    sqlx::query(sql(
-        "INSERT INTO team_credit (team_id, flops, tiles, compute_ms) VALUES (?1, ?2, ?3, ?4) \
-         ON CONFLICT (team_id) DO UPDATE SET flops = team_credit.flops + excluded.flops, \
-             tiles = team_credit.tiles + excluded.tiles, \
-             compute_ms = team_credit.compute_ms + excluded.compute_ms",
-    ))
-    .bind(team)
-    .bind(amount.flops)
-    .bind(amount.tiles)
-    .bind(amount.compute_ms)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(sql(
-        "INSERT INTO team_credit_daily (team_id, day, flops, tiles, compute_ms) \
-         VALUES (?1, ?2, ?3, ?4, ?5) \
-         ON CONFLICT (team_id, day) DO UPDATE SET \
-             flops = team_credit_daily.flops + excluded.flops, \
-             tiles = team_credit_daily.tiles + excluded.tiles, \
-             compute_ms = team_credit_daily.compute_ms + excluded.compute_ms",
-    ))
-    .bind(team)
-    .bind(holder.day)
-    .bind(amount.flops)
-    .bind(amount.tiles)
-    .bind(amount.compute_ms)
-    .execute(&mut *conn)
-    .await
-    .map(|_| ())
+    move_credit(conn, holder, amount, Direction::Grant).await
 }
 
 /// Takes back what [`grant`] gave for results an audit took back: from the day and the team
@@ -80,53 +55,67 @@ pub(super) async fn withdraw(
     holder: &Holder,
     amount: Amount,
 ) -> Result<(), sqlx::Error> {
-    let (flops, tiles, ms) = (amount.flops, amount.tiles, amount.compute_ms);
-    sqlx::query(sql(
-        "UPDATE volunteer_credit SET flops = flops - ?1, tiles = tiles - ?2, \
-             compute_ms = compute_ms - ?3 WHERE worker_id = ?4",
-    ))
-    .bind(flops)
-    .bind(tiles)
-    .bind(ms)
-    .bind(&holder.worker_id)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(sql(
-        "UPDATE volunteer_credit_daily SET flops = flops - ?1, tiles = tiles - ?2, \
-             compute_ms = compute_ms - ?3 WHERE worker_id = ?4 AND day = ?5",
-    ))
-    .bind(flops)
-    .bind(tiles)
-    .bind(ms)
-    .bind(&holder.worker_id)
-    .bind(holder.day)
-    .execute(&mut *conn)
-    .await?;
-    let Some(team) = &holder.team_id else {
-        return Ok(());
-    };
-    sqlx::query(sql(
-        "UPDATE team_credit SET flops = flops - ?1, tiles = tiles - ?2, \
-             compute_ms = compute_ms - ?3 WHERE team_id = ?4",
-    ))
-    .bind(flops)
-    .bind(tiles)
-    .bind(ms)
-    .bind(team)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(sql(
-        "UPDATE team_credit_daily SET flops = flops - ?1, tiles = tiles - ?2, \
-             compute_ms = compute_ms - ?3 WHERE team_id = ?4 AND day = ?5",
-    ))
-    .bind(flops)
-    .bind(tiles)
-    .bind(ms)
-    .bind(team)
-    .bind(holder.day)
-    .execute(&mut *conn)
-    .await
-    .map(|_| ())
+    move_credit(conn, holder, amount, Direction::Withdraw).await
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    Grant,
+    Withdraw,
+}
+
+/// One statement per aggregate of `holder` (its team's only when it has one). Every
+/// statement binds the same way: the key as ?1, the day as ?2 where there is one, then flops,
+/// tiles and compute time. A grant creates the row it adds to; a withdrawal only ever follows
+/// its grant, so its rows exist.
+async fn move_credit(
+    conn: &mut sqlx::AnyConnection,
+    holder: &Holder,
+    amount: Amount,
+    direction: Direction,
+) -> Result<(), sqlx::Error> {
+    for Aggregate { table, key, daily } in AGGREGATES {
+        let id = match key {
+            "worker_id" => holder.worker_id.as_str(),
+            _ => match &holder.team_id {
+                Some(team) => team.as_str(),
+                None => continue,
+            },
+        };
+        let (keys, first) = if daily {
+            (format!("{key}, day"), 3)
+        } else {
+            (key.to_owned(), 2)
+        };
+        let [f, t, c] = [first, first + 1, first + 2];
+        let text = match direction {
+            Direction::Grant => format!(
+                "INSERT INTO {table} ({keys}, flops, tiles, compute_ms) \
+                 VALUES (?1, {}?{f}, ?{t}, ?{c}) \
+                 ON CONFLICT ({keys}) DO UPDATE SET flops = {table}.flops + excluded.flops, \
+                     tiles = {table}.tiles + excluded.tiles, \
+                     compute_ms = {table}.compute_ms + excluded.compute_ms",
+                if daily { "?2, " } else { "" }
+            ),
+            Direction::Withdraw => format!(
+                "UPDATE {table} SET flops = flops - ?{f}, tiles = tiles - ?{t}, \
+                     compute_ms = compute_ms - ?{c} WHERE {key} = ?1{}",
+                if daily { " AND day = ?2" } else { "" }
+            ),
+        };
+        let text = dialect(text);
+        let mut query = sqlx::query(&text).bind(id);
+        if daily {
+            query = query.bind(holder.day);
+        }
+        query
+            .bind(amount.flops)
+            .bind(amount.tiles)
+            .bind(amount.compute_ms)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
 }
 
 /// Takes a quarantined volunteer off every board (its rows stay, unlisted).
