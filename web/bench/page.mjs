@@ -16,7 +16,8 @@
 // DATABASE_PATH, its jobs beside it), a fresh browser context with the thread count preset in
 // localStorage as the page's own setting (`brain.threads`), the start button pressed, then a
 // wait until every thread has warmed up and the page sits idle with its requests open. Only
-// then is the job submitted (two .npy files, encoded beforehand), and the wall time runs from
+// then is the job submitted (one multipart body with the two .npy files, encoded beforehand and
+// sent with node:http), and the wall time runs from
 // the submission's first byte to the first poll (every 5 ms) that sees the job `done`. Each
 // case runs `--repeat` times (3; 1 with --quick) and the run with the median wall time is
 // printed, with the range of the end-to-end figure.
@@ -33,6 +34,16 @@
 //   idle kernel  before the job, one more compute thread of the page's own on the idle page,
 //                fed synthetic tiles of the job's tile shape by postMessage (no network):
 //                the kernel in this browser without the job's traffic around it
+//   from the job's acceptance
+//                the same figures with the wall counted from the submission's reply (201):
+//                the volunteer's side alone, nothing being computable before the job exists
+//   phases       the upload; to the first task reaching the page and its kernel starting;
+//                the tiles' span, per thread split into computing, waiting for work (the
+//                thread had ended its last task before the page handed it the next) and
+//                handing over (from the page's postMessage to the kernel starting); and the
+//                time after the last tile. From the `started_at`/`ended_at` each compute
+//                thread reports with a result and the hand-over times the init script notes
+//   effective    the page's own "effective speed" (verified work per second of late)
 //
 // The compute threads' `done` messages are observed by a listener this script adds to each
 // Worker the page creates (an init script wraps the page's Worker constructor): the page's
