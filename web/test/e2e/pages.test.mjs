@@ -23,6 +23,7 @@ const T = { timeout: 120_000 };
 describe("volunteer page and dashboard in Chromium", { timeout: 7 * 60_000 }, () => {
   let dir, dbPath, server, browser, context, volunteer, dashboard;
   const pageErrors = [];
+  const missing = [];
 
   const snapshot = () => volunteer.evaluate(() => globalThis.brainVolunteer.snapshot());
   const job = (id) => getJson(`${server.url}/api/jobs/${id}`);
@@ -45,6 +46,11 @@ describe("volunteer page and dashboard in Chromium", { timeout: 7 * 60_000 }, ()
     context = await browser.newContext({ viewport: { width: 1280, height: 900 }, acceptDownloads: true });
     for (const p of [(volunteer = await context.newPage()), (dashboard = await context.newPage())]) {
       p.on("pageerror", (e) => pageErrors.push(String(e)));
+      // Every resource the pages load exists (the API's own 4xx answers are tested elsewhere).
+      p.on("response", (r) => {
+        const path = new URL(r.url()).pathname;
+        if (r.status() >= 400 && !path.startsWith("/api/")) missing.push(`${r.status()} ${path}`);
+      });
     }
   });
 
@@ -253,5 +259,12 @@ describe("volunteer page and dashboard in Chromium", { timeout: 7 * 60_000 }, ()
       await phone.close();
     }
     assert.deepEqual(pageErrors, [], "no uncaught errors on either page");
+    assert.deepEqual(missing, [], "no resource of either page is missing");
+    // Headless Chromium asks for no favicon; a visitor's browser asks for /favicon.ico unless
+    // the page names one: both pages carry theirs inline, so that request never happens.
+    for (const p of [volunteer, dashboard]) {
+      const icon = await p.evaluate(() => document.querySelector("link[rel=icon]")?.href ?? "");
+      assert.match(icon, /^data:image\/svg\+xml,/, `${p.url()} names its icon`);
+    }
   });
 });
