@@ -13,6 +13,7 @@ import { randomMatrix } from "../common/random.js";
 import { serverChoice, confirmServer, pageServer, withoutServerParam } from "../common/settings.js";
 import { askToUseServer } from "../common/server-prompt.js";
 import { formatCount, formatDuration, formatGflops, formatBytes } from "../common/format.js";
+import { fetchGrid, formatGridSpeed } from "../common/grid.js";
 
 const $ = (id) => document.getElementById(id);
 /** The server's origin; null while the person has not yet answered a link's proposal. */
@@ -50,14 +51,17 @@ function connect() {
     setTile(t.row, t.col, t.state);
     renderSummary();
   });
-  socket.on("grid_stats", (g) => {
-    $("grid-workers").textContent = formatCount(g.workers_online);
-    $("grid-speed").textContent = `${formatGflops(g.gflops)} · ${g.tasks_per_sec.toFixed(1)} tiles/s`;
-    $("grid-jobs").textContent = formatCount(g.jobs_running);
-    history.push(Date.now(), g.gflops);
-    renderChart();
-    if (g.workers_online !== lastWorkersOnline) refreshWorkers();
-  });
+  socket.on("grid_stats", (g) => showGrid(g));
+}
+
+/** The grid card and the throughput chart, from `grid_stats` or `/api/status`. */
+function showGrid(g) {
+  $("grid-workers").textContent = formatCount(g.workers_online);
+  $("grid-speed").textContent = formatGridSpeed(g);
+  $("grid-jobs").textContent = formatCount(g.jobs_running);
+  history.push(Date.now(), g.gflops);
+  renderChart();
+  if (g.workers_online !== lastWorkersOnline) refreshWorkers();
 }
 
 /**
@@ -90,6 +94,8 @@ function setConnection(text, ok) {
 }
 
 async function refreshAll() {
+  // The grid's figures at once, not at the next broadcast (every few seconds).
+  fetchGrid(server).then((g) => g && showGrid(g));
   try {
     const list = await api.jobs();
     for (const job of list.slice().reverse()) upsertJob(job);

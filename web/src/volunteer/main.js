@@ -17,6 +17,7 @@ import { VolunteerStats } from "./stats.js";
 import { load, save, serverChoice, confirmServer, pageServer, normaliseServerUrl, withoutServerParam } from "../common/settings.js";
 import { askToUseServer } from "../common/server-prompt.js";
 import { formatGflops, formatCount } from "../common/format.js";
+import { fetchGrid, formatGridSpeed } from "../common/grid.js";
 
 /** Filled in by build.mjs: each shipped kernel build with its file name and SHA-256. */
 const MANIFEST = __BRAIN_WASM__; // eslint-disable-line no-undef
@@ -436,6 +437,8 @@ function setServer(input) {
   // Typed by the person on this page: that is their choice, no further question.
   settings.server = confirmServer(url);
   ui.job = null;
+  ui.grid = null;
+  refreshGrid();
   updateDashboardLink();
   if (socket) connect();
   scheduleRender();
@@ -565,7 +568,7 @@ function render() {
   $("job").textContent = job ? `${job.name || job.id.slice(0, 8)} · ${job.m}×${job.k}·${job.k}×${job.n} ${job.dtype} · ${job.tasks_done}/${job.tasks_total} tiles` : "none yet";
   const g = ui.grid;
   $("grid-workers").textContent = g ? formatCount(g.workers_online) : "–";
-  $("grid-speed").textContent = g ? `${formatGflops(g.gflops)} · ${g.tasks_per_sec.toFixed(1)} tiles/s` : "–";
+  $("grid-speed").textContent = g ? formatGridSpeed(g) : "–";
   $("grid-jobs").textContent = g ? formatCount(g.jobs_running) : "–";
   $("threads-value").textContent = `${settings.threads} of ${cores}`;
   $("background-note").hidden = ui.visible || !running;
@@ -607,7 +610,30 @@ function setup() {
   updateDashboardLink();
   setInterval(scheduleRender, 1000);
   render();
-  answerServerProposal();
+  answerServerProposal().then(() => {
+    refreshGrid();
+    setInterval(refreshGrid, GRID_REFRESH_MS);
+  });
+}
+
+/** How often the grid's figures are read over HTTP while no connection brings them. */
+const GRID_REFRESH_MS = 10_000;
+
+/**
+ * The grid's size and speed from `/api/status` while this page has no live connection (before
+ * start is pressed, or while reconnecting): a volunteer sees them before deciding to join.
+ * Before start only the page's own server is asked: another one, even confirmed, hears from
+ * this browser only once the person presses start (web/test/e2e/server-link.test.mjs).
+ */
+async function refreshGrid() {
+  if (ui.serverPending || socket?.connected) return;
+  if (!socket && settings.server !== pageServer()) return;
+  const asked = settings.server;
+  const g = await fetchGrid(asked);
+  if (g && settings.server === asked && !socket?.connected) {
+    ui.grid = g;
+    scheduleRender();
+  }
 }
 
 // For the browser tests and the curious: a read-only view of the page's state.

@@ -63,6 +63,11 @@ describe("volunteer page and dashboard in Chromium", { timeout: 7 * 60_000 }, ()
   test("the volunteer starts two compute threads on the fastest kernel", T, async () => {
     await volunteer.goto(server.url + "/");
     assert.equal(await volunteer.textContent("#phase"), "Not started: nothing runs until you press start.");
+    // Before start there is no connection, yet the grid's figures are there (/api/status).
+    const status = await getJson(`${server.url}/api/status`);
+    await waitFor(async () => (await volunteer.textContent("#grid-workers")) === String(status.workers_online), "the grid's size before start", 5000);
+    assert.equal(await volunteer.textContent("#grid-speed"), "0 GFLOP/s · 0.0 tiles/s", "an idle grid's speed is 0");
+    assert.equal(await volunteer.textContent("#grid-jobs"), "0");
     await volunteer.selectOption("#threads", "2");
     await volunteer.click("#start");
     const s = await waitFor(async () => {
@@ -84,6 +89,10 @@ describe("volunteer page and dashboard in Chromium", { timeout: 7 * 60_000 }, ()
     const a = randomMatrix(m, k, "f32", 11);
     const b = randomMatrix(k, n, "f32", 12);
     await dashboard.goto(server.url + "/dashboard");
+    // Both pages and the API count this volunteer from the dashboard's first paint on.
+    assert.equal((await getJson(`${server.url}/api/status`)).workers_online, 1);
+    await waitFor(async () => (await dashboard.textContent("#grid-workers")) === "1", "the dashboard's grid card", 5000);
+    assert.equal(await volunteer.textContent("#grid-workers"), "1");
     await dashboard.setInputFiles("#file-a", { name: "a.npy", mimeType: "application/octet-stream", buffer: Buffer.from(encodeNpy(a, m, k)) });
     await dashboard.setInputFiles("#file-b", { name: "b.npy", mimeType: "application/octet-stream", buffer: Buffer.from(encodeNpy(b, k, n)) });
     await dashboard.fill("#tile", "64");
