@@ -4,7 +4,7 @@ SHELL := /bin/bash
 .DEFAULT_GOAL := help
 export PATH := $(HOME)/.cargo/bin:$(PATH)
 
-.PHONY: help dev dev-cluster run volunteer setup wasm web test test-rust test-kernel test-e2e test-api test-web test-release bench bench-kernel bench-page bench-verify bench-grid bench-storage bench-bigjob check fmt clean
+.PHONY: help dev dev-cluster run volunteer setup wasm web test test-rust test-kernel test-e2e test-api test-web test-release bench bench-kernel bench-page bench-verify bench-grid bench-storage bench-bigjob bench-credit check fmt clean
 
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed -E 's/:.*## /\t/' | column -t -s $$'\t'
@@ -51,7 +51,7 @@ test-api: ## Fuzz the HTTP API from its OpenAPI document with schemathesis
 test-web: web ## Page unit tests and browser tests in headless Chromium
 	@scripts/test-web.sh
 
-bench: bench-kernel bench-page bench-verify bench-grid bench-storage bench-bigjob ## Print the benchmark figures recorded in docs/benchmarks.md
+bench: bench-kernel bench-page bench-verify bench-grid bench-storage bench-bigjob bench-credit ## Print the benchmark figures recorded in docs/benchmarks.md
 
 bench-kernel: setup ## Kernel GFLOP/s in Node (wasm) and natively
 	@scripts/bench-kernel.sh
@@ -79,6 +79,11 @@ bench-bigjob: setup ## Under a 512 MB memory cgroup (root): a 16384² f32 job (2
 	[ -f worker-wasm/pkg-simd/worker_wasm_bg.wasm ] || scripts/build-wasm.sh
 	cd tests/e2e && ( [ -d node_modules ] || npm ci --no-audit --no-fund ) && \
 	  BRAIN_SERVER_BIN=$${BRAIN_SERVER_BIN:-$(CURDIR)/target/release/brain-server} node bench-storage.mjs --bigjob
+
+bench-credit: ## The credit boards and profiles at 100,000 volunteers and 10 million credited tiles (seeded with python3's sqlite3), beside summing the tiles per request (#15)
+	cargo build --release -p server --bin brain-server
+	cd tests/e2e && ( [ -d node_modules ] || npm ci --no-audit --no-fund ) && \
+	  BRAIN_SERVER_BIN=$${BRAIN_SERVER_BIN:-$(CURDIR)/target/release/brain-server} node bench-credit.mjs
 
 bench-verify: setup ## Verification: cost per tile, smallest refused error against k, 100,000-tile honest corpus from every kernel
 	@scripts/verify-corpus.sh
