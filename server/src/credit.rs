@@ -1,7 +1,7 @@
 //! Credit for verified work (#15, docs/credit.md): the unit, what a result earns, how grants
-//! and withdrawals are grouped for the aggregate tables, which names are acceptable, and the
-//! boards' parameters. Pure decisions, no SQL and no HTTP: `db::credit` stores, `http::credit`
-//! answers.
+//! and withdrawals are grouped for the aggregate tables, which names are acceptable, the
+//! boards' parameters, and the one-time codes that move an identity to another browser. Pure
+//! decisions, no SQL and no HTTP: `db::credit` stores, `http::credit` answers.
 //!
 //! The unit is the floating-point operation of a verified tile, 2·rows·k·cols, kept as an
 //! exact integer and shown in GFLOP: a withdrawal takes back exactly what was granted, and no
@@ -252,6 +252,144 @@ impl BoardQuery {
     }
 }
 
+/// How long a transfer code can be redeemed after it is issued.
+pub const TRANSFER_CODE_TTL_MS: i64 = 10 * 60 * 1000;
+/// Live transfer codes the server keeps at most: a client that registers many workers and asks
+/// a code for each cannot grow the table without bound; past it, issuing waits for codes to
+/// be redeemed or to expire.
+pub const MAX_LIVE_TRANSFER_CODES: i64 = 10_000;
+/// Expired codes deleted each time one is issued, oldest first: the sweep is bounded, and
+/// issuing faster than codes expire keeps the table swept.
+pub const TRANSFER_SWEEP: i64 = 100;
+/// Characters of a transfer code: 10 of Crockford's base32, 50 bits.
+pub const TRANSFER_CODE_CHARS: usize = 10;
+/// Crockford's base32: digits and letters without I, L, O and U, which are misread (I, L and O
+/// as 1, 1 and 0, and are accepted as such) or spell words.
+const CROCKFORD: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+/// Longest code input looked at, in bytes, before anything else is checked.
+const MAX_CODE_INPUT_BYTES: usize = 64;
+/// Domains of the two hashes of a code, so that the hash a row is found by says nothing of
+/// the key its token is sealed with.
+const FIND_DOMAIN: &[u8] = b"brain transfer find:";
+const SEAL_DOMAIN: &[u8] = b"brain transfer seal:";
+
+/// Why a transfer code was refused, told to the client as is.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CodeError {
+    #[error("a transfer code has {TRANSFER_CODE_CHARS} characters, such as ABCDE-FGHJK; this is far longer")]
+    TooLong,
+    #[error(
+        "a transfer code has {TRANSFER_CODE_CHARS} characters (dashes and spaces aside), not {0}"
+    )]
+    WrongLength(usize),
+    #[error("{0:?} is not in a transfer code: codes are digits and letters other than U")]
+    Disallowed(char),
+}
+
+/// A one-time code that moves a volunteer's identity (its worker token) to another browser:
+/// 10 characters of Crockford's base32, kept normalised (upper case, aliases resolved) and
+/// shown as two groups of five. It is a secret while it lives: `Debug` does not show it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct TransferCode([u8; TRANSFER_CODE_CHARS]);
+
+impl std::fmt::Debug for TransferCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("TransferCode(..)")
+    }
+}
+
+impl std::fmt::Display for TransferCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The characters are all ASCII from CROCKFORD.
+        let text = String::from_utf8_lossy(&self.0);
+        write!(f, "{}-{}", &text[..5], &text[5..])
+    }
+}
+
+impl TransferCode {
+    /// A new code from `rng`: 50 bits, each character uniform over the alphabet.
+    pub fn generate(rng: &mut impl rand::Rng) -> Self {
+        TransferCode(std::array::from_fn(|_| {
+            CROCKFORD[rng.random_range(0..CROCKFORD.len())]
+        }))
+    }
+
+    /// A code as a person typed it: case does not matter, dashes and spaces are ignored, and
+    /// Crockford's aliases read as the characters they look like (O as 0, I and L as 1).
+    pub fn parse(input: &str) -> Result<Self, CodeError> {
+        if input.len() > MAX_CODE_INPUT_BYTES {
+            return Err(CodeError::TooLong);
+        }
+        let mut out = Vec::with_capacity(TRANSFER_CODE_CHARS);
+        for typed in input.chars().filter(|c| !matches!(c, '-' | ' ')) {
+            let c = match typed.to_ascii_uppercase() {
+                'O' => '0',
+                'I' | 'L' => '1',
+                c => c,
+            };
+            match u8::try_from(c).ok().filter(|b| CROCKFORD.contains(b)) {
+                Some(b) => out.push(b),
+                None => return Err(CodeError::Disallowed(typed)),
+            }
+        }
+        let n = out.len();
+        out.try_into()
+            .map(TransferCode)
+            .map_err(|_| CodeError::WrongLength(n))
+    }
+
+    /// What the code's row is found by: the hex SHA-256 of the code in its own domain. The
+    /// code itself is never stored.
+    pub fn find_hash(&self) -> String {
+        use sha2::Digest;
+        hex(&sha2::Sha256::new()
+            .chain_update(FIND_DOMAIN)
+            .chain_update(self.0)
+            .finalize())
+    }
+
+    /// `len` bytes of key: SHA-256 blocks of the code in the sealing domain and a counter.
+    fn key_stream(&self, len: usize) -> Vec<u8> {
+        use sha2::Digest;
+        (0u32..)
+            .flat_map(|block| {
+                sha2::Sha256::new()
+                    .chain_update(SEAL_DOMAIN)
+                    .chain_update(self.0)
+                    .chain_update(block.to_be_bytes())
+                    .finalize()
+            })
+            .take(len)
+            .collect()
+    }
+
+    /// The worker token as the code's row keeps it: XORed with the code's key stream, in hex.
+    /// Only someone with the code can open it, and the database holds neither.
+    pub fn seal(&self, token: &str) -> String {
+        let key = self.key_stream(token.len());
+        let sealed: Vec<u8> = token.bytes().zip(key).map(|(t, k)| t ^ k).collect();
+        hex(&sealed)
+    }
+
+    /// The token [`seal`](Self::seal) sealed with this code; `None` when `sealed` is not hex
+    /// or does not open to text.
+    pub fn unseal(&self, sealed: &str) -> Option<String> {
+        if !sealed.len().is_multiple_of(2) {
+            return None;
+        }
+        let bytes = (0..sealed.len())
+            .step_by(2)
+            .map(|i| u8::from_str_radix(sealed.get(i..i + 2)?, 16).ok())
+            .collect::<Option<Vec<u8>>>()?;
+        let key = self.key_stream(bytes.len());
+        String::from_utf8(bytes.iter().zip(key).map(|(s, k)| s ^ k).collect()).ok()
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
 /// The statistics export made today, shared by every request of the day, so that the export
 /// cannot be used to load the server: at most one build per UTC day.
 #[derive(Default)]
@@ -435,6 +573,102 @@ mod tests {
         let deepest =
             BoardQuery::parse(None, None, Some("10000"), Some("100")).expect("the last page");
         assert_eq!(deepest.offset(), 999_900, "i64: no overflow");
+    }
+
+    fn code(text: &str) -> TransferCode {
+        TransferCode::parse(text).expect("a valid code")
+    }
+
+    #[test]
+    fn transfer_codes_are_ten_crockford_characters_in_two_groups() {
+        use rand::SeedableRng;
+        let mut rng = rand::rngs::StdRng::seed_from_u64(15);
+        let codes: Vec<TransferCode> = (0..200).map(|_| TransferCode::generate(&mut rng)).collect();
+        for c in &codes {
+            let shown = c.to_string();
+            assert_eq!(shown.len(), 11, "{shown}");
+            assert_eq!(&shown[5..6], "-");
+            assert!(
+                shown
+                    .chars()
+                    .all(|ch| ch == '-' || CROCKFORD.contains(&(ch as u8))),
+                "{shown}"
+            );
+            assert_eq!(&TransferCode::parse(&shown).expect("its own form"), c);
+        }
+        let distinct: std::collections::BTreeSet<String> =
+            codes.iter().map(ToString::to_string).collect();
+        assert_eq!(distinct.len(), codes.len());
+        // Every character of the alphabet turns up: none is left out of the 50 bits.
+        let seen: std::collections::BTreeSet<char> =
+            distinct.iter().flat_map(|s| s.chars()).collect();
+        assert_eq!(seen.len(), 33, "32 characters and the dash");
+        assert_eq!(format!("{:?}", codes[0]), "TransferCode(..)", "a secret");
+    }
+
+    #[test]
+    fn transfer_codes_read_as_people_type_them() {
+        let want = code("ABCDE-FGHJK");
+        assert_eq!(code("abcde fghjk"), want);
+        assert_eq!(code("  ab-cd-efg hjk "), want);
+        assert_eq!(code("ABCDEFGHJK"), want);
+        // O reads as 0, I and L as 1, in either case.
+        assert_eq!(code("OoIiL-lABCD"), code("00111-1ABCD"));
+        assert_eq!(code("00111-1abcd").to_string(), "00111-1ABCD");
+    }
+
+    #[test]
+    fn malformed_codes_are_refused_with_the_reason() {
+        let refused = |text: &str| TransferCode::parse(text).expect_err("refused");
+        assert_eq!(refused(""), CodeError::WrongLength(0));
+        assert_eq!(refused("ABCDE-FGHJ"), CodeError::WrongLength(9));
+        assert_eq!(refused("ABCDE-FGHJKM"), CodeError::WrongLength(11));
+        assert_eq!(refused("ABCDE-FGHJU"), CodeError::Disallowed('U'));
+        assert_eq!(refused("abcde-fghju"), CodeError::Disallowed('u'));
+        assert_eq!(refused("ABCDE_FGHJK"), CodeError::Disallowed('_'));
+        assert_eq!(
+            refused("ABCDE-FGHJ\u{00C9}"),
+            CodeError::Disallowed('\u{00C9}')
+        );
+        assert_eq!(refused("ABCDE\tFGHJK"), CodeError::Disallowed('\t'));
+        assert_eq!(refused(&"A".repeat(65)), CodeError::TooLong);
+        assert_eq!(refused(&"-".repeat(10_000)), CodeError::TooLong);
+        let reason = refused("ABCDE-FGHJ").to_string();
+        assert!(reason.contains("10 characters"), "{reason}");
+    }
+
+    #[test]
+    fn a_sealed_token_opens_with_its_code_only() {
+        let token = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822c";
+        let c = code("ABCDE-FGHJK");
+        let sealed = c.seal(token);
+        assert_eq!(sealed.len(), 2 * token.len());
+        assert!(!sealed.contains(token), "hidden");
+        assert_eq!(c.unseal(&sealed).as_deref(), Some(token), "round trip");
+        // A code one character away opens it to something else, or to nothing.
+        let other = code("ABCDE-FGHJM");
+        assert_ne!(other.unseal(&sealed).as_deref(), Some(token));
+        assert_ne!(other.seal(token), sealed, "different codes, different keys");
+        // Long tokens take several key blocks; non-ASCII tokens survive.
+        let long = "é".repeat(64);
+        assert_eq!(c.unseal(&c.seal(&long)).as_deref(), Some(long.as_str()));
+        assert_eq!(c.unseal("zz"), None);
+        assert_eq!(c.unseal("abc"), None);
+    }
+
+    #[test]
+    fn the_find_hash_and_the_seal_key_are_apart() {
+        let c = code("ABCDE-FGHJK");
+        assert_eq!(c.find_hash().len(), 64);
+        assert_eq!(c.find_hash(), code("abcde fghjk").find_hash());
+        assert_ne!(c.find_hash(), code("ABCDE-FGHJM").find_hash());
+        // The stored hash is not the first block of the key (nor the plain hash of the code).
+        let zeros = "\0".repeat(32);
+        assert_ne!(c.seal(&zeros), c.find_hash());
+        assert_ne!(
+            c.find_hash(),
+            crate::grid::workers::hash_token("ABCDEFGHJK")
+        );
     }
 
     #[tokio::test]
