@@ -15,6 +15,9 @@ pub enum Error {
     /// A volunteer's own request without the worker token its page was given.
     #[error("missing or unknown worker token (send Authorization: Bearer <the token from registration_ack>)")]
     UnknownWorker,
+    /// A volunteer's own request from a quarantined worker, with the quarantine's reason.
+    #[error("this volunteer is quarantined: {0}. A quarantined volunteer earns nothing and is not listed")]
+    Quarantined(String),
     #[error("{0}")]
     NotFound(String),
     #[error("{0}")]
@@ -46,6 +49,7 @@ impl Error {
         match self {
             Error::BadRequest(_) => StatusCode::BAD_REQUEST,
             Error::Unauthorized | Error::UnknownWorker => StatusCode::UNAUTHORIZED,
+            Error::Quarantined(_) => StatusCode::FORBIDDEN,
             Error::NotFound(_) => StatusCode::NOT_FOUND,
             Error::Conflict(_) => StatusCode::CONFLICT,
             Error::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,

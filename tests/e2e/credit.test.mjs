@@ -5,6 +5,7 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import http from "node:http";
 import { gunzipSync } from "node:zlib";
 import {
   api, fromBytes, referenceProduct, registered, startServer, startWorker, submitRandom, toBytes, waitForJob,
@@ -264,4 +265,158 @@ test("names and teams are opt-in, checked on the server, and boards and the expo
   await ada.round(2);
   const again = Buffer.from(await (await api(server.url, "/api/stats/export", { raw: true })).arrayBuffer());
   assert.ok(again.equals(gz), "made once per UTC day");
+});
+
+// ---- A volunteer's own profile, and moving an identity to another browser -----------------
+
+const bearer = (token) => (token === undefined ? {} : { authorization: `Bearer ${token}` });
+const me = (url, token) => api(url, "/api/me", { headers: bearer(token) });
+const issue = (url, token) => api(url, "/api/me/transfer", { method: "POST", headers: bearer(token) });
+const redeem = (url, code) => api(url, "/api/transfer", { method: "POST", body: { code } });
+/** POSTs `body` with node:http; resolves with `{ status }`, or `{ error }` when the exchange breaks. */
+function postRaw(url, path, body) {
+  return new Promise((resolve) => {
+    const headers = { "content-type": "application/json", "content-length": Buffer.byteLength(body) };
+    const req = http.request(url + path, { method: "POST", headers, agent: false }, (res) => {
+      res.resume();
+      res.on("end", () => resolve({ status: res.statusCode }));
+      res.on("error", (e) => resolve({ status: res.statusCode, error: e.code }));
+    });
+    req.on("error", (e) => resolve({ error: e.code }));
+    req.end(body);
+  });
+}
+const CODE = /^[0-9A-HJKMNP-TV-Z]{5}-[0-9A-HJKMNP-TV-Z]{5}$/;
+const NO_SUCH_CODE = "no such code: it may have expired (codes last 10 minutes) or been used";
+
+test("GET /api/me: the caller's own profile from its first visit, 401 without its token", async (t) => {
+  const server = await startServer(t);
+  const { ack } = await registered(t, server.url, { name: "new" });
+
+  const { status, json: p } = await me(server.url, ack.token);
+  assert.equal(status, 200);
+  assert.equal(p.id, ack.worker_id);
+  assert.equal(p.rank, null, "no rank before any credit");
+  assert.deepEqual([p.credit_all_time, p.credit_today, p.credit_week, p.tiles], [0, 0, 0, 0]);
+  assert.equal(p.history.length, 30);
+  assert.equal(p.anonymous, true);
+  assert.deepEqual(Object.keys(p).sort(), Object.keys((await profile(server.url, ack.worker_id)).json).sort(), "the public profile's shape");
+
+  for (const headers of [{}, bearer("f".repeat(48)), bearer("short"), { authorization: ack.token }, { authorization: `Basic ${ack.token}` }]) {
+    const res = await api(server.url, "/api/me", { headers });
+    assert.equal(res.status, 401, JSON.stringify(headers));
+    assert.match(res.json.error, /worker token/);
+  }
+  const put = await api(server.url, "/api/me", { method: "PUT", body: { name: "Grace" }, headers: bearer(ack.token) });
+  assert.equal(put.status, 200, put.text);
+  assert.equal((await me(server.url, ack.token)).json.name, "Grace");
+});
+
+test("a transfer code moves the identity: the same token and credit, once, the latest code only", async (t) => {
+  const server = await startServer(t);
+  const job = await submitRandom(server.url, 4, 3, 4, 2, 5); // 4 tiles
+  const w = await startWorker(t, server.url, { name: "laptop" });
+  await waitForJob(server.url, job.id);
+  const credited = (await me(server.url, w.token)).json;
+  assert.ok(credited.credit_all_time > 0);
+
+  const res = await issue(server.url, w.token);
+  assert.equal(res.status, 201, res.text);
+  assert.match(res.json.code, CODE);
+  assert.equal(res.json.expires_in_s, 600);
+  assert.ok(Math.abs(res.json.expires_at - (Date.now() + 600_000)) < 5000, "expires in 10 minutes");
+
+  // Typed on the phone: lower case, a space for the dash.
+  const typed = res.json.code.toLowerCase().replace("-", " ");
+  const raw = await fetch(`${server.url}/api/transfer`, {
+    method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ code: typed }),
+  });
+  assert.equal(raw.status, 200);
+  assert.equal(raw.headers.get("cache-control"), "no-store", "a token is not cached");
+  const moved = await raw.json();
+  assert.deepEqual(moved, { token: w.token, worker_id: w.workerId });
+
+  // The second browser is the same volunteer: same worker, same credit.
+  const phone = await registered(t, server.url, { name: "phone", token: moved.token });
+  assert.equal(phone.ack.worker_id, w.workerId);
+  assert.equal((await me(server.url, moved.token)).json.credit_all_time, credited.credit_all_time);
+
+  // Single use.
+  const again = await redeem(server.url, res.json.code);
+  assert.equal(again.status, 404);
+  assert.equal(again.json.error, NO_SUCH_CODE);
+
+  // A new code replaces the one before it.
+  const first = (await issue(server.url, w.token)).json.code;
+  const second = (await issue(server.url, moved.token)).json.code;
+  assert.notEqual(first, second);
+  assert.equal((await redeem(server.url, first)).status, 404, "replaced");
+  assert.equal((await redeem(server.url, second)).json.token, w.token);
+
+  // Two browsers racing for one code: exactly one gets it.
+  const raced = (await issue(server.url, w.token)).json.code;
+  const answers = await Promise.all(Array.from({ length: 8 }, () => redeem(server.url, raced)));
+  assert.deepEqual(answers.map((a) => a.status).sort(), [200, 404, 404, 404, 404, 404, 404, 404]);
+  assert.equal(answers.find((a) => a.status === 200).json.token, w.token);
+});
+
+test("malformed transfer codes are refused with the reason: 400, 413 past the body limit, never 5xx", async (t) => {
+  const server = await startServer(t);
+  for (const [body, reason] of [
+    [{ code: "ABCDE-FGHJ" }, /10 characters .*not 9/],
+    [{ code: "ABCDE-FGHJKM" }, /not 11/],
+    [{ code: "ABCDE-FGHJU" }, /'U' is not in a transfer code/],
+    [{ code: "ABCDE_FGHJK" }, /'_' is not in a transfer code/],
+    [{ code: "<script>" }, /not in a transfer code/],
+    [{ code: "A".repeat(500) }, /far longer/],
+    [{ code: 1234567890 }, /code/],
+    [{}, /code/],
+    ["{not json", /./],
+    ["null", /./],
+  ]) {
+    const res = await api(server.url, "/api/transfer", { method: "POST", body });
+    assert.equal(res.status, 400, `${JSON.stringify(body).slice(0, 40)}: ${res.text}`);
+    assert.match(res.json.error, reason);
+  }
+  // Well formed, never issued.
+  const unknown = await redeem(server.url, "00000-00000");
+  assert.equal(unknown.status, 404);
+  assert.equal(unknown.json.error, NO_SUCH_CODE);
+  // A body past the route's limit (1 KiB) is refused as soon as the limit is passed: 413,
+  // which a client still sending hears while the connection's buffers take the rest (100 kB
+  // here). 10 MB do not fit: the connection closes under the sender, as any refused upload
+  // over 1 MiB is cut (attacks.test.mjs, 13), and the server goes on serving.
+  for (const bytes of [2048, 100_000]) {
+    const res = await api(server.url, "/api/transfer", { method: "POST", body: JSON.stringify({ code: "A".repeat(bytes) }) });
+    assert.equal(res.status, 413, `${bytes} bytes`);
+    assert.match(res.json.error, /too large/);
+  }
+  const huge = await postRaw(server.url, "/api/transfer", JSON.stringify({ code: "A".repeat(10 << 20) }));
+  assert.ok(huge.status === 413 || ["EPIPE", "ECONNRESET"].includes(huge.error), JSON.stringify(huge));
+  t.diagnostic(`10 MB body: ${huge.status ?? huge.error}`);
+  assert.equal((await issue(server.url, undefined)).status, 401);
+  assert.equal((await issue(server.url, "f".repeat(48))).status, 401);
+  assert.equal((await api(server.url, "/health")).status, 200, "the server is still up");
+});
+
+test("a quarantined volunteer has no profile of its own and can neither issue nor redeem a code", async (t) => {
+  const server = await startServer(t);
+  // The liar registers before there is work, takes a code, then lies until quarantined.
+  const liar = await startWorker(t, server.url, { name: "liar", behaviour: { lie: "zeros" } });
+  const code = (await issue(server.url, liar.token)).json.code;
+  assert.match(code, CODE);
+  await submitRandom(server.url, 8, 3, 8, 2, 11); // 16 tiles
+  for (const end = Date.now() + 10000; !liar.stats.quarantined; await sleep(20))
+    assert.ok(Date.now() < end, "the liar is quarantined");
+
+  for (const res of [
+    await me(server.url, liar.token),
+    await issue(server.url, liar.token),
+    await api(server.url, "/api/me", { method: "PUT", body: { name: "Honest" }, headers: bearer(liar.token) }),
+    await redeem(server.url, code),
+  ]) {
+    assert.equal(res.status, 403, res.text);
+    assert.match(res.json.error, /quarantined: \d+ results failed verification.*earns nothing and is not listed/);
+  }
+  assert.equal((await redeem(server.url, code)).status, 404, "the code was used up all the same");
 });

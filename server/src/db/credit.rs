@@ -1,6 +1,7 @@
 //! Credit: the aggregate tables the commit and the audit keep (`grant`, `withdraw`, `unlist`,
-//! called inside their transactions), the boards and profiles read from them, and the opt-in
-//! names and teams. No query here sums results: every figure is a row of an aggregate.
+//! called inside their transactions), the boards and profiles read from them, the opt-in
+//! names and teams, and the transfer codes that move an identity to another browser. No query
+//! here sums results: every figure is a row of an aggregate.
 
 // The parent holds the imports every table group shares.
 use super::*;
@@ -290,24 +291,29 @@ pub async fn volunteer(
     Ok(Some((row, days, rank)))
 }
 
-/// Sets the display name and team of the worker holding `token_hash`, creating the team when
-/// no team has its key yet (`name` and `team` already checked by `credit::parse_name`; `None`
-/// clears). Returns the worker's id, or `None` for a token never issued.
-pub async fn set_profile(
+/// The worker a token belongs to, by the token's hash: its id and, when it is quarantined,
+/// why. `None` for a token never issued.
+pub async fn worker_by_token(
     pool: &Pool,
     token_hash: &str,
+) -> Result<Option<(String, Option<String>)>, sqlx::Error> {
+    sqlx::query_as(sql(
+        "SELECT id, quarantine_reason FROM workers WHERE token_hash = ?",
+    ))
+    .bind(token_hash)
+    .fetch_optional(pool)
+    .await
+}
+
+/// Sets the display name and team of worker `worker_id`, creating the team when no team has
+/// its key yet (`name` and `team` already checked by `credit::parse_name`; `None` clears).
+pub async fn set_profile(
+    pool: &Pool,
+    worker_id: &str,
     name: Option<&str>,
     team: Option<(&str, &str)>,
-) -> Result<Option<String>, sqlx::Error> {
+) -> Result<(), sqlx::Error> {
     let mut tx = begin_write(pool).await?;
-    let worker: Option<(String,)> =
-        sqlx::query_as(sql("SELECT id FROM workers WHERE token_hash = ?"))
-            .bind(token_hash)
-            .fetch_optional(&mut *tx)
-            .await?;
-    let Some((worker_id,)) = worker else {
-        return Ok(None);
-    };
     let team_id = match team {
         None => None,
         Some((team_name, key)) => {
@@ -333,11 +339,123 @@ pub async fn set_profile(
     ))
     .bind(name)
     .bind(team_id)
-    .bind(&worker_id)
+    .bind(worker_id)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await
+}
+
+/// A transfer code to keep for `worker_id` (`credit::TransferCode`: the code's hash and the
+/// token sealed with it), expiring at `expires_at`.
+pub struct NewTransferCode<'a> {
+    pub worker_id: &'a str,
+    pub code_hash: &'a str,
+    pub sealed_token: &'a str,
+    pub expires_at: i64,
+}
+
+/// Keeps `code` as its worker's one live transfer code, replacing the one it had, unless
+/// `max_live` codes of other workers are live at `now`: then nothing is kept and this
+/// returns `false`. First it deletes up to `sweep` expired codes, oldest first (the expiry
+/// index makes that a walk of `sweep` entries).
+///
+/// The count and the insert are one transaction: on SQLite it holds the write lock, so the
+/// bound is exact; on PostgreSQL concurrent issues may each see room for one, so the table
+/// can pass `max_live` by as many requests as run at once, never without bound.
+pub async fn store_transfer_code(
+    pool: &Pool,
+    code: &NewTransferCode<'_>,
+    now: i64,
+    max_live: i64,
+    sweep: i64,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = begin_write(pool).await?;
+    sqlx::query(sql(
+        "DELETE FROM transfer_codes WHERE code_hash IN (SELECT code_hash FROM transfer_codes \
+             WHERE expires_at <= ? ORDER BY expires_at LIMIT ?)",
+    ))
+    .bind(now)
+    .bind(sweep)
+    .execute(&mut *tx)
+    .await?;
+    // Counted up to the bound only: the count costs what the bound allows, however many
+    // expired rows are still waiting for a sweep.
+    let (live,): (i64,) =
+        sqlx::query_as(sql("SELECT COUNT(*) FROM (SELECT 1 FROM transfer_codes \
+             WHERE expires_at > ? AND worker_id <> ? LIMIT ?) AS live"))
+        .bind(now)
+        .bind(code.worker_id)
+        .bind(max_live)
+        .fetch_one(&mut *tx)
+        .await?;
+    if live >= max_live {
+        tx.commit().await?; // the sweep stands
+        return Ok(false);
+    }
+    // A new code replaces the worker's previous one in the same statement, so that two
+    // concurrent issues for one worker leave one row, the later one's.
+    sqlx::query(sql(
+        "INSERT INTO transfer_codes (code_hash, worker_id, sealed_token, expires_at) \
+         VALUES (?, ?, ?, ?) \
+         ON CONFLICT (worker_id) DO UPDATE SET code_hash = excluded.code_hash, \
+             sealed_token = excluded.sealed_token, expires_at = excluded.expires_at",
+    ))
+    .bind(code.code_hash)
+    .bind(code.worker_id)
+    .bind(code.sealed_token)
+    .bind(code.expires_at)
     .execute(&mut *tx)
     .await?;
     tx.commit().await?;
-    Ok(Some(worker_id))
+    Ok(true)
+}
+
+/// A transfer code's row as it was deleted.
+#[derive(FromRow)]
+struct TakenCode {
+    worker_id: String,
+    sealed_token: String,
+    expires_at: i64,
+}
+
+/// A transfer code taken by its redeem, with its worker's token hash and standing.
+#[derive(Debug)]
+pub struct RedeemedCode {
+    pub worker_id: String,
+    pub sealed_token: String,
+    pub expires_at: i64,
+    pub token_hash: Option<String>,
+    pub quarantine_reason: Option<String>,
+}
+
+/// Takes the transfer code whose hash is `code_hash`: the row is deleted by the statement that
+/// reads it, so of two redeems of one code only one gets it (SQLite serialises the two
+/// deletes; on PostgreSQL the second waits for the first's row lock, then finds no row). An
+/// expired code is taken too; whether it still counts is the caller's decision.
+pub async fn redeem_transfer_code(
+    pool: &Pool,
+    code_hash: &str,
+) -> Result<Option<RedeemedCode>, sqlx::Error> {
+    let taken: Option<TakenCode> =
+        sqlx::query_as(sql("DELETE FROM transfer_codes WHERE code_hash = ? \
+         RETURNING worker_id, sealed_token, expires_at"))
+        .bind(code_hash)
+        .fetch_optional(pool)
+        .await?;
+    let Some(taken) = taken else { return Ok(None) };
+    let (token_hash, quarantine_reason): (Option<String>, Option<String>) = sqlx::query_as(sql(
+        "SELECT token_hash, quarantine_reason FROM workers WHERE id = ?",
+    ))
+    .bind(&taken.worker_id)
+    .fetch_one(pool)
+    .await?;
+    Ok(Some(RedeemedCode {
+        worker_id: taken.worker_id,
+        sealed_token: taken.sealed_token,
+        expires_at: taken.expires_at,
+        token_hash,
+        quarantine_reason,
+    }))
 }
 
 /// A volunteer's or team's totals, as the export lists them.
@@ -390,4 +508,82 @@ pub async fn export_teams(
     .bind(limit)
     .fetch_all(pool)
     .await
+}
+
+#[cfg(test)]
+mod transfer_tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn transfer_codes_are_bounded_swept_replaced_and_taken_once() {
+        let dir = std::env::temp_dir().join(format!("brain-transfer-{}", uuid::Uuid::new_v4()));
+        let pool = connect(&dir.join("brain.db")).await.expect("database");
+        let mut ids = Vec::new();
+        for i in 0..3 {
+            let w = register_worker(&pool, &format!("hash{i}"), "w", 1, "")
+                .await
+                .expect("a worker");
+            ids.push(w.id);
+        }
+        let store = |worker: usize, hash: &'static str, expires_at: i64, now: i64, sweep: i64| {
+            let (pool, id) = (pool.clone(), ids[worker].clone());
+            async move {
+                let code = NewTransferCode {
+                    worker_id: &id,
+                    code_hash: hash,
+                    sealed_token: "00",
+                    expires_at,
+                };
+                store_transfer_code(&pool, &code, now, 2, sweep)
+                    .await
+                    .expect("stored or refused")
+            }
+        };
+        let rows = || async {
+            let (n,): (i64,) = sqlx::query_as("SELECT COUNT(*) FROM transfer_codes")
+                .fetch_one(&pool)
+                .await
+                .expect("count");
+            n
+        };
+        let redeem = |hash: &'static str| redeem_transfer_code(&pool, hash);
+
+        // At most two live codes: a third worker's waits; a worker with one may replace it.
+        assert!(store(0, "a", 1010, 1000, 10).await);
+        assert!(store(1, "b", 1010, 1000, 10).await);
+        assert!(!store(2, "c", 1010, 1000, 10).await, "the table is full");
+        assert!(
+            store(0, "a2", 1010, 1000, 10).await,
+            "a new code replaces its own"
+        );
+        assert_eq!(rows().await, 2);
+        assert!(
+            redeem("a").await.expect("read").is_none(),
+            "the old code is gone"
+        );
+
+        // Expired codes leave room, and are swept a bounded number at a time.
+        assert!(
+            store(2, "c", 2000, 1010, 1).await,
+            "expired codes do not count"
+        );
+        assert_eq!(
+            rows().await,
+            2,
+            "one of the two expired rows swept, one left"
+        );
+        assert!(store(2, "c2", 2000, 1010, 10).await);
+        assert_eq!(rows().await, 1, "swept");
+
+        // Taken once, with what the caller needs to decide.
+        let taken = redeem("c2").await.expect("read").expect("the code");
+        assert_eq!(taken.worker_id, ids[2]);
+        assert_eq!(taken.expires_at, 2000);
+        assert_eq!(taken.token_hash.as_deref(), Some("hash2"));
+        assert_eq!(taken.quarantine_reason, None);
+        assert!(redeem("c2").await.expect("read").is_none(), "used");
+        assert_eq!(rows().await, 0);
+        pool.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

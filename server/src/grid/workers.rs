@@ -55,7 +55,7 @@ fn label(value: Option<String>) -> String {
 }
 
 /// How a worker token is kept: only its hash is stored, and a token is looked up by it (the
-/// registration here, and `PUT /api/me`).
+/// registration here, and the `/api/me` routes).
 pub(crate) fn hash_token(token: &str) -> String {
     use sha2::Digest;
     sha2::Sha256::digest(token.as_bytes())

@@ -1,13 +1,15 @@
 //! Credit over HTTP (#15, docs/credit.md): `GET /api/leaderboard`, `GET /api/volunteers/{id}`,
-//! `PUT /api/me` (a volunteer's opt-in name and team, with its worker token) and
-//! `GET /api/stats/export` (the daily dump statistics sites aggregate). The decisions (units,
-//! ranking, names, bounds) are `crate::credit`'s; the figures are `db::credit`'s aggregates.
+//! a volunteer's own routes with its worker token (`GET /api/me`, its profile; `PUT /api/me`,
+//! its opt-in name and team; `POST /api/me/transfer`, a one-time code that moves the identity
+//! to another browser), `POST /api/transfer` (redeeming that code) and `GET /api/stats/export`
+//! (the daily dump statistics sites aggregate). The decisions (units, ranking, names, codes,
+//! bounds) are `crate::credit`'s; the figures are `db::credit`'s aggregates.
 
 use std::io::Write;
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
-use axum::http::{header, HeaderMap};
+use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
@@ -15,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 
 use super::ErrorBody;
-use crate::credit::{self, Board, BoardQuery, Period};
+use crate::credit::{self, Board, BoardQuery, Period, TransferCode};
 use crate::db;
 use crate::error::{Error, Result};
 use crate::state::AppState;
@@ -225,6 +227,57 @@ pub(super) async fn volunteer(
     profile(&state, &id).await.map(Json)
 }
 
+/// The worker token a volunteer's own request carries (`Authorization: Bearer <token>`, the
+/// token its page was given in `registration_ack`), checked for the length a token can have
+/// before it is hashed.
+fn worker_token(headers: &HeaderMap) -> Result<&str> {
+    headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .filter(|t| (32..=128).contains(&t.len()))
+        .ok_or(Error::UnknownWorker)
+}
+
+/// The volunteer making a request of its own: its worker id and its token.
+struct Caller<'h> {
+    id: String,
+    token: &'h str,
+}
+
+/// Who is asking, by its worker token: 401 for a token the server never issued, 403 (with
+/// the reason) for a quarantined worker, which has no profile, no name and no code to give.
+async fn caller<'h>(state: &AppState, headers: &'h HeaderMap) -> Result<Caller<'h>> {
+    let token = worker_token(headers)?;
+    let hash = crate::grid::workers::hash_token(token);
+    match db::credit::worker_by_token(&state.db, &hash).await? {
+        None => Err(Error::UnknownWorker),
+        Some((_, Some(reason))) => Err(Error::Quarantined(reason)),
+        Some((id, None)) => Ok(Caller { id, token }),
+    }
+}
+
+/// A JSON body refused: 413 past the route's body limit, 400 otherwise, with the reason.
+fn bad_json(e: JsonRejection) -> Error {
+    if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+        Error::PayloadTooLarge(format!("request body too large: {}", e.body_text()))
+    } else {
+        Error::BadRequest(e.body_text())
+    }
+}
+
+/// The caller's own profile, the same as its public one, from its first visit (no rank and
+/// zeros before any credit).
+#[utoipa::path(get, path = "/api/me", tag = "credit", security(("bearer" = [])),
+    responses((status = 200, body = Profile),
+        (status = 401, body = ErrorBody, description = "No worker token, or one never issued"),
+        (status = 403, body = ErrorBody, description = "The worker is quarantined (the reason is given)"),
+        (status = 500, body = ErrorBody)))]
+pub(super) async fn me(State(state): State<AppState>, headers: HeaderMap) -> Result<Json<Profile>> {
+    let me = caller(&state, &headers).await?;
+    profile(&state, &me.id).await.map(Json)
+}
+
 /// `PUT /api/me`: both fields are set as given; `null` (or absent) clears one.
 #[derive(Deserialize, ToSchema)]
 pub struct ProfileUpdate {
@@ -241,19 +294,15 @@ pub struct ProfileUpdate {
 #[utoipa::path(put, path = "/api/me", tag = "credit", request_body = ProfileUpdate,
     security(("bearer" = [])),
     responses((status = 200, body = Profile), (status = 400, body = ErrorBody),
-        (status = 401, body = ErrorBody), (status = 500, body = ErrorBody)))]
+        (status = 401, body = ErrorBody), (status = 403, body = ErrorBody),
+        (status = 413, body = ErrorBody), (status = 500, body = ErrorBody)))]
 pub(super) async fn set_me(
     State(state): State<AppState>,
     headers: HeaderMap,
     body: Result<Json<ProfileUpdate>, JsonRejection>,
 ) -> Result<Json<Profile>> {
-    let token = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .filter(|t| (32..=128).contains(&t.len()))
-        .ok_or(Error::UnknownWorker)?;
-    let Json(update) = body.map_err(|e| Error::BadRequest(e.body_text()))?;
+    let me = caller(&state, &headers).await?;
+    let Json(update) = body.map_err(bad_json)?;
     let parse = |what: &str, value: Option<String>| {
         value
             .map(|v| credit::parse_name(&v))
@@ -263,12 +312,145 @@ pub(super) async fn set_me(
     let name = parse("name", update.name)?;
     let team = parse("team", update.team)?;
     let team = team.as_deref().map(|t| (t, credit::team_key(t)));
-    let hash = crate::grid::workers::hash_token(token);
     let team_ref = team.as_ref().map(|(t, k)| (*t, k.as_str()));
-    let id = db::credit::set_profile(&state.db, &hash, name.as_deref(), team_ref)
+    db::credit::set_profile(&state.db, &me.id, name.as_deref(), team_ref).await?;
+    profile(&state, &me.id).await.map(Json)
+}
+
+/// A transfer code, issued.
+#[derive(Serialize, ToSchema)]
+pub struct TransferIssued {
+    /// Ten characters of Crockford's base32 in two groups of five. Typed into the other
+    /// browser; case, dashes and spaces do not matter.
+    #[schema(
+        example = "7KQ2M-XW9DP",
+        pattern = "^[0-9A-HJKMNP-TV-Z]{5}-[0-9A-HJKMNP-TV-Z]{5}$"
+    )]
+    code: String,
+    /// When it stops working, in ms since the Unix epoch.
+    expires_at: i64,
+    /// Its lifetime in seconds (600).
+    expires_in_s: i64,
+}
+
+/// Marks an answer that carries a secret (a code or a token) as not to be stored by any cache.
+const NO_STORE: [(header::HeaderName, &str); 1] = [(header::CACHE_CONTROL, "no-store")];
+
+/// A one-time code that moves the caller's identity to another browser: redeemed there with
+/// `POST /api/transfer` within 10 minutes, it gives that browser this worker's token, so both
+/// hold one identity and its credit. A new code replaces the caller's previous one.
+#[utoipa::path(post, path = "/api/me/transfer", tag = "credit", security(("bearer" = [])),
+    responses((status = 201, body = TransferIssued),
+        (status = 401, body = ErrorBody, description = "No worker token, or one never issued"),
+        (status = 403, body = ErrorBody, description = "The worker is quarantined (the reason is given)"),
+        (status = 500, body = ErrorBody),
+        (status = 503, body = ErrorBody, description = "Too many codes are waiting to be redeemed")))]
+pub(super) async fn issue_transfer(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Response> {
+    let me = caller(&state, &headers).await?;
+    let code = TransferCode::generate(&mut rand::rng());
+    let now = db::now_ms();
+    let expires_at = now + credit::TRANSFER_CODE_TTL_MS;
+    let (code_hash, sealed_token) = (code.find_hash(), code.seal(me.token));
+    let row = db::credit::NewTransferCode {
+        worker_id: &me.id,
+        code_hash: &code_hash,
+        sealed_token: &sealed_token,
+        expires_at,
+    };
+    let kept = db::credit::store_transfer_code(
+        &state.db,
+        &row,
+        now,
+        credit::MAX_LIVE_TRANSFER_CODES,
+        credit::TRANSFER_SWEEP,
+    )
+    .await?;
+    if !kept {
+        return Err(Error::Unavailable(format!(
+            "{} transfer codes are waiting to be redeemed, the most the server keeps; \
+             try again when some have expired (codes last {} minutes)",
+            credit::MAX_LIVE_TRANSFER_CODES,
+            credit::TRANSFER_CODE_TTL_MS / 60_000
+        )));
+    }
+    let issued = TransferIssued {
+        code: code.to_string(),
+        expires_at,
+        expires_in_s: credit::TRANSFER_CODE_TTL_MS / 1000,
+    };
+    Ok((StatusCode::CREATED, NO_STORE, Json(issued)).into_response())
+}
+
+/// `POST /api/transfer`'s body.
+#[derive(Deserialize, ToSchema)]
+pub struct TransferRedeem {
+    /// The code from `POST /api/me/transfer`, as typed: case, dashes and spaces do not
+    /// matter, and O, I and L read as 0, 1 and 1.
+    #[schema(example = "7KQ2M-XW9DP", max_length = 64)]
+    code: String,
+}
+
+/// A redeemed code: the identity, now this browser's too.
+#[derive(Serialize, ToSchema)]
+pub struct TransferRedeemed {
+    /// The worker token, to keep and present at `register_worker` (and to `/api/me`).
+    token: String,
+    worker_id: String,
+}
+
+/// Largest `POST /api/transfer` body: a code with room for spaces, in JSON.
+pub(super) const REDEEM_BODY_BYTES: usize = 1024;
+
+/// Why a code is not redeemed, the same whether it never existed, expired or was used: the
+/// answer does not tell a guesser which codes were ever issued.
+fn no_such_code() -> Error {
+    Error::NotFound(format!(
+        "no such code: it may have expired (codes last {} minutes) or been used",
+        credit::TRANSFER_CODE_TTL_MS / 60_000
+    ))
+}
+
+/// Redeems a transfer code, once: answers the identity's worker token, which this browser
+/// then presents at `register_worker` as the one that issued the code does. No token is
+/// needed; the code is the proof.
+#[utoipa::path(post, path = "/api/transfer", tag = "credit", request_body = TransferRedeem,
+    responses((status = 200, body = TransferRedeemed),
+        (status = 400, body = ErrorBody, description = "Not a code (the reason is given)"),
+        (status = 403, body = ErrorBody, description = "The worker is quarantined"),
+        (status = 404, body = ErrorBody, description = "Unknown, expired or already used"),
+        (status = 413, body = ErrorBody), (status = 500, body = ErrorBody)))]
+pub(super) async fn redeem_transfer(
+    State(state): State<AppState>,
+    body: Result<Json<TransferRedeem>, JsonRejection>,
+) -> Result<Response> {
+    let Json(request) = body.map_err(bad_json)?;
+    let code = TransferCode::parse(&request.code).map_err(|e| Error::BadRequest(e.to_string()))?;
+    let taken = db::credit::redeem_transfer_code(&state.db, &code.find_hash())
         .await?
-        .ok_or(Error::UnknownWorker)?;
-    profile(&state, &id).await.map(Json)
+        .filter(|row| row.expires_at > db::now_ms())
+        .ok_or_else(no_such_code)?;
+    if let Some(reason) = taken.quarantine_reason {
+        return Err(Error::Quarantined(reason));
+    }
+    // The row was found by this code's hash, so it opens with this code; the check that it
+    // opens to the worker's token guards the invariant, not against a guess.
+    let token = code
+        .unseal(&taken.sealed_token)
+        .filter(|t| taken.token_hash.as_deref() == Some(&crate::grid::workers::hash_token(t)))
+        .ok_or_else(|| {
+            Error::Internal(format!(
+                "transfer code of worker {} did not open to its token",
+                taken.worker_id
+            ))
+        })?;
+    let redeemed = TransferRedeemed {
+        token,
+        worker_id: taken.worker_id,
+    };
+    Ok((NO_STORE, Json(redeemed)).into_response())
 }
 
 /// Rows read per statement while the export is built.

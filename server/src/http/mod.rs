@@ -1,8 +1,8 @@
 //! HTTP routes, one module per resource: `auth` (checking the API token), `health` (health and
 //! status), `jobs` (submission, listing, cancelling, tiles), `results` (the product's
 //! download, with `ranges` deciding which bytes of it a request gets), `workers`, `metrics`
-//! (`/metrics` and the request timing behind it), `credit` (boards, profiles, names, the
-//! statistics export) and `openapi` (the document). This module
+//! (`/metrics` and the request timing behind it), `credit` (boards, profiles, names, moving an
+//! identity, the statistics export) and `openapi` (the document). This module
 //! holds the router and what several resources share: the API token check, looking a job
 //! up, and the error body.
 
@@ -18,7 +18,7 @@ mod workers;
 
 use axum::extract::DefaultBodyLimit;
 use axum::http::{header, HeaderMap};
-use axum::routing::{get, put};
+use axum::routing::{get, post};
 use axum::Router;
 use serde::Serialize;
 use tower_http::services::{ServeDir, ServeFile};
@@ -55,11 +55,17 @@ pub fn router(state: AppState) -> Router {
         .route("/api/workers", get(workers::workers))
         .route("/api/leaderboard", get(credit::leaderboard))
         .route("/api/volunteers/{id}", get(credit::volunteer))
-        .route("/api/me", put(credit::set_me))
+        .route("/api/me", get(credit::me).put(credit::set_me))
+        .route("/api/me/transfer", post(credit::issue_transfer))
+        .route(
+            "/api/transfer",
+            post(credit::redeem_transfer).layer(DefaultBodyLimit::max(credit::REDEEM_BODY_BYTES)),
+        )
         .route("/api/stats/export", get(credit::export))
         .route("/metrics", get(metrics::render))
         .route("/api/openapi.json", get(openapi::openapi_json))
         .route_service("/dashboard", ServeFile::new(web.join("dashboard.html")))
+        .route_service("/profile", ServeFile::new(web.join("profile.html")))
         .fallback_service(static_files)
         // A layer, not a route layer: requests no route matches are counted too (under one
         // label, see `metrics::track_http`).

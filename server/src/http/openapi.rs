@@ -13,7 +13,7 @@ use crate::jobs::Dtype;
 #[derive(OpenApi)]
 #[openapi(
     info(title = "Distributed Brain orchestrator", description = "Submit matrix products, watch them computed by volunteers' browsers, download the result."),
-    paths(health::health, health::status, auth::check, jobs::submit_job, jobs::list_jobs, jobs::get_job, jobs::cancel_job, results::job_result, jobs::job_tiles, workers::workers, credit::leaderboard, credit::volunteer, credit::set_me, credit::export, metrics::render, openapi_json),
+    paths(health::health, health::status, auth::check, jobs::submit_job, jobs::list_jobs, jobs::get_job, jobs::cancel_job, results::job_result, jobs::job_tiles, workers::workers, credit::leaderboard, credit::volunteer, credit::me, credit::set_me, credit::issue_transfer, credit::redeem_transfer, credit::export, metrics::render, openapi_json),
     components(schemas(Dtype, credit::BoardName, credit::PeriodName)),
     modifiers(&BearerAuth),
 )]
@@ -60,6 +60,8 @@ mod tests {
             "/api/leaderboard",
             "/api/volunteers/{id}",
             "/api/me",
+            "/api/me/transfer",
+            "/api/transfer",
             "/api/stats/export",
             "/metrics",
             "/api/openapi.json",
