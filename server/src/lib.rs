@@ -161,9 +161,17 @@ pub async fn build(config: Config) -> Result<(Router, AppState), sqlx::Error> {
     Ok((router, state))
 }
 
+/// CORS for the API: a volunteer page served from another allowed origin uses every method
+/// the API has, `PUT /api/me` (its name and team) included.
 fn cors_layer(origins: &AllowedOrigins) -> CorsLayer {
     let layer = CorsLayer::new()
-        .allow_methods([Method::GET, Method::POST, Method::DELETE, Method::OPTIONS])
+        .allow_methods([
+            Method::GET,
+            Method::POST,
+            Method::PUT,
+            Method::DELETE,
+            Method::OPTIONS,
+        ])
         .allow_headers(Any);
     match origins {
         AllowedOrigins::Any => layer.allow_origin(Any),

@@ -420,3 +420,20 @@ test("a quarantined volunteer has no profile of its own and can neither issue no
   }
   assert.equal((await redeem(server.url, code)).status, 404, "the code was used up all the same");
 });
+
+test("CORS: a volunteer page on another allowed origin may PUT /api/me", async (t) => {
+  const origin = "https://volunteers.example.org";
+  const server = await startServer(t, { env: { ALLOWED_ORIGINS: origin } });
+  const preflight = await fetch(`${server.url}/api/me`, {
+    method: "OPTIONS",
+    headers: { origin, "access-control-request-method": "PUT", "access-control-request-headers": "authorization, content-type" },
+  });
+  assert.ok(preflight.status < 300, `${preflight.status}`);
+  assert.equal(preflight.headers.get("access-control-allow-origin"), origin);
+  assert.match(preflight.headers.get("access-control-allow-methods"), /\bPUT\b/);
+  const elsewhere = await fetch(`${server.url}/api/me`, {
+    method: "OPTIONS",
+    headers: { origin: "https://evil.example.com", "access-control-request-method": "PUT" },
+  });
+  assert.equal(elsewhere.headers.get("access-control-allow-origin"), null);
+});
