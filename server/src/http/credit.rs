@@ -257,7 +257,8 @@ async fn caller<'h>(state: &AppState, headers: &'h HeaderMap) -> Result<Caller<'
     }
 }
 
-/// A JSON body refused: 413 past the route's body limit, 400 otherwise, with the reason.
+/// A JSON body refused: 413 past the server's body limit (axum's 2 MB, which bounds what a
+/// body can make the server buffer), 400 otherwise, with the reason.
 fn bad_json(e: JsonRejection) -> Error {
     if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
         Error::PayloadTooLarge(format!("request body too large: {}", e.body_text()))
@@ -400,9 +401,6 @@ pub struct TransferRedeemed {
     token: String,
     worker_id: String,
 }
-
-/// Largest `POST /api/transfer` body: a code with room for spaces, in JSON.
-pub(super) const REDEEM_BODY_BYTES: usize = 1024;
 
 /// Why a code is not redeemed, the same whether it never existed, expired or was used: the
 /// answer does not tell a guesser which codes were ever issued.

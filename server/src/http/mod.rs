@@ -57,10 +57,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/volunteers/{id}", get(credit::volunteer))
         .route("/api/me", get(credit::me).put(credit::set_me))
         .route("/api/me/transfer", post(credit::issue_transfer))
-        .route(
-            "/api/transfer",
-            post(credit::redeem_transfer).layer(DefaultBodyLimit::max(credit::REDEEM_BODY_BYTES)),
-        )
+        .route("/api/transfer", post(credit::redeem_transfer))
         .route("/api/stats/export", get(credit::export))
         .route("/metrics", get(metrics::render))
         .route("/api/openapi.json", get(openapi::openapi_json))
