@@ -1,6 +1,6 @@
 // Builds web/dist from web/src and the wasm-bindgen output of worker-wasm:
-//   dist/index.html, dashboard.html, style.css     the two pages
-//   dist/volunteer.js, compute-worker.js, dashboard.js (+ .map)   bundles (esbuild)
+//   dist/index.html, dashboard.html, profile.html, style.css     the pages
+//   dist/volunteer.js, compute-worker.js, dashboard.js, profile.js (+ .map)   bundles (esbuild)
 //   dist/wasm/worker_wasm.<variant>.<sha>.wasm      each kernel build, content-addressed
 //   dist/wasm-manifest.json                         what the volunteer bundle also embeds
 //
@@ -78,6 +78,7 @@ const result = await build({
     volunteer: join(src, "volunteer", "main.js"),
     "compute-worker": join(src, "volunteer", "compute-worker.js"),
     dashboard: join(src, "dashboard", "main.js"),
+    profile: join(src, "profile", "main.js"),
   },
   outdir: dist,
   bundle: true,
@@ -96,6 +97,7 @@ const result = await build({
 
 copyFileSync(join(src, "volunteer", "index.html"), join(dist, "index.html"));
 copyFileSync(join(src, "dashboard", "index.html"), join(dist, "dashboard.html"));
+copyFileSync(join(src, "profile", "index.html"), join(dist, "profile.html"));
 copyFileSync(join(src, "common", "style.css"), join(dist, "style.css"));
 
 let total = 0;

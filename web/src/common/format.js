@@ -4,7 +4,9 @@ export function formatGflops(g) {
   if (!Number.isFinite(g) || g <= 0) return "–";
   if (g >= 100) return `${g.toFixed(0)} GFLOP/s`;
   if (g >= 10) return `${g.toFixed(1)} GFLOP/s`;
-  return `${g.toFixed(2)} GFLOP/s`;
+  if (g >= 0.1) return `${g.toFixed(2)} GFLOP/s`;
+  // A trickle (small tiles, a slow device) is still a figure: two significant digits.
+  return `${g.toPrecision(2)} GFLOP/s`;
 }
 
 export function formatDuration(ms) {

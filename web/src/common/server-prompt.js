@@ -5,6 +5,28 @@
 // prompt names the proposed server's origin (its ASCII form: a look-alike Unicode host shows
 // as xn--…) and the one the page would otherwise use; every name is set as text, never HTML.
 
+import { serverChoice, confirmServer, withoutServerParam } from "./settings.js";
+
+/**
+ * The server a page uses: the one chosen before (or the page's own), unless the link proposes
+ * another and the person confirms it. Resolves once they have answered; `asking()` runs while
+ * the question is open, `invalid(chosen)` when the link named something that is no server.
+ * `consequence(choice)` says what the page would do with the proposed server.
+ */
+export async function chooseServer({ consequence, asking, invalid }) {
+  const choice = serverChoice();
+  let chosen = choice.current;
+  if (choice.proposed) {
+    asking?.();
+    const yes = await askToUseServer({ proposed: choice.proposed, current: choice.current, consequence: consequence(choice) });
+    if (yes) chosen = confirmServer(choice.proposed);
+  }
+  const { history, location } = globalThis;
+  if (choice.proposed || choice.invalid) history.replaceState(history.state, "", withoutServerParam(location.href));
+  if (choice.invalid) invalid?.(chosen);
+  return chosen;
+}
+
 /**
  * Shows the prompt at the top of `<main>` and resolves to true when the person chooses the
  * proposed server, false when they keep the current one (Cancel, or Escape). Focus starts on

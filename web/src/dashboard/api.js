@@ -4,13 +4,10 @@
 // server's token: a page pointed at another server never sends it the first one's.
 
 import { loadApiToken, saveApiToken } from "../common/settings.js";
+import { HttpError, failure } from "../common/http.js";
 
-export class ApiError extends Error {
-  constructor(status, message) {
-    super(message);
-    this.status = status;
-  }
-}
+/** A failed answer (`status`, the server's reason as `message`). */
+export { HttpError as ApiError };
 
 export class Api {
   constructor(base) {
@@ -37,15 +34,7 @@ export class Api {
     // to another origin (browsers drop the header there, but older ones did not).
     const redirect = headers.Authorization ? "error" : "follow";
     const res = await fetch(this.base + path, { method, headers, body, redirect });
-    if (!res.ok) {
-      let message = `HTTP ${res.status}`;
-      try {
-        message = (await res.json()).error ?? message;
-      } catch {
-        // Not JSON (a proxy's page): the status says enough.
-      }
-      throw new ApiError(res.status, message);
-    }
+    if (!res.ok) throw await failure(res);
     if (raw) return res;
     return res.status === 204 ? null : res.json();
   }

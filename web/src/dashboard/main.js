@@ -10,10 +10,11 @@ import { Api, ApiError } from "./api.js";
 import { JobPace, jobGflops, Series } from "./progress.js";
 import { encodeNpy } from "../common/npy.js";
 import { randomMatrix } from "../common/random.js";
-import { serverChoice, confirmServer, pageServer, withoutServerParam } from "../common/settings.js";
-import { askToUseServer } from "../common/server-prompt.js";
+import { pageServer } from "../common/settings.js";
+import { chooseServer } from "../common/server-prompt.js";
 import { formatCount, formatDuration, formatGflops, formatBytes } from "../common/format.js";
 import { fetchGrid, formatGridSpeed } from "../common/grid.js";
+import { CreditApi, boardRows, profileHref } from "../common/credit.js";
 
 const $ = (id) => document.getElementById(id);
 /** The server's origin; null while the person has not yet answered a link's proposal. */
@@ -64,28 +65,15 @@ function showGrid(g) {
   if (g.workers_online !== lastWorkersOnline) refreshWorkers();
 }
 
-/**
- * The server this page uses: the one chosen before (or the page's own), unless the link
- * proposes another and the person confirms it. Resolves only once they have answered.
- */
-async function chooseServer() {
-  const choice = serverChoice();
-  let chosen = choice.current;
-  if (choice.proposed) {
-    setConnection("not connected: choose the server above", false);
-    const yes = await askToUseServer({
-      proposed: choice.proposed,
-      current: choice.current,
-      consequence:
-        `The dashboard would show that server's jobs and send it the matrices you submit. ` +
-        `It would not send it the API token you entered for ${choice.current}: a server gets only a token entered for it.`,
-    });
-    if (yes) chosen = confirmServer(choice.proposed);
-  }
-  // `history` in this module is the throughput series; the browser's is globalThis.history.
-  if (choice.proposed || choice.invalid) globalThis.history.replaceState(globalThis.history.state, "", withoutServerParam(location.href));
-  if (choice.invalid) status(`The link named a server that is not an http(s) address; using ${chosen}.`, true);
-  return chosen;
+/** The server this page uses (common/server-prompt.js): the link's only once confirmed. */
+function chooseDashboardServer() {
+  return chooseServer({
+    asking: () => setConnection("not connected: choose the server above", false),
+    consequence: (choice) =>
+      `The dashboard would show that server's jobs and send it the matrices you submit. ` +
+      `It would not send it the API token you entered for ${choice.current}: a server gets only a token entered for it.`,
+    invalid: (chosen) => status(`The link named a server that is not an http(s) address; using ${chosen}.`, true),
+  });
 }
 
 function setConnection(text, ok) {
@@ -315,6 +303,41 @@ function renderChart() {
 }
 
 // ---------------------------------------------------------------------------------------
+// Leaderboards (#15): a page of a board at a time, read again every BOARD_REFRESH_MS
+
+const BOARD_REFRESH_MS = 30_000;
+const board = { kind: "volunteers", period: "all", page: 1, perPage: 25, pages: 1 };
+
+async function refreshBoard() {
+  if (!server) return;
+  const asked = { ...board };
+  try {
+    const answer = await new CreditApi(server).board({ board: asked.kind, period: asked.period, page: asked.page, perPage: asked.perPage });
+    if (asked.kind !== board.kind || asked.period !== board.period || asked.page !== board.page) return;
+    const rows = boardRows(answer, (id) => profileHref(id, server, pageServer(), document.baseURI));
+    if (rows.length === 0) {
+      const td = Object.assign(document.createElement("td"), { textContent: "No verified work on this board yet.", colSpan: 5 });
+      rows.push(document.createElement("tr"));
+      rows[0].append(td);
+    }
+    $("board").replaceChildren(...rows);
+    $("board-third").textContent = answer.board === "teams" ? "Members" : "Team";
+    board.pages = Math.max(1, Math.ceil(answer.total / answer.per_page));
+    $("board-page").textContent = `Page ${formatCount(answer.page)} of ${formatCount(board.pages)} · ${formatCount(answer.total)} ${answer.board}`;
+  } catch (e) {
+    $("board-page").textContent = `Could not load the board: ${e.message}`;
+  }
+  $("board-prev").disabled = board.page <= 1;
+  $("board-next").disabled = board.page >= board.pages;
+}
+
+function setBoard(change) {
+  Object.assign(board, change);
+  board.page = Math.min(Math.max(1, board.page), 10_000);
+  refreshBoard();
+}
+
+// ---------------------------------------------------------------------------------------
 // Submitting
 
 function status(text, error = false) {
@@ -415,20 +438,27 @@ function setup() {
   }, 2000);
   setInterval(() => api && document.visibilityState === "visible" && refreshWorkers(), 5000);
   addEventListener("resize", () => selected && drawTiles());
+  $("board-kind").addEventListener("change", (e) => setBoard({ kind: e.target.value, page: 1 }));
+  $("board-period").addEventListener("change", (e) => setBoard({ period: e.target.value, page: 1 }));
+  $("board-prev").addEventListener("click", () => setBoard({ page: board.page - 1 }));
+  $("board-next").addEventListener("click", () => setBoard({ page: board.page + 1 }));
+  setInterval(() => document.visibilityState === "visible" && refreshBoard(), BOARD_REFRESH_MS);
 }
 
 function showServer() {
   $("server-shown").textContent = server;
   $("token-server").textContent = server;
+  $("export-link").href = `${server}/api/stats/export`;
   if (server !== pageServer()) $("volunteer-link").href = `./?server=${encodeURIComponent(server)}`;
 }
 
 async function main() {
   setup();
-  server = await chooseServer();
+  server = await chooseDashboardServer();
   api = new Api(server);
   showServer();
   connect();
+  refreshBoard();
 }
 
 globalThis.brainDashboard = { jobs: () => [...jobs.values()].map((e) => e.job), server: () => server };

@@ -18,6 +18,7 @@ import { load, save, serverChoice, confirmServer, pageServer, normaliseServerUrl
 import { askToUseServer } from "../common/server-prompt.js";
 import { formatGflops, formatCount } from "../common/format.js";
 import { fetchGrid, formatGridSpeed } from "../common/grid.js";
+import { CreditApi, drawHistory, showProfile, profileHref, transferLink, transferCodeFromHash, cleanTransferCode } from "../common/credit.js";
 
 /** Filled in by build.mjs: each shipped kernel build with its file name and SHA-256. */
 const MANIFEST = __BRAIN_WASM__; // eslint-disable-line no-undef
@@ -263,6 +264,7 @@ function connect() {
   socket.on("registration_ack", (ack) => {
     ui.workerId = ack.worker_id;
     if (ack.token) save(tokenKey(), ack.token);
+    refreshCredit(true);
     ui.quarantined = ack.quarantined ?? null;
     clearInterval(heartbeatTimer);
     const every = Math.max(100, Number(ack.heartbeat_interval_ms) || 10000);
@@ -295,6 +297,7 @@ function connect() {
   socket.on("result_ack", ({ task_id, accepted, reason }) => {
     const flops = pipeline.resultAck(task_id);
     stats.recordAck(accepted, flops);
+    if (accepted) credit.counted(flops);
     if (!accepted) log(`result for task ${task_id} refused: ${reason ?? "no reason given"}`);
     releaseIfPaused();
   });
@@ -438,7 +441,9 @@ function setServer(input) {
   settings.server = confirmServer(url);
   ui.job = null;
   ui.grid = null;
+  credit.forget();
   refreshGrid();
+  refreshCredit(true);
   updateDashboardLink();
   if (socket) connect();
   scheduleRender();
@@ -574,6 +579,7 @@ function render() {
   $("background-note").hidden = ui.visible || !running;
   $("battery-banner").hidden = !(ui.onBattery && running && !ui.batteryDismissed);
   $("log").replaceChildren(...events.map((e) => Object.assign(document.createElement("li"), { textContent: e })));
+  if (credit.unreadTiles) showCreditFigures();
   refreshJob();
 }
 
@@ -609,11 +615,207 @@ function setup() {
   });
   updateDashboardLink();
   setInterval(scheduleRender, 1000);
+  $("me-form").addEventListener("submit", saveMe);
+  $("transfer-issue").addEventListener("click", issueTransfer);
+  $("transfer-form").addEventListener("submit", redeemTransfer);
   render();
+  renderCredit();
   answerServerProposal().then(() => {
     refreshGrid();
     setInterval(refreshGrid, GRID_REFRESH_MS);
+    refreshCredit(true);
+    setInterval(refreshCredit, CREDIT_REFRESH_MS);
+    offerTransferFromLink();
   });
+}
+
+// ---------------------------------------------------------------------------------------
+// Credit (#15, docs/credit.md): this browser's identity is the worker token it keeps per
+// server; the server counts its verified work.
+
+/**
+ * How often the page reads its credit while it runs. Between reads it adds the tiles the
+ * server acknowledged, so the figures move with the work without every volunteer asking the
+ * server every few seconds.
+ */
+const CREDIT_REFRESH_MS = 60_000;
+
+/** How soon after its first verified tile a volunteer's rank is read. */
+const RANK_SOON_MS = 2000;
+
+const credit = {
+  rankSoon: null,
+  /** `GET /api/me`'s answer for the current server's token; null before there is one. */
+  profile: null,
+  /** Why there is none, when the server said. */
+  problem: null,
+  /** GFLOP and tiles acknowledged since the profile was read. */
+  unread: 0,
+  unreadTiles: 0,
+  readAt: -Infinity,
+  /** The form shows the saved name and team until the person edits it. */
+  formFilled: false,
+  counted(flops) {
+    this.unread += (Number(flops) || 0) / 1e9;
+    this.unreadTiles += 1;
+    // A first tile puts the volunteer on the board: its rank is read soon, not in a minute.
+    if (this.profile && this.profile.rank == null && !this.rankSoon) {
+      this.rankSoon = setTimeout(() => {
+        this.rankSoon = null;
+        refreshCredit(true);
+      }, RANK_SOON_MS);
+    }
+  },
+  forget() {
+    Object.assign(this, { profile: null, problem: null, unread: 0, unreadTiles: 0, readAt: -Infinity, formFilled: false });
+  },
+};
+
+function creditApi() {
+  return new CreditApi(settings.server);
+}
+
+/** Before start only the page's own server hears from this browser, as for the grid's figures. */
+function mayAskServer() {
+  return !ui.serverPending && (Boolean(socket) || settings.server === pageServer());
+}
+
+async function refreshCredit(now = false) {
+  const token = load(tokenKey(), "");
+  if (!token || !mayAskServer()) return renderCredit();
+  if (!now && performance.now() - credit.readAt < CREDIT_REFRESH_MS / 2) return;
+  credit.readAt = performance.now();
+  const asked = settings.server;
+  const unread = [credit.unread, credit.unreadTiles];
+  try {
+    const profile = await creditApi().me(token);
+    if (settings.server !== asked) return;
+    credit.profile = profile;
+    credit.problem = null;
+    // What the answer now includes is no longer added on top.
+    credit.unread = Math.max(0, credit.unread - unread[0]);
+    credit.unreadTiles = Math.max(0, credit.unreadTiles - unread[1]);
+  } catch (e) {
+    if (settings.server !== asked) return;
+    credit.profile = e.status === 401 ? null : credit.profile;
+    credit.problem = e.status === 401
+      ? "This server does not know this browser's identity (its data may have been reset): starting gives it a new one."
+      : e.status === 403 ? e.message : `Could not read your credit: ${e.message}`;
+  }
+  renderCredit();
+}
+
+function renderCredit() {
+  const token = load(tokenKey(), "");
+  const p = credit.profile;
+  $("credit-note").textContent = credit.problem
+    ?? (p
+      ? "Credit is work the server verified, in GFLOP (billions of operations), kept for this browser's identity: close the tab and it is here when you come back."
+      : token
+        ? "Reading your credit…"
+        : "Credit is work the server verified, in GFLOP (billions of operations). It belongs to an identity this browser keeps: none yet, until you start once.");
+  $("credit-note").className = credit.problem ? "error" : "hint";
+  $("me-save").disabled = !token;
+  $("transfer-issue").disabled = !token;
+  $("profile-line").hidden = !p;
+  if (!p) return;
+  showCreditFigures();
+  drawHistory($("credit-chart"), p.history);
+  $("profile-link").href = profileHref(p.id, settings.server, pageServer(), document.baseURI);
+  if (!credit.formFilled) {
+    $("me-name").value = p.anonymous ? "" : p.name;
+    $("me-team").value = p.team ?? "";
+    credit.formFilled = true;
+  }
+}
+
+/** The figures as read, plus the tiles acknowledged since. */
+function showCreditFigures() {
+  const p = credit.profile;
+  if (!p) return;
+  const u = credit.unread;
+  showProfile($("credit-figures"), {
+    ...p,
+    credit_today: p.credit_today + u,
+    credit_week: p.credit_week + u,
+    credit_all_time: p.credit_all_time + u,
+    tiles: p.tiles + credit.unreadTiles,
+  });
+}
+
+function formStatus(id, text, error = false) {
+  $(id).textContent = text;
+  $(id).className = error ? "error" : "";
+}
+
+async function saveMe(event) {
+  event.preventDefault();
+  const token = load(tokenKey(), "");
+  if (!token) return formStatus("me-status", "Start once first: the server gives this browser its identity then.", true);
+  const name = $("me-name").value.trim() || null;
+  const team = $("me-team").value.trim() || null;
+  try {
+    credit.profile = await creditApi().setMe(token, { name, team });
+    credit.formFilled = false;
+    formStatus("me-status", `Saved: shown as “${credit.profile.name}”${credit.profile.team ? `, in team “${credit.profile.team}”` : ", in no team"}.`);
+    renderCredit();
+  } catch (e) {
+    formStatus("me-status", `Not saved: ${e.message}`, true);
+  }
+}
+
+async function issueTransfer() {
+  const token = load(tokenKey(), "");
+  if (!token) return;
+  try {
+    const { code, expires_in_s: seconds } = await creditApi().issueTransfer(token);
+    const page = new URL(document.baseURI);
+    page.search = "";
+    if (settings.server !== pageServer()) page.searchParams.set("server", settings.server);
+    const link = transferLink(code, page.href);
+    $("transfer-code").textContent = code;
+    $("transfer-link").textContent = link;
+    $("transfer-link").href = link;
+    $("transfer-shown").hidden = false;
+    formStatus("transfer-status", `The code works once, for ${Math.round((seconds || 600) / 60)} minutes.`);
+  } catch (e) {
+    formStatus("transfer-status", `No code: ${e.message}`, true);
+  }
+}
+
+async function redeemTransfer(event) {
+  event.preventDefault();
+  const code = cleanTransferCode($("transfer-input").value);
+  if (!code) return formStatus("transfer-status", "A code is 10 letters and digits, written XXXXX-XXXXX.", true);
+  try {
+    const { token } = await creditApi().redeemTransfer(code);
+    if (typeof token !== "string" || !/^[0-9A-Za-z_-]{32,128}$/.test(token)) throw new Error("the server's answer held no identity");
+    save(tokenKey(), token);
+    $("transfer-input").value = "";
+    credit.forget();
+    formStatus("transfer-status", "Done: this browser now has that identity and earns for it.");
+    // A running page registers again, as the identity it now has.
+    if (socket) connect();
+    refreshCredit(true);
+  } catch (e) {
+    formStatus("transfer-status", `Not moved: ${e.message}`, true);
+  }
+}
+
+/**
+ * A transfer link (`#transfer=CODE`) only fills the form: the person decides to use it, since
+ * a link is written by whoever sent it. The fragment is never sent to any server by the
+ * browser, and it is removed from the address at once.
+ */
+function offerTransferFromLink() {
+  if (!location.hash.startsWith("#transfer=")) return;
+  const code = transferCodeFromHash(location.hash);
+  history.replaceState(history.state, "", location.pathname + location.search);
+  $("transfer").open = true;
+  if (!code) return formStatus("transfer-status", "The link's code is not a transfer code.", true);
+  $("transfer-input").value = code;
+  formStatus("transfer-status", "The link gave this code: press “Use it” to move that identity into this browser.");
+  $("transfer-redeem").focus();
 }
 
 /** How often the grid's figures are read over HTTP while no connection brings them. */
@@ -658,6 +860,8 @@ globalThis.brainVolunteer = {
     effectiveGflops: stats.effectiveGflops(),
     server: settings.server,
     serverPending: ui.serverPending,
+    creditId: credit.profile?.id ?? null,
+    creditAllTime: credit.profile?.credit_all_time ?? null,
   }),
 };
 

@@ -55,4 +55,5 @@ test("formatting", () => {
   assert.equal(formatDuration(Infinity), "–");
   assert.equal(formatGflops(3.14159), "3.14 GFLOP/s");
   assert.equal(formatGflops(0), "–");
+  assert.equal(formatGflops(0.0034), "0.0034 GFLOP/s", "a trickle is not shown as 0.00");
 });
