@@ -60,6 +60,10 @@ const ui = {
   quarantined: null,
   job: null, // {id, name, tasks_done, tasks_total, status}
   requestsSent: 0,
+  /** Connections made since the page loaded: more than one means it came back after a loss. */
+  connects: 0,
+  /** Running with no work in hand: the moment the credit figures are read again. */
+  idle: false,
   /** The origin a link proposes and the person has not yet answered: nothing starts meanwhile. */
   serverPending: choice.proposed,
 };
@@ -246,6 +250,7 @@ function connect() {
     randomizationFactor: 0.5,
   });
   socket.on("connect", () => {
+    ui.connects += 1;
     restartingMs = 0;
     ui.connection = "connected";
     pipeline.connected();
@@ -580,6 +585,11 @@ function render() {
   $("battery-banner").hidden = !(ui.onBattery && running && !ui.batteryDismissed);
   $("log").replaceChildren(...events.map((e) => Object.assign(document.createElement("li"), { textContent: e })));
   if (credit.unreadTiles) showCreditFigures();
+  // When the work runs out, the figures settle: read them again, so that a tile whose
+  // acknowledgement a lost connection took is counted as the server counted it.
+  const idle = running && pipeline.quiescent() && pipeline.queue.length === 0;
+  if (idle && !ui.idle && performance.now() - credit.readAt > IDLE_REREAD_MS) refreshCredit(true);
+  ui.idle = idle;
   refreshJob();
 }
 
@@ -639,6 +649,9 @@ function setup() {
  * server every few seconds.
  */
 const CREDIT_REFRESH_MS = 60_000;
+
+/** The least time between reads of the credit when the page runs out of work. */
+const IDLE_REREAD_MS = 5000;
 
 /** How soon after its first verified tile a volunteer's rank is read. */
 const RANK_SOON_MS = 2000;
@@ -848,6 +861,7 @@ globalThis.brainVolunteer = {
     variant: ui.kernel?.variant ?? null,
     threads: pipeline.readyThreads(),
     requestsSent: ui.requestsSent,
+    connects: ui.connects,
     cachedPanels: panels.size,
     movedPanels: panels.detachedCount(),
     pending: pipeline.pending,
@@ -862,6 +876,7 @@ globalThis.brainVolunteer = {
     serverPending: ui.serverPending,
     creditId: credit.profile?.id ?? null,
     creditAllTime: credit.profile?.credit_all_time ?? null,
+    creditTiles: credit.profile ? credit.profile.tiles + credit.unreadTiles : null,
   }),
 };
 
