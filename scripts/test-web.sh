@@ -21,7 +21,7 @@ if [ ! -x "$CHROMIUM_BIN" ]; then
   $SUDO apt-get update
   $SUDO apt-get install -y chromium chromium-driver
 fi
-cargo build -p server --bin brain-server
+cargo build -p server --bin brain-server -p shaper --bin brain-shaper # the shaper: the page on a phone's link (test/e2e/shaped.test.mjs)
 scripts/services.sh # PostgreSQL and Redis, for the rolling-deploy test (test/e2e/cluster.test.mjs)
 [ -f web/dist/index.html ] && [ -f web/dist/wasm-manifest.json ] || scripts/build-web.sh
 mkdir -p test-output/web
