@@ -13,6 +13,7 @@ import { loadWasm } from "./wasm-loader.js";
 import { TaskPipeline } from "./pipeline.js";
 import { PanelCache } from "./panels.js";
 import { DUTY_CHOICES, parseDuty } from "./duty.js";
+import { MIB, affordableCache, chosenCacheMib } from "./cache-budget.js";
 import { VolunteerStats } from "./stats.js";
 import { load, save, serverChoice, confirmServer, pageServer, normaliseServerUrl, withoutServerParam } from "../common/settings.js";
 import { askToUseServer } from "../common/server-prompt.js";
@@ -23,19 +24,20 @@ import { CreditApi, drawHistory, showProfile, profileHref, transferLink, transfe
 /** Filled in by build.mjs: each shipped kernel build with its file name and SHA-256. */
 const MANIFEST = __BRAIN_WASM__; // eslint-disable-line no-undef
 
-/**
- * Bytes of panels the page keeps between tiles. Every tile in a row of C shares its A panel
- * (likewise a column its B panel), and the server sizes default tiles so a panel stays within
- * 16 MiB: this holds at least four such panels, enough to reuse the current A panel and some
- * B panels, at a memory cost a phone's browser tab can still bear.
- */
-const PANEL_CACHE_BYTES = 64 * 1024 * 1024;
-
 const $ = (id) => document.getElementById(id);
 const cores = Math.max(1, navigator.hardwareConcurrency || 2);
 
+/** The panel cache sizes this device can afford (cache-budget.js), from what the browser says. */
+const affordable = affordableCache(navigator.deviceMemory);
+
 const choice = serverChoice();
 const settings = {
+  /**
+   * MiB of panels the page keeps between tiles and announces at `register_worker`: every tile
+   * in a row of C shares its A panel (likewise a column its B panel), so a cache saves the
+   * link those bytes; the server plans it exactly (server/src/panels.rs).
+   */
+  cacheMib: chosenCacheMib(load("cache-mib", null), affordable),
   threads: clampThreads(Number(load("threads", Math.max(1, Math.floor(cores / 2))))),
   duty: parseDuty(load("duty", "1")),
   /** The server's origin: the one chosen before, or the page's own; never an unconfirmed one. */
@@ -75,7 +77,7 @@ const workers = []; // index -> Worker
 let releasing = false;
 /** Per thread, the panel keys that thread keeps in its wasm memory (worker-wasm/src/thread.rs). */
 const threadPanels = [];
-const panels = new PanelCache(PANEL_CACHE_BYTES, { onDrop: forgetPanels });
+const panels = new PanelCache(settings.cacheMib * MIB, { onDrop: forgetPanels });
 
 /**
  * What the page's cache drops, each thread drops too: a thread keeps only panels this cache
@@ -261,7 +263,7 @@ function connect() {
       name: "web volunteer",
       threads: settings.threads,
       user_agent: navigator.userAgent,
-      panel_cache: { budget_bytes: PANEL_CACHE_BYTES },
+      panel_cache: { budget_bytes: settings.cacheMib * MIB },
       ...(token ? { token } : {}),
     });
     scheduleRender();
@@ -421,6 +423,18 @@ function setThreads(n) {
   settings.threads = clampThreads(n);
   save("threads", settings.threads);
   applyThreads();
+  scheduleRender();
+}
+
+/**
+ * The server plans a page's cache from what it announced when it registered: a new size
+ * takes effect on a new connection, made at once if the page is connected.
+ */
+function setCache(mib) {
+  settings.cacheMib = chosenCacheMib(mib, affordable);
+  save("cache-mib", settings.cacheMib);
+  panels.budget = settings.cacheMib * MIB;
+  if (socket) connect();
   scheduleRender();
 }
 
@@ -598,6 +612,13 @@ function setup() {
   for (let i = 1; i <= cores; i++) threads.append(new Option(String(i), String(i)));
   threads.value = String(settings.threads);
   threads.addEventListener("change", () => setThreads(Number(threads.value)));
+  const cache = $("cache");
+  for (const mib of affordable.choices) cache.append(new Option(mib >= 1024 ? `${mib / 1024} GiB` : `${mib} MiB`, String(mib)));
+  cache.value = String(settings.cacheMib);
+  cache.addEventListener("change", () => setCache(Number(cache.value)));
+  $("cache-afford").textContent = navigator.deviceMemory
+    ? `This device says it has about ${navigator.deviceMemory} GB of memory: up to ${affordable.choices.at(-1)} MiB is offered.`
+    : `This browser does not say how much memory the device has: up to ${affordable.choices.at(-1)} MiB is offered.`;
   const dutyBox = $("duty");
   for (const d of DUTY_CHOICES) {
     const id = `duty-${d * 100}`;
@@ -863,6 +884,7 @@ globalThis.brainVolunteer = {
     requestsSent: ui.requestsSent,
     connects: ui.connects,
     cachedPanels: panels.size,
+    cacheBytes: panels.budget,
     movedPanels: panels.detachedCount(),
     pending: pipeline.pending,
     queued: pipeline.queue.length,

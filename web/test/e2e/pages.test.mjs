@@ -11,6 +11,7 @@ import {
   startServer, launchBrowser, waitFor, getJson, randomMatrix, referenceProduct, tempDir, cleanup, OUTPUT, WEB_DIR,
 } from "./helpers.mjs";
 import { encodeNpy, decodeNpy } from "../../src/common/npy.js";
+import { affordableCache } from "../../src/volunteer/cache-budget.js";
 
 // Whatever happens, this process ends: a hung browser must not hang CI.
 setTimeout(() => {
@@ -201,6 +202,29 @@ describe("volunteer page and dashboard in Chromium", { timeout: 7 * 60_000 }, ()
     // What the page delivered, beside what its kernel can: the verified work of late.
     assert.ok(after.effectiveGflops > 0, `effective speed ${after.effectiveGflops}`);
     await waitFor(async () => /GFLOP\/s|MFLOP\/s/.test(await volunteer.textContent("#speed-effective")), "the effective speed shown", 5000);
+  });
+
+  test("the panel cache is sized for the device, shown, and a new size is announced on a new connection", T, async () => {
+    const deviceMemory = await volunteer.evaluate(() => navigator.deviceMemory ?? null);
+    const offered = await volunteer.$$eval("#cache option", (os) => os.map((o) => Number(o.value)));
+    const afford = affordableCache(deviceMemory ?? undefined);
+    assert.deepEqual(offered, afford.choices);
+    assert.equal(Number(await volunteer.inputValue("#cache")), afford.defaultMib);
+    assert.equal((await snapshot()).cacheBytes, afford.defaultMib * 1024 * 1024);
+    // What the page tells the server: the register_worker frame on the new connection.
+    const announced = new Promise((resolve) => {
+      volunteer.on("websocket", (ws) =>
+        ws.on("framesent", ({ payload }) => {
+          const m = /"register_worker",(\{.*\})\]$/.exec(String(payload));
+          if (m) resolve(JSON.parse(m[1]).panel_cache.budget_bytes);
+        }),
+      );
+    });
+    await volunteer.selectOption("#cache", "64");
+    assert.equal(await announced, 64 * 1024 * 1024);
+    assert.equal((await snapshot()).cacheBytes, 64 * 1024 * 1024);
+    assert.equal(await volunteer.evaluate(() => localStorage.getItem("brain.cache-mib")), "64");
+    await waitFor(async () => (await snapshot()).registered, "registered again", 10_000);
   });
 
   test("pause stops requesting work; resume picks it up", T, async () => {
