@@ -19,6 +19,14 @@ pub const GFLOP_PER_COBBLESTONE: f64 = 86_400.0 / 200.0;
 /// Milliseconds in a UTC day: days are numbered from 1970-01-01 (day 0).
 pub const MS_PER_DAY: i64 = 86_400_000;
 
+/// Milliseconds in an hour: the rolling window's resolution. Hours are numbered from the epoch
+/// (hour 0 is 1970-01-01 00:00 UTC).
+pub const MS_PER_HOUR: i64 = 3_600_000;
+
+/// Hourly buckets in the rolling "24h" window: the current hour and the 23 before it, so the
+/// window spans between 23 and 24 hours of credit (docs/credit.md).
+pub const WINDOW_HOURS: i64 = 24;
+
 /// Days in a profile's history.
 pub const HISTORY_DAYS: i64 = 30;
 
@@ -59,6 +67,26 @@ pub fn day_of(ms: i64) -> i64 {
     ms.div_euclid(MS_PER_DAY)
 }
 
+/// The hour (hours since the epoch) of a time in ms since the epoch.
+pub fn hour_of(ms: i64) -> i64 {
+    ms.div_euclid(MS_PER_HOUR)
+}
+
+/// The last hour a sweep at `now_ms` takes out of the rolling window: every hour up to it has
+/// left, and the window holds the [`WINDOW_HOURS`] hours after it, the current one included.
+pub fn window_swept_through(now_ms: i64) -> i64 {
+    hour_of(now_ms) - WINDOW_HOURS
+}
+
+/// Whether credit of `hour` is (still) counted in the rolling window, the window having been
+/// swept through `swept_through`. A withdrawal takes credit out of the window only then: once
+/// its hour is swept, the sweep already took it out, and taking it again would count it twice.
+/// A grant whose hour is already swept (an instance whose clock is a day behind the sweeper's)
+/// stays out of the window for the same reason.
+pub fn in_window(hour: i64, swept_through: i64) -> bool {
+    hour > swept_through
+}
+
 /// A day number as `YYYY-MM-DD` (proleptic Gregorian; Howard Hinnant's `civil_from_days`).
 pub fn date_of(day: i64) -> String {
     let z = day + 719_468;
@@ -81,12 +109,16 @@ pub fn credited_ms(compute_ms: Option<f64>) -> i64 {
         .map_or(0, |ms| ms.min(i64::MAX as f64 / 2.0).round() as i64)
 }
 
-/// Who a grant or withdrawal goes to: a volunteer, its team at the time, and the UTC day.
+/// Who a grant or withdrawal goes to: a volunteer, its team at the time, and the UTC day and
+/// hour of the grant.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub struct Holder {
     pub worker_id: String,
     pub team_id: Option<String>,
     pub day: i64,
+    /// Hours since the epoch ([`hour_of`]); 0 for a grant made before hours were kept, which is
+    /// never in the window.
+    pub hour: i64,
 }
 
 /// What a batch adds to (or takes from) one [`Holder`]'s aggregates.
@@ -196,9 +228,9 @@ pub enum Board {
 /// Over what time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Period {
-    /// The current UTC day (`24h`): the daily aggregates are per UTC day, and a board that
-    /// summed two days per volunteer per request would not be fast at 100,000 volunteers.
-    Today,
+    /// The rolling window (`24h`): the current hour and the 23 before it ([`WINDOW_HOURS`]),
+    /// kept as its own aggregate so that the board reads a rank index, never sums hours.
+    Last24h,
     All,
 }
 
@@ -232,7 +264,7 @@ impl BoardQuery {
             other => return Err(format!("board must be volunteers or teams, not {other:?}")),
         };
         let period = match period.unwrap_or("all") {
-            "24h" => Period::Today,
+            "24h" => Period::Last24h,
             "all" => Period::All,
             other => return Err(format!("period must be 24h or all, not {other:?}")),
         };
@@ -454,6 +486,37 @@ mod tests {
     }
 
     #[test]
+    fn the_window_is_the_current_hour_and_the_23_before_it() {
+        let h = 493_000; // 2026-03-29 16:00 UTC
+        let at = |hour: i64, minute: i64| hour * MS_PER_HOUR + minute * 60_000;
+        assert_eq!(hour_of(at(h, 0)), h);
+        assert_eq!(hour_of(at(h, 59) + 59_999), h);
+        assert_eq!(hour_of(-1), -1);
+        assert_eq!(
+            hour_of(at(h, 30)).div_euclid(24),
+            day_of(at(h, 30)),
+            "hours nest in days"
+        );
+        // Credit of hour h counts until the sweep in hour h + 24 takes it out.
+        for (now, counted) in [(h, true), (h + 23, true), (h + 24, false), (h + 25, false)] {
+            let swept = window_swept_through(at(now, 59));
+            assert_eq!(in_window(h, swept), counted, "at hour h + {}", now - h);
+            assert_eq!(
+                window_swept_through(at(now, 0)),
+                swept,
+                "the same all the hour"
+            );
+        }
+        // A withdrawal before the sweep takes from the window; after it, the sweep already did.
+        assert!(in_window(h, h - 1));
+        assert!(!in_window(h, h));
+        assert!(
+            !in_window(0, window_swept_through(at(h, 0))),
+            "grants older than hours"
+        );
+    }
+
+    #[test]
     fn only_sane_compute_times_count() {
         assert_eq!(credited_ms(Some(12.6)), 13);
         assert_eq!(credited_ms(None), 0);
@@ -468,6 +531,7 @@ mod tests {
                 worker_id: worker.into(),
                 team_id: team.map(Into::into),
                 day,
+                hour: day * 24,
             },
             flops,
             compute_ms: 10,
@@ -489,6 +553,7 @@ mod tests {
             worker_id: "a".into(),
             team_id: None,
             day: 1,
+            hour: 24,
         };
         assert_eq!(
             t[&a1],
@@ -560,7 +625,7 @@ mod tests {
             BoardQuery::parse(Some("teams"), Some("24h"), Some("3"), Some("100")).expect("valid");
         assert_eq!(
             (q.board, q.period, q.offset()),
-            (Board::Teams, Period::Today, 200)
+            (Board::Teams, Period::Last24h, 200)
         );
         let refused = |b, p, page, per| BoardQuery::parse(b, p, page, per).expect_err("refused");
         assert!(refused(Some("bots"), None, None, None).contains("board must be"));

@@ -181,6 +181,25 @@ fn cors_layer(origins: &AllowedOrigins) -> CorsLayer {
     }
 }
 
+/// Moves the rolling "24h" credit window on: at start-up, then every [`CREDIT_SWEEP`]. Every
+/// instance runs it; the sweep's transaction makes all but the first in an hour find nothing to
+/// do. The boards lag the hour by at most this period.
+async fn sweep_credit_window(pool: db::Pool) {
+    let mut ticker = tokio::time::interval(CREDIT_SWEEP);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        ticker.tick().await; // the first tick is at once
+        match db::credit::sweep_credit_window(&pool, db::now_ms()).await {
+            Ok(Some(hour)) => tracing::debug!(swept_through = hour, "credit window moved on"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "sweeping the credit window failed"),
+        }
+    }
+}
+
+/// How often the credit window is swept: an hour leaves the "24h" boards at most this late.
+const CREDIT_SWEEP: Duration = Duration::from_secs(60);
+
 /// Serves until `shutdown` completes, with the grid's loops and the broadcasts alongside.
 pub async fn run(
     listener: TcpListener,
@@ -190,6 +209,7 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let mut background = state.grid.spawn_loops();
     background.push(tokio::spawn(broadcast::broadcast_loop(state.clone())));
+    background.push(tokio::spawn(sweep_credit_window(state.db.clone())));
     let app = router.into_make_service_with_connect_info::<peer::Peer>();
     let st = state.clone();
     let graceful = async move {

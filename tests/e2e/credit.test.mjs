@@ -120,6 +120,7 @@ test("credit follows verification exactly: liars, duplicates and audits earn not
     assert.equal(status, 200);
     assert.equal(flopsFromCredit(p.credit_all_time), w.accepted, `${w.id}: all time`);
     assert.equal(flopsFromCredit(p.credit_today), w.accepted, "today");
+    assert.equal(flopsFromCredit(p.credit_24h), w.accepted, "the last 24 hours, audits withdrawn");
     assert.equal(flopsFromCredit(p.credit_week), w.accepted, "this week");
     assert.equal(p.tiles, w.tiles);
     assert.equal(p.history.length, 30);
@@ -131,7 +132,13 @@ test("credit follows verification exactly: liars, duplicates and audits earn not
   const total = [...cheaters, twice, finisher].reduce((n, w) => n + w.accepted, 0);
   assert.equal(total, 600 * 24, "the crowd's credit is the job's flops, exactly");
 
-  // The boards: every credited volunteer ranked by credit, the liar nowhere.
+  // The boards: every credited volunteer ranked by credit, the liar nowhere. All of it was
+  // earned just now, so the last 24 hours' board is the all-time one, withdrawals included.
+  const allTime = await board(server.url, "&period=all");
+  const last24h = await board(server.url, "&period=24h");
+  assert.deepEqual(last24h.entries, allTime.entries);
+  for (const w of [...cheaters, twice, finisher])
+    assert.equal(flopsFromCredit(last24h.entries.find((e) => e.id === w.id).credit), w.accepted, `${w.id}: 24h board`);
   for (const period of ["all", "24h"]) {
     const b = await board(server.url, `&period=${period}`);
     assert.equal(b.total, 8);

@@ -498,7 +498,7 @@ async fn complete(
     ids.sort_unstable();
     ids.dedup();
     let together = engine() == Engine::Postgres && ids.len() == items.len() && items.len() > 1;
-    let day = crate::credit::day_of(now);
+    let (day, hour) = (crate::credit::day_of(now), crate::credit::hour_of(now));
     let mut stored: Vec<Result<Stored, String>> = Vec::with_capacity(items.len());
     if together {
         let mut done = complete_together(&mut tx, items, results, now, day).await?;
@@ -514,7 +514,7 @@ async fn complete(
             None => sqlx::query(
             sql("UPDATE tasks SET state = 'done', compute_ms = NULLIF(?1, 'NaN'), completed_by = ?2, result_crc = ?7, \
                  lease_owner = NULL, lease_worker = NULL, lease_deadline = NULL, updated_at = ?3, \
-                 credit_ms = ?8, credit_day = ?10, \
+                 credit_ms = ?8, credit_day = ?10, credit_hour = ?11, \
                  credit_flops = (SELECT CAST(?9 AS BIGINT) FROM workers WHERE id = ?2 AND quarantine_reason IS NULL), \
                  credit_team = (SELECT team_id FROM workers WHERE id = ?2) \
              WHERE id = ?4 AND ((state = 'leased' AND lease_owner = ?5 AND lease_deadline >= ?3) \
@@ -523,9 +523,9 @@ async fn complete(
             ),
             Some(_) => sqlx::query(
             sql("UPDATE tasks SET state = 'done', compute_ms = NULLIF(?1, 'NaN'), completed_by = ?2, result_crc = ?7, \
-                 result = ?11, \
+                 result = ?12, \
                  lease_owner = NULL, lease_worker = NULL, lease_deadline = NULL, updated_at = ?3, \
-                 credit_ms = ?8, credit_day = ?10, \
+                 credit_ms = ?8, credit_day = ?10, credit_hour = ?11, \
                  credit_flops = (SELECT CAST(?9 AS BIGINT) FROM workers WHERE id = ?2 AND quarantine_reason IS NULL), \
                  credit_team = (SELECT team_id FROM workers WHERE id = ?2) \
              WHERE id = ?4 AND ((state = 'leased' AND lease_owner = ?5 AND lease_deadline >= ?3) \
@@ -543,7 +543,8 @@ async fn complete(
             .bind(i64::from(item.result_crc))
             .bind(crate::credit::credited_ms(item.compute_ms))
             .bind(item.flops)
-            .bind(day);
+            .bind(day)
+            .bind(hour);
         let query = match results {
             Some(results) => query.bind(results[i]),
             None => query,
@@ -572,14 +573,19 @@ async fn complete(
                     worker_id: item.worker_id.clone(),
                     team_id: stored.credit_team.clone(),
                     day,
+                    hour,
                 },
                 flops: stored.credit_flops,
                 compute_ms: crate::credit::credited_ms(item.compute_ms),
             })
         })
         .collect();
-    for (holder, amount) in crate::credit::tally(&earned) {
-        super::credit::grant(&mut tx, &holder, amount).await?;
+    let earned = crate::credit::tally(&earned);
+    if !earned.is_empty() {
+        let swept_through = super::credit::window(&mut tx).await?;
+        for (holder, amount) in earned {
+            super::credit::grant(&mut tx, &holder, amount, swept_through).await?;
+        }
     }
     // Count per job and per worker; the last stored result of a job in this batch is the one
     // that reports the job finishing.
@@ -795,7 +801,7 @@ async fn complete_together(
              completed_by = p.workers[array_position(p.ids, t.id)], \
              result_crc = p.crcs[array_position(p.ids, t.id)]{result_column}, \
              lease_owner = NULL, lease_worker = NULL, lease_deadline = NULL, updated_at = ?, \
-             credit_ms = p.ms[array_position(p.ids, t.id)], credit_day = ?, \
+             credit_ms = p.ms[array_position(p.ids, t.id)], credit_day = ?, credit_hour = ?, \
              credit_flops = (SELECT p.flops[array_position(p.ids, t.id)] FROM workers w \
                  WHERE w.id = p.workers[array_position(p.ids, t.id)] AND w.quarantine_reason IS NULL), \
              credit_team = (SELECT w.team_id FROM workers w \
@@ -848,6 +854,7 @@ async fn complete_together(
     let rows = query
         .bind(now)
         .bind(day)
+        .bind(crate::credit::hour_of(now))
         .bind(now)
         .fetch_all(&mut **tx)
         .await?;
@@ -960,6 +967,7 @@ struct Reopened {
     credit_flops: Option<i64>,
     credit_ms: Option<i64>,
     credit_day: Option<i64>,
+    credit_hour: Option<i64>,
     credit_team: Option<String>,
 }
 
@@ -1011,7 +1019,7 @@ pub async fn reopen(
              WHERE id = ?3 AND state = 'done' AND completed_by = ?4 \
                  AND job_id IN (SELECT id FROM jobs WHERE status = 'running') \
              RETURNING id, job_id, tile_row, tile_col, failures, \
-                 credit_flops, credit_ms, credit_day, credit_team",
+                 credit_flops, credit_ms, credit_day, credit_hour, credit_team",
         ))
         .bind(reason)
         .bind(now)
@@ -1024,6 +1032,7 @@ pub async fn reopen(
             credit_flops,
             credit_ms,
             credit_day,
+            credit_hour,
             credit_team,
         }) = task
         else {
@@ -1034,6 +1043,7 @@ pub async fn reopen(
                 worker_id: worker_id.to_owned(),
                 team_id: credit_team,
                 day: credit_day.unwrap_or(0),
+                hour: credit_hour.unwrap_or(0),
             },
             flops: credit_flops,
             compute_ms: credit_ms.unwrap_or(0),
@@ -1056,8 +1066,12 @@ pub async fn reopen(
     .execute(&mut *tx)
     .await?;
     // What those results were granted is withdrawn in the same transaction.
-    for (holder, amount) in crate::credit::tally(&withdrawn) {
-        super::credit::withdraw(&mut tx, &holder, amount).await?;
+    let withdrawn = crate::credit::tally(&withdrawn);
+    if !withdrawn.is_empty() {
+        let swept_through = super::credit::window(&mut tx).await?;
+        for (holder, amount) in withdrawn {
+            super::credit::withdraw(&mut tx, &holder, amount, swept_through).await?;
+        }
     }
     tx.commit().await?;
     Ok(reopened)

@@ -30,7 +30,8 @@ pub(super) struct BoardParams {
     /// `volunteers` (default) or `teams`.
     #[param(value_type = Option<BoardName>)]
     board: Option<String>,
-    /// `24h` (the current UTC day) or `all` (default).
+    /// `24h` (the last 24 hours, to the hour: the current hour and the 23 before it) or `all`
+    /// (default).
     #[param(value_type = Option<PeriodName>)]
     period: Option<String>,
     /// From 1 (default) to 10000.
@@ -50,12 +51,12 @@ pub(super) enum BoardName {
     Teams,
 }
 
-/// Over what time.
+/// Over what time: `24h` is the current hour and the 23 before it, `all` all time.
 #[derive(ToSchema)]
 #[allow(dead_code, reason = "documents the parameter, which is parsed as text")]
 pub(super) enum PeriodName {
     #[schema(rename = "24h")]
-    Day,
+    Last24h,
     #[schema(rename = "all")]
     All,
 }
@@ -96,8 +97,8 @@ fn bad_query(e: QueryRejection) -> Error {
     Error::BadRequest(format!("query string: {}", e.body_text()))
 }
 
-/// A board, ranked by credit: volunteers or teams, today (UTC) or all time, a page at a time.
-/// Quarantined volunteers are not on it.
+/// A board, ranked by credit: volunteers or teams, over the last 24 hours (to the hour) or all
+/// time, a page at a time. Quarantined volunteers are not on it.
 #[utoipa::path(get, path = "/api/leaderboard", tag = "credit", params(BoardParams),
     responses((status = 200, body = Leaderboard), (status = 400, body = ErrorBody),
         (status = 500, body = ErrorBody)))]
@@ -113,8 +114,7 @@ pub(super) async fn leaderboard(
         p.per_page.as_deref(),
     )
     .map_err(Error::BadRequest)?;
-    let today = credit::day_of(db::now_ms());
-    let (rows, total) = db::credit::board(&state.db, &query, today).await?;
+    let (rows, total) = db::credit::board(&state.db, &query).await?;
     let first = query.offset() + 1;
     let entries = rows
         .into_iter()
@@ -136,7 +136,7 @@ pub(super) async fn leaderboard(
             Board::Teams => "teams",
         },
         period: match query.period {
-            Period::Today => "24h",
+            Period::Last24h => "24h",
             Period::All => "all",
         },
         page: query.page,
@@ -158,6 +158,8 @@ pub struct Profile {
     /// GFLOP verified today (UTC), in the last 7 UTC days, and ever.
     credit_today: f64,
     credit_week: f64,
+    /// GFLOP verified in the last 24 hours, to the hour: the figure of the `24h` board.
+    credit_24h: f64,
     credit_all_time: f64,
     tiles: i64,
     /// Compute time the volunteer's pages reported for their verified tiles, in seconds.
@@ -206,6 +208,7 @@ async fn profile(state: &AppState, id: &str) -> Result<Profile> {
         team: row.team,
         credit_today: credit::gflop(on(today).map_or(0, |d| d.flops)),
         credit_week: credit::gflop(week),
+        credit_24h: credit::gflop(row.flops_24h),
         credit_all_time: credit::gflop(row.flops),
         tiles: row.tiles,
         compute_s: row.compute_ms as f64 / 1000.0,
@@ -214,8 +217,8 @@ async fn profile(state: &AppState, id: &str) -> Result<Profile> {
     })
 }
 
-/// A volunteer's public profile: credit today, this week and ever, tiles, compute time, rank,
-/// team and the last 30 days. 404 for an unknown or quarantined volunteer.
+/// A volunteer's public profile: credit today, in the last 24 hours, this week and ever, tiles,
+/// compute time, rank, team and the last 30 days. 404 for an unknown or quarantined volunteer.
 #[utoipa::path(get, path = "/api/volunteers/{id}", tag = "credit",
     params(("id" = String, Path, description = "The worker id (`registration_ack`'s `worker_id`)")),
     responses((status = 200, body = Profile), (status = 404, body = ErrorBody),
