@@ -107,6 +107,87 @@ impl CacheModel {
     }
 }
 
+/// Held panels a reconnecting worker may name (`register_worker`'s `panel_cache.holds`): more
+/// than a 1 GiB cache holds of the smallest panels any plan cuts is never needed, and anything
+/// past the bound is ignored rather than parsed.
+pub const MAX_HELD_PANELS: usize = 4096;
+
+/// Jobs whose panels a reconnecting worker may name: each costs the server a look-up.
+pub const MAX_HELD_JOBS: usize = 8;
+
+/// The longest key there is: a job id (a UUID, 36 characters), an operand and an index.
+const MAX_KEY_LEN: usize = 64;
+
+/// A key's parts, if it is one: `<job>:a:<row>` or `<job>:b:<col>`.
+pub fn parse_key(key: &str) -> Option<(&str, Operand, usize)> {
+    if key.len() > MAX_KEY_LEN {
+        return None;
+    }
+    let mut parts = key.split(':');
+    let (job, operand, index) = (parts.next()?, parts.next()?, parts.next()?);
+    if parts.next().is_some() || job.is_empty() {
+        return None;
+    }
+    let operand = match operand {
+        "a" => Operand::A,
+        "b" => Operand::B,
+        _ => return None,
+    };
+    // Digits only: `parse` would also take a sign.
+    if index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some((job, operand, index.parse().ok()?))
+}
+
+/// The jobs a reconnecting worker's held keys name, at most [`MAX_HELD_JOBS`], in order of
+/// first mention: the server looks each up before [`resume`].
+pub fn held_jobs(holds: &[String]) -> Vec<&str> {
+    let mut jobs: Vec<&str> = Vec::new();
+    for (job, _, _) in holds
+        .iter()
+        .take(MAX_HELD_PANELS)
+        .filter_map(|k| parse_key(k))
+    {
+        if !jobs.contains(&job) {
+            if jobs.len() == MAX_HELD_JOBS {
+                break;
+            }
+            jobs.push(job);
+        }
+    }
+    jobs
+}
+
+/// The cache model of a worker that comes back after losing its connection and says which
+/// panels it still holds, least recently used first. A key counts only if `size` knows its
+/// panel (a running job's, an index inside its plan); duplicates count once; the budget
+/// applies as if the panels arrived in that order. The worker keeps exactly the model's keys
+/// (`registration_ack`'s `panels_kept`) and drops the rest, so the two agree again.
+pub fn resume(
+    budget: u64,
+    holds: &[String],
+    size: impl Fn(&str, Operand, usize) -> Option<u64>,
+) -> CacheModel {
+    let mut model = CacheModel::new(budget);
+    for key in holds.iter().take(MAX_HELD_PANELS) {
+        let Some(bytes) = parse_key(key).and_then(|(job, op, index)| size(job, op, index)) else {
+            continue;
+        };
+        if !model.hit(key) {
+            model.insert(key.clone(), bytes);
+        }
+    }
+    model
+}
+
+impl CacheModel {
+    /// The keys held, least recently used first.
+    pub fn keys(&self) -> Vec<String> {
+        self.entries.iter().map(|(k, _)| k.clone()).collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -132,5 +213,79 @@ mod tests {
         assert_eq!(c.main_job().as_deref(), Some("j"));
         c.clear();
         assert!(!c.hit("j:a:0"));
+    }
+
+    #[test]
+    fn keys_are_parsed_strictly() {
+        assert_eq!(parse_key("j1:a:0"), Some(("j1", Operand::A, 0)));
+        assert_eq!(parse_key("j1:b:12"), Some(("j1", Operand::B, 12)));
+        for bad in [
+            "",
+            "j1",
+            "j1:a",
+            "j1:c:0",
+            "j1:a:",
+            "j1:a:-1",
+            "j1:a:+1",
+            "j1:a:1:2",
+            ":a:0",
+            "j1:a:99999999999999999999999",
+        ] {
+            assert_eq!(parse_key(bad), None, "{bad:?}");
+        }
+        assert_eq!(
+            parse_key(&format!("{}:a:0", "j".repeat(80))),
+            None,
+            "too long"
+        );
+    }
+
+    /// Job "j": A panels 0..4 of 30 bytes and B panels 0..4 of 20; nothing else exists.
+    fn size(job: &str, op: Operand, index: usize) -> Option<u64> {
+        (job == "j" && index < 4).then_some(match op {
+            Operand::A => 30,
+            Operand::B => 20,
+        })
+    }
+
+    fn strings(keys: &[&str]) -> Vec<String> {
+        keys.iter().map(|k| (*k).to_owned()).collect()
+    }
+
+    #[test]
+    fn a_returning_worker_keeps_only_panels_the_server_knows_within_its_budget() {
+        let holds = strings(&[
+            "j:a:0",
+            "other:a:0",
+            "j:a:9",
+            "garbage",
+            "j:b:1",
+            "j:a:0",
+            "j:b:2",
+            "j:a:3",
+        ]);
+        // 100 bytes: a:0 (30) + b:1 (20) + b:2 (20) + a:3 (30); the duplicate a:0 counts once
+        // (and becomes the most recent, as a hit does).
+        let model = resume(100, &holds, size);
+        assert_eq!(model.keys(), strings(&["j:b:1", "j:a:0", "j:b:2", "j:a:3"]));
+        // A smaller budget keeps the most recent, as if they had arrived in that order.
+        assert_eq!(
+            resume(50, &holds, size).keys(),
+            strings(&["j:b:2", "j:a:3"])
+        );
+        assert!(resume(0, &holds, size).keys().is_empty());
+        assert!(resume(1000, &[], size).keys().is_empty());
+    }
+
+    #[test]
+    fn a_flood_of_held_keys_is_cut_at_the_bound() {
+        let mut holds: Vec<String> = (0..MAX_HELD_PANELS).map(|i| format!("x{i}:a:0")).collect();
+        holds.push("j:a:0".to_owned()); // past the bound: not looked at
+        assert!(resume(u64::MAX, &holds, size).keys().is_empty());
+        assert_eq!(held_jobs(&holds).len(), MAX_HELD_JOBS);
+        assert_eq!(
+            held_jobs(&strings(&["j:a:0", "k:b:1", "j:b:0", "bad"])),
+            vec!["j", "k"]
+        );
     }
 }

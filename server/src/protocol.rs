@@ -24,6 +24,10 @@ pub struct RegisterWorker {
 pub struct PanelCacheOffer {
     /// Memory the worker sets aside for panels.
     pub budget_bytes: u64,
+    /// Coming back after a lost connection: the panels it still holds, least recently used
+    /// first (`panels::resume` decides which count; at most `panels::MAX_HELD_PANELS` are read).
+    #[serde(default)]
+    pub holds: Vec<String>,
 }
 
 /// `registration_ack`.
@@ -37,6 +41,10 @@ pub struct RegistrationAck {
     pub quarantined: Option<String>,
     pub heartbeat_interval_ms: u64,
     pub lease_ms: u64,
+    /// To a worker that announced a cache: the panels the server counts it as holding (of those
+    /// it said it holds); it drops every other. Absent for a worker without a cache.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub panels_kept: Option<Vec<String>>,
 }
 
 /// `heartbeat_ack`.

@@ -3,8 +3,9 @@
 
 import { test } from "node:test";
 import assert from "node:assert/strict";
+import { once } from "node:events";
 import {
-  api, assertClose, downloadNpy, referenceProduct, randomMatrix, rowsOf, startServer, startWorker, waitForJob, submitRandom,
+  registered, api, assertClose, downloadNpy, referenceProduct, randomMatrix, rowsOf, startServer, startWorker, waitForJob, submitRandom,
 } from "./helpers.mjs";
 
 const metric = async (url, name) => {
@@ -59,4 +60,39 @@ test("workers that announce no cache get both panels with every task", async (t)
   await waitForJob(server.url, job.id);
   assert.equal(w.stats.fullTasks, job.tasks);
   assert.equal(w.stats.bytesIn, job.tasks * 2 * 8 * 8 * 4);
+});
+
+test("a worker that comes back says which panels it holds: the server counts the real ones and sends only the rest", async (t) => {
+  const server = await startServer(t);
+  // 4×4 tiles of 8 with k = 8 (f32, the default dtype): every panel is 256 bytes.
+  const job = await submitRandom(server.url, 32, 8, 32, 8, 9);
+  const other = await submitRandom(server.url, 16, 8, 16, 8, 11);
+  await api(server.url, `/api/jobs/${other.id}`, { method: "DELETE" });
+  const key = (id, op, i) => `${id}:${op}:${i}`;
+  const holds = [
+    key(job.id, "a", 0), key(other.id, "a", 0), "garbage", `${job.id}:c:0`, `${job.id}:a:-1`,
+    key(job.id, "a", 99), key(job.id, "b", 1), key(job.id, "b", 1), "x".repeat(10_000),
+  ];
+  const { socket, ack } = await registered(t, server.url, { name: "back", panel_cache: { budget_bytes: 1 << 20, holds } });
+  // Only the running job's panels inside its plan count; a cancelled job's, made-up and
+  // malformed keys do not.
+  assert.deepEqual(ack.panels_kept, [key(job.id, "a", 0), key(job.id, "b", 1)]);
+  const task = once(socket, "task_assigned");
+  socket.emit("request_task");
+  const [sent] = await task;
+  // The scheduler prefers a tile whose panels the worker holds: that one comes without them.
+  assert.equal(sent.a_key, key(job.id, "a", 0));
+  assert.equal(sent.b_key, key(job.id, "b", 1));
+  assert.equal(sent.a, undefined);
+  assert.equal(sent.b, undefined);
+
+  // Within the budget, the most recent win; a flood is read no further than the bound.
+  const small = await registered(t, server.url, { name: "small", panel_cache: { budget_bytes: 600, holds: [0, 1, 2, 3].map((i) => key(job.id, "a", i)) } });
+  assert.deepEqual(small.ack.panels_kept, [key(job.id, "a", 2), key(job.id, "a", 3)]);
+  const flood = Array.from({ length: 5000 }, (_, i) => `${i}:a:0`).concat([key(job.id, "a", 0)]);
+  const flooded = await registered(t, server.url, { name: "flood", panel_cache: { budget_bytes: 1 << 20, holds: flood } });
+  assert.deepEqual(flooded.ack.panels_kept, []);
+  // A worker that announces no cache hears nothing of panels.
+  const plain = await registered(t, server.url, { name: "plain" });
+  assert.equal(plain.ack.panels_kept, undefined);
 });

@@ -90,7 +90,8 @@ pub struct Connection {
 }
 
 impl Connection {
-    /// A connection with no leases yet; `cache_bytes` is the panel cache it announced.
+    /// A connection with no leases yet; `cache` is the model of the panel cache it announced
+    /// (see `panels::resume`).
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         id: ConnectionId,
@@ -99,7 +100,7 @@ impl Connection {
         name: String,
         threads: u32,
         user_agent: String,
-        cache_bytes: Option<u64>,
+        cache: Option<CacheModel>,
         send_bytes_per_sec: u64,
     ) -> Self {
         Connection {
@@ -116,7 +117,7 @@ impl Connection {
             leases: HashMap::new(),
             requested: 0,
             gflops: 0.0,
-            cache: cache_bytes.filter(|b| *b > 0).map(CacheModel::new),
+            cache,
             send_budget: SendBudget::new(send_bytes_per_sec),
         }
     }

@@ -4,7 +4,9 @@
 use std::net::IpAddr;
 
 use crate::db;
+use crate::panels::{self, CacheModel, Operand};
 use crate::protocol::{RegisterWorker, RegistrationAck};
+use crate::status::JobStatus;
 
 use super::dispatch::{self, Waiter};
 use super::registry::{Connection, Standing};
@@ -108,6 +110,11 @@ impl Grid {
             Refusal::Unavailable
         })?;
         let worker_id = record.id.clone();
+        let cache = match info.panel_cache.filter(|c| c.budget_bytes > 0) {
+            Some(offer) => Some(self.resumed_cache(offer.budget_bytes, &offer.holds).await),
+            None => None,
+        };
+        let panels_kept = cache.as_ref().map(CacheModel::keys);
         self.workers.insert(
             Connection::new(
                 connection,
@@ -116,7 +123,7 @@ impl Grid {
                 name,
                 threads,
                 user_agent,
-                info.panel_cache.map(|c| c.budget_bytes),
+                cache,
                 self.config.limits.max_send_bytes_per_sec,
             ),
             record.trust(),
@@ -128,6 +135,33 @@ impl Grid {
             heartbeat_interval_ms: self.config.heartbeat_interval.as_millis() as u64,
             lease_ms: self.config.lease.as_millis() as u64,
             quarantined: record.quarantine_reason,
+            panels_kept,
+        })
+    }
+
+    /// The cache model of a worker that says which panels it still holds (a page whose
+    /// connection was lost keeps its panels): those of running jobs, inside their plans,
+    /// within the budget (`panels::resume`). So a reset on a slow link costs the reconnection,
+    /// not the download of every panel again. A job that cannot be read counts as gone.
+    async fn resumed_cache(&self, budget: u64, holds: &[String]) -> CacheModel {
+        let mut plans = Vec::new();
+        for job in panels::held_jobs(holds) {
+            if let Ok(Some(row)) = db::get_job(&self.db, job).await {
+                if matches!(row.status, JobStatus::Running | JobStatus::Queued) {
+                    if let Ok(plan) = self.inputs.plan(&self.db, job).await {
+                        plans.push((job.to_owned(), plan));
+                    }
+                }
+            }
+        }
+        panels::resume(budget, holds, |job, operand, index| {
+            let (_, plan) = plans.iter().find(|(j, _)| j == job)?;
+            let elements = match operand {
+                Operand::A if index < plan.tile_rows() => plan.tile(index, 0).rows * plan.k,
+                Operand::B if index < plan.tile_cols() => plan.k * plan.tile(0, index).cols,
+                _ => return None,
+            };
+            Some((elements * plan.dtype.size()) as u64)
         })
     }
 

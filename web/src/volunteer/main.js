@@ -256,19 +256,22 @@ function connect() {
     restartingMs = 0;
     ui.connection = "connected";
     pipeline.connected();
-    // The server models this page's cache per connection, starting empty.
-    panels.clear();
+    // The server models this page's cache per connection: coming back after a lost one, the
+    // page says what it still holds, and the server says which of those it counts on.
     const token = load(tokenKey(), "");
     socket.emit("register_worker", {
       name: "web volunteer",
       threads: settings.threads,
       user_agent: navigator.userAgent,
-      panel_cache: { budget_bytes: settings.cacheMib * MIB },
+      panel_cache: { budget_bytes: settings.cacheMib * MIB, holds: panels.keys() },
       ...(token ? { token } : {}),
     });
     scheduleRender();
   });
   socket.on("registration_ack", (ack) => {
+    // A server that does not say which panels it counts on starts this page's cache afresh.
+    if (Array.isArray(ack.panels_kept)) panels.keepOnly(ack.panels_kept.filter((k) => typeof k === "string"));
+    else panels.clear();
     ui.workerId = ack.worker_id;
     if (ack.token) save(tokenKey(), ack.token);
     refreshCredit(true);
@@ -335,7 +338,7 @@ function connect() {
   socket.on("disconnect", (reason) => {
     clearInterval(heartbeatTimer);
     pipeline.disconnected();
-    panels.clear();
+    // The panels stay: the next registration says which the server still counts on.
     if (releasing) return;
     // The server closing the connection on purpose stops socket.io's automatic retries;
     // a volunteer still wants to come back, after a pause with jitter: the server's own

@@ -82,6 +82,33 @@ export class PanelCache {
     this.onDrop(null);
   }
 
+  /** The keys held, least recently used first: what a page coming back says it still holds. */
+  keys() {
+    return [...this.panels.keys()];
+  }
+
+  /**
+   * After a reconnection, keeps only the panels the server counts this page as holding
+   * (`registration_ack`'s `panels_kept`, of those the page said it holds), in the server's
+   * order, least recently used first; the rest are dropped, here and in the threads.
+   */
+  keepOnly(kept) {
+    const keep = new Set(kept);
+    const gone = this.keys().filter((key) => !keep.has(key));
+    for (const key of gone) {
+      this.panels.delete(key);
+      this.used -= this.sizes.get(key) ?? 0;
+      this.sizes.delete(key);
+    }
+    if (gone.length) this.onDrop(gone);
+    for (const key of kept) {
+      const held = this.panels.get(key);
+      if (held === undefined) continue;
+      this.panels.delete(key);
+      this.panels.set(key, held);
+    }
+  }
+
   /** The panel that came with the task, else the cached one; a hit becomes most recently used. */
   take(sent, key) {
     if (sent instanceof ArrayBuffer) return sent;

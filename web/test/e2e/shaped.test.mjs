@@ -47,6 +47,19 @@ test("the page behind the mobile profile survives a reset and shows what the ser
   const page = await (await browser.newContext()).newPage();
   const errors = [];
   page.on("pageerror", (e) => errors.push(String(e)));
+  // Each registration's held panels and what the server counted of them: after the reset
+  // the page comes back with the panels it had, not an empty cache.
+  const registrations = [];
+  page.on("websocket", (ws) => {
+    ws.on("framesent", ({ payload }) => {
+      const m = /^42\["register_worker",(\{.*\})\]$/.exec(String(payload));
+      if (m) registrations.push({ holds: JSON.parse(m[1]).panel_cache.holds.length });
+    });
+    ws.on("framereceived", ({ payload }) => {
+      const m = /^42\["registration_ack",(\{.*\})\]$/.exec(String(payload));
+      if (m && registrations.length) registrations.at(-1).kept = JSON.parse(m[1]).panels_kept.length;
+    });
+  });
   await page.goto(`${server.url}/?server=${encodeURIComponent(shaper.url)}`);
   await page.click("#server-confirm");
   await page.selectOption("#threads", "1");
@@ -57,7 +70,11 @@ test("the page behind the mobile profile survives a reset and shows what the ser
   await waitFor(async () => (await page.textContent('#credit-figures [data-field="tiles"]')) === "16", "the page's credit to settle", 20_000);
   const s = await snapshot();
   const summary = await shaper.stop();
-  t.diagnostic(`shaper: ${JSON.stringify(summary)}; page: ${s.connects} connections, ${s.accepted} acknowledged`);
+  t.diagnostic(`shaper: ${JSON.stringify(summary)}; page: ${s.connects} connections, ${s.accepted} acknowledged; registrations (panels held → kept): ${JSON.stringify(registrations)}`);
+  assert.equal(registrations[0].holds, 0, "a new page holds nothing");
+  // The first registration after the reset comes while the job runs: every panel the page
+  // held still counts (later ones may come after the job ended, when none do).
+  assert.equal(registrations[1].kept, registrations[1].holds, "the panels held after the reset count");
   assert.ok(summary.resets >= 1, `${summary.resets} resets`);
   assert.ok(s.connects >= 2, `the page came back after the reset (${s.connects} connections)`);
 

@@ -125,3 +125,18 @@ test("a panel moved to a compute thread stays cached, counted at its size, and i
   cache.clear();
   assert.equal(cache.used, 0);
 });
+
+test("coming back, the page keeps only the panels the server counts on, in the server's order", () => {
+  const dropped = [];
+  const cache = new PanelCache(1000, { onDrop: (keys) => dropped.push(...(keys ?? ["*"])) });
+  cache.resolve(task(1, { a: panel(10), b: panel(20) }));
+  cache.resolve(task(2, { b: panel(30), bKey: "j:b:1" }));
+  assert.deepEqual(cache.keys(), ["j:b:0", "j:a:0", "j:b:1"], "least recently used first: what it tells the server");
+  cache.keepOnly(["j:b:1", "j:a:0", "j:a:9"]);
+  assert.deepEqual(cache.keys(), ["j:b:1", "j:a:0"], "a key it never held is not made up");
+  assert.deepEqual(dropped, ["j:b:0"], "the threads hear of the dropped one");
+  assert.equal(cache.used, 40);
+  cache.keepOnly([]);
+  assert.equal(cache.size, 0);
+  assert.equal(cache.used, 0);
+});
