@@ -181,19 +181,25 @@ fn cors_layer(origins: &AllowedOrigins) -> CorsLayer {
     }
 }
 
-/// Moves the rolling "24h" credit window on: at start-up, then every [`CREDIT_SWEEP`]. Every
-/// instance runs it; the sweep's transaction makes all but the first in an hour find nothing to
-/// do. The boards lag the hour by at most this period.
+/// Moves the rolling "24h" credit window on every [`CREDIT_SWEEP`] (and [`run`] once before it
+/// serves). Every instance runs it; the sweep's transaction makes all but the first in an hour
+/// find nothing to do. The boards lag the hour by at most this period.
 async fn sweep_credit_window(pool: db::Pool) {
-    let mut ticker = tokio::time::interval(CREDIT_SWEEP);
+    let first = tokio::time::Instant::now() + CREDIT_SWEEP;
+    let mut ticker = tokio::time::interval_at(first, CREDIT_SWEEP);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        ticker.tick().await; // the first tick is at once
-        match db::credit::sweep_credit_window(&pool, db::now_ms()).await {
-            Ok(Some(hour)) => tracing::debug!(swept_through = hour, "credit window moved on"),
-            Ok(None) => {}
-            Err(e) => tracing::warn!(error = %e, "sweeping the credit window failed"),
-        }
+        ticker.tick().await;
+        sweep_credit_window_once(&pool).await;
+    }
+}
+
+async fn sweep_credit_window_once(pool: &db::Pool) {
+    match db::credit::sweep_credit_window(pool, db::now_ms()).await {
+        Ok(Some(hour)) => tracing::info!(swept_through = hour, "credit window moved on"),
+        Ok(None) => {}
+        // The next sweep catches up, in one statement per table whatever the gap.
+        Err(e) => tracing::warn!(error = %e, "sweeping the credit window failed"),
     }
 }
 
@@ -209,6 +215,8 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let mut background = state.grid.spawn_loops();
     background.push(tokio::spawn(broadcast::broadcast_loop(state.clone())));
+    // Once before serving, so that the boards never show hours that left while it was down.
+    sweep_credit_window_once(&state.db).await;
     background.push(tokio::spawn(sweep_credit_window(state.db.clone())));
     let app = router.into_make_service_with_connect_info::<peer::Peer>();
     let st = state.clone();

@@ -6,9 +6,11 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
 import http from "node:http";
+import { join } from "node:path";
 import { gunzipSync } from "node:zlib";
 import {
-  api, fromBytes, referenceProduct, registered, startServer, startWorker, submitRandom, toBytes, waitForJob,
+  api, fromBytes, referenceProduct, registered, runSql, startServer, startWorker, submitRandom, tempDir, toBytes,
+  waitForJob,
 } from "./helpers.mjs";
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
@@ -185,6 +187,36 @@ test("a volunteer that turns liar vanishes from the boards; one that comes back 
   assert.equal((await profile(server.url, loyal.id)).json.credit_all_time, before.credit_all_time);
   await back.round(2);
   assert.equal(flopsFromCredit((await profile(server.url, loyal.id)).json.credit_all_time), loyal.accepted + back.accepted);
+});
+
+test("the 24h boards forget an hour 24 hours on, and keep the all-time credit", async (t) => {
+  const dbPath = join(tempDir(t), "brain.db");
+  let server = await startServer(t, { dbPath, env: { LEASE_MS: "60000" } });
+  await submitRandom(server.url, 4, 4, 4, 2, 3); // 4 tiles
+  const w = await tracked(t, server.url, "earner");
+  await w.round(2);
+  await api(server.url, "/api/me", { method: "PUT", body: { team: "Hourly" }, headers: bearer(w.token) });
+  await w.round(2);
+  const before = (await profile(server.url, w.id)).json;
+  assert.equal(flopsFromCredit(before.credit_24h), w.accepted);
+  assert.equal((await board(server.url, "&board=teams&period=24h")).total, 1);
+
+  // 25 hours pass while the server is down: the credit's hours and the last sweep move back.
+  await server.kill();
+  await runSql(dbPath, `
+    UPDATE volunteer_credit_hourly SET hour = hour - 25;
+    UPDATE team_credit_hourly SET hour = hour - 25;
+    UPDATE tasks SET credit_hour = credit_hour - 25 WHERE credit_hour IS NOT NULL;
+    UPDATE credit_window SET swept_through = swept_through - 25;`);
+  server = await startServer(t, { dbPath });
+  // The sweep at start-up took those hours out of the window.
+  const after = (await profile(server.url, w.id)).json;
+  assert.equal(after.credit_24h, 0);
+  assert.equal(after.credit_all_time, before.credit_all_time);
+  for (const b of ["volunteers", "teams"]) {
+    assert.equal((await board(server.url, `&board=${b}&period=24h`)).total, 0, `${b}: 24h`);
+    assert.equal((await board(server.url, `&board=${b}&period=all`)).total, 1, `${b}: all time`);
+  }
 });
 
 test("names and teams are opt-in, checked on the server, and boards and the export show them", async (t) => {

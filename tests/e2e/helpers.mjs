@@ -9,7 +9,8 @@ import { fileURLToPath } from "node:url";
 import { io } from "socket.io-client";
 import { randomMatrix, referenceProduct } from "../support/matrix.mjs";
 import { spawnServer } from "../support/server.mjs";
-import { createDatabase, startPostgres } from "../support/postgres.mjs";
+import { execFileSync } from "node:child_process";
+import { createDatabase, psql, startPostgres } from "../support/postgres.mjs";
 import { decodeNpy, encodeNpy } from "../../web/src/common/npy.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -71,6 +72,20 @@ async function postgresDatabase(dbPath) {
     databases.set(dbPath, createDatabase(await postgres));
   }
   return databases.get(dbPath);
+}
+
+/**
+ * Runs `sql` (statements both engines take) on the database of `dbPath`, while no server uses
+ * it: python3's sqlite3 on SQLite, psql on PostgreSQL. For tests that move the database's
+ * clock, as a day passing would.
+ */
+export async function runSql(dbPath, sql) {
+  if (ON_POSTGRES) {
+    const url = await postgresDatabase(dbPath);
+    return psql(await postgres, url.split("/").pop(), sql);
+  }
+  const script = "import sqlite3, sys\ndb = sqlite3.connect(sys.argv[1])\ndb.executescript(sys.argv[2])\ndb.close()";
+  return execFileSync("python3", ["-c", script, dbPath, sql], { encoding: "utf8" });
 }
 
 /** An `INSTANCE_ID` for the server of `dbPath`: its folder and file, as the id's characters allow. */
