@@ -1,8 +1,10 @@
 #!/usr/bin/env node
 // The credit boards at scale (#15): a fresh SQLite database seeded with VOLUNTEERS volunteers
 // (100,000), TILES credited tiles (10 million) spread over them with a long tail, 1,000 teams,
-// 30 days of daily aggregates, then the release server's answers timed over HTTP: the boards
-// (volunteers and teams, all time and today, first page and last), and profiles (the top
+// 30 days of daily aggregates, the rolling window's hourly and 24h aggregates (every other
+// volunteer earned in the last hour), then the release server's answers timed over HTTP: the
+// boards (volunteers and teams, all time and the last 24 hours, first page and last), and
+// profiles (the top
 // volunteer and the last-ranked one, whose rank counts everyone ahead). Beside them, as the
 // anchor measured in the same run, the query the aggregate tables exist to avoid: summing the
 // credited tiles per volunteer for one page of the board. Prints figures; asserts no timing.
@@ -44,6 +46,7 @@ V, T, TEAMS, DAYS = ${VOLUNTEERS}, ${TILES}, ${TEAMS}, ${DAYS}
 FLOPS = 2 * 256 * 256 * 4096
 now = int(time.time() * 1000)
 today = now // 86400000
+hour = now // 3600000
 start = time.time()
 with db:
     db.execute("CREATE TEMP TABLE shares (n INTEGER PRIMARY KEY, w REAL)")
@@ -70,21 +73,32 @@ with db:
     db.execute("INSERT INTO team_credit_daily (team_id, day, flops, tiles, compute_ms) "
                "SELECT v.team, d.day, SUM(d.flops), SUM(d.tiles), SUM(d.compute_ms) FROM volunteer_credit_daily d "
                "JOIN vols v ON v.id = d.worker_id WHERE v.team IS NOT NULL GROUP BY v.team, d.day")
+    # The rolling window: the volunteers with credit today earned it in the current hour, so
+    # the server's sweep at start-up leaves it as seeded.
+    db.execute("INSERT INTO volunteer_credit_hourly (worker_id, hour, flops, tiles, compute_ms) "
+               "SELECT worker_id, ?, flops, tiles, compute_ms FROM volunteer_credit_daily WHERE day = ?", (hour, today))
+    db.execute("INSERT INTO volunteer_credit_24h (worker_id, flops, tiles, compute_ms) "
+               "SELECT worker_id, flops, tiles, compute_ms FROM volunteer_credit_hourly")
+    db.execute("INSERT INTO team_credit_hourly (team_id, hour, flops, tiles, compute_ms) "
+               "SELECT team_id, ?, flops, tiles, compute_ms FROM team_credit_daily WHERE day = ?", (hour, today))
+    db.execute("INSERT INTO team_credit_24h (team_id, flops, tiles, compute_ms) "
+               "SELECT team_id, flops, tiles, compute_ms FROM team_credit_hourly")
     # The credited tiles themselves, as the commit leaves them: one done task each.
     db.execute("INSERT INTO jobs (id, name, status, m, k, n, dtype, tile, tasks_total, tasks_done, created_at, finished_at) "
                "VALUES ('bench-job', 'bench', 'done', ?, 4096, 256, 'f32', 256, ?, ?, ?, ?)", (T * 256, T, T, now, now))
     db.execute("CREATE TEMP TABLE ends AS SELECT id, SUM(tiles) OVER (ORDER BY n) AS upto FROM vols")
     db.execute("CREATE INDEX temp.ends_upto ON ends (upto)")
     db.execute("INSERT INTO tasks (id, job_id, tile_row, tile_col, state, attempts, compute_ms, completed_by, "
-               "updated_at, credit_flops, credit_ms, credit_day) "
+               "updated_at, credit_flops, credit_ms, credit_day, credit_hour) "
                "WITH RECURSIVE s(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM s WHERE i + 1 < (SELECT MAX(upto) FROM ends)) "
                "SELECT i + 1, 'bench-job', i, 0, 'done', 1, 20.0, "
-               "(SELECT id FROM ends WHERE upto > i ORDER BY upto LIMIT 1), ?, ?, 20, ? FROM s", (now, FLOPS, today))
+               "(SELECT id FROM ends WHERE upto > i ORDER BY upto LIMIT 1), ?, ?, 20, ?, ? FROM s", (now, FLOPS, today, hour))
 tiles = db.execute("SELECT COUNT(*) FROM tasks WHERE credit_flops IS NOT NULL").fetchone()[0]
 vols = db.execute("SELECT COUNT(*) FROM volunteer_credit").fetchone()[0]
 daily = db.execute("SELECT COUNT(*) FROM volunteer_credit_daily").fetchone()[0]
+window = db.execute("SELECT COUNT(*) FROM volunteer_credit_24h").fetchone()[0]
 db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-print(f"{vols} {tiles} {daily} {time.time() - start:.1f}")
+print(f"{vols} {tiles} {daily} {window} {time.time() - start:.1f}")
 `;
 
 // The anchor: one page of the all-time board summed from the credited tiles, as a server
@@ -122,17 +136,19 @@ try {
   // The server makes the schema; it is stopped while SQLite seeds the file.
   const first = await startServer(t, { dbPath });
   await first.kill();
-  const [vols, tiles, daily, seedS] = python(SEED, dbPath).split(" ");
-  console.log(`seeded ${vols} volunteers, ${tiles} credited tiles, ${daily} volunteer-days, ${TEAMS} teams in ${seedS} s`);
+  const [vols, tiles, daily, window, seedS] = python(SEED, dbPath).split(" ");
+  console.log(`seeded ${vols} volunteers, ${tiles} credited tiles, ${daily} volunteer-days, ${window} volunteers in the 24h window, ${TEAMS} teams in ${seedS} s`);
   const server = await startServer(t, { dbPath });
   const base = `${server.url}/api`;
   const last = Math.ceil(VOLUNTEERS / 100);
+  const last24h = Math.ceil(Number(window) / 100);
   const cases = [
     ["volunteers, all time, first page (25)", `${base}/leaderboard?board=volunteers&period=all`],
     [`volunteers, all time, last page (${last}, 100 a page)`, `${base}/leaderboard?board=volunteers&period=all&page=${last}&per_page=100`],
-    ["volunteers, today, first page", `${base}/leaderboard?board=volunteers&period=24h`],
+    ["volunteers, last 24 h, first page", `${base}/leaderboard?board=volunteers&period=24h`],
+    [`volunteers, last 24 h, last page (${last24h}, 100 a page)`, `${base}/leaderboard?board=volunteers&period=24h&page=${last24h}&per_page=100`],
     ["teams, all time, first page", `${base}/leaderboard?board=teams&period=all`],
-    ["teams, today, first page", `${base}/leaderboard?board=teams&period=24h`],
+    ["teams, last 24 h, first page", `${base}/leaderboard?board=teams&period=24h`],
     ["profile of the top volunteer", `${base}/volunteers/vol-000000`],
     ["profile of the last-ranked volunteer", `${base}/volunteers/vol-${String(VOLUNTEERS - 1).padStart(6, "0")}`],
   ];
