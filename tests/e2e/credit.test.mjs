@@ -475,3 +475,20 @@ test("CORS: a volunteer page on another allowed origin may PUT /api/me", async (
   });
   assert.equal(elsewhere.headers.get("access-control-allow-origin"), null);
 });
+
+test("no user agent is public: GET /api/workers shows it only to an operator with the API token", async (t) => {
+  const open = await startServer(t);
+  await registered(t, open.url, { name: "page", user_agent: "Mozilla/5.0 (X11; Linux) Secret/1.0" });
+  const shown = (await api(open.url, "/api/workers")).json;
+  assert.equal(shown.length, 1);
+  assert.equal(shown[0].user_agent, undefined, "a server without a token has no operators to show it to");
+  assert.ok(!JSON.stringify(shown).includes("Secret/1.0"));
+
+  const guarded = await startServer(t, { env: { API_TOKEN: "op-token-123" } });
+  await registered(t, guarded.url, { name: "page", user_agent: "Mozilla/5.0 (X11; Linux) Secret/1.0" });
+  assert.equal((await api(guarded.url, "/api/workers")).json[0].user_agent, undefined);
+  const wrong = await api(guarded.url, "/api/workers", { headers: { authorization: "Bearer nope" } });
+  assert.equal(wrong.json[0].user_agent, undefined);
+  const operator = await api(guarded.url, "/api/workers", { headers: { authorization: "Bearer op-token-123" } });
+  assert.equal(operator.json[0].user_agent, "Mozilla/5.0 (X11; Linux) Secret/1.0");
+});

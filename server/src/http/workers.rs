@@ -3,6 +3,7 @@
 use std::collections::HashMap;
 
 use axum::extract::State;
+use axum::http::HeaderMap;
 use axum::Json;
 use serde::Serialize;
 use utoipa::ToSchema;
@@ -18,7 +19,10 @@ pub struct WorkerView {
     worker_id: String,
     name: String,
     threads: u32,
-    user_agent: String,
+    /// The browser's user agent: for operators only (the API token presented to a server that
+    /// has one), never public (#15: no address or user agent is shown publicly).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_agent: Option<String>,
     connected_at: String,
     tasks_done: i64,
     tasks_failed: i64,
@@ -43,10 +47,16 @@ pub struct Reputation {
 }
 
 /// Connected workers with their counts, speed and reputation, on every instance sharing the
-/// database (the others' as they last published them, at most a second or two ago).
+/// database (the others' as they last published them, at most a second or two ago). User
+/// agents only to an operator: a server with an API token, asked with it.
 #[utoipa::path(get, path = "/api/workers", tag = "grid",
     responses((status = 200, body = Vec<WorkerView>), (status = 500, body = ErrorBody)))]
-pub(super) async fn workers(State(state): State<AppState>) -> Result<Json<Vec<WorkerView>>> {
+pub(super) async fn workers(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<WorkerView>>> {
+    let operator = state.config.api_token.is_some() && super::authorize(&state, &headers).is_ok();
+    let agent = |ua: String| operator.then_some(ua);
     let mut out = Vec::new();
     for w in state.grid.workers.snapshot() {
         let Some(record) = db::worker(&state.db, &w.worker_id).await? else {
@@ -57,7 +67,7 @@ pub(super) async fn workers(State(state): State<AppState>) -> Result<Json<Vec<Wo
             worker_id: w.worker_id,
             name: w.name,
             threads: w.threads,
-            user_agent: w.user_agent,
+            user_agent: agent(w.user_agent),
             connected_at: w.connected_at,
             tasks_leased,
             gflops: w.gflops,
@@ -83,7 +93,7 @@ pub(super) async fn workers(State(state): State<AppState>) -> Result<Json<Vec<Wo
             worker_id: c.worker_id,
             name: c.name,
             threads: u32::try_from(c.threads).unwrap_or(u32::MAX),
-            user_agent: c.user_agent,
+            user_agent: agent(c.user_agent),
             connected_at: c.connected_at,
             tasks_leased: usize::try_from(tasks_leased).unwrap_or(0),
             gflops: c.gflops,
@@ -102,7 +112,7 @@ impl WorkerView {
             worker_id: String::new(),
             name: String::new(),
             threads: 0,
-            user_agent: String::new(),
+            user_agent: None,
             connected_at: String::new(),
             tasks_done: record.tasks_done,
             tasks_failed: record.tasks_failed,
