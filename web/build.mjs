@@ -1,5 +1,5 @@
 // Builds web/dist from web/src and the wasm-bindgen output of worker-wasm:
-//   dist/index.html, dashboard.html, profile.html, style.css     the pages
+//   dist/index.html, dashboard.html, profile.html, style.css     the pages (common/icon.svg inline)
 //   dist/volunteer.js, compute-worker.js, dashboard.js, profile.js (+ .map)   bundles (esbuild)
 //   dist/wasm/worker_wasm.<variant>.<sha>.wasm      each kernel build, content-addressed
 //   dist/wasm-manifest.json                         what the volunteer bundle also embeds
@@ -95,9 +95,14 @@ const result = await build({
   logOverride: { "empty-import-meta": "silent" },
 });
 
-copyFileSync(join(src, "volunteer", "index.html"), join(dist, "index.html"));
-copyFileSync(join(src, "dashboard", "index.html"), join(dist, "dashboard.html"));
-copyFileSync(join(src, "profile", "index.html"), join(dist, "profile.html"));
+// The pages' icon, inline (common/icon.svg as a data URL): a page that names no icon makes the
+// browser ask for /favicon.ico, a 404 in every visitor's console.
+const svg = readFileSync(join(src, "common", "icon.svg"), "utf8").trim();
+const icon = `<link rel="icon" href="data:image/svg+xml,${svg.replace(/[<>#]/g, (c) => encodeURIComponent(c))}">`;
+for (const [page, out] of [["volunteer", "index.html"], ["dashboard", "dashboard.html"], ["profile", "profile.html"]]) {
+  const html = readFileSync(join(src, page, "index.html"), "utf8");
+  writeFileSync(join(dist, out), html.replace(/<!-- brain:icon [^>]*-->/, icon));
+}
 copyFileSync(join(src, "common", "style.css"), join(dist, "style.css"));
 
 let total = 0;
