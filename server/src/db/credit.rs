@@ -262,25 +262,18 @@ pub(super) async fn unlist(
     conn: &mut sqlx::AnyConnection,
     worker_id: &str,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query(sql(
+    // Every board a volunteer is on: all time, per day and the last 24 hours.
+    for text in [
         "UPDATE volunteer_credit SET listed = 0 WHERE worker_id = ?",
-    ))
-    .bind(worker_id)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(sql(
         "UPDATE volunteer_credit_daily SET listed = 0 WHERE worker_id = ?",
-    ))
-    .bind(worker_id)
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query(sql(
         "UPDATE volunteer_credit_24h SET listed = 0 WHERE worker_id = ?",
-    ))
-    .bind(worker_id)
-    .execute(&mut *conn)
-    .await
-    .map(|_| ())
+    ] {
+        sqlx::query(sql(text))
+            .bind(worker_id)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(())
 }
 
 /// One row of a board: a volunteer (with its team's name) or a team (with its members).
