@@ -274,6 +274,9 @@ async fn serve(grid: &Grid, waiting: Vec<Waiter>, unserved: &mut Vec<Waiter>) ->
             .insert(task.job_id.clone());
         // Errors from here on must not end the round early: the rest of the claimed tasks
         // would stay leased with nobody told, and their waiters would be dropped.
+        let delivered = deliver(grid, &waiter, &task, false, 0).await;
+        // Once the job's first task is on its way, which need not wait for this write. A
+        // job that has ended meanwhile stays as it ended.
         if first {
             if let Err(e) = db::mark_running(&grid.db, &task.job_id).await {
                 tracing::warn!(job_id = %task.job_id, error = %e, "could not mark a job running");
@@ -281,7 +284,7 @@ async fn serve(grid: &Grid, waiting: Vec<Waiter>, unserved: &mut Vec<Waiter>) ->
                 grid.forget_running(&task.job_id);
             }
         }
-        if let Err(e) = deliver(grid, &waiter, &task, false, 0).await {
+        if let Err(e) = delivered {
             tracing::warn!(task_id = task.id, error = %e, "could not deliver a task");
             if let Error::Gone(reason) = &e {
                 // Its files are gone (removed by hand, or a restore without them): no task of
