@@ -14,6 +14,7 @@ use std::borrow::Cow;
 pub mod api;
 pub mod duty;
 pub mod gemm;
+pub mod memory;
 pub mod speed;
 #[cfg(target_arch = "wasm32")]
 pub mod thread;

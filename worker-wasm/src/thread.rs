@@ -85,6 +85,7 @@ pub fn run_compute_thread(init: JsValue, early: Array) -> Result<(), JsError> {
         thread.receive(&msg);
     }
     thread.warm_up().map_err(|e| JsError::new(&e.to_string()))?;
+    crate::memory::fault_in(number(&field(&init, "memory_bytes")));
     let info = crate::api::kernel_info()?;
     thread.post(
         &[

@@ -7,7 +7,7 @@
 // This file only loads the kernel build the page chose and hands the worker to its loop in
 // Rust (worker-wasm/src/thread.rs: tasks, duty cycle, cancellation, timing, results).
 //
-// Messages in:  {type:"init", variant, module, duty, thread} · {type:"task", task} ·
+// Messages in:  {type:"init", variant, module, duty, thread, memory_bytes} · {type:"task", task} ·
 //               {type:"duty", duty} · {type:"cancel", task_id} · {type:"forget", keys} ·
 //               {type:"forget_all"}
 // Messages out: {type:"ready", info, gflops} ·

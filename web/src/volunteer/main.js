@@ -176,7 +176,8 @@ function spawn(thread) {
     log(`thread ${thread + 1} crashed: ${event.message ?? "unknown error"}`);
     terminate(thread);
   };
-  worker.postMessage({ type: "init", variant: wasm.variant, module: wasm.module, duty: settings.duty, thread });
+  // memory_bytes: the thread faults in memory for the panels it will keep, within the cache's budget.
+  worker.postMessage({ type: "init", variant: wasm.variant, module: wasm.module, duty: settings.duty, thread, memory_bytes: settings.cacheMib * MIB });
 }
 
 function terminate(thread) {
