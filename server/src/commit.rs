@@ -102,14 +102,31 @@ async fn store_batch(
         .map_err(|e| e.to_string())?;
     let mut finished = Vec::new();
     let mut accepted = Vec::new();
+    // Each job's tiles this batch stored, and its count after them.
+    let mut stored: Vec<(String, i64, i64, i64)> = Vec::new();
     for (v, c) in items.into_iter().zip(completing.completions()) {
-        if let Completion::Accepted { job_finished, .. } = c {
+        if let Completion::Accepted {
+            job_finished,
+            tasks_done,
+            tasks_total,
+            ..
+        } = c
+        {
             if *job_finished {
                 finished.push(v.job_id.clone());
+            }
+            match stored.iter_mut().find(|(job, ..)| *job == v.job_id) {
+                Some((_, tiles, _, _)) => *tiles += 1,
+                None => stored.push((v.job_id.clone(), 1, *tasks_done, *tasks_total)),
             }
             accepted.push(v);
         }
     }
+    let written_back: Vec<String> = stored
+        .into_iter()
+        .filter(|(_, tiles, done, total)| writeback_due(done - tiles, *done, *total))
+        .map(|(job, ..)| job)
+        .collect();
     if !accepted.is_empty() {
         let store = store.clone();
         tokio::task::spawn_blocking(move || {
@@ -117,6 +134,9 @@ async fn store_batch(
                 .iter()
                 .map(|v| (v.job_id.as_str(), &v.plan, &v.tile, &v.bytes[..]));
             store.write_tiles(tiles)?;
+            for job in written_back.iter().filter(|job| !finished.contains(job)) {
+                store.start_result_writeback(job)?;
+            }
             finished.iter().try_for_each(|job| store.sync_result(job))
         })
         .await
@@ -124,6 +144,24 @@ async fn store_batch(
         .map_err(|e| format!("writing results: {e}"))?;
     }
     completing.commit(pool).await.map_err(|e| e.to_string())
+}
+
+/// Whether the result of a job of `total` tiles should start on its way to the disk after a
+/// commit: as its tiles pass 1/2, 3/4, 7/8 and 15/16 of the job. The job's last commit
+/// syncs its result before the job is done, and that sync wrote the whole result at once,
+/// most of the time after a small job's last tile (14–19 ms of a 2048² job's 0.8 s,
+/// docs/benchmarks.md, #17); from the last of these points it has a sixteenth left, and the
+/// pages tiles dirtied again. A tile's rows share pages with their neighbours' (a 256-wide
+/// f32 tile row is a quarter of a page), so writing back at every commit would write each
+/// page up to four times; at these points a page is written at most five times, most once.
+/// `before` and `after` are the job's tiles done before and after a commit.
+fn writeback_due(before: i64, after: i64, total: i64) -> bool {
+    (1..=4).any(|j| {
+        let part = 1i64 << j;
+        // The first count at or past (part − 1) / part of the job.
+        let at = (total * (part - 1) + part - 1) / part;
+        before < at && at <= after && at < total
+    })
 }
 
 /// On PostgreSQL: each accepted tile's bytes go into its task's row in the statement that
@@ -159,4 +197,36 @@ async fn store_batch_in_database(
         }
     }
     Ok(completions)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::writeback_due;
+
+    /// The commits after which a job of `total` tiles, committed `step` tiles at a time, has
+    /// its result written back early.
+    fn due_at(total: i64, step: i64) -> Vec<i64> {
+        let mut due = Vec::new();
+        let mut done = 0;
+        while done < total {
+            let after = (done + step).min(total);
+            if writeback_due(done, after, total) {
+                due.push(after);
+            }
+            done = after;
+        }
+        due
+    }
+
+    #[test]
+    fn a_result_is_written_back_at_a_half_three_quarters_seven_and_fifteen_sixteenths() {
+        assert_eq!(due_at(64, 1), vec![32, 48, 56, 60]);
+        // Batches that jump past a point still start it, once.
+        assert_eq!(due_at(64, 5), vec![35, 50, 60]);
+        // Never at the last tile: the job's end syncs the result anyway.
+        assert_eq!(due_at(2, 1), vec![1]);
+        assert_eq!(due_at(1, 1), Vec::<i64>::new());
+        assert_eq!(due_at(3, 1), vec![2]);
+        assert_eq!(due_at(1_000_000, 1000).len(), 4);
+    }
 }

@@ -221,6 +221,19 @@ impl Store {
         }
     }
 
+    /// Has the kernel start writing a job's result out, without waiting (see
+    /// `commit::writeback_due`), so that the sync that ends the job has little left.
+    pub fn start_result_writeback(&self, job_id: &str) -> io::Result<()> {
+        match File::open(self.path(job_id, Part::C)?) {
+            Ok(file) => {
+                start_writeback(&file);
+                Ok(())
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
+    }
+
     /// Whether the last server to use this root stopped cleanly; removes the mark, so that
     /// a server that dies from now on leaves none.
     pub fn take_clean_mark(&self) -> io::Result<bool> {
