@@ -192,3 +192,79 @@ export function boardRows(answer, profileLink) {
     return tr;
   });
 }
+
+/**
+ * What a page adds on top of the credit it last read: the tiles acknowledged since, and never
+ * more than the server counted. An acknowledgement can reach the page after a read that
+ * already counted its tile (it comes on the socket, the read over HTTP, and a link busy with
+ * panels holds the socket back: the shaped-link test once showed 17 of 16 tiles so), so only
+ * results sent after a read's answer came are added: those it cannot have counted. An
+ * acknowledgement of an earlier one asks for one more read (`wantsRead`), once per read.
+ */
+export class UnreadCredit {
+  constructor(now = () => performance.now()) {
+    this.now = now;
+    this.forget();
+  }
+
+  forget() {
+    /** GFLOP and tiles to add to the last read's figures. */
+    this.gflop = 0;
+    this.tiles = 0;
+    /** When the last read's answer came. */
+    this.answeredAt = -Infinity;
+    /** Whether a read followed the last one, for what that one may have missed. */
+    this.settled = true;
+    /** When each result awaiting its acknowledgement was sent, by task id. */
+    this.sentAt = new Map();
+  }
+
+  /** A result went out; its acknowledgement is expected on this connection. */
+  sent(taskId) {
+    this.sentAt.set(taskId, this.now());
+  }
+
+  /** A new connection: results sent on the last one get no acknowledgement. */
+  connected() {
+    this.sentAt.clear();
+  }
+
+  /** A result was refused: nothing to count. */
+  refused(taskId) {
+    this.sentAt.delete(taskId);
+  }
+
+  /**
+   * A result was accepted. Returns whether it was added on top; when not, `wantsRead` says
+   * whether one more read should come soon.
+   */
+  accepted(taskId, flops) {
+    const sentAt = this.sentAt.get(taskId) ?? -Infinity;
+    this.sentAt.delete(taskId);
+    if (sentAt > this.answeredAt) {
+      this.gflop += (Number(flops) || 0) / 1e9;
+      this.tiles += 1;
+      return true;
+    }
+    return false;
+  }
+
+  /** Whether a read should follow soon, for acknowledgements the last one may have missed. */
+  get wantsRead() {
+    return !this.settled;
+  }
+
+  /** A read answered: every result acknowledged so far was sent before, and it counts them
+   * or the read that `settling` marks will. */
+  answered(settling = false) {
+    this.gflop = 0;
+    this.tiles = 0;
+    this.answeredAt = this.now();
+    this.settled = settling;
+  }
+
+  /** The read that follows is on its way: no other is asked for. */
+  settling() {
+    this.settled = true;
+  }
+}

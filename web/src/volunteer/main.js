@@ -19,7 +19,7 @@ import { load, save, serverChoice, confirmServer, pageServer, normaliseServerUrl
 import { askToUseServer } from "../common/server-prompt.js";
 import { formatGflops, formatCount } from "../common/format.js";
 import { fetchGrid, formatGridSpeed } from "../common/grid.js";
-import { CreditApi, drawHistory, showProfile, profileHref, transferLink, transferCodeFromHash, cleanTransferCode } from "../common/credit.js";
+import { CreditApi, UnreadCredit, drawHistory, showProfile, profileHref, transferLink, transferCodeFromHash, cleanTransferCode } from "../common/credit.js";
 
 /** Filled in by build.mjs: each shipped kernel build with its file name and SHA-256. */
 const MANIFEST = __BRAIN_WASM__; // eslint-disable-line no-undef
@@ -142,6 +142,7 @@ const pipeline = new TaskPipeline({
   emit: (event, payload) => {
     if (!socket) return;
     if (event === "request_task") ui.requestsSent += 1;
+    if (event === "task_result") credit.unread.sent(payload.task_id);
     if (payload === undefined) socket.emit(event);
     else socket.emit(event, payload);
   },
@@ -257,6 +258,7 @@ function connect() {
     restartingMs = 0;
     ui.connection = "connected";
     pipeline.connected();
+    credit.unread.connected();
     // The server models this page's cache per connection: coming back after a lost one, the
     // page says what it still holds, and the server says which of those it counts on.
     const token = load(tokenKey(), "");
@@ -308,7 +310,8 @@ function connect() {
   socket.on("result_ack", ({ task_id, accepted, reason }) => {
     const flops = pipeline.resultAck(task_id);
     stats.recordAck(accepted, flops);
-    if (accepted) credit.counted(flops);
+    if (accepted) credit.counted(task_id, flops);
+    else credit.unread.refused(task_id);
     if (!accepted) log(`result for task ${task_id} refused: ${reason ?? "no reason given"}`);
     releaseIfPaused();
   });
@@ -602,7 +605,7 @@ function render() {
   $("background-note").hidden = ui.visible || !running;
   $("battery-banner").hidden = !(ui.onBattery && running && !ui.batteryDismissed);
   $("log").replaceChildren(...events.map((e) => Object.assign(document.createElement("li"), { textContent: e })));
-  if (credit.unreadTiles) showCreditFigures();
+  if (credit.unread.tiles) showCreditFigures();
   // When the work runs out, the figures settle: read them again, so that a tile whose
   // acknowledgement a lost connection took is counted as the server counted it.
   const idle = running && pipeline.quiescent() && pipeline.queue.length === 0;
@@ -682,21 +685,29 @@ const IDLE_REREAD_MS = 5000;
 /** How soon after its first verified tile a volunteer's rank is read. */
 const RANK_SOON_MS = 2000;
 
+/** How soon a read follows one that acknowledged results may be missing from (`UnreadCredit`). */
+const SETTLE_MS = 3000;
+
 const credit = {
   rankSoon: null,
+  settleSoon: null,
   /** `GET /api/me`'s answer for the current server's token; null before there is one. */
   profile: null,
   /** Why there is none, when the server said. */
   problem: null,
-  /** GFLOP and tiles acknowledged since the profile was read. */
-  unread: 0,
-  unreadTiles: 0,
+  /** What is added on top of the profile until the next read. */
+  unread: new UnreadCredit(),
   readAt: -Infinity,
   /** The form shows the saved name and team until the person edits it. */
   formFilled: false,
-  counted(flops) {
-    this.unread += (Number(flops) || 0) / 1e9;
-    this.unreadTiles += 1;
+  counted(taskId, flops) {
+    if (!this.unread.accepted(taskId, flops) && this.unread.wantsRead && !this.settleSoon) {
+      this.unread.settling();
+      this.settleSoon = setTimeout(() => {
+        this.settleSoon = null;
+        refreshCredit(true, true);
+      }, SETTLE_MS);
+    }
     // A first tile puts the volunteer on the board: its rank is read soon, not in a minute.
     if (this.profile && this.profile.rank == null && !this.rankSoon) {
       this.rankSoon = setTimeout(() => {
@@ -706,7 +717,9 @@ const credit = {
     }
   },
   forget() {
-    Object.assign(this, { profile: null, problem: null, unread: 0, unreadTiles: 0, readAt: -Infinity, formFilled: false });
+    clearTimeout(this.settleSoon);
+    this.unread.forget();
+    Object.assign(this, { profile: null, problem: null, settleSoon: null, readAt: -Infinity, formFilled: false });
   },
 };
 
@@ -719,21 +732,19 @@ function mayAskServer() {
   return !ui.serverPending && (Boolean(socket) || settings.server === pageServer());
 }
 
-async function refreshCredit(now = false) {
+/** Reads the volunteer's credit; `settling`: the read that follows one soon after (see `credit`). */
+async function refreshCredit(now = false, settling = false) {
   const token = load(tokenKey(), "");
   if (!token || !mayAskServer()) return renderCredit();
   if (!now && performance.now() - credit.readAt < CREDIT_REFRESH_MS / 2) return;
   credit.readAt = performance.now();
   const asked = settings.server;
-  const unread = [credit.unread, credit.unreadTiles];
   try {
     const profile = await creditApi().me(token);
     if (settings.server !== asked) return;
     credit.profile = profile;
     credit.problem = null;
-    // What the answer now includes is no longer added on top.
-    credit.unread = Math.max(0, credit.unread - unread[0]);
-    credit.unreadTiles = Math.max(0, credit.unreadTiles - unread[1]);
+    credit.unread.answered(settling);
   } catch (e) {
     if (settings.server !== asked) return;
     credit.profile = e.status === 401 ? null : credit.profile;
@@ -772,13 +783,13 @@ function renderCredit() {
 function showCreditFigures() {
   const p = credit.profile;
   if (!p) return;
-  const u = credit.unread;
+  const u = credit.unread.gflop;
   showProfile($("credit-figures"), {
     ...p,
     credit_today: p.credit_today + u,
     credit_week: p.credit_week + u,
     credit_all_time: p.credit_all_time + u,
-    tiles: p.tiles + credit.unreadTiles,
+    tiles: p.tiles + credit.unread.tiles,
   });
 }
 
@@ -903,7 +914,7 @@ globalThis.brainVolunteer = {
     serverPending: ui.serverPending,
     creditId: credit.profile?.id ?? null,
     creditAllTime: credit.profile?.credit_all_time ?? null,
-    creditTiles: credit.profile ? credit.profile.tiles + credit.unreadTiles : null,
+    creditTiles: credit.profile ? credit.profile.tiles + credit.unread.tiles : null,
   }),
 };
 

@@ -8,6 +8,7 @@ import {
   profileHref,
   transferCodeFromHash,
   transferLink,
+  UnreadCredit,
 } from "../../src/common/credit.js";
 
 test("credit shows enough digits to move, in the server's unit", () => {
@@ -57,4 +58,50 @@ test("a profile link names the server only when it is not the page's own", () =>
     profileHref("ab-12", "https://other.example", "https://grid.example", base),
     "/app/profile?id=ab-12&server=https%3A%2F%2Fother.example",
   );
+});
+
+test("the credit added on top of a read is never more than the server counted", () => {
+  let t = 0;
+  const u = new UnreadCredit(() => t);
+  // Before any read: every accepted result adds (the first answer replaces them all).
+  u.sent(1);
+  t = 1;
+  assert.equal(u.accepted(1, 2e9), true);
+  assert.equal(u.tiles, 1);
+  assert.equal(u.gflop, 2);
+  // A read is asked for while results 2 and 3 are on their way; its answer comes at t = 5.
+  u.sent(2);
+  t = 2;
+  u.sent(3);
+  t = 5;
+  u.answered();
+  assert.equal(u.tiles, 0, "the answer counts what was acknowledged before it");
+  // Result 2's acknowledgement comes after the answer, which may have counted it already: not
+  // added, and one more read is wanted, once.
+  t = 6;
+  assert.equal(u.accepted(2, 1e9), false);
+  assert.equal(u.tiles, 0);
+  assert.equal(u.wantsRead, true);
+  u.settling();
+  assert.equal(u.wantsRead, false);
+  assert.equal(u.accepted(3, 1e9), false);
+  assert.equal(u.wantsRead, false, "one read follows, not one per acknowledgement");
+  // A result sent after the answer cannot be in it: added.
+  u.sent(4);
+  t = 7;
+  assert.equal(u.accepted(4, 1e9), true);
+  assert.equal(u.tiles, 1);
+  // The settling read answers; it wants no other.
+  t = 8;
+  u.answered(true);
+  assert.equal(u.wantsRead, false);
+  assert.equal(u.tiles, 0);
+  // Refused results and those of an ended connection are forgotten.
+  u.sent(5);
+  u.refused(5);
+  u.sent(6);
+  u.connected();
+  assert.equal(u.sentAt.size, 0);
+  t = 9;
+  assert.equal(u.accepted(6, 1e9), false, "an acknowledgement of an unknown result is not added");
 });
