@@ -20,9 +20,13 @@ const panels = new Map();
 /** This thread's time on a CPU so far, in ms (nanoseconds in /proc/thread-self/schedstat). */
 const onCpuMs = () => Number(readFileSync("/proc/thread-self/schedstat", "utf8").split(" ")[0]) / 1e6;
 
-parentPort.on("message", ({ id, dtype, a, b, aKey, bKey, keep, evict, m, k, n, alone, forMs, forget }) => {
-  // The connection ended: the server's model of this cache starts afresh with the next one.
-  if (forget) return panels.clear();
+parentPort.on("message", ({ id, dtype, a, b, aKey, bKey, keep, evict, m, k, n, alone, forMs, keepOnly }) => {
+  // A new connection: the server counts on these panels and no others.
+  if (keepOnly) {
+    const kept = new Set(keepOnly);
+    for (const key of [...panels.keys()]) if (!kept.has(key)) panels.delete(key);
+    return;
+  }
   if (alone) {
     // The same shape with nothing else running: the median of `alone` calls, in ms.
     const bytes = (len) => new Uint8Array(Float32Array.from({ length: len }, (_, i) => ((i % 97) - 48) / 64).buffer);

@@ -187,8 +187,9 @@ async function submitNpy(url, a, b, m, k, n, tile, name) {
  * computing (so the next task is on its way while one computes), and answers with `compute`. With a
  * `panelCache` budget it announces the cache and keeps panels by the keys the server gives.
  * With `reconnect` it behaves as the page on a real link: it heartbeats, comes back after a
- * reset with its token, starts its cache afresh (the server's model of it does), and drops the
- * tasks of the connection that ended rather than answer them on the next.
+ * reset with its token, says which panels it still holds (`panel_cache.holds`, least recently
+ * used first) and keeps those the server counts on (`registration_ack.panels_kept`), and drops
+ * the tasks of the connection that ended rather than answer them on the next.
  */
 async function volunteer(url, { name, compute, inFlight = 2, panelCache, reconnect = false }) {
   const stats = {
@@ -224,8 +225,6 @@ async function volunteer(url, { name, compute, inFlight = 2, panelCache, reconne
       connection++;
       stats.resets++;
       flopsOf.clear();
-      cache.clear();
-      thread?.postMessage({ forget: true });
     });
   const run = (task, a, b) => {
     if (compute === "wasm")
@@ -252,7 +251,7 @@ async function volunteer(url, { name, compute, inFlight = 2, panelCache, reconne
   };
   socket.on("connect", () => {
     const info = { name, threads: 1, ...(token && { token }) };
-    if (panelCache) info.panel_cache = { budget_bytes: panelCache };
+    if (panelCache) info.panel_cache = { budget_bytes: panelCache, holds: [...cache.keys()] };
     socket.emit("register_worker", info);
   });
   socket.on("protocol_error", ({ code, message }) => {
@@ -262,6 +261,13 @@ async function volunteer(url, { name, compute, inFlight = 2, panelCache, reconne
   socket.on("task_cancelled", () => socket.emit("request_task"));
   socket.on("registration_ack", (ack) => {
     token = ack.token;
+    if (panelCache) {
+      // What the server does not count on is dropped: it may send those panels again.
+      const kept = new Set(Array.isArray(ack.panels_kept) ? ack.panels_kept : []);
+      for (const key of [...cache.keys()]) if (!kept.has(key)) cache.delete(key);
+      thread?.postMessage({ keepOnly: [...kept] });
+      stats.panelsKept = (stats.panelsKept ?? 0) + kept.size;
+    }
     if (reconnect) {
       clearInterval(beat);
       beat = setInterval(() => socket.emit("heartbeat"), ack.heartbeat_interval_ms);
@@ -276,9 +282,12 @@ async function volunteer(url, { name, compute, inFlight = 2, panelCache, reconne
     const [a, b] = [task.a ?? cache.get(task.a_key), task.b ?? cache.get(task.b_key)];
     if (!a || !b) return socket.emit("panel_missing", { task_id: task.task_id });
     if (panelCache) {
-      // Keys only for `wasm`: the bytes go to the compute thread.
-      for (const [key, bytes] of [[task.a_key, task.a], [task.b_key, task.b]])
-        if (bytes) cache.set(key, compute === "wasm" ? true : bytes);
+      // Keys only for `wasm`: the bytes go to the compute thread. Set again when used, so
+      // that the map's order is least recently used first.
+      for (const [key, bytes] of [[task.a_key, task.a ?? a], [task.b_key, task.b ?? b]]) {
+        cache.delete(key);
+        cache.set(key, compute === "wasm" ? true : bytes);
+      }
       for (const key of task.evict ?? []) cache.delete(key);
     }
     const from = connection;
