@@ -9,9 +9,13 @@ test -x dist/brain-server
 test -f dist/web/index.html
 . scripts/test-server.sh
 start_test_server dist/brain-server dist/web
-curl -sf "$url/health" | grep -q '"ok"'
-curl -sf "$url/" | grep -qi '<html'
-curl -sf "$url/dashboard" | grep -qi '<html'
+# Each body is read whole before it is looked at: `curl | grep -q` under pipefail failed when
+# grep stopped reading at its match and curl's next write found the pipe closed (curl exit 23,
+# once in CI).
+served() { local body; body=$(curl -sf "$url$1") && grep -qi -- "$2" <<<"$body"; }
+served /health '"ok"'
+served / '<html'
+served /dashboard '<html'
 wasm=$(cd dist/web && find . -name '*.wasm' | head -1)
 [ -n "$wasm" ] || { echo "test-release: no wasm module in dist/web"; exit 1; }
 curl -sf -o /dev/null "$url/${wasm#./}"
