@@ -411,6 +411,7 @@ impl Upload {
             written: 0,
             swap: big_endian,
             carry: Vec::new(),
+            copy: None,
         })
     }
 
@@ -626,6 +627,9 @@ pub struct MatrixWriter {
     swap: bool,
     /// The start of an element cut by the end of the last chunk.
     carry: Vec<u8>,
+    /// The data as written (checked, little-endian), when asked for (see
+    /// [`MatrixWriter::keep_copy`]).
+    copy: Option<Vec<u8>>,
 }
 
 /// Why data could not be taken.
@@ -642,6 +646,21 @@ pub enum WriteError {
 }
 
 impl MatrixWriter {
+    /// Keeps a copy of the data in memory as well, for the caller to take at the end
+    /// ([`MatrixWriter::take_copy`]); allocated here, at the shape's size, so the caller
+    /// decides on that size before any data comes.
+    pub fn keep_copy(&mut self) {
+        let copy = Vec::with_capacity(self.expected as usize);
+        populate_ahead(&copy);
+        self.copy = Some(copy);
+    }
+
+    /// The copy [`MatrixWriter::keep_copy`] asked for, once all the data came.
+    pub fn take_copy(&mut self) -> Option<Vec<u8>> {
+        let whole = self.written == self.expected && self.carry.is_empty();
+        self.copy.take().filter(|_| whole)
+    }
+
     /// Appends data, checking that it fits the shape and that every value is finite.
     pub fn write(&mut self, chunk: &[u8]) -> Result<(), WriteError> {
         let e = self.dtype.size();
@@ -681,6 +700,9 @@ impl MatrixWriter {
             }
             if let Some(i) = first_not_finite(self.dtype, copied) {
                 return Err(WriteError::NotFinite(first + i as u64));
+            }
+            if let Some(copy) = self.copy.as_mut() {
+                copy.extend_from_slice(copied);
             }
             self.written += take as u64;
             data = &data[take..];
@@ -834,6 +856,40 @@ fn will_need(file: &File, (offset, len): (u64, u64)) {
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn will_need(_: &File, _: (u64, u64)) {}
+
+/// Has the kernel fault a fresh buffer's pages in on another thread, ahead of the writer
+/// that fills it: filling 16 MiB of fresh memory took 13–17 ms, most of it page faults, and
+/// 9 ms with the pages populated alongside (a test program writing 1 MiB every 0.3 ms, as an
+/// upload does). The advice never changes the memory's contents, so it may run while the
+/// buffer is written, or after it is freed (it then fails, or populates whatever is there).
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn populate_ahead(buffer: &Vec<u8>) {
+    const PAGE: usize = 4096;
+    let start = buffer.as_ptr() as usize;
+    let aligned = start.next_multiple_of(PAGE);
+    let end = (start + buffer.capacity()) & !(PAGE - 1);
+    if end <= aligned + PAGE {
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("populate".into())
+        .spawn(move || {
+            // SAFETY: a range of page-aligned addresses; MADV_POPULATE_WRITE only faults
+            // pages in (or fails, on a range no longer mapped) and leaves contents alone.
+            unsafe {
+                libc::madvise(
+                    aligned as *mut libc::c_void,
+                    end - aligned,
+                    libc::MADV_POPULATE_WRITE,
+                );
+            }
+        });
+    // Without the thread the writer faults the pages in itself, as before.
+    drop(spawned);
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn populate_ahead(_: &Vec<u8>) {}
 
 /// Turns direct I/O off for the rest of a file's writes.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use tokio::task::JoinHandle;
 
 use crate::error::{Error, Result};
+use crate::grid::inputs::{Hold, Kept};
 use crate::jobs::{Dtype, Plan, Shape};
 use crate::store::{MatrixWriter, Part, Store, Upload, WriteError};
 
@@ -114,6 +115,8 @@ enum Piece {
         part: Part,
         shape: Shape,
         big_endian: bool,
+        /// Set: the input is also kept in memory, within this share of the panel budget.
+        hold: Option<Hold>,
     },
     Data(Vec<Bytes>),
     End,
@@ -134,10 +137,19 @@ enum Failure {
     Order,
 }
 
-/// The files being written: the upload, and the input under way with its width.
+/// The files being written: the upload, the input under way with its width (and its
+/// share of memory, if kept there too), and the inputs kept in memory so far.
 struct Files {
     upload: Upload,
-    current: Option<(Part, usize, MatrixWriter)>,
+    current: Option<(Part, usize, MatrixWriter, Option<Hold>)>,
+    kept: Kept,
+}
+
+/// Where the writer stands after a piece.
+enum Written {
+    Open(Box<Files>),
+    /// The job's folder is visible; what was kept in memory is handed over.
+    Finished(Kept),
 }
 
 /// Writes one job's inputs, each piece in a short blocking task, one at a time and one
@@ -150,7 +162,9 @@ pub struct Writer {
     /// The files, when no piece is being written.
     files: Option<Files>,
     /// The piece being written; it gives the files back.
-    pending: Option<JoinHandle<Result<Option<Files>, Failure>>>,
+    pending: Option<JoinHandle<Result<Written, Failure>>>,
+    /// What the last piece handed over.
+    kept: Kept,
     batch: Vec<Bytes>,
     batched: usize,
 }
@@ -163,17 +177,26 @@ impl Writer {
             job_id,
             files: None,
             pending: None,
+            kept: None,
             batch: Vec::new(),
             batched: 0,
         }
     }
 
-    /// Starts one input; its data follows through [`Writer::write`].
-    pub async fn begin(&mut self, part: Part, shape: Shape, big_endian: bool) -> Result<()> {
+    /// Starts one input; its data follows through [`Writer::write`]. With a `hold` the data
+    /// is kept in memory too, and [`Writer::finish`] hands it over.
+    pub async fn begin(
+        &mut self,
+        part: Part,
+        shape: Shape,
+        big_endian: bool,
+        hold: Option<Hold>,
+    ) -> Result<()> {
         self.send(Piece::Start {
             part,
             shape,
             big_endian,
+            hold,
         })
         .await
     }
@@ -194,11 +217,13 @@ impl Writer {
         self.send(Piece::End).await
     }
 
-    /// Makes the job's folder visible, once every input has been written and made durable.
-    pub async fn finish(mut self, plan: Plan) -> Result<()> {
+    /// Makes the job's folder visible, once every input has been written and made durable;
+    /// returns the inputs kept in memory as well.
+    pub async fn finish(mut self, plan: Plan) -> Result<Kept> {
         self.flush().await?;
         self.send(Piece::Finish(plan)).await?;
-        self.settle().await.map(drop)
+        self.settle().await?;
+        Ok(std::mem::take(&mut self.kept))
     }
 
     /// Gives up: returns once whatever was written is removed.
@@ -229,6 +254,7 @@ impl Writer {
                 None => Files {
                     upload: store.begin(&job_id).map_err(Failure::Io)?,
                     current: None,
+                    kept: None,
                 },
             };
             apply(files, piece)
@@ -240,7 +266,10 @@ impl Writer {
     async fn settle(&mut self) -> Result<Option<Files>> {
         if let Some(pending) = self.pending.take() {
             let written = pending.await.map_err(|e| Error::Internal(e.to_string()))?;
-            self.files = written.map_err(Failure::into_error)?;
+            match written.map_err(Failure::into_error)? {
+                Written::Open(files) => self.files = Some(*files),
+                Written::Finished(kept) => self.kept = kept,
+            }
         }
         Ok(self.files.take())
     }
@@ -361,21 +390,25 @@ fn name(part: Part) -> &'static str {
 
 /// Writes one piece, on a blocking thread; returns the files, until the last piece consumes
 /// them. An error drops the files, and with them the upload's folder.
-fn apply(mut files: Files, piece: Piece) -> Result<Option<Files>, Failure> {
+fn apply(mut files: Files, piece: Piece) -> Result<Written, Failure> {
     match piece {
         Piece::Start {
             part,
             shape,
             big_endian,
+            hold,
         } => {
-            let writer = files
+            let mut writer = files
                 .upload
                 .matrix(part, shape.dtype, shape.rows, shape.cols, big_endian)
                 .map_err(Failure::Io)?;
-            files.current = Some((part, shape.cols, writer));
+            if hold.is_some() {
+                writer.keep_copy();
+            }
+            files.current = Some((part, shape.cols, writer, hold));
         }
         Piece::Data(chunks) => {
-            let Some((part, cols, writer)) = files.current.as_mut() else {
+            let Some((part, cols, writer, _)) = files.current.as_mut() else {
                 return Err(Failure::Order);
             };
             for chunk in chunks {
@@ -387,12 +420,16 @@ fn apply(mut files: Files, piece: Piece) -> Result<Option<Files>, Failure> {
             }
         }
         Piece::End => {
-            let Some((part, cols, writer)) = files.current.take() else {
+            let Some((part, cols, mut writer, hold)) = files.current.take() else {
                 return Err(Failure::Order);
             };
+            let copy = writer.take_copy();
             writer
                 .finish()
                 .map_err(|error| Failure::Matrix { part, cols, error })?;
+            if let Some(kept) = copy.zip(hold) {
+                files.kept = Some(kept);
+            }
         }
         Piece::Finish(plan) => {
             if files.current.is_some() {
@@ -404,10 +441,10 @@ fn apply(mut files: Files, piece: Piece) -> Result<Option<Files>, Failure> {
                 crate::db::Engine::Postgres => files.upload.finish_inputs(),
             };
             finished.map_err(Failure::Io)?;
-            return Ok(None);
+            return Ok(Written::Finished(files.kept));
         }
     }
-    Ok(Some(files))
+    Ok(Written::Open(Box::new(files)))
 }
 
 #[cfg(test)]
@@ -499,11 +536,11 @@ mod tests {
             tile: 1,
         };
         let mut w = Writer::start(store.clone(), "job".into());
-        w.begin(Part::A, shape(1, 2), false).await.expect("a");
+        w.begin(Part::A, shape(1, 2), false, None).await.expect("a");
         w.write(f32s(&[1.0])).await.expect("data");
         w.write(f32s(&[2.0])).await.expect("data");
         w.end().await.expect("whole");
-        w.begin(Part::B, shape(2, 1), false).await.expect("b");
+        w.begin(Part::B, shape(2, 1), false, None).await.expect("b");
         w.write(f32s(&[3.0, 4.0])).await.expect("data");
         w.end().await.expect("whole");
         w.finish(plan).await.expect("stored");
@@ -514,18 +551,23 @@ mod tests {
 
         // A NaN is named by its place; nothing of that job is left.
         let mut w = Writer::start(store.clone(), "bad".into());
-        w.begin(Part::B, shape(2, 2), false).await.expect("b");
+        w.begin(Part::B, shape(2, 2), false, None).await.expect("b");
         w.write(f32s(&[1.0, 2.0, f32::NAN, 0.0]))
             .await
             .expect("queued");
         // The batch is written while the caller goes on: the next piece learns why it failed.
         let e = w.end().await.expect_err("not finite");
         assert!(e.to_string().contains("b[1][0] is not finite"), "{e}");
-        // An upload given up halfway leaves nothing either.
+        // An upload given up halfway leaves nothing either, nor holds memory it set aside.
+        let inputs = crate::grid::inputs::Inputs::new(store.clone(), 1 << 20);
         let mut w = Writer::start(store.clone(), "gone".into());
-        w.begin(Part::A, shape(1, 2), false).await.expect("a");
+        w.begin(Part::B, shape(1, 2), false, inputs.reserve(Part::B, 8))
+            .await
+            .expect("a");
         w.write(f32s(&[1.0])).await.expect("data");
+        assert_eq!(inputs.resident_bytes(), 8);
         w.abort().await;
+        assert_eq!(inputs.resident_bytes(), 0);
         let left: Vec<_> = std::fs::read_dir(&root)
             .expect("root")
             .map(|e| e.expect("entry").file_name())

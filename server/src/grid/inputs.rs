@@ -1,6 +1,12 @@
 //! The inputs of running jobs as dispatch and verification need them: each job's plan, and
 //! its panels read from the store through a cache of bounded size (`PANEL_CACHE_BYTES`).
-//! Nothing else of a job's inputs is ever in memory, whatever the job's size.
+//!
+//! A job's B that fits in half that budget is also held whole, as its upload gave it
+//! ([`Inputs::reserve`], [`Inputs::keep_resident`]), while the job runs. Inputs are written
+//! past the page cache, so without that a job's first B panel reads the whole of B cold from
+//! the disk (a column panel has a piece in every row): 18–26 ms of a 2048² job's first task
+//! on the page's benchmark (docs/benchmarks.md). Beyond these, nothing of a job's inputs is
+//! in memory, whatever the job's size.
 //!
 //! On PostgreSQL the inputs' home is the database (`db::chunks`), and the store in
 //! `DATA_DIR` is this instance's copy of them: made the first time a panel of the job is
@@ -8,6 +14,7 @@
 //! ended (see [`Inputs::sweep_copies`]).
 
 use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -51,6 +58,27 @@ pub struct Inputs {
     /// ended may still ask for its panels; no copy is made for it (the job's folder would
     /// come back after its removal). Kept a minute.
     ended: Mutex<HashMap<String, Instant>>,
+    /// B held whole, by job, as its upload wrote it (row-major), with the memory it holds.
+    resident: Mutex<HashMap<String, (Bytes, Hold)>>,
+    /// Bytes held by [`Hold`]s: uploads under way that keep a copy, and `resident`.
+    held: Arc<AtomicUsize>,
+}
+
+/// The input an upload kept in memory as well (little-endian, as written), with the memory
+/// it holds: for [`Inputs::keep_resident`].
+pub type Kept = Option<(Vec<u8>, Hold)>;
+
+/// Bytes of the panel budget set aside for an input held whole; given back when dropped.
+#[derive(Debug)]
+pub struct Hold {
+    bytes: usize,
+    held: Arc<AtomicUsize>,
+}
+
+impl Drop for Hold {
+    fn drop(&mut self) {
+        self.held.fetch_sub(self.bytes, Ordering::AcqRel);
+    }
 }
 
 /// Panels with the time each was last used: a hit only stamps its panel (every task touches
@@ -74,7 +102,60 @@ impl Inputs {
             submitting: Mutex::default(),
             swept: Mutex::default(),
             ended: Mutex::default(),
+            resident: Mutex::default(),
+            held: Arc::default(),
         }
+    }
+
+    /// Sets `bytes` aside for an input to be held whole, if it is a B and they fit: all holds
+    /// together take at most half the panel budget, so the panel cache always keeps the
+    /// other half. `None`: the input is read from the store as it is needed. A is never
+    /// held: each of its panels is one contiguous read, and holding it cost the upload about
+    /// as much as it saved the first task (docs/benchmarks.md).
+    pub fn reserve(&self, part: Part, bytes: u64) -> Option<Hold> {
+        if part != Part::B {
+            return None;
+        }
+        let bytes = usize::try_from(bytes).ok()?;
+        let limit = self.budget_bytes / 2;
+        self.held
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
+                held.checked_add(bytes).filter(|after| *after <= limit)
+            })
+            .ok()?;
+        Some(Hold {
+            bytes,
+            held: self.held.clone(),
+        })
+    }
+
+    /// Keeps a job's B that its upload held whole (row-major, as in its file), until the job
+    /// is removed; not if its length does not match the plan.
+    pub fn keep_resident(&self, job_id: &str, plan: &Plan, b: Kept) {
+        let Some((bytes, hold)) = b else { return };
+        if bytes.len() == plan.k * plan.n * plan.dtype.size() {
+            self.resident
+                .lock_or_recover()
+                .insert(job_id.to_owned(), (Bytes::from(bytes), hold));
+        }
+    }
+
+    /// A B panel gathered from a B held whole: one piece a row.
+    async fn resident_panel(
+        &self,
+        job_id: &str,
+        plan: &Plan,
+        tile: &Tile,
+    ) -> Option<Result<Bytes>> {
+        let b = self.resident.lock_or_recover().get(job_id)?.0.clone();
+        let (plan, tile) = (*plan, *tile);
+        let cut = tokio::task::spawn_blocking(move || Bytes::from(column_panel(&b, &plan, &tile)));
+        Some(cut.await.map_err(|e| Error::Internal(e.to_string())))
+    }
+
+    /// Bytes of inputs held whole (and of uploads under way that hold a copy).
+    pub fn resident_bytes(&self) -> usize {
+        self.held.load(Ordering::Acquire)
     }
 
     pub fn store(&self) -> &Arc<Store> {
@@ -129,6 +210,13 @@ impl Inputs {
         let key = (job_id.to_owned(), operand, index);
         if let Some(hit) = self.touch(&key) {
             return Ok(hit);
+        }
+        if operand == Operand::B {
+            if let Some(cut) = self.resident_panel(job_id, plan, tile).await {
+                let panel = cut?;
+                self.keep(key, panel.clone());
+                return Ok(panel);
+            }
         }
         // On PostgreSQL: the inputs copied in, and kept while they are read.
         let _copy = match db::engine() {
@@ -378,7 +466,8 @@ impl Inputs {
         if let Some((old, _)) = p.map.insert(key.clone(), (panel, p.clock)) {
             p.bytes -= old.len();
         }
-        while p.map.len() > 1 && p.bytes > self.budget_bytes {
+        let budget = self.budget_bytes.saturating_sub(self.resident_bytes());
+        while p.map.len() > 1 && p.bytes > budget {
             let oldest = p
                 .map
                 .iter()
@@ -397,9 +486,11 @@ impl Inputs {
         self.panels.lock_or_recover().bytes
     }
 
-    /// Forgets a job that ended: its plan, its panels, and whether its inputs are copied here.
+    /// Forgets a job that ended: its plan, its panels, its inputs held whole, and whether its
+    /// inputs are copied here.
     pub fn remove(&self, job_id: &str) {
         self.plans.lock_or_recover().remove(job_id);
+        self.resident.lock_or_recover().remove(job_id);
         if db::engine() == Engine::Postgres {
             self.copies.lock_or_recover().remove(job_id);
             let now = Instant::now();
@@ -417,6 +508,19 @@ impl Inputs {
         });
         p.bytes -= freed;
     }
+}
+
+/// The column panel of `tile` in B (k×n row-major): k×cols, row-major, as
+/// [`Store::read_block`] reads it from B's file.
+fn column_panel(b: &[u8], plan: &Plan, tile: &Tile) -> Vec<u8> {
+    let e = plan.dtype.size();
+    let (row, width) = (plan.n * e, tile.cols * e);
+    let mut out = Vec::with_capacity(plan.k * width);
+    for p in 0..plan.k {
+        let at = p * row + tile.col0 * e;
+        out.extend_from_slice(&b[at..at + width]);
+    }
+    out
 }
 
 #[cfg(test)]
@@ -467,6 +571,95 @@ mod tests {
         assert!(inputs.cached_bytes() <= 48);
         inputs.remove("job");
         assert_eq!(inputs.cached_bytes(), 0);
+        pool.close().await;
+        let _ = std::fs::remove_dir_all(root);
+    }
+
+    #[tokio::test]
+    async fn inputs_held_whole_serve_the_panels_the_files_would_within_half_the_budget() {
+        use crate::jobs::Shape;
+        use crate::upload::Writer;
+        let root = std::env::temp_dir().join(format!("brain-inputs-{}", uuid::Uuid::new_v4()));
+        let store = Arc::new(Store::open(&root).expect("a store"));
+        // 5×3·3×7 f32 in tiles of 2: edge tiles narrower than the rest.
+        let plan = Plan {
+            dtype: Dtype::F32,
+            m: 5,
+            k: 3,
+            n: 7,
+            tile: 2,
+        };
+        let (a_bytes, b_bytes) = (5 * 3 * 4, 3 * 7 * 4);
+        // Half of 200 bytes: B's 84 fits once, not twice; A is never held.
+        let inputs = Inputs::new(store.clone(), 200);
+        assert!(
+            inputs.reserve(Part::B, 101).is_none(),
+            "more than half the budget"
+        );
+        assert!(
+            inputs.reserve(Part::A, a_bytes).is_none(),
+            "A is read as needed"
+        );
+        let first = inputs.reserve(Part::B, b_bytes);
+        assert!(first.is_some());
+        assert!(inputs.reserve(Part::B, b_bytes).is_none(), "16 bytes left");
+        drop(first);
+        assert_eq!(
+            inputs.resident_bytes(),
+            0,
+            "a hold dropped gives its bytes back"
+        );
+
+        // B comes big-endian; what is held is what the file holds, little-endian.
+        let values = |count: usize, from: f32| (0..count).map(move |i| from + i as f32);
+        let a: Bytes = values(15, 1.0).flat_map(f32::to_le_bytes).collect();
+        let b: Bytes = values(21, 100.0).flat_map(f32::to_be_bytes).collect();
+        let shape = |rows, cols| Shape {
+            dtype: Dtype::F32,
+            rows,
+            cols,
+        };
+        let mut w = Writer::start(store.clone(), "job".into());
+        w.begin(Part::A, shape(5, 3), false, None).await.expect("a");
+        w.write(a).await.expect("data");
+        w.end().await.expect("whole");
+        w.begin(Part::B, shape(3, 7), true, inputs.reserve(Part::B, b_bytes))
+            .await
+            .expect("b");
+        w.write(b.slice(..10)).await.expect("data");
+        w.write(b.slice(10..)).await.expect("data");
+        w.end().await.expect("whole");
+        let kept = w.finish(plan).await.expect("stored");
+        assert_eq!(inputs.resident_bytes(), b_bytes as usize);
+        inputs.insert_plan("job", plan);
+        inputs.keep_resident("job", &plan, kept);
+
+        let pool = db::connect(&root.join("brain.db"))
+            .await
+            .expect("a database");
+        let from_files: Vec<_> = plan
+            .tiles()
+            .map(|t| store.panels("job", &plan, &t).expect("read"))
+            .collect();
+        // B's panels now come from memory: its file can go. A's still come from the store.
+        std::fs::remove_file(store.path("job", Part::B).expect("path")).expect("removed");
+        for (t, (fa, fb)) in plan.tiles().zip(&from_files) {
+            let (_, _, pa, pb) = inputs
+                .panels(&pool, "job", t.tile_row, t.tile_col)
+                .await
+                .expect("panels");
+            assert_eq!((&pa[..], &pb[..]), (&fa[..], &fb[..]), "tile {t:?}");
+        }
+        inputs.remove("job");
+        assert_eq!(
+            inputs.resident_bytes(),
+            0,
+            "the job's end gives its hold back"
+        );
+        assert!(
+            inputs.panels(&pool, "job", 0, 0).await.is_err(),
+            "nothing of B left"
+        );
         pool.close().await;
         let _ = std::fs::remove_dir_all(root);
     }

@@ -20,6 +20,7 @@ use utoipa::ToSchema;
 use super::{authorize, find_job, ErrorBody};
 use crate::db;
 use crate::error::{Error, Result};
+use crate::grid::inputs::Kept;
 use crate::jobs::{self, Dtype, JsonJob, Plan, PlanLimits, Shape};
 use crate::npy;
 use crate::state::AppState;
@@ -114,13 +115,14 @@ pub(super) async fn submit_job(
     let id = uuid::Uuid::new_v4().to_string();
     let span = tracing::info_span!("job", job_id = %id);
     let _submitting = Submitting::new(&state, &id);
-    let (name, plan) = match form {
+    let (name, plan, kept) = match form {
         Form::Multipart => receive_multipart(&state, &id, request).await?,
         Form::Json => receive_json(&state, &id, request).await?,
     };
     // Known before the job is stored: once its tasks are in the database a dispatch round may
     // claim one at any moment.
     state.grid.inputs.insert_plan(&id, plan);
+    state.grid.inputs.keep_resident(&id, &plan, kept);
     let inserted = match db::engine() {
         db::Engine::Sqlite => db::insert_job(&state.db, &id, &name, &plan)
             .instrument(span.clone())
@@ -213,7 +215,11 @@ async fn free_bytes(state: &AppState) -> Result<u64> {
 
 /// A JSON submission: parsed in memory (its body is bounded by `MAX_JSON_BODY_BYTES`), then
 /// stored through the same writer as an upload.
-async fn receive_json(state: &AppState, id: &str, request: Request) -> Result<(String, Plan)> {
+async fn receive_json(
+    state: &AppState,
+    id: &str,
+    request: Request,
+) -> Result<(String, Plan, Kept)> {
     let limits = &state.config.limits;
     let body = read_json_body(
         request.into_body(),
@@ -231,12 +237,13 @@ async fn receive_json(state: &AppState, id: &str, request: Request) -> Result<(S
     room(state).check(needed, true, free_bytes(state).await?)?;
     let mut writer = Writer::start(state.grid.inputs.store().clone(), id.to_owned());
     for (part, matrix) in [(Part::A, &job.a), (Part::B, &job.b)] {
-        writer.begin(part, matrix.shape(), false).await?;
+        let hold = state.grid.inputs.reserve(part, matrix.data.len() as u64);
+        writer.begin(part, matrix.shape(), false, hold).await?;
         writer.write(matrix.data.clone()).await?;
         writer.end().await?;
     }
-    writer.finish(plan).await?;
-    Ok((job.name, plan))
+    let kept = writer.finish(plan).await?;
+    Ok((job.name, plan, kept))
 }
 
 /// Bytes of a multipart submission that are not matrix data: boundaries, part headers, the
@@ -258,7 +265,11 @@ const SMALL_FIELD_BYTES: usize = 4096;
 /// arrives. A refusal is answered at once; the rest of the body is read and dropped in the
 /// background (up to [`REFUSED_BODY_DRAIN_BYTES`]), so that a small client still sending
 /// gets to read the answer rather than a reset.
-async fn receive_multipart(state: &AppState, id: &str, request: Request) -> Result<(String, Plan)> {
+async fn receive_multipart(
+    state: &AppState,
+    id: &str,
+    request: Request,
+) -> Result<(String, Plan, Kept)> {
     let (parts, body) = request.into_parts();
     let allowance = Arc::new(Allowance::new());
     let body = Body::from_stream(metered(body, allowance.clone()));
@@ -308,7 +319,7 @@ struct Intake<'r> {
 }
 
 impl Intake<'_> {
-    async fn read(&mut self, multipart: &mut Multipart) -> Result<(String, Plan)> {
+    async fn read(&mut self, multipart: &mut Multipart) -> Result<(String, Plan, Kept)> {
         while let Some(mut field) = multipart
             .next_field()
             .await
@@ -354,8 +365,8 @@ impl Intake<'_> {
             .writer
             .take()
             .ok_or_else(|| Error::Internal("an upload without a writer".into()))?;
-        writer.finish(plan).await?;
-        Ok((self.name.take().unwrap_or_default(), plan))
+        let kept = writer.finish(plan).await?;
+        Ok((self.name.take().unwrap_or_default(), plan, kept))
     }
 
     /// The plan, once both operands are known: every refusal that their shapes and the tile
@@ -450,11 +461,14 @@ impl Intake<'_> {
             };
             room(self.state).check(needed, exact, free)?;
         }
-        let store = self.state.grid.inputs.store();
+        let inputs = &self.state.grid.inputs;
+        let hold = inputs.reserve(part, header.data_bytes());
         let writer = self
             .writer
-            .get_or_insert_with(|| Writer::start(store.clone(), self.id.to_owned()));
-        writer.begin(part, header.shape(), header.big_endian).await
+            .get_or_insert_with(|| Writer::start(inputs.store().clone(), self.id.to_owned()));
+        writer
+            .begin(part, header.shape(), header.big_endian, hold)
+            .await
     }
 
     /// A small field's text, refused past [`SMALL_FIELD_BYTES`].
