@@ -18,8 +18,14 @@
 // the next task to come back, a wait the page's trace showed whenever the UI thread was busy
 // receiving panels (docs/benchmarks.md).
 
-/** Tasks (leased or requested) per ready thread at least: one computing plus one in flight. */
-export const PER_THREAD = 2;
+/**
+ * Tasks (leased or requested) per ready thread at least: one computing, the next waiting in
+ * the thread (THREAD_DEPTH), and one on its way. With two, the request for a task went out
+ * only as the task before it started, so it had one tile's compute time to arrive; a tile's
+ * time varies twofold and a task bringing a 2 MiB panel takes about that long, and the thread
+ * ran dry behind those (4–26 ms before each, on the 2048² benchmark; docs/benchmarks.md).
+ */
+export const PER_THREAD = 3;
 /** At most: each task waiting here holds its panels, and the server caps a connection anyway. */
 export const MAX_PER_THREAD = 6;
 /**

@@ -34,20 +34,22 @@ test("nothing is requested before start, registration and a ready thread", () =>
   p.registeredNow();
   assert.equal(requests(), 0, "paused by default");
   p.setPaused(false);
-  assert.equal(requests(), 2);
+  assert.equal(requests(), PER_THREAD);
+  assert.equal(PER_THREAD, 3, "one computing, one waiting in the thread, one on its way");
 });
 
-test("two tasks per thread stay requested or in hand", () => {
+test("PER_THREAD tasks per thread stay requested or in hand", () => {
   const { p, requests, dispatched } = running(3);
-  assert.equal(requests(), 6);
+  const want = 3 * PER_THREAD;
+  assert.equal(requests(), want);
   p.taskAssigned(task(1));
   p.taskAssigned(task(2));
   assert.deepEqual(dispatched, [[0, 1], [1, 2]]);
-  assert.equal(p.outstanding(), 6, "assignments replace requests, no new ones");
-  assert.equal(requests(), 6);
+  assert.equal(p.outstanding(), want, "assignments replace requests, no new ones");
+  assert.equal(requests(), want);
   p.taskDone(0, 1, new ArrayBuffer(4), 5, 2);
-  assert.equal(requests(), 7, "a finished task is replaced at once");
-  assert.equal(p.outstanding(), 6);
+  assert.equal(requests(), want + 1, "a finished task is replaced at once");
+  assert.equal(p.outstanding(), want);
 });
 
 test("a thread holds its next task, so it starts it without a round trip through the page", () => {
@@ -123,7 +125,7 @@ test("a slow round trip against a quick tile keeps more tasks on their way, up t
   assert.equal(p.outstanding(), MAX_PER_THREAD);
 });
 
-test("a quick round trip keeps two per thread, and a request that waited for work measures nothing", () => {
+test("a quick round trip keeps the least per thread, and a request that waited for work measures nothing", () => {
   const { p, requests, clock } = timed();
   clock.t = 5;
   p.taskAssigned(task(1));
@@ -135,7 +137,7 @@ test("a quick round trip keeps two per thread, and a request that waited for wor
   p.taskAssigned(task(2));
   assert.equal(p.roundTripMs, 5);
   assert.equal(p.perThread(), PER_THREAD);
-  assert.equal(requests(), 3);
+  assert.equal(requests(), PER_THREAD + 1);
 });
 
 test("the depth covers the slow trips that bring panels, not the average, and forgets them slowly", () => {
@@ -172,22 +174,22 @@ test("pause stops requests and dispatching; the connection is then released", ()
   p.taskAssigned(task(1));
   p.setPaused(true);
   p.taskAssigned(task(2));
-  assert.equal(requests(), 2);
+  assert.equal(requests(), PER_THREAD);
   assert.equal(dispatched.length, 1);
   assert.equal(p.quiescent(), false, "task 1 still computes");
   p.taskDone(0, 1, new ArrayBuffer(4), 1, 1);
   assert.equal(dispatched.length, 1, "task 2 is not started while paused");
-  assert.equal(requests(), 2, "no new request while paused");
+  assert.equal(requests(), PER_THREAD, "no new request while paused");
   p.resultAck(1);
   assert.equal(p.quiescent(), true);
   assert.equal(p.holdsWork(), true, "task 2 must be released by reconnecting");
   p.disconnected();
   p.connected();
   p.registeredNow();
-  assert.equal(requests(), 2);
+  assert.equal(requests(), PER_THREAD);
   assert.equal(p.holdsWork(), false);
   p.setPaused(false);
-  assert.equal(requests(), 4);
+  assert.equal(requests(), 2 * PER_THREAD);
 });
 
 test("after a disconnection old results are dropped and requests start over", () => {
@@ -197,10 +199,10 @@ test("after a disconnection old results are dropped and requests start over", ()
   assert.equal(p.pending, 0);
   p.connected();
   p.registeredNow();
-  assert.equal(requests(), 4, "the stale task no longer counts: two new requests");
+  assert.equal(requests(), 2 * PER_THREAD, "the stale task no longer counts: a full set of new requests");
   assert.equal(p.taskDone(0, 1, new ArrayBuffer(4), 1, 1), "dropped");
   assert.equal(sent.filter(([e]) => e === "task_result").length, 0);
-  assert.equal(requests(), 4);
+  assert.equal(requests(), 2 * PER_THREAD);
 });
 
 test("a cancelled task is dropped, queued or running", () => {
@@ -238,7 +240,7 @@ test("fewer threads: an idle one goes now, a busy one after the tasks it holds",
   assert.deepEqual(retired, [1], "thread 0 still holds task 3");
   p.taskDone(0, 3, new ArrayBuffer(4), 1, 1);
   assert.deepEqual(retired, [1, 0]);
-  assert.equal(requests(), 4, "no requests beyond what was asked before");
+  assert.equal(requests(), 2 * PER_THREAD, "no requests beyond what was asked before");
   assert.equal(p.removeThread(5), true, "a thread never added");
 });
 
