@@ -29,7 +29,9 @@
 //                "speed per thread" (an exponential average) at the end
 //   efficiency   end-to-end / (kernel × threads)
 //   kernel busy  Σ compute_ms / (wall × threads)
-//   cores busy   CPU seconds / wall over the job, from /proc: the server's, and Chromium's
+//   cores busy   CPU seconds / wall over the job, from /proc: the server's, Chromium's
+//                (every process it started; cdp driver only), and this script's own (its
+//                upload and its polls share the cores with the page)
 //                (every process it started; cdp driver only)
 //   idle kernel  before the job, one more compute thread of the page's own on the idle page,
 //                fed synthetic tiles of the job's tile shape by postMessage (no network):
@@ -62,7 +64,7 @@
 // older than 22) and /usr/bin/chromium (CHROMIUM_BIN).
 import { spawn, spawnSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
-import { request } from "node:http";
+import { Agent, request } from "node:http";
 import { join } from "node:path";
 import { parseArgs } from "node:util";
 
@@ -429,10 +431,33 @@ function submit(url, data) {
   });
 }
 
+/**
+ * One connection kept open for the polls: through `fetch` (undici) each poll cost this
+ * script about 1 ms of CPU, and at one poll every 5 ms the script took 0.16–0.33 of the two
+ * cores during the job, from the page it measures.
+ */
+const pollAgent = new Agent({ keepAlive: true, maxSockets: 1 });
+
+function pollJson(url) {
+  return new Promise((resolve, reject) => {
+    const req = request(url, { agent: pollAgent }, (res) => {
+      const chunks = [];
+      res.on("data", (c) => chunks.push(c));
+      res.on("end", () => {
+        const text = Buffer.concat(chunks).toString();
+        if (res.statusCode !== 200) reject(new Error(`GET ${url}: ${res.statusCode} ${text}`));
+        else resolve(JSON.parse(text));
+      });
+    });
+    req.on("error", reject);
+    req.end();
+  });
+}
+
 async function waitDone(url, id, ms) {
   const deadline = performance.now() + ms;
   for (;;) {
-    const job = await getJson(`${url}/api/jobs/${id}`);
+    const job = await pollJson(`${url}/api/jobs/${id}`);
     if (job.status === "done") return job;
     if (job.status === "failed" || job.status === "cancelled") throw new Error(`job ${job.status}: ${job.error}`);
     if (performance.now() > deadline) throw new Error(`job not done in ${ms} ms: ${job.tasks_done}/${job.tasks_total}`);
@@ -481,7 +506,7 @@ async function runCase(browser, job, threads, { trace = false } = {}) {
     await new Promise((r) => setTimeout(r, 300));
     const tracer = trace ? await startTrace(opened.cdp) : null;
     await opened.evaluate("globalThis.__benchReset(); performance.mark('bench-submit'); 0");
-    const cpu0 = { server: cpuSeconds(server.proc.pid), browser: browser.pid ? cpuSeconds(browser.pid, true) : NaN };
+    const cpu0 = { server: cpuSeconds(server.proc.pid), browser: browser.pid ? cpuSeconds(browser.pid, true) : NaN, bench: process.cpuUsage() };
     const t0 = performance.now();
     const created = await submit(server.url, data);
     const tSubmitted = performance.now();
@@ -490,6 +515,7 @@ async function runCase(browser, job, threads, { trace = false } = {}) {
     const cpu = {
       server: (cpuSeconds(server.proc.pid) - cpu0.server) / wall,
       browser: browser.pid ? (cpuSeconds(browser.pid, true) - cpu0.browser) / wall : NaN,
+      bench: ((u) => (u.user + u.system) / 1e6 / wall)(process.cpuUsage(cpu0.bench)),
     };
     await opened.evaluate("performance.mark('bench-done'); 0");
     const traced = tracer ? await tracer.stop() : null;
@@ -528,7 +554,7 @@ async function runCase(browser, job, threads, { trace = false } = {}) {
       page_shows_gflops_per_thread: shown, page_shows_effective_gflops: shownEffective, idle_page_kernel_gflops: idleKernel, efficiency: e2e / (kernel * threads),
       job_gflops: onJob, job_efficiency: onJob / (kernel * threads),
       kernel_busy: computeMs / (wall * 1000 * threads), threads_used: threadsSeen.length,
-      cores_server: cpu.server, cores_browser: cpu.browser,
+      cores_server: cpu.server, cores_browser: cpu.browser, cores_bench: cpu.bench,
       trace: traced,
     };
   } finally {
@@ -709,7 +735,7 @@ try {
           `tiles ${(r.last_tile_s - r.first_tile_s).toFixed(2)} (per thread: computing ${r.between_tiles_s.computing.toFixed(2)}, ` +
           `waiting for work ${r.between_tiles_s.waiting_for_work.toFixed(2)}, handing over ${r.between_tiles_s.handing_over.toFixed(2)}), after the last tile ${(r.wall_s - r.last_tile_s).toFixed(2)}; kernel busy ${pct(r.kernel_busy)}, ` +
           `${r.tiles} tiles, page shows ${f1(r.page_shows_gflops_per_thread)} per thread and ${f1(r.page_shows_effective_gflops)} effective, idle kernel ${f1(r.idle_page_kernel_gflops)} GFLOP/s, ` +
-          `cores busy: browser ${Number.isNaN(r.cores_browser) ? "?" : r.cores_browser.toFixed(2)}, server ${r.cores_server.toFixed(2)}${spread})`,
+          `cores busy: browser ${Number.isNaN(r.cores_browser) ? "?" : r.cores_browser.toFixed(2)}, server ${r.cores_server.toFixed(2)}, this script ${r.cores_bench.toFixed(2)}${spread})`,
       );
     }
   }
