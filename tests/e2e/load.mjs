@@ -299,10 +299,12 @@ async function volunteer(url, { name, compute, inFlight = 2, panelCache, reconne
     if (from !== connection) return stats.dropped++;
     stats.kernelMs += ms;
     stats.kernelCpuMs += cpuMs;
-    socket.emit("task_result", { task_id: task.task_id, c, compute_ms: Math.round(ms) });
     // The next request goes out with the result, not after its ack, as the page does: the
     // server's verification and commit then overlap the next task's transfer and compute.
+    // And before the result, as the page does: behind it, it waited for the tile to cross a
+    // slow uplink while the downlink idled.
     socket.emit("request_task");
+    socket.emit("task_result", { task_id: task.task_id, c, compute_ms: Math.round(ms) });
   });
   socket.on("result_ack", (ack) => {
     note(`ack ${ack.task_id}`);

@@ -79,6 +79,18 @@ test("no thread holds more than its depth, and every thread computes before any 
   assert.deepEqual(dispatched.at(-1), [1, 5]);
 });
 
+test("the request that replaces a finished task goes out before its result", () => {
+  const { p, sent } = running(1);
+  p.taskAssigned(task(1));
+  const before = sent.length;
+  assert.equal(p.taskDone(0, 1, new ArrayBuffer(4), 5, 2), "sent");
+  assert.deepEqual(
+    sent.slice(before).map(([event]) => event),
+    ["request_task", "task_result"],
+    "behind a tile on a slow uplink, the request would wait while the downlink idles",
+  );
+});
+
 test("a cancelled or stale task a thread holds is cancelled in the thread", () => {
   const { p, cancelled } = running(1);
   p.taskAssigned(task(1));
