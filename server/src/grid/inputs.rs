@@ -528,10 +528,15 @@ mod tests {
     use super::*;
     use crate::jobs::Dtype;
 
+    /// A store in a fresh folder, and the folder (for the test to remove).
+    fn temp_store() -> (Arc<Store>, std::path::PathBuf) {
+        let root = std::env::temp_dir().join(format!("brain-inputs-{}", uuid::Uuid::new_v4()));
+        (Arc::new(Store::open(&root).expect("a store")), root)
+    }
+
     #[tokio::test]
     async fn panels_are_read_once_and_the_cache_keeps_to_its_budget() {
-        let root = std::env::temp_dir().join(format!("brain-inputs-{}", uuid::Uuid::new_v4()));
-        let store = Arc::new(Store::open(&root).expect("a store"));
+        let (store, root) = temp_store();
         // A 4×2·2×4 f64 job in 1×1 tiles: every panel is 16 bytes.
         let plan = Plan {
             dtype: Dtype::F64,
@@ -579,8 +584,7 @@ mod tests {
     async fn inputs_held_whole_serve_the_panels_the_files_would_within_half_the_budget() {
         use crate::jobs::Shape;
         use crate::upload::Writer;
-        let root = std::env::temp_dir().join(format!("brain-inputs-{}", uuid::Uuid::new_v4()));
-        let store = Arc::new(Store::open(&root).expect("a store"));
+        let (store, root) = temp_store();
         // 5×3·3×7 f32 in tiles of 2: edge tiles narrower than the rest.
         let plan = Plan {
             dtype: Dtype::F32,
