@@ -123,10 +123,14 @@ impl Inputs {
                 held.checked_add(bytes).filter(|after| *after <= limit)
             })
             .ok()?;
-        Some(Hold {
+        let hold = Hold {
             bytes,
             held: self.held.clone(),
-        })
+        };
+        // The copy is made as the upload comes: the cache gives the room up now, so that the
+        // two together stay within the budget all along.
+        self.trim(&mut self.panels.lock_or_recover(), None);
+        Some(hold)
     }
 
     /// Keeps a job's B that its upload held whole (row-major, as in its file), until the job
@@ -466,12 +470,18 @@ impl Inputs {
         if let Some((old, _)) = p.map.insert(key.clone(), (panel, p.clock)) {
             p.bytes -= old.len();
         }
+        self.trim(p, Some(&key));
+    }
+
+    /// Drops the least recently used panels until the cache fits what the budget leaves
+    /// beside the inputs held whole; `keeping` stays whatever it costs.
+    fn trim(&self, p: &mut Panels, keeping: Option<&Key>) {
         let budget = self.budget_bytes.saturating_sub(self.resident_bytes());
-        while p.map.len() > 1 && p.bytes > budget {
+        while p.bytes > budget {
             let oldest = p
                 .map
                 .iter()
-                .filter(|(k, _)| **k != key)
+                .filter(|(k, _)| Some(*k) != keeping)
                 .min_by_key(|(_, (_, used))| *used)
                 .map(|(k, _)| k.clone());
             let Some(oldest) = oldest else { break };
@@ -573,7 +583,15 @@ mod tests {
             inputs.panels(&pool, "job", 3, 3).await.is_err(),
             "not cached"
         );
-        assert!(inputs.cached_bytes() <= 48);
+        assert_eq!(inputs.cached_bytes(), 32, "A's row 1 and B's column 2");
+        // A copy about to be held takes its room from the cache at once.
+        let hold = inputs.reserve(Part::B, 24).expect("half the budget");
+        assert!(
+            inputs.cached_bytes() <= 48 - 24,
+            "{}",
+            inputs.cached_bytes()
+        );
+        drop(hold);
         inputs.remove("job");
         assert_eq!(inputs.cached_bytes(), 0);
         pool.close().await;
