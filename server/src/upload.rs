@@ -6,7 +6,9 @@
 //! transport (`http::jobs`) reads a header, asks [`Room::check`] and [`Plan::for_operands`]
 //! whatever they can already decide, and only then feeds the data to a [`Writer`]. Memory
 //! stays within two batches whatever the job's size: the writer takes the next batch only
-//! once the last is written, so a client sends no faster than the disk takes its data.
+//! once the last is written, so a client sends no faster than the disk takes its data. The
+//! one exception is a B kept in memory as well, whose size the panel budget has already
+//! granted ([`crate::grid::inputs::Inputs::reserve`]) before any of its data is read.
 
 use std::io;
 use std::sync::Arc;
