@@ -129,21 +129,40 @@ async fn store_batch(
         .collect();
     if !accepted.is_empty() {
         let store = store.clone();
+        let finished = finished.clone();
         tokio::task::spawn_blocking(move || {
             let tiles = accepted
                 .iter()
                 .map(|v| (v.job_id.as_str(), &v.plan, &v.tile, &v.bytes[..]));
             store.write_tiles(tiles)?;
-            for job in written_back.iter().filter(|job| !finished.contains(job)) {
-                store.start_result_writeback(job)?;
-            }
             finished.iter().try_for_each(|job| store.sync_result(job))
         })
         .await
         .map_err(|e| e.to_string())?
         .map_err(|e| format!("writing results: {e}"))?;
     }
-    completing.commit(pool).await.map_err(|e| e.to_string())
+    let outcomes = completing.commit(pool).await.map_err(|e| e.to_string())?;
+    // After the commit, and not waited for: starting the writeback of a job's result can
+    // block for as long as the kernel takes to queue it (50–80 ms for the 64 MiB of a
+    // 4096×4096 result), and inside the commit it held the database's writer, so that no
+    // task could be claimed meanwhile: the page's threads waited for work at each of these
+    // points (docs/benchmarks.md, #17). Durability does not depend on it (the job's last
+    // commit syncs its result).
+    let due: Vec<String> = written_back
+        .into_iter()
+        .filter(|job| !finished.contains(job))
+        .collect();
+    if !due.is_empty() {
+        let store = store.clone();
+        tokio::task::spawn_blocking(move || {
+            for job in &due {
+                if let Err(e) = store.start_result_writeback(job) {
+                    tracing::warn!(job_id = %job, error = %e, "starting a result's writeback failed");
+                }
+            }
+        });
+    }
+    Ok(outcomes)
 }
 
 /// Whether the result of a job of `total` tiles should start on its way to the disk after a
