@@ -8,6 +8,7 @@
 
 pub mod address;
 pub mod admission;
+pub mod blocks;
 pub mod broadcast;
 pub mod bus;
 pub mod commit;

@@ -44,6 +44,11 @@ impl CacheModel {
         }
     }
 
+    /// The cache's size in bytes.
+    pub fn budget(&self) -> u64 {
+        self.budget
+    }
+
     /// Whether the worker holds `key`; a hit becomes the most recently used.
     pub fn hit(&mut self, key: &str) -> bool {
         let Some(at) = self.entries.iter().position(|(k, _)| k == key) else {

@@ -92,11 +92,13 @@ test("heartbeats alone keep a lease for at most 40 leases; then the task goes to
 test("a task every trusted worker fails fails its job, naming the task and the reasons", async (t) => {
   // Two workers at two addresses (a trusted proxy's X-Forwarded-For), each earning trust on
   // the job's other tiles, both run out of memory on the last one.
+  // Both are connected before the job comes: a worker connecting after it could find the
+  // other had taken all 35 tiles in a few milliseconds, and fail the last one untrusted.
   const server = await startServer(t, { env: { MAX_TASK_FAILURES: "2", TRUST_PROXY: "true" } });
-  const job = await submitRandom(server.url, 12, 4, 12, 2); // 36 tiles, task ids 1..36
   const behaviour = { failIf: (task) => (task.task_id === 36 ? "out of memory" : null) };
   for (const address of ["10.0.0.1", "10.0.0.2"])
     await startWorker(t, server.url, { name: address, behaviour, headers: { "x-forwarded-for": address } });
+  const job = await submitRandom(server.url, 12, 4, 12, 2); // 36 tiles, task ids 1..36
   const failed = await waitForJob(server.url, job.id, { status: "failed" });
   assert.match(failed.error, /task 36 \(tile 5,5\) failed on 2 trusted workers at 2 addresses: out of memory/);
   // Tiles still in flight when the job failed were withdrawn with it.

@@ -287,7 +287,7 @@ export async function startWorker(t, url, { name = "w", inFlight = 2, behaviour 
       if (reason === "io server disconnect") setTimeout(() => socket.connect(), 200);
     });
   const stats = {
-    assigned: 0, accepted: 0, refused: 0, reasons: [], tasks: [], cancelled: [], quarantined: null,
+    assigned: 0, accepted: 0, refused: 0, reasons: [], tasks: [], tiles: [], cancelled: [], quarantined: null,
     registrations: 0, bytesIn: 0, fullTasks: 0, evicted: 0, missing: 0,
   };
   // The panel cache, when announced: key → bytes, kept exactly as the server says.
@@ -316,6 +316,8 @@ export async function startWorker(t, url, { name = "w", inFlight = 2, behaviour 
   socket.on("task_assigned", async (task) => {
     stats.assigned++;
     stats.tasks.push(task.task_id);
+    // Which tile: a caching worker's panel keys name its row of A and column of B.
+    if (task.a_key && task.b_key) stats.tiles.push([Number(task.a_key.split(":").pop()), Number(task.b_key.split(":").pop())]);
     const holdNow = behaviour.holdAfter !== undefined && stats.accepted + w.held.length >= behaviour.holdAfter
       && stats.assigned > behaviour.holdAfter;
     if (behaviour.holdAll || holdNow || (behaviour.holdFirst && w.held.length === 0)) {

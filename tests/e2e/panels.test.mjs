@@ -31,6 +31,43 @@ test("caching workers receive each panel about once; the product is exact", asyn
   t.diagnostic(`panel cache: ${received} bytes sent vs ${naive} naive (${(100 * (1 - received / naive)).toFixed(0)} % saved)`);
 });
 
+test("caching workers there when a job comes each take a block of tiles of their own", async (t) => {
+  const server = await startServer(t);
+  const [m, k, n, tile] = [64, 16, 64, 8]; // 8 × 8 tiles
+  const panel = tile * k * 4;
+  // Caches of 8 panels: the server cuts the job into four 4 × 4 blocks, 8 panels each.
+  const workers = await Promise.all([1, 2, 3, 4].map((i) =>
+    startWorker(t, server.url, { name: `block-${i}`, panelCache: 8 * panel, inFlight: 2, behaviour: { delayMs: 5 } })));
+  const job = await submitRandom(server.url, m, k, n, tile, 11);
+  await waitForJob(server.url, job.id);
+  assertClose((await downloadNpy(server.url, job.id)).data, job.want, job.k);
+  const blockOf = ([row, col]) => `${Math.floor(row / 4)},${Math.floor(col / 4)}`;
+  const blocks = workers.map((w) => {
+    // Its first tiles, before any worker could run out of its own block and help another's.
+    const first = new Set(w.stats.tiles.slice(0, 8).map(blockOf));
+    assert.equal(first.size, 1, `${w.name}: first tiles in one block: ${JSON.stringify(w.stats.tiles.slice(0, 8))}`);
+    return [...first][0];
+  });
+  assert.equal(new Set(blocks).size, 4, `one block each: ${blocks}`);
+  const panels = workers.reduce((s, w) => s + w.stats.bytesIn, 0) / panel;
+  t.diagnostic(`blocks ${blocks.join(" ")}; ${panels} panels sent (32 at the blocks' optimum)`);
+});
+
+test("a slow worker's block is helped from its far end; the product is exact", async (t) => {
+  const server = await startServer(t);
+  const [m, k, n, tile] = [64, 16, 64, 8]; // 64 tiles, two blocks of 32
+  const panel = tile * k * 4;
+  const slow = await startWorker(t, server.url, { name: "slow", panelCache: 64 * panel, inFlight: 2, behaviour: { delayMs: 250 } });
+  const fast = await startWorker(t, server.url, { name: "fast", panelCache: 64 * panel, inFlight: 2 });
+  const job = await submitRandom(server.url, m, k, n, tile, 13);
+  await waitForJob(server.url, job.id);
+  assertClose((await downloadNpy(server.url, job.id)).data, job.want, job.k);
+  // The slow worker's block is taken from it but for the tiles it would reach about as soon:
+  // twice the 2 it holds, and those it held as the fast one ran out.
+  assert.ok(slow.stats.accepted <= 12, `slow computed ${slow.stats.accepted} of 64`);
+  assert.equal(slow.stats.accepted + fast.stats.accepted, 64);
+});
+
 test("a small cache evicts, the worker follows, and the product is still exact", async (t) => {
   const server = await startServer(t);
   const [m, k, n, tile] = [48, 16, 48, 8];

@@ -2,6 +2,7 @@
 
 // The parent holds the imports every table group shares.
 use super::*;
+use crate::blocks::{Block, Side};
 
 /// A task handed to a worker.
 #[derive(Debug, Clone, FromRow)]
@@ -84,25 +85,29 @@ impl ClaimRound {
             .await
     }
 
-    /// Leases, among the oldest queued tasks of `job_id` in tile rows `rows` or columns `cols`,
-    /// the one sharing the most panels with them (both, then one). `None` when no queued task of
-    /// the job touches them (or the worker was refused on all that do).
+    /// Leases, among the oldest queued tasks of `job_id` in tile rows `rows` or columns `cols`
+    /// (or, given a `block`, among its tasks, the oldest or the newest first as `Side` says),
+    /// the one sharing the most panels with them (both, then one, then none). `None` when no
+    /// queued task of the job touches them or lies in the block (or the worker was refused on
+    /// all that do).
     pub async fn claim_preferred(
         &mut self,
         holder: Holder<'_>,
         lease_ms: i64,
         job_id: &str,
-        rows: &[i64],
-        cols: &[i64],
+        (rows, cols): (&[i64], &[i64]),
+        block: Option<(Block, Side)>,
     ) -> Result<Option<Claimed>, sqlx::Error> {
         let conn = &mut *self.0;
-        if rows.is_empty() && cols.is_empty() {
+        if rows.is_empty() && cols.is_empty() && block.is_none() {
             return Ok(None);
         }
         // The lists are small (a cache holds tens of panels) and made of integers we produced.
+        // An empty one matches nothing (no tile index is negative), so its count stays 0 and
+        // not NULL, which would make every task's sum NULL and the order meaningless.
         let list = |v: &[i64]| {
             if v.is_empty() {
-                "NULL".to_owned()
+                "-1".to_owned()
             } else {
                 v.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
             }
@@ -123,13 +128,24 @@ impl ClaimRound {
         };
         let held = list(held);
         let (rows, cols) = (list(rows), list(cols));
+        let within = match block {
+            Some((b, _)) => format!(
+                "t.tile_row >= {} AND t.tile_row < {} AND t.tile_col >= {} AND t.tile_col < {}",
+                b.row0, b.row1, b.col0, b.col1
+            ),
+            None => format!("(t.tile_row IN ({rows}) OR t.tile_col IN ({cols}))"),
+        };
         let text = format!(
             "SELECT t.id FROM tasks t WHERE t.job_id = ?1 AND t.state = 'queued' \
-                 AND (t.tile_row IN ({rows}) OR t.tile_col IN ({cols})) AND NOT EXISTS \
+                 AND {within} AND NOT EXISTS \
                  (SELECT 1 FROM task_exclusions e WHERE e.task_id = t.id AND e.worker_id = ?2) \
              ORDER BY CAST(t.tile_row IN ({rows}) AS INTEGER) \
                  + CAST(t.tile_col IN ({cols}) AS INTEGER) DESC, \
-                 ({grow} IN ({held})) DESC, t.id LIMIT 1{lock}",
+                 ({grow} IN ({held})) DESC, t.id{order} LIMIT 1{lock}",
+            order = match block {
+                Some((_, Side::Back)) => " DESC",
+                _ => "",
+            },
             lock = match engine() {
                 Engine::Sqlite => "",
                 Engine::Postgres => " FOR UPDATE OF t SKIP LOCKED",
@@ -240,6 +256,46 @@ impl ClaimRound {
             out[i] = self.claim(holder, lease_ms).await?;
         }
         Ok(out)
+    }
+
+    /// The job of the oldest queued task this worker was not refused on, other than `but`:
+    /// the one a worker without panels of any job starts on, or turns to when its job has
+    /// nothing left for it.
+    pub async fn next_job(
+        &mut self,
+        holder: Holder<'_>,
+        but: Option<&str>,
+    ) -> Result<Option<String>, sqlx::Error> {
+        sqlx::query_scalar(sql(
+            "SELECT t.job_id FROM tasks t WHERE t.state = 'queued' AND t.job_id <> ?1 \
+                 AND NOT EXISTS (SELECT 1 FROM task_exclusions e \
+                     WHERE e.task_id = t.id AND e.worker_id = ?2) \
+             ORDER BY t.id LIMIT 1",
+        ))
+        .bind(but.unwrap_or(""))
+        .bind(holder.worker_id)
+        .fetch_optional(&mut *self.0)
+        .await
+    }
+
+    /// Queued tasks of `job_id` per block of `rows` × `cols` tiles, keyed (block row, block
+    /// column); blocks with none are absent.
+    pub async fn queued_by_block(
+        &mut self,
+        job_id: &str,
+        rows: usize,
+        cols: usize,
+    ) -> Result<Vec<((i64, i64), i64)>, sqlx::Error> {
+        let counts: Vec<(i64, i64, i64)> = sqlx::query_as(sql(
+            "SELECT tile_row / ?2, tile_col / ?3, COUNT(*) FROM tasks \
+             WHERE job_id = ?1 AND state = 'queued' GROUP BY 1, 2",
+        ))
+        .bind(job_id)
+        .bind(rows.max(1) as i64)
+        .bind(cols.max(1) as i64)
+        .fetch_all(&mut *self.0)
+        .await?;
+        Ok(counts.into_iter().map(|(r, c, n)| ((r, c), n)).collect())
     }
 
     /// Puts back a task claimed in this round, as if it had not been.

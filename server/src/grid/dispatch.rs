@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
+use crate::blocks::{JobBlocks, Partition, Side};
 use crate::db;
 use crate::error::{Error, Result};
 use crate::panels::{self, Operand};
@@ -20,7 +21,7 @@ use crate::protocol::TaskAssigned;
 use crate::status::TaskState;
 use crate::sync::LockExt;
 
-use super::registry::{Claimed, Lease, NotRedelivered, PanelRef, Standing};
+use super::registry::{Claimed, Held, Lease, NotRedelivered, PanelRef, Standing};
 use super::{ConnectionId, Grid, Message};
 
 /// A connection that asked for work and has not been given any yet.
@@ -175,6 +176,7 @@ async fn serve(grid: &Grid, waiting: Vec<Waiter>, unserved: &mut Vec<Waiter>) ->
     let mut claimed: Vec<(Waiter, db::Claimed, u64)> = Vec::new();
     let mut empty_handed: Vec<Waiter> = Vec::new();
     let mut starved: Vec<String> = Vec::new();
+    let mut withheld: Vec<String> = Vec::new();
     let mut held_back: Vec<Waiter> = Vec::new();
     // PostgreSQL: the round's plain claims (no panels to prefer), made together at its end in
     // one statement (see `db::ClaimRound::claim_together`), with their lease lengths. Each
@@ -189,6 +191,10 @@ async fn serve(grid: &Grid, waiting: Vec<Waiter>, unserved: &mut Vec<Waiter>) ->
             }
             if starved.contains(&waiter.worker_id) {
                 empty_handed.push(waiter);
+                continue;
+            }
+            if withheld.contains(&waiter.worker_id) {
+                held_back.push(waiter);
                 continue;
             }
             let id = waiter.connection;
@@ -211,23 +217,29 @@ async fn serve(grid: &Grid, waiting: Vec<Waiter>, unserved: &mut Vec<Waiter>) ->
                 .filter(|(w, _, _)| w.connection == id)
                 .map(|(_, t, _)| t)
                 .collect();
-            let preferred = preferred_panels(
+            let held = held_panels(
                 grid.workers
                     .cached_panels(id, earlier.first().map(|t| t.job_id.as_str())),
                 &earlier,
             );
-            if together_ok && preferred.is_none() {
+            if together_ok && held.is_none() {
                 together.push((waiter, lease_ms));
                 continue;
             }
-            match claim(&mut round, &waiter, lease_ms, preferred).await {
-                Ok(Some(task)) => {
+            match claim(grid, &mut round, &waiter, lease_ms, held).await {
+                Ok(Found::Task(task)) => {
                     let bytes = panel_bytes(grid, &task).await;
                     claimed.push((waiter, task, bytes));
                 }
-                Ok(None) => {
+                Ok(Found::Nothing) => {
                     starved.push(waiter.worker_id.clone());
                     empty_handed.push(waiter);
+                }
+                // Not the end of the job: no copy of a slow lease either (on a slow link
+                // every lease looks slow, and copies cost panels); it waits for a tile.
+                Ok(Found::Withheld) => {
+                    withheld.push(waiter.worker_id.clone());
+                    held_back.push(waiter);
                 }
                 Err(e) => {
                     unserved.push(waiter);
@@ -255,7 +267,8 @@ async fn serve(grid: &Grid, waiting: Vec<Waiter>, unserved: &mut Vec<Waiter>) ->
                 claimed.push((waiter, task, bytes));
             }
         }
-        round.commit().await
+        round.commit().await?;
+        Ok::<(), Error>(())
     };
     if let Err(e) = round.await {
         // Nothing was leased: everyone waits for the next round.
@@ -263,7 +276,7 @@ async fn serve(grid: &Grid, waiting: Vec<Waiter>, unserved: &mut Vec<Waiter>) ->
         unserved.extend(together.into_iter().map(|(w, _)| w));
         unserved.extend(empty_handed);
         unserved.extend(held_back);
-        return Err(e.into());
+        return Err(e);
     }
     unserved.extend(held_back);
     let mut outcome = Ok(());
@@ -356,39 +369,186 @@ async fn panel_bytes(grid: &Grid, task: &db::Claimed) -> u64 {
     }
 }
 
-/// Claims a task for a waiter: one with the `preferred` panels first, when there are any.
+/// Claims a task for a waiter. A worker without a cache takes the oldest task. A caching
+/// one (`held`: what it holds) works in its job's blocks (see [`crate::blocks`]): its own, a
+/// free one, or one it helps; then in those of the job it would start next. It waits (`None`)
+/// rather than take a tile its job keeps for the tile's block owner.
 async fn claim(
+    grid: &Grid,
     round: &mut db::ClaimRound,
     waiter: &Waiter,
     lease_ms: i64,
-    preferred: Option<(String, Vec<i64>, Vec<i64>)>,
-) -> Result<Option<db::Claimed>, sqlx::Error> {
-    if let Some((job, rows, cols)) = preferred {
-        let task = round
-            .claim_preferred(waiter.holder(), lease_ms, &job, &rows, &cols)
-            .await?;
-        if task.is_some() {
-            return Ok(task);
+    held: Option<Held>,
+) -> Result<Found> {
+    let Some(held) = held else {
+        return Ok(found(round.claim(waiter.holder(), lease_ms).await?));
+    };
+    let first = match &held.job {
+        Some(job) => Some(job.clone()),
+        None => round.next_job(waiter.holder(), None).await?,
+    };
+    let mut withheld = false;
+    if let Some(first) = first {
+        match claim_in_blocks(grid, round, waiter, lease_ms, &first, &held).await? {
+            task @ Found::Task(_) => return Ok(task),
+            Found::Withheld => withheld = true,
+            Found::Nothing => {}
+        }
+        if let Some(next) = round.next_job(waiter.holder(), Some(&first)).await? {
+            let fresh = Held {
+                job: Some(next.clone()),
+                rows: Vec::new(),
+                cols: Vec::new(),
+                budget: held.budget,
+            };
+            match claim_in_blocks(grid, round, waiter, lease_ms, &next, &fresh).await? {
+                task @ Found::Task(_) => return Ok(task),
+                Found::Withheld => withheld = true,
+                Found::Nothing => {}
+            }
         }
     }
-    round.claim(waiter.holder(), lease_ms).await
+    if withheld {
+        return Ok(Found::Withheld);
+    }
+    // Left: tasks the blocks could not give this worker (it was refused on them).
+    Ok(found(round.claim(waiter.holder(), lease_ms).await?))
 }
 
-/// The job and the rows of A and columns of B to prefer in a claim for a caching worker, so
-/// that fewer bytes travel: what its cache holds (`cached`: its main job's panels), plus the
-/// panels of the tasks claimed for it earlier in this round (`earlier`), which are on their
-/// way to it (its cache model learns of them only when they are delivered). `None` for a
-/// worker without a cache: any task will do.
-fn preferred_panels(
-    cached: Option<(String, Vec<i64>, Vec<i64>)>,
-    earlier: &[&db::Claimed],
-) -> Option<(String, Vec<i64>, Vec<i64>)> {
-    let (job, mut rows, mut cols) = cached?;
-    for task in earlier.iter().filter(|t| t.job_id == job) {
-        rows.push(task.tile_row);
-        cols.push(task.tile_col);
+fn found(task: Option<db::Claimed>) -> Found {
+    task.map_or(Found::Nothing, Found::Task)
+}
+
+/// What a claim came to.
+enum Found {
+    Task(db::Claimed),
+    /// Tiles are left, but kept for their blocks' owners.
+    Withheld,
+    Nothing,
+}
+
+/// A task of `job` for a caching waiter: from the block it works; else from a free block it
+/// takes (the job cut into blocks the first time a caching worker asks, for as many workers
+/// as cache here then); else from the back of a block it may help.
+async fn claim_in_blocks(
+    grid: &Grid,
+    round: &mut db::ClaimRound,
+    waiter: &Waiter,
+    lease_ms: i64,
+    job: &str,
+    held: &Held,
+) -> Result<Found> {
+    let id = waiter.connection;
+    let panels = (held.rows.as_slice(), held.cols.as_slice());
+    let in_block = async |round: &mut db::ClaimRound, block, side| {
+        let within = Some((block, side));
+        let task = round
+            .claim_preferred(waiter.holder(), lease_ms, job, panels, within)
+            .await?;
+        Ok::<_, Error>(found(task))
+    };
+    let owned = {
+        let blocks = grid.blocks.lock_or_recover();
+        blocks
+            .get(job)
+            .and_then(|b| Some(b.partition.block(b.owned_by(id)?)))
+    };
+    if let Some(block) = owned {
+        if let found @ Found::Task(_) = in_block(round, block, Side::Front).await? {
+            return Ok(found);
+        }
     }
-    Some((job, rows, cols))
+    let plan = grid.inputs.plan(&grid.db, job).await?;
+    let partition = {
+        let mut blocks = grid.blocks.lock_or_recover();
+        let job_blocks = blocks.entry(job.to_owned()).or_insert_with(|| {
+            let full = plan.tile(0, 0);
+            let workers = grid.workers.caching();
+            let partition = Partition::choose(
+                plan.tile_rows(),
+                plan.tile_cols(),
+                workers,
+                (full.rows * plan.k * plan.dtype.size()) as u64,
+                (plan.k * full.cols * plan.dtype.size()) as u64,
+                held.budget,
+            );
+            tracing::info!(
+                job_id = job,
+                workers,
+                blocks = partition.count(),
+                rows = partition.rows,
+                cols = partition.cols,
+                "job cut into blocks of tiles"
+            );
+            JobBlocks::new(partition)
+        });
+        job_blocks.release(id);
+        job_blocks.partition
+    };
+    let queued: HashMap<usize, usize> = round
+        .queued_by_block(job, partition.rows, partition.cols)
+        .await?
+        .into_iter()
+        .filter_map(|((r, c), n)| {
+            let (r, c) = (usize::try_from(r).ok()?, usize::try_from(c).ok()?);
+            let block = partition.block_of(r * partition.rows, c * partition.cols);
+            Some((block, usize::try_from(n).ok()?))
+        })
+        .collect();
+    if queued.is_empty() {
+        return Ok(Found::Nothing);
+    }
+    let alive = |c| grid.workers.contains(c);
+    let taken = {
+        let mut blocks = grid.blocks.lock_or_recover();
+        blocks
+            .get_mut(job)
+            .and_then(|b| b.take(id, &queued, panels, alive))
+    };
+    if let Some(block) = taken {
+        if let found @ Found::Task(_) = in_block(round, partition.block(block), Side::Front).await?
+        {
+            return Ok(found);
+        }
+        // Its tiles left are ones this worker was refused on: the block is for another.
+        if let Some(b) = grid.blocks.lock_or_recover().get_mut(job) {
+            b.release(id);
+        }
+    }
+    let speed = |c| grid.workers.standing(c).map_or(0.0, |s| s.gflops);
+    let (helped, unowned) = {
+        let blocks = grid.blocks.lock_or_recover();
+        let Some(b) = blocks.get(job) else {
+            return Ok(Found::Nothing);
+        };
+        let owners = |o| (grid.workers.held(o), speed(o));
+        let helped = b.to_help(id, &queued, panels, owners, speed(id));
+        let unowned = queued
+            .keys()
+            .any(|&i| b.owner(i).is_none_or(|o| o == id || !alive(o)));
+        (helped, unowned)
+    };
+    match helped {
+        Some(block) => in_block(round, partition.block(block), Side::Back).await,
+        // Tiles in a block nobody works are any worker's (this one was refused on them).
+        None if unowned => Ok(Found::Nothing),
+        None => Ok(Found::Withheld),
+    }
+}
+
+/// What a caching worker holds (`cached`: of its main job, see
+/// [`super::Workers::cached_panels`]), plus the panels of the tasks claimed for it earlier in
+/// this round, which are on their way to it (its cache model learns of them only when they are
+/// delivered). `None` for a worker without a cache: any task will do.
+fn held_panels(cached: Option<Held>, earlier: &[&db::Claimed]) -> Option<Held> {
+    let mut held = cached?;
+    for task in earlier {
+        if held.job.as_deref() == Some(task.job_id.as_str()) {
+            held.rows.push(task.tile_row);
+            held.cols.push(task.tile_col);
+        }
+    }
+    Some(held)
 }
 
 /// Near the end of a job, when this worker would otherwise idle and another, slower one has
@@ -423,14 +583,23 @@ async fn duplicate(grid: &Grid, waiter: &Waiter) -> Result<bool> {
 }
 
 /// Whether a copy of a `gflop` tile, leased `age_ms` ago to a holder of speed `holder_speed`
-/// (GFLOP/s, 0 when unknown; a quarter for a hidden tab), would be finished sooner by a worker
-/// of speed `mine`: when this worker would finish well before the holder is expected to. A
-/// holder past twice its expected time has stalled (its heartbeats keep the lease), so its
-/// time left is unknown, as for one with no speed; one only a little late may still be about
-/// to answer.
-fn copy_pays(gflop: f64, mine: f64, holder_speed: f64, age_ms: f64) -> bool {
-    let mine_ms = gflop / mine * 1000.0;
-    let expected_ms = gflop / holder_speed * 1000.0;
+/// (GFLOP/s, 0 when unknown; a quarter for a hidden tab) whose tasks recently took
+/// `turnaround_ms` from delivery to result (0 when unknown), would be finished sooner by a
+/// worker of speed and turnaround `mine`: when this worker would finish well before the
+/// holder is expected to. Each is expected to take its kernel's time or its usual turnaround,
+/// whichever is longer: on a slow link a task waits seconds for its panels behind the tasks
+/// before it, and judged by their kernels alone every lease there looked stalled and every
+/// copy quick (a 4096² job over 8 home links sent 32 copies at its end, each with panels). A holder past twice its expected time
+/// has stalled (its heartbeats keep the lease), so its time left is unknown, as for one with
+/// no speed; one only a little late may still be about to answer.
+fn copy_pays(
+    gflop: f64,
+    (mine, my_turnaround_ms): (f64, f64),
+    (holder_speed, turnaround_ms): (f64, f64),
+    age_ms: f64,
+) -> bool {
+    let mine_ms = (gflop / mine * 1000.0).max(my_turnaround_ms);
+    let expected_ms = (gflop / holder_speed * 1000.0).max(turnaround_ms);
     let holder_left_ms = if holder_speed > 0.0 && age_ms <= 2.0 * expected_ms {
         expected_ms - age_ms
     } else {
@@ -459,8 +628,9 @@ async fn worth_a_copy(
     let tile = plan.tile(lease.tile_row as usize, lease.tile_col as usize);
     let gflop = 2.0 * (tile.rows * tile.cols * plan.k) as f64 / 1e9;
     let age_ms = (now - lease.updated_at) as f64;
-    let holder_speed = grid.workers.holder_speed(&lease.connection);
-    if copy_pays(gflop, me.gflops, holder_speed, age_ms) {
+    let (holder_speed, holder_turnaround_ms) = grid.workers.holder_pace(&lease.connection);
+    let mine = (me.gflops, me.turnaround_ms);
+    if copy_pays(gflop, mine, (holder_speed, holder_turnaround_ms), age_ms) {
         return Ok(Some(db::Claimed {
             id: lease.id,
             job_id: lease.job_id,
@@ -497,6 +667,7 @@ async fn deliver(
         duplicate,
         answered: false,
         redelivered,
+        sent_at: std::time::Instant::now(),
     };
     let to = waiter.connection;
     let shipment = grid.workers.deliver(
@@ -607,18 +778,29 @@ mod tests {
     fn a_copy_pays_only_when_the_holder_is_late_or_unknown() {
         let gflop = 0.5; // 500 ms at 1 GFLOP/s, 50 ms at 10
                          // A fast worker, a holder of unknown speed: worth it once the lease is old enough.
-        assert!(!copy_pays(gflop, 10.0, 0.0, 50.0), "barely started");
-        assert!(copy_pays(gflop, 10.0, 0.0, 200.0));
+        assert!(
+            !copy_pays(gflop, (10.0, 0.0), (0.0, 0.0), 50.0),
+            "barely started"
+        );
+        assert!(copy_pays(gflop, (10.0, 0.0), (0.0, 0.0), 200.0));
         // A holder as fast as this worker, on time: not worth it.
-        assert!(!copy_pays(gflop, 10.0, 10.0, 40.0));
+        assert!(!copy_pays(gflop, (10.0, 0.0), (10.0, 0.0), 40.0));
         // A slow holder early in its tile: this worker would finish well before it.
-        assert!(copy_pays(gflop, 10.0, 1.0, 150.0));
+        assert!(copy_pays(gflop, (10.0, 0.0), (1.0, 0.0), 150.0));
         // The same holder almost done: not worth it.
-        assert!(!copy_pays(gflop, 10.0, 1.0, 450.0));
+        assert!(!copy_pays(gflop, (10.0, 0.0), (1.0, 0.0), 450.0));
         // Past twice its expected time it has stalled: worth it again.
-        assert!(copy_pays(gflop, 10.0, 1.0, 1500.0));
+        assert!(copy_pays(gflop, (10.0, 0.0), (1.0, 0.0), 1500.0));
         // A slower worker never overtakes a faster holder on time.
-        assert!(!copy_pays(gflop, 1.0, 10.0, 60.0));
+        assert!(!copy_pays(gflop, (1.0, 0.0), (10.0, 0.0), 60.0));
+        // On slow links, where tasks take 3 s from delivery to result: a holder is on time at
+        // 2 s though its kernel needs 50 ms, and a copy would take this worker 3 s too; at
+        // 7 s the holder has stalled.
+        let slow_link = (10.0, 3000.0);
+        assert!(!copy_pays(gflop, slow_link, slow_link, 2000.0));
+        assert!(copy_pays(gflop, slow_link, slow_link, 7000.0));
+        // A worker on a fast link copies a lease of one on a slow link that is late.
+        assert!(copy_pays(gflop, (10.0, 60.0), slow_link, 2500.0));
     }
 
     #[test]
@@ -629,12 +811,17 @@ mod tests {
             tile_row: row,
             tile_col: col,
         };
-        assert_eq!(preferred_panels(None, &[]), None, "no cache: any task");
+        assert_eq!(held_panels(None, &[]), None, "no cache: any task");
         let (on_way, other_job) = (claimed("j", 3, 4), claimed("x", 9, 9));
-        let cached = Some(("j".to_owned(), vec![0], vec![1, 2]));
+        let held = |rows: Vec<i64>, cols: Vec<i64>| Held {
+            job: Some("j".to_owned()),
+            rows,
+            cols,
+            budget: 100,
+        };
         assert_eq!(
-            preferred_panels(cached, &[&on_way, &other_job]),
-            Some(("j".to_owned(), vec![0, 3], vec![1, 2, 4])),
+            held_panels(Some(held(vec![0], vec![1, 2])), &[&on_way, &other_job]),
+            Some(held(vec![0, 3], vec![1, 2, 4])),
             "the panels of this round's earlier task of the same job count as held"
         );
     }

@@ -31,6 +31,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
+use crate::blocks::JobBlocks;
 use crate::commit::Committer;
 use crate::config::Config;
 use crate::db::{self, Pool, Requeued};
@@ -64,6 +65,8 @@ pub struct Grid {
     committer: Committer,
     /// Jobs known to be running, so a claim marks its job running only once.
     running_jobs: Mutex<HashSet<String>>,
+    /// Running jobs' blocks and who works each (see [`crate::blocks`]).
+    blocks: Mutex<HashMap<String, JobBlocks<ConnectionId>>>,
     /// When each caught worker's accepted results were last checked again (ms since the
     /// epoch): a later refusal re-checks only what was accepted since (see
     /// `results::audit`).
@@ -99,6 +102,7 @@ impl Grid {
             metrics: Default::default(),
             queue: Default::default(),
             running_jobs: Default::default(),
+            blocks: Default::default(),
             audited: Default::default(),
             others: Default::default(),
             roster: Default::default(),
@@ -218,6 +222,7 @@ impl Grid {
             }
             self.inputs.remove(&job_id);
             self.forget_running(&job_id);
+            self.forget_blocks(&job_id);
         }
         Ok(())
     }
@@ -230,6 +235,7 @@ impl Grid {
         let _copy = self.inputs.hold(job_id).await;
         self.inputs.remove(job_id);
         self.forget_running(job_id);
+        self.forget_blocks(job_id);
         let (store, job) = (self.inputs.store().clone(), job_id.to_owned());
         let removed = tokio::task::spawn_blocking(move || match leaving {
             Leaving::Everything => store.remove(&job),
@@ -270,6 +276,11 @@ impl Grid {
     /// A job that ended leaves the set of running jobs, which would otherwise only grow.
     fn forget_running(&self, job_id: &str) {
         self.running_jobs.lock_or_recover().remove(job_id);
+    }
+
+    /// An ended job's blocks go with it.
+    fn forget_blocks(&self, job_id: &str) {
+        self.blocks.lock_or_recover().remove(job_id);
     }
 }
 

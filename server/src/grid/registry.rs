@@ -61,6 +61,16 @@ impl std::fmt::Debug for ConnectionId {
     }
 }
 
+/// What a caching connection holds of one job (its rows of A and columns of B; none when it
+/// holds nothing of any job yet) and the size of its cache in bytes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub job: Option<String>,
+    pub rows: Vec<i64>,
+    pub cols: Vec<i64>,
+    pub budget: u64,
+}
+
 /// A registered worker connection. How the worker behind it stands is not here but in its
 /// [`Record`], which all of the worker's connections share.
 #[derive(Debug, Clone)]
@@ -83,6 +93,10 @@ pub struct Connection {
     requested: usize,
     /// Recent speed from reported compute times (exponential average), in GFLOP/s.
     pub gflops: f64,
+    /// Recent time from a task's delivery to its result (exponential average, ms; 0 until
+    /// measured): the kernel, and also the wait for its panels behind the tasks before it on
+    /// the connection's link, which on a slow link is most of it.
+    pub turnaround_ms: f64,
     /// The worker's panel cache, when it announced one.
     cache: Option<CacheModel>,
     /// What the server may still send this connection (see [`SendBudget`]).
@@ -117,6 +131,7 @@ impl Connection {
             leases: HashMap::new(),
             requested: 0,
             gflops: 0.0,
+            turnaround_ms: 0.0,
             cache,
             send_budget: SendBudget::new(send_bytes_per_sec),
         }
@@ -154,6 +169,8 @@ pub struct Standing {
     /// The worker's record, shared by all its connections.
     pub record: Record,
     pub gflops: f64,
+    /// See [`Connection::turnaround_ms`].
+    pub turnaround_ms: f64,
     pub visible: bool,
 }
 
@@ -188,6 +205,8 @@ pub struct Lease {
     /// Times the task was sent again in full after `panel_missing` (bounded by
     /// `trust::MAX_REDELIVERIES`: each re-send is megabytes).
     pub redelivered: u8,
+    /// When it was handed to the connection, for the connection's turnaround.
+    pub sent_at: std::time::Instant,
 }
 
 /// Which of a task's panels travel with it, decided against the connection's cache model.
@@ -350,6 +369,7 @@ impl Workers {
             address: c.address,
             record: reg.records.get(&c.worker_id).cloned().unwrap_or_default(),
             gflops: c.gflops,
+            turnaround_ms: c.turnaround_ms,
             visible: c.visible,
         })
     }
@@ -450,20 +470,33 @@ impl Workers {
     }
 
     /// What a connection's panel cache holds of its main job (or of `fallback_job` when it
-    /// has none yet): the job and its rows of A and columns of B. `None` without a cache.
-    pub fn cached_panels(
-        &self,
-        id: ConnectionId,
-        fallback_job: Option<&str>,
-    ) -> Option<(String, Vec<i64>, Vec<i64>)> {
+    /// has none yet), and its size. `None` without a cache.
+    pub fn cached_panels(&self, id: ConnectionId, fallback_job: Option<&str>) -> Option<Held> {
         let reg = self.lock();
         let cache = reg.by_id.get(&id)?.cache.as_ref()?;
-        let job = cache
-            .main_job()
-            .or_else(|| fallback_job.map(str::to_owned))?;
-        let rows = cache.indices(&job, crate::panels::Operand::A);
-        let cols = cache.indices(&job, crate::panels::Operand::B);
-        Some((job, rows, cols))
+        let job = cache.main_job().or_else(|| fallback_job.map(str::to_owned));
+        let (rows, cols) = match &job {
+            Some(job) => (
+                cache.indices(job, crate::panels::Operand::A),
+                cache.indices(job, crate::panels::Operand::B),
+            ),
+            None => (Vec::new(), Vec::new()),
+        };
+        Some(Held {
+            job,
+            rows,
+            cols,
+            budget: cache.budget(),
+        })
+    }
+
+    /// Connections that announced a panel cache: how many blocks a job is cut into at least.
+    pub fn caching(&self) -> usize {
+        self.lock()
+            .by_id
+            .values()
+            .filter(|c| c.cache.is_some())
+            .count()
     }
 
     // ---- Leases -------------------------------------------------------------------------
@@ -548,7 +581,18 @@ impl Workers {
             return None;
         }
         lease.answered = true;
-        Some(lease.clone())
+        let (lease, took) = (
+            lease.clone(),
+            lease.sent_at.elapsed().as_secs_f64() * 1000.0,
+        );
+        if let Some(c) = reg.by_id.get_mut(&id) {
+            c.turnaround_ms = if c.turnaround_ms == 0.0 {
+                took
+            } else {
+                0.8 * c.turnaround_ms + 0.2 * took
+            };
+        }
+        Some(lease)
     }
 
     /// Drops a connection's lease on a task: its result was refused or could not be checked,
@@ -694,12 +738,16 @@ impl Workers {
             .unwrap_or_default()
     }
 
-    /// The speed of the connection holding a lease (see [`Connection::holder_speed`]); 0
-    /// when it is unknown or gone.
-    pub fn holder_speed(&self, connection: &str) -> f64 {
+    /// A lease holder's speed (see [`Connection::holder_speed`]) and its recent turnaround
+    /// (`Connection::turnaround_ms`); zeros when unknown.
+    pub fn holder_pace(&self, connection: &str) -> (f64, f64) {
         ConnectionId::parse(connection)
-            .and_then(|id| self.lock().by_id.get(&id).map(Connection::holder_speed))
-            .unwrap_or(0.0)
+            .and_then(|id| {
+                let reg = self.lock();
+                let c = reg.by_id.get(&id)?;
+                Some((c.holder_speed(), c.turnaround_ms))
+            })
+            .unwrap_or((0.0, 0.0))
     }
 }
 
@@ -717,6 +765,7 @@ mod tests {
             duplicate: false,
             answered: false,
             redelivered: 0,
+            sent_at: std::time::Instant::now(),
         }
     }
 
@@ -963,7 +1012,7 @@ mod tests {
             "120 bytes of panels in a cache of 100"
         );
         assert_eq!(
-            workers.cached_panels(id, None).map(|(job, _, _)| job),
+            workers.cached_panels(id, None).and_then(|held| held.job),
             Some("j".to_owned())
         );
     }
