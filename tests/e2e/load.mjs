@@ -9,7 +9,7 @@
 //   node load.mjs [scaleout|scaleout-throughput|scaleout-connections]... [--quick] [--rounds N]
 //                 [--pg-commit on|off] [--pg-statements] [--ways sqlite,pg1,pg2]
 //   node load.mjs network [--profiles campus,home,mobile] [--quick] [--size N] [--tile N]
-//                 [--volunteers N] [--cache-mib N] [--in-flight N] [--deadline S]
+//                 [--volunteers N] [--cache-mib N] [--in-flight N|auto] [--deadline S]
 //                 figure 5 (#14): the same job on unshaped loopback, then with every volunteer
 //                 behind its own brain-shaper with each profile; delivered GFLOP/s beside the
 //                 bound from the kernels' speed, the links and the I/O lower bound
@@ -55,6 +55,7 @@ import { api, connect, metric, referenceProduct, npyEncode, once, randomMatrix, 
 import { createDatabase, psql, startPostgres } from "../support/postgres.mjs";
 import { startRedis } from "../support/redis.mjs";
 import { startShaper } from "../support/shaper.mjs";
+import { depthFor, nextPeak } from "../../web/src/volunteer/pipeline.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const { values: opts, positionals } = parseArgs({
@@ -184,7 +185,9 @@ async function submitNpy(url, a, b, m, k, n, tile, name) {
 
 /**
  * One volunteer: a Socket.io connection that registers, keeps `inFlight` tasks requested or
- * computing (so the next task is on its way while one computes), and answers with `compute`. With a
+ * computing (so the next task is on its way while one computes; "auto": as many as the page
+ * would, from its measured round trip over its compute time, web/src/volunteer/pipeline.js's
+ * `depthFor`), and answers with `compute`. With a
  * `panelCache` budget it announces the cache and keeps panels by the keys the server gives.
  * With `reconnect` it behaves as the page on a real link: it heartbeats, comes back after a
  * reset with its token, says which panels it still holds (`panel_cache.holds`, least recently
@@ -194,7 +197,7 @@ async function submitNpy(url, a, b, m, k, n, tile, name) {
 async function volunteer(url, { name, compute, inFlight = 2, panelCache, reconnect = false }) {
   const stats = {
     accepted: 0, refused: 0, kernelMs: 0, kernelCpuMs: 0, bytesIn: 0, tasks: 0, firstTask: Infinity, lastAck: 0, events: [],
-    flops: 0, lastAccepted: 0, resets: 0, dropped: 0,
+    flops: 0, lastAccepted: 0, resets: 0, dropped: 0, depth: 0,
   };
   const note = (what) => process.env.LOAD_TRACE && stats.events.push([performance.now(), what]);
   // The panels this volunteer holds, by key: the bytes themselves for `none` compute; for `wasm`
@@ -219,12 +222,29 @@ async function volunteer(url, { name, compute, inFlight = 2, panelCache, reconne
   let token, beat;
   // Which connection a task came on: a result computed for an ended one is not sent.
   let connection = 0;
+  // Requests open (their send times, oldest first: answered in order) and tasks in hand, on
+  // this connection; the recent slow round trip and the mean compute time, for "auto".
+  let asked = [];
+  let inHand = 0;
+  let roundTripMs = 0;
+  let computeMs = 0;
+  const want = () => (inFlight === "auto" ? depthFor(roundTripMs, computeMs) : inFlight);
+  const ask = () => {
+    asked.push(performance.now());
+    socket.emit("request_task");
+  };
+  const topUp = () => {
+    stats.depth = Math.max(stats.depth, want());
+    while (asked.length + inHand < want()) ask();
+  };
   if (reconnect)
     socket.on("disconnect", () => {
       clearInterval(beat);
       connection++;
       stats.resets++;
       flopsOf.clear();
+      asked = [];
+      inHand = 0;
     });
   const run = (task, a, b) => {
     if (compute === "wasm")
@@ -258,7 +278,7 @@ async function volunteer(url, { name, compute, inFlight = 2, panelCache, reconne
     stats.errors = (stats.errors ?? 0) + 1;
     if (process.env.LOAD_TRACE) console.error(`${name}: protocol_error ${code}: ${message}`);
   });
-  socket.on("task_cancelled", () => socket.emit("request_task"));
+  socket.on("task_cancelled", () => ask());
   socket.on("registration_ack", (ack) => {
     token = ack.token;
     if (panelCache) {
@@ -272,15 +292,22 @@ async function volunteer(url, { name, compute, inFlight = 2, panelCache, reconne
       clearInterval(beat);
       beat = setInterval(() => socket.emit("heartbeat"), ack.heartbeat_interval_ms);
     }
-    for (let i = 0; i < inFlight; i++) socket.emit("request_task");
+    topUp();
   });
   socket.on("task_assigned", async (task) => {
+    roundTripMs = nextPeak(roundTripMs, performance.now() - (asked.shift() ?? NaN));
+    inHand++;
     note(`assigned ${task.task_id} a=${task.a?.length ?? 0} b=${task.b?.length ?? 0}`);
     stats.tasks++;
     stats.firstTask = Math.min(stats.firstTask, performance.now());
     stats.bytesIn += (task.a?.length ?? 0) + (task.b?.length ?? 0);
     const [a, b] = [task.a ?? cache.get(task.a_key), task.b ?? cache.get(task.b_key)];
-    if (!a || !b) return socket.emit("panel_missing", { task_id: task.task_id });
+    if (!a || !b) {
+      // Sent again in full: that answers this, and is no round trip worth measuring.
+      inHand--;
+      asked.unshift(NaN);
+      return socket.emit("panel_missing", { task_id: task.task_id });
+    }
     if (panelCache) {
       // Keys only for `wasm`: the bytes go to the compute thread. Set again when used, so
       // that the map's order is least recently used first.
@@ -297,13 +324,15 @@ async function volunteer(url, { name, compute, inFlight = 2, panelCache, reconne
     // The connection it came on ended: the server put the task back, and the new connection
     // asked for work afresh when it registered.
     if (from !== connection) return stats.dropped++;
+    inHand--;
+    computeMs = computeMs > 0 ? 0.7 * computeMs + 0.3 * ms : ms;
     stats.kernelMs += ms;
     stats.kernelCpuMs += cpuMs;
     // The next request goes out with the result, not after its ack, as the page does: the
     // server's verification and commit then overlap the next task's transfer and compute.
     // And before the result, as the page does: behind it, it waited for the tile to cross a
     // slow uplink while the downlink idled.
-    socket.emit("request_task");
+    topUp();
     socket.emit("task_result", { task_id: task.task_id, c, compute_ms: Math.round(ms) });
   });
   socket.on("result_ack", (ack) => {
@@ -335,7 +364,7 @@ async function volunteer(url, { name, compute, inFlight = 2, panelCache, reconne
     /** Starts this volunteer's figures afresh, for the next job. */
     restart() {
       Object.assign(stats, {
-        kernelMs: 0, kernelCpuMs: 0, bytesIn: 0, tasks: 0, firstTask: Infinity, lastAck: 0, events: [], flops: 0, lastAccepted: 0, resets: 0, dropped: 0,
+        kernelMs: 0, kernelCpuMs: 0, bytesIn: 0, tasks: 0, firstTask: Infinity, lastAck: 0, events: [], flops: 0, lastAccepted: 0, resets: 0, dropped: 0, depth: 0,
       });
     },
     stop() {
@@ -823,12 +852,14 @@ async function network() {
   const tile = Number(opts.tile ?? (QUICK ? 128 : 256));
   const W = Number(opts.volunteers ?? 8);
   const budget = Number(opts["cache-mib"] ?? 64) * 2 ** 20;
-  // Two tasks requested or in hand: more queue whole panels on a slow downlink ahead of the
+  // As many tasks requested or in hand as the page keeps ("auto", 3–6): its round trip over
+  // its compute time. Not deeper: tasks queue whole panels on a slow downlink ahead of the
   // server's pings (10 s interval, 10 s timeout), and a ping late by more than that ends the
-  // connection.
-  const inFlight = Number(opts["in-flight"] ?? 2);
+  // connection; the page counts no round trip over a second (it waited for work, or for
+  // such a queue), so on mobile it keeps 3, at most 4 panels (13 s at 10 Mbit/s) with blocks.
+  const inFlight = (opts["in-flight"] ?? "auto") === "auto" ? "auto" : Number(opts["in-flight"]);
   const deadlineS = Number(opts.deadline ?? (QUICK ? 60 : 170));
-  if (!(S % tile === 0 && W >= 1 && budget > 0 && inFlight >= 1 && deadlineS > 0)) throw new Error("--size a multiple of --tile; --volunteers, --cache-mib, --in-flight, --deadline positive");
+  if (!(S % tile === 0 && W >= 1 && budget > 0 && (inFlight === "auto" || inFlight >= 1) && deadlineS > 0)) throw new Error("--size a multiple of --tile; --volunteers, --cache-mib, --in-flight (or auto), --deadline positive");
   // Release shaper: the debug build caps at a few hundred Mbit/s, below the campus link.
   process.env.BRAIN_SHAPER_BIN ??= releaseShaper();
 
@@ -851,7 +882,7 @@ async function network() {
   const perKflop = (bytes, fl) => fmt((1000 * bytes) / fl, 2);
   console.log(
     `\n5. the grid over shaped links: ${S}×${S}·${S}×${S} f32 (${g(flops)} GFLOP) in ${tile}-wide tiles, ${W} volunteers ` +
-      `(the wasm kernel, one Node worker thread each) announcing ${MiB(budget)} panel caches, ${inFlight} tasks requested or in hand each; ` +
+      `(the wasm kernel, one Node worker thread each) announcing ${MiB(budget)} panel caches, ${inFlight === "auto" ? "as many tasks requested or in hand as the page keeps (3–6, from its round trip over its compute time)" : `${inFlight} tasks requested or in hand`} each; ` +
       `each volunteer through its own brain-shaper (release) with the profile, or straight to the server (loopback); every product checked (Freivalds)`,
   );
   console.log(
@@ -997,7 +1028,7 @@ async function networkRun(profile, { S, tile, W, budget, inFlight, deadlineS, fl
     );
     console.log(
       `     per volunteer: GFLOP/s delivered (tiles) / its bound min(kernel with all ${W} at once [alone], downlink × ${fmt(intensity)} flop/byte), ` +
-        `MiB down/up, B per kflop down, resets`,
+        `MiB down/up, B per kflop down, resets, most tasks requested or in hand`,
     );
     const g2 = (x) => fmt(x / 1e9, 2);
     for (const [i, v] of vols.entries()) {
@@ -1005,7 +1036,7 @@ async function networkRun(profile, { S, tile, W, budget, inFlight, deadlineS, fl
       console.log(
         `       ${String(i).padStart(2)}: ${g2(v.stats.flops / secs).padStart(5)} (${String(v.stats.accepted).padStart(3)}) / ${g2(own)} = ${pct(v.stats.flops / secs, own).padStart(4)}; ` +
           `kernel ${g2(together[i])} [${g(alone[i])}], ${fmt(down[i] / 2 ** 20).padStart(4)}/${profile ? fmt(up[i] / 2 ** 20) : "–"} MiB, ` +
-          `${v.stats.flops ? perKflop(down[i], v.stats.flops) : "–"} B/kflop, ${summaries[i]?.resets ?? 0} resets`,
+          `${v.stats.flops ? perKflop(down[i], v.stats.flops) : "–"} B/kflop, ${summaries[i]?.resets ?? 0} resets, depth ${v.stats.depth}`,
       );
     }
     return {

@@ -82,9 +82,7 @@ export class TaskPipeline {
 
   /** Tasks to keep requested or in hand per thread (see the invariant above). */
   perThread() {
-    if (!(this.roundTripMs > 0 && this.computeMs > 0)) return PER_THREAD;
-    const onTheWay = Math.ceil(this.roundTripMs / this.computeMs);
-    return Math.min(MAX_PER_THREAD, Math.max(PER_THREAD, 1 + onTheWay));
+    return depthFor(this.roundTripMs, this.computeMs);
   }
 
   want() {
@@ -169,7 +167,7 @@ export class TaskPipeline {
     this.pending = Math.max(0, this.pending - 1);
     const asked = this.asked.shift();
     const roundTrip = asked === undefined ? NaN : this.now() - asked;
-    if (roundTrip >= 0 && roundTrip < WAITED_FOR_WORK_MS) this.roundTripMs = Math.max(roundTrip, this.roundTripMs * PEAK_DECAY);
+    this.roundTripMs = nextPeak(this.roundTripMs, roundTrip);
     this.queue.push(task);
     this.pump();
   }
@@ -289,6 +287,26 @@ export class TaskPipeline {
     }
     this.onChange();
   }
+}
+
+/**
+ * Tasks to keep requested or in hand per compute thread, given the recent slow round trip of
+ * a request (`roundTripMs`, see `PEAK_DECAY`) and a task's compute time (`computeMs`; either 0
+ * when not measured yet): one computing, and enough on their way to arrive before it ends.
+ * The load harness's volunteers (tests/e2e/load.mjs) size their depth by the same rule.
+ */
+export function depthFor(roundTripMs, computeMs) {
+  if (!(roundTripMs > 0 && computeMs > 0)) return PER_THREAD;
+  const onTheWay = Math.ceil(roundTripMs / computeMs);
+  return Math.min(MAX_PER_THREAD, Math.max(PER_THREAD, 1 + onTheWay));
+}
+
+/**
+ * The recent slow round trip after a new sample `ms`: the larger of the sample and the old
+ * peak decayed; a request answered after WAITED_FOR_WORK_MS waited for work, and is not one.
+ */
+export function nextPeak(peakMs, ms) {
+  return ms >= 0 && ms < WAITED_FOR_WORK_MS ? Math.max(ms, peakMs * PEAK_DECAY) : peakMs;
 }
 
 /** An exponentially weighted average; the first sample is taken as it is. */

@@ -1,6 +1,6 @@
 import { test } from "node:test";
 import assert from "node:assert/strict";
-import { TaskPipeline, DEFAULT_CAP, MAX_PER_THREAD, PEAK_DECAY, PER_THREAD, THREAD_DEPTH, WAITED_FOR_WORK_MS } from "../../src/volunteer/pipeline.js";
+import { TaskPipeline, depthFor, nextPeak, DEFAULT_CAP, MAX_PER_THREAD, PEAK_DECAY, PER_THREAD, THREAD_DEPTH, WAITED_FOR_WORK_MS } from "../../src/volunteer/pipeline.js";
 
 function setup(opts = {}) {
   const sent = [];
@@ -171,6 +171,17 @@ test("the depth covers the slow trips that bring panels, not the average, and fo
   for (let i = 0; i < 40; i++) trip(5);
   assert.equal(p.roundTripMs, 5);
   assert.equal(p.perThread(), PER_THREAD);
+});
+
+test("the depth rule the load harness shares: one computing and enough on the way, within bounds", () => {
+  assert.equal(depthFor(0, 0), PER_THREAD, "nothing measured yet");
+  assert.equal(depthFor(20, 100), PER_THREAD, "a quick link keeps the least");
+  assert.equal(depthFor(250, 100), PER_THREAD + 1, "a trip of 2.5 tiles: 1 computing, 3 on their way");
+  assert.equal(depthFor(5000, 100), MAX_PER_THREAD, "a slow link is capped");
+  assert.equal(nextPeak(0, 300), 300);
+  assert.equal(nextPeak(300, 100), 300 * PEAK_DECAY, "the peak decays slowly");
+  assert.equal(nextPeak(300, WAITED_FOR_WORK_MS), 300, "a trip that waited for work measures nothing");
+  assert.equal(nextPeak(300, NaN), 300, "nor one with no request behind it");
 });
 
 test("the server's limit caps the requests", () => {
