@@ -429,7 +429,8 @@ enum Found {
 
 /// A task of `job` for a caching waiter: from the block it works; else from a free block it
 /// takes (the job cut into blocks the first time a caching worker asks, for as many workers
-/// as cache here then); else from the back of a block it may help.
+/// as cache here then and within the smallest of their caches); else from the back of a block
+/// it may help.
 async fn claim_in_blocks(
     grid: &Grid,
     round: &mut db::ClaimRound,
@@ -463,14 +464,14 @@ async fn claim_in_blocks(
         let mut blocks = grid.blocks.lock_or_recover();
         let job_blocks = blocks.entry(job.to_owned()).or_insert_with(|| {
             let full = plan.tile(0, 0);
-            let workers = grid.workers.caching();
+            let (workers, smallest) = grid.workers.caching();
             let partition = Partition::choose(
                 plan.tile_rows(),
                 plan.tile_cols(),
                 workers,
                 (full.rows * plan.k * plan.dtype.size()) as u64,
                 (plan.k * full.cols * plan.dtype.size()) as u64,
-                held.budget,
+                smallest.unwrap_or(held.budget),
             );
             tracing::info!(
                 job_id = job,

@@ -490,13 +490,15 @@ impl Workers {
         })
     }
 
-    /// Connections that announced a panel cache: how many blocks a job is cut into at least.
-    pub fn caching(&self) -> usize {
-        self.lock()
-            .by_id
-            .values()
-            .filter(|c| c.cache.is_some())
-            .count()
+    /// Connections that announced a panel cache, and the smallest of their caches: a job is
+    /// cut into at least as many blocks, each fitting every one of them.
+    pub fn caching(&self) -> (usize, Option<u64>) {
+        let reg = self.lock();
+        let caches = reg.by_id.values().filter_map(|c| c.cache.as_ref());
+        caches.fold((0, None), |(n, least), cache| {
+            let budget = cache.budget();
+            (n + 1, Some(least.map_or(budget, |l: u64| l.min(budget))))
+        })
     }
 
     // ---- Leases -------------------------------------------------------------------------
@@ -980,6 +982,18 @@ mod tests {
             Some(NotRedelivered::NotLeased),
             "and then it is gone"
         );
+    }
+
+    #[test]
+    fn blocks_are_counted_for_the_caching_connections_and_sized_for_the_smallest_cache() {
+        let workers = Workers::default();
+        assert_eq!(workers.caching(), (0, None));
+        for (i, budget) in [(1, Some(100)), (2, None), (3, Some(50))] {
+            let mut c = connection(&format!("w{i}"), [10, 0, 0, i], 0);
+            c.cache = budget.map(CacheModel::new);
+            workers.insert(c, Record::default());
+        }
+        assert_eq!(workers.caching(), (2, Some(50)));
     }
 
     #[test]
