@@ -68,6 +68,20 @@ test("a slow worker's block is helped from its far end; the product is exact", a
   assert.equal(slow.stats.accepted + fast.stats.accepted, 64);
 });
 
+test("a worker whose cache still holds an ended job's panels takes the next job's tiles, each panel once", async (t) => {
+  const server = await startServer(t);
+  const [m, k, n, tile] = [32, 16, 32, 8]; // 4 × 4 tiles, 8 panels
+  const panel = tile * k * 4;
+  const w = await startWorker(t, server.url, { name: "two-jobs", panelCache: 64 * panel, inFlight: 2 });
+  const first = await submitRandom(server.url, m, k, n, tile, 15);
+  await waitForJob(server.url, first.id);
+  const before = w.stats.bytesIn;
+  const second = await submitRandom(server.url, m, k, n, tile, 16);
+  await waitForJob(server.url, second.id);
+  assertClose((await downloadNpy(server.url, second.id)).data, second.want, second.k);
+  assert.equal(w.stats.bytesIn - before, 8 * panel, "the second job's 8 panels, once each");
+});
+
 test("a small cache evicts, the worker follows, and the product is still exact", async (t) => {
   const server = await startServer(t);
   const [m, k, n, tile] = [48, 16, 48, 8];

@@ -371,8 +371,8 @@ async fn panel_bytes(grid: &Grid, task: &db::Claimed) -> u64 {
 
 /// Claims a task for a waiter. A worker without a cache takes the oldest task. A caching
 /// one (`held`: what it holds) works in its job's blocks (see [`crate::blocks`]): its own, a
-/// free one, or one it helps; then in those of the job it would start next. It waits (`None`)
-/// rather than take a tile its job keeps for the tile's block owner.
+/// free one, or one it helps; then in those of the job it would start next. It waits
+/// (`Found::Withheld`) rather than take a tile its job keeps for the tile's block owner.
 async fn claim(
     grid: &Grid,
     round: &mut db::ClaimRound,
@@ -459,33 +459,25 @@ async fn claim_in_blocks(
             return Ok(found);
         }
     }
-    let plan = grid.inputs.plan(&grid.db, job).await?;
-    let partition = {
-        let mut blocks = grid.blocks.lock_or_recover();
-        let job_blocks = blocks.entry(job.to_owned()).or_insert_with(|| {
-            let full = plan.tile(0, 0);
-            let (workers, smallest) = grid.workers.caching();
-            let partition = Partition::choose(
-                plan.tile_rows(),
-                plan.tile_cols(),
-                workers,
-                (full.rows * plan.k * plan.dtype.size()) as u64,
-                (plan.k * full.cols * plan.dtype.size()) as u64,
-                smallest.unwrap_or(held.budget),
-            );
-            tracing::info!(
-                job_id = job,
-                workers,
-                blocks = partition.count(),
-                rows = partition.rows,
-                cols = partition.cols,
-                "job cut into blocks of tiles"
-            );
-            JobBlocks::new(partition)
-        });
-        job_blocks.release(id);
-        job_blocks.partition
+    // A job its cache still names may have ended, or be gone altogether: nothing to take.
+    let plan = match grid.inputs.plan(&grid.db, job).await {
+        Ok(plan) => plan,
+        Err(Error::NotFound(_)) => return Ok(Found::Nothing),
+        Err(e) => return Err(e),
     };
+    let existing = grid.blocks.lock_or_recover().get(job).map(|b| b.partition);
+    let partition = existing.unwrap_or_else(|| {
+        let full = plan.tile(0, 0);
+        let (workers, smallest) = grid.workers.caching();
+        Partition::choose(
+            plan.tile_rows(),
+            plan.tile_cols(),
+            workers,
+            (full.rows * plan.k * plan.dtype.size()) as u64,
+            (plan.k * full.cols * plan.dtype.size()) as u64,
+            smallest.unwrap_or(held.budget),
+        )
+    });
     let queued: HashMap<usize, usize> = round
         .queued_by_block(job, partition.rows, partition.cols)
         .await?
@@ -496,9 +488,26 @@ async fn claim_in_blocks(
             Some((block, usize::try_from(n).ok()?))
         })
         .collect();
+    // Only a job with tiles left is cut (and kept until it ends): one that ended stays out.
     if queued.is_empty() {
         return Ok(Found::Nothing);
     }
+    if existing.is_none() {
+        let (workers, _) = grid.workers.caching();
+        tracing::info!(
+            job_id = job,
+            workers,
+            blocks = partition.count(),
+            rows = partition.rows,
+            cols = partition.cols,
+            "job cut into blocks of tiles"
+        );
+    }
+    grid.blocks
+        .lock_or_recover()
+        .entry(job.to_owned())
+        .or_insert_with(|| JobBlocks::new(partition))
+        .release(id);
     let alive = |c| grid.workers.contains(c);
     let taken = {
         let mut blocks = grid.blocks.lock_or_recover();
@@ -590,9 +599,10 @@ async fn duplicate(grid: &Grid, waiter: &Waiter) -> Result<bool> {
 /// holder is expected to. Each is expected to take its kernel's time or its usual turnaround,
 /// whichever is longer: on a slow link a task waits seconds for its panels behind the tasks
 /// before it, and judged by their kernels alone every lease there looked stalled and every
-/// copy quick (a 4096² job over 8 home links sent 32 copies at its end, each with panels). A holder past twice its expected time
-/// has stalled (its heartbeats keep the lease), so its time left is unknown, as for one with
-/// no speed; one only a little late may still be about to answer.
+/// copy quick (a 4096² job over 8 home links sent 32 copies at its end, each with panels).
+/// A holder past twice its expected time has stalled (its heartbeats keep the lease), so its
+/// time left is unknown, as for one with no speed; one only a little late may still be about
+/// to answer.
 fn copy_pays(
     gflop: f64,
     (mine, my_turnaround_ms): (f64, f64),
