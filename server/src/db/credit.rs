@@ -345,12 +345,16 @@ pub async fn board(pool: &Pool, query: &BoardQuery) -> Result<(Vec<BoardRow>, i6
             sql("SELECT COUNT(*) FROM team_credit_24h WHERE flops > 0"),
         ),
     };
+    // One snapshot for both: a volunteer quarantined between them was counted out of the
+    // total and still listed in the page (the PostgreSQL e2e pass saw it once).
+    let mut tx = begin_snapshot(pool).await?;
     let rows = sqlx::query_as(rows)
         .bind(i64::from(query.per_page))
         .bind(query.offset())
-        .fetch_all(pool)
+        .fetch_all(&mut *tx)
         .await?;
-    let (total,): (i64,) = sqlx::query_as(total).fetch_one(pool).await?;
+    let (total,): (i64,) = sqlx::query_as(total).fetch_one(&mut *tx).await?;
+    tx.commit().await?;
     Ok((rows, total))
 }
 

@@ -191,6 +191,20 @@ async fn begin_write(pool: &Pool) -> Result<sqlx::Transaction<'static, sqlx::Any
     }
 }
 
+/// Starts a transaction that only reads, and sees one snapshot throughout: a page and its
+/// count agree. SQLite's deferred transaction keeps the snapshot of its first read;
+/// PostgreSQL's default (read committed) takes one per statement, so it asks for repeatable
+/// read.
+async fn begin_snapshot(pool: &Pool) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+    match engine() {
+        Engine::Sqlite => pool.begin().await,
+        Engine::Postgres => {
+            pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
+                .await
+        }
+    }
+}
+
 pub async fn ping(pool: &Pool) -> Result<(), sqlx::Error> {
     sqlx::query(sql("SELECT 1")).execute(pool).await.map(|_| ())
 }
