@@ -7,7 +7,7 @@ import { existsSync, openSync, closeSync, fstatSync, readdirSync, writeSync } fr
 import { dirname, join } from "node:path";
 import { promisify } from "node:util";
 import {
-  ON_POSTGRES, SERVER_BIN, api, assertClose, downloadNpy, referenceProduct, once, randomMatrix, registered, rowsOf,
+  ON_POSTGRES, SERVER_BIN, api, assertClose, downloadNpy, npyDecode, referenceProduct, once, randomMatrix, registered, rowsOf,
   startServer, startWorker, tempDir, waitForJob, submitRandom,
 } from "./helpers.mjs";
 
@@ -158,6 +158,34 @@ test("retention removes a finished job's inputs and results after the configured
   assert.match(res.json.error, /retention/);
   assert.equal((await api(server.url, `/api/jobs/${job.id}`)).json.status, "done", "the job stays listed");
   assert.ok(!existsSync(join(dirname(server.dbPath), "jobs", job.id)), "its folder in DATA_DIR is gone");
+});
+
+test("a download under way when retention purges the job still gets the whole result", async (t) => {
+  // 2048 × 2048 f64: 32 MiB, more than the sockets between server and client hold, so most of
+  // it is read from storage after the purge. On PostgreSQL the tiles are in the database, and
+  // the download's lease keeps them there.
+  const server = await startServer(t, { env: { RETENTION_HOURS: "0.0006" } }); // about 2 s
+  const job = await submitRandom(server.url, 2048, 2, 2048, 256, 11);
+  await startWorker(t, server.url);
+  await waitForJob(server.url, job.id, { ms: 60000 });
+  const res = await api(server.url, `/api/jobs/${job.id}/result`, { raw: true });
+  assert.equal(res.status, 200);
+  const reader = res.body.getReader();
+  const parts = [(await reader.read()).value];
+  // The reader pauses; the job is purged meanwhile, and no new download starts...
+  const first = () => api(server.url, `/api/jobs/${job.id}/result`, { headers: { range: "bytes=0-0" } });
+  let again;
+  for (const end = Date.now() + 10000; (again = await first()).status === 206 && Date.now() < end; )
+    await new Promise((r) => setTimeout(r, 100));
+  assert.equal(again.status, 410);
+  await new Promise((r) => setTimeout(r, 600)); // a few more sweeps
+  // ...but the one under way reads on to the end.
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) break;
+    parts.push(value);
+  }
+  assertClose(npyDecode(Buffer.concat(parts)).data, job.want, job.k);
 });
 
 test("a job's files take its inputs while it runs, its result once done, nothing once cancelled", async (t) => {

@@ -270,30 +270,53 @@ pub async fn counts(pool: &Pool) -> Result<Counts, sqlx::Error> {
     Ok((jobs, tasks))
 }
 
-/// Notes the first download of a job's result.
-pub async fn mark_downloaded(pool: &Pool, job_id: &str) -> Result<(), sqlx::Error> {
-    sqlx::query(sql(
-        "UPDATE jobs SET downloaded_at = ? WHERE id = ? AND downloaded_at IS NULL",
-    ))
+/// `read_until` moved to `?` unless it is already later (binds: the new time twice).
+macro_rules! extend_read {
+    () => {
+        "read_until = CASE WHEN read_until IS NULL OR read_until < ? THEN ? ELSE read_until END"
+    };
+}
+
+/// Starts a download of a job's result: holds its bytes until `until` (ms) and notes the
+/// first download. False when retention has purged the job (nothing to download). One
+/// statement, so a purge either sees the lease or comes before it.
+pub async fn begin_read(pool: &Pool, job_id: &str, until: i64) -> Result<bool, sqlx::Error> {
+    sqlx::query(sql(concat!(
+        "UPDATE jobs SET downloaded_at = COALESCE(downloaded_at, ?), ",
+        extend_read!(),
+        " WHERE id = ? AND purged_at IS NULL"
+    )))
     .bind(now_ms())
+    .bind(until)
+    .bind(until)
     .bind(job_id)
     .execute(pool)
     .await
-    .map(|_| ())
+    .map(|done| done.rows_affected() == 1)
 }
 
-/// When the job's data was removed by the retention policy, if it was.
-pub async fn purged_at(pool: &Pool, job_id: &str) -> Result<Option<i64>, sqlx::Error> {
-    let row: Option<(Option<i64>,)> =
-        sqlx::query_as(sql("SELECT purged_at FROM jobs WHERE id = ?"))
-            .bind(job_id)
-            .fetch_optional(pool)
-            .await?;
-    Ok(row.and_then(|r| r.0))
+/// Holds a job's result a while longer for a download in progress. False when its bytes are
+/// gone: retention purged the job and the download's lease had lapsed.
+pub async fn renew_read(pool: &Pool, job_id: &str, until: i64) -> Result<bool, sqlx::Error> {
+    sqlx::query(sql(concat!(
+        "UPDATE jobs SET ",
+        extend_read!(),
+        " WHERE id = ? AND (purged_at IS NULL OR read_until IS NOT NULL)"
+    )))
+    .bind(until)
+    .bind(until)
+    .bind(job_id)
+    .execute(pool)
+    .await
+    .map(|done| done.rows_affected() == 1)
 }
 
 /// Marks the jobs that ended more than `retention_ms` ago purged (their files are the
-/// caller's to remove); the jobs themselves stay listed. Returns the purged jobs.
+/// caller's to remove: a download in progress holds its open file); the jobs themselves stay
+/// listed. Returns the jobs purged now.
+///
+/// Bytes in the database go when no download holds them: a job purged while its result is
+/// being read keeps its tiles until the reader's lease lapses, and a later sweep deletes them.
 pub async fn purge_finished(pool: &Pool, retention_ms: i64) -> Result<Vec<String>, sqlx::Error> {
     let now = now_ms();
     let mut tx = begin_write(pool).await?;
@@ -302,8 +325,10 @@ pub async fn purge_finished(pool: &Pool, retention_ms: i64) -> Result<Vec<String
     macro_rules! purgeable {
         ($lock:literal) => {
             concat!(
-                "SELECT id FROM jobs WHERE status IN ('done', 'failed', 'cancelled') \
-                 AND purged_at IS NULL AND finished_at < ?",
+                "SELECT id, purged_at, read_until FROM jobs \
+                 WHERE status IN ('done', 'failed', 'cancelled') \
+                 AND ((purged_at IS NULL AND finished_at < ?) \
+                      OR (purged_at IS NOT NULL AND read_until < ?))",
                 $lock
             )
         };
@@ -312,32 +337,43 @@ pub async fn purge_finished(pool: &Pool, retention_ms: i64) -> Result<Vec<String
         Engine::Sqlite => sql(purgeable!("")),
         Engine::Postgres => sql(purgeable!(" FOR UPDATE SKIP LOCKED")),
     };
-    let ids: Vec<(String,)> = sqlx::query_as(statement)
+    let rows: Vec<(String, Option<i64>, Option<i64>)> = sqlx::query_as(statement)
         .bind(now - retention_ms)
+        .bind(now)
         .fetch_all(&mut *tx)
         .await?;
-    for (id,) in &ids {
-        sqlx::query(sql("DELETE FROM job_inputs WHERE job_id = ?"))
-            .bind(id)
+    let mut purged = Vec::new();
+    for (id, purged_at, read_until) in rows {
+        if read_until.is_none_or(|until| until < now) {
+            sqlx::query(sql("DELETE FROM job_inputs WHERE job_id = ?"))
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(sql(
+                "UPDATE tasks SET result = NULL WHERE job_id = ? AND result IS NOT NULL",
+            ))
+            .bind(&id)
             .execute(&mut *tx)
             .await?;
-        sqlx::query(sql(
-            "UPDATE tasks SET result = NULL WHERE job_id = ? AND result IS NOT NULL",
-        ))
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        if engine() == Engine::Postgres {
-            super::chunks::drop_bytes(&mut tx, id, false).await?;
+            if engine() == Engine::Postgres {
+                super::chunks::drop_bytes(&mut tx, &id, false).await?;
+            }
+            sqlx::query(sql("UPDATE jobs SET read_until = NULL WHERE id = ?"))
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
         }
-        sqlx::query(sql("UPDATE jobs SET purged_at = ? WHERE id = ?"))
-            .bind(now)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
+        if purged_at.is_none() {
+            sqlx::query(sql("UPDATE jobs SET purged_at = ? WHERE id = ?"))
+                .bind(now)
+                .bind(&id)
+                .execute(&mut *tx)
+                .await?;
+            purged.push(id);
+        }
     }
     tx.commit().await?;
-    Ok(ids.into_iter().map(|(id,)| id).collect())
+    Ok(purged)
 }
 
 #[cfg(test)]
@@ -387,6 +423,85 @@ mod insert_job_tests {
         let job = get_job(&pool, "j").await.expect("read").expect("job");
         assert_eq!(job.tasks_total, 99_856);
         println!("99,856 task rows inserted in {took:?}");
+        pool.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
+
+#[cfg(test)]
+mod retention_tests {
+    use super::*;
+    use crate::jobs::Dtype;
+
+    async fn results_left(pool: &Pool, job: &str) -> i64 {
+        let (n,): (i64,) = sqlx::query_as(sql(
+            "SELECT COUNT(*) FROM tasks WHERE job_id = ? AND result IS NOT NULL",
+        ))
+        .bind(job)
+        .fetch_one(pool)
+        .await
+        .expect("count");
+        n
+    }
+
+    /// A download in progress keeps a purged job's bytes until its lease lapses; no download
+    /// starts once the job is purged.
+    #[tokio::test]
+    async fn a_read_lease_holds_a_purged_jobs_bytes_until_it_lapses() {
+        let dir = std::env::temp_dir().join(format!("brain-db-{}", uuid::Uuid::new_v4()));
+        let pool = connect(&dir.join("brain.db")).await.expect("database");
+        let plan = Plan {
+            dtype: Dtype::F32,
+            m: 2,
+            k: 1,
+            n: 2,
+            tile: 1,
+        };
+        for job in ["read", "idle"] {
+            insert_job(&pool, job, job, &plan).await.expect("stored");
+            sqlx::query(sql("UPDATE tasks SET result = ? WHERE job_id = ?"))
+                .bind(vec![0u8; 4])
+                .bind(job)
+                .execute(&pool)
+                .await
+                .expect("results");
+            sqlx::query(sql(
+                "UPDATE jobs SET status = 'done', finished_at = 1 WHERE id = ?",
+            ))
+            .bind(job)
+            .execute(&pool)
+            .await
+            .expect("done");
+        }
+        let later = now_ms() + 60_000;
+        assert!(begin_read(&pool, "read", later).await.expect("begin"));
+
+        let mut purged = purge_finished(&pool, 0).await.expect("purge");
+        purged.sort();
+        assert_eq!(purged, ["idle", "read"]);
+        assert_eq!(results_left(&pool, "idle").await, 0, "nobody reads it");
+        assert_eq!(
+            results_left(&pool, "read").await,
+            4,
+            "its reader still holds it"
+        );
+        assert!(!begin_read(&pool, "read", later).await.expect("begin"));
+        assert!(renew_read(&pool, "read", later).await.expect("renew"));
+        assert!(purge_finished(&pool, 0).await.expect("purge").is_empty());
+        assert_eq!(results_left(&pool, "read").await, 4);
+
+        // The reader stopped: its lease lapses, the next sweep deletes the bytes, and a late
+        // renewal finds them gone.
+        sqlx::query(sql("UPDATE jobs SET read_until = 1 WHERE id = 'read'"))
+            .execute(&pool)
+            .await
+            .expect("lapse");
+        assert!(
+            purge_finished(&pool, 0).await.expect("purge").is_empty(),
+            "purged once"
+        );
+        assert_eq!(results_left(&pool, "read").await, 0);
+        assert!(!renew_read(&pool, "read", later).await.expect("renew"));
         pool.close().await;
         let _ = std::fs::remove_dir_all(dir);
     }

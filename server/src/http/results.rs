@@ -13,6 +13,7 @@ use std::fs::File;
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes};
 use axum::extract::{Path, Query, State};
@@ -127,10 +128,10 @@ pub(super) async fn job_result(
             "the result of job {id} was removed by the retention policy (RETENTION_HOURS)"
         ))
     };
-    if db::purged_at(&state.db, &id).await?.is_some() {
+    let lease = ReadLease::new(state.db.clone(), &id);
+    if !lease.begin().await? {
         return Err(gone());
     }
-    db::mark_downloaded(&state.db, &id).await?;
     let (source, len, validators) = match db::engine() {
         db::Engine::Sqlite => open_file(&state, &id, &plan, gone).await?,
         db::Engine::Postgres => {
@@ -141,8 +142,7 @@ pub(super) async fn job_result(
             let modified = std::time::UNIX_EPOCH + std::time::Duration::from_millis(finished);
             let tag = u64::from(crc32fast::hash(id.as_bytes()));
             let source = Source::Database {
-                pool: state.db.clone(),
-                job_id: Arc::from(id.as_str()),
+                lease: Arc::new(lease),
                 plan,
                 rows: layout::Rows::new(&plan, PIECE_BYTES),
             };
@@ -259,10 +259,10 @@ fn io_error(e: io::Error) -> Error {
 enum Source {
     /// Its `c.npy` (SQLite).
     File(Arc<File>),
-    /// Its tiles in the database (PostgreSQL), read a piece of rows at a time.
+    /// Its tiles in the database (PostgreSQL), read a piece of rows at a time, held for this
+    /// download while it reads.
     Database {
-        pool: db::Pool,
-        job_id: Arc<str>,
+        lease: Arc<ReadLease>,
         plan: Plan,
         rows: layout::Rows,
     },
@@ -301,6 +301,62 @@ fn json_response(source: Source, plan: &Plan) -> Response {
         .into_response()
 }
 
+/// How long a download holds a result's bytes in the database past its last read: retention
+/// may purge the job meanwhile (no new download starts), but deletes the bytes only once no
+/// download holds them. A client that stops reading for longer loses the rest.
+const READ_LEASE: Duration = Duration::from_secs(60);
+
+/// A download's hold on a job's result (`db::begin_read`), renewed as it reads.
+struct ReadLease {
+    pool: db::Pool,
+    job_id: Arc<str>,
+    renewed: std::sync::Mutex<Instant>,
+}
+
+impl ReadLease {
+    fn new(pool: db::Pool, job_id: &str) -> ReadLease {
+        ReadLease {
+            pool,
+            job_id: Arc::from(job_id),
+            renewed: std::sync::Mutex::new(Instant::now()),
+        }
+    }
+
+    fn until() -> i64 {
+        db::now_ms() + READ_LEASE.as_millis() as i64
+    }
+
+    /// False when the job is purged.
+    async fn begin(&self) -> Result<bool> {
+        Ok(db::begin_read(&self.pool, &self.job_id, Self::until()).await?)
+    }
+
+    /// Renews the lease when a third of it has passed; an error when the bytes are gone.
+    async fn renew(&self) -> io::Result<()> {
+        let due = {
+            let renewed = self.renewed.lock().unwrap_or_else(|e| e.into_inner());
+            renewed.elapsed() >= READ_LEASE / 3
+        };
+        if !due {
+            return Ok(());
+        }
+        if !db::renew_read(&self.pool, &self.job_id, Self::until())
+            .await
+            .map_err(io::Error::other)?
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!(
+                    "the result of job {} was removed by the retention policy",
+                    self.job_id
+                ),
+            ));
+        }
+        *self.renewed.lock().unwrap_or_else(|e| e.into_inner()) = Instant::now();
+        Ok(())
+    }
+}
+
 /// Bytes of the result assembled per read on PostgreSQL: rows of every tile of a tile row,
 /// one statement; memory holds about this much per download, whatever the product's size.
 const PIECE_BYTES: usize = 1 << 20;
@@ -335,21 +391,21 @@ where
                     .await
                     .unwrap_or_else(|e| Err(io::Error::other(e)))
                 }
-                Source::Database {
-                    pool,
-                    job_id,
-                    plan,
-                    rows,
-                } => match read_piece(&pool, &job_id, &plan, &rows, at).await {
-                    Ok((piece, start)) => {
-                        let end = (start + piece.len() as u64).min(to);
-                        let wanted = piece[(at - start) as usize..(end - start) as usize].to_vec();
-                        tokio::task::spawn_blocking(move || map(wanted).map(|bytes| (bytes, end)))
+                Source::Database { lease, plan, rows } => {
+                    match read_piece(&lease, &plan, &rows, at).await {
+                        Ok((piece, start)) => {
+                            let end = (start + piece.len() as u64).min(to);
+                            let wanted =
+                                piece[(at - start) as usize..(end - start) as usize].to_vec();
+                            tokio::task::spawn_blocking(move || {
+                                map(wanted).map(|bytes| (bytes, end))
+                            })
                             .await
                             .unwrap_or_else(|e| Err(io::Error::other(e)))
+                        }
+                        Err(e) => Err(e),
                     }
-                    Err(e) => Err(e),
-                },
+                }
             };
             // After an error the stream ends: nothing more is read.
             match read {
@@ -363,12 +419,12 @@ where
 /// The piece of a result in the database that holds byte `at` of its `.npy`, and where the
 /// piece starts: the header, or rows of one tile row gathered from its tiles.
 async fn read_piece(
-    pool: &db::Pool,
-    job_id: &str,
+    lease: &ReadLease,
     plan: &Plan,
     rows: &layout::Rows,
     at: u64,
 ) -> io::Result<(Vec<u8>, u64)> {
+    let (pool, job_id) = (&lease.pool, &*lease.job_id);
     let (segment, start, _) = rows.locate(at);
     let (tile_row, row0, count) = match segment {
         layout::Segment::Header => return Ok((store::header(plan.dtype, plan.m, plan.n), start)),
@@ -378,6 +434,7 @@ async fn read_piece(
             rows,
         } => (tile_row, row0, rows),
     };
+    lease.renew().await?;
     let shape = (plan.tile as i64, plan.n as i64, plan.dtype.size() as i64);
     let slices = db::chunks::read_band(
         pool,
