@@ -62,12 +62,12 @@ bench-page: setup ## The volunteer page (web/dist) in headless Chromium against 
 	scripts/build-web.sh
 	node web/bench/page.mjs $(ARGS)
 
-bench-grid: setup ## The grid's figures: throughput, connections, efficiency, bytes (load harness); then throughput on SQLite against PostgreSQL with 1 and 2 instances, connections over 2 instances; then figure 5, GFLOP/s over shaped links (campus, home, mobile; #14)
+bench-grid: setup ## The grid's figures: throughput, connections, efficiency, bytes (load harness); then throughput on SQLite against PostgreSQL with 1 and 2 instances, connections over 2 instances; then figure 5, GFLOP/s over shaped links (campus, home, mobile; #14), and the server's egress shared among mixed links (root: a network namespace)
 	cargo build --release -p server --bin brain-server -p shaper --bin brain-shaper
 	[ -f worker-wasm/pkg-simd/worker_wasm_bg.wasm ] || scripts/build-wasm.sh
 	scripts/services.sh >/dev/null
 	cd tests/e2e && ( [ -d node_modules ] || npm ci --no-audit --no-fund ) && \
-	  BRAIN_SERVER_BIN=$(CURDIR)/target/release/brain-server node load.mjs all scaleout network
+	  BRAIN_SERVER_BIN=$(CURDIR)/target/release/brain-server node load.mjs all scaleout network egress
 
 bench-storage: ## Jobs bigger than memory: submission MB/s against cp, server peak RSS, disk per input byte, download MB/s (4096², 8192²)
 	cargo build --release -p server --bin brain-server

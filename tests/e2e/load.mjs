@@ -13,6 +13,10 @@
 //                 figure 5 (#14): the same job on unshaped loopback, then with every volunteer
 //                 behind its own brain-shaper with each profile; delivered GFLOP/s beside the
 //                 bound from the kernels' speed, the links and the I/O lower bound
+//   node load.mjs egress [--egress-mbit 100] [--mix campus:1,home:7] [--size N] [--tile N]
+//                 (root) the server in a network namespace of its own whose egress `tbf` holds
+//                 to --egress-mbit, volunteers of mixed links behind their shapers: how the
+//                 server's egress is shared among them while all are downloading
 //   LOAD_TRACE=1  prints every volunteer's events, and the efficiency run's time window on
 //                 CLOCK_MONOTONIC for `perf report --time` against `perf record -k mono`
 //   LOAD_PG_SETTINGS='{"log_min_duration_statement": 0}'  more settings for the scale-out
@@ -44,7 +48,7 @@
 //   --ways                (a profile) some of the three ways only, e.g. `--ways pg1` under
 //                         `perf record`.
 import { spawnSync } from "node:child_process";
-import { copyFileSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync } from "node:fs";
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from "node:fs";
 import { availableParallelism, loadavg, tmpdir } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -55,6 +59,7 @@ import { api, connect, metric, referenceProduct, npyEncode, once, randomMatrix, 
 import { createDatabase, psql, startPostgres } from "../support/postgres.mjs";
 import { startRedis } from "../support/redis.mjs";
 import { startShaper } from "../support/shaper.mjs";
+import { spawnServer } from "../support/server.mjs";
 import { depthFor, nextPeak } from "../../web/src/volunteer/pipeline.js";
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -75,6 +80,8 @@ const { values: opts, positionals } = parseArgs({
     volunteers: { type: "string" },
     "cache-mib": { type: "string" },
     deadline: { type: "string" },
+    "egress-mbit": { type: "string" },
+    mix: { type: "string" },
   },
 });
 const QUICK = opts.quick;
@@ -82,7 +89,7 @@ const GROUPS = {
   all: ["throughput", "connections", "efficiency", "bytes"],
   scaleout: ["scaleout-throughput", "scaleout-connections"],
 };
-const RUNS = [...GROUPS.all, ...GROUPS.scaleout, "network"];
+const RUNS = [...GROUPS.all, ...GROUPS.scaleout, "network", "egress"];
 const runs = [...new Set((positionals.length === 0 ? ["all"] : positionals).flatMap((r) => GROUPS[r] ?? [r]))];
 for (const r of runs) if (!RUNS.includes(r)) throw new Error(`unknown run ${r}`);
 if (!["on", "off"].includes(opts["pg-commit"])) throw new Error(`--pg-commit on|off, not ${opts["pg-commit"]}`);
@@ -196,7 +203,7 @@ async function submitNpy(url, a, b, m, k, n, tile, name) {
  */
 async function volunteer(url, { name, compute, inFlight = 2, panelCache, reconnect = false }) {
   const stats = {
-    accepted: 0, refused: 0, kernelMs: 0, kernelCpuMs: 0, bytesIn: 0, tasks: 0, firstTask: Infinity, lastAck: 0, events: [],
+    accepted: 0, refused: 0, kernelMs: 0, kernelCpuMs: 0, bytesIn: 0, tasks: 0, firstTask: Infinity, lastAck: 0, events: [], arrivals: [],
     flops: 0, lastAccepted: 0, resets: 0, dropped: 0, depth: 0,
   };
   const note = (what) => process.env.LOAD_TRACE && stats.events.push([performance.now(), what]);
@@ -301,6 +308,7 @@ async function volunteer(url, { name, compute, inFlight = 2, panelCache, reconne
     stats.tasks++;
     stats.firstTask = Math.min(stats.firstTask, performance.now());
     stats.bytesIn += (task.a?.length ?? 0) + (task.b?.length ?? 0);
+    if (task.a || task.b) stats.arrivals.push([performance.now(), (task.a?.length ?? 0) + (task.b?.length ?? 0)]);
     const [a, b] = [task.a ?? cache.get(task.a_key), task.b ?? cache.get(task.b_key)];
     if (!a || !b) {
       // Sent again in full: that answers this, and is no round trip worth measuring.
@@ -364,7 +372,7 @@ async function volunteer(url, { name, compute, inFlight = 2, panelCache, reconne
     /** Starts this volunteer's figures afresh, for the next job. */
     restart() {
       Object.assign(stats, {
-        kernelMs: 0, kernelCpuMs: 0, bytesIn: 0, tasks: 0, firstTask: Infinity, lastAck: 0, events: [], flops: 0, lastAccepted: 0, resets: 0, dropped: 0, depth: 0,
+        kernelMs: 0, kernelCpuMs: 0, bytesIn: 0, tasks: 0, firstTask: Infinity, lastAck: 0, events: [], arrivals: [], flops: 0, lastAccepted: 0, resets: 0, dropped: 0, depth: 0,
       });
     },
     stop() {
@@ -1062,7 +1070,106 @@ async function networkRun(profile, { S, tile, W, budget, inFlight, deadlineS, fl
   }
 }
 
-const byName = { network, throughput, connections, efficiency, bytes, "scaleout-throughput": scaleoutThroughput, "scaleout-connections": scaleoutConnections };
+/**
+ * The server's egress shared among volunteers of different links (#14): the server runs in a
+ * network namespace of its own, behind a veth whose egress `tbf` holds to `--egress-mbit`
+ * (the kernel's own TCP shares it, as a real server's uplink would be shared); each volunteer
+ * is behind its own brain-shaper with its profile (`--mix`). Reports each volunteer's download
+ * rate while all of them were still receiving panels, against the max-min fair share, and
+ * Jain's fairness index over the rates as shares of their fair shares.
+ */
+async function egress() {
+  const mbit = Number(opts["egress-mbit"] ?? 100);
+  const mix = (opts.mix ?? "campus:1,home:7").split(",").flatMap((part) => {
+    const [profile, count] = part.split(":");
+    if (!["campus", "home", "mobile"].includes(profile) || !(Number(count) >= 1)) throw new Error(`--mix: profile:count,… with campus, home or mobile, not ${part}`);
+    return Array(Number(count)).fill(profile);
+  });
+  const S = Number(opts.size ?? 4096);
+  const tile = Number(opts.tile ?? 256);
+  const budget = Number(opts["cache-mib"] ?? 64) * 2 ** 20;
+  if (!(mbit > 0 && S % tile === 0)) throw new Error("--egress-mbit positive, --size a multiple of --tile");
+  process.env.BRAIN_SHAPER_BIN ??= releaseShaper();
+  const id = process.pid % 250;
+  const [ns, host, peer] = [`brain-egress-${process.pid}`, `beh${process.pid % 100000}`, `bes${process.pid % 100000}`];
+  const [hostIp, serverIp] = [`10.254.${id}.1`, `10.254.${id}.2`];
+  const ip = (...args) => {
+    const r = spawnSync("ip", args, { encoding: "utf8" });
+    if (r.status !== 0) throw new Error(`ip ${args.join(" ")}: ${r.stderr || r.error} (the egress run needs root and iproute2)`);
+  };
+  const dir = mkdtempSync(join(tmpdir(), "brain-egress-"));
+  const vols = [];
+  const shapers = [];
+  let server;
+  try {
+    ip("netns", "add", ns);
+    ip("link", "add", host, "type", "veth", "peer", "name", peer);
+    ip("link", "set", peer, "netns", ns);
+    ip("addr", "add", `${hostIp}/30`, "dev", host);
+    ip("link", "set", host, "up");
+    ip("netns", "exec", ns, "ip", "addr", "add", `${serverIp}/30`, "dev", peer);
+    ip("netns", "exec", ns, "ip", "link", "set", peer, "up");
+    ip("netns", "exec", ns, "ip", "link", "set", "lo", "up");
+    ip("netns", "exec", ns, "tc", "qdisc", "add", "dev", peer, "root", "tbf", "rate", `${mbit}mbit`, "burst", "256kb", "latency", "100ms");
+    const wrapper = join(dir, "brain-server-in-ns");
+    writeFileSync(wrapper, `#!/bin/sh\nexec ip netns exec ${ns} ${resolve(process.env.BRAIN_SERVER_BIN ?? resolve(here, "../../target/debug/brain-server"))} "$@"\n`, { mode: 0o755 });
+    server = await spawnServer(wrapper, {
+      dbPath: join(dir, "brain.db"),
+      webDir: join(dir, "no-web"),
+      env: { HOST: serverIp, RUST_LOG: "warn", MAX_EVENTS_PER_SEC: "100000", MAX_LEASES_PER_ADDRESS: "1000000", MAX_SEND_BYTES_PER_SEC: String(2 ** 40) },
+    });
+    for (const [i, profile] of mix.entries()) {
+      const shaper = await startShaper({ upstream: server.url, profile, seed: 1 + i, maxSeconds: 600 });
+      shapers.push(shaper);
+      vols.push(await volunteer(shaper.url, { name: `${profile}-${i}`, compute: "wasm", inFlight: "auto", panelCache: budget, reconnect: true }));
+    }
+    const a = randomF32(S * S, 61);
+    const b = randomF32(S * S, 62);
+    for (const v of vols) v.restart();
+    const job = await submitNpy(server.url, a, b, S, S, S, tile, "egress");
+    const t0 = Math.min(performance.now(), ...vols.map((v) => v.stats.firstTask));
+    await waitForJob(server.url, job.id, { ms: 300000 });
+    const wall = (performance.now() - t0) / 1000;
+    checkProduct(a, b, (await downloadNpy(server.url, job.id)).data, S, S, S);
+    // While every volunteer was still receiving panels: up to the first one's last panel.
+    const until = Math.min(...vols.map((v) => v.stats.arrivals.at(-1)?.[0] ?? t0));
+    const window = (until - t0) / 1000;
+    const rates = vols.map((v) => (8 * v.stats.arrivals.filter(([at]) => at <= until).reduce((n, [, bytes]) => n + bytes, 0)) / window / 1e6);
+    const links = shapers.map((sh) => shaperLink(sh.log()));
+    // Max-min fair shares of the egress, each capped by its volunteer's downlink: the
+    // smallest links take what they can, the rest is split evenly among the others.
+    const caps = links.map((l) => (l.down * 8) / 1e6);
+    const fair = new Array(vols.length).fill(0);
+    let left = mbit;
+    const order = caps.map((_, i) => i).sort((x, y) => caps[x] - caps[y]);
+    for (const [n, i] of order.entries()) {
+      fair[i] = Math.min(caps[i], left / (order.length - n));
+      left -= fair[i];
+    }
+    const sum = (xs) => xs.reduce((x, y) => x + y, 0);
+    // Jain's index over each rate as a share of its fair share (Jain, Chiu & Hawe 1984).
+    const shares = rates.map((r, i) => r / fair[i]);
+    const jain = sum(shares) ** 2 / (shares.length * sum(shares.map((x) => x * x)));
+    console.log(
+      `\negress: the server's egress held to ${mbit} Mbit/s (tbf, in its own network namespace), ${vols.length} volunteers (${opts.mix ?? "campus:1,home:7"}), ` +
+        `${S}² f32 in ${tile}-wide tiles, done in ${fmt(wall, 1)} s, product checked`,
+    );
+    console.log(`   while all were receiving panels (the first ${fmt(window, 1)} s): ${fmt(sum(rates), 1)} Mbit/s of panels in all; Jain's index of the rates over their fair shares ${fmt(jain, 3)} (1 = each its fair share)`);
+    for (const [i, v] of vols.entries())
+      console.log(
+        `     ${String(i).padStart(2)} ${mix[i].padEnd(6)} ${fmt(rates[i], 1).padStart(6)} Mbit/s (fair share ${fmt(fair[i], 1)}, ${fmt((100 * rates[i]) / fair[i])} % of it); ` +
+          `${v.stats.accepted} tiles, ${fmt(v.stats.bytesIn / 2 ** 20)} MiB of panels in all`,
+      );
+  } finally {
+    for (const v of vols) v.stop();
+    await Promise.all(shapers.map((sh) => sh.stop()));
+    await server?.kill("SIGTERM");
+    spawnSync("ip", ["netns", "del", ns]);
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
+
+const byName = { network, egress, throughput, connections, efficiency, bytes, "scaleout-throughput": scaleoutThroughput, "scaleout-connections": scaleoutConnections };
 try {
   for (const r of runs) await byName[r]();
 } finally {
