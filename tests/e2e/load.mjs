@@ -10,6 +10,7 @@
 //                 [--pg-commit on|off] [--pg-statements] [--ways sqlite,pg1,pg2]
 //   node load.mjs network [--profiles campus,home,mobile] [--quick] [--size N] [--tile N]
 //                 [--volunteers N] [--cache-mib N] [--in-flight N|auto] [--deadline S]
+//                 [--stagger S]  (all volunteers but one arrive after the job, S seconds apart)
 //                 figure 5 (#14): the same job on unshaped loopback, then with every volunteer
 //                 behind its own brain-shaper with each profile; delivered GFLOP/s beside the
 //                 bound from the kernels' speed, the links and the I/O lower bound
@@ -81,6 +82,7 @@ const { values: opts, positionals } = parseArgs({
     "cache-mib": { type: "string" },
     deadline: { type: "string" },
     "egress-mbit": { type: "string" },
+    stagger: { type: "string" },
     mix: { type: "string" },
   },
 });
@@ -910,7 +912,8 @@ async function network() {
       `${jobIntensity < intensity ? "binds" : "does not bind"}`,
   );
   console.log(`   anchors: BOINC and Pando publish no figure under shaped links; the same job on unshaped loopback, in this run, is the anchor`);
-  const ctx = { S, tile, W, budget, inFlight, deadlineS, flops, intensity, jobIntensity, a, b };
+  const stagger = Number(opts.stagger ?? 0);
+  const ctx = { S, tile, W, budget, inFlight, deadlineS, flops, intensity, jobIntensity, a, b, stagger };
   const rows = [];
   for (const profile of [null, ...profiles]) rows.push(await networkRun(profile, ctx));
   console.log(
@@ -947,7 +950,7 @@ function shaperLink(log) {
 }
 
 /** One run of figure 5: `profile` null is straight over loopback. */
-async function networkRun(profile, { S, tile, W, budget, inFlight, deadlineS, flops, intensity, jobIntensity, a, b }) {
+async function networkRun(profile, { S, tile, W, budget, inFlight, deadlineS, flops, intensity, jobIntensity, a, b, stagger }) {
   return withServer({}, async (server) => {
     const shapers = [];
     const vols = [];
@@ -964,8 +967,20 @@ async function networkRun(profile, { S, tile, W, budget, inFlight, deadlineS, fl
       for (const v of vols) alone.push(tileFlops / ((await v.alone(tile, S, tile, 3)) / 1000));
       const together = (await Promise.all(vols.map((v) => v.alone(tile, S, tile, 3, 2000)))).map((ms) => tileFlops / (ms / 1000));
       for (const v of vols) v.restart();
+      // --stagger: all but the first leave before the job and come back one by one after it
+      // is accepted, as volunteers arrive on a real grid (their kernels were timed above).
+      const join = (i) => volunteer(shapers[i] ? shapers[i].url : server.url, { name: `${profile ?? "loopback"}-${i}`, compute: "wasm", inFlight, panelCache: budget, reconnect: true });
+      if (stagger) for (const v of vols.slice(1)) v.stop();
       const [server0, load0] = [cpuSeconds(server.proc.pid), loadavg()[0]];
       const job = await submitNpy(server.url, a, b, S, S, S, tile, `network ${profile ?? "loopback"}`);
+      const arrivals = stagger
+        ? (async () => {
+            for (let i = 1; i < W; i++) {
+              await sleep(stagger * 1000);
+              vols[i] = await join(i);
+            }
+          })()
+        : Promise.resolve();
       const t0 = Math.min(performance.now(), ...vols.map((v) => v.stats.firstTask));
       let done = true;
       try {
@@ -974,6 +989,7 @@ async function networkRun(profile, { S, tile, W, budget, inFlight, deadlineS, fl
         if (!/ not done in /.test(e.message)) throw e;
         done = false;
       }
+      await arrivals;
       // To the moment the server said done (polled every 50 ms): on a slow link the last
       // result_ack reaches its volunteer later, and that is not the job's time.
       const wall = performance.now() - t0;
