@@ -270,10 +270,17 @@ pub async fn counts(pool: &Pool) -> Result<Counts, sqlx::Error> {
     Ok((jobs, tasks))
 }
 
-/// `read_until` moved to `?` unless it is already later (binds: the new time twice).
-macro_rules! extend_read {
-    () => {
-        "read_until = CASE WHEN read_until IS NULL OR read_until < ? THEN ? ELSE read_until END"
+/// The statement that moves a job's `read_until` to a time (unless it is already later) and
+/// notes its first download, where `$condition` holds.
+macro_rules! hold_statement {
+    ($condition:literal) => {
+        sql(concat!(
+            "UPDATE jobs SET downloaded_at = COALESCE(downloaded_at, ?), read_until = CASE ",
+            "WHEN read_until IS NULL OR read_until < ? THEN ? ELSE read_until END ",
+            "WHERE id = ? AND (",
+            $condition,
+            ")"
+        ))
     };
 }
 
@@ -281,34 +288,31 @@ macro_rules! extend_read {
 /// first download. False when retention has purged the job (nothing to download). One
 /// statement, so a purge either sees the lease or comes before it.
 pub async fn begin_read(pool: &Pool, job_id: &str, until: i64) -> Result<bool, sqlx::Error> {
-    sqlx::query(sql(concat!(
-        "UPDATE jobs SET downloaded_at = COALESCE(downloaded_at, ?), ",
-        extend_read!(),
-        " WHERE id = ? AND purged_at IS NULL"
-    )))
-    .bind(now_ms())
-    .bind(until)
-    .bind(until)
-    .bind(job_id)
-    .execute(pool)
-    .await
-    .map(|done| done.rows_affected() == 1)
+    let statement = hold_statement!("purged_at IS NULL");
+    hold_result(pool, job_id, until, statement).await
 }
 
 /// Holds a job's result a while longer for a download in progress. False when its bytes are
 /// gone: retention purged the job and the download's lease had lapsed.
 pub async fn renew_read(pool: &Pool, job_id: &str, until: i64) -> Result<bool, sqlx::Error> {
-    sqlx::query(sql(concat!(
-        "UPDATE jobs SET ",
-        extend_read!(),
-        " WHERE id = ? AND (purged_at IS NULL OR read_until IS NOT NULL)"
-    )))
-    .bind(until)
-    .bind(until)
-    .bind(job_id)
-    .execute(pool)
-    .await
-    .map(|done| done.rows_affected() == 1)
+    let statement = hold_statement!("purged_at IS NULL OR read_until IS NOT NULL");
+    hold_result(pool, job_id, until, statement).await
+}
+
+async fn hold_result(
+    pool: &Pool,
+    job_id: &str,
+    until: i64,
+    statement: &'static str,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query(statement)
+        .bind(now_ms())
+        .bind(until)
+        .bind(until)
+        .bind(job_id)
+        .execute(pool)
+        .await
+        .map(|done| done.rows_affected() == 1)
 }
 
 /// Marks the jobs that ended more than `retention_ms` ago purged (their files are the
@@ -389,25 +393,42 @@ mod millis_tests {
     }
 }
 
+/// A database of its own and small plans, for the tests below.
+#[cfg(test)]
+mod scratch {
+    use super::*;
+    use crate::jobs::Dtype;
+
+    /// A fresh SQLite database in a folder of its own (the caller removes the folder).
+    pub async fn pool() -> (std::path::PathBuf, Pool) {
+        let dir = std::env::temp_dir().join(format!("brain-db-{}", uuid::Uuid::new_v4()));
+        let pool = connect(&dir.join("brain.db")).await.expect("database");
+        (dir, pool)
+    }
+
+    /// An `n` × 1 · 1 × `n` f32 product in tiles of one element: n² tasks.
+    pub fn tiles_of_one(n: usize) -> Plan {
+        Plan {
+            dtype: Dtype::F32,
+            m: n,
+            k: 1,
+            n,
+            tile: 1,
+        }
+    }
+}
+
 #[cfg(test)]
 mod insert_job_tests {
     use super::*;
-    use crate::jobs::Dtype;
 
     /// A job at the default `MAX_TASKS_PER_JOB` goes in whole, tile for tile, in batches.
     #[tokio::test]
     async fn a_job_at_the_task_cap_is_stored_whole() {
-        let dir = std::env::temp_dir().join(format!("brain-db-{}", uuid::Uuid::new_v4()));
-        let pool = connect(&dir.join("brain.db")).await.expect("database");
+        let (dir, pool) = scratch::pool().await;
         // 316 × 316 tiles of 1 = 99,856 tasks, just under 100,000; 316 % 400 ≠ 0 leaves a
         // partial last batch.
-        let plan = Plan {
-            dtype: Dtype::F32,
-            m: 316,
-            k: 1,
-            n: 316,
-            tile: 1,
-        };
+        let plan = scratch::tiles_of_one(316);
         let started = std::time::Instant::now();
         insert_job(&pool, "j", "cap", &plan).await.expect("stored");
         let took = started.elapsed();
@@ -431,7 +452,6 @@ mod insert_job_tests {
 #[cfg(test)]
 mod retention_tests {
     use super::*;
-    use crate::jobs::Dtype;
 
     async fn results_left(pool: &Pool, job: &str) -> i64 {
         let (n,): (i64,) = sqlx::query_as(sql(
@@ -448,15 +468,8 @@ mod retention_tests {
     /// starts once the job is purged.
     #[tokio::test]
     async fn a_read_lease_holds_a_purged_jobs_bytes_until_it_lapses() {
-        let dir = std::env::temp_dir().join(format!("brain-db-{}", uuid::Uuid::new_v4()));
-        let pool = connect(&dir.join("brain.db")).await.expect("database");
-        let plan = Plan {
-            dtype: Dtype::F32,
-            m: 2,
-            k: 1,
-            n: 2,
-            tile: 1,
-        };
+        let (dir, pool) = scratch::pool().await;
+        let plan = scratch::tiles_of_one(2);
         for job in ["read", "idle"] {
             insert_job(&pool, job, job, &plan).await.expect("stored");
             sqlx::query(sql("UPDATE tasks SET result = ? WHERE job_id = ?"))
