@@ -1095,6 +1095,10 @@ async function networkRun(profile, { S, tile, W, budget, inFlight, deadlineS, fl
  * Jain's fairness index over the rates as shares of their fair shares.
  */
 async function egress() {
+  if (process.getuid?.() !== 0) {
+    console.log("\negress: not run: it needs root, for a network namespace (ip netns) and tbf");
+    return;
+  }
   const mbit = Number(opts["egress-mbit"] ?? 100);
   const mix = (opts.mix ?? "campus:1,home:7").split(",").flatMap((part) => {
     const [profile, count] = part.split(":");
