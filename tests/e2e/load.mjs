@@ -1184,7 +1184,8 @@ async function egress() {
     for (const v of vols) v.stop();
     await Promise.all(shapers.map((sh) => sh.stop()));
     await server?.kill("SIGTERM");
-    spawnSync("ip", ["netns", "del", ns]);
+    spawnSync("ip", ["netns", "del", ns]); // and the veth pair with it, once moved there
+    spawnSync("ip", ["link", "del", host]); // else
     rmSync(dir, { recursive: true, force: true });
   }
 }
