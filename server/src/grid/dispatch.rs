@@ -280,23 +280,21 @@ async fn serve(grid: &Grid, waiting: Vec<Waiter>, unserved: &mut Vec<Waiter>) ->
     }
     unserved.extend(held_back);
     let mut outcome = Ok(());
+    // Jobs whose first task this round sends: marked running once the round's tasks are all
+    // on their way, as no task needs to wait for that write (it held a job's second task
+    // back by about 2 ms, on the page's benchmark).
+    let mut started: Vec<String> = Vec::new();
     for (waiter, task, _) in claimed {
-        let first = grid
+        if grid
             .running_jobs
             .lock_or_recover()
-            .insert(task.job_id.clone());
+            .insert(task.job_id.clone())
+        {
+            started.push(task.job_id.clone());
+        }
         // Errors from here on must not end the round early: the rest of the claimed tasks
         // would stay leased with nobody told, and their waiters would be dropped.
         let delivered = deliver(grid, &waiter, &task, false, 0).await;
-        // Once the job's first task is on its way, which need not wait for this write. A
-        // job that has ended meanwhile stays as it ended.
-        if first {
-            if let Err(e) = db::mark_running(&grid.db, &task.job_id).await {
-                tracing::warn!(job_id = %task.job_id, error = %e, "could not mark a job running");
-                // A later claim tries again.
-                grid.forget_running(&task.job_id);
-            }
-        }
         if let Err(e) = delivered {
             tracing::warn!(task_id = task.id, error = %e, "could not deliver a task");
             if let Error::Gone(reason) = &e {
@@ -329,6 +327,14 @@ async fn serve(grid: &Grid, waiting: Vec<Waiter>, unserved: &mut Vec<Waiter>) ->
                 unserved.push(waiter);
                 outcome = Err(e);
             }
+        }
+    }
+    // A job that has ended meanwhile stays as it ended.
+    for job_id in started {
+        if let Err(e) = db::mark_running(&grid.db, &job_id).await {
+            tracing::warn!(job_id = %job_id, error = %e, "could not mark a job running");
+            // A later claim tries again.
+            grid.forget_running(&job_id);
         }
     }
     outcome
