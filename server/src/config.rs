@@ -75,7 +75,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     /// Memory for the panels of running jobs read from `DATA_DIR` (`PANEL_CACHE_BYTES`):
     /// dispatch and verification read through it, up to half of it may hold jobs' B whole
-    /// from their uploads, and beyond it nothing of a job's inputs is held in memory.
+    /// and A's first rows from their uploads, and beyond it nothing of a job's inputs is held
+    /// in memory.
     pub panel_cache_bytes: usize,
     /// How long a leased task may go without a heartbeat from its worker (`LEASE_MS`).
     pub lease: Duration,
@@ -205,7 +206,7 @@ pub struct Settings {
     /// Folder of the jobs' matrices (default: `jobs` beside the database)
     #[arg(long, env)]
     data_dir: Option<Setting>,
-    /// Memory for the panels of running jobs, read from DATA_DIR as needed; up to half holds jobs' B whole from their uploads (at least 1 MiB)
+    /// Memory for the panels of running jobs, read from DATA_DIR as needed; up to half holds jobs' B whole and A's first 4 MiB from their uploads (at least 1 MiB)
     #[arg(long, env, default_value = "268435456")]
     panel_cache_bytes: Setting,
     /// Milliseconds without a heartbeat after which a leased task is re-queued (at least 100)

@@ -646,11 +646,11 @@ pub enum WriteError {
 }
 
 impl MatrixWriter {
-    /// Keeps a copy of the data in memory as well, for the caller to take at the end
-    /// ([`MatrixWriter::take_copy`]); allocated here, at the shape's size, so the caller
-    /// decides on that size before any data comes.
-    pub fn keep_copy(&mut self) {
-        let copy = Vec::with_capacity(self.expected as usize);
+    /// Keeps a copy of the data's first `limit` bytes (all of it, when it is no longer) in
+    /// memory as well, for the caller to take at the end ([`MatrixWriter::take_copy`]);
+    /// allocated here, so the caller decides on its size before any data comes.
+    pub fn keep_copy(&mut self, limit: usize) {
+        let copy = Vec::with_capacity(limit.min(self.expected as usize));
         populate_ahead(&copy);
         self.copy = Some(copy);
     }
@@ -702,7 +702,8 @@ impl MatrixWriter {
                 return Err(WriteError::NotFinite(first + i as u64));
             }
             if let Some(copy) = self.copy.as_mut() {
-                copy.extend_from_slice(copied);
+                let room = copy.capacity() - copy.len();
+                copy.extend_from_slice(&copied[..room.min(copied.len())]);
             }
             self.written += take as u64;
             data = &data[take..];

@@ -179,7 +179,7 @@ impl Writer {
             job_id,
             files: None,
             pending: None,
-            kept: None,
+            kept: Kept::default(),
             batch: Vec::new(),
             batched: 0,
         }
@@ -256,7 +256,7 @@ impl Writer {
                 None => Files {
                     upload: store.begin(&job_id).map_err(Failure::Io)?,
                     current: None,
-                    kept: None,
+                    kept: Kept::default(),
                 },
             };
             apply(files, piece)
@@ -404,8 +404,8 @@ fn apply(mut files: Files, piece: Piece) -> Result<Written, Failure> {
                 .upload
                 .matrix(part, shape.dtype, shape.rows, shape.cols, big_endian)
                 .map_err(Failure::Io)?;
-            if hold.is_some() {
-                writer.keep_copy();
+            if let Some(hold) = &hold {
+                writer.keep_copy(hold.bytes());
             }
             files.current = Some((part, shape.cols, writer, hold));
         }
@@ -430,7 +430,11 @@ fn apply(mut files: Files, piece: Piece) -> Result<Written, Failure> {
                 .finish()
                 .map_err(|error| Failure::Matrix { part, cols, error })?;
             if let Some(kept) = copy.zip(hold) {
-                files.kept = Some(kept);
+                match part {
+                    Part::A => files.kept.a = Some(kept),
+                    Part::B => files.kept.b = Some(kept),
+                    Part::C => {}
+                }
             }
         }
         Piece::Finish(plan) => {

@@ -65,6 +65,38 @@ test("npy uploads in f64, including 1×1, k = 1 and tall-thin shapes", async (t)
   }
 });
 
+test("big-endian .npy inputs give the product of their values, A's first rows kept in memory or not", async (t) => {
+  const server = await startServer(t);
+  await startWorker(t, server.url, { inFlight: 3, panelCache: 1 << 20 });
+  // The same file as numpy's '>f4'/'>f8': the header's byte order and every element swapped.
+  const bigEndian = (dtype, rows, cols, values) => {
+    const npy = npyEncode(dtype, rows, cols, values);
+    const start = npy.length - rows * cols * (dtype === "f32" ? 4 : 8);
+    const header = npy.subarray(0, start).toString("latin1").replace("'<f", "'>f");
+    const data = Buffer.from(npy.subarray(start));
+    if (dtype === "f32") data.swap32();
+    else data.swap64();
+    return Buffer.concat([Buffer.from(header, "latin1"), data]);
+  };
+  // Tiles of 16 rows: the upload keeps A's first rows, whose row panels are served from
+  // memory, and the rest are read from the file; both must be A's values, not its bytes.
+  for (const dtype of ["f32", "f64"]) {
+    const [m, k, n] = [70, 30, 50];
+    const a = randomMatrix(m, k, dtype, 7);
+    const b = randomMatrix(k, n, dtype, 8);
+    const form = new FormData();
+    form.append("a", new Blob([bigEndian(dtype, m, k, a)]), "a.npy");
+    form.append("b", new Blob([bigEndian(dtype, k, n, b)]), "b.npy");
+    form.append("tile", "16");
+    const created = await api(server.url, "/api/jobs", { method: "POST", body: form });
+    assert.equal(created.status, 201, created.text);
+    await waitForJob(server.url, created.json.id);
+    const npy = await downloadNpy(server.url, created.json.id);
+    assert.equal(npy.dtype, dtype);
+    assertClose(npy.data, referenceProduct(a, b, m, k, n), k, dtype);
+  }
+});
+
 test("bad input gets a 4xx with a message, and nothing is stored", async (t) => {
   const server = await startServer(t, { env: { MAX_JSON_BODY_BYTES: "4096" } });
   const npy = (rows, cols) => new Blob([npyEncode("f32", rows, cols, randomMatrix(rows, cols, "f64", 1))]);

@@ -5,8 +5,9 @@
 //! ([`Inputs::reserve`], [`Inputs::keep_resident`]), while the job runs. Inputs are written
 //! past the page cache, so without that a job's first B panel reads the whole of B cold from
 //! the disk (a column panel has a piece in every row): 18–26 ms of a 2048² job's first task
-//! on the page's benchmark (docs/benchmarks.md). Beyond these, nothing of a job's inputs is
-//! in memory, whatever the job's size.
+//! on the page's benchmark (docs/benchmarks.md). A's first rows ([`A_FIRST_BYTES`]) are
+//! kept from the upload too, as the first row panels in the cache. Beyond these, nothing of
+//! a job's inputs is in memory, whatever the job's size.
 //!
 //! On PostgreSQL the inputs' home is the database (`db::chunks`), and the store in
 //! `DATA_DIR` is this instance's copy of them: made the first time a panel of the job is
@@ -64,15 +65,35 @@ pub struct Inputs {
     held: Arc<AtomicUsize>,
 }
 
-/// The input an upload kept in memory as well (little-endian, as written), with the memory
+/// What an upload kept in memory as well (little-endian, as written), each with the memory
 /// it holds: for [`Inputs::keep_resident`].
-pub type Kept = Option<(Vec<u8>, Hold)>;
+#[derive(Debug, Default)]
+pub struct Kept {
+    /// A's first rows, up to [`A_FIRST_BYTES`].
+    pub a: Option<(Vec<u8>, Hold)>,
+    /// B whole.
+    pub b: Option<(Vec<u8>, Hold)>,
+}
+
+/// Of A, the upload keeps this much of its first rows: the first row panels, which the job's
+/// first tasks need the moment it is accepted. Read from the file (written past the page
+/// cache) the first of them cost 5–6 ms of the first task, on the page's benchmark; the copy
+/// costs the upload about 1 ms. The whole of A is not kept: each of its other panels is one
+/// contiguous read, and holding all of it cost the upload about as much as it saved
+/// (docs/benchmarks.md).
+pub const A_FIRST_BYTES: usize = 4 << 20;
 
 /// Bytes of the panel budget set aside for an input held whole; given back when dropped.
 #[derive(Debug)]
 pub struct Hold {
     bytes: usize,
     held: Arc<AtomicUsize>,
+}
+
+impl Hold {
+    pub fn bytes(&self) -> usize {
+        self.bytes
+    }
 }
 
 impl Drop for Hold {
@@ -107,16 +128,17 @@ impl Inputs {
         }
     }
 
-    /// Sets `bytes` aside for an input to be held whole, if it is a B and they fit: all holds
-    /// together take at most half the panel budget, so the panel cache always keeps the
-    /// other half. `None`: the input is read from the store as it is needed. A is never
-    /// held: each of its panels is one contiguous read, and holding it cost the upload about
-    /// as much as it saved the first task (docs/benchmarks.md).
+    /// Sets memory aside for an input of `bytes` to be held as its upload comes, if it fits:
+    /// a B whole, an A's first [`A_FIRST_BYTES`]. All holds together take at most half the
+    /// panel budget, so the panel cache always keeps the other half. `None`: the input is
+    /// read from the store as it is needed.
     pub fn reserve(&self, part: Part, bytes: u64) -> Option<Hold> {
-        if part != Part::B {
-            return None;
-        }
         let bytes = usize::try_from(bytes).ok()?;
+        let bytes = match part {
+            Part::A => bytes.min(A_FIRST_BYTES),
+            Part::B => bytes,
+            Part::C => return None,
+        };
         let limit = self.budget_bytes / 2;
         self.held
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |held| {
@@ -134,9 +156,25 @@ impl Inputs {
     }
 
     /// Keeps a job's B that its upload held whole (row-major, as in its file), until the job
-    /// is removed; not if its length does not match the plan.
-    pub fn keep_resident(&self, job_id: &str, plan: &Plan, b: Kept) {
-        let Some((bytes, hold)) = b else { return };
+    /// is removed; not if its length does not match the plan. A's first rows go into the
+    /// panel cache as the row panels they hold whole.
+    pub fn keep_resident(&self, job_id: &str, plan: &Plan, kept: Kept) {
+        if let Some((bytes, _hold)) = kept.a {
+            let first = Bytes::from(bytes);
+            let row = plan.k * plan.dtype.size();
+            for tile_row in 0..plan.tile_rows() {
+                let t = plan.tile(tile_row, 0);
+                let (from, to) = (t.row0 * row, (t.row0 + t.rows) * row);
+                if to > first.len() {
+                    break;
+                }
+                self.keep(
+                    (job_id.to_owned(), Operand::A, tile_row),
+                    first.slice(from..to),
+                );
+            }
+        }
+        let Some((bytes, hold)) = kept.b else { return };
         if bytes.len() == plan.k * plan.n * plan.dtype.size() {
             self.resident
                 .lock_or_recover()
@@ -611,28 +649,32 @@ mod tests {
             n: 7,
             tile: 2,
         };
-        let (a_bytes, b_bytes) = (5 * 3 * 4, 3 * 7 * 4);
-        // Half of 200 bytes: B's 84 fits once, not twice; A is never held.
-        let inputs = Inputs::new(store.clone(), 200);
+        let b_bytes = 3 * 7 * 4;
+        // Half of 400 bytes: B's 84 fits; beside A's first 40 bytes it fits once, not twice.
+        let inputs = Inputs::new(store.clone(), 400);
         assert!(
-            inputs.reserve(Part::B, 101).is_none(),
+            inputs.reserve(Part::B, 201).is_none(),
             "more than half the budget"
-        );
-        assert!(
-            inputs.reserve(Part::A, a_bytes).is_none(),
-            "A is read as needed"
         );
         let first = inputs.reserve(Part::B, b_bytes);
         assert!(first.is_some());
-        assert!(inputs.reserve(Part::B, b_bytes).is_none(), "16 bytes left");
+        assert!(inputs.reserve(Part::C, 1).is_none(), "C is never held");
         drop(first);
         assert_eq!(
             inputs.resident_bytes(),
             0,
             "a hold dropped gives its bytes back"
         );
+        let big = Inputs::new(store.clone(), 64 << 20);
+        assert_eq!(
+            big.reserve(Part::A, 1 << 30).map(|h| h.bytes()),
+            Some(A_FIRST_BYTES),
+            "of A, only its first rows"
+        );
 
-        // B comes big-endian; what is held is what the file holds, little-endian.
+        // B comes big-endian; what is held is what the file holds, little-endian. Of A, 40
+        // bytes are kept: its first row panel whole (2 rows of 3 f32, 24 bytes), and part of
+        // its second.
         let values = |count: usize, from: f32| (0..count).map(move |i| from + i as f32);
         let a: Bytes = values(15, 1.0).flat_map(f32::to_le_bytes).collect();
         let b: Bytes = values(21, 100.0).flat_map(f32::to_be_bytes).collect();
@@ -642,19 +684,27 @@ mod tests {
             cols,
         };
         let mut w = Writer::start(store.clone(), "job".into());
-        w.begin(Part::A, shape(5, 3), false, None).await.expect("a");
+        w.begin(Part::A, shape(5, 3), false, inputs.reserve(Part::A, 40))
+            .await
+            .expect("a");
         w.write(a).await.expect("data");
         w.end().await.expect("whole");
         w.begin(Part::B, shape(3, 7), true, inputs.reserve(Part::B, b_bytes))
             .await
             .expect("b");
+        assert!(inputs.reserve(Part::B, b_bytes).is_none(), "76 bytes left");
         w.write(b.slice(..10)).await.expect("data");
         w.write(b.slice(10..)).await.expect("data");
         w.end().await.expect("whole");
         let kept = w.finish(plan).await.expect("stored");
-        assert_eq!(inputs.resident_bytes(), b_bytes as usize);
+        assert_eq!(inputs.resident_bytes(), b_bytes as usize + 40);
         inputs.insert_plan("job", plan);
         inputs.keep_resident("job", &plan, kept);
+        assert_eq!(
+            inputs.resident_bytes(),
+            b_bytes as usize,
+            "A's rows are cached panels now, under the cache's own count"
+        );
 
         let pool = db::connect(&root.join("brain.db"))
             .await
@@ -663,13 +713,18 @@ mod tests {
             .tiles()
             .map(|t| store.panels("job", &plan, &t).expect("read"))
             .collect();
-        // B's panels now come from memory: its file can go. A's still come from the store.
-        std::fs::remove_file(store.path("job", Part::B).expect("path")).expect("removed");
+        // B's panels and A's first now come from memory: the files can go. A's other panels
+        // would come from the store.
+        for part in [Part::A, Part::B] {
+            std::fs::remove_file(store.path("job", part).expect("path")).expect("removed");
+        }
         for (t, (fa, fb)) in plan.tiles().zip(&from_files) {
-            let (_, _, pa, pb) = inputs
-                .panels(&pool, "job", t.tile_row, t.tile_col)
-                .await
-                .expect("panels");
+            let got = inputs.panels(&pool, "job", t.tile_row, t.tile_col).await;
+            if t.tile_row > 0 {
+                assert!(got.is_err(), "A's panel {} is not kept", t.tile_row);
+                continue;
+            }
+            let (_, _, pa, pb) = got.expect("panels");
             assert_eq!((&pa[..], &pb[..]), (&fa[..], &fb[..]), "tile {t:?}");
         }
         inputs.remove("job");
@@ -680,7 +735,7 @@ mod tests {
         );
         assert!(
             inputs.panels(&pool, "job", 0, 0).await.is_err(),
-            "nothing of B left"
+            "nothing of the job left"
         );
         pool.close().await;
         let _ = std::fs::remove_dir_all(root);
