@@ -6,7 +6,7 @@
 //
 //   node web/bench/page.mjs [--quick] [--cases 2048,wide,thin,MxKxN[/tile]] [--threads 1,2]
 //                           [--repeat N] [--trace] [--trace-case CASE/THREADS] [--no-anchor]
-//                           [--driver cdp|playwright]
+//                           [--driver cdp|playwright] [--waits]
 //
 // Chromium is driven through the DevTools protocol directly (`--driver cdp`, the default), not
 // through Playwright, whose instrumentation of every page costs the page's WebSocket real time
@@ -51,6 +51,9 @@
 // Worker the page creates (an init script wraps the page's Worker constructor): the page's
 // code is not changed, and its own `onmessage` still runs as before.
 //
+// --waits prints, for the run that stands for each case, every wait for work over 2 ms per
+// thread: before which of its tiles, and the panel bytes that task brought.
+//
 // --trace records one more run of a case (--trace-case CASE/THREADS[,…]: several; default the
 // first case at 1 thread) with Chrome's tracing through the DevTools protocol, and prints where
 // each thread's time went inside the job's window: busy and idle, and the events by self time,
@@ -78,6 +81,7 @@ const { values: opts } = parseArgs({
     "no-anchor": { type: "boolean", default: false },
     driver: { type: "string", default: "cdp" },
     repeat: { type: "string" },
+    waits: { type: "boolean", default: false },
   },
   allowPositionals: false,
   strict: true,
@@ -192,6 +196,15 @@ function betweenTiles(spans) {
     out.handing_over += Math.max(0, start - Math.max(handed, free)) / 1000;
   }
   return out;
+}
+
+/** A thread's waits for work over 2 ms (see `betweenTiles`): [its tile's index, ms, panel bytes]. */
+function waitsOf(spans) {
+  const sorted = [...spans].sort((x, y) => x[1] - y[1]);
+  return sorted.flatMap(([handed, start, , bytes], i) => {
+    const ms = i === 0 ? 0 : Math.min(handed, start) - sorted[i - 1][2];
+    return ms > 2 ? [[i, ms, bytes]] : [];
+  });
 }
 
 /**
@@ -527,6 +540,7 @@ async function runCase(browser, job, threads, { trace = false } = {}) {
     const lastTile = (Math.max(...threadsSeen.map((t) => t.last)) - pageT0) / 1000;
     const firstHanded = (Math.min(...threadsSeen.flatMap((t) => t.spans.map((span) => span[0]))) - pageT0) / 1000;
     const gaps = threadsSeen.map((t) => betweenTiles(t.spans));
+    const waits = threadsSeen.map((t) => waitsOf(t.spans));
     const gapsMean = Object.fromEntries(Object.keys(gaps[0]).map((key) => [key, gaps.reduce((sum, g) => sum + g[key], 0) / gaps.length]));
     const { gflopsPerThread: shown, effectiveGflops: shownEffective, variant } = await snap();
 
@@ -549,7 +563,7 @@ async function runCase(browser, job, threads, { trace = false } = {}) {
     return {
       case: job.name, label: job.label, variant, m: job.m, k: job.k, n: job.n, tile: job.tile, threads,
       tasks: created.tasks_total, tiles, wall_s: wall, submit_s: (tSubmitted - t0) / 1000,
-      first_handed_s: firstHanded, first_tile_s: firstTile, last_tile_s: lastTile, between_tiles_s: gapsMean,
+      first_handed_s: firstHanded, first_tile_s: firstTile, last_tile_s: lastTile, between_tiles_s: gapsMean, waits,
       e2e_gflops: e2e, kernel_gflops_per_thread: kernel, kernel_gflops_each: perThread,
       page_shows_gflops_per_thread: shown, page_shows_effective_gflops: shownEffective, idle_page_kernel_gflops: idleKernel, efficiency: e2e / (kernel * threads),
       job_gflops: onJob, job_efficiency: onJob / (kernel * threads),
@@ -737,6 +751,9 @@ try {
           `${r.tiles} tiles, page shows ${f1(r.page_shows_gflops_per_thread)} per thread and ${f1(r.page_shows_effective_gflops)} effective, idle kernel ${f1(r.idle_page_kernel_gflops)} GFLOP/s, ` +
           `cores busy: browser ${Number.isNaN(r.cores_browser) ? "?" : r.cores_browser.toFixed(2)}, server ${r.cores_server.toFixed(2)}, this script ${r.cores_bench.toFixed(2)}${spread})`,
       );
+      if (opts.waits)
+        for (const [t, list] of r.waits.entries())
+          console.log(`  thread ${t + 1} waited for work: ${list.map(([i, ms, bytes]) => `${ms.toFixed(1)} ms before its tile ${i + 1} (+${(bytes / 2 ** 20).toFixed(0)} MiB)`).join(", ") || "never over 2 ms"} (its tiles counted from 1)`);
     }
   }
   if (opts.trace || opts["trace-case"]) {
