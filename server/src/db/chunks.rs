@@ -22,7 +22,7 @@ pub const CHUNKS_PER_INSERT: usize = 2;
 /// (it could claim a task and find no inputs), and a server that dies midway leaves nothing
 /// (PostgreSQL rolls the transaction back when the connection drops).
 pub struct NewJob {
-    tx: sqlx::Transaction<'static, sqlx::Any>,
+    tx: super::WriteTx,
     id: String,
 }
 

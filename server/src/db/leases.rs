@@ -37,7 +37,7 @@ fn unknown_as_nan(ms: Option<f64>) -> f64 {
 
 /// One dispatch round's claims, in one `BEGIN IMMEDIATE` transaction: one commit for the
 /// round rather than one per task. Nothing is leased unless [`ClaimRound::commit`] succeeds.
-pub struct ClaimRound(sqlx::Transaction<'static, sqlx::Any>);
+pub struct ClaimRound(super::WriteTx);
 
 impl ClaimRound {
     pub async fn begin(pool: &Pool) -> Result<Self, sqlx::Error> {
@@ -476,7 +476,7 @@ struct Stored {
 /// Results marked done in a transaction not yet committed: the caller stores the accepted
 /// ones' bytes, then commits (or drops this, which rolls everything back).
 pub struct Completing {
-    tx: sqlx::Transaction<'static, sqlx::Any>,
+    tx: super::WriteTx,
     completions: Vec<Completion>,
     /// PostgreSQL: jobs still open after this batch, with the place of the batch's last
     /// result of each: another instance's batch committed at the same time may have counted
@@ -739,7 +739,7 @@ struct Counted {
 /// SQLite (one instance, one writer): the count lives on the job's row, and the batch that
 /// reaches the total marks the job done.
 async fn count_on_job(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tx: &mut super::WriteTx,
     job_id: &str,
     count: i64,
     now: i64,
@@ -764,7 +764,7 @@ async fn count_on_job(
 /// committed yet; a job two concurrent batches finish together is settled after the commit
 /// ([`Completing::commit`]).
 async fn count_by_instance(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tx: &mut super::WriteTx,
     job_id: &str,
     count: i64,
     now: i64,
@@ -834,7 +834,7 @@ pub async fn finish_counted_jobs(pool: &Pool) -> Result<Vec<String>, sqlx::Error
 /// a round trip each: each task takes its values from arrays at its id's place. The tasks
 /// stored, by id, with their place in the job.
 async fn complete_together(
-    tx: &mut sqlx::Transaction<'static, sqlx::Any>,
+    tx: &mut super::WriteTx,
     items: &[ToComplete],
     results: Option<&[&[u8]]>,
     now: i64,
@@ -1257,7 +1257,7 @@ pub async fn expire_leases(pool: &Pool, needed: usize) -> Result<Expiring, sqlx:
 
 /// Expired leases re-queued in a transaction not yet committed (see [`expire_leases`]).
 pub struct Expiring {
-    tx: sqlx::Transaction<'static, sqlx::Any>,
+    tx: super::WriteTx,
     failures: Vec<Failure>,
 }
 

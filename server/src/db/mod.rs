@@ -181,13 +181,57 @@ pub async fn connect_postgres(url: &str, max_connections: u32) -> Result<Pool, s
     Ok(pool)
 }
 
+/// A transaction that writes; on SQLite it holds this process's turn to write until it is
+/// committed or dropped. Derefs to the connection, as a `Transaction` does.
+pub(crate) struct WriteTx {
+    tx: sqlx::Transaction<'static, sqlx::Any>,
+    _turn: Option<tokio::sync::MutexGuard<'static, ()>>,
+}
+
+impl WriteTx {
+    pub async fn commit(self) -> Result<(), sqlx::Error> {
+        self.tx.commit().await
+    }
+}
+
+impl std::ops::Deref for WriteTx {
+    type Target = sqlx::AnyConnection;
+    fn deref(&self) -> &Self::Target {
+        &self.tx
+    }
+}
+
+impl std::ops::DerefMut for WriteTx {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.tx
+    }
+}
+
+/// This process's writers to SQLite, one at a time, in the order they asked. SQLite admits
+/// one writer and makes the others wait in its busy handler, which sleeps 1, 2, 5, 10, 15 ms…
+/// between tries: a dispatch round that found a batch of results being stored waited 3–20 ms
+/// for a lock freed well before (a quarter of `BEGIN IMMEDIATE`s took over 2.5 ms on the
+/// page's benchmark, the slowest 21 ms; docs/benchmarks.md). Queued here, the next writer
+/// starts the moment the last one ends.
+static SQLITE_WRITER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// Starts a transaction that will write. On SQLite it takes the write lock at once, so that
-/// it cannot fail with SQLITE_BUSY after reading; PostgreSQL locks the rows each statement
-/// touches.
-async fn begin_write(pool: &Pool) -> Result<sqlx::Transaction<'static, sqlx::Any>, sqlx::Error> {
+/// it cannot fail with SQLITE_BUSY after reading, after its turn among this process's
+/// writers ([`SQLITE_WRITER`]); PostgreSQL locks the rows each statement touches.
+async fn begin_write(pool: &Pool) -> Result<WriteTx, sqlx::Error> {
     match engine() {
-        Engine::Sqlite => pool.begin_with("BEGIN IMMEDIATE").await,
-        Engine::Postgres => pool.begin().await,
+        Engine::Sqlite => {
+            let turn = SQLITE_WRITER.lock().await;
+            let tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            Ok(WriteTx {
+                tx,
+                _turn: Some(turn),
+            })
+        }
+        Engine::Postgres => Ok(WriteTx {
+            tx: pool.begin().await?,
+            _turn: None,
+        }),
     }
 }
 
