@@ -378,19 +378,24 @@ async fn panel_missing(state: AppState, socket: SocketRef<Adapter>, data: TryDat
         Ok(m) => m.task_id,
         Err(e) => return bad_payload(&socket, "panel_missing", &e),
     };
-    let refusal = match state.grid.redeliver(&worker, task_id).await {
-        Ok(Ok(())) => return tracing::info!(task_id, "panel missing: task sent again in full"),
-        Ok(Err(NotRedelivered::NotLeased)) => Refusal::UnknownTask(task_id),
-        Ok(Err(NotRedelivered::TooOften)) => Refusal::RedeliveryLimit {
-            task_id,
-            times: crate::trust::MAX_REDELIVERIES,
-        },
-        Ok(Err(NotRedelivered::OverBudget)) => {
-            Refusal::SendBudget(state.config.limits.max_send_bytes_per_sec)
-        }
-        Err(e) => return tracing::error!(error = %e, task_id, "re-sending a task failed"),
+    let refuse = |why| {
+        refuse(
+            &socket,
+            match why {
+                NotRedelivered::NotLeased => Refusal::UnknownTask(task_id),
+                NotRedelivered::TooOften => Refusal::RedeliveryLimit {
+                    task_id,
+                    times: crate::trust::MAX_REDELIVERIES,
+                },
+                NotRedelivered::OverBudget => {
+                    Refusal::SendBudget(state.config.limits.max_send_bytes_per_sec)
+                }
+            },
+        )
     };
-    refuse(&socket, refusal);
+    if let Err(e) = state.grid.redeliver(&worker, task_id, refuse).await {
+        tracing::error!(error = %e, task_id, "re-sending a task failed");
+    }
 }
 
 async fn task_failed(state: AppState, socket: SocketRef<Adapter>, data: TryData<TaskFailed>) {

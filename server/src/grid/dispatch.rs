@@ -727,20 +727,29 @@ impl Grid {
     /// Sends a task again with both panels, to a caching worker that reported one missing.
     /// Its cache model starts afresh. Each re-send is megabytes, so a lease is re-sent a
     /// bounded number of times, and only within the connection's send budget.
+    ///
+    /// A refusal goes to `refuse` as soon as it is decided, before the lease is written back
+    /// to the queue: a worker flooding reports fills its socket's buffer with refusals of
+    /// leases it no longer holds, and the one that says why must not queue behind them.
     pub async fn redeliver(
         &self,
         from: &Standing,
         task_id: i64,
-    ) -> Result<std::result::Result<(), NotRedelivered>> {
+        refuse: impl FnOnce(NotRedelivered),
+    ) -> Result<()> {
         let lease = match self.workers.redeliver(from.connection, task_id) {
             Ok(lease) => lease,
             Err(NotRedelivered::TooOften) => {
+                refuse(NotRedelivered::TooOften);
                 // Back to the queue for someone else; not counted against the task.
                 db::unclaim_task(&self.db, task_id, from.connection.as_str()).await?;
                 self.wake();
-                return Ok(Err(NotRedelivered::TooOften));
+                return Ok(());
             }
-            Err(why) => return Ok(Err(why)),
+            Err(why) => {
+                refuse(why);
+                return Ok(());
+            }
         };
         let claimed = db::Claimed {
             id: task_id,
@@ -750,7 +759,8 @@ impl Grid {
         };
         let waiter = Waiter::from(from.clone());
         deliver(self, &waiter, &claimed, lease.duplicate, lease.redelivered).await?;
-        Ok(Ok(()))
+        tracing::info!(task_id, "panel missing: task sent again in full");
+        Ok(())
     }
 }
 
