@@ -24,6 +24,17 @@ const QUICK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// A job as `GET /api/jobs/{id}` describes it. The `201` answer to a submission is a subset
 /// (no name, progress or times yet), read into the same type with those fields defaulted.
+/// How a job is to be cut; each `None` is the server's choice.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Cut {
+    pub tile: Option<u32>,
+    pub k_split: Option<u32>,
+}
+
+fn whole() -> u64 {
+    1
+}
+
 #[derive(Debug, Clone, Deserialize)]
 pub struct Job {
     pub id: String,
@@ -37,6 +48,9 @@ pub struct Job {
     /// `f32` or `f64`, from the uploaded `.npy` files.
     pub dtype: String,
     pub tile: u64,
+    /// Slices of k each tile is computed in (1: whole); absent from servers before it.
+    #[serde(default = "whole")]
+    pub k_split: u64,
     pub tasks_total: u64,
     /// Tiles computed and verified so far.
     #[serde(default)]
@@ -107,7 +121,7 @@ impl Client {
 
     /// `POST /api/jobs` with the two files streamed from disk as a multipart form, with a
     /// bar of the bytes sent.
-    pub fn submit(&self, a: &Path, b: &Path, tile: Option<u32>, name: &str) -> Result<Job> {
+    pub fn submit(&self, a: &Path, b: &Path, cut: Cut, name: &str) -> Result<Job> {
         let (a, a_input) = open_input(a)?;
         let (b, b_input) = open_input(b)?;
         self.check_token()?;
@@ -116,8 +130,11 @@ impl Client {
             .part("a", a_input.part(a, &bar))
             .part("b", b_input.part(b, &bar))
             .text("name", name.to_owned());
-        if let Some(tile) = tile {
+        if let Some(tile) = cut.tile {
             form = form.text("tile", tile.to_string());
+        }
+        if let Some(split) = cut.k_split {
+            form = form.text("k_split", split.to_string());
         }
         let url = self.url(&["api", "jobs"])?;
         let res = self.send(self.http.post(url.clone()).multipart(form));

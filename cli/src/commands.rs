@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::client::Client;
+use crate::client::{Client, Cut};
 use crate::error::{Error, Result};
 use crate::{render, wait};
 
@@ -12,6 +12,7 @@ pub struct Submit {
     pub a: PathBuf,
     pub b: PathBuf,
     pub tile: Option<u32>,
+    pub k_split: Option<u32>,
     pub name: Option<String>,
     pub wait: bool,
     pub output: Option<PathBuf>,
@@ -23,10 +24,18 @@ pub fn submit(client: &Client, args: Submit) -> Result<()> {
         check_writable_dir(out)?;
     }
     let name = args.name.unwrap_or_else(|| default_name(&args.a, &args.b));
-    let created = client.submit(&args.a, &args.b, args.tile, &name)?;
+    let cut = Cut {
+        tile: args.tile,
+        k_split: args.k_split,
+    };
+    let created = client.submit(&args.a, &args.b, cut, &name)?;
     println!("{}", created.id);
+    let slices = match created.k_split {
+        1 => String::new(),
+        s => format!(" in {s} slices of k"),
+    };
     eprintln!(
-        "submitted job {} to {}: {}×{}×{} {}, tile {}, {} tiles",
+        "submitted job {} to {}: {}×{}×{} {}, tile {}{slices}, {} tiles",
         created.id,
         client.server(),
         created.m,

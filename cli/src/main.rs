@@ -52,6 +52,10 @@ enum Command {
         /// Side of the square output tiles volunteers compute (server default if omitted).
         #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
         tile: Option<u32>,
+        /// Slices of k: each tile is computed as this many partial products, summed by the
+        /// server (server default if omitted: slices of at most 4096; 1 to 64, at most k).
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        k_split: Option<u32>,
         /// A label for `brain jobs`; defaults to the two file names.
         #[arg(long)]
         name: Option<String>,
@@ -96,6 +100,7 @@ fn run(cli: Cli) -> error::Result<()> {
             a,
             b,
             tile,
+            k_split,
             name,
             wait,
             output,
@@ -105,6 +110,7 @@ fn run(cli: Cli) -> error::Result<()> {
                 a,
                 b,
                 tile,
+                k_split,
                 name,
                 wait,
                 output,

@@ -74,7 +74,10 @@ pub fn job_details(job: &Job) -> String {
             job.n
         ),
     );
-    field("tile", &job.tile.to_string());
+    match job.k_split {
+        1 => field("tile", &job.tile.to_string()),
+        s => field("tile", &format!("{}, k in {s} slices", job.tile)),
+    }
     field("tiles", &tiles(job));
     field("created", &timestamp(&job.created_at));
     if let Some(at) = &job.finished_at {
@@ -147,6 +150,7 @@ mod tests {
             n: 23,
             dtype: "f32".into(),
             tile: 8,
+            k_split: 1,
             tasks_total: 15,
             tasks_done: done,
             created_at: "2025-01-02T03:04:05.678Z".into(),

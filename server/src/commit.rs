@@ -135,7 +135,10 @@ async fn store_batch(
                 .iter()
                 .map(|v| (v.job_id.as_str(), &v.plan, &v.tile, &v.bytes[..]));
             store.write_tiles(tiles)?;
-            finished.iter().try_for_each(|job| store.sync_result(job))
+            finished.iter().try_for_each(|job| {
+                let plan = accepted.iter().find(|v| v.job_id == *job).map(|v| v.plan);
+                plan.map_or(Ok(()), |plan| store.finish_result(job, &plan))
+            })
         })
         .await
         .map_err(|e| e.to_string())?

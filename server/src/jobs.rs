@@ -117,12 +117,13 @@ impl Matrix {
     }
 }
 
-/// A JSON submission, `{"a": [[…]], "b": [[…]], "dtype"?, "tile"?, "name"?}`, parsed.
+/// A JSON submission, `{"a": [[…]], "b": [[…]], "dtype"?, "tile"?, "k_split"?, "name"?}`,
+/// parsed.
 #[derive(Debug)]
 pub struct JsonJob {
     pub a: Matrix,
     pub b: Matrix,
-    pub tile: Option<usize>,
+    pub cut: Cut,
     pub name: String,
 }
 
@@ -173,7 +174,10 @@ impl JsonJob {
         Ok(JsonJob {
             a: a.into_matrix("a", dtype).map_err(Error::BadRequest)?,
             b: b.into_matrix("b", dtype).map_err(Error::BadRequest)?,
-            tile: raw.tile,
+            cut: Cut {
+                tile: raw.tile,
+                split: raw.k_split,
+            },
             name: raw
                 .name
                 .unwrap_or_default()
@@ -209,6 +213,7 @@ struct RawJob {
     b: Option<RawMatrix>,
     dtype: Option<String>,
     tile: Option<usize>,
+    k_split: Option<usize>,
     name: Option<String>,
 }
 
@@ -237,12 +242,13 @@ impl RawMatrix {
 }
 
 #[derive(Deserialize)]
-#[serde(field_identifier, rename_all = "lowercase")]
+#[serde(field_identifier, rename_all = "snake_case")]
 enum Field {
     A,
     B,
     Dtype,
     Tile,
+    KSplit,
     Name,
     #[serde(other)]
     Other,
@@ -274,7 +280,7 @@ impl JobSeed<'_> {
     fn refuse<E: de::Error>(&self) -> E {
         self.0.fail(Error::BadRequest(
             "the JSON body must be an object {\"a\": [[…]], \"b\": [[…]], \"dtype\"?, \"tile\"?, \
-             \"name\"?}"
+             \"k_split\"?, \"name\"?}"
                 .into(),
         ))
     }
@@ -284,7 +290,7 @@ impl<'de> Visitor<'de> for JobSeed<'_> {
     type Value = RawJob;
 
     fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("an object with fields a, b, dtype, tile and name")
+        f.write_str("an object with fields a, b, dtype, tile, k_split and name")
     }
 
     refuse_scalars!(visit_bool: bool, visit_i64: i64, visit_u64: u64, visit_f64: f64, visit_str: &str);
@@ -317,6 +323,11 @@ impl<'de> Visitor<'de> for JobSeed<'_> {
                 Field::Tile => {
                     job.tile = map.next_value::<Option<usize>>().map_err(|_| {
                         ctx.fail::<M::Error>(bad("tile must be a positive integer"))
+                    })?;
+                }
+                Field::KSplit => {
+                    job.k_split = map.next_value::<Option<usize>>().map_err(|_| {
+                        ctx.fail::<M::Error>(bad("k_split must be a positive integer"))
                     })?;
                 }
                 Field::Name => {
@@ -605,7 +616,23 @@ impl PlanLimits {
     }
 }
 
-/// How C = A·B is cut into tiles.
+/// What a client may ask of a job's cut; each `None` leaves it to the server.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cut {
+    /// The tile's edge.
+    pub tile: Option<usize>,
+    /// Slices of k (`k_split`).
+    pub split: Option<usize>,
+}
+
+impl From<Option<usize>> for Cut {
+    /// A tile, or none, with the slices of k left to the server.
+    fn from(tile: Option<usize>) -> Cut {
+        Cut { tile, split: None }
+    }
+}
+
+/// How C = A·B is cut into tasks: tiles of C and, when k is split, slices of k.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Plan {
     pub dtype: Dtype,
@@ -613,9 +640,16 @@ pub struct Plan {
     pub k: usize,
     pub n: usize,
     pub tile: usize,
+    /// Slices of k (1: whole). A task of slice s computes its tile's partial product over
+    /// k's `s`-th slice; the server sums a tile's partials in slice order (see
+    /// [`Plan::tile`]). A volunteer's cache holds panels of one slice, so a long k no longer
+    /// means few, huge panels that each carry few flops per byte (docs/benchmarks.md, #14).
+    pub split: usize,
 }
 
-/// One tile of C: rows `row0..row0+rows`, columns `col0..col0+cols`.
+/// One task's tile of C: rows `row0..row0+rows`, columns `col0..col0+cols`, over k's
+/// `k0..k0+kn` (all of k unless the plan splits it). `tile_col` is the task's column,
+/// `slice × tile_cols + col` (see [`Plan::tile`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Tile {
     pub tile_row: usize,
@@ -624,7 +658,19 @@ pub struct Tile {
     pub col0: usize,
     pub rows: usize,
     pub cols: usize,
+    pub slice: usize,
+    pub k0: usize,
+    pub kn: usize,
 }
+
+/// Most slices a job's k may be cut into: each slice sends C up once more, and a tile's
+/// partials are summed from that many places.
+pub const MAX_SPLIT: usize = 64;
+
+/// The longest slice of k the server picks when a job names no split: at 256-wide f32 tiles
+/// its panels are 4 MiB, sixteen to a 64 MiB cache. The model in docs/benchmarks.md (#14)
+/// puts home links' best at whole k for k = 4096 and at four slices for k = 16384.
+pub const AUTO_SLICE_K: usize = 4096;
 
 impl Plan {
     /// Checks the operands against each other and the limits, and the requested tile; picks a
@@ -632,10 +678,10 @@ impl Plan {
     pub fn new(
         a: &Matrix,
         b: &Matrix,
-        tile: Option<usize>,
+        cut: impl Into<Cut>,
         limits: &PlanLimits,
     ) -> Result<Self, Error> {
-        Plan::for_operands(a.shape(), b.shape(), tile, limits)
+        Plan::for_operands(a.shape(), b.shape(), cut, limits)
     }
 
     /// [`Plan::new`] on the operands' shapes alone, as an upload knows them from its `.npy`
@@ -643,7 +689,7 @@ impl Plan {
     pub fn for_operands(
         a: Shape,
         b: Shape,
-        tile: Option<usize>,
+        cut: impl Into<Cut>,
         limits: &PlanLimits,
     ) -> Result<Self, Error> {
         if a.dtype != b.dtype {
@@ -659,7 +705,7 @@ impl Plan {
                 a.rows, a.cols, b.rows, b.cols
             )));
         }
-        Plan::for_shape(a.dtype, a.rows, a.cols, b.cols, tile, limits)
+        Plan::for_shape(a.dtype, a.rows, a.cols, b.cols, cut, limits)
     }
 
     /// The policy behind [`Plan::new`], on the shape alone (so it can be tested on shapes far
@@ -670,14 +716,19 @@ impl Plan {
     /// `MAX_TASKS_PER_JOB` (a 3000×1·1×3000 product at tile 1 would be 9 million rows); too
     /// large a one makes a panel or result that no Socket.io message can carry, so the task
     /// would circulate for ever. Without a tile the server picks one inside those bounds.
+    ///
+    /// k is cut into the slices the client names (`cut.split`, 1 to [`MAX_SPLIT`] and at
+    /// most k), or else into slices of at most [`AUTO_SLICE_K`]; the tile is then chosen
+    /// for panels of one slice.
     pub fn for_shape(
         dtype: Dtype,
         m: usize,
         k: usize,
         n: usize,
-        tile: Option<usize>,
+        cut: impl Into<Cut>,
         limits: &PlanLimits,
     ) -> Result<Self, Error> {
+        let Cut { tile, split } = cut.into();
         let max = limits.max_job_elements;
         let elements = m
             .checked_mul(k)
@@ -697,23 +748,42 @@ impl Plan {
                 )))
             }
         }
+        let split = match split {
+            Some(s) if !(1..=MAX_SPLIT.min(k)).contains(&s) => {
+                return Err(Error::BadRequest(format!(
+                    "k_split must be between 1 and {} (k = {k}, at most {MAX_SPLIT}), not {s}",
+                    MAX_SPLIT.min(k)
+                )))
+            }
+            Some(s) => s,
+            None => k.div_ceil(AUTO_SLICE_K).clamp(1, MAX_SPLIT),
+        };
         let with = |tile| Plan {
             dtype,
             m,
             k,
             n,
             tile,
+            split,
         };
         let data_bytes = limits.message_data_bytes();
         let fits = |t| with(t).largest_message().is_some_and(|b| b <= data_bytes);
         if !fits(1) {
+            let slice_k = with(1).slice_k();
+            let slices = if split == 1 {
+                "whole".to_owned()
+            } else {
+                format!("in {split} slices (k_split) of {slice_k}")
+            };
             return Err(Error::PayloadTooLarge(format!(
-                "k = {k} is too long: one row of a ({} bytes of {}) does not fit in a Socket.io \
-                 message ({data_bytes} bytes of data, MAX_MESSAGE_BYTES = {}), so no tile of \
-                 this job could ever be sent to a worker",
-                k.saturating_mul(dtype.size()),
+                "k = {k} is too long: one row of a's panels, k {slices} ({} bytes of {}), does \
+                 not fit in a Socket.io message ({data_bytes} bytes of data, MAX_MESSAGE_BYTES = \
+                 {}), so no tile of this job could ever be sent to a worker; a larger k_split \
+                 (at most {}) makes shorter rows",
+                slice_k.saturating_mul(dtype.size()),
                 dtype.name(),
-                limits.max_message_bytes
+                limits.max_message_bytes,
+                MAX_SPLIT.min(k)
             )));
         }
         // `fits` only fails more often and the task count only falls as the tile grows, so
@@ -772,7 +842,7 @@ impl Plan {
                 )))
             }
             Some(t) => t,
-            None => default_tile(k, dtype).clamp(smallest, largest),
+            None => default_tile(with(1).slice_k(), dtype).clamp(smallest, largest),
         };
         Ok(with(tile))
     }
@@ -783,8 +853,9 @@ impl Plan {
         let rows = self.tile.min(self.m);
         let cols = self.tile.min(self.n);
         let e = self.dtype.size();
-        let a = rows.checked_mul(self.k)?.checked_mul(e)?;
-        let b = cols.checked_mul(self.k)?.checked_mul(e)?;
+        let k = self.slice_k();
+        let a = rows.checked_mul(k)?.checked_mul(e)?;
+        let b = cols.checked_mul(k)?.checked_mul(e)?;
         let c = rows.checked_mul(cols)?.checked_mul(e)?;
         Some(a.max(b).max(c))
     }
@@ -797,14 +868,36 @@ impl Plan {
         self.n.div_ceil(self.tile)
     }
 
-    /// Tiles of C; saturates rather than wraps for a shape no plan would accept.
-    pub fn tasks_total(&self) -> usize {
-        self.tile_rows().saturating_mul(self.tile_cols())
+    /// Columns of tasks: each slice of k has a column of tasks per tile column of C.
+    pub fn task_cols(&self) -> usize {
+        self.tile_cols().saturating_mul(self.split)
     }
 
+    /// Tasks: tiles of C times slices of k; saturates rather than wraps for a shape no plan
+    /// would accept.
+    pub fn tasks_total(&self) -> usize {
+        self.tile_rows().saturating_mul(self.task_cols())
+    }
+
+    /// Where slice `s` of k starts; slices differ in length by one at most.
+    fn k_start(&self, s: usize) -> usize {
+        // Never past k·MAX_SPLIT, far inside usize for any plan's k.
+        s * self.k / self.split
+    }
+
+    /// Elements of k in its longest slice: what a panel holds.
+    pub fn slice_k(&self) -> usize {
+        self.k.div_ceil(self.split)
+    }
+
+    /// The task in tile row `tile_row` and task column `tile_col`, which is
+    /// `slice × tile_cols + col`: the slice in the tile column, so that a job's tasks keep
+    /// two coordinates wherever they are stored, claimed and cut into blocks.
     pub fn tile(&self, tile_row: usize, tile_col: usize) -> Tile {
+        let (slice, col) = (tile_col / self.tile_cols(), tile_col % self.tile_cols());
         let row0 = tile_row * self.tile;
-        let col0 = tile_col * self.tile;
+        let col0 = col * self.tile;
+        let k0 = self.k_start(slice);
         Tile {
             tile_row,
             tile_col,
@@ -812,11 +905,24 @@ impl Plan {
             col0,
             rows: self.tile.min(self.m - row0),
             cols: self.tile.min(self.n - col0),
+            slice,
+            k0,
+            kn: self.k_start(slice + 1) - k0,
         }
     }
 
     pub fn tiles(&self) -> impl Iterator<Item = Tile> + '_ {
-        (0..self.tile_rows()).flat_map(move |r| (0..self.tile_cols()).map(move |c| self.tile(r, c)))
+        (0..self.tile_rows()).flat_map(move |r| (0..self.task_cols()).map(move |c| self.tile(r, c)))
+    }
+
+    /// The key of a task's A panel among the job's: its tile row and slice of k.
+    pub fn a_key(&self, t: &Tile) -> usize {
+        t.slice * self.tile_rows() + t.tile_row
+    }
+
+    /// The tile row and slice of k of A's panel `key` (see [`Plan::a_key`]).
+    pub fn a_panel_of(&self, key: usize) -> (usize, usize) {
+        (key % self.tile_rows(), key / self.tile_rows())
     }
 
     /// Bytes of a tile's A row panel (rows×k): one contiguous slice of A.
@@ -874,7 +980,22 @@ impl Plan {
 
     /// Bytes of a tile's two panels, as a delivery without a cache sends them.
     pub fn panel_bytes(&self, t: &Tile) -> usize {
-        (t.rows * self.k + self.k * t.cols) * self.dtype.size()
+        (t.rows * t.kn + t.kn * t.cols) * self.dtype.size()
+    }
+
+    /// Bytes of a split job's partial products as the server keeps them until they are
+    /// summed (split × C; none for a whole-k job).
+    pub fn partials_bytes(&self) -> u64 {
+        if self.split == 1 {
+            return 0;
+        }
+        let bytes = (self.m as u128) * (self.n as u128) * (self.split * self.dtype.size()) as u128;
+        u64::try_from(bytes).unwrap_or(u64::MAX)
+    }
+
+    /// Multiply-adds times two: the flops a task's product takes.
+    pub fn flops(&self, t: &Tile) -> f64 {
+        2.0 * (t.rows * t.kn * t.cols) as f64
     }
 
     /// Bytes a tile's result must have.
@@ -1001,7 +1122,7 @@ mod tests {
         assert_eq!((job.a.rows, job.a.cols, job.a.dtype), (2, 2, Dtype::F32));
         assert_eq!(job.a.to_f64(), vec![1.0, 2.5, -3.0, 400.0]);
         assert_eq!((job.b.rows, job.b.cols), (2, 1));
-        assert_eq!((job.tile, job.name.as_str()), (Some(4), "x"));
+        assert_eq!((job.cut.tile, job.name.as_str()), (Some(4), "x"));
         // The dtype may come after the matrices; f64 keeps every digit.
         let job = json(r#"{"a": [[0.1]], "b": [[1]], "dtype": "f64"}"#).expect("valid");
         assert_eq!((job.a.dtype, job.a.to_f64()), (Dtype::F64, vec![0.1]));
@@ -1161,12 +1282,21 @@ mod tests {
         assert!(plan.largest_message().expect("small") <= LIMITS.message_data_bytes());
         // Panels: k = 100,000 f32 rows are 400 kB each, so at most 157 of them per message
         // of 64 MiB less a sixteenth.
-        let error = Plan::for_shape(Dtype::F32, 300, 100_000, 300, Some(256), &LIMITS)
+        let whole = Cut {
+            tile: Some(256),
+            split: Some(1),
+        };
+        let error = Plan::for_shape(Dtype::F32, 300, 100_000, 300, whole, &LIMITS)
             .expect_err("panel too large");
         assert!(
             error.to_string().contains("use tile 157 or less"),
             "{error}"
         );
+        // Unless k is split, as it is by default: 25 slices of 4,000.
+        let plan =
+            Plan::for_shape(Dtype::F32, 300, 100_000, 300, Some(256), &LIMITS).expect("split");
+        assert_eq!((plan.split, plan.slice_k()), (25, 4000));
+        assert!(plan.largest_message().expect("small") <= LIMITS.message_data_bytes());
         // The default tile respects the limit as well, here a small one.
         let small = PlanLimits {
             max_message_bytes: 64 * 1024,
@@ -1185,12 +1315,17 @@ mod tests {
             );
         }
         // A row of A longer than a message can never be sent: 413.
-        let error = Plan::for_shape(Dtype::F64, 2, 8000, 2, None, &small).expect_err("k too long");
+        let whole = Cut {
+            tile: None,
+            split: Some(1),
+        };
+        let error = Plan::for_shape(Dtype::F64, 2, 8000, 2, whole, &small).expect_err("k too long");
         assert!(matches!(error, Error::PayloadTooLarge(_)), "{error:?}");
         assert!(
             error.to_string().contains("k = 8000 is too long"),
             "{error}"
         );
+        assert!(error.to_string().contains("k_split"), "{error}");
         // One task at most, but one tile of 100² f64 does not fit: no tile works, 413.
         let tight = PlanLimits {
             max_tasks: 1,
@@ -1200,6 +1335,62 @@ mod tests {
         assert!(matches!(error, Error::PayloadTooLarge(_)), "{error:?}");
         assert!(error.to_string().contains("at least 100"), "{error}");
         assert!(error.to_string().contains("at most 87"), "{error}");
+    }
+
+    #[test]
+    fn k_is_split_on_request_or_past_4096_and_every_task_covers_one_slice() {
+        let plan = |m, k, n, cut: Cut| Plan::for_shape(Dtype::F32, m, k, n, cut, &LIMITS);
+        let auto = |k| plan(64, k, 64, Some(64).into()).expect("plan").split;
+        assert_eq!((auto(1), auto(4096), auto(4097), auto(16384)), (1, 1, 2, 4));
+        assert_eq!(auto(1 << 20), MAX_SPLIT, "never past MAX_SPLIT");
+        // Asked for: 1 to min(k, MAX_SPLIT), else 400 naming the range.
+        let asked = |k, split| {
+            plan(
+                8,
+                k,
+                8,
+                Cut {
+                    tile: Some(4),
+                    split: Some(split),
+                },
+            )
+        };
+        assert_eq!(asked(10, 3).expect("3 of 10").split, 3);
+        for (k, split) in [(10, 0), (10, 11), (1000, MAX_SPLIT + 1)] {
+            let e = asked(k, split).expect_err("out of range");
+            assert!(matches!(e, Error::BadRequest(_)), "{e:?}");
+            assert!(
+                e.to_string().contains("k_split must be between 1 and"),
+                "{e}"
+            );
+        }
+        // 10 in 3 slices: 3, 3, 4, each task a (tile, slice) once, slices after each other.
+        let p = asked(10, 3).expect("plan");
+        assert_eq!((p.tile_cols(), p.task_cols(), p.tasks_total()), (2, 6, 12));
+        let mut seen = std::collections::HashSet::new();
+        for t in p.tiles() {
+            assert!(seen.insert((t.row0, t.col0, t.slice)), "{t:?} twice");
+            assert_eq!(t.slice, t.tile_col / p.tile_cols());
+            assert_eq!(t.col0, (t.tile_col % p.tile_cols()) * p.tile);
+            assert_eq!(p.flops(&t), 2.0 * (t.rows * t.kn * t.cols) as f64);
+        }
+        let slices: Vec<(usize, usize)> = (0..3)
+            .map(|s| (p.tile(0, s * 2).k0, p.tile(0, s * 2).kn))
+            .collect();
+        assert_eq!(slices, [(0, 3), (3, 3), (6, 4)]);
+        // A panel keys: one per tile row and slice, and back.
+        let t = p.tile(1, 5);
+        assert_eq!((t.slice, p.a_key(&t)), (2, 5));
+        assert_eq!(p.a_panel_of(5), (1, 2));
+        // The partials a split job keeps until they are summed: split × C.
+        assert_eq!(p.partials_bytes(), 3 * 8 * 8 * 4);
+        assert_eq!(asked(10, 1).expect("whole").partials_bytes(), 0);
+        // The tile the server picks is for the panels of one slice: 16384 in 4 slices gives
+        // the 4096-long panels tile 256, as 4096 whole does.
+        assert_eq!(
+            plan(4096, 16384, 4096, None.into()).expect("plan").tile,
+            256
+        );
     }
 
     #[test]
@@ -1218,6 +1409,7 @@ mod tests {
             k: huge,
             n: huge,
             tile: 1,
+            split: 1,
         };
         assert_eq!(plan.tasks_total(), usize::MAX);
         assert_eq!(plan.largest_message(), None);

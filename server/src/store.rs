@@ -34,12 +34,52 @@ const PARTIAL: &str = ".partial-";
 /// result it had written on disk (see [`Store::take_clean_mark`]).
 const CLEAN: &str = ".clean";
 
-/// The parts of a job: its two inputs and its result.
+/// Bytes of partials read at a time when a split job's are summed into C.
+const SUM_BAND_BYTES: usize = 16 << 20;
+
+/// Appends to `sum` the element-wise sum of `partials` (each as long as the others, of
+/// little-endian `dtype` values), added in the order given: a split job's partials are
+/// always added in slice order, so its result has the same bits however they arrived.
+pub fn add_in_order<'a>(dtype: Dtype, partials: impl Iterator<Item = &'a [u8]>, sum: &mut Vec<u8>) {
+    match dtype {
+        Dtype::F32 => sum_slices::<4>(partials, sum, |a, b| {
+            (f32::from_le_bytes(a) + f32::from_le_bytes(b)).to_le_bytes()
+        }),
+        Dtype::F64 => sum_slices::<8>(partials, sum, |a, b| {
+            (f64::from_le_bytes(a) + f64::from_le_bytes(b)).to_le_bytes()
+        }),
+    }
+}
+
+fn sum_slices<'a, const N: usize>(
+    mut slices: impl Iterator<Item = &'a [u8]>,
+    sum: &mut Vec<u8>,
+    add: impl Fn([u8; N], [u8; N]) -> [u8; N],
+) {
+    let start = sum.len();
+    sum.extend_from_slice(slices.next().unwrap_or_default());
+    for slice in slices {
+        for (acc, x) in sum[start..].chunks_exact_mut(N).zip(slice.chunks_exact(N)) {
+            let total = add(
+                acc.try_into().unwrap_or([0; N]),
+                x.try_into().unwrap_or([0; N]),
+            );
+            acc.copy_from_slice(&total);
+        }
+    }
+}
+
+/// The parts of a job: its two inputs and its result, and the partial products of a job
+/// whose k is split.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Part {
     A,
     B,
     C,
+    /// A split job's partial products side by side, m × (split·n): slice s of a tile lies
+    /// at columns `s·n + col0`. Summed into C, in slice order, as the job's last results are
+    /// committed ([`Store::finish_result`]), and removed with the inputs.
+    Partials,
 }
 
 impl Part {
@@ -48,7 +88,22 @@ impl Part {
             Part::A => "a.npy",
             Part::B => "b.npy",
             Part::C => "c.npy",
+            Part::Partials => "partials.npy",
         }
+    }
+}
+
+/// Where a task's result is written: its file, that file's row length in elements, and the
+/// tile's first column there.
+fn result_place(plan: &Plan, tile: &Tile) -> (Part, usize, usize) {
+    if plan.split == 1 {
+        (Part::C, plan.n, tile.col0)
+    } else {
+        (
+            Part::Partials,
+            plan.split * plan.n,
+            tile.slice * plan.n + tile.col0,
+        )
     }
 }
 
@@ -158,25 +213,41 @@ impl Store {
         Ok(out)
     }
 
-    /// A tile's panel of A (its rows, k wide) and of B (its columns, k tall).
-    pub fn panels(&self, job_id: &str, plan: &Plan, tile: &Tile) -> io::Result<(Vec<u8>, Vec<u8>)> {
-        let a = self.read_rows(job_id, Part::A, plan.dtype, plan.k, tile.row0, tile.rows)?;
-        let b = self.read_block(
-            job_id,
-            Part::B,
-            plan.dtype,
-            plan.n,
-            (0, plan.k),
-            (tile.col0, tile.cols),
-        )?;
-        Ok((a, b))
+    /// A task's panel of A (its tile's rows over its slice of k: one read when that is all
+    /// of k) or of B (its tile's columns over its slice of k).
+    pub fn panel(
+        &self,
+        job_id: &str,
+        plan: &Plan,
+        tile: &Tile,
+        operand: crate::panels::Operand,
+    ) -> io::Result<Vec<u8>> {
+        use crate::panels::Operand;
+        let (rows, slice) = ((tile.row0, tile.rows), (tile.k0, tile.kn));
+        match operand {
+            Operand::A if plan.split == 1 => {
+                self.read_rows(job_id, Part::A, plan.dtype, plan.k, tile.row0, tile.rows)
+            }
+            Operand::A => self.read_block(job_id, Part::A, plan.dtype, plan.k, rows, slice),
+            Operand::B => {
+                let cols = (tile.col0, tile.cols);
+                self.read_block(job_id, Part::B, plan.dtype, plan.n, slice, cols)
+            }
+        }
     }
 
-    /// A stored tile of C.
+    /// A task's panels of A and B.
+    pub fn panels(&self, job_id: &str, plan: &Plan, tile: &Tile) -> io::Result<(Vec<u8>, Vec<u8>)> {
+        use crate::panels::Operand;
+        let a = self.panel(job_id, plan, tile, Operand::A)?;
+        Ok((a, self.panel(job_id, plan, tile, Operand::B)?))
+    }
+
+    /// A task's stored result: a tile of C, or of a split job's partials.
     pub fn read_tile(&self, job_id: &str, plan: &Plan, tile: &Tile) -> io::Result<Vec<u8>> {
+        let (part, width, col0) = result_place(plan, tile);
         let rows = (tile.row0, tile.rows);
-        let cols = (tile.col0, tile.cols);
-        self.read_block(job_id, Part::C, plan.dtype, plan.n, rows, cols)
+        self.read_block(job_id, part, plan.dtype, width, rows, (col0, tile.cols))
     }
 
     /// Writes tiles into their jobs' `c.npy`. They are not made durable here: a batch is
@@ -188,6 +259,7 @@ impl Store {
     ) -> io::Result<()> {
         let mut open: Vec<(&str, File)> = Vec::new();
         for (job_id, plan, tile, bytes) in tiles {
+            let (part, width, col0) = result_place(plan, tile);
             let e = plan.dtype.size();
             if bytes.len() != tile.rows * tile.cols * e {
                 return Err(io::Error::new(
@@ -198,15 +270,50 @@ impl Store {
             let file = match open.iter().position(|(j, _)| *j == job_id) {
                 Some(i) => &open[i].1,
                 None => {
-                    let path = self.path(job_id, Part::C)?;
+                    let path = self.path(job_id, part)?;
                     open.push((job_id, OpenOptions::new().write(true).open(path)?));
                     &open[open.len() - 1].1
                 }
             };
             for (r, row) in bytes.chunks_exact(tile.cols * e).enumerate() {
-                let at = ((tile.row0 + r) * plan.n + tile.col0) * e;
+                let at = ((tile.row0 + r) * width + col0) * e;
                 file.write_all_at(row, DATA_OFFSET + at as u64)?;
             }
+        }
+        Ok(())
+    }
+
+    /// Completes a job's result once every task's is written, before the job is marked
+    /// done: a split job's partials are summed into C first, then C is made durable.
+    pub fn finish_result(&self, job_id: &str, plan: &Plan) -> io::Result<()> {
+        if plan.split > 1 {
+            self.sum_partials(job_id, plan)?;
+        }
+        // The partials are removed with the inputs: nothing to sync of them.
+        self.sync_part(job_id, Part::C)
+    }
+
+    /// Sums a split job's partials into C, a band of rows at a time (at most a tile's
+    /// height and [`SUM_BAND_BYTES`] of partials), each element's partials added in slice
+    /// order: the same bits whatever order the partials arrived in.
+    fn sum_partials(&self, job_id: &str, plan: &Plan) -> io::Result<()> {
+        let partials = File::open(self.path(job_id, Part::Partials)?)?;
+        let c = OpenOptions::new()
+            .write(true)
+            .open(self.path(job_id, Part::C)?)?;
+        let (e, n, s) = (plan.dtype.size(), plan.n, plan.split);
+        let band = (SUM_BAND_BYTES / (s * n * e)).clamp(1, plan.tile);
+        let mut read = Vec::new();
+        let mut sum = Vec::new();
+        for row0 in (0..plan.m).step_by(band) {
+            let rows = band.min(plan.m - row0);
+            read.resize(rows * s * n * e, 0);
+            partials.read_exact_at(&mut read, DATA_OFFSET + (row0 * s * n * e) as u64)?;
+            sum.clear();
+            for row in read.chunks_exact(s * n * e) {
+                add_in_order(plan.dtype, row.chunks_exact(n * e), &mut sum);
+            }
+            c.write_all_at(&sum, DATA_OFFSET + (row0 * n * e) as u64)?;
         }
         Ok(())
     }
@@ -214,7 +321,12 @@ impl Store {
     /// Makes a job's result durable: before the job is marked done (its inputs are removed
     /// then, so a lost tile could not be computed again), and at a clean stop.
     pub fn sync_result(&self, job_id: &str) -> io::Result<()> {
-        match File::open(self.path(job_id, Part::C)?) {
+        self.sync_part(job_id, Part::C)?;
+        self.sync_part(job_id, Part::Partials)
+    }
+
+    fn sync_part(&self, job_id: &str, part: Part) -> io::Result<()> {
+        match File::open(self.path(job_id, part)?) {
             Ok(file) => file.sync_data(),
             Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
             Err(e) => Err(e),
@@ -224,14 +336,14 @@ impl Store {
     /// Has the kernel start writing a job's result out, without waiting (see
     /// `commit::writeback_due`), so that the sync that ends the job has little left.
     pub fn start_result_writeback(&self, job_id: &str) -> io::Result<()> {
-        match File::open(self.path(job_id, Part::C)?) {
-            Ok(file) => {
-                start_writeback(&file);
-                Ok(())
+        for part in [Part::C, Part::Partials] {
+            match File::open(self.path(job_id, part)?) {
+                Ok(file) => start_writeback(&file),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(e),
         }
+        Ok(())
     }
 
     /// Whether the last server to use this root stopped cleanly; removes the mark, so that
@@ -264,7 +376,7 @@ impl Store {
 
     /// Removes a job's inputs (once it is done its result no longer needs them).
     pub fn remove_inputs(&self, job_id: &str) -> io::Result<()> {
-        for matrix in [Part::A, Part::B] {
+        for matrix in [Part::A, Part::B, Part::Partials] {
             match fs::remove_file(self.path(job_id, matrix)?) {
                 Err(e) if e.kind() != io::ErrorKind::NotFound => return Err(e),
                 _ => {}
@@ -286,7 +398,7 @@ impl Store {
     pub fn disk_bytes(&self, job_id: &str) -> io::Result<u64> {
         use std::os::unix::fs::MetadataExt;
         let mut total = 0;
-        for matrix in [Part::A, Part::B, Part::C] {
+        for matrix in [Part::A, Part::B, Part::C, Part::Partials] {
             match fs::metadata(self.path(job_id, matrix)?) {
                 Ok(meta) => total += meta.blocks() * 512,
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -311,13 +423,15 @@ impl Store {
             }
             let to = dest.join(&name);
             fs::create_dir(&to)?;
-            for part in [Part::A, Part::B, Part::C] {
+            for part in [Part::A, Part::B, Part::C, Part::Partials] {
                 let from = entry.path().join(part.file());
                 if !from.exists() {
-                    continue; // a done job's inputs are gone
+                    continue; // a done job's inputs are gone, and a whole-k job has no partials
                 }
                 let target = to.join(part.file());
-                let linked = part != Part::C && fs::hard_link(&from, &target).is_ok();
+                // The inputs never change: linked. Results are written as tasks finish: copied.
+                let inputs = matches!(part, Part::A | Part::B);
+                let linked = inputs && fs::hard_link(&from, &target).is_ok();
                 if !linked {
                     fs::copy(&from, &target)?;
                 }
@@ -438,6 +552,13 @@ impl Upload {
         c.write_all(&header(plan.dtype, plan.m, plan.n))?;
         c.set_len(DATA_OFFSET + (plan.m * plan.n * plan.dtype.size()) as u64)?;
         c.sync_all()?;
+        if plan.split > 1 {
+            let width = plan.split * plan.n;
+            let mut p = File::create(self.partial.join(Part::Partials.file()))?;
+            p.write_all(&header(plan.dtype, plan.m, width))?;
+            p.set_len(DATA_OFFSET + (plan.m * width * plan.dtype.size()) as u64)?;
+            p.sync_all()?;
+        }
         fs::rename(&self.partial, &self.dir)?;
         if let Some(root) = self.dir.parent() {
             File::open(root)?.sync_all()?;
@@ -515,6 +636,7 @@ pub mod layout {
             Part::A => (plan.m, plan.k),
             Part::B => (plan.k, plan.n),
             Part::C => (plan.m, plan.n),
+            Part::Partials => (plan.m, plan.split * plan.n),
         };
         DATA_OFFSET + (rows * cols * plan.dtype.size()) as u64
     }
@@ -970,6 +1092,7 @@ mod tests {
             k,
             n,
             tile,
+            split: 1,
         }
     }
 
@@ -993,6 +1116,52 @@ mod tests {
 
     /// The result of `plan` as the database store sends it: every byte located in its piece,
     /// each piece assembled from the tiles' slices, equals the file the folder store writes.
+    #[test]
+    fn a_split_jobs_partials_are_summed_into_c_in_slice_order_whatever_their_arrival() {
+        let (store, root) = temp();
+        // 3×3·3×3 in tiles of 2 and 3 slices of k = 3: 4 tiles, 12 tasks.
+        let plan = Plan {
+            split: 3,
+            ..plan(3, 3, 3, 2)
+        };
+        let upload = store.begin("job").expect("begun");
+        for part in [Part::A, Part::B] {
+            let data = f32s((0..9).map(|v| v as f32));
+            upload
+                .write_matrix(part, Dtype::F32, (3, 3), &data)
+                .expect("written");
+        }
+        upload.finish(&plan).expect("finished");
+        // Slice 0 gives 1e8, slice 1 gives 1 and slice 2 −1e8 to every element: in slice
+        // order (1e8 + 1) − 1e8 = 0 in f32; in the order written below it would be 1.
+        let value = [1e8f32, 1.0, -1e8];
+        let mut tasks: Vec<Tile> = plan.tiles().collect();
+        tasks.sort_by_key(|t| std::cmp::Reverse(t.slice));
+        let bytes: Vec<Vec<u8>> = tasks
+            .iter()
+            .map(|t| f32s(std::iter::repeat_n(value[t.slice], t.rows * t.cols)))
+            .collect();
+        store
+            .write_tiles(
+                tasks
+                    .iter()
+                    .zip(&bytes)
+                    .map(|(t, b)| ("job", &plan, t, &b[..])),
+            )
+            .expect("written");
+        for (t, b) in tasks.iter().zip(&bytes) {
+            assert_eq!(&store.read_tile("job", &plan, t).expect("read"), b, "{t:?}");
+        }
+        store.finish_result("job", &plan).expect("summed");
+        let c = fs::read(store.path("job", Part::C).expect("path")).expect("c");
+        assert_eq!(&c[..DATA_OFFSET as usize], &header(Dtype::F32, 3, 3)[..]);
+        assert_eq!(&c[DATA_OFFSET as usize..], &f32s([0.0; 9])[..]);
+        // The partials go with the inputs.
+        store.remove_inputs("job").expect("removed");
+        assert!(!store.path("job", Part::Partials).expect("path").exists());
+        fs::remove_dir_all(root).expect("cleanup");
+    }
+
     #[test]
     fn pieces_of_rows_assembled_from_tiles_make_the_result_file() {
         use layout::{assemble, Rows, Segment};

@@ -26,5 +26,6 @@ pub fn f32_plan(m: usize, k: usize, n: usize, tile: usize) -> Plan {
         k,
         n,
         tile,
+        split: 1,
     }
 }

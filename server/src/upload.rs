@@ -387,6 +387,7 @@ fn name(part: Part) -> &'static str {
         Part::A => "a",
         Part::B => "b",
         Part::C => "c",
+        Part::Partials => "partials",
     }
 }
 
@@ -433,7 +434,7 @@ fn apply(mut files: Files, piece: Piece) -> Result<Written, Failure> {
                 match part {
                     Part::A => files.kept.a = Some(kept),
                     Part::B => files.kept.b = Some(kept),
-                    Part::C => {}
+                    Part::C | Part::Partials => {}
                 }
             }
         }
@@ -540,6 +541,7 @@ mod tests {
             k: 2,
             n: 1,
             tile: 1,
+            split: 1,
         };
         let mut w = Writer::start(store.clone(), "job".into());
         w.begin(Part::A, shape(1, 2), false, None).await.expect("a");

@@ -96,12 +96,15 @@ test("submit --wait -o writes the product two workers computed; jobs, status and
   assert.equal(again.code, 0, again.stderr);
   assert.deepEqual(readFileSync(join(dir, "again.npy")), readFileSync(join(dir, "c.npy")));
 
-  // f64 without -o: the id and the way to fetch it are printed, and the job takes the files' dtype.
+  // f64 without -o, k in two slices: the id and the way to fetch it are printed, and the job
+  // takes the files' dtype.
   const f64 = writeInputs(dir, 9, 5, 11, { dtype: "f64", seed: 11, prefix: "d" });
-  const waited = await brain(["submit", "da.npy", "db.npy", "--wait", "--server", server.url], { cwd: dir });
+  const waited = await brain(["submit", "da.npy", "db.npy", "--k-split", "2", "--wait", "--server", server.url], { cwd: dir });
   assert.equal(waited.code, 0, waited.stderr);
   const id64 = waited.stdout.trim();
-  assert.match(waited.stderr, new RegExp(`job ${id64} done: 1/1 verified`));
+  assert.match(waited.stderr, /: 9×5×11 f64, tile \d+ in 2 slices of k, 2 tiles/);
+  assert.match(waited.stderr, new RegExp(`job ${id64} done: 2/2 verified`));
+  assert.match((await brain(["status", id64, "--server", server.url])).stdout, /^tile\s+\d+, k in 2 slices$/m);
   assert.match(waited.stderr, new RegExp(`fetch it with: brain result ${id64} -o C.npy`));
   const job64 = (await api(server.url, `/api/jobs/${id64}`)).json;
   assert.equal(job64.dtype, "f64");

@@ -228,10 +228,10 @@ export async function metric(url, name) {
  * Submits A·B of deterministic random matrices as JSON and returns the job id with the
  * product computed here, for comparison with what the grid returns.
  */
-export async function submitRandom(url, m, k, n, tile, seed = 1) {
+export async function submitRandom(url, m, k, n, tile, seed = 1, more = {}) {
   const a = randomMatrix(m, k, "f64", seed);
   const b = randomMatrix(k, n, "f64", seed + 1);
-  const res = await api(url, "/api/jobs", { method: "POST", body: { a: rowsOf(a, m, k), b: rowsOf(b, k, n), tile } });
+  const res = await api(url, "/api/jobs", { method: "POST", body: { a: rowsOf(a, m, k), b: rowsOf(b, k, n), tile, ...more } });
   if (res.status !== 201) throw new Error(`submit: ${res.status} ${res.text}`);
   return { id: res.json.id, want: referenceProduct(a, b, m, k, n), k, tasks: res.json.tasks_total };
 }

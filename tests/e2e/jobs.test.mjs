@@ -262,3 +262,72 @@ test("the .npy result is streamed with Range, If-Range and validators; JSON stre
   assert.ok(c.every((row) => row.length === n));
   assert.deepEqual(c.flat(), Array.from(npy.data), "exactly the .npy's values");
 });
+
+test("k split: each tile is the sum of its slices' partials, added in slice order, asked for or past k = 4096", async (t) => {
+  const server = await startServer(t);
+  // One worker with a panel cache (slices' panels are keyed apart) and one without.
+  await startWorker(t, server.url, { name: "cached", panelCache: 1 << 20 });
+  await startWorker(t, server.url, { name: "plain" });
+  const [m, k, n, split] = [37, 29, 23, 3];
+  // Values that f32 holds exactly, so that the server's inputs are these bits whatever way
+  // it rounds a decimal to f32.
+  const a = Float64Array.from(Float32Array.from(randomMatrix(m, k, "f64", 11)));
+  const b = Float64Array.from(Float32Array.from(randomMatrix(k, n, "f64", 12)));
+  const created = await api(server.url, "/api/jobs", {
+    method: "POST",
+    body: { a: rowsOf(a, m, k), b: rowsOf(b, k, n), tile: 8, k_split: split },
+  });
+  assert.equal(created.status, 201, created.text);
+  assert.equal(created.json.k_split, split);
+  assert.equal(created.json.tasks_total, 5 * 3 * split);
+  const job = await waitForJob(server.url, created.json.id);
+  assert.equal(job.k_split, split);
+  const tiles = (await api(server.url, `/api/jobs/${job.id}/tiles`)).json;
+  assert.deepEqual([tiles.tile_rows, tiles.tile_cols, tiles.k_split, tiles.tiles.length], [5, 9, split, 45]);
+  assert.ok(tiles.tiles.every((x) => x.state === "done"));
+  // What the server must return, bit for bit: each slice's partial as a worker computes it
+  // (from the f32 inputs, rounded to f32), summed in f32 in slice order: slices of k are
+  // k·s/3 .. k·(s+1)/3, that is 9, 10 and 10 long.
+  const want = new Float32Array(m * n);
+  for (let s = 0; s < split; s++) {
+    const [k0, k1] = [Math.floor((s * k) / split), Math.floor(((s + 1) * k) / split)];
+    const as = new Float64Array(m * (k1 - k0));
+    for (let i = 0; i < m; i++) for (let p = k0; p < k1; p++) as[i * (k1 - k0) + p - k0] = a[i * k + p];
+    const partial = Float32Array.from(referenceProduct(as, b.subarray(k0 * n, k1 * n), m, k1 - k0, n));
+    for (let i = 0; i < m * n; i++) want[i] = s === 0 ? partial[i] : Math.fround(want[i] + partial[i]);
+  }
+  const npy = await downloadNpy(server.url, job.id);
+  assert.deepEqual([npy.dtype, npy.rows, npy.cols], ["f32", m, n]);
+  assert.deepEqual(Buffer.from(npy.data.buffer, npy.data.byteOffset, npy.data.byteLength), Buffer.from(want.buffer));
+  const json = await api(server.url, `/api/jobs/${job.id}/result?format=json`);
+  assert.deepEqual(Float32Array.from(json.json.c.flat()), want);
+
+  // Past k = 4096 the server splits by itself: here in two slices of 2,048 and 2,049, as f64
+  // through the .npy upload.
+  const [m2, k2, n2] = [3, 4097, 5];
+  const a2 = randomMatrix(m2, k2, "f64", 13), b2 = randomMatrix(k2, n2, "f64", 14);
+  const form = new FormData();
+  form.append("a", new Blob([npyEncode("f64", m2, k2, a2)]), "a.npy");
+  form.append("b", new Blob([npyEncode("f64", k2, n2, b2)]), "b.npy");
+  const auto = await api(server.url, "/api/jobs", { method: "POST", body: form });
+  assert.equal(auto.status, 201, auto.text);
+  assert.equal(auto.json.k_split, 2);
+  await waitForJob(server.url, auto.json.id);
+  assertClose((await downloadNpy(server.url, auto.json.id)).data, referenceProduct(a2, b2, m2, k2, n2), k2, "f64");
+
+  // Out of range: 400, with the range, and nothing stored.
+  const before = (await api(server.url, "/api/jobs")).json.length;
+  for (const [body, form] of [[{ a: [[1, 2]], b: [[1], [2]], k_split: 3 }, false], [{ k_split: "0" }, true]]) {
+    let res;
+    if (form) {
+      const f = new FormData();
+      f.append("a", new Blob([npyEncode("f32", 1, 2, [1, 2])]), "a.npy");
+      f.append("b", new Blob([npyEncode("f32", 2, 1, [1, 2])]), "b.npy");
+      f.append("k_split", body.k_split);
+      res = await api(server.url, "/api/jobs", { method: "POST", body: f });
+    } else res = await api(server.url, "/api/jobs", { method: "POST", body });
+    assert.equal(res.status, 400, res.text);
+    assert.match(res.json.error, /k_split must be between 1 and 2/);
+  }
+  assert.equal((await api(server.url, "/api/jobs")).json.length, before);
+});

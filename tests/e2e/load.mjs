@@ -11,6 +11,8 @@
 //   node load.mjs network [--profiles campus,home,mobile] [--quick] [--size N] [--tile N]
 //                 [--volunteers N] [--cache-mib N] [--in-flight N|auto] [--deadline S]
 //                 [--stagger S]  (all volunteers but one arrive after the job, S seconds apart)
+//                 [--k K] [--k-split N|auto]  (an N×K·K×N job, k in N slices or the server's
+//                 choice; default K = N, whole)
 //                 figure 5 (#14): the same job on unshaped loopback, then with every volunteer
 //                 behind its own brain-shaper with each profile; delivered GFLOP/s beside the
 //                 bound from the kernels' speed, the links and the I/O lower bound
@@ -84,6 +86,8 @@ const { values: opts, positionals } = parseArgs({
     "egress-mbit": { type: "string" },
     stagger: { type: "string" },
     mix: { type: "string" },
+    k: { type: "string" },
+    "k-split": { type: "string" },
   },
 });
 const QUICK = opts.quick;
@@ -179,11 +183,12 @@ const privatePostgres = () => (postgres ??= startPostgres({ settings: PG_SETTING
  * measured run a garbage collector's worth of the harness's own setup to sweep. */
 const randomF32 = (len, seed) => randomMatrix(1, len, "f32", seed);
 
-async function submitNpy(url, a, b, m, k, n, tile, name) {
+async function submitNpy(url, a, b, m, k, n, tile, name, split) {
   const form = new FormData();
   form.append("a", new Blob([npyEncode("f32", m, k, a)]), "a.npy");
   form.append("b", new Blob([npyEncode("f32", k, n, b)]), "b.npy");
   form.append("tile", String(tile));
+  if (split !== undefined) form.append("k_split", String(split));
   form.append("name", name);
   const res = await api(url, "/api/jobs", { method: "POST", body: form });
   if (res.status !== 201) throw new Error(`submit: ${res.status} ${res.text}`);
@@ -870,11 +875,15 @@ async function network() {
   // such a queue), so on mobile it keeps 3, at most 4 panels (13 s at 10 Mbit/s) with blocks.
   const inFlight = (opts["in-flight"] ?? "auto") === "auto" ? "auto" : Number(opts["in-flight"]);
   const deadlineS = Number(opts.deadline ?? (QUICK ? 60 : 170));
+  const K = Number(opts.k ?? S);
+  // Whole k unless asked: the server's own choice (slices of at most 4096) with "auto".
+  const split = opts["k-split"] === undefined ? 1 : opts["k-split"] === "auto" ? undefined : Number(opts["k-split"]);
   if (!(S % tile === 0 && W >= 1 && budget > 0 && (inFlight === "auto" || inFlight >= 1) && deadlineS > 0)) throw new Error("--size a multiple of --tile; --volunteers, --cache-mib, --in-flight (or auto), --deadline positive");
+  if (!(Number.isInteger(K) && K >= 1 && (split === undefined || (Number.isInteger(split) && split >= 1)))) throw new Error("--k a whole number ≥ 1; --k-split a whole number ≥ 1 or auto");
   // Release shaper: the debug build caps at a few hundred Mbit/s, below the campus link.
   process.env.BRAIN_SHAPER_BIN ??= releaseShaper();
 
-  const flops = 2 * S ** 3;
+  const flops = 2 * S * S * K;
   const elements = budget / 4;
   // Smith, Lowery, Langou & van de Geijn, "A tight I/O lower bound for matrix multiplication"
   // (arXiv 1702.02017): with a fast memory of S elements, C += A·B (mnk FMAs, 2mnk flops)
@@ -886,13 +895,13 @@ async function network() {
   // (rows and columns of A and B), so with mn shared equally among W no schedule beats
   // √(mn/W) flops per element.
   const jobIntensity = Math.sqrt((S * S) / W) / 4;
-  const a = randomF32(S * S, 51);
-  const b = randomF32(S * S, 52);
+  const a = randomF32(S * K, 51);
+  const b = randomF32(K * S, 52);
   const MiB = (x) => `${fmt(x / 2 ** 20)} MiB`;
   const g = (x) => fmt(x / 1e9, 1);
   const perKflop = (bytes, fl) => fmt((1000 * bytes) / fl, 2);
   console.log(
-    `\n5. the grid over shaped links: ${S}×${S}·${S}×${S} f32 (${g(flops)} GFLOP) in ${tile}-wide tiles, ${W} volunteers ` +
+    `\n5. the grid over shaped links: ${S}×${K}·${K}×${S} f32 (${g(flops)} GFLOP) in ${tile}-wide tiles, k ${split === 1 ? "whole" : split === undefined ? "split as the server chooses" : `in ${split} slices`}, ${W} volunteers ` +
       `(the wasm kernel, one Node worker thread each) announcing ${MiB(budget)} panel caches, ${inFlight === "auto" ? "as many tasks requested or in hand as the page keeps (3–6, from its round trip over its compute time)" : `${inFlight} tasks requested or in hand`} each; ` +
       `each volunteer through its own brain-shaper (release) with the profile, or straight to the server (loopback); every product checked (Freivalds)`,
   );
@@ -903,7 +912,7 @@ async function network() {
       `Panels travel server → volunteer: the downlink is the link.`,
   );
   console.log(
-    `   Σ kernel speed: each volunteer's kernel on ${tile}×${S}·${S}×${tile} tiles, timed before the job for 2 s all ${W} at once ` +
+    `   Σ kernel speed: each volunteer's kernel on ${tile}×k·k×${tile} tiles (k of one slice), timed before the job for 2 s all ${W} at once ` +
       `(the ${W} share this machine's ${availableParallelism()} cores; alone, one after another, in brackets)`,
   );
   console.log(
@@ -913,12 +922,12 @@ async function network() {
   );
   console.log(`   anchors: BOINC and Pando publish no figure under shaped links; the same job on unshaped loopback, in this run, is the anchor`);
   const stagger = Number(opts.stagger ?? 0);
-  const ctx = { S, tile, W, budget, inFlight, deadlineS, flops, intensity, jobIntensity, a, b, stagger };
+  const ctx = { S, K, split, tile, W, budget, inFlight, deadlineS, flops, intensity, jobIntensity, a, b, stagger };
   const rows = [];
   for (const profile of [null, ...profiles]) rows.push(await networkRun(profile, ctx));
   console.log(
     `\n   figure 5 in short (${S}², ${W} volunteers, ${MiB(budget)} caches; bound = min(Σ kernels, Σ downlink × ${fmt(intensity)} flop/byte), its smaller term named; ` +
-      `"with up": of min(that, Σ uplink × ${S / 2} flop/byte), C going up once):`,
+      `"with up": of min(that, Σ uplink × k/2 flop/byte per slice of k), C going up once per slice):`,
   );
   console.log(`   ${"run".padEnd(9)} ${"wall s".padStart(7)} ${"GFLOP/s".padStart(8)} ${"bound".padStart(14)} ${"share".padStart(6)} ${"with up".padStart(8)} ${"of job's".padStart(9)} ${"B/kflop down".padStart(13)} ${"× bound".padStart(8)} ${"downlink busy".padStart(14)} resets`);
   for (const r of rows)
@@ -950,7 +959,7 @@ function shaperLink(log) {
 }
 
 /** One run of figure 5: `profile` null is straight over loopback. */
-async function networkRun(profile, { S, tile, W, budget, inFlight, deadlineS, flops, intensity, jobIntensity, a, b, stagger }) {
+async function networkRun(profile, { S, K, split, tile, W, budget, inFlight, deadlineS, flops, intensity, jobIntensity, a, b, stagger }) {
   return withServer({}, async (server) => {
     const shapers = [];
     const vols = [];
@@ -961,18 +970,21 @@ async function networkRun(profile, { S, tile, W, budget, inFlight, deadlineS, fl
         shapers.push(shaper);
         vols.push(await volunteer(shaper ? shaper.url : server.url, { name: `${profile ?? "loopback"}-${i}`, compute: "wasm", inFlight, panelCache: budget, reconnect: true }));
       }
-      // Flop/s, as every rate below.
-      const tileFlops = 2 * tile * S * tile;
+      // Flop/s, as every rate below: a task's k is one slice's (the server's choice when it
+      // chooses: slices of at most 4096, as `jobs::AUTO_SLICE_K`).
+      const slices = split ?? Math.min(64, Math.ceil(K / 4096));
+      const kTask = Math.ceil(K / slices);
+      const tileFlops = 2 * tile * kTask * tile;
       const alone = [];
-      for (const v of vols) alone.push(tileFlops / ((await v.alone(tile, S, tile, 3)) / 1000));
-      const together = (await Promise.all(vols.map((v) => v.alone(tile, S, tile, 3, 2000)))).map((ms) => tileFlops / (ms / 1000));
+      for (const v of vols) alone.push(tileFlops / ((await v.alone(tile, kTask, tile, 3)) / 1000));
+      const together = (await Promise.all(vols.map((v) => v.alone(tile, kTask, tile, 3, 2000)))).map((ms) => tileFlops / (ms / 1000));
       for (const v of vols) v.restart();
       // --stagger: all but the first leave before the job and come back one by one after it
       // is accepted, as volunteers arrive on a real grid (their kernels were timed above).
       const join = (i) => volunteer(shapers[i] ? shapers[i].url : server.url, { name: `${profile ?? "loopback"}-${i}`, compute: "wasm", inFlight, panelCache: budget, reconnect: true });
       if (stagger) for (const v of vols.slice(1)) v.stop();
       const [server0, load0] = [cpuSeconds(server.proc.pid), loadavg()[0]];
-      const job = await submitNpy(server.url, a, b, S, S, S, tile, `network ${profile ?? "loopback"}`);
+      const job = await submitNpy(server.url, a, b, S, K, S, tile, `network ${profile ?? "loopback"}`, split);
       const arrivals = stagger
         ? (async () => {
             for (let i = 1; i < W; i++) {
@@ -998,7 +1010,7 @@ async function networkRun(profile, { S, tile, W, budget, inFlight, deadlineS, fl
       // The last acks, for the per-volunteer counts.
       for (const until = Date.now() + 5000; done && Date.now() < until; await sleep(50))
         if (vols.reduce((n, v) => n + v.stats.accepted, 0) >= job.tasks_total) break;
-      if (done) checkProduct(a, b, (await downloadNpy(server.url, job.id)).data, S, S, S);
+      if (done) checkProduct(a, b, (await downloadNpy(server.url, job.id)).data, S, K, S);
       // Before the volunteers stop: closing counts as a disconnect.
       const reconnections = vols.reduce((n, v) => n + v.stats.resets, 0);
       for (const v of vols) v.stop();
@@ -1007,14 +1019,17 @@ async function networkRun(profile, { S, tile, W, budget, inFlight, deadlineS, fl
       if (process.env.LOAD_TRACE)
         for (const [i, v] of vols.entries())
           console.error(`${profile ?? "loopback"} volunteer ${i}:\n${v.stats.events.map(([at, what]) => `  ${((at - t0) / 1000).toFixed(3)} ${what}`).join("\n")}`);
-      return report({ profile, link, vols, summaries, alone, together, wall, done, status, job, serverCpu, load0, reconnections });
+      return report({ profile, link, vols, summaries, alone, together, wall, done, status, job, serverCpu, load0, reconnections, slices });
     } finally {
       for (const v of vols) v.stop();
       await Promise.all(shapers.map((s) => s?.stop()));
     }
   });
 
-  function report({ profile, link, vols, summaries, alone, together, wall, done, status, job, serverCpu, load0, reconnections }) {
+  function report({ profile, link, vols, summaries, alone, together, wall, done, status, job, serverCpu, load0, reconnections, slices }) {
+    // C goes up once per slice of k: 4mn bytes a slice for 2mnk flops, k/(2·slices) flop per
+    // byte up.
+    const upIntensity = K / 2 / slices;
     const secs = wall / 1000;
     const sum = (xs) => xs.reduce((s, x) => s + x, 0);
     const kernels = sum(together);
@@ -1022,7 +1037,7 @@ async function networkRun(profile, { S, tile, W, budget, inFlight, deadlineS, fl
     const bound = Math.min(kernels, links);
     // C goes up once whatever the schedule (more often with k split): 4mn bytes for 2mnk
     // flops, k/2 flop per byte up. The issue's bound leaves it out.
-    const uplinks = link ? W * link.up * (S / 2) : Infinity;
+    const uplinks = link ? W * link.up * upIntensity : Infinity;
     const full = Math.min(bound, uplinks);
     const jobBound = Math.min(kernels, link ? W * link.down * jobIntensity : Infinity, uplinks);
     const verified = sum(vols.map((v) => v.stats.flops));
@@ -1048,7 +1063,7 @@ async function networkRun(profile, { S, tile, W, budget, inFlight, deadlineS, fl
     );
     if (link)
       console.log(
-        `     with the uplink: C goes up once, ${S / 2} flop/byte, Σ uplink ${W} × ${fmt((link.up * 8) / 1e6)} Mbit/s → ${g(uplinks)} GFLOP/s; ` +
+        `     with the uplink: C goes up once per slice of k (${slices}), ${upIntensity} flop/byte, Σ uplink ${W} × ${fmt((link.up * 8) / 1e6)} Mbit/s → ${g(uplinks)} GFLOP/s; ` +
           `the bound with it ${g(full)} (${full === uplinks ? "the uplinks" : "as above"}): ${pct(delivered, full)} of it`,
       );
     if (link)
@@ -1067,12 +1082,12 @@ async function networkRun(profile, { S, tile, W, budget, inFlight, deadlineS, fl
         `in the kernel ${pct(sum(vols.map((v) => v.stats.kernelMs)) / W / 1000, secs)} (wall time, the cores shared); server CPU ${fmt(serverCpu, 1)} s (${pct(serverCpu, secs)} of a core)`,
     );
     console.log(
-      `     per volunteer: GFLOP/s delivered (tiles) / its bound min(kernel with all ${W} at once [alone], downlink × ${fmt(intensity)} flop/byte, uplink × ${S / 2}), ` +
+      `     per volunteer: GFLOP/s delivered (tiles) / its bound min(kernel with all ${W} at once [alone], downlink × ${fmt(intensity)} flop/byte, uplink × ${upIntensity}), ` +
         `MiB down/up, B per kflop down, resets, most tasks requested or in hand`,
     );
     const g2 = (x) => fmt(x / 1e9, 2);
     for (const [i, v] of vols.entries()) {
-      const own = Math.min(together[i], link ? Math.min(link.down * intensity, link.up * (S / 2)) : Infinity);
+      const own = Math.min(together[i], link ? Math.min(link.down * intensity, link.up * upIntensity) : Infinity);
       console.log(
         `       ${String(i).padStart(2)}: ${g2(v.stats.flops / secs).padStart(5)} (${String(v.stats.accepted).padStart(3)}) / ${g2(own)} = ${pct(v.stats.flops / secs, own).padStart(4)}; ` +
           `kernel ${g2(together[i])} [${g(alone[i])}], ${fmt(down[i] / 2 ** 20).padStart(4)}/${profile ? fmt(up[i] / 2 ** 20) : "–"} MiB, ` +

@@ -207,7 +207,7 @@ test("dashboards receive job and tile updates", async (t) => {
   const created = await api(server.url, "/api/jobs", { method: "POST", body: { a: [[2]], b: [[3]] } });
   assert.equal((await jobUpdate).id, created.json.id);
   const tiles = (await api(server.url, `/api/jobs/${created.json.id}/tiles`)).json;
-  assert.deepEqual(tiles, { tile_rows: 1, tile_cols: 1, tiles: [{ task_id: tiles.tiles[0].task_id, row: 0, col: 0, state: "queued" }] });
+  assert.deepEqual(tiles, { tile_rows: 1, tile_cols: 1, k_split: 1, tiles: [{ task_id: tiles.tiles[0].task_id, row: 0, col: 0, state: "queued" }] });
   const { socket } = await registered(t, server.url);
   const tileUpdate = once(dash, "tile_update", 5000);
   socket.emit("request_task");

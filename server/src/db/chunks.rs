@@ -165,21 +165,23 @@ pub async fn read_result(
     Ok(row.and_then(|(bytes,)| bytes))
 }
 
-/// Rows `row0..row0+rows` (counted within the band) of every tile in tile row `tile_row`, in
-/// column order, as `(tile_col, bytes)`: each tile's slice is `rows` of its own rows, read
-/// with substring() so that only that slice leaves the table. `tile` and `n` are the plan's,
-/// `elem` its element size. A tile not done, or without bytes, is missing from the answer.
+/// Rows `row0..row0+rows` (counted within the band) of every task in tile row `tile_row`, in
+/// task column order, as `(tile_col, bytes)`: each task's slice is `rows` of its own rows,
+/// read with substring() so that only that slice leaves the table. `tile`, `n` and
+/// `tile_cols` (C's, not the tasks') are the plan's, `elem` its element size. A task not done,
+/// or without bytes, is missing from the answer.
 pub async fn read_band(
     pool: &Pool,
     job_id: &str,
     tile_row: i64,
     (row0, rows): (i64, i64),
-    (tile, n, elem): (i64, i64, i64),
+    (tile, n, elem, tile_cols): (i64, i64, i64, i64),
 ) -> Result<Vec<(i64, Vec<u8>)>, sqlx::Error> {
-    // A tile's width is the tile's, but the last column's may be narrower.
+    // A tile's width is the tile's, but the last column's may be narrower; a split job's
+    // task columns repeat C's once per slice of k.
     sqlx::query_as(sql("SELECT tile_col, substring(result \
-             FROM CAST(?1 * LEAST(?2, ?3 - tile_col * ?2) + 1 AS INTEGER) \
-             FOR CAST(?4 * LEAST(?2, ?3 - tile_col * ?2) AS INTEGER)) \
+             FROM CAST(?1 * LEAST(?2, ?3 - (tile_col % ?7) * ?2) + 1 AS INTEGER) \
+             FOR CAST(?4 * LEAST(?2, ?3 - (tile_col % ?7) * ?2) AS INTEGER)) \
          FROM tasks WHERE job_id = ?5 AND tile_row = ?6 AND state = 'done' \
              AND result IS NOT NULL \
          ORDER BY tile_col"))
@@ -189,6 +191,7 @@ pub async fn read_band(
     .bind(rows * elem)
     .bind(job_id)
     .bind(tile_row)
+    .bind(tile_cols)
     .fetch_all(pool)
     .await
 }

@@ -14,6 +14,8 @@ pub struct JobRow {
     pub n: i64,
     pub dtype: String,
     pub tile: i64,
+    /// Slices of k: each tile's product is the sum of this many partial products.
+    pub k_split: i64,
     pub tasks_total: i64,
     pub tasks_done: i64,
     #[schema(value_type = String, format = DateTime)]
@@ -46,6 +48,7 @@ impl JobRow {
             k: self.k as usize,
             n: self.n as usize,
             tile: self.tile as usize,
+            split: self.k_split as usize,
         })
     }
 }
@@ -55,11 +58,11 @@ impl JobRow {
 fn job_columns() -> &'static str {
     match engine() {
         Engine::Sqlite => {
-            "id, name, status, m, k, n, dtype, tile, tasks_total, tasks_done, created_at, \
+            "id, name, status, m, k, n, dtype, tile, k_split, tasks_total, tasks_done, created_at, \
              finished_at, error"
         }
         Engine::Postgres => {
-            "id, name, status, m, k, n, dtype, tile, tasks_total, \
+            "id, name, status, m, k, n, dtype, tile, k_split, tasks_total, \
              CAST(tasks_done + COALESCE((SELECT SUM(p.done) FROM job_progress p \
                  WHERE p.job_id = jobs.id), 0) AS BIGINT) AS tasks_done, \
              created_at, finished_at, error"
@@ -90,8 +93,8 @@ pub(super) async fn insert_job_rows(
     use std::fmt::Write as _;
     let now = now_ms();
     sqlx::query(sql(
-        "INSERT INTO jobs (id, name, status, m, k, n, dtype, tile, tasks_total, created_at) \
-         VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO jobs (id, name, status, m, k, n, dtype, tile, k_split, tasks_total, \
+             created_at) VALUES (?, ?, 'queued', ?, ?, ?, ?, ?, ?, ?, ?)",
     ))
     .bind(id)
     .bind(name)
@@ -100,6 +103,7 @@ pub(super) async fn insert_job_rows(
     .bind(plan.n as i64)
     .bind(plan.dtype.name())
     .bind(plan.tile as i64)
+    .bind(plan.split as i64)
     .bind(plan.tasks_total() as i64)
     .bind(now)
     .execute(&mut *tx)
@@ -414,6 +418,7 @@ mod scratch {
             k: 1,
             n,
             tile: 1,
+            split: 1,
         }
     }
 }

@@ -446,7 +446,23 @@ async fn claim_in_blocks(
     held: &Held,
 ) -> Result<Found> {
     let id = waiter.connection;
-    let panels = (held.rows.as_slice(), held.cols.as_slice());
+    // A job its cache still names may have ended, or be gone altogether: nothing to take.
+    let plan = match grid.inputs.plan(&grid.db, job).await {
+        Ok(plan) => plan,
+        Err(Error::NotFound(_)) => return Ok(Found::Nothing),
+        Err(e) => return Err(e),
+    };
+    // A split job's A panels are keyed by tile row and slice of k (`Plan::a_key`); the tasks
+    // preferred are those in the rows held, whatever the slice.
+    let rows: Vec<i64> = match plan.split {
+        1 => held.rows.clone(),
+        _ => held
+            .rows
+            .iter()
+            .map(|r| r % plan.tile_rows() as i64)
+            .collect(),
+    };
+    let panels = (rows.as_slice(), held.cols.as_slice());
     let in_block = async |round: &mut db::ClaimRound, block, side| {
         let within = Some((block, side));
         let task = round
@@ -465,22 +481,16 @@ async fn claim_in_blocks(
             return Ok(found);
         }
     }
-    // A job its cache still names may have ended, or be gone altogether: nothing to take.
-    let plan = match grid.inputs.plan(&grid.db, job).await {
-        Ok(plan) => plan,
-        Err(Error::NotFound(_)) => return Ok(Found::Nothing),
-        Err(e) => return Err(e),
-    };
     let existing = grid.blocks.lock_or_recover().get(job).map(|b| b.partition);
     let partition = existing.unwrap_or_else(|| {
         let full = plan.tile(0, 0);
         let (workers, smallest) = grid.workers.caching();
         Partition::choose(
             plan.tile_rows(),
-            plan.tile_cols(),
+            plan.task_cols(),
             workers,
-            (full.rows * plan.k * plan.dtype.size()) as u64,
-            (plan.k * full.cols * plan.dtype.size()) as u64,
+            (full.rows * full.kn * plan.dtype.size()) as u64,
+            (full.kn * full.cols * plan.dtype.size()) as u64,
             smallest.unwrap_or(held.budget),
         )
     });
@@ -643,7 +653,7 @@ async fn worth_a_copy(
         return Ok(None);
     }
     let tile = plan.tile(lease.tile_row as usize, lease.tile_col as usize);
-    let gflop = 2.0 * (tile.rows * tile.cols * plan.k) as f64 / 1e9;
+    let gflop = plan.flops(&tile) / 1e9;
     let age_ms = (now - lease.updated_at) as f64;
     let (holder_speed, holder_turnaround_ms) = grid.workers.holder_pace(&lease.connection);
     let mine = (me.gflops, me.turnaround_ms);
@@ -673,14 +683,14 @@ async fn deliver(
         .inputs
         .panels(&grid.db, &claimed.job_id, row, col)
         .await?;
-    let a_key = panels::key(&claimed.job_id, Operand::A, tile.tile_row);
+    let a_key = panels::key(&claimed.job_id, Operand::A, plan.a_key(&tile));
     let b_key = panels::key(&claimed.job_id, Operand::B, tile.tile_col);
     let lease = Lease {
         job_id: claimed.job_id.clone(),
         tile_row: tile.tile_row,
         tile_col: tile.tile_col,
         result_len: plan.result_len(&tile),
-        flops: 2.0 * (tile.rows * plan.k * tile.cols) as f64,
+        flops: plan.flops(&tile),
         duplicate,
         answered: false,
         redelivered,
@@ -707,7 +717,7 @@ async fn deliver(
         job_id: claimed.job_id.clone(),
         dtype: plan.dtype,
         m: tile.rows,
-        k: plan.k,
+        k: tile.kn,
         n: tile.cols,
         a: shipment.send_a.then_some(a),
         b: shipment.send_b.then_some(b),

@@ -137,7 +137,7 @@ impl Inputs {
         let bytes = match part {
             Part::A => bytes.min(A_FIRST_BYTES),
             Part::B => bytes,
-            Part::C => return None,
+            Part::C | Part::Partials => return None,
         };
         let limit = self.budget_bytes / 2;
         self.held
@@ -159,7 +159,8 @@ impl Inputs {
     /// is removed; not if its length does not match the plan. A's first rows go into the
     /// panel cache as the row panels they hold whole.
     pub fn keep_resident(&self, job_id: &str, plan: &Plan, kept: Kept) {
-        if let Some((bytes, _hold)) = kept.a {
+        // A split job's A panels are pieces of rows: only a whole-k job's are A's first rows.
+        if let Some((bytes, _hold)) = kept.a.filter(|_| plan.split == 1) {
             let first = Bytes::from(bytes);
             let row = plan.k * plan.dtype.size();
             for tile_row in 0..plan.tile_rows() {
@@ -246,7 +247,7 @@ impl Inputs {
         operand: Operand,
     ) -> Result<Bytes> {
         let index = match operand {
-            Operand::A => tile.tile_row,
+            Operand::A => plan.a_key(tile),
             Operand::B => tile.tile_col,
         };
         let key = (job_id.to_owned(), operand, index);
@@ -266,26 +267,16 @@ impl Inputs {
             Engine::Postgres => Some(self.copy(db, job_id, plan).await?),
         };
         let (store, job, plan, tile) = (self.store.clone(), job_id.to_owned(), *plan, *tile);
-        let read = tokio::task::spawn_blocking(move || match operand {
-            Operand::A => store.read_rows(&job, Part::A, plan.dtype, plan.k, tile.row0, tile.rows),
-            Operand::B => store.read_block(
-                &job,
-                Part::B,
-                plan.dtype,
-                plan.n,
-                (0, plan.k),
-                (tile.col0, tile.cols),
-            ),
-        })
-        .await
-        .map_err(|e| Error::Internal(e.to_string()))?
-        .map_err(|e| match e.kind() {
-            // Gone for good: the job cannot go on (see `dispatch::serve`).
-            std::io::ErrorKind::NotFound | std::io::ErrorKind::UnexpectedEof => {
-                Error::Gone(format!("its inputs are missing from DATA_DIR ({e})"))
-            }
-            _ => Error::Internal(format!("reading a panel of job {job_id}: {e}")),
-        })?;
+        let read = tokio::task::spawn_blocking(move || store.panel(&job, &plan, &tile, operand))
+            .await
+            .map_err(|e| Error::Internal(e.to_string()))?
+            .map_err(|e| match e.kind() {
+                // Gone for good: the job cannot go on (see `dispatch::serve`).
+                std::io::ErrorKind::NotFound | std::io::ErrorKind::UnexpectedEof => {
+                    Error::Gone(format!("its inputs are missing from DATA_DIR ({e})"))
+                }
+                _ => Error::Internal(format!("reading a panel of job {job_id}: {e}")),
+            })?;
         let panel = Bytes::from(read);
         self.keep(key, panel.clone());
         Ok(panel)
@@ -558,13 +549,13 @@ impl Inputs {
     }
 }
 
-/// The column panel of `tile` in B (k×n row-major): k×cols, row-major, as
-/// [`Store::read_block`] reads it from B's file.
+/// The column panel of `tile` in B (k×n row-major): kn×cols, row-major, as
+/// [`Store::panel`] reads it from B's file.
 fn column_panel(b: &[u8], plan: &Plan, tile: &Tile) -> Vec<u8> {
     let e = plan.dtype.size();
     let (row, width) = (plan.n * e, tile.cols * e);
-    let mut out = Vec::with_capacity(plan.k * width);
-    for p in 0..plan.k {
+    let mut out = Vec::with_capacity(tile.kn * width);
+    for p in tile.k0..tile.k0 + tile.kn {
         let at = p * row + tile.col0 * e;
         out.extend_from_slice(&b[at..at + width]);
     }
@@ -592,6 +583,7 @@ mod tests {
             k: 2,
             n: 4,
             tile: 1,
+            split: 1,
         };
         let upload = store.begin("job").expect("begun");
         for part in [Part::A, Part::B] {
@@ -648,6 +640,7 @@ mod tests {
             k: 3,
             n: 7,
             tile: 2,
+            split: 1,
         };
         let b_bytes = 3 * 7 * 4;
         // Half of 400 bytes: B's 84 fits; beside A's first 40 bytes it fits once, not twice.

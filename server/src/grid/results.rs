@@ -108,7 +108,7 @@ impl Grid {
                     compute_ms,
                     duplicate: lease.duplicate,
                     result_crc: crc32fast::hash(&result.c),
-                    flops: credit::tile_flops(tile.rows, plan.k, tile.cols),
+                    flops: credit::tile_flops(tile.rows, tile.kn, tile.cols),
                 },
                 job_id: lease.job_id.clone(),
                 tile,
@@ -175,7 +175,7 @@ impl Grid {
                 &a,
                 &b,
                 &c,
-                (tile.rows, plan.k, tile.cols),
+                (tile.rows, tile.kn, tile.cols),
                 vectors,
                 &mut rand::rng(),
             )
@@ -263,7 +263,7 @@ impl Grid {
             let failed = tokio::task::spawn_blocking(move || {
                 let per_check = trust::AUDIT_VECTORS_PER_CHECK;
                 (0..trust::AUDIT_VECTORS / per_check).any(|_| {
-                    let shape = (t.rows, plan.k, t.cols);
+                    let shape = (t.rows, t.kn, t.cols);
                     let verdict =
                         verify::check(plan.dtype, &a, &b, &c, shape, per_check, &mut rand::rng());
                     verdict != verify::Verdict::Pass

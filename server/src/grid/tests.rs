@@ -82,6 +82,7 @@ async fn one_tile_job(grid: &Grid) -> Vec<u8> {
         k: 2,
         n: 2,
         tile: 2,
+        split: 1,
     };
     let bytes = |v: [f64; 4]| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     let upload = grid.inputs.store().begin("job").expect("begun");

@@ -157,8 +157,15 @@ impl Grid {
         panels::resume(budget, holds, |job, operand, index| {
             let (_, plan) = plans.iter().find(|(j, _)| j == job)?;
             let elements = match operand {
-                Operand::A if index < plan.tile_rows() => plan.tile(index, 0).rows * plan.k,
-                Operand::B if index < plan.tile_cols() => plan.k * plan.tile(0, index).cols,
+                Operand::A if index < plan.tile_rows() * plan.split => {
+                    let (row, slice) = plan.a_panel_of(index);
+                    let t = plan.tile(row, slice * plan.tile_cols());
+                    t.rows * t.kn
+                }
+                Operand::B if index < plan.task_cols() => {
+                    let t = plan.tile(0, index);
+                    t.kn * t.cols
+                }
                 _ => return None,
             };
             Some((elements * plan.dtype.size()) as u64)

@@ -21,7 +21,7 @@ use super::{authorize, find_job, ErrorBody};
 use crate::db;
 use crate::error::{Error, Result};
 use crate::grid::inputs::Kept;
-use crate::jobs::{self, Dtype, JsonJob, Plan, PlanLimits, Shape};
+use crate::jobs::{self, Cut, Dtype, JsonJob, Plan, PlanLimits, Shape};
 use crate::npy;
 use crate::state::AppState;
 use crate::status::JobStatus;
@@ -48,6 +48,11 @@ pub struct JobJson {
     /// message, is refused with 400 and the range of tiles the job accepts.
     #[schema(minimum = 1, maximum = 4096)]
     tile: Option<usize>,
+    /// Slices of k: each tile is computed as this many partial products, over k's slices,
+    /// summed by the server in slice order. When absent, k is cut into slices of at most
+    /// 4096. At most 64, and at most k.
+    #[schema(minimum = 1, maximum = 64)]
+    k_split: Option<usize>,
     name: Option<String>,
 }
 
@@ -65,6 +70,7 @@ pub struct JobForm {
     #[schema(value_type = String, format = Binary)]
     b: Vec<u8>,
     tile: Option<u32>,
+    k_split: Option<u32>,
     name: Option<String>,
 }
 
@@ -78,6 +84,7 @@ pub struct Created {
     n: usize,
     dtype: Dtype,
     tile: usize,
+    k_split: usize,
     tasks_total: usize,
 }
 
@@ -151,6 +158,7 @@ pub(super) async fn submit_job(
             k = plan.k,
             n = plan.n,
             tile = plan.tile,
+            k_split = plan.split,
             tasks = plan.tasks_total(),
             "job submitted"
         );
@@ -165,6 +173,7 @@ pub(super) async fn submit_job(
         n: plan.n,
         dtype: plan.dtype,
         tile: plan.tile,
+        k_split: plan.split,
         tasks_total: plan.tasks_total(),
     };
     Ok((StatusCode::CREATED, Json(body)).into_response())
@@ -232,8 +241,9 @@ async fn receive_json(
     let job = tokio::task::spawn_blocking(move || JsonJob::parse(&body, max_elements))
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
-    let plan = Plan::new(&job.a, &job.b, job.tile, &PlanLimits::from(limits))?;
-    let needed = upload::job_bytes(plan.dtype, plan.m, plan.k, plan.n);
+    let plan = Plan::new(&job.a, &job.b, job.cut, &PlanLimits::from(limits))?;
+    let needed =
+        upload::job_bytes(plan.dtype, plan.m, plan.k, plan.n).saturating_add(plan.partials_bytes());
     room(state).check(needed, true, free_bytes(state).await?)?;
     let mut writer = Writer::start(state.grid.inputs.store().clone(), id.to_owned());
     for (part, matrix) in [(Part::A, &job.a), (Part::B, &job.b)] {
@@ -282,7 +292,7 @@ async fn receive_multipart(
         allowance: &allowance,
         a: None,
         b: None,
-        tile: None,
+        cut: Cut::default(),
         name: None,
         free: None,
         writer: None,
@@ -311,7 +321,7 @@ struct Intake<'r> {
     allowance: &'r Allowance,
     a: Option<Shape>,
     b: Option<Shape>,
-    tile: Option<usize>,
+    cut: Cut,
     name: Option<String>,
     /// Free bytes on the store's disk before anything of this job was written.
     free: Option<u64>,
@@ -332,8 +342,18 @@ impl Intake<'_> {
                 "tile" => {
                     let text = self.small(&field_name, &mut field).await?;
                     let text = String::from_utf8_lossy(&text);
-                    self.tile = Some(text.trim().parse::<usize>().map_err(|_| {
+                    self.cut.tile = Some(text.trim().parse::<usize>().map_err(|_| {
                         Error::BadRequest(format!("tile must be a positive integer, not {text:?}"))
+                    })?);
+                    self.plan()?;
+                }
+                "k_split" => {
+                    let text = self.small(&field_name, &mut field).await?;
+                    let text = String::from_utf8_lossy(&text);
+                    self.cut.split = Some(text.trim().parse::<usize>().map_err(|_| {
+                        Error::BadRequest(format!(
+                            "k_split must be a positive integer, not {text:?}"
+                        ))
                     })?);
                     self.plan()?;
                 }
@@ -352,7 +372,7 @@ impl Intake<'_> {
                 }
                 other => {
                     return Err(Error::BadRequest(format!(
-                        "unexpected field {other:?}; expected files a and b and optional tile, name"
+                        "unexpected field {other:?}; expected files a and b and optional tile, k_split, name"
                     )))
                 }
             }
@@ -376,7 +396,7 @@ impl Intake<'_> {
             return Ok(None);
         };
         let limits = PlanLimits::from(&self.state.config.limits);
-        Plan::for_operands(a, b, self.tile, &limits).map(Some)
+        Plan::for_operands(a, b, self.cut, &limits).map(Some)
     }
 
     /// One `.npy` file: its header, judged before its data is read, then its data, written
@@ -453,8 +473,9 @@ impl Intake<'_> {
             Part::A => self.a = Some(header.shape()),
             _ => self.b = Some(header.shape()),
         }
-        self.plan()?;
+        let plan = self.plan()?;
         if let Some((needed, exact)) = upload::bytes_at_least(self.a, self.b) {
+            let needed = needed.saturating_add(plan.map_or(0, |p| p.partials_bytes()));
             let free = match self.free {
                 Some(free) => free,
                 None => *self.free.insert(free_bytes(self.state).await?),
@@ -824,7 +845,10 @@ pub(super) async fn cancel_job(
 #[derive(Serialize, ToSchema)]
 pub struct Tiles {
     tile_rows: usize,
+    /// Columns of tasks: C's tile columns once per slice of k, slice after slice (a task in
+    /// column `col` computes slice `col / (tile_cols / k_split)` of its tile).
     tile_cols: usize,
+    k_split: usize,
     tiles: Vec<db::TileState>,
 }
 
@@ -837,9 +861,11 @@ pub(super) async fn job_tiles(
 ) -> Result<Json<Tiles>> {
     let job = find_job(&state, &id).await?;
     let tiles = db::job_tiles(&state.db, &id).await?;
+    let plan = job.plan().map_err(Error::Internal)?;
     Ok(Json(Tiles {
-        tile_rows: (job.m as usize).div_ceil(job.tile as usize),
-        tile_cols: (job.n as usize).div_ceil(job.tile as usize),
+        tile_rows: plan.tile_rows(),
+        tile_cols: plan.task_cols(),
+        k_split: plan.split,
         tiles,
     }))
 }

@@ -435,7 +435,13 @@ async fn read_piece(
         } => (tile_row, row0, rows),
     };
     lease.renew().await?;
-    let shape = (plan.tile as i64, plan.n as i64, plan.dtype.size() as i64);
+    let tile_cols = plan.tile_cols() as i64;
+    let shape = (
+        plan.tile as i64,
+        plan.n as i64,
+        plan.dtype.size() as i64,
+        tile_cols,
+    );
     let slices = db::chunks::read_band(
         pool,
         job_id,
@@ -446,12 +452,32 @@ async fn read_piece(
     .await
     .map_err(io::Error::other)?;
     let slices: Vec<&[u8]> = slices.iter().map(|(_, bytes)| &bytes[..]).collect();
-    let piece = layout::assemble(count, &rows.widths(), &slices).ok_or_else(|| {
+    // A split job's: each tile's partials, one per slice of k, added in slice order.
+    let summed: Vec<Vec<u8>>;
+    let missing = || {
         io::Error::new(
             io::ErrorKind::NotFound,
             format!("tile row {tile_row} of job {job_id} is not all in the database"),
         )
-    })?;
+    };
+    let slices = if plan.split > 1 {
+        if slices.len() != plan.task_cols() {
+            return Err(missing());
+        }
+        let tile_cols = plan.tile_cols();
+        summed = (0..tile_cols)
+            .map(|col| {
+                let mut sum = Vec::new();
+                let partials = (0..plan.split).map(|s| slices[s * tile_cols + col]);
+                store::add_in_order(plan.dtype, partials, &mut sum);
+                sum
+            })
+            .collect();
+        summed.iter().map(|tile| &tile[..]).collect()
+    } else {
+        slices
+    };
+    let piece = layout::assemble(count, &rows.widths(), &slices).ok_or_else(missing)?;
     Ok((piece, start))
 }
 
