@@ -890,11 +890,14 @@ async function network() {
   // reads at least 2mnk/√S elements (leading term). So at most √S flops per element received,
   // √S/4 per f32 byte.
   const intensity = Math.sqrt(elements) / 4;
-  // This job's own bound, whatever the cache: a volunteer that computes c elements of C with
-  // the whole of k (tiles, as the server cuts jobs today) receives at least 2k√c elements
-  // (rows and columns of A and B), so with mn shared equally among W no schedule beats
-  // √(mn/W) flops per element.
-  const jobIntensity = Math.sqrt((S * S) / W) / 4;
+  // Slices of k: as asked, or the server's choice (slices of at most 4096, as
+  // `jobs::AUTO_SLICE_K`).
+  const slices = split ?? Math.min(64, Math.ceil(K / 4096));
+  // This job's own bound, whatever the cache: a volunteer that computes c elements of the
+  // partial products of one slice of k (k/s long) receives at least 2(k/s)√c elements (rows
+  // and columns of A and B) for 2(k/s)c flops, so with the s·mn elements of all the slices'
+  // partials shared equally among W no schedule beats √(s·mn/W) flops per element.
+  const jobIntensity = Math.sqrt((slices * S * S) / W) / 4;
   const a = randomF32(S * K, 51);
   const b = randomF32(K * S, 52);
   const MiB = (x) => `${fmt(x / 2 ** 20)} MiB`;
@@ -916,13 +919,13 @@ async function network() {
       `(the ${W} share this machine's ${availableParallelism()} cores; alone, one after another, in brackets)`,
   );
   console.log(
-    `   this job's own bound, whatever the cache: with whole-k tiles, ${W} volunteers sharing C equally receive ≥ 2k√(mn/${W}) elements each, ` +
+    `   this job's own bound, whatever the cache: with k in ${slices} slice${slices > 1 ? "s" : ""}, ${W} volunteers sharing the ${slices}·mn partials equally receive ≥ 2(k/${slices})√(${slices}·mn/${W}) elements each, ` +
       `≤ ${fmt(jobIntensity)} flop/byte (${perKflop(1, jobIntensity)} B per kflop); at ${S}² the job, not the ${MiB(budget)} caches, ` +
       `${jobIntensity < intensity ? "binds" : "does not bind"}`,
   );
   console.log(`   anchors: BOINC and Pando publish no figure under shaped links; the same job on unshaped loopback, in this run, is the anchor`);
   const stagger = Number(opts.stagger ?? 0);
-  const ctx = { S, K, split, tile, W, budget, inFlight, deadlineS, flops, intensity, jobIntensity, a, b, stagger };
+  const ctx = { S, K, split, slices, tile, W, budget, inFlight, deadlineS, flops, intensity, jobIntensity, a, b, stagger };
   const rows = [];
   for (const profile of [null, ...profiles]) rows.push(await networkRun(profile, ctx));
   console.log(
@@ -959,7 +962,7 @@ function shaperLink(log) {
 }
 
 /** One run of figure 5: `profile` null is straight over loopback. */
-async function networkRun(profile, { S, K, split, tile, W, budget, inFlight, deadlineS, flops, intensity, jobIntensity, a, b, stagger }) {
+async function networkRun(profile, { S, K, split, slices, tile, W, budget, inFlight, deadlineS, flops, intensity, jobIntensity, a, b, stagger }) {
   return withServer({}, async (server) => {
     const shapers = [];
     const vols = [];
@@ -970,9 +973,7 @@ async function networkRun(profile, { S, K, split, tile, W, budget, inFlight, dea
         shapers.push(shaper);
         vols.push(await volunteer(shaper ? shaper.url : server.url, { name: `${profile ?? "loopback"}-${i}`, compute: "wasm", inFlight, panelCache: budget, reconnect: true }));
       }
-      // Flop/s, as every rate below: a task's k is one slice's (the server's choice when it
-      // chooses: slices of at most 4096, as `jobs::AUTO_SLICE_K`).
-      const slices = split ?? Math.min(64, Math.ceil(K / 4096));
+      // Flop/s, as every rate below: a task's k is one slice's.
       const kTask = Math.ceil(K / slices);
       const tileFlops = 2 * tile * kTask * tile;
       const alone = [];

@@ -145,7 +145,8 @@ function renderJob({ job, pace, el }) {
   state.textContent = job.status;
   state.className = `state state-${job.status}`;
   el.dataset.status = job.status;
-  el.querySelector(".job-meta").textContent = `${job.m}×${job.k} · ${job.k}×${job.n} ${job.dtype}, tile ${job.tile}`;
+  const slices = job.k_split > 1 ? `, k in ${job.k_split} slices` : "";
+  el.querySelector(".job-meta").textContent = `${job.m}×${job.k} · ${job.k}×${job.n} ${job.dtype}, tile ${job.tile}${slices}`;
   const bar = el.querySelector("progress");
   bar.max = Math.max(1, job.tasks_total);
   bar.value = job.tasks_done;
@@ -206,7 +207,8 @@ async function selectJob(id) {
   try {
     const t = await api.tiles(id);
     const states = new Uint8Array(t.tile_rows * t.tile_cols);
-    selected = { id, tileRows: t.tile_rows, tileCols: t.tile_cols, states };
+    // A split job's task columns are C's tile columns once per slice of k, side by side.
+    selected = { id, tileRows: t.tile_rows, tileCols: t.tile_cols, slices: t.k_split ?? 1, states };
     for (const tile of t.tiles) states[tile.row * t.tile_cols + tile.col] = Math.max(0, STATES.indexOf(tile.state));
     $("detail").hidden = false;
     drawTiles();
@@ -254,7 +256,11 @@ function renderSummary() {
   for (const s of selected.states) counts[STATES[s]] += 1;
   const job = jobs.get(selected.id)?.job;
   const name = job ? job.name || job.id.slice(0, 8) : selected.id.slice(0, 8);
-  const text = `${name}: ${selected.tileRows}×${selected.tileCols} tiles · ${counts.done} done, ${counts.leased} computing, ${counts.queued} queued` +
+  const { tileRows, tileCols, slices } = selected;
+  const cut = slices > 1
+    ? `${tileRows}×${tileCols / slices} tiles in ${slices} slices of k, side by side (${tileRows}×${tileCols} tasks)`
+    : `${tileRows}×${tileCols} tiles`;
+  const text = `${name}: ${cut} · ${counts.done} done, ${counts.leased} computing, ${counts.queued} queued` +
     (counts.failed ? `, ${counts.failed} failed` : "") + (counts.cancelled ? `, ${counts.cancelled} cancelled` : "");
   $("detail-h").textContent = `Job ${name}`;
   $("detail-summary").textContent = text;
@@ -388,6 +394,7 @@ async function submit(event) {
       form.append("b", fb, fb.name);
     }
     if ($("tile").value.trim()) form.append("tile", String(intField("tile", "Tile")));
+    if ($("k-split").value.trim()) form.append("k_split", String(intField("k-split", "Slices of k")));
     if ($("job-name").value.trim()) form.append("name", $("job-name").value.trim());
   } catch (e) {
     status(e.message, true);

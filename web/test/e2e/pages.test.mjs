@@ -85,7 +85,7 @@ describe("volunteer page and dashboard in Chromium", { timeout: 7 * 60_000 }, ()
     await waitFor(async () => (await volunteer.textContent("#grid-workers")) === "1", "grid stats");
   });
 
-  test("a job submitted on the dashboard is computed here and downloads correctly", T, async () => {
+  test("a job submitted on the dashboard, k in two slices, is computed here and downloads correctly", T, async () => {
     const [m, k, n] = [150, 70, 130];
     const a = randomMatrix(m, k, "f32", 11);
     const b = randomMatrix(k, n, "f32", 12);
@@ -97,13 +97,16 @@ describe("volunteer page and dashboard in Chromium", { timeout: 7 * 60_000 }, ()
     await dashboard.setInputFiles("#file-a", { name: "a.npy", mimeType: "application/octet-stream", buffer: Buffer.from(encodeNpy(a, m, k)) });
     await dashboard.setInputFiles("#file-b", { name: "b.npy", mimeType: "application/octet-stream", buffer: Buffer.from(encodeNpy(b, k, n)) });
     await dashboard.fill("#tile", "64");
+    await dashboard.fill("#k-split", "2");
     await dashboard.fill("#job-name", "uneven");
     await dashboard.click("#submit");
-    await dashboard.waitForSelector("#submit-status:has-text('submitted: 9 tiles')", { timeout: 20_000 });
+    // 3 × 3 tiles, each as two partial products over k's halves, which the server sums.
+    await dashboard.waitForSelector("#submit-status:has-text('submitted: 18 tiles')", { timeout: 20_000 });
     const row = dashboard.locator("li.job", { hasText: "uneven" });
     await row.locator("button[data-action=show]").click();
     await row.and(dashboard.locator("[data-status=done]")).waitFor({ timeout: 60_000 });
-    await waitFor(async () => /9 done/.test(await dashboard.textContent("#detail-summary")), "the tile picture to fill in", 10_000);
+    await waitFor(async () => /3×3 tiles in 2 slices of k, side by side \(3×6 tasks\) · 18 done/.test(await dashboard.textContent("#detail-summary")), "the tile picture to fill in", 10_000);
+    assert.match(await row.textContent(), /tile 64, k in 2 slices/);
     const [download] = await Promise.all([
       dashboard.waitForEvent("download", { timeout: 20_000 }),
       row.locator("button[data-action=download]").click(),
@@ -116,7 +119,7 @@ describe("volunteer page and dashboard in Chromium", { timeout: 7 * 60_000 }, ()
     for (let i = 0; i < want.length; i++) worst = Math.max(worst, Math.abs(c.data[i] - want[i]) / (1 + Math.abs(want[i])));
     assert.ok(worst < 1e-4, `largest relative error ${worst}`);
     const s = await snapshot();
-    assert.ok(s.accepted >= 9, `this browser computed the tiles (${s.accepted} accepted)`);
+    assert.ok(s.accepted >= 18, `this browser computed the tiles (${s.accepted} accepted)`);
     // A tab sent to the background tells the server (headless tabs all count as visible,
     // so the page is told it is hidden the way the browser would).
     const setVisibility = (state) =>
