@@ -790,9 +790,14 @@ impl Plan {
         // each bound is a binary search.
         let largest = last_true(1, MAX_TILE, fits);
         let few_enough = |t| with(t).tasks_total() <= limits.max_tasks;
+        // Each slice of k multiplies the tasks.
+        let sliced = match split {
+            1 => String::new(),
+            s => format!(" with k in {s} slices"),
+        };
         if !few_enough(MAX_TILE) {
             return Err(Error::PayloadTooLarge(format!(
-                "job too large: even tile {MAX_TILE} cuts this {m}×{n} product into {} tasks, \
+                "job too large: even tile {MAX_TILE} cuts this {m}×{n} product{sliced} into {} tasks, \
                  more than MAX_TASKS_PER_JOB = {}",
                 with(MAX_TILE).tasks_total(),
                 limits.max_tasks
@@ -822,7 +827,7 @@ impl Plan {
             }
             Some(t) if t < smallest => {
                 return Err(Error::BadRequest(format!(
-                    "tile {t} cuts this {m}×{n} product into {} tasks, more than \
+                    "tile {t} cuts this {m}×{n} product{sliced} into {} tasks, more than \
                      MAX_TASKS_PER_JOB = {}: use tile {smallest} or more ({accepted}), or \
                      leave tile out and the server picks one",
                     with(t).tasks_total(),

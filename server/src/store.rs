@@ -34,8 +34,12 @@ const PARTIAL: &str = ".partial-";
 /// result it had written on disk (see [`Store::take_clean_mark`]).
 const CLEAN: &str = ".clean";
 
-/// Bytes of partials read at a time when a split job's are summed into C.
+/// Bytes of partials read at a time when a split job's are summed into C (a constant in
+/// tests, so that they can make a row too long for it).
+#[cfg(not(test))]
 const SUM_BAND_BYTES: usize = 16 << 20;
+#[cfg(test)]
+const SUM_BAND_BYTES: usize = 64;
 
 /// Appends to `sum` the element-wise sum of `partials` (each as long as the others, of
 /// little-endian `dtype` values), added in the order given: a split job's partials are
@@ -302,18 +306,37 @@ impl Store {
             .write(true)
             .open(self.path(job_id, Part::C)?)?;
         let (e, n, s) = (plan.dtype.size(), plan.n, plan.split);
-        let band = (SUM_BAND_BYTES / (s * n * e)).clamp(1, plan.tile);
+        // Columns summed at a time: a whole row of every slice's partials when that fits the
+        // budget (then whole bands of rows, one read each), else a piece of a row.
+        let width = (SUM_BAND_BYTES / (s * e)).clamp(1, n);
+        let band = match width {
+            w if w == n => (SUM_BAND_BYTES / (s * n * e)).clamp(1, plan.tile),
+            _ => 1,
+        };
         let mut read = Vec::new();
         let mut sum = Vec::new();
         for row0 in (0..plan.m).step_by(band) {
             let rows = band.min(plan.m - row0);
-            read.resize(rows * s * n * e, 0);
-            partials.read_exact_at(&mut read, DATA_OFFSET + (row0 * s * n * e) as u64)?;
-            sum.clear();
-            for row in read.chunks_exact(s * n * e) {
-                add_in_order(plan.dtype, row.chunks_exact(n * e), &mut sum);
+            for col0 in (0..n).step_by(width) {
+                let cols = width.min(n - col0);
+                sum.clear();
+                if cols == n {
+                    read.resize(rows * s * n * e, 0);
+                    partials.read_exact_at(&mut read, DATA_OFFSET + (row0 * s * n * e) as u64)?;
+                    for row in read.chunks_exact(s * n * e) {
+                        add_in_order(plan.dtype, row.chunks_exact(n * e), &mut sum);
+                    }
+                } else {
+                    // One row (`band` is 1 here): each slice's piece of it, read apart.
+                    read.resize(s * cols * e, 0);
+                    for (slice, piece) in read.chunks_exact_mut(cols * e).enumerate() {
+                        let at = (row0 * s * n + slice * n + col0) * e;
+                        partials.read_exact_at(piece, DATA_OFFSET + at as u64)?;
+                    }
+                    add_in_order(plan.dtype, read.chunks_exact(cols * e), &mut sum);
+                }
+                c.write_all_at(&sum, DATA_OFFSET + ((row0 * n + col0) * e) as u64)?;
             }
-            c.write_all_at(&sum, DATA_OFFSET + (row0 * n * e) as u64)?;
         }
         Ok(())
     }
@@ -1118,48 +1141,49 @@ mod tests {
     /// each piece assembled from the tiles' slices, equals the file the folder store writes.
     #[test]
     fn a_split_jobs_partials_are_summed_into_c_in_slice_order_whatever_their_arrival() {
-        let (store, root) = temp();
-        // 3×3·3×3 in tiles of 2 and 3 slices of k = 3: 4 tiles, 12 tasks.
-        let plan = Plan {
-            split: 3,
-            ..plan(3, 3, 3, 2)
-        };
-        let upload = store.begin("job").expect("begun");
-        for part in [Part::A, Part::B] {
-            let data = f32s((0..9).map(|v| v as f32));
-            upload
-                .write_matrix(part, Dtype::F32, (3, 3), &data)
+        // 3×3·3×n in tiles of 2 and 3 slices of k = 3. With n = 3 a row of the three slices'
+        // partials fits the sum's budget (64 bytes in tests) and is read in bands of rows;
+        // with n = 8 it does not, and each row is summed in pieces.
+        for n in [3, 8] {
+            let (store, root) = temp();
+            let plan = Plan {
+                split: 3,
+                ..plan(3, 3, n, 2)
+            };
+            let upload = store.begin("job").expect("begun");
+            for (part, cols) in [(Part::A, 3), (Part::B, n)] {
+                let data = f32s((0..3 * cols).map(|v| v as f32));
+                upload
+                    .write_matrix(part, Dtype::F32, (3, cols), &data)
+                    .expect("written");
+            }
+            upload.finish(&plan).expect("finished");
+            // Slice 0 gives 1e8, slice 1 gives 1 and slice 2 −1e8 to every element: in slice
+            // order (1e8 + 1) − 1e8 = 0 in f32; in the order written below it would be 1.
+            let value = [1e8f32, 1.0, -1e8];
+            let mut tasks: Vec<Tile> = plan.tiles().collect();
+            tasks.sort_by_key(|t| std::cmp::Reverse(t.slice));
+            let bytes: Vec<Vec<u8>> = tasks
+                .iter()
+                .map(|t| f32s(std::iter::repeat_n(value[t.slice], t.rows * t.cols)))
+                .collect();
+            let tiles = tasks.iter().zip(&bytes);
+            store
+                .write_tiles(tiles.clone().map(|(t, b)| ("job", &plan, t, &b[..])))
                 .expect("written");
+            for (t, b) in tiles {
+                assert_eq!(&store.read_tile("job", &plan, t).expect("read"), b, "{t:?}");
+            }
+            store.finish_result("job", &plan).expect("summed");
+            let c = fs::read(store.path("job", Part::C).expect("path")).expect("c");
+            assert_eq!(&c[..DATA_OFFSET as usize], &header(Dtype::F32, 3, n)[..]);
+            let zeros = f32s(std::iter::repeat_n(0.0, 3 * n));
+            assert_eq!(&c[DATA_OFFSET as usize..], &zeros[..], "n = {n}");
+            // The partials go with the inputs.
+            store.remove_inputs("job").expect("removed");
+            assert!(!store.path("job", Part::Partials).expect("path").exists());
+            fs::remove_dir_all(root).expect("cleanup");
         }
-        upload.finish(&plan).expect("finished");
-        // Slice 0 gives 1e8, slice 1 gives 1 and slice 2 −1e8 to every element: in slice
-        // order (1e8 + 1) − 1e8 = 0 in f32; in the order written below it would be 1.
-        let value = [1e8f32, 1.0, -1e8];
-        let mut tasks: Vec<Tile> = plan.tiles().collect();
-        tasks.sort_by_key(|t| std::cmp::Reverse(t.slice));
-        let bytes: Vec<Vec<u8>> = tasks
-            .iter()
-            .map(|t| f32s(std::iter::repeat_n(value[t.slice], t.rows * t.cols)))
-            .collect();
-        store
-            .write_tiles(
-                tasks
-                    .iter()
-                    .zip(&bytes)
-                    .map(|(t, b)| ("job", &plan, t, &b[..])),
-            )
-            .expect("written");
-        for (t, b) in tasks.iter().zip(&bytes) {
-            assert_eq!(&store.read_tile("job", &plan, t).expect("read"), b, "{t:?}");
-        }
-        store.finish_result("job", &plan).expect("summed");
-        let c = fs::read(store.path("job", Part::C).expect("path")).expect("c");
-        assert_eq!(&c[..DATA_OFFSET as usize], &header(Dtype::F32, 3, 3)[..]);
-        assert_eq!(&c[DATA_OFFSET as usize..], &f32s([0.0; 9])[..]);
-        // The partials go with the inputs.
-        store.remove_inputs("job").expect("removed");
-        assert!(!store.path("job", Part::Partials).expect("path").exists());
-        fs::remove_dir_all(root).expect("cleanup");
     }
 
     #[test]
