@@ -62,10 +62,30 @@ impl Room {
     /// data never counts against it; two uploads that start together may each see the same
     /// free space, and the reserve is what absorbs that.
     pub fn check(&self, needed: u64, exact: bool, free: u64) -> Result<()> {
+        self.check_with_partials(needed, 0, exact, free)
+    }
+
+    /// [`Room::check`] for a job whose k is split: its partial products (`partials` bytes)
+    /// take room until they are summed, and count as its matrices do.
+    pub fn check_with_partials(
+        &self,
+        matrices: u64,
+        partials: u64,
+        exact: bool,
+        free: u64,
+    ) -> Result<()> {
         let at_least = if exact { "" } else { "at least " };
+        let needed = matrices.saturating_add(partials);
+        let what = match partials {
+            0 => "A, B and C".to_owned(),
+            p => format!(
+                "A, B and C with the partial products of k's slices ({})",
+                human(p)
+            ),
+        };
         if needed > self.max_job_bytes {
             return Err(Error::PayloadTooLarge(format!(
-                "job too large: A, B and C would take {at_least}{needed} bytes ({}), more than \
+                "job too large: {what} would take {at_least}{needed} bytes ({}), more than \
                  MAX_JOB_BYTES = {} ({})",
                 human(needed),
                 self.max_job_bytes,
@@ -75,7 +95,7 @@ impl Room {
         let room = free.saturating_sub(self.reserve_bytes);
         if needed > room {
             return Err(Error::InsufficientStorage(format!(
-                "not enough disk space for this job: A, B and C need {at_least}{needed} bytes \
+                "not enough disk space for this job: {what} need {at_least}{needed} bytes \
                  ({}), and the server has {free} bytes ({}) free, of which it keeps {} ({}) in \
                  reserve (DISK_RESERVE_BYTES); {room} bytes ({}) are available for jobs",
                 human(needed),
@@ -503,6 +523,17 @@ mod tests {
         assert!(text.contains("need 901 bytes"), "{text}");
         assert!(text.contains("1000 bytes (1000 bytes) free"), "{text}");
         assert!(text.contains("DISK_RESERVE_BYTES"), "{text}");
+        // A split job's partials count, and the refusal says so.
+        let e = ROOM
+            .check_with_partials(600, 301, true, 1000)
+            .expect_err("with its partials");
+        let text = e.to_string();
+        assert!(
+            text.contains("with the partial products of k's slices (301 bytes)"),
+            "{text}"
+        );
+        assert!(text.contains("need 901 bytes"), "{text}");
+        assert!(ROOM.check_with_partials(600, 300, true, 1000).is_ok());
         // Less free than the reserve: nothing fits.
         assert!(ROOM.check(1, false, 50).is_err());
         let e = ROOM

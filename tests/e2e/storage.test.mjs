@@ -170,7 +170,7 @@ test("a job that would eat into DISK_RESERVE_BYTES gets 507 naming the bytes, be
   assert.deepEqual(readdirSync(dataDir), []);
 });
 
-test("MAX_JOB_BYTES bounds a job's A, B and C with 413, before its data", async (t) => {
+test("MAX_JOB_BYTES bounds a job's A, B and C, and a split job's partials, with 413, before its data", async (t) => {
   const { server } = await serverWithData(t, { MAX_JOB_BYTES: "1048576" });
   // A alone is 1 MiB: with at least a column of B and C it is over.
   const start = Buffer.concat([filePart("a"), npyHeader({ shape: "(512, 512)" })]);
@@ -187,6 +187,19 @@ test("MAX_JOB_BYTES bounds a job's A, B and C with 413, before its data", async 
   form.append("b", new Blob([npyEncode("f32", 256, 2, randomMatrix(256, 2, "f64", 2))]), "b.npy");
   const ok = await api(server.url, "/api/jobs", { method: "POST", body: form });
   assert.equal(ok.status, 201, ok.text);
+  // A split job's partial products count too: 768 KiB of matrices fit, and with k in two
+  // slices the 512 KiB of partials do not.
+  const square = (k_split) => {
+    const f = new FormData();
+    f.append("a", new Blob([npyEncode("f32", 256, 256, randomMatrix(256, 256, "f64", 3))]), "a.npy");
+    f.append("b", new Blob([npyEncode("f32", 256, 256, randomMatrix(256, 256, "f64", 4))]), "b.npy");
+    if (k_split) f.append("k_split", String(k_split));
+    return api(server.url, "/api/jobs", { method: "POST", body: f });
+  };
+  const split = await square(2);
+  assert.equal(split.status, 413, split.text);
+  assert.match(split.json.error, /A, B and C with the partial products of k's slices \(512.0 KiB\) would take 1310720 bytes .* more than MAX_JOB_BYTES = 1048576/);
+  assert.equal((await square()).status, 201);
 });
 
 test("an upload cut off mid-body leaves no job folder and no partial files; the server keeps serving", async (t) => {

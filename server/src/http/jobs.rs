@@ -242,9 +242,9 @@ async fn receive_json(
         .await
         .map_err(|e| Error::Internal(e.to_string()))??;
     let plan = Plan::new(&job.a, &job.b, job.cut, &PlanLimits::from(limits))?;
-    let needed =
-        upload::job_bytes(plan.dtype, plan.m, plan.k, plan.n).saturating_add(plan.partials_bytes());
-    room(state).check(needed, true, free_bytes(state).await?)?;
+    let needed = upload::job_bytes(plan.dtype, plan.m, plan.k, plan.n);
+    let free = free_bytes(state).await?;
+    room(state).check_with_partials(needed, plan.partials_bytes(), true, free)?;
     let mut writer = Writer::start(state.grid.inputs.store().clone(), id.to_owned());
     for (part, matrix) in [(Part::A, &job.a), (Part::B, &job.b)] {
         let hold = state.grid.inputs.reserve(part, matrix.data.len() as u64);
@@ -355,7 +355,7 @@ impl Intake<'_> {
                             "k_split must be a positive integer, not {text:?}"
                         ))
                     })?);
-                    self.plan()?;
+                    self.check_room().await?;
                 }
                 "name" => {
                     let text = self.small(&field_name, &mut field).await?;
@@ -473,15 +473,7 @@ impl Intake<'_> {
             Part::A => self.a = Some(header.shape()),
             _ => self.b = Some(header.shape()),
         }
-        let plan = self.plan()?;
-        if let Some((needed, exact)) = upload::bytes_at_least(self.a, self.b) {
-            let needed = needed.saturating_add(plan.map_or(0, |p| p.partials_bytes()));
-            let free = match self.free {
-                Some(free) => free,
-                None => *self.free.insert(free_bytes(self.state).await?),
-            };
-            room(self.state).check(needed, exact, free)?;
-        }
+        self.check_room().await?;
         let inputs = &self.state.grid.inputs;
         let hold = inputs.reserve(part, header.data_bytes());
         let writer = self
@@ -490,6 +482,22 @@ impl Intake<'_> {
         writer
             .begin(part, header.shape(), header.big_endian, hold)
             .await
+    }
+
+    /// Refuses the job if, with what is known of it so far, it cannot be planned, or would
+    /// take more than `MAX_JOB_BYTES` or the disk's room: as each operand's header comes,
+    /// and again when `k_split` comes, as a split job's partial products take room too.
+    async fn check_room(&mut self) -> Result<()> {
+        let plan = self.plan()?;
+        if let Some((needed, exact)) = upload::bytes_at_least(self.a, self.b) {
+            let partials = plan.map_or(0, |p| p.partials_bytes());
+            let free = match self.free {
+                Some(free) => free,
+                None => *self.free.insert(free_bytes(self.state).await?),
+            };
+            room(self.state).check_with_partials(needed, partials, exact, free)?;
+        }
+        Ok(())
     }
 
     /// A small field's text, refused past [`SMALL_FIELD_BYTES`].
