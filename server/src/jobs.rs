@@ -930,7 +930,8 @@ impl Plan {
         (key % self.tile_rows(), key / self.tile_rows())
     }
 
-    /// Bytes of a tile's A row panel (rows×k): one contiguous slice of A.
+    /// Bytes of a tile's A row panel (rows×k): one contiguous slice of A. Whole k only, as
+    /// the helpers below: a split job's panels are cut by `Store::panel`.
     pub fn a_panel(&self, a: &Bytes, t: &Tile) -> Bytes {
         let row_bytes = self.k * self.dtype.size();
         a.slice(t.row0 * row_bytes..(t.row0 + t.rows) * row_bytes)

@@ -454,15 +454,15 @@ async fn claim_in_blocks(
     };
     // A split job's A panels are keyed by tile row and slice of k (`Plan::a_key`); the tasks
     // preferred are those in the rows held, whatever the slice.
-    let rows: Vec<i64> = match plan.split {
-        1 => held.rows.clone(),
+    let rows: std::borrow::Cow<[i64]> = match plan.split {
+        1 => held.rows.as_slice().into(),
         _ => held
             .rows
             .iter()
             .map(|r| r % plan.tile_rows() as i64)
             .collect(),
     };
-    let panels = (rows.as_slice(), held.cols.as_slice());
+    let panels = (&*rows, held.cols.as_slice());
     let in_block = async |round: &mut db::ClaimRound, block, side| {
         let within = Some((block, side));
         let task = round
