@@ -119,7 +119,15 @@ test("bad input gets a 4xx with a message, and nothing is stored", async (t) => 
     [form({ a: npy(2, 3), b: npy(2, 3) }), 400, /inner dimensions differ/],
     [form({ a: npy(2, 3) }), 400, /missing file b/],
     [form({ a: npy(1, 1), b: npy(1, 1), tile: "big" }), 400, /tile/],
+    [form({ a: npy(1, 1), b: npy(1, 1), k_split: "x" }), 400, /k_split must be a positive integer/],
   ];
+  // A small field given twice (its second value would replace a checked first one).
+  for (const field of ["tile", "k_split", "name", "dtype"]) {
+    const f = form({ a: npy(2, 2), b: npy(2, 2) });
+    f.append(field, "1");
+    f.append(field, "1");
+    cases.push([f, 400, new RegExp(`field ${field} is given twice`)]);
+  }
   for (const [body, status, message] of cases) {
     const label = body instanceof FormData ? `multipart ${[...body.keys()]}` : JSON.stringify(body).slice(0, 60);
     const res = await api(server.url, "/api/jobs", { method: "POST", body }).catch((e) => {

@@ -294,6 +294,7 @@ async fn receive_multipart(
         b: None,
         cut: Cut::default(),
         name: None,
+        fields: Vec::new(),
         free: None,
         writer: None,
     };
@@ -323,6 +324,8 @@ struct Intake<'r> {
     b: Option<Shape>,
     cut: Cut,
     name: Option<String>,
+    /// The small fields read so far: each may come once.
+    fields: Vec<&'static str>,
     /// Free bytes on the store's disk before anything of this job was written.
     free: Option<u64>,
     writer: Option<Writer>,
@@ -336,6 +339,14 @@ impl Intake<'_> {
             .map_err(|e| self.multipart_error(e))?
         {
             let field_name = field.name().unwrap_or("").to_owned();
+            let small = ["tile", "k_split", "name", "dtype"];
+            if let Some(&known) = small.iter().find(|f| **f == field_name) {
+                // A second value would silently replace the first, which was checked already.
+                if self.fields.contains(&known) {
+                    return Err(Error::BadRequest(format!("field {known} is given twice")));
+                }
+                self.fields.push(known);
+            }
             match field_name.as_str() {
                 "a" => self.matrix(Part::A, &mut field).await?,
                 "b" => self.matrix(Part::B, &mut field).await?,
